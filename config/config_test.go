@@ -1,0 +1,300 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+const validYAML = `
+listen: ":8080"
+admin: { listen: "127.0.0.1:9901" }
+trusted_proxies: ["10.0.0.0/8", "127.0.0.1"]
+routes:
+  - name: web
+    match: { host: "", path_prefix: "/" }
+    pools:
+      - { name: blue,  weight: 90, instances: ["127.0.0.1:9001", "127.0.0.1:9002"] }
+      - { name: green, weight: 10, instances: ["http://127.0.0.1:9011/base/"] }
+    sticky: { header: X-User-ID }
+    force:  { header: X-Canary-Pool }
+  - name: api
+    match: { host: api.example.com, path_prefix: /v1 }
+    balance: least_request
+    preserve_host: false
+    pools:
+      - { name: v1, weight: 99.5, instances: ["127.0.0.1:9101"] }
+      - { name: v2, weight: 0.5, instances: ["127.0.0.1:9102"] }
+`
+
+func TestParseValid(t *testing.T) {
+	cfg, err := Parse("test.yaml", []byte(validYAML))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := len(cfg.Routes); got != 2 {
+		t.Fatalf("routes = %d", got)
+	}
+	web, api := cfg.Routes[0], cfg.Routes[1]
+	if web.Pools[0].Weight.BasisPoints() != 9000 || web.Pools[1].Weight.BasisPoints() != 1000 {
+		t.Errorf("web weights = %v %v", web.Pools[0].Weight, web.Pools[1].Weight)
+	}
+	if api.Pools[0].Weight.BasisPoints() != 9950 || api.Pools[1].Weight.BasisPoints() != 50 {
+		t.Errorf("api weights = %v %v", api.Pools[0].Weight, api.Pools[1].Weight)
+	}
+	if web.Balance != BalanceRoundRobin || api.Balance != BalanceLeastRequest {
+		t.Errorf("balance = %q %q", web.Balance, api.Balance)
+	}
+	if !web.PreservesHost() || api.PreservesHost() {
+		t.Errorf("preserve_host = %v %v", web.PreservesHost(), api.PreservesHost())
+	}
+	if cfg.Upstream.MaxIdleConnsPerHost != DefaultMaxIdleConnsPerHost || cfg.Server.ReadHeaderTimeout.D() != DefaultReadHeaderTimeout {
+		t.Errorf("defaults not applied: %+v %+v", cfg.Upstream, cfg.Server)
+	}
+}
+
+func TestDefaultsOnMinimalConfig(t *testing.T) {
+	cfg, err := Parse("min.yaml", []byte("routes:\n- name: r\n  pools:\n  - {name: a, weight: 100, instances: [\"localhost:1\"]}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Config{
+		Listen: DefaultListen,
+		Admin:  Admin{Listen: DefaultAdminListen},
+		Server: Server{
+			ReadHeaderTimeout: Duration(DefaultReadHeaderTimeout), IdleTimeout: Duration(DefaultIdleTimeout),
+			MaxHeaderBytes: DefaultMaxHeaderBytes, DrainTimeout: Duration(DefaultDrainTimeout),
+		},
+		Upstream: Upstream{
+			DialTimeout: Duration(DefaultDialTimeout), ResponseHeaderTimeout: Duration(DefaultResponseHeaderTimeout),
+			MaxIdleConnsPerHost: DefaultMaxIdleConnsPerHost, IdleConnTimeout: Duration(DefaultIdleConnTimeout),
+		},
+	}
+	got := *cfg
+	got.Routes = nil
+	if got.Listen != want.Listen || got.Admin != want.Admin || got.Server != want.Server || got.Upstream != want.Upstream {
+		t.Errorf("defaults:\n got %+v\nwant %+v", got, want)
+	}
+	if r := cfg.Routes[0]; r.Match.PathPrefix != "/" || r.Balance != BalanceRoundRobin {
+		t.Errorf("route defaults: %+v", r)
+	}
+}
+
+func TestParsePercent(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		bp   int
+		fail string
+	}{
+		{"0", 0, ""}, {"100", 10000, ""}, {"10", 1000, ""}, {"0.5", 50, ""}, {"0.29", 29, ""},
+		{"33.33", 3333, ""}, {"99.99", 9999, ""}, {"100.00", 10000, ""}, {"007", 700, ""},
+		{"100.01", 0, "above 100"}, {"101", 0, "above 100"}, {"1000", 0, "above 100"},
+		{"1.234", 0, "more than two decimals"}, {"-1", 0, "not a percentage"}, {"abc", 0, "not a percentage"},
+		{"", 0, "not a percentage"}, {".5", 0, "not a percentage"}, {"5.", 0, "not a percentage"}, {"1e2", 0, "not a percentage"},
+	} {
+		got, err := ParsePercent(tc.in)
+		if tc.fail != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.fail) {
+				t.Errorf("ParsePercent(%q) err = %v, want %q", tc.in, err, tc.fail)
+			}
+			continue
+		}
+		if err != nil || got.BasisPoints() != tc.bp {
+			t.Errorf("ParsePercent(%q) = %d, %v; want %d", tc.in, got, err, tc.bp)
+		}
+		if back, _ := ParsePercent(got.String()); back != got {
+			t.Errorf("String round trip of %q: %q", tc.in, got.String())
+		}
+	}
+}
+
+// route wraps pools into a one-route config so each case states only what
+// is wrong with it.
+func route(body string) string {
+	return "routes:\n  - name: web\n" + body
+}
+
+const twoPools = `    pools:
+      - { name: blue, weight: 90, instances: ["127.0.0.1:9001"] }
+      - { name: green, weight: 10, instances: ["127.0.0.1:9011"] }
+`
+
+func TestInvalidConfigs(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		yaml string
+		want []string // substrings of one problem: the field, the reason
+		line int
+	}{
+		{"empty file", "", []string{"empty"}, 0},
+		{"no routes", "listen: \":8080\"\n", []string{"routes", "no routes"}, 1},
+		{"unknown top key", "listn: \":8080\"\n" + route(twoPools), []string{`unknown key "listn"`, "top level"}, 1},
+		{"unknown route key", route("    wieght: 5\n"+twoPools), []string{`unknown key "wieght"`, "route"}, 3},
+		{"unknown pool key", route("    pools:\n      - { name: a, weight: 100, instance: [\"127.0.0.1:1\"] }\n"), []string{`unknown key "instance"`, "pool"}, 4},
+		{"yaml syntax", "routes: [\n", []string{"YAML syntax"}, 0},
+		{"route name missing", "routes:\n  - match: {path_prefix: /}\n" + twoPools, []string{"routes[0]().name", "route name is missing"}, 2},
+		{"route name chars", "routes:\n  - name: \"my route\"\n" + twoPools, []string{"routes[0](my route).name", "letters, digits"}, 2},
+		{"duplicate route", route(twoPools) + "  - name: web\n    match: {path_prefix: /x}\n" + twoPools, []string{"routes[1](web).name", "already used"}, 6},
+		{"duplicate match", route(twoPools) + "  - name: other\n" + twoPools, []string{"routes[1](other).match", "could never match"}, 6},
+		{"no pools", route("    match: {path_prefix: /}\n"), []string{"routes[0](web).pools", "no pools"}, 2},
+		{"pool name missing", route("    pools:\n      - { weight: 100, instances: [\"127.0.0.1:1\"] }\n"), []string{"pools[0]().name", "pool name is missing"}, 4},
+		{"duplicate pool", route("    pools:\n      - { name: a, weight: 50, instances: [\"127.0.0.1:1\"] }\n      - { name: a, weight: 50, instances: [\"127.0.0.1:2\"] }\n"), []string{"pools[1](a).name", "used twice"}, 5},
+		{"weight above 100", route("    pools:\n      - { name: a, weight: 150, instances: [\"127.0.0.1:1\"] }\n"), []string{"weight", "above 100"}, 4},
+		{"weight negative", route("    pools:\n      - { name: a, weight: -5, instances: [\"127.0.0.1:1\"] }\n"), []string{"weight", "not a percentage"}, 4},
+		{"weight three decimals", route("    pools:\n      - { name: a, weight: 99.995, instances: [\"127.0.0.1:1\"] }\n      - { name: b, weight: 0.005, instances: [\"127.0.0.1:2\"] }\n"), []string{"weight", "more than two decimals"}, 4},
+		{"weight not a number", route("    pools:\n      - { name: a, weight: lots, instances: [\"127.0.0.1:1\"] }\n"), []string{"weight", "not a percentage"}, 4},
+		{"weight as list", route("    pools:\n      - { name: a, weight: [1], instances: [\"127.0.0.1:1\"] }\n"), []string{"weight must be a number"}, 4},
+		{"weights sum", route("    pools:\n      - { name: a, weight: 90, instances: [\"127.0.0.1:1\"] }\n      - { name: b, weight: 5, instances: [\"127.0.0.1:2\"] }\n"), []string{"routes[0](web).pools", "sum to 95%", "not 100"}, 3},
+		{"no instances", route("    pools:\n      - { name: a, weight: 100, instances: [] }\n"), []string{"pools[0](a).instances", "no instances"}, 4},
+		{"instance without port", route("    pools:\n      - name: a\n        weight: 100\n        instances: [\"127.0.0.1\"]\n"), []string{"pools[0](a).instances[0]", "needs host:port"}, 6},
+		{"instance bad port", route("    pools:\n      - { name: a, weight: 100, instances: [\"127.0.0.1:99999\"] }\n"), []string{"instances[0]", "port \"99999\""}, 4},
+		{"instance bad scheme", route("    pools:\n      - { name: a, weight: 100, instances: [\"ftp://127.0.0.1:21\"] }\n"), []string{"instances[0]", "scheme \"ftp\""}, 4},
+		{"instance with query", route("    pools:\n      - { name: a, weight: 100, instances: [\"http://127.0.0.1:1/?x=1\"] }\n"), []string{"instances[0]", "only scheme, host, port"}, 4},
+		{"duplicate instance", route("    pools:\n      - name: a\n        weight: 100\n        instances:\n          - 127.0.0.1:1\n          - http://127.0.0.1:1\n"), []string{"pools[0](a).instances[1]", "already instances[0]"}, 8},
+		{"bad duration", "server: { idle_timeout: 5 seconds }\n" + route(twoPools), []string{"5 seconds", "not a duration"}, 1},
+		{"negative duration", "upstream: { dial_timeout: -1s }\n" + route(twoPools), []string{"negative"}, 1},
+		{"duration as number", "upstream: { dial_timeout: [1] }\n" + route(twoPools), []string{"duration must be a string"}, 1},
+		{"bad listen", "listen: \"8080\"\n" + route(twoPools), []string{"listen", "not host:port"}, 1},
+		{"bad listen port", "listen: \":80808\"\n" + route(twoPools), []string{"listen", "port \"80808\""}, 1},
+		{"admin same as listen", "listen: \"127.0.0.1:9000\"\nadmin: {listen: \"127.0.0.1:9000\"}\n" + route(twoPools), []string{"admin.listen", "own port"}, 2},
+		{"trusted proxy bad", "trusted_proxies: [\"10.0.0.0/33\"]\n" + route(twoPools), []string{"trusted_proxies[0]", "not a CIDR"}, 1},
+		{"trusted proxy not ip", "trusted_proxies: [\"proxy.local\"]\n" + route(twoPools), []string{"trusted_proxies[0]", "not an IP"}, 1},
+		{"bad balance", route("    balance: random\n"+twoPools), []string{"routes[0](web).balance", "not a balance policy"}, 3},
+		{"sticky both", route("    sticky: {header: X-U, cookie: u}\n"+twoPools), []string{"routes[0](web).sticky", "not both"}, 3},
+		{"bad header name", route("    force: {header: \"X Pool\"}\n"+twoPools), []string{"force.header", "not a valid header"}, 3},
+		{"path prefix without slash", route("    match: {path_prefix: api}\n"+twoPools), []string{"match.path_prefix", "must start with /"}, 3},
+		{"host with port", route("    match: {host: \"example.com:80\"}\n"+twoPools), []string{"match.host", "leave the port out"}, 3},
+		{"string for int", "server: { max_header_bytes: big }\n" + route(twoPools), []string{`"big" is a string`, "whole number"}, 1},
+		{"two documents", route(twoPools) + "---\nlisten: \":1\"\n", []string{"more than one YAML document"}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("bad.yaml", []byte(tc.yaml))
+			var ce *Error
+			if !errors.As(err, &ce) {
+				t.Fatalf("want *Error, got %v", err)
+			}
+			for _, p := range ce.Problems {
+				s := p.String()
+				ok := true
+				for _, w := range tc.want {
+					ok = ok && strings.Contains(s, w)
+				}
+				if ok {
+					if tc.line != 0 && p.Line != tc.line {
+						t.Errorf("problem %q at line %d, want line %d", s, p.Line, tc.line)
+					}
+					return
+				}
+			}
+			t.Errorf("no problem mentions %q; got:\n%v", tc.want, err)
+		})
+	}
+}
+
+func TestAllProblemsReported(t *testing.T) {
+	yaml := `routes:
+  - name: web
+    pools:
+      - { name: blue, weight: 80, instances: ["127.0.0.1"] }
+      - { name: blue, weight: 10, instances: ["127.0.0.1:1", "127.0.0.1:1"] }
+  - name: web
+    match: {path_prefix: x}
+    pools: []
+`
+	_, err := Parse("many.yaml", []byte(yaml))
+	var ce *Error
+	if !errors.As(err, &ce) {
+		t.Fatal(err)
+	}
+	if len(ce.Problems) < 6 {
+		t.Fatalf("want every problem (at least 6), got %d:\n%v", len(ce.Problems), err)
+	}
+	for i := 1; i < len(ce.Problems); i++ {
+		if ce.Problems[i].Line < ce.Problems[i-1].Line {
+			t.Errorf("problems not in line order:\n%v", err)
+		}
+	}
+	if !strings.HasPrefix(err.Error(), "config many.yaml is invalid (") {
+		t.Errorf("message head: %q", err.Error())
+	}
+}
+
+func TestLoadFile(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "c.yaml")
+	if err := os.WriteFile(p, []byte(validYAML), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, data, err := Load(p)
+	if err != nil || cfg == nil || string(data) != validYAML {
+		t.Fatalf("Load: %v", err)
+	}
+	if _, _, err := Load(filepath.Join(dir, "missing.yaml")); err == nil || !strings.Contains(err.Error(), "--config") {
+		t.Errorf("missing file error should point at --config: %v", err)
+	}
+}
+
+func TestShippedConfigIsValid(t *testing.T) {
+	if _, _, err := Load("../config.yaml"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestParseInstance(t *testing.T) {
+	for in, want := range map[string]string{
+		"127.0.0.1:9001":            "http://127.0.0.1:9001",
+		"LocalHost:80":              "http://localhost:80",
+		"https://api.internal:8443": "https://api.internal:8443",
+		"http://[::1]:9000/base/":   "http://[::1]:9000/base",
+	} {
+		u, err := ParseInstance(in)
+		if err != nil || u.String() != want {
+			t.Errorf("ParseInstance(%q) = %v, %v; want %s", in, u, err, want)
+		}
+	}
+}
+
+// FuzzParse: the loader never panics, and whatever it accepts is a config
+// the rest of canaryd can build from (weights sum to 100, instances parse).
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(validYAML))
+	f.Add([]byte(route(twoPools)))
+	f.Add([]byte("routes: [{name: a, pools: [{name: b, weight: 100, instances: [\"h:1\"]}]}]"))
+	f.Add([]byte("routes:\n- name: x\n  pools:\n  - {name: p, weight: 33.33, instances: [a:1]}\n  - {name: q, weight: 66.67, instances: [b:2]}\n"))
+	f.Add([]byte("{{{"))
+	f.Add([]byte("routes: &a [*a]"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := Parse("fuzz.yaml", data)
+		if err != nil {
+			var ce *Error
+			if !errors.As(err, &ce) || len(ce.Problems) == 0 {
+				t.Fatalf("error is not a problem list: %v", err)
+			}
+			return
+		}
+		if len(cfg.Routes) == 0 {
+			t.Fatal("accepted a config without routes")
+		}
+		for _, r := range cfg.Routes {
+			sum := 0
+			for _, p := range r.Pools {
+				sum += p.Weight.BasisPoints()
+				for _, in := range p.Instances {
+					if _, err := ParseInstance(in); err != nil {
+						t.Fatalf("accepted bad instance %q", in)
+					}
+				}
+			}
+			if sum != 10000 {
+				t.Fatalf("accepted weights summing to %d bp", sum)
+			}
+		}
+		if cfg.Server.ReadHeaderTimeout.D() <= 0 || cfg.Upstream.DialTimeout.D() <= 0 {
+			t.Fatal("defaults missing")
+		}
+		_ = time.Duration(0)
+	})
+}

@@ -1,0 +1,196 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Problem is one thing wrong with a config file.
+type Problem struct {
+	Line int    // 1-based; 0 when unknown
+	Path string // e.g. routes[0].pools[1].weight; may name route and pool
+	Msg  string
+}
+
+func (p Problem) String() string {
+	var b strings.Builder
+	if p.Line > 0 {
+		fmt.Fprintf(&b, "line %d: ", p.Line)
+	}
+	if p.Path != "" {
+		b.WriteString(p.Path)
+		b.WriteString(": ")
+	}
+	b.WriteString(p.Msg)
+	return b.String()
+}
+
+// Error lists every problem found in a config file, in line order.
+type Error struct {
+	File     string
+	Problems []Problem
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "config %s is invalid (%d problem", e.File, len(e.Problems))
+	if len(e.Problems) != 1 {
+		b.WriteString("s")
+	}
+	b.WriteString("); fix and save again:")
+	for _, p := range e.Problems {
+		b.WriteString("\n  ")
+		b.WriteString(p.String())
+	}
+	return b.String()
+}
+
+// maxFileSize bounds what Load reads: a config is kilobytes; anything near
+// this is a wrong path (a log, a binary) and should fail fast.
+const maxFileSize = 4 << 20
+
+// Load reads, decodes, defaults and validates the file at path.
+func Load(path string) (*Config, []byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("config %s: %w (check --config)", path, err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
+	if err != nil {
+		return nil, nil, fmt.Errorf("config %s: read: %w", path, err)
+	}
+	if len(data) > maxFileSize {
+		return nil, nil, fmt.Errorf("config %s: larger than %d bytes; is this the right file?", path, maxFileSize)
+	}
+	cfg, err := Parse(path, data)
+	return cfg, data, err
+}
+
+// Parse decodes data strictly (unknown keys are errors), fills defaults and
+// validates. name is used in messages only. The error, if any, is an *Error
+// listing every problem found.
+func Parse(name string, data []byte) (*Config, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, &Error{File: name, Problems: []Problem{syntaxProblem(err)}}
+	}
+	if root.Kind == 0 || len(root.Content) == 0 {
+		return nil, &Error{File: name, Problems: []Problem{{Msg: "file is empty; it needs at least one route"}}}
+	}
+
+	var cfg Config
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	err := dec.Decode(&cfg)
+	var te *yaml.TypeError
+	switch {
+	case errors.As(err, &te):
+		ps := make([]Problem, 0, len(te.Errors))
+		for _, m := range te.Errors {
+			ps = append(ps, typeProblem(m))
+		}
+		sortProblems(ps)
+		return nil, &Error{File: name, Problems: ps}
+	case err != nil:
+		return nil, &Error{File: name, Problems: []Problem{syntaxProblem(err)}}
+	}
+	var extra yaml.Node
+	if dec.Decode(&extra) != io.EOF {
+		return nil, &Error{File: name, Problems: []Problem{{Line: extra.Line, Msg: "more than one YAML document; keep one document per file"}}}
+	}
+
+	cfg.applyDefaults()
+	v := validator{root: root.Content[0]}
+	v.config(&cfg)
+	if len(v.problems) > 0 {
+		sortProblems(v.problems)
+		return nil, &Error{File: name, Problems: v.problems}
+	}
+	return &cfg, nil
+}
+
+func sortProblems(ps []Problem) {
+	sort.SliceStable(ps, func(i, j int) bool { return ps[i].Line < ps[j].Line })
+}
+
+var (
+	lineRe     = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
+	notFoundRe = regexp.MustCompile(`^field (\S+) not found in type config\.(\w+)$`)
+	unmarshRe  = regexp.MustCompile("^cannot unmarshal !!(\\w+) `(.*)` into (.*)$")
+)
+
+// typeProblem turns the decoder's Go-flavoured messages into ones about the
+// file: "field foo not found in type config.Route" → unknown key "foo".
+func typeProblem(m string) Problem {
+	p := Problem{Msg: m}
+	if g := lineRe.FindStringSubmatch(m); g != nil {
+		p.Line, _ = strconv.Atoi(g[1])
+		p.Msg = g[2]
+	}
+	if g := notFoundRe.FindStringSubmatch(p.Msg); g != nil {
+		p.Msg = fmt.Sprintf("unknown key %q in %s; check the spelling against docs/config.md", g[1], sectionName(g[2]))
+	} else if g := unmarshRe.FindStringSubmatch(p.Msg); g != nil {
+		p.Msg = fmt.Sprintf("%q is a %s where %s is expected", g[2], yamlKind(g[1]), goKind(g[3]))
+	}
+	return p
+}
+
+func syntaxProblem(err error) Problem {
+	p := Problem{Msg: err.Error()}
+	if g := lineRe.FindStringSubmatch(p.Msg); g != nil {
+		p.Line, _ = strconv.Atoi(g[1])
+		p.Msg = "YAML syntax: " + g[2]
+	}
+	return p
+}
+
+func sectionName(goType string) string {
+	switch goType {
+	case "Config":
+		return "the top level"
+	default:
+		return strings.ToLower(goType)
+	}
+}
+
+func yamlKind(tag string) string {
+	switch tag {
+	case "str":
+		return "string"
+	case "seq":
+		return "list"
+	case "map":
+		return "mapping"
+	case "int", "float":
+		return "number"
+	default:
+		return tag
+	}
+}
+
+func goKind(t string) string {
+	switch {
+	case t == "int":
+		return "a whole number"
+	case t == "bool":
+		return "true or false"
+	case t == "string":
+		return "a string"
+	case strings.HasPrefix(t, "[]"):
+		return "a list"
+	case strings.HasPrefix(t, "config."):
+		return "a mapping"
+	default:
+		return t
+	}
+}

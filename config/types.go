@@ -1,0 +1,245 @@
+// Package config holds canaryd's configuration as plain data: the YAML types,
+// their defaults (filled in one place, applyDefaults), and a strict loader that
+// reports every problem with the field and line it came from.
+//
+// Nothing here is runtime state: the balancer, proxy and servers are built
+// from a validated Config, never the other way round.
+package config
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the whole file.
+type Config struct {
+	// Listen is the proxy's address. Default ":8080".
+	Listen string `yaml:"listen"`
+	// Admin is the admin listener (health and readiness today). Default bind
+	// "127.0.0.1:9901".
+	Admin Admin `yaml:"admin"`
+	// Server holds the proxy listener's timeouts and limits.
+	Server Server `yaml:"server"`
+	// Upstream tunes the connections canaryd opens to instances.
+	Upstream Upstream `yaml:"upstream"`
+	// TrustedProxies lists peers (CIDRs or single IPs) whose Forwarded and
+	// X-Forwarded-* headers are kept and extended. Default empty: every peer's
+	// forwarding headers are replaced, so a client cannot spoof its address.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+	// Routes are matched by host and longest path prefix. At least one.
+	Routes []Route `yaml:"routes"`
+}
+
+// Admin is the admin listener.
+type Admin struct {
+	// Listen is the admin address; default "127.0.0.1:9901". Empty string
+	// after defaults is impossible; use "off" to disable the admin listener.
+	Listen string `yaml:"listen"`
+	// TokenFile holds the bearer token that admin mutations require. Default
+	// "" (no token; keep the admin listener on loopback then).
+	TokenFile string `yaml:"token_file"`
+}
+
+// Server holds the proxy listener's timeouts and limits. There is on purpose
+// no absolute write timeout: it would cut WebSockets and event streams.
+type Server struct {
+	// ReadHeaderTimeout bounds reading a request's headers. Default 10s.
+	ReadHeaderTimeout Duration `yaml:"read_header_timeout"`
+	// IdleTimeout closes idle keep-alive client connections. Default 120s.
+	IdleTimeout Duration `yaml:"idle_timeout"`
+	// MaxHeaderBytes caps request header size; larger requests get 431.
+	// Default 65536.
+	MaxHeaderBytes int `yaml:"max_header_bytes"`
+	// DrainTimeout is how long a shutdown waits for in-flight requests
+	// before closing what is left. Default 30s.
+	DrainTimeout Duration `yaml:"drain_timeout"`
+}
+
+// Upstream tunes the connections to instances.
+type Upstream struct {
+	// DialTimeout bounds connecting to an instance. Default 2s.
+	DialTimeout Duration `yaml:"dial_timeout"`
+	// ResponseHeaderTimeout bounds the wait for an instance's response
+	// headers after the request is sent; past it the client gets 504.
+	// Default 30s.
+	ResponseHeaderTimeout Duration `yaml:"response_header_timeout"`
+	// MaxIdleConnsPerHost keeps this many idle keep-alive connections per
+	// instance (Go's default of 2 makes a busy proxy churn connections).
+	// Default 256.
+	MaxIdleConnsPerHost int `yaml:"max_idle_conns_per_host"`
+	// IdleConnTimeout closes idle upstream connections. Default 90s.
+	IdleConnTimeout Duration `yaml:"idle_conn_timeout"`
+	// InsecureSkipVerify disables TLS verification for https:// instances.
+	// Default false.
+	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
+}
+
+// Route is a set of pools that share traffic by weight.
+type Route struct {
+	// Name identifies the route in logs, metrics and the admin API; letters,
+	// digits, '.', '_' and '-'. Required, unique.
+	Name string `yaml:"name"`
+	// Match selects the requests of this route.
+	Match Match `yaml:"match"`
+	// Pools share the route's traffic; their weights sum to 100. The last
+	// pool listed owns the lowest sticky buckets (list the new release last).
+	Pools []Pool `yaml:"pools"`
+	// Sticky pins a user to a pool by a header or a cookie. Default off.
+	Sticky Sticky `yaml:"sticky"`
+	// Force lets a request name its pool (any weight, 0 included): the
+	// preview path of blue/green. Default off.
+	Force Force `yaml:"force"`
+	// Balance picks an instance inside a pool: "round_robin" (default) or
+	// "least_request" (power of two choices on in-flight requests).
+	Balance string `yaml:"balance"`
+	// PreserveHost forwards the client's Host header to instances. Default
+	// true; false sends the instance's own host:port.
+	PreserveHost *bool `yaml:"preserve_host"`
+}
+
+// Match selects requests by host and path prefix; the most specific route
+// wins (an exact host beats any host, then the longest prefix).
+type Match struct {
+	// Host is compared case-insensitively without the port. Default "" (any).
+	Host string `yaml:"host"`
+	// PathPrefix is a plain string prefix of the path. Default "/".
+	PathPrefix string `yaml:"path_prefix"`
+}
+
+// Pool is a group of interchangeable instances (one release).
+type Pool struct {
+	// Name identifies the pool (blue, green, v1...). Required, unique in the
+	// route; same character set as route names.
+	Name string `yaml:"name"`
+	// Weight is the pool's share of the route in percent, up to two
+	// decimals. Required (0 is allowed: reachable only by Force).
+	Weight Percent `yaml:"weight"`
+	// Instances are "host:port" or "http(s)://host:port[/base/path]". At
+	// least one, no duplicates.
+	Instances []string `yaml:"instances"`
+}
+
+// Sticky keys a user to a pool. Header and Cookie are mutually exclusive.
+type Sticky struct {
+	// Header is the request header that carries the user key. Default "".
+	Header string `yaml:"header"`
+	// Cookie is the cookie that carries the user key. Default "".
+	Cookie string `yaml:"cookie"`
+}
+
+// Force names a pool directly. Both may be set; the header is read first.
+type Force struct {
+	// Header carries a pool name, e.g. "X-Canary-Pool: green". Default "".
+	Header string `yaml:"header"`
+	// Cookie carries a pool name. Default "".
+	Cookie string `yaml:"cookie"`
+}
+
+// Balance policies.
+const (
+	BalanceRoundRobin   = "round_robin"
+	BalanceLeastRequest = "least_request"
+)
+
+// PreservesHost reports the effective PreserveHost (default true).
+func (r Route) PreservesHost() bool { return r.PreserveHost == nil || *r.PreserveHost }
+
+// Percent is a weight in basis points (1% = 100), written in YAML as a
+// percentage with at most two decimals ("10", "0.5", "33.33"). It is parsed
+// from the text itself, not through a float, so 0.29 is exactly 29.
+type Percent int
+
+// BasisPoints is the weight in 1/100 of a percent (0..10000).
+func (p Percent) BasisPoints() int { return int(p) }
+
+func (p Percent) String() string {
+	if p%100 == 0 {
+		return strconv.Itoa(int(p) / 100)
+	}
+	s := fmt.Sprintf("%d.%02d", int(p)/100, int(p)%100)
+	return strings.TrimSuffix(s, "0")
+}
+
+// ParsePercent reads "12", "12.5" or "12.34" as basis points.
+func ParsePercent(s string) (Percent, error) {
+	s = strings.TrimSpace(s)
+	whole, frac, hasDot := strings.Cut(s, ".")
+	if whole == "" || !allDigits(whole) || (hasDot && (frac == "" || !allDigits(frac))) {
+		return 0, fmt.Errorf("%q is not a percentage; write a number from 0 to 100 such as 10 or 2.5", s)
+	}
+	if len(frac) > 2 {
+		return 0, fmt.Errorf("%q has more than two decimals; round it to two (e.g. %s.%s)", s, whole, frac[:2])
+	}
+	if len(whole) > 3 {
+		return 0, fmt.Errorf("%q is above 100", s)
+	}
+	w, _ := strconv.Atoi(whole)
+	f := 0
+	if frac != "" {
+		f, _ = strconv.Atoi(frac)
+		if len(frac) == 1 {
+			f *= 10
+		}
+	}
+	bp := w*100 + f
+	if bp > 10000 {
+		return 0, fmt.Errorf("%q is above 100", s)
+	}
+	return Percent(bp), nil
+}
+
+func allDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// UnmarshalYAML parses the scalar's text; errors carry the line.
+func (p *Percent) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return lineError(n, "weight must be a number from 0 to 100")
+	}
+	v, err := ParsePercent(n.Value)
+	if err != nil {
+		return lineError(n, "weight "+err.Error())
+	}
+	*p = v
+	return nil
+}
+
+// Duration is a time.Duration written as "250ms", "2s" or "1m30s".
+type Duration time.Duration
+
+// D returns the value as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// UnmarshalYAML parses Go duration syntax; errors carry the line.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return lineError(n, "a duration must be a string such as 2s or 500ms")
+	}
+	v, err := time.ParseDuration(strings.TrimSpace(n.Value))
+	if err != nil {
+		return lineError(n, fmt.Sprintf("%q is not a duration; write it as 2s, 500ms or 1m30s", n.Value))
+	}
+	if v < 0 {
+		return lineError(n, fmt.Sprintf("duration %q is negative", n.Value))
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// lineError returns a yaml.TypeError so the decoder collects it with the
+// others instead of stopping at the first.
+func lineError(n *yaml.Node, msg string) error {
+	return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %s", n.Line, msg)}}
+}

@@ -1,0 +1,346 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Defaults, in one place. docs/config.md repeats them; keep both in step.
+const (
+	DefaultListen                = ":8080"
+	DefaultAdminListen           = "127.0.0.1:9901"
+	DefaultReadHeaderTimeout     = 10 * time.Second
+	DefaultIdleTimeout           = 120 * time.Second
+	DefaultMaxHeaderBytes        = 64 << 10
+	DefaultDrainTimeout          = 30 * time.Second
+	DefaultDialTimeout           = 2 * time.Second
+	DefaultResponseHeaderTimeout = 30 * time.Second
+	DefaultMaxIdleConnsPerHost   = 256
+	DefaultIdleConnTimeout       = 90 * time.Second
+	// AdminOff disables the admin listener.
+	AdminOff = "off"
+	// MaxPools bounds pools per route (the schedule stores a byte per slot).
+	MaxPools = 255
+)
+
+func (c *Config) applyDefaults() {
+	setStr(&c.Listen, DefaultListen)
+	setStr(&c.Admin.Listen, DefaultAdminListen)
+	setDur(&c.Server.ReadHeaderTimeout, DefaultReadHeaderTimeout)
+	setDur(&c.Server.IdleTimeout, DefaultIdleTimeout)
+	setInt(&c.Server.MaxHeaderBytes, DefaultMaxHeaderBytes)
+	setDur(&c.Server.DrainTimeout, DefaultDrainTimeout)
+	setDur(&c.Upstream.DialTimeout, DefaultDialTimeout)
+	setDur(&c.Upstream.ResponseHeaderTimeout, DefaultResponseHeaderTimeout)
+	setInt(&c.Upstream.MaxIdleConnsPerHost, DefaultMaxIdleConnsPerHost)
+	setDur(&c.Upstream.IdleConnTimeout, DefaultIdleConnTimeout)
+	for i := range c.Routes {
+		r := &c.Routes[i]
+		setStr(&r.Match.PathPrefix, "/")
+		setStr(&r.Balance, BalanceRoundRobin)
+	}
+}
+
+func setStr(p *string, d string) {
+	if *p == "" {
+		*p = d
+	}
+}
+
+func setDur(p *Duration, d time.Duration) {
+	if *p == 0 {
+		*p = Duration(d)
+	}
+}
+
+func setInt(p *int, d int) {
+	if *p == 0 {
+		*p = d
+	}
+}
+
+// validator walks a defaulted Config next to its YAML tree so that every
+// problem can name the line it comes from.
+type validator struct {
+	root     *yaml.Node
+	problems []Problem
+}
+
+// path is a location in the document: string keys and int indices.
+type path []any
+
+func (p path) String() string {
+	var b strings.Builder
+	for i, e := range p {
+		switch e := e.(type) {
+		case int:
+			fmt.Fprintf(&b, "[%d]", e)
+		case string:
+			if i > 0 {
+				b.WriteByte('.')
+			}
+			b.WriteString(e)
+		case named:
+			fmt.Fprintf(&b, "[%d](%s)", e.i, e.name)
+		}
+	}
+	return b.String()
+}
+
+// named is a list index shown with the item's name, e.g. routes[0](web).
+type named struct {
+	i    int
+	name string
+}
+
+func (v *validator) add(p path, format string, args ...any) {
+	v.problems = append(v.problems, Problem{Line: v.line(p), Path: p.String(), Msg: fmt.Sprintf(format, args...)})
+}
+
+// line finds the deepest node of p that exists in the document: the key's
+// line for a mapping entry, the item's line for a list element.
+func (v *validator) line(p path) int {
+	n, line := v.root, v.root.Line
+	for _, e := range p {
+		var next *yaml.Node
+		switch e := e.(type) {
+		case string:
+			if n.Kind == yaml.MappingNode {
+				for i := 0; i+1 < len(n.Content); i += 2 {
+					if n.Content[i].Value == e {
+						next, line = n.Content[i+1], n.Content[i].Line
+						break
+					}
+				}
+			}
+		case int:
+			if next = seqItem(n, e); next != nil {
+				line = next.Line
+			}
+		case named:
+			if next = seqItem(n, e.i); next != nil {
+				line = next.Line
+			}
+		}
+		if next == nil {
+			break
+		}
+		n = next
+	}
+	return line
+}
+
+func seqItem(n *yaml.Node, i int) *yaml.Node {
+	if n.Kind == yaml.SequenceNode && i < len(n.Content) {
+		return n.Content[i]
+	}
+	return nil
+}
+
+func (v *validator) config(c *Config) {
+	v.listenAddr(path{"listen"}, c.Listen)
+	if c.Admin.Listen != AdminOff {
+		v.listenAddr(path{"admin", "listen"}, c.Admin.Listen)
+		if c.Admin.Listen == c.Listen {
+			v.add(path{"admin", "listen"}, "%q is also the proxy listen address; give the admin listener its own port", c.Admin.Listen)
+		}
+	}
+	if c.Server.MaxHeaderBytes < 0 {
+		v.add(path{"server", "max_header_bytes"}, "must be positive")
+	}
+	if c.Upstream.MaxIdleConnsPerHost < 0 {
+		v.add(path{"upstream", "max_idle_conns_per_host"}, "must be positive")
+	}
+	for i, s := range c.TrustedProxies {
+		if _, err := ParseTrusted(s); err != nil {
+			v.add(path{"trusted_proxies", i}, "%v", err)
+		}
+	}
+	if len(c.Routes) == 0 {
+		v.add(path{"routes"}, "no routes; add at least one route with pools")
+	}
+	routeNames := map[string]int{}
+	matches := map[string]string{}
+	for i := range c.Routes {
+		r := &c.Routes[i]
+		rp := path{"routes", named{i, r.Name}}
+		v.route(rp, r)
+		if r.Name != "" {
+			if j, dup := routeNames[r.Name]; dup {
+				v.add(append(rp, "name"), "route name %q is already used by routes[%d]; names must be unique", r.Name, j)
+			}
+			routeNames[r.Name] = i
+		}
+		key := strings.ToLower(r.Match.Host) + " " + r.Match.PathPrefix
+		if other, dup := matches[key]; dup {
+			v.add(append(rp, "match"), "same host %q and path_prefix %q as route %q; one of them could never match", r.Match.Host, r.Match.PathPrefix, other)
+		}
+		matches[key] = r.Name
+	}
+}
+
+func (v *validator) listenAddr(p path, addr string) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		v.add(p, "%q is not host:port (e.g. \":8080\" or \"127.0.0.1:9901\")", addr)
+		return
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		v.add(p, "port %q is not a number from 0 to 65535", port)
+	}
+	if host != "" && strings.ContainsAny(host, " /") {
+		v.add(p, "host %q is not a host name or IP", host)
+	}
+}
+
+func (v *validator) route(rp path, r *Route) {
+	v.name(append(rp, "name"), "route", r.Name)
+	if !strings.HasPrefix(r.Match.PathPrefix, "/") {
+		v.add(append(rp, "match", "path_prefix"), "%q must start with /", r.Match.PathPrefix)
+	}
+	if h := r.Match.Host; h != "" && (strings.ContainsAny(h, " /:") || strings.Contains(h, "..")) {
+		v.add(append(rp, "match", "host"), "%q is not a host name (leave the port out)", h)
+	}
+	switch r.Balance {
+	case BalanceRoundRobin, BalanceLeastRequest:
+	default:
+		v.add(append(rp, "balance"), "%q is not a balance policy; use %s or %s", r.Balance, BalanceRoundRobin, BalanceLeastRequest)
+	}
+	if r.Sticky.Header != "" && r.Sticky.Cookie != "" {
+		v.add(append(rp, "sticky"), "set header or cookie, not both")
+	}
+	v.token(append(rp, "sticky", "header"), r.Sticky.Header)
+	v.token(append(rp, "sticky", "cookie"), r.Sticky.Cookie)
+	v.token(append(rp, "force", "header"), r.Force.Header)
+	v.token(append(rp, "force", "cookie"), r.Force.Cookie)
+
+	if len(r.Pools) == 0 {
+		v.add(append(rp, "pools"), "no pools; a route needs at least one pool with instances")
+		return
+	}
+	if len(r.Pools) > MaxPools {
+		v.add(append(rp, "pools"), "%d pools; at most %d", len(r.Pools), MaxPools)
+	}
+	sum := 0
+	names := map[string]bool{}
+	for j := range r.Pools {
+		p := &r.Pools[j]
+		pp := append(append(path{}, rp...), "pools", named{j, p.Name})
+		v.name(append(pp, "name"), "pool", p.Name)
+		if p.Name != "" && names[p.Name] {
+			v.add(append(pp, "name"), "pool name %q is used twice in route %q", p.Name, r.Name)
+		}
+		names[p.Name] = true
+		sum += p.Weight.BasisPoints()
+		if len(p.Instances) == 0 {
+			v.add(append(pp, "instances"), "no instances; list host:port or http(s)://host:port entries")
+		}
+		seen := map[string]int{}
+		for k, in := range p.Instances {
+			ip := append(append(path{}, pp...), "instances", k)
+			u, err := ParseInstance(in)
+			if err != nil {
+				v.add(ip, "%v", err)
+				continue
+			}
+			if first, dup := seen[u.String()]; dup {
+				v.add(ip, "%q is already instances[%d] of this pool; list each instance once", in, first)
+			}
+			seen[u.String()] = k
+		}
+	}
+	if sum != 10000 {
+		v.add(append(rp, "pools"), "weights of route %q sum to %s%%, not 100; adjust them so they add up to exactly 100", r.Name, Percent(sum))
+	}
+}
+
+func (v *validator) name(p path, what, s string) {
+	if s == "" {
+		v.add(p, "%s name is missing", what)
+		return
+	}
+	if len(s) > 64 {
+		v.add(p, "%s name %q is longer than 64 characters", what, s)
+		return
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			v.add(p, "%s name %q may only use letters, digits, '.', '_' and '-' (it is a metric label and a URL segment)", what, s)
+			return
+		}
+	}
+}
+
+// token checks a header or cookie name.
+func (v *validator) token(p path, s string) {
+	if s == "" {
+		return
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte("()<>@,;:\\\"/[]?={}", c) >= 0 {
+			v.add(p, "%q is not a valid header or cookie name", s)
+			return
+		}
+	}
+}
+
+// ParseInstance reads "host:port" or "http(s)://host:port[/path]" into the
+// URL canaryd forwards to. It is also the instance's canonical identity.
+func ParseInstance(s string) (*url.URL, error) {
+	if s == "" {
+		return nil, fmt.Errorf("instance is empty")
+	}
+	raw := s
+	if !strings.Contains(s, "://") {
+		raw = "http://" + s
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("instance %q: %v", s, err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return nil, fmt.Errorf("instance %q: scheme %q is not http or https", s, u.Scheme)
+	}
+	if u.User != nil || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" {
+		return nil, fmt.Errorf("instance %q: only scheme, host, port and a base path are allowed", s)
+	}
+	host, port, err := net.SplitHostPort(u.Host)
+	if err != nil {
+		return nil, fmt.Errorf("instance %q: needs host:port (e.g. 127.0.0.1:9001)", s)
+	}
+	if host == "" {
+		return nil, fmt.Errorf("instance %q: host is missing", s)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return nil, fmt.Errorf("instance %q: port %q is not a number from 1 to 65535", s, port)
+	}
+	u.Host = strings.ToLower(u.Host)
+	u.Path = strings.TrimSuffix(u.Path, "/")
+	u.RawPath = ""
+	return u, nil
+}
+
+// ParseTrusted reads a CIDR ("10.0.0.0/8") or a single IP ("127.0.0.1").
+func ParseTrusted(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("%q is not a CIDR such as 10.0.0.0/8", s)
+		}
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not an IP address or CIDR", s)
+	}
+	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
+}
