@@ -1,0 +1,476 @@
+package balancer
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync"
+	"testing"
+)
+
+func mustURL(t testing.TB, s string) *url.URL {
+	u, err := url.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+// spec builds a route whose pools are p0, p1... with the given weights (bp)
+// and n instances each.
+func spec(t testing.TB, name string, n int, weights ...int) RouteSpec {
+	s := RouteSpec{Name: name, PathPrefix: "/"}
+	for i, w := range weights {
+		ps := PoolSpec{Name: "p" + strconv.Itoa(i), Weight: w}
+		for k := 0; k < n; k++ {
+			ps.Instances = append(ps.Instances, mustURL(t, fmt.Sprintf("http://127.0.0.1:%d", 10000+100*i+k)))
+		}
+		s.Pools = append(s.Pools, ps)
+	}
+	return s
+}
+
+func newRouter(t testing.TB, specs ...RouteSpec) *Router {
+	r := NewRouter()
+	if _, err := r.Apply(specs); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func TestSchedulePickSequence(t *testing.T) {
+	// Smooth WRR at 75/25 interleaves a a b a, never a a a b.
+	r := newRouter(t, spec(t, "r", 1, 7500, 2500)).Load().Route("r")
+	var got string
+	for i := 0; i < 12; i++ {
+		p, _ := r.Pick(nil)
+		got += p.Name[1:]
+	}
+	if want := "001000100010"; got != want {
+		t.Errorf("sequence = %s, want %s", got, want)
+	}
+}
+
+func TestScheduleSplitsExactly(t *testing.T) {
+	for _, ws := range [][]int{
+		{9000, 1000}, {9900, 100}, {50, 9950}, {1, 9999}, {10000, 0}, {0, 10000},
+		{3333, 3333, 3334}, {2500, 0, 7500}, {5000, 2500, 1250, 1250}, {9950, 25, 25},
+	} {
+		t.Run(fmt.Sprint(ws), func(t *testing.T) {
+			s := smoothSchedule(ws)
+			counts := make([]int, len(ws))
+			for _, p := range s {
+				counts[p]++
+			}
+			for i, w := range ws {
+				if counts[i] != w {
+					t.Errorf("pool %d: %d slots of %d, want %d", i, counts[i], Slots, w)
+				}
+			}
+			// Any 100 consecutive picks (wrapping, as the cursor does) are
+			// within 2 of the target for every pool.
+			const win = 100
+			c := make([]int, len(ws))
+			for k := 0; k < win; k++ {
+				c[s[k]]++
+			}
+			for start := 0; start < Slots; start++ {
+				for i, w := range ws {
+					target := float64(w) * win / Slots
+					if d := float64(c[i]) - target; d > 2 || d < -2 {
+						t.Fatalf("window at %d: pool %d got %d, target %.2f", start, i, c[i], target)
+					}
+				}
+				c[s[start]]--
+				c[s[(start+win)%Slots]]++
+			}
+		})
+	}
+}
+
+func TestWeightZeroNeverPicked(t *testing.T) {
+	r := newRouter(t, spec(t, "r", 2, 0, 10000, 0)).Load().Route("r")
+	for i := 0; i < 3*Slots; i++ {
+		if p, _ := r.Pick(nil); p.Name != "p1" {
+			t.Fatalf("pick %d went to %s", i, p.Name)
+		}
+	}
+}
+
+func TestStickySameKeySamePool(t *testing.T) {
+	s := spec(t, "r", 1, 5000, 5000)
+	s.StickyHeader = "x-user-id"
+	r := newRouter(t, s).Load().Route("r")
+	for u := 0; u < 500; u++ {
+		h := http.Header{"X-User-Id": {"user-" + strconv.Itoa(u)}}
+		first, _ := r.Pick(h)
+		for k := 0; k < 5; k++ {
+			if p, _ := r.Pick(h); p != first {
+				t.Fatalf("user %d moved %s → %s", u, first.Name, p.Name)
+			}
+		}
+	}
+}
+
+// As the canary (last pool) rises from 1% to 100%, a user only ever moves
+// stable → canary, never back; and the share of users on the canary tracks
+// its weight.
+func TestStickyMonotoneAsWeightRises(t *testing.T) {
+	const users = 20000
+	onCanary := make([]bool, users)
+	for w := 100; w <= Slots; w += 100 {
+		s := spec(t, "r", 1, Slots-w, w)
+		s.StickyCookie = "uid"
+		r := newRouter(t, s).Load().Route("r")
+		n := 0
+		for u := 0; u < users; u++ {
+			h := http.Header{"Cookie": {"a=b; uid=u" + strconv.Itoa(u*7919) + "; c=d"}}
+			p, _ := r.Pick(h)
+			now := p.Name == "p1"
+			if onCanary[u] && !now {
+				t.Fatalf("at canary weight %d bp user %d moved back to stable", w, u)
+			}
+			onCanary[u] = now
+			if now {
+				n++
+			}
+		}
+		share := float64(n) / users
+		if d := share - float64(w)/Slots; d > 0.02 || d < -0.02 {
+			t.Errorf("canary weight %d bp: %.3f of users on canary", w, share)
+		}
+	}
+	// Rollback to 0 moves everyone back.
+	s := spec(t, "r", 1, Slots, 0)
+	s.StickyCookie = "uid"
+	r := newRouter(t, s).Load().Route("r")
+	for u := 0; u < users; u++ {
+		if p, _ := r.Pick(http.Header{"Cookie": {"uid=u" + strconv.Itoa(u*7919)}}); p.Name != "p0" {
+			t.Fatalf("after rollback user %d is on %s", u, p.Name)
+		}
+	}
+}
+
+func TestStickyWithoutKeyUsesSchedule(t *testing.T) {
+	s := spec(t, "r", 1, 9000, 1000)
+	s.StickyHeader = "X-User-ID"
+	r := newRouter(t, s).Load().Route("r")
+	n := 0
+	for i := 0; i < Slots; i++ {
+		if p, _ := r.Pick(http.Header{}); p.Name == "p1" {
+			n++
+		}
+	}
+	if n != 1000 {
+		t.Errorf("canary got %d of %d keyless requests, want 1000", n, Slots)
+	}
+}
+
+func TestForceReachesWeightZeroPool(t *testing.T) {
+	s := spec(t, "r", 1, Slots, 0)
+	s.ForceHeader = "X-Canary-Pool"
+	s.ForceCookie = "pool"
+	r := newRouter(t, s).Load().Route("r")
+	for _, h := range []http.Header{
+		{"X-Canary-Pool": {"p1"}},
+		{"Cookie": {"pool=p1"}},
+		{"Cookie": {`pool="p1"`}},
+	} {
+		if p, in := r.Pick(h); p.Name != "p1" || in == nil {
+			t.Errorf("%v: picked %v", h, p)
+		}
+	}
+	// An unknown pool name is ignored: the weights decide.
+	if p, _ := r.Pick(http.Header{"X-Canary-Pool": {"nope"}}); p.Name != "p0" {
+		t.Errorf("unknown forced pool picked %s", p.Name)
+	}
+}
+
+func TestForcedPoolWithoutInstanceIsNotRedirected(t *testing.T) {
+	s := spec(t, "r", 1, 5000, 5000)
+	s.ForceHeader = "X-Canary-Pool"
+	rt := newRouter(t, s)
+	if _, err := rt.SetAvailable("r", "p1", "http://127.0.0.1:10100", false); err != nil {
+		t.Fatal(err)
+	}
+	p, in := rt.Load().Route("r").Pick(http.Header{"X-Canary-Pool": {"p1"}})
+	if p == nil || p.Name != "p1" || in != nil {
+		t.Errorf("forced to a pool with nothing available: got %v %v, want p1 and no instance", p, in)
+	}
+}
+
+func TestUnavailableInstancesAndPools(t *testing.T) {
+	rt := newRouter(t, spec(t, "r", 2, 5000, 3000, 2000))
+	set := func(pool string, port int, up bool) {
+		t.Helper()
+		if _, err := rt.SetAvailable("r", pool, fmt.Sprintf("http://127.0.0.1:%d", port), up); err != nil {
+			t.Fatal(err)
+		}
+	}
+	count := func() map[string]int {
+		r := rt.Load().Route("r")
+		c := map[string]int{}
+		for i := 0; i < Slots; i++ {
+			p, in := r.Pick(nil)
+			if in == nil {
+				c["503"]++
+				continue
+			}
+			c[p.Name+"@"+in.URL.Port()]++
+		}
+		return c
+	}
+	// One instance of p0 down: p0 keeps its share on the other instance.
+	set("p0", 10000, false)
+	if c := count(); c["p0@10001"] != 5000 || c["p0@10000"] != 0 {
+		t.Errorf("p0 with one instance down: %v", c)
+	}
+	// All of p0 down: its 50% goes to p1 and p2 as 60/40.
+	set("p0", 10001, false)
+	if c := count(); c["p1@10100"]+c["p1@10101"] != 6000 || c["p2@10200"]+c["p2@10201"] != 4000 {
+		t.Errorf("p0 down: %v", c)
+	}
+	// Everything down: no instance at all.
+	for _, port := range []int{10100, 10101, 10200, 10201} {
+		set("p"+strconv.Itoa((port-10000)/100), port, false)
+	}
+	if c := count(); c["503"] != Slots {
+		t.Errorf("all down: %v", c)
+	}
+	// Recovery restores the configured split.
+	set("p0", 10000, true)
+	set("p1", 10100, true)
+	set("p2", 10200, true)
+	if c := count(); c["p0@10000"] != 5000 || c["p1@10100"] != 3000 || c["p2@10200"] != 2000 {
+		t.Errorf("recovered: %v", c)
+	}
+}
+
+func TestWeightZeroPoolIsNoFallback(t *testing.T) {
+	rt := newRouter(t, spec(t, "r", 1, Slots, 0))
+	rt.SetAvailable("r", "p0", "http://127.0.0.1:10000", false)
+	if p, in := rt.Load().Route("r").Pick(nil); in != nil {
+		t.Errorf("stable down, canary at 0: picked %s, want none (503)", p.Name)
+	}
+}
+
+func TestSetAvailableReportsTransitionsOnly(t *testing.T) {
+	rt := newRouter(t, spec(t, "r", 1, Slots))
+	before := rt.Load()
+	if ch, _ := rt.SetAvailable("r", "p0", "http://127.0.0.1:10000", true); ch || rt.Load() != before {
+		t.Error("marking an available instance available published a table")
+	}
+	if ch, _ := rt.SetAvailable("r", "p0", "http://127.0.0.1:10000", false); !ch || rt.Load() == before {
+		t.Error("a real transition did not publish")
+	}
+	if _, err := rt.SetAvailable("r", "p0", "http://127.0.0.1:1", false); err == nil {
+		t.Error("unknown instance accepted")
+	}
+}
+
+func TestApplyKeepsInstanceStateAndReportsRemoved(t *testing.T) {
+	rt := newRouter(t, spec(t, "r", 2, Slots))
+	rt.SetAvailable("r", "p0", "http://127.0.0.1:10001", false)
+	old := rt.Load().Route("r").Pools[0].Instances[0]
+	old.Acquire()
+
+	next := spec(t, "r", 1, Slots) // drops :10001
+	next.Pools[0].Instances = append(next.Pools[0].Instances, mustURL(t, "http://127.0.0.1:10009"))
+	removed, err := rt.Apply([]RouteSpec{next})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(removed) != 1 || removed[0].Addr != "http://127.0.0.1:10001" || removed[0].Available() {
+		t.Errorf("removed = %v", removed)
+	}
+	kept := rt.Load().Route("r").Pools[0].Instances[0]
+	if kept != old || kept.InFlight() != 1 {
+		t.Error("an instance that stayed lost its state")
+	}
+	// A bad spec changes nothing.
+	before := rt.Load()
+	if _, err := rt.Apply([]RouteSpec{spec(t, "r", 1, 5000)}); err == nil || rt.Load() != before {
+		t.Errorf("bad spec: err=%v, table replaced=%v", err, rt.Load() != before)
+	}
+}
+
+func TestLeastRequestAvoidsLoadedInstance(t *testing.T) {
+	s := spec(t, "r", 2, Slots)
+	s.Policy = LeastRequest
+	r := newRouter(t, s).Load().Route("r")
+	busy := r.Pools[0].Instances[0]
+	for i := 0; i < 10; i++ {
+		busy.Acquire()
+	}
+	for i := 0; i < 1000; i++ {
+		if _, in := r.Pick(nil); in == busy {
+			t.Fatal("P2C picked the loaded instance over an idle one")
+		}
+	}
+}
+
+func TestRoundRobinCyclesInstances(t *testing.T) {
+	r := newRouter(t, spec(t, "r", 3, Slots)).Load().Route("r")
+	var got string
+	for i := 0; i < 6; i++ {
+		_, in := r.Pick(nil)
+		got += in.URL.Port()[4:]
+	}
+	if got != "012012" {
+		t.Errorf("round robin order %s", got)
+	}
+}
+
+func TestPickExcept(t *testing.T) {
+	r := newRouter(t, spec(t, "r", 2, 9000, 1000)).Load().Route("r")
+	p0 := r.Pools[0]
+	for i := 0; i < 10; i++ {
+		if p, in := r.PickExcept(p0, p0.Instances[0]); p != p0 || in != p0.Instances[1] {
+			t.Fatalf("PickExcept: %v %v", p, in)
+		}
+	}
+	single := newRouter(t, spec(t, "r", 1, 9000, 1000)).Load().Route("r")
+	if p, in := single.PickExcept(single.Pools[0], single.Pools[0].Instances[0]); p != single.Pools[1] || in == nil {
+		t.Errorf("with no other instance in the pool, want the other pool; got %v", p)
+	}
+}
+
+func TestMatch(t *testing.T) {
+	mk := func(name, host, prefix string) RouteSpec {
+		s := spec(t, name, 1, Slots)
+		s.Host, s.PathPrefix = host, prefix
+		return s
+	}
+	tb := newRouter(t,
+		mk("any-root", "", "/"),
+		mk("any-api", "", "/api"),
+		mk("ex-root", "example.com", "/"),
+		mk("ex-api-v2", "example.com", "/api/v2"),
+		mk("v6", "::1", "/"),
+	).Load()
+	for _, tc := range []struct{ host, path, want string }{
+		{"other.org", "/", "any-root"},
+		{"other.org", "/api/x", "any-api"},
+		{"example.com", "/api/x", "ex-root"},
+		{"EXAMPLE.com:8080", "/api/v2/users", "ex-api-v2"},
+		{"example.com", "/", "ex-root"},
+		{"[::1]:8080", "/x", "v6"},
+		{"[::1]", "/x", "v6"},
+	} {
+		if r := tb.Match(tc.host, tc.path); r == nil || r.Name != tc.want {
+			t.Errorf("Match(%q, %q) = %v, want %s", tc.host, tc.path, r, tc.want)
+		}
+	}
+	if r := newRouter(t, mk("api", "", "/api")).Load().Match("h", "/other"); r != nil {
+		t.Errorf("no route should match /other, got %s", r.Name)
+	}
+}
+
+func TestCookieValue(t *testing.T) {
+	for _, tc := range []struct {
+		lines []string
+		want  string
+	}{
+		{[]string{"uid=42"}, "42"},
+		{[]string{"a=1; uid=42; b=2"}, "42"},
+		{[]string{"a=1", "uid=7"}, "7"},
+		{[]string{"xuid=1; uidx=2"}, ""},
+		{[]string{"uid="}, ""},
+		{[]string{`uid="q"`}, "q"},
+		{nil, ""},
+	} {
+		got, ok := cookieValue(http.Header{"Cookie": tc.lines}, "uid")
+		if got != tc.want || ok != (tc.want != "") {
+			t.Errorf("%q: got %q %v", tc.lines, got, ok)
+		}
+	}
+}
+
+// Picks race with reloads and availability flips; run with -race.
+func TestConcurrentPicksDuringSwaps(t *testing.T) {
+	rt := newRouter(t, spec(t, "r", 2, 9000, 1000))
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if r := rt.Load().Route("r"); r != nil {
+					if _, in := r.Pick(nil); in != nil {
+						in.Acquire()
+						in.Release()
+					}
+				}
+			}
+		}()
+	}
+	for i := 0; i < 200; i++ {
+		w := (i % 10) * 1000
+		if _, err := rt.Apply([]RouteSpec{spec(t, "r", 2, Slots-w, w)}); err != nil {
+			t.Fatal(err)
+		}
+		rt.SetAvailable("r", "p0", "http://127.0.0.1:10000", i%2 == 0)
+	}
+	close(stop)
+	wg.Wait()
+}
+
+func BenchmarkPick(b *testing.B) {
+	r := newRouter(b, spec(b, "r", 4, 9000, 1000)).Load().Route("r")
+	b.Run("serial", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			r.Pick(nil)
+		}
+	})
+	b.Run("parallel", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				r.Pick(nil)
+			}
+		})
+	})
+	s := spec(b, "r", 4, 9000, 1000)
+	s.StickyCookie = "uid"
+	sr := newRouter(b, s).Load().Route("r")
+	h := http.Header{"Cookie": {"session=abc; uid=user-12345"}}
+	b.Run("sticky-cookie", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			sr.Pick(h)
+		}
+	})
+	lr := spec(b, "r", 4, 9000, 1000)
+	lr.Policy = LeastRequest
+	lrr := newRouter(b, lr).Load().Route("r")
+	b.Run("least-request-parallel", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				lrr.Pick(nil)
+			}
+		})
+	})
+}
+
+func BenchmarkMatch(b *testing.B) {
+	var specs []RouteSpec
+	for i := 0; i < 20; i++ {
+		s := spec(b, "r"+strconv.Itoa(i), 1, Slots)
+		s.PathPrefix = "/svc" + strconv.Itoa(i)
+		specs = append(specs, s)
+	}
+	tb := newRouter(b, specs...).Load()
+	b.ReportAllocs()
+	for b.Loop() {
+		tb.Match("example.com:8080", "/svc19/users")
+	}
+}

@@ -1,0 +1,216 @@
+package balancer
+
+import (
+	"math/rand/v2"
+	"net/http"
+	"strings"
+)
+
+// Pick chooses the pool and the instance for one request, from its headers
+// (the Cookie header included):
+//
+//  1. force: a header or cookie naming a pool routes there, whatever its
+//     weight; if that pool has no available instance the answer is no
+//     instance (the caller says 503) rather than a silent fallback;
+//  2. sticky: a user key hashes to a bucket, and the bucket's pool serves;
+//  3. otherwise the next slot of the schedule.
+//
+// A nil instance means nothing can serve the request. The pool is returned
+// even then when one was chosen, for accounting.
+func (r *Route) Pick(h http.Header) (*Pool, *Instance) {
+	if p := r.forced(h); p != nil {
+		return p, p.pick()
+	}
+	if r.schedule == nil {
+		return nil, nil
+	}
+	var p *Pool
+	if key, ok := r.stickyKey(h); ok {
+		p = r.Pools[r.bucketPool(Bucket(key))]
+	} else {
+		p = r.Pools[r.schedule[(r.cursor.Add(1)-1)%Slots]]
+	}
+	if in := p.pick(); in != nil {
+		return p, in
+	}
+	// The pool lost its last instance after this table was built; the next
+	// table will redistribute its share. Until then take the next pool.
+	return r.fallback(p, nil)
+}
+
+// PickExcept chooses another instance after failed could not be reached:
+// first another available instance of the same pool, then an instance of
+// another weighted pool. Nil when there is none.
+func (r *Route) PickExcept(pool *Pool, failed *Instance) (*Pool, *Instance) {
+	if pool != nil {
+		if in := pool.pickExcept(failed); in != nil {
+			return pool, in
+		}
+	}
+	return r.fallback(pool, failed)
+}
+
+func (r *Route) fallback(skip *Pool, failed *Instance) (*Pool, *Instance) {
+	for _, p := range r.Pools {
+		if p == skip || !p.Weighted() {
+			continue
+		}
+		if in := p.pickExcept(failed); in != nil {
+			return p, in
+		}
+	}
+	return nil, nil
+}
+
+// Forced returns the pool named by the force header or cookie, if any.
+func (r *Route) forced(h http.Header) *Pool {
+	var name string
+	if r.forceHeader != "" {
+		if v := h[r.forceHeader]; len(v) > 0 {
+			name = v[0]
+		}
+	}
+	if name == "" && r.forceCookie != "" {
+		name, _ = cookieValue(h, r.forceCookie)
+	}
+	if name == "" {
+		return nil
+	}
+	for _, p := range r.Pools {
+		if p.Name == name {
+			return p
+		}
+	}
+	return nil
+}
+
+func (r *Route) stickyKey(h http.Header) (string, bool) {
+	if r.stickyHeader != "" {
+		if v := h[r.stickyHeader]; len(v) > 0 && v[0] != "" {
+			return v[0], true
+		}
+		return "", false
+	}
+	if r.stickyCookie != "" {
+		return cookieValue(h, r.stickyCookie)
+	}
+	return "", false
+}
+
+// StickyPool returns the pool a sticky key maps to in this table.
+func (r *Route) StickyPool(key string) *Pool {
+	if r.schedule == nil {
+		return nil
+	}
+	return r.Pools[r.bucketPool(Bucket(key))]
+}
+
+func (r *Route) bucketPool(b uint16) uint8 {
+	for _, br := range r.sticky {
+		if b < br.end {
+			return br.pool
+		}
+	}
+	return r.sticky[len(r.sticky)-1].pool
+}
+
+// Bucket hashes a sticky key to 0..Slots-1 with FNV-1a and a final mix, so
+// that similar keys (user-1, user-2) land far apart. It is stable across
+// processes and versions: replicas agree, and a restart moves nobody.
+func Bucket(key string) uint16 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(key); i++ {
+		h ^= uint64(key[i])
+		h *= 1099511628211
+	}
+	h ^= h >> 33
+	h *= 0xff51afd7ed558ccd
+	h ^= h >> 33
+	h *= 0xc4ceb9fe1a85ec53
+	h ^= h >> 33
+	return uint16(h % Slots)
+}
+
+// cookieValue finds a cookie in the Cookie headers without allocating
+// (http.Request.Cookie parses and allocates every cookie).
+func cookieValue(h http.Header, name string) (string, bool) {
+	for _, line := range h["Cookie"] {
+		for line != "" {
+			var part string
+			part, line, _ = strings.Cut(line, ";")
+			part = strings.TrimSpace(part)
+			k, v, ok := strings.Cut(part, "=")
+			if !ok || k != name {
+				continue
+			}
+			if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+				v = v[1 : len(v)-1]
+			}
+			return v, v != ""
+		}
+	}
+	return "", false
+}
+
+func (p *Pool) pick() *Instance {
+	if p.policy == LeastRequest {
+		return p.leastRequest()
+	}
+	return p.pickExcept(nil)
+}
+
+// pickExcept is round robin over available instances. With skip set (a
+// retry after skip refused the connection) it scans on from skip without
+// moving the shared cursor: moving it would hand the next request to the
+// instance that just failed.
+func (p *Pool) pickExcept(skip *Instance) *Instance {
+	n := len(p.Instances)
+	var i int
+	if skip == nil {
+		i = int((p.rr.Add(1) - 1) % uint64(n))
+	} else {
+		for k, in := range p.Instances {
+			if in == skip {
+				i = k + 1
+				break
+			}
+		}
+	}
+	for k := 0; k < n; k++ {
+		if i >= n {
+			i = 0
+		}
+		if in := p.Instances[i]; in != skip && in.Available() {
+			return in
+		}
+		i++
+	}
+	return nil
+}
+
+// leastRequest is the power of two choices: the less loaded of two random
+// available instances. It needs no shared state but the in-flight counters.
+func (p *Pool) leastRequest() *Instance {
+	n := len(p.Instances)
+	if n == 1 {
+		return p.pickExcept(nil)
+	}
+	i := rand.IntN(n)
+	j := rand.IntN(n - 1)
+	if j >= i {
+		j++
+	}
+	a, b := p.Instances[i], p.Instances[j]
+	switch {
+	case a.Available() && b.Available():
+		if b.InFlight() < a.InFlight() {
+			return b
+		}
+		return a
+	case a.Available():
+		return a
+	case b.Available():
+		return b
+	}
+	return p.pickExcept(nil)
+}

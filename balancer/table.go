@@ -1,0 +1,297 @@
+// Package balancer holds canaryd's routing state: an immutable table of
+// routes, pools and instances, compiled from specs and read by the proxy
+// through one atomic pointer, and the picks made on it for every request.
+//
+// The table is never changed once published; a reload or an availability
+// change builds a new one and swaps it in (Router). The only things written
+// on the request path are atomic counters: the schedule cursor, round-robin
+// cursors and in-flight counts.
+package balancer
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"sort"
+	"strings"
+	"sync/atomic"
+)
+
+// Slots is the length of a route's pool schedule and the number of sticky
+// buckets: one slot per basis point of weight.
+const Slots = 10000
+
+// Policy chooses an instance inside a pool.
+type Policy uint8
+
+const (
+	// RoundRobin cycles through the available instances.
+	RoundRobin Policy = iota
+	// LeastRequest takes the less loaded of two random instances (power of
+	// two choices), which avoids herding onto one instance.
+	LeastRequest
+)
+
+// RouteSpec describes one route to build. It is plain data.
+type RouteSpec struct {
+	Name         string
+	Host         string // "" matches any host
+	PathPrefix   string
+	PreserveHost bool
+	Policy       Policy
+	Pools        []PoolSpec
+	StickyHeader string // at most one of StickyHeader, StickyCookie
+	StickyCookie string
+	ForceHeader  string
+	ForceCookie  string
+}
+
+// PoolSpec describes one pool of a route.
+type PoolSpec struct {
+	Name      string
+	Weight    int // basis points; a route's pools sum to Slots
+	Instances []*url.URL
+}
+
+// Table is an immutable, compiled set of routes.
+type Table struct {
+	routes []*Route // in match order: exact hosts first, longer prefixes first
+	byName map[string]*Route
+}
+
+// Routes lists the routes in match order.
+func (t *Table) Routes() []*Route { return t.routes }
+
+// Route returns the route called name, or nil.
+func (t *Table) Route(name string) *Route { return t.byName[name] }
+
+// Match returns the route for a request's host (with or without port) and
+// path: an exact host beats the catch-all, then the longest prefix wins.
+func (t *Table) Match(host, path string) *Route {
+	host = stripPort(host)
+	for _, r := range t.routes {
+		if r.Host != "" && !strings.EqualFold(r.Host, host) {
+			continue
+		}
+		if strings.HasPrefix(path, r.PathPrefix) {
+			return r
+		}
+	}
+	return nil
+}
+
+func stripPort(h string) string {
+	if i := strings.LastIndexByte(h, ':'); i >= 0 && strings.IndexByte(h[i:], ']') < 0 {
+		h = h[:i]
+	}
+	if len(h) > 1 && h[0] == '[' && h[len(h)-1] == ']' {
+		h = h[1 : len(h)-1]
+	}
+	return h
+}
+
+// Route is one compiled route.
+type Route struct {
+	Name         string
+	Host         string
+	PathPrefix   string
+	PreserveHost bool
+	// Pools in config order.
+	Pools []*Pool
+
+	policy Policy
+	// schedule[i] is the index of the pool that serves slot i; nil when no
+	// weighted pool has an available instance (every pick is then nil: 503).
+	schedule []uint8
+	// sticky lays pools on the bucket line, newest (last listed) lowest.
+	sticky       []bucketRange
+	stickyHeader string
+	stickyCookie string
+	forceHeader  string
+	forceCookie  string
+
+	// The cursor is written by every request on every core; keep it off the
+	// cache lines of the read-only fields above.
+	_      [64]byte
+	cursor atomic.Uint64
+	_      [56]byte
+}
+
+type bucketRange struct {
+	end  uint16 // exclusive
+	pool uint8
+}
+
+// Pool is one compiled pool.
+type Pool struct {
+	Name string
+	// Weight is the configured share in basis points.
+	Weight int
+	// Effective is the share in the schedule: Weight, or more when another
+	// pool of the route has no available instance; 0 when this one has none.
+	Effective int
+	Instances []*Instance
+
+	policy Policy
+	_      [64]byte
+	rr     atomic.Uint64
+	_      [56]byte
+}
+
+// Weighted reports whether the schedule gives this pool any traffic.
+func (p *Pool) Weighted() bool { return p.Effective > 0 }
+
+// Available counts the pool's available instances.
+func (p *Pool) Available() int {
+	n := 0
+	for _, in := range p.Instances {
+		if in.Available() {
+			n++
+		}
+	}
+	return n
+}
+
+// compile builds a table from specs, taking instances from get so that an
+// instance keeps its state across tables.
+func compile(specs []RouteSpec, get func(route, pool string, u *url.URL) *Instance) (*Table, error) {
+	t := &Table{byName: make(map[string]*Route, len(specs))}
+	for _, s := range specs {
+		if _, dup := t.byName[s.Name]; dup {
+			return nil, fmt.Errorf("route %q is defined twice", s.Name)
+		}
+		r, err := compileRoute(s, get)
+		if err != nil {
+			return nil, fmt.Errorf("route %q: %w", s.Name, err)
+		}
+		t.routes = append(t.routes, r)
+		t.byName[s.Name] = r
+	}
+	sort.SliceStable(t.routes, func(i, j int) bool {
+		a, b := t.routes[i], t.routes[j]
+		if (a.Host != "") != (b.Host != "") {
+			return a.Host != ""
+		}
+		return len(a.PathPrefix) > len(b.PathPrefix)
+	})
+	return t, nil
+}
+
+func compileRoute(s RouteSpec, get func(route, pool string, u *url.URL) *Instance) (*Route, error) {
+	if len(s.Pools) == 0 || len(s.Pools) > 255 {
+		return nil, fmt.Errorf("%d pools; want 1 to 255", len(s.Pools))
+	}
+	r := &Route{
+		Name: s.Name, Host: s.Host, PathPrefix: s.PathPrefix, PreserveHost: s.PreserveHost,
+		policy:       s.Policy,
+		stickyHeader: http.CanonicalHeaderKey(s.StickyHeader), stickyCookie: s.StickyCookie,
+		forceHeader: http.CanonicalHeaderKey(s.ForceHeader), forceCookie: s.ForceCookie,
+	}
+	sum := 0
+	seen := map[string]bool{}
+	for _, ps := range s.Pools {
+		if seen[ps.Name] {
+			return nil, fmt.Errorf("pool %q is defined twice", ps.Name)
+		}
+		seen[ps.Name] = true
+		if ps.Weight < 0 || ps.Weight > Slots {
+			return nil, fmt.Errorf("pool %q: weight %d bp out of range", ps.Name, ps.Weight)
+		}
+		if len(ps.Instances) == 0 {
+			return nil, fmt.Errorf("pool %q has no instances", ps.Name)
+		}
+		sum += ps.Weight
+		p := &Pool{Name: ps.Name, Weight: ps.Weight, policy: s.Policy}
+		for _, u := range ps.Instances {
+			p.Instances = append(p.Instances, get(s.Name, ps.Name, u))
+		}
+		r.Pools = append(r.Pools, p)
+	}
+	if sum != Slots {
+		return nil, fmt.Errorf("weights sum to %d bp, want %d", sum, Slots)
+	}
+	eff := effectiveWeights(r.Pools)
+	for i, p := range r.Pools {
+		p.Effective = eff[i]
+	}
+	if anyPositive(eff) {
+		r.schedule = smoothSchedule(eff)
+	}
+	var end int
+	for i := len(r.Pools) - 1; i >= 0; i-- {
+		end += eff[i]
+		r.sticky = append(r.sticky, bucketRange{end: uint16(end), pool: uint8(i)})
+	}
+	return r, nil
+}
+
+// effectiveWeights gives the share of pools that have no available instance
+// to the other weighted pools, in proportion to their weights (largest
+// remainder, so the result still sums to Slots). Weight 0 stays 0: a pool the
+// operator set to 0 never takes traffic from the schedule. If no weighted
+// pool is available, every share is 0.
+func effectiveWeights(pools []*Pool) []int {
+	eff := make([]int, len(pools))
+	total := 0
+	for i, p := range pools {
+		if p.Weight > 0 && p.Available() > 0 {
+			eff[i] = p.Weight
+			total += p.Weight
+		}
+	}
+	if total == 0 || total == Slots {
+		return eff
+	}
+	type rem struct{ i, r int }
+	var rems []rem
+	given := 0
+	for i, w := range eff {
+		if w == 0 {
+			continue
+		}
+		eff[i] = w * Slots / total
+		given += eff[i]
+		rems = append(rems, rem{i, w * Slots % total})
+	}
+	sort.SliceStable(rems, func(a, b int) bool { return rems[a].r > rems[b].r })
+	for k := 0; given < Slots; k++ {
+		eff[rems[k%len(rems)].i]++
+		given++
+	}
+	return eff
+}
+
+func anyPositive(xs []int) bool {
+	for _, x := range xs {
+		if x > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// smoothSchedule interleaves pools over Slots slots with smooth weighted
+// round robin (nginx's algorithm): every step each pool gains its weight, the
+// richest is picked and pays Slots. Over Slots steps each pool is picked
+// exactly weight times, and in any window the count stays within about one
+// pick of weight × window / Slots. Weight 0 is never picked.
+func smoothSchedule(weights []int) []uint8 {
+	s := make([]uint8, Slots)
+	cur := make([]int, len(weights))
+	for slot := range s {
+		best := -1
+		for i, w := range weights {
+			if w == 0 {
+				continue
+			}
+			cur[i] += w
+			if best < 0 || cur[i] > cur[best] {
+				best = i
+			}
+		}
+		cur[best] -= Slots
+		s[slot] = uint8(best)
+	}
+	return s
+}
+

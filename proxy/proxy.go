@@ -1,0 +1,343 @@
+// Package proxy is canaryd's request path: an http.Handler that matches a
+// route in the live table, picks a pool and an instance, and forwards with
+// httputil.ReverseProxy (Rewrite, never Director). Errors are mapped to
+// statuses in one place (classify), and a request whose connection could not
+// even be opened is retried once on another instance when that is safe.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"net/url"
+	"sync"
+	"time"
+
+	"canaryd/balancer"
+
+	"go.uber.org/zap"
+)
+
+// StatusClientClosed is recorded (never sent) when the client went away
+// before the answer: nginx's 499. It is not a backend failure.
+const StatusClientClosed = 499
+
+// HeaderRequestID carries the request id to instances and back to clients.
+const HeaderRequestID = "X-Request-Id"
+
+// Tables is where the proxy reads the live routing table.
+type Tables interface {
+	Load() *balancer.Table
+}
+
+// Observer receives the outcome of every request that matched a route. It
+// runs on the request path: keep it cheap, and do not keep the pointer.
+type Observer interface {
+	Observe(*Outcome)
+}
+
+// Outcome is what happened to one request.
+type Outcome struct {
+	Route *balancer.Route
+	// Pool and Instance that served (or were chosen); nil when none was.
+	Pool     *balancer.Pool
+	Instance *balancer.Instance
+	// Unreachable is the instance that refused the connection before a
+	// retry went to Instance; nil when there was no retry.
+	Unreachable *balancer.Instance
+	// Status sent to the client; StatusClientClosed when it went away.
+	Status    int
+	Duration  time.Duration
+	Err       error // the upstream error behind a 502/504/499, if any
+	RequestID string
+}
+
+// GatewayFailure reports whether the outcome is the instance's fault as
+// seen from the proxy: it could not be reached, reset, or timed out.
+func (o *Outcome) GatewayFailure() bool {
+	return o.Instance != nil && (o.Status == http.StatusBadGateway || o.Status == http.StatusGatewayTimeout)
+}
+
+// Options configures a Handler. The zero value is usable.
+type Options struct {
+	// Logger for upstream errors (WARN) and client disconnects (DEBUG).
+	// Default: no logging.
+	Logger *zap.Logger
+	// Observer receives every outcome. Default: none.
+	Observer Observer
+	// TrustedProxies are peers whose Forwarded and X-Forwarded-* headers are
+	// kept and extended. Default: none (every peer's are replaced).
+	TrustedProxies []netip.Prefix
+	// Transport to instances. Default: NewTransport(TransportOptions{}).
+	Transport http.RoundTripper
+}
+
+// Handler is the proxy. Create it with New.
+type Handler struct {
+	tables  Tables
+	rp      *httputil.ReverseProxy
+	log     *zap.Logger
+	obs     Observer
+	trusted []netip.Prefix
+	states  sync.Pool
+}
+
+// New returns a proxy reading routes from tables.
+func New(tables Tables, o Options) *Handler {
+	h := &Handler{tables: tables, log: o.Logger, obs: o.Observer, trusted: o.TrustedProxies}
+	if h.log == nil {
+		h.log = zap.NewNop()
+	}
+	rt := o.Transport
+	if rt == nil {
+		rt = NewTransport(TransportOptions{})
+	}
+	h.states.New = func() any { return new(state) }
+	h.rp = &httputil.ReverseProxy{
+		Rewrite:        h.rewrite,
+		Transport:      retrier{next: rt},
+		ModifyResponse: modifyResponse,
+		ErrorHandler:   h.handleError,
+		BufferPool:     newBufferPool(),
+		// ReverseProxy logs body-copy failures itself; finish logs them
+		// with their cause and level, so this copy is for debugging only.
+		ErrorLog: zap.NewStdLog(h.log.Named("reverseproxy").WithOptions(zap.IncreaseLevel(zap.DebugLevel))),
+	}
+	return h
+}
+
+// state is one request's routing decision, carried to Rewrite, the retrying
+// transport and the error handler through the request context.
+type state struct {
+	route       *balancer.Route
+	pool        *balancer.Pool
+	inst        *balancer.Instance
+	unreachable *balancer.Instance
+	in          *http.Request
+	id          string
+	status      int
+	err         error
+}
+
+type stateKey struct{}
+
+func stateOf(ctx context.Context) *state {
+	st, _ := ctx.Value(stateKey{}).(*state)
+	return st
+}
+
+// ServeHTTP reads the table once; everything after works on that snapshot.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	id := requestID(r.Header)
+	route := h.tables.Load().Match(r.Host, r.URL.Path)
+	if route == nil {
+		reply(w, http.StatusNotFound, id, "canaryd: no route for this host and path")
+		return
+	}
+	pool, inst := route.Pick(r.Header)
+	if inst == nil {
+		reply(w, http.StatusServiceUnavailable, id, "canaryd: no available instance")
+		h.observe(&Outcome{Route: route, Pool: pool, Status: http.StatusServiceUnavailable, Duration: time.Since(start), RequestID: id})
+		return
+	}
+	st := h.states.Get().(*state)
+	*st = state{route: route, pool: pool, inst: inst, id: id}
+	inst.Acquire()
+	r = r.WithContext(context.WithValue(r.Context(), stateKey{}, st))
+	st.in = r
+	defer h.finish(st, start)
+	h.rp.ServeHTTP(w, r)
+}
+
+// finish accounts for the request, also when ReverseProxy aborts it with
+// http.ErrAbortHandler (the response body broke after headers were sent),
+// which it then re-raises so the server drops the connection.
+func (h *Handler) finish(st *state, start time.Time) {
+	p := recover()
+	st.inst.Release()
+	if p != nil {
+		if st.in.Context().Err() != nil {
+			st.status = StatusClientClosed
+		} else {
+			st.status = http.StatusBadGateway
+			if ce := h.log.Check(zap.WarnLevel, "response body from instance broke off"); ce != nil {
+				ce.Write(zap.String("route", st.route.Name), zap.String("pool", st.pool.Name),
+					zap.String("instance", st.inst.Addr), zap.String("request_id", st.id))
+			}
+		}
+	}
+	if h.obs != nil {
+		o := Outcome{
+			Route: st.route, Pool: st.pool, Instance: st.inst, Unreachable: st.unreachable,
+			Status: st.status, Duration: time.Since(start), Err: st.err, RequestID: st.id,
+		}
+		h.obs.Observe(&o)
+	}
+	if p != nil {
+		panic(p)
+	}
+	*st = state{}
+	h.states.Put(st)
+}
+
+func (h *Handler) observe(o *Outcome) {
+	if h.obs != nil {
+		h.obs.Observe(o)
+	}
+}
+
+func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
+	st := stateOf(pr.In.Context())
+	setTarget(pr.Out, pr.In.URL, st.inst.URL)
+	if !st.route.PreserveHost {
+		pr.Out.Host = ""
+	}
+	// ReverseProxy has already dropped the client's forwarding headers
+	// (with Rewrite it does so before we run). Keep them only from a proxy
+	// we trust, then add this hop.
+	trusted := h.isTrusted(pr.In.RemoteAddr)
+	if trusted {
+		copyHeader(pr.Out.Header, pr.In.Header, "X-Forwarded-For")
+	}
+	pr.SetXForwarded()
+	if trusted {
+		copyHeader(pr.Out.Header, pr.In.Header, "Forwarded")
+		copyHeader(pr.Out.Header, pr.In.Header, "X-Forwarded-Host")
+		copyHeader(pr.Out.Header, pr.In.Header, "X-Forwarded-Proto")
+	}
+	pr.Out.Header[HeaderRequestID] = []string{st.id}
+}
+
+func copyHeader(dst, src http.Header, key string) {
+	if v := src[key]; len(v) > 0 {
+		dst[key] = v
+	}
+}
+
+// setTarget points out at the instance: its scheme and host, and its base
+// path (if any) in front of the client's path.
+func setTarget(out *http.Request, in, target *url.URL) {
+	out.URL.Scheme = target.Scheme
+	out.URL.Host = target.Host
+	out.URL.Path = target.Path + in.Path
+	if in.RawPath != "" {
+		out.URL.RawPath = target.EscapedPath() + in.RawPath
+	} else {
+		out.URL.RawPath = ""
+	}
+}
+
+func (h *Handler) isTrusted(remoteAddr string) bool {
+	if len(h.trusted) == 0 {
+		return false
+	}
+	ap, err := netip.ParseAddrPort(remoteAddr)
+	if err != nil {
+		return false
+	}
+	ip := ap.Addr().Unmap()
+	for _, p := range h.trusted {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+func modifyResponse(resp *http.Response) error {
+	st := stateOf(resp.Request.Context())
+	st.status = resp.StatusCode
+	resp.Header[HeaderRequestID] = []string{st.id}
+	return nil
+}
+
+// handleError is the one place where an upstream error becomes a status.
+func (h *Handler) handleError(w http.ResponseWriter, out *http.Request, err error) {
+	st := stateOf(out.Context())
+	status := classify(out.Context(), err)
+	st.status, st.err = status, err
+	if status == StatusClientClosed {
+		if ce := h.log.Check(zap.DebugLevel, "client went away"); ce != nil {
+			ce.Write(zap.String("route", st.route.Name), zap.String("instance", st.inst.Addr), zap.String("request_id", st.id))
+		}
+		return // nobody to answer
+	}
+	if ce := h.log.Check(zap.WarnLevel, "upstream request failed"); ce != nil {
+		ce.Write(zap.String("route", st.route.Name), zap.String("pool", st.pool.Name),
+			zap.String("instance", st.inst.Addr), zap.Int("status", status),
+			zap.Error(err), zap.String("request_id", st.id))
+	}
+	msg := "canaryd: instance unreachable or failed"
+	if status == http.StatusGatewayTimeout {
+		msg = "canaryd: instance timed out"
+	}
+	reply(w, status, st.id, msg)
+}
+
+// classify maps an upstream error to the status the client gets: the client
+// gone → 499, a timeout (dial, response headers) → 504, anything else
+// (refused, reset, malformed answer) → 502.
+func classify(ctx context.Context, err error) int {
+	if errors.Is(ctx.Err(), context.Canceled) {
+		return StatusClientClosed
+	}
+	var ne net.Error
+	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
+		return http.StatusGatewayTimeout
+	}
+	return http.StatusBadGateway
+}
+
+func reply(w http.ResponseWriter, status int, id, msg string) {
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h[HeaderRequestID] = []string{id}
+	w.WriteHeader(status)
+	io.WriteString(w, msg+"\n")
+}
+
+// requestID keeps a sane incoming X-Request-Id (so a trace spans hops) and
+// otherwise makes one: 16 hex digits, random.
+func requestID(h http.Header) string {
+	if v := h[HeaderRequestID]; len(v) == 1 && validID(v[0]) {
+		return v[0]
+	}
+	const hex = "0123456789abcdef"
+	var b [16]byte
+	x := rand.Uint64()
+	for i := range b {
+		b[i] = hex[x&15]
+		x >>= 4
+	}
+	return string(b[:])
+}
+
+func validID(s string) bool {
+	if len(s) == 0 || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// bufferPool reuses ReverseProxy's 32 KiB copy buffers; without one it
+// allocates a fresh buffer for every response body.
+type bufferPool struct{ p sync.Pool }
+
+func newBufferPool() *bufferPool {
+	return &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+}
+
+func (b *bufferPool) Get() []byte  { return *b.p.Get().(*[]byte) }
+func (b *bufferPool) Put(x []byte) { b.p.Put(&x) }
