@@ -294,4 +294,3 @@ func smoothSchedule(weights []int) []uint8 {
 	}
 	return s
 }
-

@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -132,7 +133,7 @@ func TestInvalidConfigs(t *testing.T) {
 		{"empty file", "", []string{"empty"}, 0},
 		{"no routes", "listen: \":8080\"\n", []string{"routes", "no routes"}, 1},
 		{"unknown top key", "listn: \":8080\"\n" + route(twoPools), []string{`unknown key "listn"`, "top level"}, 1},
-		{"unknown route key", route("    wieght: 5\n"+twoPools), []string{`unknown key "wieght"`, "route"}, 3},
+		{"unknown route key", route("    wieght: 5\n" + twoPools), []string{`unknown key "wieght"`, "route"}, 3},
 		{"unknown pool key", route("    pools:\n      - { name: a, weight: 100, instance: [\"127.0.0.1:1\"] }\n"), []string{`unknown key "instance"`, "pool"}, 4},
 		{"yaml syntax", "routes: [\n", []string{"YAML syntax"}, 0},
 		{"route name missing", "routes:\n  - match: {path_prefix: /}\n" + twoPools, []string{"routes[0]().name", "route name is missing"}, 2},
@@ -162,11 +163,11 @@ func TestInvalidConfigs(t *testing.T) {
 		{"admin same as listen", "listen: \"127.0.0.1:9000\"\nadmin: {listen: \"127.0.0.1:9000\"}\n" + route(twoPools), []string{"admin.listen", "own port"}, 2},
 		{"trusted proxy bad", "trusted_proxies: [\"10.0.0.0/33\"]\n" + route(twoPools), []string{"trusted_proxies[0]", "not a CIDR"}, 1},
 		{"trusted proxy not ip", "trusted_proxies: [\"proxy.local\"]\n" + route(twoPools), []string{"trusted_proxies[0]", "not an IP"}, 1},
-		{"bad balance", route("    balance: random\n"+twoPools), []string{"routes[0](web).balance", "not a balance policy"}, 3},
-		{"sticky both", route("    sticky: {header: X-U, cookie: u}\n"+twoPools), []string{"routes[0](web).sticky", "not both"}, 3},
-		{"bad header name", route("    force: {header: \"X Pool\"}\n"+twoPools), []string{"force.header", "not a valid header"}, 3},
-		{"path prefix without slash", route("    match: {path_prefix: api}\n"+twoPools), []string{"match.path_prefix", "must start with /"}, 3},
-		{"host with port", route("    match: {host: \"example.com:80\"}\n"+twoPools), []string{"match.host", "leave the port out"}, 3},
+		{"bad balance", route("    balance: random\n" + twoPools), []string{"routes[0](web).balance", "not a balance policy"}, 3},
+		{"sticky both", route("    sticky: {header: X-U, cookie: u}\n" + twoPools), []string{"routes[0](web).sticky", "not both"}, 3},
+		{"bad header name", route("    force: {header: \"X Pool\"}\n" + twoPools), []string{"force.header", "not a valid header"}, 3},
+		{"path prefix without slash", route("    match: {path_prefix: api}\n" + twoPools), []string{"match.path_prefix", "must start with /"}, 3},
+		{"host with port", route("    match: {host: \"example.com:80\"}\n" + twoPools), []string{"match.host", "leave the port out"}, 3},
 		{"string for int", "server: { max_header_bytes: big }\n" + route(twoPools), []string{`"big" is a string`, "whole number"}, 1},
 		{"two documents", route(twoPools) + "---\nlisten: \":1\"\n", []string{"more than one YAML document"}, 0},
 	} {
@@ -297,4 +298,24 @@ func FuzzParse(f *testing.F) {
 		}
 		_ = time.Duration(0)
 	})
+}
+
+// A value that fails to decode is reported with everything else wrong in
+// the file, and without a misleading "weights sum" on top.
+func TestDecodeAndValidationProblemsTogether(t *testing.T) {
+	_, err := Parse("mixed.yaml", []byte(`routes:
+  - name: web
+    pools:
+      - { name: a, weight: 95.555, instances: ["127.0.0.1"] }
+      - { name: a, weight: 3, instances: ["127.0.0.1:2"] }
+`))
+	msg := fmt.Sprint(err)
+	for _, want := range []string{"more than two decimals", "needs host:port", "used twice"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("lacks %q:\n%s", want, msg)
+		}
+	}
+	if strings.Contains(msg, "sum to") {
+		t.Errorf("reports a sum although a weight did not parse:\n%s", msg)
+	}
 }

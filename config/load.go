@@ -92,29 +92,31 @@ func Parse(name string, data []byte) (*Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	err := dec.Decode(&cfg)
+	// A TypeError leaves the rest of the document decoded: report it, and
+	// then whatever validation finds too, so one run shows every problem.
+	var typeProblems []Problem
 	var te *yaml.TypeError
 	switch {
 	case errors.As(err, &te):
-		ps := make([]Problem, 0, len(te.Errors))
 		for _, m := range te.Errors {
-			ps = append(ps, typeProblem(m))
+			typeProblems = append(typeProblems, typeProblem(m))
 		}
-		sortProblems(ps)
-		return nil, &Error{File: name, Problems: ps}
 	case err != nil:
 		return nil, &Error{File: name, Problems: []Problem{syntaxProblem(err)}}
-	}
-	var extra yaml.Node
-	if dec.Decode(&extra) != io.EOF {
-		return nil, &Error{File: name, Problems: []Problem{{Line: extra.Line, Msg: "more than one YAML document; keep one document per file"}}}
+	default:
+		var extra yaml.Node
+		if dec.Decode(&extra) != io.EOF {
+			return nil, &Error{File: name, Problems: []Problem{{Line: extra.Line, Msg: "more than one YAML document; keep one document per file"}}}
+		}
 	}
 
 	cfg.applyDefaults()
 	v := validator{root: root.Content[0]}
 	v.config(&cfg)
-	if len(v.problems) > 0 {
-		sortProblems(v.problems)
-		return nil, &Error{File: name, Problems: v.problems}
+	ps := append(typeProblems, v.problems...)
+	if len(ps) > 0 {
+		sortProblems(ps)
+		return nil, &Error{File: name, Problems: ps}
 	}
 	return &cfg, nil
 }

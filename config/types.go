@@ -153,6 +153,10 @@ func (r Route) PreservesHost() bool { return r.PreserveHost == nil || *r.Preserv
 // from the text itself, not through a float, so 0.29 is exactly 29.
 type Percent int
 
+// invalidPercent marks a weight that failed to decode, so validation does
+// not add a misleading "weights sum to ..." on top of the real problem.
+const invalidPercent Percent = -1
+
 // BasisPoints is the weight in 1/100 of a percent (0..10000).
 func (p Percent) BasisPoints() int { return int(p) }
 
@@ -204,10 +208,12 @@ func allDigits(s string) bool {
 // UnmarshalYAML parses the scalar's text; errors carry the line.
 func (p *Percent) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.ScalarNode {
+		*p = invalidPercent
 		return lineError(n, "weight must be a number from 0 to 100")
 	}
 	v, err := ParsePercent(n.Value)
 	if err != nil {
+		*p = invalidPercent
 		return lineError(n, "weight "+err.Error())
 	}
 	*p = v

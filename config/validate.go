@@ -148,7 +148,7 @@ func (v *validator) config(c *Config) {
 	v.listenAddr(path{"listen"}, c.Listen)
 	if c.Admin.Listen != AdminOff {
 		v.listenAddr(path{"admin", "listen"}, c.Admin.Listen)
-		if c.Admin.Listen == c.Listen {
+		if c.Admin.Listen == c.Listen && !strings.HasSuffix(c.Listen, ":0") {
 			v.add(path{"admin", "listen"}, "%q is also the proxy listen address; give the admin listener its own port", c.Admin.Listen)
 		}
 	}
@@ -228,7 +228,7 @@ func (v *validator) route(rp path, r *Route) {
 	if len(r.Pools) > MaxPools {
 		v.add(append(rp, "pools"), "%d pools; at most %d", len(r.Pools), MaxPools)
 	}
-	sum := 0
+	sum, sumKnown := 0, true
 	names := map[string]bool{}
 	for j := range r.Pools {
 		p := &r.Pools[j]
@@ -239,6 +239,7 @@ func (v *validator) route(rp path, r *Route) {
 		}
 		names[p.Name] = true
 		sum += p.Weight.BasisPoints()
+		sumKnown = sumKnown && p.Weight != invalidPercent
 		if len(p.Instances) == 0 {
 			v.add(append(pp, "instances"), "no instances; list host:port or http(s)://host:port entries")
 		}
@@ -256,7 +257,7 @@ func (v *validator) route(rp path, r *Route) {
 			seen[u.String()] = k
 		}
 	}
-	if sum != 10000 {
+	if sumKnown && sum != 10000 {
 		v.add(append(rp, "pools"), "weights of route %q sum to %s%%, not 100; adjust them so they add up to exactly 100", r.Name, Percent(sum))
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -21,6 +22,7 @@ import (
 	"canaryd/balancer"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 )
 
 // StatusClientClosed is recorded (never sent) when the client went away
@@ -106,7 +108,7 @@ func New(tables Tables, o Options) *Handler {
 		BufferPool:     newBufferPool(),
 		// ReverseProxy logs body-copy failures itself; finish logs them
 		// with their cause and level, so this copy is for debugging only.
-		ErrorLog: zap.NewStdLog(h.log.Named("reverseproxy").WithOptions(zap.IncreaseLevel(zap.DebugLevel))),
+		ErrorLog: mustStdLog(h.log.Named("reverseproxy"), zap.DebugLevel),
 	}
 	return h
 }
@@ -329,6 +331,16 @@ func validID(s string) bool {
 		}
 	}
 	return true
+}
+
+// mustStdLog adapts zap for the stdlib's *log.Logger hooks. NewStdLogAt
+// fails only for invalid levels, which these constants are not.
+func mustStdLog(l *zap.Logger, lvl zapcore.Level) *log.Logger {
+	std, err := zap.NewStdLogAt(l, lvl)
+	if err != nil {
+		panic(err)
+	}
+	return std
 }
 
 // bufferPool reuses ReverseProxy's 32 KiB copy buffers; without one it

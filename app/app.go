@@ -1,0 +1,200 @@
+// Package app assembles a running canaryd from a validated config: it turns
+// config into balancer specs, owns the router, the proxy and the listeners,
+// and shuts them down gracefully. cmd/canaryd only parses flags and calls it.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"canaryd/admin"
+	"canaryd/balancer"
+	"canaryd/config"
+	"canaryd/proxy"
+
+	"go.uber.org/zap"
+)
+
+// RouteSpecs compiles a validated config's routes into balancer specs.
+func RouteSpecs(cfg *config.Config) ([]balancer.RouteSpec, error) {
+	specs := make([]balancer.RouteSpec, 0, len(cfg.Routes))
+	for _, r := range cfg.Routes {
+		s := balancer.RouteSpec{
+			Name: r.Name, Host: r.Match.Host, PathPrefix: r.Match.PathPrefix,
+			PreserveHost: r.PreservesHost(),
+			StickyHeader: r.Sticky.Header, StickyCookie: r.Sticky.Cookie,
+			ForceHeader: r.Force.Header, ForceCookie: r.Force.Cookie,
+		}
+		if r.Balance == config.BalanceLeastRequest {
+			s.Policy = balancer.LeastRequest
+		}
+		for _, p := range r.Pools {
+			ps := balancer.PoolSpec{Name: p.Name, Weight: p.Weight.BasisPoints()}
+			for _, raw := range p.Instances {
+				u, err := config.ParseInstance(raw)
+				if err != nil {
+					return nil, fmt.Errorf("route %q pool %q: %w", r.Name, p.Name, err)
+				}
+				ps.Instances = append(ps.Instances, u)
+			}
+			s.Pools = append(s.Pools, ps)
+		}
+		specs = append(specs, s)
+	}
+	return specs, nil
+}
+
+// Server is one canaryd process: proxy listener, admin listener, router.
+type Server struct {
+	cfg       *config.Config
+	log       *zap.Logger
+	router    *balancer.Router
+	transport *http.Transport
+	proxy     *http.Server
+	admin     *http.Server
+	ready     atomic.Bool
+
+	proxyLn, adminLn net.Listener
+}
+
+// New builds a server from a validated config. Nothing listens yet.
+func New(cfg *config.Config, log *zap.Logger) (*Server, error) {
+	specs, err := RouteSpecs(cfg)
+	if err != nil {
+		return nil, err
+	}
+	router := balancer.NewRouter()
+	if _, err := router.Apply(specs); err != nil {
+		return nil, fmt.Errorf("build routing table: %w", err)
+	}
+	var trusted []netip.Prefix
+	for _, s := range cfg.TrustedProxies {
+		p, err := config.ParseTrusted(s)
+		if err != nil {
+			return nil, err
+		}
+		trusted = append(trusted, p)
+	}
+	s := &Server{cfg: cfg, log: log, router: router}
+	s.transport = proxy.NewTransport(proxy.TransportOptions{
+		DialTimeout:           cfg.Upstream.DialTimeout.D(),
+		ResponseHeaderTimeout: cfg.Upstream.ResponseHeaderTimeout.D(),
+		MaxIdleConnsPerHost:   cfg.Upstream.MaxIdleConnsPerHost,
+		IdleConnTimeout:       cfg.Upstream.IdleConnTimeout.D(),
+		InsecureSkipVerify:    cfg.Upstream.InsecureSkipVerify,
+	})
+	h := proxy.New(router, proxy.Options{
+		Logger:         log.Named("proxy"),
+		TrustedProxies: trusted,
+		Transport:      s.transport,
+	})
+	// The server's own complaints (TLS handshakes, bad requests it
+	// rejects) are worth a warning, not an error: clients cause them.
+	errorLog, err := zap.NewStdLogAt(log.Named("http"), zap.WarnLevel)
+	if err != nil {
+		return nil, err
+	}
+	s.proxy = &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout.D(),
+		IdleTimeout:       cfg.Server.IdleTimeout.D(),
+		MaxHeaderBytes:    cfg.Server.MaxHeaderBytes,
+		ErrorLog:          errorLog,
+		// No ReadTimeout or WriteTimeout: either would cut long uploads,
+		// WebSockets and event streams. Slow clients are bounded by
+		// ReadHeaderTimeout and IdleTimeout.
+	}
+	if cfg.Admin.Listen != config.AdminOff {
+		s.admin = &http.Server{
+			Handler:           admin.New(s.ready.Load),
+			ReadHeaderTimeout: 5 * time.Second,
+			IdleTimeout:       60 * time.Second,
+		}
+	}
+	return s, nil
+}
+
+// Router is the live routing state (for tests and the admin surface).
+func (s *Server) Router() *balancer.Router { return s.router }
+
+// Listen binds the listeners, so that a port conflict fails before anything
+// is served.
+func (s *Server) Listen() error {
+	var err error
+	if s.proxyLn, err = net.Listen("tcp", s.cfg.Listen); err != nil {
+		return fmt.Errorf("proxy listener: %w (is another process on that port? change listen in the config)", err)
+	}
+	if s.admin != nil {
+		if s.adminLn, err = net.Listen("tcp", s.cfg.Admin.Listen); err != nil {
+			s.proxyLn.Close()
+			return fmt.Errorf("admin listener: %w (change admin.listen, or set it to \"off\")", err)
+		}
+	}
+	return nil
+}
+
+// ProxyAddr is the bound proxy address (after Listen).
+func (s *Server) ProxyAddr() net.Addr { return s.proxyLn.Addr() }
+
+// AdminAddr is the bound admin address, nil when the admin is off.
+func (s *Server) AdminAddr() net.Addr {
+	if s.adminLn == nil {
+		return nil
+	}
+	return s.adminLn.Addr()
+}
+
+// Serve serves until ctx ends, then drains: readiness turns false at once,
+// the listeners close, in-flight requests get up to server.drain_timeout to
+// finish, and whatever is left is closed. It returns nil after a clean
+// drain and an error only when a listener fails.
+func (s *Server) Serve(ctx context.Context) error {
+	if s.proxyLn == nil {
+		if err := s.Listen(); err != nil {
+			return err
+		}
+	}
+	errs := make(chan error, 2)
+	go serveOn(s.proxy, s.proxyLn, "proxy", errs)
+	if s.admin != nil {
+		go serveOn(s.admin, s.adminLn, "admin", errs)
+	}
+	s.ready.Store(true)
+	fields := []zap.Field{zap.String("listen", s.proxyLn.Addr().String()), zap.Int("routes", len(s.cfg.Routes))}
+	if s.adminLn != nil {
+		fields = append(fields, zap.String("admin", s.adminLn.Addr().String()))
+	}
+	s.log.Info("canaryd serving", fields...)
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errs:
+	}
+	s.ready.Store(false)
+	s.log.Info("draining", zap.Duration("drain_timeout", s.cfg.Server.DrainTimeout.D()))
+	dctx, cancel := context.WithTimeout(context.Background(), s.cfg.Server.DrainTimeout.D())
+	defer cancel()
+	if err := s.proxy.Shutdown(dctx); err != nil {
+		s.log.Warn("drain timeout reached; closing the connections still open", zap.Error(err))
+		s.proxy.Close()
+	}
+	if s.admin != nil {
+		s.admin.Close()
+	}
+	s.transport.CloseIdleConnections()
+	s.log.Info("stopped")
+	return serveErr
+}
+
+func serveOn(srv *http.Server, ln net.Listener, name string, errs chan<- error) {
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		errs <- fmt.Errorf("%s listener: %w", name, err)
+	}
+}

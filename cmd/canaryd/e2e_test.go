@@ -1,0 +1,300 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// binary is canaryd built once for the end-to-end tests.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "canaryd-e2e")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "canaryd")
+	out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build canaryd: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// proc is a running canaryd process whose log lines are watched.
+type proc struct {
+	cmd   *exec.Cmd
+	lines chan map[string]any
+	done  chan error
+	out   *bytes.Buffer
+	mu    sync.Mutex
+}
+
+func start(t *testing.T, args ...string) *proc {
+	t.Helper()
+	p := &proc{cmd: exec.Command(binary, args...), lines: make(chan map[string]any, 1000), done: make(chan error, 1), out: &bytes.Buffer{}}
+	stderr, err := p.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.cmd.Stdout = io.Discard
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			p.mu.Lock()
+			p.out.WriteString(sc.Text() + "\n")
+			p.mu.Unlock()
+			var m map[string]any
+			if json.Unmarshal(sc.Bytes(), &m) == nil {
+				select {
+				case p.lines <- m:
+				default:
+				}
+			}
+		}
+		p.done <- p.cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		p.cmd.Process.Kill()
+		if t.Failed() {
+			p.mu.Lock()
+			t.Logf("canaryd %v output:\n%s", args, p.out.String())
+			p.mu.Unlock()
+		}
+	})
+	return p
+}
+
+// waitLog returns the first log line whose msg is msg.
+func (p *proc) waitLog(t *testing.T, msg string) map[string]any {
+	t.Helper()
+	deadline := time.After(15 * time.Second)
+	for {
+		select {
+		case m := <-p.lines:
+			if m["msg"] == msg {
+				return m
+			}
+		case err := <-p.done:
+			t.Fatalf("canaryd exited (%v) before logging %q", err, msg)
+		case <-deadline:
+			t.Fatalf("canaryd did not log %q in 15s", msg)
+		}
+	}
+}
+
+func (p *proc) wait(t *testing.T, within time.Duration) error {
+	t.Helper()
+	select {
+	case err := <-p.done:
+		return err
+	case <-time.After(within):
+		t.Fatalf("canaryd still running after %v", within)
+		return nil
+	}
+}
+
+func writeConfig(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// Requests in flight when SIGTERM arrives complete with 200, then the
+// process exits 0.
+func TestGracefulShutdownFinishesInFlight(t *testing.T) {
+	var arrived atomic.Int32
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived.Add(1)
+		time.Sleep(1500 * time.Millisecond)
+		io.WriteString(w, "done")
+	}))
+	defer slow.Close()
+	cfg := writeConfig(t, fmt.Sprintf(`
+listen: "127.0.0.1:0"
+admin: { listen: "127.0.0.1:0" }
+server: { drain_timeout: 10s }
+routes:
+  - name: web
+    pools:
+      - { name: blue, weight: 100, instances: ["%s"] }
+`, slow.URL))
+	p := start(t, "run", "--config", cfg)
+	addr := p.waitLog(t, "canaryd serving")["listen"].(string)
+
+	const n = 10
+	results := make(chan string, n)
+	client := &http.Client{Timeout: 20 * time.Second}
+	for i := 0; i < n; i++ {
+		go func() {
+			resp, err := client.Get("http://" + addr + "/")
+			if err != nil {
+				results <- err.Error()
+				return
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			results <- fmt.Sprintf("%d %s", resp.StatusCode, b)
+		}()
+	}
+	for end := time.Now().Add(10 * time.Second); arrived.Load() < n && time.Now().Before(end); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if arrived.Load() != n {
+		t.Fatalf("only %d requests reached the backend", arrived.Load())
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	p.waitLog(t, "draining")
+	// A new connection after the drain began is refused.
+	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		c.Close()
+		t.Error("listener still accepts after SIGTERM")
+	}
+	for i := 0; i < n; i++ {
+		if r := <-results; r != "200 done" {
+			t.Errorf("in-flight request ended with %q", r)
+		}
+	}
+	if err := p.wait(t, 10*time.Second); err != nil {
+		t.Errorf("exit after SIGTERM: %v (want 0)", err)
+	}
+}
+
+// Real backend processes (canaryd backend) behind canaryd run: the first
+// 1,000 requests split exactly 90/10.
+func TestRunSplitsAcrossBackendProcesses(t *testing.T) {
+	blueAddr, greenAddr := freeAddr(t), freeAddr(t)
+	start(t, "backend", "--listen", blueAddr, "--pool", "blue").waitLog(t, "demo backend up")
+	start(t, "backend", "--listen", greenAddr, "--pool", "green").waitLog(t, "demo backend up")
+	cfg := writeConfig(t, fmt.Sprintf(`
+listen: "127.0.0.1:0"
+admin: { listen: "127.0.0.1:0" }
+routes:
+  - name: web
+    pools:
+      - { name: blue, weight: 90, instances: ["%s"] }
+      - { name: green, weight: 10, instances: ["%s"] }
+    force: { header: X-Canary-Pool }
+`, blueAddr, greenAddr))
+	p := start(t, "run", "--config", cfg)
+	logged := p.waitLog(t, "canaryd serving")
+	addr, adminAddr := logged["listen"].(string), logged["admin"].(string)
+
+	if resp, err := http.Get("http://" + adminAddr + "/readyz"); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("readyz: %v %v", resp, err)
+	}
+	counts := map[string]int{}
+	client := &http.Client{Timeout: 10 * time.Second}
+	for i := 0; i < 1000; i++ {
+		resp, err := client.Get("http://" + addr + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		counts[fmt.Sprintf("%d %s", resp.StatusCode, resp.Header.Get("X-Demo-Pool"))]++
+	}
+	if counts["200 blue"] != 900 || counts["200 green"] != 100 {
+		t.Errorf("split over 1000 requests: %v; want 900 blue, 100 green", counts)
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	if err := p.wait(t, 10*time.Second); err != nil {
+		t.Errorf("exit: %v", err)
+	}
+}
+
+func TestValidateCommand(t *testing.T) {
+	good := writeConfig(t, "routes:\n  - name: web\n    pools:\n      - { name: a, weight: 100, instances: [\"127.0.0.1:1\"] }\n")
+	out, err := exec.Command(binary, "validate", "--config", good).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "ok (1 routes, 1 pools, 1 instances") {
+		t.Errorf("valid config: %v %s", err, out)
+	}
+	bad := writeConfig(t, `routes:
+  - name: web
+    pools:
+      - { name: a, weight: 95.555, instances: ["127.0.0.1"] }
+      - { name: a, weight: 3, instances: ["127.0.0.1:2"] }
+`)
+	out, err = exec.Command(binary, "validate", "--config", bad).CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+		t.Errorf("invalid config exit: %v", err)
+	}
+	for _, want := range []string{"line 4", "more than two decimals", "needs host:port", "line 5", "used twice"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("validate output lacks %q:\n%s", want, out)
+		}
+	}
+	// run refuses the same file and says why.
+	out, err = exec.Command(binary, "run", "--config", bad).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "used twice") {
+		t.Errorf("run on a bad config: %v %s", err, out)
+	}
+}
+
+// README's first command: the demo serves, splits and stops cleanly.
+func TestDemoCommand(t *testing.T) {
+	cmd := exec.Command(binary, "demo", "--duration", "5s", "--listen", freeAddr(t), "--admin", freeAddr(t), "--rate", "100")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("demo: %v\n%s", err, out)
+	}
+	s := string(out)
+	for _, want := range []string{"canaryd demo: proxy http://", "split 2s:", "blue 9", "green ", " 0 errors", "stopped"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("demo output lacks %q:\n%s", want, s)
+		}
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	var out, errb bytes.Buffer
+	for _, args := range [][]string{{}, {"frobnicate"}, {"run", "--nope"}, {"validate", "extra"}, {"run", "--log-format", "xml"}} {
+		out.Reset()
+		errb.Reset()
+		if code := run(args, &out, &errb); code != 2 {
+			t.Errorf("%v: exit %d, want 2", args, code)
+		}
+		if errb.Len() == 0 {
+			t.Errorf("%v: no message on stderr", args)
+		}
+	}
+	if code := run([]string{"version"}, &out, &errb); code != 0 || !strings.HasPrefix(out.String(), "canaryd ") {
+		t.Errorf("version: %d %q", code, out.String())
+	}
+}

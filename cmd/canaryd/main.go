@@ -1,0 +1,362 @@
+// Command canaryd is a self-hosted canary router. This file parses flags,
+// builds the logger and wires packages together; the logic lives in them.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/debug"
+	"strings"
+	"syscall"
+	"time"
+
+	"canaryd"
+	"canaryd/app"
+	"canaryd/config"
+	"canaryd/demo"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// version is set at build time: -ldflags "-X main.version=v1.2.3".
+var version = ""
+
+const usage = `canaryd: a self-hosted canary router.
+
+Usage:
+  canaryd run      [--config config.yaml]   serve the proxy
+  canaryd validate [--config config.yaml]   check a config file, print every problem
+  canaryd demo     [flags]                  demo pools + proxy + load, on the shipped config
+  canaryd backend  --listen ADDR --pool NAME  one demo backend instance
+  canaryd version
+
+Run 'canaryd COMMAND -h' for a command's flags.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run returns the exit code: 0 ok, 1 failure, 2 usage error.
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	cmd, args := args[0], args[1:]
+	switch cmd {
+	case "run":
+		return cmdRun(args, stderr)
+	case "validate":
+		return cmdValidate(args, stdout, stderr)
+	case "demo":
+		return cmdDemo(args, stdout, stderr)
+	case "backend":
+		return cmdBackend(args, stderr)
+	case "version", "--version", "-v":
+		fmt.Fprintf(stdout, "canaryd %s %s %s/%s\n", buildVersion(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "canaryd: unknown command %q\n\n%s", cmd, usage)
+		return 2
+	}
+}
+
+func buildVersion() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+type logFlags struct{ format, level string }
+
+func (l *logFlags) register(fs *flag.FlagSet, format string) {
+	fs.StringVar(&l.format, "log-format", format, "log format: json or console")
+	fs.StringVar(&l.level, "log-level", "info", "log level: debug, info, warn or error")
+}
+
+func (l *logFlags) build() (*zap.Logger, error) {
+	lvl, err := zapcore.ParseLevel(l.level)
+	if err != nil {
+		return nil, fmt.Errorf("--log-level %q: use debug, info, warn or error", l.level)
+	}
+	var zc zap.Config
+	switch l.format {
+	case "json":
+		zc = zap.NewProductionConfig()
+		zc.EncoderConfig.TimeKey = "ts"
+		zc.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
+	case "console":
+		zc = zap.NewDevelopmentConfig()
+		zc.Development = false
+	default:
+		return nil, fmt.Errorf("--log-format %q: use json or console", l.format)
+	}
+	zc.Level = zap.NewAtomicLevelAt(lvl)
+	zc.DisableStacktrace = true // operators need the message and fields, not our call stack
+	return zc.Build()
+}
+
+func parse(fs *flag.FlagSet, args []string, stderr io.Writer) bool {
+	fs.SetOutput(stderr)
+	if err := fs.Parse(args); err != nil {
+		return false
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "canaryd %s: unexpected argument %q\n", fs.Name(), fs.Arg(0))
+		return false
+	}
+	return true
+}
+
+// signalContext ends on SIGINT or SIGTERM; a second signal kills at once.
+func signalContext() (context.Context, func()) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-ctx.Done()
+		stop()
+	}()
+	return ctx, stop
+}
+
+func cmdRun(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	path := fs.String("config", "config.yaml", "config file")
+	var lf logFlags
+	lf.register(fs, "json")
+	if !parse(fs, args, stderr) {
+		return 2
+	}
+	log, err := lf.build()
+	if err != nil {
+		fmt.Fprintln(stderr, "canaryd run:", err)
+		return 2
+	}
+	defer log.Sync()
+	cfg, _, err := config.Load(*path)
+	if err != nil {
+		log.Error("cannot start: bad config", zap.String("config", *path), zap.Error(err))
+		return 1
+	}
+	ctx, stop := signalContext()
+	defer stop()
+	return serve(ctx, cfg, log)
+}
+
+func serve(ctx context.Context, cfg *config.Config, log *zap.Logger) int {
+	srv, err := app.New(cfg, log)
+	if err == nil {
+		err = srv.Listen()
+	}
+	if err == nil {
+		err = srv.Serve(ctx)
+	}
+	if err != nil {
+		log.Error("canaryd stopped with an error", zap.Error(err))
+		return 1
+	}
+	return 0
+}
+
+func cmdValidate(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
+	path := fs.String("config", "config.yaml", "config file")
+	if !parse(fs, args, stderr) {
+		return 2
+	}
+	cfg, _, err := config.Load(*path)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	pools, instances := 0, 0
+	for _, r := range cfg.Routes {
+		pools += len(r.Pools)
+		for _, p := range r.Pools {
+			instances += len(p.Instances)
+		}
+	}
+	fmt.Fprintf(stdout, "%s: ok (%d routes, %d pools, %d instances; listen %s)\n", *path, len(cfg.Routes), pools, instances, cfg.Listen)
+	return 0
+}
+
+func cmdBackend(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("backend", flag.ContinueOnError)
+	listen := fs.String("listen", "127.0.0.1:9001", "address to serve on")
+	pool := fs.String("pool", "blue", "pool name to report")
+	latency := fs.Duration("latency", 0, "added latency per answer")
+	errRate := fs.Float64("error-rate", 0, "fraction of answers that are 500 (0..1)")
+	var lf logFlags
+	lf.register(fs, "json")
+	if !parse(fs, args, stderr) {
+		return 2
+	}
+	log, err := lf.build()
+	if err != nil {
+		fmt.Fprintln(stderr, "canaryd backend:", err)
+		return 2
+	}
+	ctx, stop := signalContext()
+	defer stop()
+	b := demo.Backend{Pool: *pool, Instance: *listen, Latency: *latency, ErrorRate: *errRate}
+	if err := serveBackends(ctx, log, []demoBackend{{*listen, b}}); err != nil {
+		log.Error("backend failed", zap.Error(err))
+		return 1
+	}
+	return 0
+}
+
+type demoBackend struct {
+	addr string
+	b    demo.Backend
+}
+
+// serveBackends serves each backend until ctx ends.
+func serveBackends(ctx context.Context, log *zap.Logger, bs []demoBackend) error {
+	var servers []*http.Server
+	errs := make(chan error, len(bs))
+	for _, d := range bs {
+		ln, err := net.Listen("tcp", d.addr)
+		if err != nil {
+			for _, s := range servers {
+				s.Close()
+			}
+			return fmt.Errorf("demo backend %s (pool %s): %w; is something else on that port?", d.addr, d.b.Pool, err)
+		}
+		srv := &http.Server{Handler: d.b, ReadHeaderTimeout: 5 * time.Second}
+		servers = append(servers, srv)
+		go func() {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errs <- err
+			}
+		}()
+		log.Info("demo backend up", zap.String("pool", d.b.Pool), zap.String("listen", d.addr))
+	}
+	go func() {
+		<-ctx.Done()
+		for _, s := range servers {
+			s.Close()
+		}
+	}()
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-errs:
+		return err
+	}
+}
+
+func cmdDemo(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	listen := fs.String("listen", "", "proxy address (default: the shipped config's listen)")
+	adminListen := fs.String("admin", "", "admin address (default: the shipped config's admin.listen)")
+	canaryErrors := fs.Float64("canary-errors", 0, "fraction of the last pool's answers that are 500 (0..1)")
+	rate := fs.Int("rate", 50, "requests per second from the built-in load generator (0: none)")
+	duration := fs.Duration("duration", 0, "stop after this long (0: until Ctrl-C)")
+	var lf logFlags
+	lf.register(fs, "console")
+	if !parse(fs, args, stderr) {
+		return 2
+	}
+	log, err := lf.build()
+	if err != nil {
+		fmt.Fprintln(stderr, "canaryd demo:", err)
+		return 2
+	}
+	defer log.Sync()
+	cfg, err := config.Parse("embedded config.yaml", canaryd.DefaultConfig())
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	if *listen != "" {
+		cfg.Listen = *listen
+	}
+	if *adminListen != "" {
+		cfg.Admin.Listen = *adminListen
+	}
+
+	ctx, stop := signalContext()
+	defer stop()
+	if *duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, *duration)
+		defer cancel()
+	}
+
+	var backends []demoBackend
+	for _, r := range cfg.Routes {
+		for i, p := range r.Pools {
+			for _, in := range p.Instances {
+				b := demo.Backend{Pool: p.Name, Instance: in, Latency: 2 * time.Millisecond}
+				if i == len(r.Pools)-1 && len(r.Pools) > 1 {
+					b.ErrorRate = *canaryErrors
+				}
+				backends = append(backends, demoBackend{in, b})
+			}
+		}
+	}
+	bctx, stopBackends := context.WithCancel(context.Background())
+	defer stopBackends()
+	berr := make(chan error, 1)
+	go func() { berr <- serveBackends(bctx, log.Named("demo"), backends) }()
+
+	srv, err := app.New(cfg, log)
+	if err == nil {
+		err = srv.Listen()
+	}
+	if err != nil {
+		log.Error("demo cannot start", zap.Error(err))
+		return 1
+	}
+	proxyURL := "http://" + srv.ProxyAddr().String()
+	fmt.Fprintf(stdout, "canaryd demo: proxy %s", proxyURL)
+	if a := srv.AdminAddr(); a != nil {
+		fmt.Fprintf(stdout, ", readiness http://%s/readyz", a)
+	}
+	fmt.Fprintf(stdout, "\n  try: curl -s %s/   |   curl -s -H 'X-Canary-Pool: green' %s/\n  Ctrl-C stops.\n", proxyURL, proxyURL)
+
+	if *rate > 0 {
+		client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+		go demo.Load(ctx, client, proxyURL+"/", *rate, 2*time.Second, func(s demo.Split) {
+			fmt.Fprintln(stdout, "  split", strings.TrimPrefix(s.String(), "last "))
+		})
+	}
+	code := 0
+	done := make(chan int, 1)
+	go func() {
+		if err := srv.Serve(ctx); err != nil {
+			log.Error("proxy stopped with an error", zap.Error(err))
+			done <- 1
+			return
+		}
+		done <- 0
+	}()
+	select {
+	case code = <-done:
+	case err := <-berr:
+		if err != nil {
+			log.Error("demo backends failed", zap.Error(err))
+			code = 1
+		}
+		stop()
+		<-done
+	}
+	return code
+}
