@@ -10,14 +10,20 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"canaryd/admin"
 	"canaryd/balancer"
 	"canaryd/config"
+	"canaryd/metrics"
 	"canaryd/proxy"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 )
 
@@ -50,21 +56,58 @@ func RouteSpecs(cfg *config.Config) ([]balancer.RouteSpec, error) {
 	return specs, nil
 }
 
-// Server is one canaryd process: proxy listener, admin listener, router.
+// Options wires a Server. The zero value serves cfg without reloading.
+type Options struct {
+	// ConfigPath is the file to watch and reload. Default "": no reloading
+	// (the demo's embedded config).
+	ConfigPath string
+	// ConfigData is the content cfg was parsed from; its hash is the one
+	// reloads compare against. Default nil.
+	ConfigData []byte
+	// Logger; default: no logging.
+	Logger *zap.Logger
+	// Registry for metrics; default: a new one with Go and process metrics.
+	Registry *prometheus.Registry
+	// OnReload is called after every reload attempt, on the reload
+	// goroutine. Default nil.
+	OnReload func(ReloadResult)
+}
+
+// Server is one canaryd process: proxy listener, admin listener, router,
+// and the reload goroutine that owns every change to the config.
 type Server struct {
-	cfg       *config.Config
-	log       *zap.Logger
-	router    *balancer.Router
-	transport *http.Transport
-	proxy     *http.Server
-	admin     *http.Server
-	ready     atomic.Bool
+	opts          Options
+	log           *zap.Logger
+	router        *balancer.Router
+	transport     *proxy.Transport
+	proxy         *http.Server
+	admin         *http.Server
+	reloadMetrics *metrics.Reloads
+	ready         atomic.Bool
+
+	// static is the config as started; its non-route settings are the ones
+	// in force until a restart (RestartNeeded rejects changes to them).
+	static config.Config
+	// Owned by the reload goroutine once Serve runs.
+	cfg         *config.Config
+	appliedHash string
+
+	reloads    chan reloadRequest
+	stopping   chan struct{}
+	background sync.WaitGroup
 
 	proxyLn, adminLn net.Listener
 }
 
 // New builds a server from a validated config. Nothing listens yet.
-func New(cfg *config.Config, log *zap.Logger) (*Server, error) {
+func New(cfg *config.Config, o Options) (*Server, error) {
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	if o.Registry == nil {
+		o.Registry = metrics.NewRegistry()
+	}
+	log := o.Logger
 	specs, err := RouteSpecs(cfg)
 	if err != nil {
 		return nil, err
@@ -81,7 +124,26 @@ func New(cfg *config.Config, log *zap.Logger) (*Server, error) {
 		}
 		trusted = append(trusted, p)
 	}
-	s := &Server{cfg: cfg, log: log, router: router}
+	token := ""
+	if cfg.Admin.TokenFile != "" {
+		b, err := os.ReadFile(cfg.Admin.TokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("admin.token_file: %w", err)
+		}
+		if token = strings.TrimSpace(string(b)); token == "" {
+			return nil, fmt.Errorf("admin.token_file %s is empty; put the token in it or remove the key", cfg.Admin.TokenFile)
+		}
+	}
+	s := &Server{
+		opts: o, log: log, router: router, cfg: cfg, static: *cfg,
+		reloadMetrics: metrics.NewReloads(o.Registry),
+		reloads:       make(chan reloadRequest),
+		stopping:      make(chan struct{}),
+	}
+	if o.ConfigData != nil {
+		s.appliedHash = hashOf(o.ConfigData)
+	}
+	s.reloadMetrics.Loaded(s.appliedHash, time.Now())
 	s.transport = proxy.NewTransport(proxy.TransportOptions{
 		DialTimeout:           cfg.Upstream.DialTimeout.D(),
 		ResponseHeaderTimeout: cfg.Upstream.ResponseHeaderTimeout.D(),
@@ -112,7 +174,14 @@ func New(cfg *config.Config, log *zap.Logger) (*Server, error) {
 	}
 	if cfg.Admin.Listen != config.AdminOff {
 		s.admin = &http.Server{
-			Handler:           admin.New(s.ready.Load),
+			Handler: admin.New(admin.Options{
+				Ready:   s.ready.Load,
+				Metrics: promhttp.HandlerFor(o.Registry, promhttp.HandlerOpts{ErrorLog: zap.NewStdLog(log.Named("metrics"))}),
+				Reload: func(ctx context.Context) admin.ReloadResult {
+					return s.Reload(ctx, "admin API").admin()
+				},
+				Token: token,
+			}),
 			ReadHeaderTimeout: 5 * time.Second,
 			IdleTimeout:       60 * time.Second,
 		}
@@ -127,11 +196,11 @@ func (s *Server) Router() *balancer.Router { return s.router }
 // is served.
 func (s *Server) Listen() error {
 	var err error
-	if s.proxyLn, err = net.Listen("tcp", s.cfg.Listen); err != nil {
+	if s.proxyLn, err = net.Listen("tcp", s.static.Listen); err != nil {
 		return fmt.Errorf("proxy listener: %w (is another process on that port? change listen in the config)", err)
 	}
 	if s.admin != nil {
-		if s.adminLn, err = net.Listen("tcp", s.cfg.Admin.Listen); err != nil {
+		if s.adminLn, err = net.Listen("tcp", s.static.Admin.Listen); err != nil {
 			s.proxyLn.Close()
 			return fmt.Errorf("admin listener: %w (change admin.listen, or set it to \"off\")", err)
 		}
@@ -165,8 +234,14 @@ func (s *Server) Serve(ctx context.Context) error {
 	if s.admin != nil {
 		go serveOn(s.admin, s.adminLn, "admin", errs)
 	}
+	rctx, stopReloads := context.WithCancel(context.Background())
+	if s.opts.ConfigPath != "" {
+		s.background.Add(2)
+		go func() { defer s.background.Done(); s.reloadLoop(rctx) }()
+		go func() { defer s.background.Done(); s.watchLoop(rctx) }()
+	}
 	s.ready.Store(true)
-	fields := []zap.Field{zap.String("listen", s.proxyLn.Addr().String()), zap.Int("routes", len(s.cfg.Routes))}
+	fields := []zap.Field{zap.String("listen", s.proxyLn.Addr().String()), zap.Int("routes", len(s.static.Routes))}
 	if s.adminLn != nil {
 		fields = append(fields, zap.String("admin", s.adminLn.Addr().String()))
 	}
@@ -178,8 +253,10 @@ func (s *Server) Serve(ctx context.Context) error {
 	case serveErr = <-errs:
 	}
 	s.ready.Store(false)
-	s.log.Info("draining", zap.Duration("drain_timeout", s.cfg.Server.DrainTimeout.D()))
-	dctx, cancel := context.WithTimeout(context.Background(), s.cfg.Server.DrainTimeout.D())
+	stopReloads()
+	close(s.stopping)
+	s.log.Info("draining", zap.Duration("drain_timeout", s.static.Server.DrainTimeout.D()))
+	dctx, cancel := context.WithTimeout(context.Background(), s.static.Server.DrainTimeout.D())
 	defer cancel()
 	if err := s.proxy.Shutdown(dctx); err != nil {
 		s.log.Warn("drain timeout reached; closing the connections still open", zap.Error(err))
@@ -188,9 +265,18 @@ func (s *Server) Serve(ctx context.Context) error {
 	if s.admin != nil {
 		s.admin.Close()
 	}
+	s.background.Wait()
 	s.transport.CloseIdleConnections()
 	s.log.Info("stopped")
 	return serveErr
+}
+
+// recoverPanic keeps a background goroutine's panic from killing the
+// proxy: it is logged with its stack, and the goroutine ends.
+func (s *Server) recoverPanic(what string) {
+	if p := recover(); p != nil {
+		s.log.Error("panic in "+what, zap.Any("panic", p), zap.Stack("stack"))
+	}
 }
 
 func serveOn(srv *http.Server, ln net.Listener, name string, errs chan<- error) {

@@ -13,7 +13,6 @@ import (
 	"canaryd/config"
 
 	"go.uber.org/goleak"
-	"go.uber.org/zap"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -39,7 +38,7 @@ routes:
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := New(cfg, zap.NewNop())
+	srv, err := New(cfg, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,13 +94,13 @@ listen: "127.0.0.1:0"
 admin: { listen: "off" }
 routes: [{ name: web, pools: [{ name: blue, weight: 100, instances: ["127.0.0.1:1"] }] }]
 `))
-	a, _ := New(cfg, zap.NewNop())
+	a, _ := New(cfg, Options{})
 	if err := a.Listen(); err != nil {
 		t.Fatal(err)
 	}
 	defer a.proxyLn.Close()
 	cfg.Listen = a.ProxyAddr().String()
-	b, _ := New(cfg, zap.NewNop())
+	b, _ := New(cfg, Options{})
 	if err := b.Listen(); err == nil {
 		t.Fatal("second listener on the same port succeeded")
 	} else if want := "change listen in the config"; !strings.Contains(err.Error(), want) {

@@ -76,7 +76,8 @@ func TestDefaultsOnMinimalConfig(t *testing.T) {
 	}
 	got := *cfg
 	got.Routes = nil
-	if got.Listen != want.Listen || got.Admin != want.Admin || got.Server != want.Server || got.Upstream != want.Upstream {
+	want.Reload = Reload{Debounce: Duration(DefaultReloadDebounce), PollInterval: Duration(DefaultReloadPollInterval)}
+	if got.Listen != want.Listen || got.Admin != want.Admin || got.Server != want.Server || got.Upstream != want.Upstream || got.Reload != want.Reload {
 		t.Errorf("defaults:\n got %+v\nwant %+v", got, want)
 	}
 	if r := cfg.Routes[0]; r.Match.PathPrefix != "/" || r.Balance != BalanceRoundRobin {
@@ -169,6 +170,8 @@ func TestInvalidConfigs(t *testing.T) {
 		{"path prefix without slash", route("    match: {path_prefix: api}\n" + twoPools), []string{"match.path_prefix", "must start with /"}, 3},
 		{"host with port", route("    match: {host: \"example.com:80\"}\n" + twoPools), []string{"match.host", "leave the port out"}, 3},
 		{"string for int", "server: { max_header_bytes: big }\n" + route(twoPools), []string{`"big" is a string`, "whole number"}, 1},
+		{"debounce too long", "reload: { debounce: 1m }\n" + route(twoPools), []string{"reload.debounce", "longer than 10s"}, 1},
+		{"poll too often", "reload: { poll_interval: 10ms }\n" + route(twoPools), []string{"reload.poll_interval", "shorter than 1s"}, 1},
 		{"two documents", route(twoPools) + "---\nlisten: \":1\"\n", []string{"more than one YAML document"}, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -317,5 +320,24 @@ func TestDecodeAndValidationProblemsTogether(t *testing.T) {
 	}
 	if strings.Contains(msg, "sum to") {
 		t.Errorf("reports a sum although a weight did not parse:\n%s", msg)
+	}
+}
+
+func TestRestartNeeded(t *testing.T) {
+	base, err := Parse("a.yaml", []byte(validYAML))
+	if err != nil {
+		t.Fatal(err)
+	}
+	same, _ := Parse("b.yaml", []byte(strings.Replace(validYAML, "weight: 90", "weight: 80", 1)+"")) // invalid sum
+	if same != nil {
+		t.Fatal("expected the edited weights to be invalid")
+	}
+	routesOnly, _ := Parse("c.yaml", []byte(strings.Replace(strings.Replace(validYAML, "weight: 90", "weight: 80", 1), "weight: 10", "weight: 20", 1)))
+	if d := RestartNeeded(base, routesOnly); len(d) != 0 {
+		t.Errorf("weights only: restart needed for %v", d)
+	}
+	moved, _ := Parse("d.yaml", []byte(strings.Replace(validYAML, `listen: ":8080"`, `listen: ":8081"`, 1)))
+	if d := RestartNeeded(base, moved); len(d) != 1 || !strings.HasPrefix(d[0], "listen (:8080 → :8081)") {
+		t.Errorf("listen moved: %v", d)
 	}
 }

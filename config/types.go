@@ -30,8 +30,23 @@ type Config struct {
 	// X-Forwarded-* headers are kept and extended. Default empty: every peer's
 	// forwarding headers are replaced, so a client cannot spoof its address.
 	TrustedProxies []string `yaml:"trusted_proxies"`
+	// Reload tunes how edits of this file are picked up.
+	Reload Reload `yaml:"reload"`
 	// Routes are matched by host and longest path prefix. At least one.
+	// Routes are what a live reload changes; every other section needs a
+	// restart (see docs/config.md).
 	Routes []Route `yaml:"routes"`
+}
+
+// Reload tunes live reloading of the config file.
+type Reload struct {
+	// Debounce waits this long after the last file event before reading, so
+	// an editor's burst of writes is read once. Default 100ms.
+	Debounce Duration `yaml:"debounce"`
+	// PollInterval re-reads the file this often even without events, for
+	// mounts that send none; "off" is not a value, use a long interval.
+	// Default 30s.
+	PollInterval Duration `yaml:"poll_interval"`
 }
 
 // Admin is the admin listener.

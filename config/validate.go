@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -24,6 +25,8 @@ const (
 	DefaultResponseHeaderTimeout = 30 * time.Second
 	DefaultMaxIdleConnsPerHost   = 256
 	DefaultIdleConnTimeout       = 90 * time.Second
+	DefaultReloadDebounce        = 100 * time.Millisecond
+	DefaultReloadPollInterval    = 30 * time.Second
 	// AdminOff disables the admin listener.
 	AdminOff = "off"
 	// MaxPools bounds pools per route (the schedule stores a byte per slot).
@@ -41,6 +44,8 @@ func (c *Config) applyDefaults() {
 	setDur(&c.Upstream.ResponseHeaderTimeout, DefaultResponseHeaderTimeout)
 	setInt(&c.Upstream.MaxIdleConnsPerHost, DefaultMaxIdleConnsPerHost)
 	setDur(&c.Upstream.IdleConnTimeout, DefaultIdleConnTimeout)
+	setDur(&c.Reload.Debounce, DefaultReloadDebounce)
+	setDur(&c.Reload.PollInterval, DefaultReloadPollInterval)
 	for i := range c.Routes {
 		r := &c.Routes[i]
 		setStr(&r.Match.PathPrefix, "/")
@@ -64,6 +69,25 @@ func setInt(p *int, d int) {
 	if *p == 0 {
 		*p = d
 	}
+}
+
+// RestartNeeded lists the settings that differ between a running config and
+// a new one and that only take effect on restart: listeners, timeouts,
+// upstream tuning, trusted proxies, reload tuning. Routes reload live.
+func RestartNeeded(running, next *Config) []string {
+	var diffs []string
+	check := func(name string, a, b any) {
+		if !reflect.DeepEqual(a, b) {
+			diffs = append(diffs, fmt.Sprintf("%s (%v → %v)", name, a, b))
+		}
+	}
+	check("listen", running.Listen, next.Listen)
+	check("admin", running.Admin, next.Admin)
+	check("server", running.Server, next.Server)
+	check("upstream", running.Upstream, next.Upstream)
+	check("trusted_proxies", running.TrustedProxies, next.TrustedProxies)
+	check("reload", running.Reload, next.Reload)
+	return diffs
 }
 
 // validator walks a defaulted Config next to its YAML tree so that every
@@ -154,6 +178,12 @@ func (v *validator) config(c *Config) {
 	}
 	if c.Server.MaxHeaderBytes < 0 {
 		v.add(path{"server", "max_header_bytes"}, "must be positive")
+	}
+	if c.Reload.Debounce.D() > 10*time.Second {
+		v.add(path{"reload", "debounce"}, "%v is longer than 10s; edits would take that long to apply", c.Reload.Debounce)
+	}
+	if c.Reload.PollInterval.D() < time.Second {
+		v.add(path{"reload", "poll_interval"}, "%v is shorter than 1s; poll less often (events do the fast path)", c.Reload.PollInterval)
 	}
 	if c.Upstream.MaxIdleConnsPerHost < 0 {
 		v.add(path{"upstream", "max_idle_conns_per_host"}, "must be positive")

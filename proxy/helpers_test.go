@@ -83,7 +83,7 @@ func newRig(t testing.TB, opts Options, specs ...balancer.RouteSpec) *rig {
 	if _, err := r.router.Apply(specs); err != nil {
 		t.Fatal(err)
 	}
-	tr, _ := opts.Transport.(*http.Transport)
+	tr, _ := opts.Transport.(*Transport)
 	if tr == nil {
 		tr = NewTransport(TransportOptions{})
 		opts.Transport = tr

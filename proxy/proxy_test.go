@@ -474,3 +474,36 @@ type discardWriter struct{ h http.Header }
 func (d discardWriter) Header() http.Header         { return d.h }
 func (d discardWriter) Write(p []byte) (int, error) { return len(p), nil }
 func (d discardWriter) WriteHeader(int)             {}
+
+// Connections are tracked per address: closing one instance's leaves the
+// other's open and usable.
+func TestTransportClosesOneInstancesConns(t *testing.T) {
+	a, b := backend(t, "a"), backend(t, "b")
+	tr := NewTransport(TransportOptions{})
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr}
+	for _, u := range []string{a.URL, b.URL} {
+		resp, err := client.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	addrA, addrB := strings.TrimPrefix(a.URL, "http://"), strings.TrimPrefix(b.URL, "http://")
+	if tr.OpenConns(addrA) != 1 || tr.OpenConns(addrB) != 1 {
+		t.Fatalf("open conns: a %d b %d", tr.OpenConns(addrA), tr.OpenConns(addrB))
+	}
+	if n := tr.CloseConnsTo(addrA); n != 1 || tr.OpenConns(addrA) != 0 || tr.OpenConns(addrB) != 1 {
+		t.Errorf("CloseConnsTo(a) = %d; open a %d b %d", n, tr.OpenConns(addrA), tr.OpenConns(addrB))
+	}
+	resp, err := client.Get(b.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if tr.OpenConns(addrB) != 1 {
+		t.Errorf("b's connection was not reused: %d open", tr.OpenConns(addrB))
+	}
+}

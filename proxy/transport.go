@@ -1,10 +1,12 @@
 package proxy
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 )
 
@@ -26,10 +28,20 @@ type TransportOptions struct {
 	InsecureSkipVerify bool
 }
 
-// NewTransport returns the HTTP/1.1 transport canaryd uses to reach
-// instances. It ignores HTTP_PROXY variables (a router must not detour its
-// traffic) and never asks for compression itself (the client decides).
-func NewTransport(o TransportOptions) *http.Transport {
+// Transport is the HTTP/1.1 transport canaryd uses to reach instances. It
+// ignores HTTP_PROXY variables (a router must not detour its traffic), never
+// asks for compression itself (the client decides), and keeps a record of
+// its open connections by address so that a drained instance's connections
+// can be closed without touching anyone else's.
+type Transport struct {
+	*http.Transport
+
+	mu    sync.Mutex // held on dial and close only, never per request
+	conns map[string]map[*trackedConn]struct{}
+}
+
+// NewTransport returns a Transport tuned by o.
+func NewTransport(o TransportOptions) *Transport {
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {
 			*d = v
@@ -41,10 +53,17 @@ func NewTransport(o TransportOptions) *http.Transport {
 	if o.MaxIdleConnsPerHost <= 0 {
 		o.MaxIdleConnsPerHost = 256
 	}
+	t := &Transport{conns: map[string]map[*trackedConn]struct{}{}}
 	d := &net.Dialer{Timeout: o.DialTimeout, KeepAlive: 30 * time.Second}
-	return &http.Transport{
-		Proxy:                 nil,
-		DialContext:           d.DialContext,
+	t.Transport = &http.Transport{
+		Proxy: nil,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := d.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return t.track(c, addr), nil
+		},
 		MaxIdleConns:          0, // no global cap; the per-host cap rules
 		MaxIdleConnsPerHost:   o.MaxIdleConnsPerHost,
 		IdleConnTimeout:       o.IdleConnTimeout,
@@ -54,6 +73,62 @@ func NewTransport(o TransportOptions) *http.Transport {
 		DisableCompression:    true,
 		TLSClientConfig:       &tls.Config{InsecureSkipVerify: o.InsecureSkipVerify}, //nolint:gosec // opt-in, documented
 	}
+	return t
+}
+
+// CloseConnsTo closes every connection open to addr (host:port) and says
+// how many there were. Call it once the address has nothing in flight: an
+// in-flight request on a closed connection fails.
+func (t *Transport) CloseConnsTo(addr string) int {
+	t.mu.Lock()
+	set := t.conns[addr]
+	delete(t.conns, addr)
+	t.mu.Unlock()
+	for c := range set {
+		c.Conn.Close()
+	}
+	return len(set)
+}
+
+// OpenConns is the number of connections open to addr.
+func (t *Transport) OpenConns(addr string) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.conns[addr])
+}
+
+func (t *Transport) track(c net.Conn, addr string) net.Conn {
+	tc := &trackedConn{Conn: c, t: t, addr: addr}
+	t.mu.Lock()
+	set := t.conns[addr]
+	if set == nil {
+		set = map[*trackedConn]struct{}{}
+		t.conns[addr] = set
+	}
+	set[tc] = struct{}{}
+	t.mu.Unlock()
+	return tc
+}
+
+type trackedConn struct {
+	net.Conn
+	t    *Transport
+	addr string
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() {
+		c.t.mu.Lock()
+		if set := c.t.conns[c.addr]; set != nil {
+			delete(set, c)
+			if len(set) == 0 {
+				delete(c.t.conns, c.addr)
+			}
+		}
+		c.t.mu.Unlock()
+	})
+	return c.Conn.Close()
 }
 
 // retrier sends a request again, once, to another instance when the first

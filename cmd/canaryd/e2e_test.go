@@ -298,3 +298,34 @@ func TestUsageErrors(t *testing.T) {
 		t.Errorf("version: %d %q", code, out.String())
 	}
 }
+
+// SIGHUP reloads the file. The long debounce keeps the file watcher from
+// getting there first.
+func TestSIGHUPReloads(t *testing.T) {
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer be.Close()
+	body := `listen: "127.0.0.1:0"
+admin: { listen: "127.0.0.1:0" }
+reload: { debounce: 10s }
+routes:
+  - name: web
+    pools:
+      - { name: blue, weight: %d, instances: ["%s"] }
+      - { name: green, weight: %d, instances: ["%s"] }
+`
+	cfg := writeConfig(t, fmt.Sprintf(body, 90, be.URL, 10, be.URL+"/g"))
+	p := start(t, "run", "--config", cfg, "--log-level", "debug")
+	p.waitLog(t, "config unchanged") // the watcher is armed and has checked once
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(body, 40, be.URL, 60, be.URL+"/g")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	m := p.waitLog(t, "config applied")
+	if m["source"] != "SIGHUP" || fmt.Sprint(m["weights"]) != "[web: blue=40 green=60]" {
+		t.Errorf("applied log: %v", m)
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	if err := p.wait(t, 10*time.Second); err != nil {
+		t.Errorf("exit: %v", err)
+	}
+}

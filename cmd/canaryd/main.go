@@ -149,29 +149,43 @@ func cmdRun(args []string, stderr io.Writer) int {
 		return 2
 	}
 	defer log.Sync()
-	cfg, _, err := config.Load(*path)
+	cfg, data, err := config.Load(*path)
 	if err != nil {
 		log.Error("cannot start: bad config", zap.String("config", *path), zap.Error(err))
 		return 1
 	}
 	ctx, stop := signalContext()
 	defer stop()
-	return serve(ctx, cfg, log)
-}
-
-func serve(ctx context.Context, cfg *config.Config, log *zap.Logger) int {
-	srv, err := app.New(cfg, log)
+	srv, err := app.New(cfg, app.Options{ConfigPath: *path, ConfigData: data, Logger: log})
 	if err == nil {
 		err = srv.Listen()
 	}
-	if err == nil {
-		err = srv.Serve(ctx)
-	}
 	if err != nil {
+		log.Error("cannot start", zap.Error(err))
+		return 1
+	}
+	go forwardSIGHUP(ctx, srv)
+	if err := srv.Serve(ctx); err != nil {
 		log.Error("canaryd stopped with an error", zap.Error(err))
 		return 1
 	}
 	return 0
+}
+
+// forwardSIGHUP turns each SIGHUP into a reload; the outcome is logged by
+// the reload itself.
+func forwardSIGHUP(ctx context.Context, srv *app.Server) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			srv.Reload(ctx, "SIGHUP")
+		}
+	}
 }
 
 func cmdValidate(args []string, stdout, stderr io.Writer) int {
@@ -317,7 +331,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	berr := make(chan error, 1)
 	go func() { berr <- serveBackends(bctx, log.Named("demo"), backends) }()
 
-	srv, err := app.New(cfg, log)
+	srv, err := app.New(cfg, app.Options{Logger: log})
 	if err == nil {
 		err = srv.Listen()
 	}

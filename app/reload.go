@@ -1,0 +1,218 @@
+package app
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"canaryd/admin"
+	"canaryd/balancer"
+	"canaryd/config"
+	"canaryd/metrics"
+
+	"go.uber.org/zap"
+)
+
+// ReloadResult is one reload attempt's outcome.
+type ReloadResult struct {
+	Result string // metrics.ReloadApplied, ReloadUnchanged or ReloadFailed
+	Source string // what triggered it: file event, poll, SIGHUP, admin API
+	Hash   string // of the file read; "" if it could not be read
+	Err    error  // why it failed
+	At     time.Time
+}
+
+func (r ReloadResult) admin() admin.ReloadResult {
+	a := admin.ReloadResult{Result: r.Result, Hash: r.Hash}
+	if r.Err != nil {
+		a.Error = r.Err.Error()
+	}
+	return a
+}
+
+type reloadRequest struct {
+	source string
+	reply  chan ReloadResult // nil: nobody waits
+}
+
+// Reload asks the reload goroutine to read the config file now and waits
+// for the outcome. Every trigger goes through that one goroutine, so two
+// reloads never race.
+func (s *Server) Reload(ctx context.Context, source string) ReloadResult {
+	if s.opts.ConfigPath == "" {
+		return ReloadResult{Result: metrics.ReloadFailed, Source: source, Err: errors.New("this canaryd has no config file to reload (embedded config)"), At: time.Now()}
+	}
+	req := reloadRequest{source: source, reply: make(chan ReloadResult, 1)}
+	select {
+	case s.reloads <- req:
+	case <-ctx.Done():
+		return ReloadResult{Result: metrics.ReloadFailed, Source: source, Err: ctx.Err(), At: time.Now()}
+	}
+	select {
+	case res := <-req.reply:
+		return res
+	case <-ctx.Done():
+		return ReloadResult{Result: metrics.ReloadFailed, Source: source, Err: ctx.Err(), At: time.Now()}
+	}
+}
+
+// reloadLoop serves reload requests until ctx ends. The file watcher and
+// the poll feed it without waiting; SIGHUP and the admin API wait.
+func (s *Server) reloadLoop(ctx context.Context) {
+	defer s.recoverPanic("reload loop")
+	poll := time.NewTicker(s.static.Reload.PollInterval.D())
+	defer poll.Stop()
+	for {
+		var req reloadRequest
+		select {
+		case <-ctx.Done():
+			return
+		case req = <-s.reloads:
+		case <-poll.C:
+			req = reloadRequest{source: "poll"}
+		}
+		res := s.reloadOnce(req.source)
+		if req.reply != nil {
+			req.reply <- res
+		}
+		if s.opts.OnReload != nil {
+			s.opts.OnReload(res)
+		}
+	}
+}
+
+// watchLoop turns file events into reload requests.
+func (s *Server) watchLoop(ctx context.Context) {
+	defer s.recoverPanic("config watcher")
+	err := config.Watch(ctx, s.opts.ConfigPath, s.static.Reload.Debounce.D(), func(reason string) {
+		select {
+		case s.reloads <- reloadRequest{source: "file watch: " + reason}:
+		case <-ctx.Done():
+		}
+	})
+	if err != nil {
+		s.log.Error("config file watch failed; edits are picked up by the poll only",
+			zap.Error(err), zap.Duration("poll_interval", s.static.Reload.PollInterval.D()))
+	}
+}
+
+// reloadOnce reads, validates and applies the file, whole or not at all.
+func (s *Server) reloadOnce(source string) ReloadResult {
+	res := ReloadResult{Source: source, At: time.Now()}
+	fail := func(err error) ReloadResult {
+		res.Result, res.Err = metrics.ReloadFailed, err
+		s.reloadMetrics.Record(res.Result, res.Hash, res.At)
+		s.log.Error("config reload failed; the running config keeps serving",
+			zap.String("source", source), zap.String("config", s.opts.ConfigPath), zap.String("hash", res.Hash), zap.Error(err))
+		return res
+	}
+	data, err := os.ReadFile(s.opts.ConfigPath)
+	if err != nil {
+		return fail(fmt.Errorf("read %s: %w", s.opts.ConfigPath, err))
+	}
+	res.Hash = hashOf(data)
+	if res.Hash == s.appliedHash {
+		res.Result = metrics.ReloadUnchanged
+		s.reloadMetrics.Record(res.Result, res.Hash, res.At)
+		if ce := s.log.Check(zap.DebugLevel, "config unchanged"); ce != nil {
+			ce.Write(zap.String("source", source), zap.String("hash", res.Hash))
+		}
+		return res
+	}
+	cfg, err := config.Parse(s.opts.ConfigPath, data)
+	if err != nil {
+		return fail(err)
+	}
+	if diffs := config.RestartNeeded(s.cfg, cfg); len(diffs) > 0 {
+		return fail(fmt.Errorf("this file changes settings that need a restart: %s; restart canaryd to apply it (nothing of it was applied, the running config keeps serving)", strings.Join(diffs, "; ")))
+	}
+	specs, err := RouteSpecs(cfg)
+	if err != nil {
+		return fail(err)
+	}
+	removed, err := s.router.Apply(specs)
+	if err != nil {
+		return fail(err)
+	}
+	s.cfg, s.appliedHash = cfg, res.Hash
+	res.Result = metrics.ReloadApplied
+	s.reloadMetrics.Record(res.Result, res.Hash, res.At)
+	s.log.Info("config applied", zap.String("source", source), zap.String("hash", res.Hash),
+		zap.Strings("weights", weightSummary(cfg)), zap.Int("instances_removed", len(removed)))
+	s.drain(removed)
+	return res
+}
+
+// drain waits for removed instances to finish their in-flight requests (no
+// new request reaches them: they are in no table any more), then closes
+// their connections. One goroutine per reload, not per instance.
+func (s *Server) drain(removed []*balancer.Instance) {
+	if len(removed) == 0 {
+		return
+	}
+	s.background.Add(1)
+	go func() {
+		defer s.background.Done()
+		defer s.recoverPanic("instance drain")
+		deadline := time.Now().Add(s.static.Server.DrainTimeout.D())
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for _, in := range removed {
+			for in.InFlight() > 0 && time.Now().Before(deadline) {
+				select {
+				case <-tick.C:
+				case <-s.stopping:
+					return
+				}
+			}
+			left := in.InFlight()
+			closed := 0
+			if !s.inUse(in.URL.Host) {
+				closed = s.transport.CloseConnsTo(in.URL.Host)
+			}
+			lvl := zap.InfoLevel
+			if left > 0 {
+				lvl = zap.WarnLevel
+			}
+			s.log.Log(lvl, "removed instance drained", zap.String("route", in.Route), zap.String("pool", in.Pool),
+				zap.String("instance", in.Addr), zap.Int64("still_in_flight", left), zap.Int("connections_closed", closed))
+		}
+	}()
+}
+
+// inUse reports whether host:port is still an instance somewhere in the
+// live table (the same address may serve another pool or route).
+func (s *Server) inUse(hostport string) bool {
+	for _, r := range s.router.Load().Routes() {
+		for _, p := range r.Pools {
+			for _, in := range p.Instances {
+				if in.URL.Host == hostport {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+func hashOf(data []byte) string {
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:8])
+}
+
+func weightSummary(cfg *config.Config) []string {
+	var out []string
+	for _, r := range cfg.Routes {
+		parts := make([]string, 0, len(r.Pools))
+		for _, p := range r.Pools {
+			parts = append(parts, p.Name+"="+p.Weight.String())
+		}
+		out = append(out, r.Name+": "+strings.Join(parts, " "))
+	}
+	return out
+}

@@ -1,0 +1,81 @@
+// Package metrics holds canaryd's Prometheus collectors. Every collector is
+// registered on a registry passed in; nothing uses the global default.
+package metrics
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// NewRegistry returns a registry with the Go runtime and process collectors.
+func NewRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// Reload results, the values of canaryd_config_reloads_total's label.
+const (
+	ReloadApplied   = "applied"
+	ReloadUnchanged = "unchanged"
+	ReloadFailed    = "failed"
+)
+
+// Reloads exports the outcome of config reloads.
+type Reloads struct {
+	successful prometheus.Gauge
+	successTS  prometheus.Gauge
+	total      *prometheus.CounterVec
+	info       *prometheus.GaugeVec
+}
+
+// NewReloads registers the reload metrics on reg.
+func NewReloads(reg prometheus.Registerer) *Reloads {
+	r := &Reloads{
+		successful: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "canaryd_config_last_reload_successful",
+			Help: "1 if the config file as it stands is the one being served, 0 if the last reload failed.",
+		}),
+		successTS: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "canaryd_config_last_reload_success_timestamp_seconds",
+			Help: "Unix time of the last successful config load.",
+		}),
+		total: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "canaryd_config_reloads_total",
+			Help: "Config reload attempts by result (applied, unchanged, failed).",
+		}, []string{"result"}),
+		info: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "canaryd_config_info",
+			Help: "Always 1; the hash label is the SHA-256 (first 16 hex digits) of the config being served.",
+		}, []string{"hash"}),
+	}
+	reg.MustRegister(r.successful, r.successTS, r.total, r.info)
+	for _, res := range []string{ReloadApplied, ReloadUnchanged, ReloadFailed} {
+		r.total.WithLabelValues(res) // export zeros, so rate() works from the start
+	}
+	return r
+}
+
+// Loaded records the config served at start, which is not a reload.
+func (r *Reloads) Loaded(hash string, at time.Time) {
+	r.successful.Set(1)
+	r.successTS.Set(float64(at.UnixNano()) / 1e9)
+	r.info.Reset()
+	r.info.WithLabelValues(hash).Set(1)
+}
+
+// Record counts one reload attempt. An unchanged file is the one being
+// served, so it also means success.
+func (r *Reloads) Record(result, hash string, at time.Time) {
+	r.total.WithLabelValues(result).Inc()
+	switch result {
+	case ReloadApplied:
+		r.Loaded(hash, at)
+	case ReloadUnchanged:
+		r.successful.Set(1)
+	case ReloadFailed:
+		r.successful.Set(0)
+	}
+}
