@@ -113,6 +113,22 @@ func (l *logFlags) build() (*zap.Logger, error) {
 	return zc.Build()
 }
 
+// setup adds the log flags to fs, parses args and builds the logger. A
+// non-zero code means: stop and exit with it (the message is written).
+func setup(fs *flag.FlagSet, args []string, stderr io.Writer, logFormat string) (*zap.Logger, int) {
+	var lf logFlags
+	lf.register(fs, logFormat)
+	if !parse(fs, args, stderr) {
+		return nil, 2
+	}
+	log, err := lf.build()
+	if err != nil {
+		fmt.Fprintf(stderr, "canaryd %s: %v\n", fs.Name(), err)
+		return nil, 2
+	}
+	return log, 0
+}
+
 func parse(fs *flag.FlagSet, args []string, stderr io.Writer) bool {
 	fs.SetOutput(stderr)
 	if err := fs.Parse(args); err != nil {
@@ -138,15 +154,9 @@ func signalContext() (context.Context, func()) {
 func cmdRun(args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	path := fs.String("config", "config.yaml", "config file")
-	var lf logFlags
-	lf.register(fs, "json")
-	if !parse(fs, args, stderr) {
-		return 2
-	}
-	log, err := lf.build()
-	if err != nil {
-		fmt.Fprintln(stderr, "canaryd run:", err)
-		return 2
+	log, code := setup(fs, args, stderr, "json")
+	if code != 0 {
+		return code
 	}
 	defer log.Sync()
 	cfg, data, err := config.Load(*path)
@@ -216,15 +226,9 @@ func cmdBackend(args []string, stderr io.Writer) int {
 	pool := fs.String("pool", "blue", "pool name to report")
 	latency := fs.Duration("latency", 0, "added latency per answer")
 	errRate := fs.Float64("error-rate", 0, "fraction of answers that are 500 (0..1)")
-	var lf logFlags
-	lf.register(fs, "json")
-	if !parse(fs, args, stderr) {
-		return 2
-	}
-	log, err := lf.build()
-	if err != nil {
-		fmt.Fprintln(stderr, "canaryd backend:", err)
-		return 2
+	log, code := setup(fs, args, stderr, "json")
+	if code != 0 {
+		return code
 	}
 	ctx, stop := signalContext()
 	defer stop()
@@ -283,15 +287,9 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	canaryErrors := fs.Float64("canary-errors", 0, "fraction of the last pool's answers that are 500 (0..1)")
 	rate := fs.Int("rate", 50, "requests per second from the built-in load generator (0: none)")
 	duration := fs.Duration("duration", 0, "stop after this long (0: until Ctrl-C)")
-	var lf logFlags
-	lf.register(fs, "console")
-	if !parse(fs, args, stderr) {
-		return 2
-	}
-	log, err := lf.build()
-	if err != nil {
-		fmt.Fprintln(stderr, "canaryd demo:", err)
-		return 2
+	log, code := setup(fs, args, stderr, "console")
+	if code != 0 {
+		return code
 	}
 	defer log.Sync()
 	cfg, err := config.Parse("embedded config.yaml", canaryd.DefaultConfig())
@@ -352,7 +350,6 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stdout, "  split", strings.TrimPrefix(s.String(), "last "))
 		})
 	}
-	code := 0
 	done := make(chan int, 1)
 	go func() {
 		if err := srv.Serve(ctx); err != nil {
