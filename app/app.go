@@ -19,6 +19,7 @@ import (
 	"canaryd/admin"
 	"canaryd/balancer"
 	"canaryd/config"
+	"canaryd/health"
 	"canaryd/metrics"
 	"canaryd/proxy"
 
@@ -41,7 +42,11 @@ func RouteSpecs(cfg *config.Config) ([]balancer.RouteSpec, error) {
 			s.Policy = balancer.LeastRequest
 		}
 		for _, p := range r.Pools {
-			ps := balancer.PoolSpec{Name: p.Name, Weight: p.Weight.BasisPoints()}
+			h := r.PoolHealth(p)
+			ps := balancer.PoolSpec{
+				Name: p.Name, Weight: p.Weight.BasisPoints(),
+				PanicThreshold: *h.PanicThreshold, SlowStart: h.SlowStart.D(),
+			}
 			for _, raw := range p.Instances {
 				u, err := config.ParseInstance(raw)
 				if err != nil {
@@ -83,7 +88,13 @@ type Server struct {
 	proxy         *http.Server
 	admin         *http.Server
 	reloadMetrics *metrics.Reloads
-	ready         atomic.Bool
+	healthMetrics *metrics.Health
+	checker       *health.Checker
+	// healthRecs maps the live table's instances to their health records;
+	// swapped whole by syncHealth, read by every request.
+	healthRecs atomic.Pointer[map[*balancer.Instance]*health.Instance]
+	healthKeys map[instanceKey]*health.Instance // owned by the reload goroutine
+	ready      atomic.Bool
 
 	// static is the config as started; its non-route settings are the ones
 	// in force until a restart (RestartNeeded rejects changes to them).
@@ -137,6 +148,7 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 	s := &Server{
 		opts: o, log: log, router: router, cfg: cfg, static: *cfg,
 		reloadMetrics: metrics.NewReloads(o.Registry),
+		healthMetrics: metrics.NewHealth(o.Registry),
 		reloads:       make(chan reloadRequest),
 		stopping:      make(chan struct{}),
 	}
@@ -144,6 +156,8 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 		s.appliedHash = hashOf(o.ConfigData)
 	}
 	s.reloadMetrics.Loaded(s.appliedHash, time.Now())
+	s.checker = health.New(router, healthEvents{log: log.Named("health"), metrics: s.healthMetrics, router: router})
+	s.syncHealth(cfg)
 	s.transport = proxy.NewTransport(proxy.TransportOptions{
 		DialTimeout:           cfg.Upstream.DialTimeout.D(),
 		ResponseHeaderTimeout: cfg.Upstream.ResponseHeaderTimeout.D(),
@@ -155,6 +169,7 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 		Logger:         log.Named("proxy"),
 		TrustedProxies: trusted,
 		Transport:      s.transport,
+		Observer:       outcomes{s},
 	})
 	// The server's own complaints (TLS handshakes, bad requests it
 	// rejects) are worth a warning, not an error: clients cause them.
@@ -234,6 +249,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	if s.admin != nil {
 		go serveOn(s.admin, s.adminLn, "admin", errs)
 	}
+	s.checker.Start()
 	rctx, stopReloads := context.WithCancel(context.Background())
 	if s.opts.ConfigPath != "" {
 		s.background.Add(2)
@@ -266,6 +282,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.admin.Close()
 	}
 	s.background.Wait()
+	s.checker.Close()
 	s.transport.CloseIdleConnections()
 	s.log.Info("stopped")
 	return serveErr

@@ -139,6 +139,7 @@ func (s *Server) reloadOnce(source string) ReloadResult {
 	if err != nil {
 		return fail(err)
 	}
+	s.syncHealth(cfg)
 	s.cfg, s.appliedHash = cfg, res.Hash
 	res.Result = metrics.ReloadApplied
 	s.reloadMetrics.Record(res.Result, res.Hash, res.At)

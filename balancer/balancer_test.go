@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"sync"
 	"testing"
+	"time"
 )
 
 func mustURL(t testing.TB, s string) *url.URL {
@@ -472,5 +473,99 @@ func BenchmarkMatch(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		tb.Match("example.com:8080", "/svc19/users")
+	}
+}
+
+func TestPanicModeSpreadsOverAllInstances(t *testing.T) {
+	for _, tc := range []struct {
+		threshold, down int
+		panic           bool
+	}{
+		{50, 1, false}, // 3 of 4 available: 75% ≥ 50%
+		{50, 2, false}, // 50% is not below 50%
+		{50, 3, true},  // 25% < 50%: panic
+		{0, 3, false},  // off
+		{50, 4, false}, // none available: the pool gives its share away instead
+	} {
+		t.Run(fmt.Sprintf("threshold %d, %d of 4 down", tc.threshold, tc.down), func(t *testing.T) {
+			s := spec(t, "r", 4, 9000, 1000)
+			s.Pools[0].PanicThreshold = tc.threshold
+			rt := newRouter(t, s)
+			for k := 0; k < tc.down; k++ {
+				rt.SetAvailable("r", "p0", fmt.Sprintf("http://127.0.0.1:%d", 10000+k), false)
+			}
+			r := rt.Load().Route("r")
+			if r.Pools[0].Panic != tc.panic {
+				t.Fatalf("Panic = %v, want %v", r.Pools[0].Panic, tc.panic)
+			}
+			seen := map[string]int{}
+			for i := 0; i < 4000; i++ {
+				if p, in := r.Pick(nil); p.Name == "p0" {
+					seen[in.Addr]++
+				}
+			}
+			want := 4 - tc.down
+			if tc.panic {
+				want = 4
+			}
+			if len(seen) != want {
+				t.Errorf("p0 traffic reached %d instances, want %d: %v", len(seen), want, seen)
+			}
+		})
+	}
+}
+
+func TestSlowStartRampsUp(t *testing.T) {
+	s := spec(t, "r", 2, Slots)
+	s.Pools[0].SlowStart = 400 * time.Millisecond
+	rt := newRouter(t, s)
+	const addr = "http://127.0.0.1:10001"
+	rt.SetAvailable("r", "p0", addr, false)
+	share := func() float64 {
+		r := rt.Load().Route("r")
+		n := 0
+		for i := 0; i < 4000; i++ {
+			if _, in := r.Pick(nil); in.Addr == addr {
+				n++
+			}
+		}
+		return float64(n) / 4000
+	}
+	rt.SetAvailable("r", "p0", addr, true)
+	early := share()
+	time.Sleep(450 * time.Millisecond)
+	late := share()
+	if early > 0.2 {
+		t.Errorf("just back: %.2f of traffic, want a small share", early)
+	}
+	if late < 0.45 || late > 0.55 {
+		t.Errorf("after the window: %.2f of traffic, want half", late)
+	}
+}
+
+func TestSlowStartForInstancesAddedByReload(t *testing.T) {
+	s := spec(t, "r", 1, Slots)
+	s.Pools[0].SlowStart = time.Hour
+	rt := newRouter(t, s)
+	first := rt.Load().Route("r").Pools[0].Instances[0]
+	if first.rampStart.Load() != 0 {
+		t.Error("an instance of the first table is slow-starting")
+	}
+	s.Pools[0].Instances = append(s.Pools[0].Instances, mustURL(t, "http://127.0.0.1:19999"))
+	if _, err := rt.Apply([]RouteSpec{s}); err != nil {
+		t.Fatal(err)
+	}
+	r := rt.Load().Route("r")
+	if r.Pools[0].Instances[1].rampStart.Load() == 0 {
+		t.Error("an instance added by a reload is not slow-starting")
+	}
+	n := 0
+	for i := 0; i < 1000; i++ {
+		if _, in := r.Pick(nil); in == r.Pools[0].Instances[1] {
+			n++
+		}
+	}
+	if n > 20 {
+		t.Errorf("a new instance at the start of a 1h ramp got %d of 1000", n)
 	}
 }

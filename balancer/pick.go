@@ -4,6 +4,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"strings"
+	"time"
 )
 
 // Pick chooses the pool and the instance for one request, from its headers
@@ -159,10 +160,11 @@ func (p *Pool) pick() *Instance {
 	return p.pickExcept(nil)
 }
 
-// pickExcept is round robin over available instances. With skip set (a
-// retry after skip refused the connection) it scans on from skip without
-// moving the shared cursor: moving it would hand the next request to the
-// instance that just failed.
+// pickExcept is round robin over usable instances. With skip set (a retry
+// after skip refused the connection) it scans on from skip without moving
+// the shared cursor: moving it would hand the next request to the instance
+// that just failed. An instance in slow start may decline its turn; if every
+// candidate declines, the first one takes it.
 func (p *Pool) pickExcept(skip *Instance) *Instance {
 	n := len(p.Instances)
 	var i int
@@ -176,20 +178,27 @@ func (p *Pool) pickExcept(skip *Instance) *Instance {
 			}
 		}
 	}
+	var now int64
+	var declined *Instance
 	for k := 0; k < n; k++ {
 		if i >= n {
 			i = 0
 		}
-		if in := p.Instances[i]; in != skip && in.Available() {
-			return in
+		if in := p.Instances[i]; in != skip && (p.Panic || in.Available()) {
+			if p.rampAccepts(in, &now) {
+				return in
+			}
+			if declined == nil {
+				declined = in
+			}
 		}
 		i++
 	}
-	return nil
+	return declined
 }
 
 // leastRequest is the power of two choices: the less loaded of two random
-// available instances. It needs no shared state but the in-flight counters.
+// usable instances. It needs no shared state but the in-flight counters.
 func (p *Pool) leastRequest() *Instance {
 	n := len(p.Instances)
 	if n == 1 {
@@ -200,17 +209,43 @@ func (p *Pool) leastRequest() *Instance {
 	if j >= i {
 		j++
 	}
+	var now int64
 	a, b := p.Instances[i], p.Instances[j]
+	okA := (p.Panic || a.Available()) && p.rampAccepts(a, &now)
+	okB := (p.Panic || b.Available()) && p.rampAccepts(b, &now)
 	switch {
-	case a.Available() && b.Available():
+	case okA && okB:
 		if b.InFlight() < a.InFlight() {
 			return b
 		}
 		return a
-	case a.Available():
+	case okA:
 		return a
-	case b.Available():
+	case okB:
 		return b
 	}
 	return p.pickExcept(nil)
+}
+
+// rampAccepts implements slow start: an instance that became available t
+// ago, within the pool's window w, takes its turn with probability t/w.
+// *now caches the clock for one pick; it is read only for ramping
+// instances, so steady state costs one atomic load.
+func (p *Pool) rampAccepts(in *Instance, now *int64) bool {
+	if p.slowStart == 0 {
+		return true
+	}
+	start := in.rampStart.Load()
+	if start == 0 {
+		return true
+	}
+	if *now == 0 {
+		*now = time.Now().UnixNano()
+	}
+	elapsed := *now - start
+	if elapsed >= p.slowStart {
+		in.rampStart.CompareAndSwap(start, 0)
+		return true
+	}
+	return elapsed > 0 && rand.Int64N(p.slowStart) < elapsed
 }

@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Instance is one backend address of a pool. It outlives tables: a reload
@@ -17,10 +18,13 @@ type Instance struct {
 	// Addr is URL.String(), the instance's name in logs and metrics.
 	Addr string
 
-	down     atomic.Bool
-	_        [56]byte
-	inflight atomic.Int64
-	_        [56]byte
+	down atomic.Bool
+	// rampStart is when the instance last became available (unix ns), for
+	// slow start; 0 once ramped up or when it never needed to.
+	rampStart atomic.Int64
+	_         [48]byte
+	inflight  atomic.Int64
+	_         [56]byte
 }
 
 // Available reports whether picks may choose the instance.
@@ -60,18 +64,24 @@ func NewRouter() *Router {
 func (r *Router) Load() *Table { return r.table.Load() }
 
 // Apply builds a table from specs and publishes it. Instances present before
-// keep their state; new ones start available. It returns the instances that
+// keep their state; new ones start available, and slow-start (if their pool
+// has it) unless this is the first table. It returns the instances that
 // are no longer in any route (to drain); on error nothing changes.
 func (r *Router) Apply(specs []RouteSpec) (removed []*Instance, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	used := map[instanceKey]*Instance{}
+	initial := r.specs == nil
+	now := time.Now().UnixNano()
 	get := func(route, pool string, u *url.URL) *Instance {
 		k := instanceKey{route, pool, u.String()}
 		in := used[k]
 		if in == nil {
 			if in = r.instances[k]; in == nil {
 				in = &Instance{Route: route, Pool: pool, URL: u, Addr: k.addr}
+				if !initial {
+					in.rampStart.Store(now) // joins a serving pool: slow start
+				}
 			}
 			used[k] = in
 		}
@@ -93,8 +103,9 @@ func (r *Router) Apply(specs []RouteSpec) (removed []*Instance, err error) {
 }
 
 // SetAvailable marks an instance available or not. Only a change publishes a
-// new table (with the pool's share redistributed); it reports whether there
-// was one.
+// new table (with the pool's share redistributed and panic mode evaluated);
+// it reports whether there was one. An instance that comes back starts its
+// slow start.
 func (r *Router) SetAvailable(route, pool, addr string, up bool) (changed bool, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -104,6 +115,9 @@ func (r *Router) SetAvailable(route, pool, addr string, up bool) (changed bool, 
 	}
 	if !in.down.CompareAndSwap(up, !up) {
 		return false, nil
+	}
+	if up {
+		in.rampStart.Store(time.Now().UnixNano())
 	}
 	t, err := compile(r.specs, func(route, pool string, u *url.URL) *Instance {
 		return r.instances[instanceKey{route, pool, u.String()}]

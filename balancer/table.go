@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strings"
 	"sync/atomic"
+	"time"
 )
 
 // Slots is the length of a route's pool schedule and the number of sticky
@@ -51,6 +52,12 @@ type PoolSpec struct {
 	Name      string
 	Weight    int // basis points; a route's pools sum to Slots
 	Instances []*url.URL
+	// PanicThreshold in percent: below this share of available instances
+	// (but above none) the pool routes across all its instances. 0: off.
+	PanicThreshold int
+	// SlowStart ramps an instance's share up over this window after it
+	// becomes available. 0: off.
+	SlowStart time.Duration
 }
 
 // Table is an immutable, compiled set of routes.
@@ -131,11 +138,15 @@ type Pool struct {
 	// pool of the route has no available instance; 0 when this one has none.
 	Effective int
 	Instances []*Instance
+	// Panic is true when too few instances are available (PanicThreshold):
+	// picks then ignore availability and spread over all instances.
+	Panic bool
 
-	policy Policy
-	_      [64]byte
-	rr     atomic.Uint64
-	_      [56]byte
+	policy    Policy
+	slowStart int64 // nanoseconds; 0: off
+	_         [64]byte
+	rr        atomic.Uint64
+	_         [56]byte
 }
 
 // Weighted reports whether the schedule gives this pool any traffic.
@@ -201,10 +212,12 @@ func compileRoute(s RouteSpec, get func(route, pool string, u *url.URL) *Instanc
 			return nil, fmt.Errorf("pool %q has no instances", ps.Name)
 		}
 		sum += ps.Weight
-		p := &Pool{Name: ps.Name, Weight: ps.Weight, policy: s.Policy}
+		p := &Pool{Name: ps.Name, Weight: ps.Weight, policy: s.Policy, slowStart: int64(ps.SlowStart)}
 		for _, u := range ps.Instances {
 			p.Instances = append(p.Instances, get(s.Name, ps.Name, u))
 		}
+		avail := p.Available()
+		p.Panic = ps.PanicThreshold > 0 && avail > 0 && avail*100 < ps.PanicThreshold*len(p.Instances)
 		r.Pools = append(r.Pools, p)
 	}
 	if sum != Slots {

@@ -114,6 +114,68 @@ type Route struct {
 	// PreserveHost forwards the client's Host header to instances. Default
 	// true; false sends the instance's own host:port.
 	PreserveHost *bool `yaml:"preserve_host"`
+	// Health checks the route's instances. A pool may override it whole.
+	// Default: no active probes, passive ejection after 5 gateway failures.
+	Health Health `yaml:"health"`
+}
+
+// Health configures how instances are judged available.
+type Health struct {
+	// Active probes each instance on its own. Default off (no path).
+	Active ActiveHealth `yaml:"active"`
+	// Passive ejects instances that fail live traffic (outlier detection).
+	Passive PassiveHealth `yaml:"passive"`
+	// PanicThreshold: when fewer than this percent of a pool's instances
+	// are available (but at least one is), the pool routes across all of
+	// them rather than overload the few left. 0 turns it off. Default 50.
+	PanicThreshold *int `yaml:"panic_threshold"`
+	// SlowStart ramps an instance's share linearly over this window after
+	// it becomes available (added by a reload, back from ejection or from a
+	// failed probe). Default 0 (off).
+	SlowStart Duration `yaml:"slow_start"`
+}
+
+// ActiveHealth probes instances periodically.
+type ActiveHealth struct {
+	// Path to GET on each instance; "" disables active probes. Default "".
+	Path string `yaml:"path"`
+	// Interval between probes of a healthy instance. Default 5s.
+	Interval Duration `yaml:"interval"`
+	// UnhealthyInterval between probes of an unhealthy instance, usually
+	// shorter so recovery is seen quickly. Default: Interval.
+	UnhealthyInterval Duration `yaml:"unhealthy_interval"`
+	// Timeout of one probe. Default 2s; must be below Interval.
+	Timeout Duration `yaml:"timeout"`
+	// Rise consecutive passes mark an unhealthy instance healthy. Default 2.
+	Rise int `yaml:"rise"`
+	// Fall consecutive failures mark a healthy instance unhealthy. Default 3.
+	Fall int `yaml:"fall"`
+	// ExpectedStatus is the passing status range, "200-399" or "200".
+	// Default "200-399".
+	ExpectedStatus string `yaml:"expected_status"`
+	// Jitter spreads probes by up to this percent of the interval, so that
+	// instances are not probed in lockstep. Default 10.
+	Jitter *int `yaml:"jitter"`
+}
+
+// PassiveHealth ejects instances that fail live requests.
+type PassiveHealth struct {
+	// ConsecutiveFailures gateway failures in a row (connection refused or
+	// reset, timeout, 502/503/504) eject an instance. 0 turns it off.
+	// Default 5.
+	ConsecutiveFailures *int `yaml:"consecutive_failures"`
+	// Consecutive5xx answers >= 500 of any kind in a row eject an instance.
+	// 0 turns it off. Default 0.
+	Consecutive5xx int `yaml:"consecutive_5xx"`
+	// EjectFor is the first ejection's length; each repeated ejection
+	// lasts one more EjectFor (linear backoff), up to MaxEjectFor.
+	// Default 30s.
+	EjectFor Duration `yaml:"eject_for"`
+	// MaxEjectFor caps an ejection's length. Default 5m.
+	MaxEjectFor Duration `yaml:"max_eject_for"`
+	// MaxEjectedPercent caps the share of a pool's instances ejected at
+	// once; one instance may always be ejected. Default 50.
+	MaxEjectedPercent *int `yaml:"max_ejected_percent"`
 }
 
 // Match selects requests by host and path prefix; the most specific route
@@ -136,6 +198,17 @@ type Pool struct {
 	// Instances are "host:port" or "http(s)://host:port[/base/path]". At
 	// least one, no duplicates.
 	Instances []string `yaml:"instances"`
+	// Health, when set, replaces the route's health block for this pool.
+	// Default: the route's.
+	Health *Health `yaml:"health"`
+}
+
+// PoolHealth is the effective health block of a pool (defaults filled).
+func (r Route) PoolHealth(p Pool) Health {
+	if p.Health != nil {
+		return *p.Health
+	}
+	return r.Health
 }
 
 // Sticky keys a user to a pool. Header and Cookie are mutually exclusive.

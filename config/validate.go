@@ -27,6 +27,17 @@ const (
 	DefaultIdleConnTimeout       = 90 * time.Second
 	DefaultReloadDebounce        = 100 * time.Millisecond
 	DefaultReloadPollInterval    = 30 * time.Second
+	DefaultProbeInterval         = 5 * time.Second
+	DefaultProbeTimeout          = 2 * time.Second
+	DefaultRise                  = 2
+	DefaultFall                  = 3
+	DefaultExpectedStatus        = "200-399"
+	DefaultJitterPercent         = 10
+	DefaultConsecutiveFailures   = 5
+	DefaultEjectFor              = 30 * time.Second
+	DefaultMaxEjectFor           = 5 * time.Minute
+	DefaultMaxEjectedPercent     = 50
+	DefaultPanicThreshold        = 50
 	// AdminOff disables the admin listener.
 	AdminOff = "off"
 	// MaxPools bounds pools per route (the schedule stores a byte per slot).
@@ -50,6 +61,35 @@ func (c *Config) applyDefaults() {
 		r := &c.Routes[i]
 		setStr(&r.Match.PathPrefix, "/")
 		setStr(&r.Balance, BalanceRoundRobin)
+		r.Health.applyDefaults()
+		for j := range r.Pools {
+			if h := r.Pools[j].Health; h != nil {
+				h.applyDefaults()
+			}
+		}
+	}
+}
+
+func (h *Health) applyDefaults() {
+	a := &h.Active
+	setDur(&a.Interval, DefaultProbeInterval)
+	setDur(&a.UnhealthyInterval, a.Interval.D())
+	setDur(&a.Timeout, DefaultProbeTimeout)
+	setInt(&a.Rise, DefaultRise)
+	setInt(&a.Fall, DefaultFall)
+	setStr(&a.ExpectedStatus, DefaultExpectedStatus)
+	setIntPtr(&a.Jitter, DefaultJitterPercent)
+	p := &h.Passive
+	setIntPtr(&p.ConsecutiveFailures, DefaultConsecutiveFailures)
+	setDur(&p.EjectFor, DefaultEjectFor)
+	setDur(&p.MaxEjectFor, DefaultMaxEjectFor)
+	setIntPtr(&p.MaxEjectedPercent, DefaultMaxEjectedPercent)
+	setIntPtr(&h.PanicThreshold, DefaultPanicThreshold)
+}
+
+func setIntPtr(p **int, d int) {
+	if *p == nil {
+		*p = &d
 	}
 }
 
@@ -251,6 +291,7 @@ func (v *validator) route(rp path, r *Route) {
 	v.token(append(rp, "force", "header"), r.Force.Header)
 	v.token(append(rp, "force", "cookie"), r.Force.Cookie)
 
+	v.health(append(rp, "health"), &r.Health)
 	if len(r.Pools) == 0 {
 		v.add(append(rp, "pools"), "no pools; a route needs at least one pool with instances")
 		return
@@ -268,6 +309,9 @@ func (v *validator) route(rp path, r *Route) {
 			v.add(append(pp, "name"), "pool name %q is used twice in route %q", p.Name, r.Name)
 		}
 		names[p.Name] = true
+		if p.Health != nil {
+			v.health(append(pp, "health"), p.Health)
+		}
 		sum += p.Weight.BasisPoints()
 		sumKnown = sumKnown && p.Weight != invalidPercent
 		if len(p.Instances) == 0 {
@@ -290,6 +334,65 @@ func (v *validator) route(rp path, r *Route) {
 	if sumKnown && sum != 10000 {
 		v.add(append(rp, "pools"), "weights of route %q sum to %s%%, not 100; adjust them so they add up to exactly 100", r.Name, Percent(sum))
 	}
+}
+
+func (v *validator) health(hp path, h *Health) {
+	a := h.Active
+	ap := append(append(path{}, hp...), "active")
+	if a.Path != "" {
+		if !strings.HasPrefix(a.Path, "/") {
+			v.add(append(ap, "path"), "%q must start with /", a.Path)
+		}
+		if a.Timeout.D() >= a.Interval.D() || a.Timeout.D() > a.UnhealthyInterval.D() {
+			v.add(append(ap, "timeout"), "%v must be shorter than interval (%v) and not longer than unhealthy_interval (%v)", a.Timeout, a.Interval, a.UnhealthyInterval)
+		}
+		if a.Interval.D() < 100*time.Millisecond || a.UnhealthyInterval.D() < 100*time.Millisecond {
+			v.add(append(ap, "interval"), "probe intervals must be at least 100ms")
+		}
+	}
+	if a.Rise < 1 || a.Rise > 100 {
+		v.add(append(ap, "rise"), "%d is not from 1 to 100", a.Rise)
+	}
+	if a.Fall < 1 || a.Fall > 100 {
+		v.add(append(ap, "fall"), "%d is not from 1 to 100", a.Fall)
+	}
+	if _, _, err := ParseStatusRange(a.ExpectedStatus); err != nil {
+		v.add(append(ap, "expected_status"), "%v", err)
+	}
+	if *a.Jitter < 0 || *a.Jitter > 50 {
+		v.add(append(ap, "jitter"), "%d%% is not from 0 to 50", *a.Jitter)
+	}
+	pp := append(append(path{}, hp...), "passive")
+	if *h.Passive.ConsecutiveFailures < 0 {
+		v.add(append(pp, "consecutive_failures"), "must be 0 (off) or more")
+	}
+	if h.Passive.Consecutive5xx < 0 {
+		v.add(append(pp, "consecutive_5xx"), "must be 0 (off) or more")
+	}
+	if h.Passive.MaxEjectFor.D() < h.Passive.EjectFor.D() {
+		v.add(append(pp, "max_eject_for"), "%v is shorter than eject_for (%v)", h.Passive.MaxEjectFor, h.Passive.EjectFor)
+	}
+	if m := *h.Passive.MaxEjectedPercent; m < 0 || m > 100 {
+		v.add(append(pp, "max_ejected_percent"), "%d is not from 0 to 100", m)
+	}
+	if t := *h.PanicThreshold; t < 0 || t > 100 {
+		v.add(append(hp, "panic_threshold"), "%d is not from 0 (off) to 100", t)
+	}
+}
+
+// ParseStatusRange reads "200" or "200-399".
+func ParseStatusRange(s string) (lo, hi int, err error) {
+	a, b, isRange := strings.Cut(strings.TrimSpace(s), "-")
+	lo, err1 := strconv.Atoi(strings.TrimSpace(a))
+	hi = lo
+	var err2 error
+	if isRange {
+		hi, err2 = strconv.Atoi(strings.TrimSpace(b))
+	}
+	if err1 != nil || err2 != nil || lo < 100 || hi > 599 || lo > hi {
+		return 0, 0, fmt.Errorf("%q is not a status or range such as 200 or 200-399", s)
+	}
+	return lo, hi, nil
 }
 
 func (v *validator) name(p path, what, s string) {

@@ -79,3 +79,45 @@ func (r *Reloads) Record(result, hash string, at time.Time) {
 		r.successful.Set(0)
 	}
 }
+
+// Health exports instance availability and ejections.
+type Health struct {
+	healthy   *prometheus.GaugeVec
+	ejections *prometheus.CounterVec
+}
+
+// NewHealth registers the health metrics on reg.
+func NewHealth(reg prometheus.Registerer) *Health {
+	h := &Health{
+		healthy: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "canaryd_instance_healthy",
+			Help: "1 if the instance takes traffic, 0 if a probe or passive ejection has it out.",
+		}, []string{"route", "pool", "instance"}),
+		ejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "canaryd_instance_ejections_total",
+			Help: "Passive ejections of the instance (outlier detection).",
+		}, []string{"route", "pool", "instance"}),
+	}
+	reg.MustRegister(h.healthy, h.ejections)
+	return h
+}
+
+// Set records an instance's availability.
+func (h *Health) Set(route, pool, instance string, up bool) {
+	v := 0.0
+	if up {
+		v = 1
+	}
+	h.healthy.WithLabelValues(route, pool, instance).Set(v)
+}
+
+// Ejected counts one ejection.
+func (h *Health) Ejected(route, pool, instance string) {
+	h.ejections.WithLabelValues(route, pool, instance).Inc()
+}
+
+// Forget drops the series of an instance a reload removed.
+func (h *Health) Forget(route, pool, instance string) {
+	h.healthy.DeleteLabelValues(route, pool, instance)
+	h.ejections.DeleteLabelValues(route, pool, instance)
+}

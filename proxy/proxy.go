@@ -59,10 +59,16 @@ type Outcome struct {
 	RequestID string
 }
 
-// GatewayFailure reports whether the outcome is the instance's fault as
-// seen from the proxy: it could not be reached, reset, or timed out.
+// GatewayFailure reports a gateway failure of the instance, as Envoy's
+// outlier detection counts them: canaryd could not reach it, it reset or
+// timed out (502/504 made by canaryd), or it answered 502, 503 or 504
+// itself. A client that went away (499) is not one.
 func (o *Outcome) GatewayFailure() bool {
-	return o.Instance != nil && (o.Status == http.StatusBadGateway || o.Status == http.StatusGatewayTimeout)
+	switch o.Status {
+	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return o.Instance != nil
+	}
+	return false
 }
 
 // Options configures a Handler. The zero value is usable.

@@ -1,0 +1,135 @@
+package app
+
+import (
+	"net/http"
+
+	"canaryd/balancer"
+	"canaryd/config"
+	"canaryd/health"
+	"canaryd/metrics"
+	"canaryd/proxy"
+
+	"go.uber.org/zap"
+)
+
+// healthConfig turns a pool's effective health block into health.Config.
+func healthConfig(h config.Health) health.Config {
+	lo, hi, _ := config.ParseStatusRange(h.Active.ExpectedStatus) // validated
+	return health.Config{
+		ProbePath:           h.Active.Path,
+		Interval:            h.Active.Interval.D(),
+		UnhealthyInterval:   h.Active.UnhealthyInterval.D(),
+		Timeout:             h.Active.Timeout.D(),
+		Rise:                h.Active.Rise,
+		Fall:                h.Active.Fall,
+		StatusLo:            lo,
+		StatusHi:            hi,
+		JitterPercent:       *h.Active.Jitter,
+		ConsecutiveFailures: *h.Passive.ConsecutiveFailures,
+		Consecutive5xx:      h.Passive.Consecutive5xx,
+		EjectFor:            h.Passive.EjectFor.D(),
+		MaxEjectFor:         h.Passive.MaxEjectFor.D(),
+		MaxEjectedPercent:   *h.Passive.MaxEjectedPercent,
+	}
+}
+
+type instanceKey struct{ route, pool, addr string }
+
+// syncHealth hands the instances of cfg to the checker and rebuilds the
+// request path's map from balancer instance to health record. Called with
+// the table for cfg already live, on the reload goroutine (or before Serve).
+func (s *Server) syncHealth(cfg *config.Config) {
+	var targets []health.Target
+	for _, r := range cfg.Routes {
+		for _, p := range r.Pools {
+			hc := healthConfig(r.PoolHealth(p))
+			for _, raw := range p.Instances {
+				u, _ := config.ParseInstance(raw) // validated
+				targets = append(targets, health.Target{Route: r.Name, Pool: p.Name, Addr: u.String(), URL: u, Config: hc})
+			}
+		}
+	}
+	recs := s.checker.Sync(targets)
+	byKey := make(map[instanceKey]*health.Instance, len(recs))
+	for i, t := range targets {
+		byKey[instanceKey{t.Route, t.Pool, t.Addr}] = recs[i]
+	}
+	byInst := make(map[*balancer.Instance]*health.Instance, len(recs))
+	for _, r := range s.router.Load().Routes() {
+		for _, p := range r.Pools {
+			for _, in := range p.Instances {
+				if rec := byKey[instanceKey{in.Route, in.Pool, in.Addr}]; rec != nil {
+					byInst[in] = rec
+				}
+			}
+		}
+	}
+	s.healthRecs.Store(&byInst)
+	for k := range s.healthKeys {
+		if byKey[k] == nil {
+			s.healthMetrics.Forget(k.route, k.pool, k.addr)
+		}
+	}
+	for k, rec := range byKey {
+		if _, known := s.healthKeys[k]; !known {
+			s.healthMetrics.Set(k.route, k.pool, k.addr, rec.Available())
+		}
+	}
+	s.healthKeys = byKey
+}
+
+// outcomes is the proxy's Observer: it feeds passive health. It runs on
+// every request: one map lookup on a snapshot, atomics inside Observe.
+type outcomes struct{ s *Server }
+
+func (o outcomes) Observe(out *proxy.Outcome) {
+	recs := *o.s.healthRecs.Load()
+	if out.Instance != nil {
+		if rec := recs[out.Instance]; rec != nil {
+			rec.Observe(out.Status, out.GatewayFailure(), out.Status == proxy.StatusClientClosed)
+		}
+	}
+	if out.Unreachable != nil {
+		if rec := recs[out.Unreachable]; rec != nil {
+			rec.Observe(http.StatusBadGateway, true, false)
+		}
+	}
+}
+
+// healthEvents logs health transitions once each and keeps the metrics.
+type healthEvents struct {
+	log     *zap.Logger
+	metrics *metrics.Health
+	router  *balancer.Router
+}
+
+func (e healthEvents) Transition(t health.Transition) {
+	e.metrics.Set(t.Route, t.Pool, t.Addr, t.Up)
+	fields := []zap.Field{
+		zap.String("route", t.Route), zap.String("pool", t.Pool), zap.String("instance", t.Addr),
+		zap.String("source", t.Source), zap.String("reason", t.Reason),
+	}
+	if r := e.router.Load().Route(t.Route); r != nil {
+		for _, p := range r.Pools {
+			if p.Name == t.Pool {
+				fields = append(fields, zap.Int("pool_available", p.Available()), zap.Int("pool_instances", len(p.Instances)), zap.Bool("pool_panic", p.Panic))
+			}
+		}
+	}
+	if t.Up {
+		e.log.Info("instance back in rotation", fields...)
+		return
+	}
+	if t.Source == "passive" {
+		e.metrics.Ejected(t.Route, t.Pool, t.Addr)
+		fields = append(fields, zap.Duration("ejected_for", t.EjectedFor))
+		e.log.Warn("instance ejected", fields...)
+		return
+	}
+	e.log.Warn("instance out of rotation", fields...)
+}
+
+func (e healthEvents) EjectionRefused(t health.Target, reason string) {
+	e.log.Warn("instance failing but kept in rotation", zap.String("route", t.Route), zap.String("pool", t.Pool),
+		zap.String("instance", t.Addr), zap.String("reason", reason))
+}
