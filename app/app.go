@@ -89,6 +89,9 @@ type Server struct {
 	admin         *http.Server
 	reloadMetrics *metrics.Reloads
 	healthMetrics *metrics.Health
+	requests      *metrics.Requests
+	accessLog     *zap.Logger // nil when off
+	accessSeq     atomic.Uint64
 	checker       *health.Checker
 	// healthRecs maps the live table's instances to their health records;
 	// swapped whole by syncHealth, read by every request.
@@ -119,14 +122,7 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 		o.Registry = metrics.NewRegistry()
 	}
 	log := o.Logger
-	specs, err := RouteSpecs(cfg)
-	if err != nil {
-		return nil, err
-	}
 	router := balancer.NewRouter()
-	if _, err := router.Apply(specs); err != nil {
-		return nil, fmt.Errorf("build routing table: %w", err)
-	}
 	var trusted []netip.Prefix
 	for _, s := range cfg.TrustedProxies {
 		p, err := config.ParseTrusted(s)
@@ -149,14 +145,26 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 		opts: o, log: log, router: router, cfg: cfg, static: *cfg,
 		reloadMetrics: metrics.NewReloads(o.Registry),
 		healthMetrics: metrics.NewHealth(o.Registry),
+		requests:      metrics.NewRequests(o.Registry),
 		reloads:       make(chan reloadRequest),
 		stopping:      make(chan struct{}),
 	}
+	if cfg.AccessLog.Enabled {
+		s.accessLog = log.Named("access")
+	}
+	specs, err := s.routeSpecs(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := router.Apply(specs); err != nil {
+		return nil, fmt.Errorf("build routing table: %w", err)
+	}
+	s.publishWeights()
 	if o.ConfigData != nil {
 		s.appliedHash = hashOf(o.ConfigData)
 	}
 	s.reloadMetrics.Loaded(s.appliedHash, time.Now())
-	s.checker = health.New(router, healthEvents{log: log.Named("health"), metrics: s.healthMetrics, router: router})
+	s.checker = health.New(router, healthEvents{log: log.Named("health"), metrics: s.healthMetrics, router: router, weights: s.publishWeights})
 	s.syncHealth(cfg)
 	s.transport = proxy.NewTransport(proxy.TransportOptions{
 		DialTimeout:           cfg.Upstream.DialTimeout.D(),
@@ -170,6 +178,7 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 		TrustedProxies: trusted,
 		Transport:      s.transport,
 		Observer:       outcomes{s},
+		CountBytes:     cfg.AccessLog.Enabled,
 	})
 	// The server's own complaints (TLS handshakes, bad requests it
 	// rejects) are worth a warning, not an error: clients cause them.
@@ -203,6 +212,38 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 	}
 	return s, nil
 }
+
+// routeSpecs compiles cfg and tags each route and pool with its metrics,
+// dropping the metrics of pools cfg no longer has.
+func (s *Server) routeSpecs(cfg *config.Config) ([]balancer.RouteSpec, error) {
+	specs, err := RouteSpecs(cfg)
+	if err != nil {
+		return nil, err
+	}
+	keep := map[string][]string{}
+	for i := range specs {
+		r := &specs[i]
+		r.Tag = s.requests.Pool(r.Name, metrics.NoPool)
+		for j := range r.Pools {
+			r.Pools[j].Tag = s.requests.Pool(r.Name, r.Pools[j].Name)
+			keep[r.Name] = append(keep[r.Name], r.Pools[j].Name)
+		}
+	}
+	s.requests.Retain(keep)
+	return specs, nil
+}
+
+// publishWeights exports the live table's configured and effective weights.
+func (s *Server) publishWeights() {
+	for _, r := range s.router.Load().Routes() {
+		for _, p := range r.Pools {
+			s.requests.SetWeights(r.Name, p.Name, p.Weight, p.Effective)
+		}
+	}
+}
+
+// Requests is the per-pool request accounting (for tests and the rollout).
+func (s *Server) Requests() *metrics.Requests { return s.requests }
 
 // Router is the live routing state (for tests and the admin surface).
 func (s *Server) Router() *balancer.Router { return s.router }
@@ -251,6 +292,8 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	s.checker.Start()
 	rctx, stopReloads := context.WithCancel(context.Background())
+	s.background.Add(1)
+	go func() { defer s.background.Done(); s.requests.Run(rctx) }()
 	if s.opts.ConfigPath != "" {
 		s.background.Add(2)
 		go func() { defer s.background.Done(); s.reloadLoop(rctx) }()

@@ -78,11 +78,25 @@ func (s *Server) syncHealth(cfg *config.Config) {
 	s.healthKeys = byKey
 }
 
-// outcomes is the proxy's Observer: it feeds passive health. It runs on
-// every request: one map lookup on a snapshot, atomics inside Observe.
+// outcomes is the proxy's Observer: it feeds the request metrics, passive
+// health and the access log. It runs on every request: a type assertion to
+// reach the pool's cached metrics, one map lookup on a snapshot for health,
+// atomics inside both.
 type outcomes struct{ s *Server }
 
 func (o outcomes) Observe(out *proxy.Outcome) {
+	var stats *metrics.PoolStats
+	if out.Pool != nil {
+		stats, _ = out.Pool.Tag.(*metrics.PoolStats)
+	} else if out.Route != nil {
+		stats, _ = out.Route.Tag.(*metrics.PoolStats)
+	}
+	if stats != nil {
+		stats.Observe(out.Status, out.Duration)
+	}
+	if o.s.accessLog != nil {
+		o.s.logAccess(out)
+	}
 	recs := *o.s.healthRecs.Load()
 	if out.Instance != nil {
 		if rec := recs[out.Instance]; rec != nil {
@@ -96,15 +110,48 @@ func (o outcomes) Observe(out *proxy.Outcome) {
 	}
 }
 
+// logAccess writes one request's line: one in access_log.sample, and
+// every answer >= 500.
+func (s *Server) logAccess(out *proxy.Outcome) {
+	if n := s.static.AccessLog.Sample; n > 1 && out.Status < 500 && s.accessSeq.Add(1)%uint64(n) != 0 {
+		return
+	}
+	ce := s.accessLog.Check(zap.InfoLevel, "request")
+	if ce == nil {
+		return
+	}
+	pool, inst := "", ""
+	if out.Pool != nil {
+		pool = out.Pool.Name
+	}
+	if out.Instance != nil {
+		inst = out.Instance.Addr
+	}
+	fields := []zap.Field{
+		zap.String("route", out.Route.Name), zap.String("pool", pool), zap.String("instance", inst),
+		zap.Int("status", out.Status), zap.Duration("duration", out.Duration), zap.Int64("bytes", out.Bytes),
+		zap.String("request_id", out.RequestID),
+	}
+	if r := out.Request; r != nil {
+		fields = append(fields, zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.String("remote", r.RemoteAddr))
+	}
+	if out.Err != nil {
+		fields = append(fields, zap.Error(out.Err))
+	}
+	ce.Write(fields...)
+}
+
 // healthEvents logs health transitions once each and keeps the metrics.
 type healthEvents struct {
 	log     *zap.Logger
 	metrics *metrics.Health
 	router  *balancer.Router
+	weights func()
 }
 
 func (e healthEvents) Transition(t health.Transition) {
 	e.metrics.Set(t.Route, t.Pool, t.Addr, t.Up)
+	e.weights() // the transition moved shares between pools
 	fields := []zap.Field{
 		zap.String("route", t.Route), zap.String("pool", t.Pool), zap.String("instance", t.Addr),
 		zap.String("source", t.Source), zap.String("reason", t.Reason),

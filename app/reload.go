@@ -131,7 +131,7 @@ func (s *Server) reloadOnce(source string) ReloadResult {
 	if diffs := config.RestartNeeded(s.cfg, cfg); len(diffs) > 0 {
 		return fail(fmt.Errorf("this file changes settings that need a restart: %s; restart canaryd to apply it (nothing of it was applied, the running config keeps serving)", strings.Join(diffs, "; ")))
 	}
-	specs, err := RouteSpecs(cfg)
+	specs, err := s.routeSpecs(cfg)
 	if err != nil {
 		return fail(err)
 	}
@@ -139,6 +139,7 @@ func (s *Server) reloadOnce(source string) ReloadResult {
 	if err != nil {
 		return fail(err)
 	}
+	s.publishWeights()
 	s.syncHealth(cfg)
 	s.cfg, s.appliedHash = cfg, res.Hash
 	res.Result = metrics.ReloadApplied

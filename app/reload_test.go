@@ -92,7 +92,7 @@ func startRig(t *testing.T, path string) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &rig{t: t, path: path, reg: prometheus.NewRegistry(), results: make(chan ReloadResult, 1000)}
+	r := &rig{t: t, path: path, reg: metrics.NewRegistry(), results: make(chan ReloadResult, 1000)}
 	r.srv, err = New(cfg, Options{
 		ConfigPath: path, ConfigData: data, Registry: r.reg,
 		OnReload: func(res ReloadResult) { r.results <- res },

@@ -45,6 +45,9 @@ type RouteSpec struct {
 	StickyCookie string
 	ForceHeader  string
 	ForceCookie  string
+	// Tag is opaque to the balancer and carried into the Route: the
+	// builder's per-route data (metrics for requests no pool took).
+	Tag any
 }
 
 // PoolSpec describes one pool of a route.
@@ -58,6 +61,10 @@ type PoolSpec struct {
 	// SlowStart ramps an instance's share up over this window after it
 	// becomes available. 0: off.
 	SlowStart time.Duration
+	// Tag is opaque to the balancer and carried into the Pool: the
+	// builder's per-pool data (cached metric children), so the request path
+	// needs no lookup to reach it.
+	Tag any
 }
 
 // Table is an immutable, compiled set of routes.
@@ -105,6 +112,8 @@ type Route struct {
 	PreserveHost bool
 	// Pools in config order.
 	Pools []*Pool
+	// Tag is RouteSpec.Tag.
+	Tag any
 
 	policy Policy
 	// schedule[i] is the index of the pool that serves slot i; nil when no
@@ -141,6 +150,8 @@ type Pool struct {
 	// Panic is true when too few instances are available (PanicThreshold):
 	// picks then ignore availability and spread over all instances.
 	Panic bool
+	// Tag is PoolSpec.Tag.
+	Tag any
 
 	policy    Policy
 	slowStart int64 // nanoseconds; 0: off
@@ -194,6 +205,7 @@ func compileRoute(s RouteSpec, get func(route, pool string, u *url.URL) *Instanc
 	}
 	r := &Route{
 		Name: s.Name, Host: s.Host, PathPrefix: s.PathPrefix, PreserveHost: s.PreserveHost,
+		Tag:          s.Tag,
 		policy:       s.Policy,
 		stickyHeader: http.CanonicalHeaderKey(s.StickyHeader), stickyCookie: s.StickyCookie,
 		forceHeader: http.CanonicalHeaderKey(s.ForceHeader), forceCookie: s.ForceCookie,
@@ -212,7 +224,7 @@ func compileRoute(s RouteSpec, get func(route, pool string, u *url.URL) *Instanc
 			return nil, fmt.Errorf("pool %q has no instances", ps.Name)
 		}
 		sum += ps.Weight
-		p := &Pool{Name: ps.Name, Weight: ps.Weight, policy: s.Policy, slowStart: int64(ps.SlowStart)}
+		p := &Pool{Name: ps.Name, Weight: ps.Weight, Tag: ps.Tag, policy: s.Policy, slowStart: int64(ps.SlowStart)}
 		for _, u := range ps.Instances {
 			p.Instances = append(p.Instances, get(s.Name, ps.Name, u))
 		}

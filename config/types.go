@@ -32,10 +32,21 @@ type Config struct {
 	TrustedProxies []string `yaml:"trusted_proxies"`
 	// Reload tunes how edits of this file are picked up.
 	Reload Reload `yaml:"reload"`
+	// AccessLog writes one JSON line per request. Default off.
+	AccessLog AccessLog `yaml:"access_log"`
 	// Routes are matched by host and longest path prefix. At least one.
 	// Routes are what a live reload changes; every other section needs a
 	// restart (see docs/config.md).
 	Routes []Route `yaml:"routes"`
+}
+
+// AccessLog is the per-request log.
+type AccessLog struct {
+	// Enabled turns it on. Default false: no line per request at all.
+	Enabled bool `yaml:"enabled"`
+	// Sample logs one request in Sample (1 logs every request); answers >=
+	// 500 are always logged. Default 1.
+	Sample int `yaml:"sample"`
 }
 
 // Reload tunes live reloading of the config file.

@@ -55,6 +55,7 @@ func (c *Config) applyDefaults() {
 	setDur(&c.Upstream.ResponseHeaderTimeout, DefaultResponseHeaderTimeout)
 	setInt(&c.Upstream.MaxIdleConnsPerHost, DefaultMaxIdleConnsPerHost)
 	setDur(&c.Upstream.IdleConnTimeout, DefaultIdleConnTimeout)
+	setInt(&c.AccessLog.Sample, 1)
 	setDur(&c.Reload.Debounce, DefaultReloadDebounce)
 	setDur(&c.Reload.PollInterval, DefaultReloadPollInterval)
 	for i := range c.Routes {
@@ -127,6 +128,7 @@ func RestartNeeded(running, next *Config) []string {
 	check("upstream", running.Upstream, next.Upstream)
 	check("trusted_proxies", running.TrustedProxies, next.TrustedProxies)
 	check("reload", running.Reload, next.Reload)
+	check("access_log", running.AccessLog, next.AccessLog)
 	return diffs
 }
 
@@ -218,6 +220,9 @@ func (v *validator) config(c *Config) {
 	}
 	if c.Server.MaxHeaderBytes < 0 {
 		v.add(path{"server", "max_header_bytes"}, "must be positive")
+	}
+	if c.AccessLog.Sample < 1 {
+		v.add(path{"access_log", "sample"}, "%d: log one request in N, N at least 1", c.AccessLog.Sample)
 	}
 	if c.Reload.Debounce.D() > 10*time.Second {
 		v.add(path{"reload", "debounce"}, "%v is longer than 10s; edits would take that long to apply", c.Reload.Debounce)

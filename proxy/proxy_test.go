@@ -175,7 +175,13 @@ func TestHostBasePathAndRequestID(t *testing.T) {
 }
 
 func TestWebSocketEcho(t *testing.T) {
-	r := newRig(t, Options{}, routeSpec(t, pool{"blue", 10000, []string{wsEcho(t).URL}}))
+	for _, count := range []bool{false, true} {
+		t.Run(fmt.Sprint("count bytes ", count), func(t *testing.T) { testWebSocketEcho(t, count) })
+	}
+}
+
+func testWebSocketEcho(t *testing.T, countBytes bool) {
+	r := newRig(t, Options{CountBytes: countBytes}, routeSpec(t, pool{"blue", 10000, []string{wsEcho(t).URL}}))
 	conn, err := net.Dial("tcp", strings.TrimPrefix(r.srv.URL, "http://"))
 	if err != nil {
 		t.Fatal(err)
@@ -205,6 +211,12 @@ func TestWebSocketEcho(t *testing.T) {
 // Each event must reach the client before the backend writes the next one:
 // the backend waits for the client's acknowledgement in between.
 func TestServerSentEventsAreNotBuffered(t *testing.T) {
+	for _, count := range []bool{false, true} {
+		t.Run(fmt.Sprint("count bytes ", count), func(t *testing.T) { testSSE(t, count) })
+	}
+}
+
+func testSSE(t *testing.T, countBytes bool) {
 	ack := make(chan struct{})
 	sse := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/event-stream")
@@ -222,7 +234,7 @@ func TestServerSentEventsAreNotBuffered(t *testing.T) {
 			}
 		}
 	}))
-	r := newRig(t, Options{}, routeSpec(t, pool{"blue", 10000, []string{sse.URL}}))
+	r := newRig(t, Options{CountBytes: countBytes}, routeSpec(t, pool{"blue", 10000, []string{sse.URL}}))
 	resp, err := r.client.Get(r.srv.URL + "/events")
 	if err != nil {
 		t.Fatal(err)
@@ -250,6 +262,12 @@ func TestServerSentEventsAreNotBuffered(t *testing.T) {
 		ack <- struct{}{}
 	}
 	for range lines {
+	}
+	if countBytes {
+		waitFor(t, "outcome", func() bool { return len(r.rec.all()) == 1 })
+		if o := r.rec.all()[0]; o.Bytes != int64(5*len("data: event 1\n\n")) {
+			t.Errorf("counted %d bytes", o.Bytes)
+		}
 	}
 }
 

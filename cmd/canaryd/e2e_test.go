@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -328,4 +329,132 @@ routes:
 	if err := p.wait(t, 10*time.Second); err != nil {
 		t.Errorf("exit: %v", err)
 	}
+}
+
+// startPrometheus runs a real Prometheus scraping targets every second and
+// returns its base URL. Without the binary the test is skipped, unless
+// CANARYD_REQUIRE_PROMETHEUS is set (scripts/test.sh sets it after
+// installing Debian's prometheus package), in which case it fails.
+func startPrometheus(t *testing.T, targets ...string) string {
+	t.Helper()
+	bin, err := exec.LookPath("prometheus")
+	if err != nil {
+		if os.Getenv("CANARYD_REQUIRE_PROMETHEUS") != "" {
+			t.Fatal("prometheus is not installed; run ./scripts/test.sh, which installs it")
+		}
+		t.Skip("prometheus not installed (./scripts/test.sh installs it)")
+	}
+	dir := t.TempDir()
+	quoted := make([]string, len(targets))
+	for i, tg := range targets {
+		quoted[i] = fmt.Sprintf("%q", tg)
+	}
+	cfg := filepath.Join(dir, "prometheus.yml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`global: { scrape_interval: 1s, evaluation_interval: 1s }
+scrape_configs:
+  - job_name: canaryd
+    static_configs: [{ targets: [%s] }]
+`, strings.Join(quoted, ", "))), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	addr := freeAddr(t)
+	cmd := exec.Command(bin, "--config.file="+cfg, "--storage.tsdb.path="+filepath.Join(dir, "data"),
+		"--web.listen-address="+addr, "--log.level=warn")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+		}
+		if t.Failed() {
+			t.Logf("prometheus output:\n%s", out.String())
+		}
+	})
+	base := "http://" + addr
+	for end := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if resp, err := http.Get(base + "/-/ready"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return base
+			}
+		}
+		if time.Now().After(end) {
+			t.Fatalf("prometheus not ready in 30s:\n%s", out.String())
+		}
+	}
+}
+
+// promQuery runs an instant query and returns each series' labels and value.
+func promQuery(t *testing.T, base, q string) []map[string]string {
+	t.Helper()
+	resp, err := http.Get(base + "/api/v1/query?query=" + url.QueryEscape(q))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Status string `json:"status"`
+		Data   struct {
+			Result []struct {
+				Metric map[string]string `json:"metric"`
+				Value  []any             `json:"value"`
+			} `json:"result"`
+		} `json:"data"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || body.Status != "success" {
+		t.Fatalf("query %q: %v %s", q, err, body.Status)
+	}
+	var out []map[string]string
+	for _, r := range body.Data.Result {
+		r.Metric["value"] = fmt.Sprint(r.Value[1])
+		out = append(out, r.Metric)
+	}
+	return out
+}
+
+// A real Prometheus scrapes canaryd and finds canaryd_requests_total for
+// both pools.
+func TestPrometheusScrapesCanaryd(t *testing.T) {
+	blueAddr, greenAddr, adminAddr := freeAddr(t), freeAddr(t), freeAddr(t)
+	start(t, "backend", "--listen", blueAddr, "--pool", "blue").waitLog(t, "demo backend up")
+	start(t, "backend", "--listen", greenAddr, "--pool", "green").waitLog(t, "demo backend up")
+	cfg := writeConfig(t, fmt.Sprintf(`
+listen: "127.0.0.1:0"
+admin: { listen: %q }
+routes:
+  - name: web
+    pools:
+      - { name: blue, weight: 80, instances: ["%s"] }
+      - { name: green, weight: 20, instances: ["%s"] }
+`, adminAddr, blueAddr, greenAddr))
+	p := start(t, "run", "--config", cfg)
+	addr := p.waitLog(t, "canaryd serving")["listen"].(string)
+	prom := startPrometheus(t, adminAddr)
+	for i := 0; i < 500; i++ {
+		resp, err := http.Get("http://" + addr + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	var got map[string]string
+	for end := time.Now().Add(60 * time.Second); time.Now().Before(end); time.Sleep(500 * time.Millisecond) {
+		got = map[string]string{}
+		for _, s := range promQuery(t, prom, `sum by (pool) (canaryd_requests_total{route="web",code="200"})`) {
+			got[s["pool"]] = s["value"]
+		}
+		if got["blue"] == "400" && got["green"] == "100" {
+			return
+		}
+	}
+	t.Errorf("Prometheus sees %v; want blue 400 and green 100", got)
 }

@@ -1,0 +1,205 @@
+package metrics
+
+import (
+	"math"
+	"math/rand/v2"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+func TestBucketsCoverEveryDuration(t *testing.T) {
+	prevHi := time.Duration(0)
+	for i := 0; i < LatencyBuckets-1; i++ {
+		lo, hi := BucketBounds(i)
+		if lo != prevHi || hi <= lo {
+			t.Fatalf("bucket %d is [%v, %v), previous ended at %v", i, lo, hi, prevHi)
+		}
+		if i > 0 && float64(hi-lo)/float64(lo) > 1.0/16+1e-9 {
+			t.Fatalf("bucket %d is %.1f%% wide", i, 100*float64(hi-lo)/float64(lo))
+		}
+		prevHi = hi
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	for k := 0; k < 100000; k++ {
+		d := time.Duration(math.Exp(r.Float64() * math.Log(float64(100*time.Second))))
+		i := bucketOf(d)
+		lo, hi := BucketBounds(i)
+		if d < lo || (d >= hi && i != LatencyBuckets-1) {
+			t.Fatalf("%v went to bucket %d [%v, %v)", d, i, lo, hi)
+		}
+	}
+}
+
+// exactQuantile is the nearest-rank quantile of sorted values.
+func exactQuantile(sorted []time.Duration, q float64) time.Duration {
+	i := int(math.Ceil(q*float64(len(sorted)))) - 1
+	if i < 0 {
+		i = 0
+	}
+	return sorted[i]
+}
+
+func TestQuantileAccuracy(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for _, dist := range []struct {
+		name string
+		gen  func() time.Duration
+	}{
+		{"90% 5ms, 10% 50ms, with jitter", func() time.Duration {
+			base := 5 * time.Millisecond
+			if r.Float64() < 0.1 {
+				base = 50 * time.Millisecond
+			}
+			return base + time.Duration(r.Int64N(int64(300*time.Microsecond)))
+		}},
+		{"log-uniform 100µs..2s", func() time.Duration {
+			return time.Duration(math.Exp(math.Log(1e5) + r.Float64()*(math.Log(2e9)-math.Log(1e5))))
+		}},
+		{"exponential, mean 20ms", func() time.Duration { return time.Duration(r.ExpFloat64() * 20e6) }},
+	} {
+		t.Run(dist.name, func(t *testing.T) {
+			w := newWindow(time.Now())
+			var vals []time.Duration
+			for i := 0; i < 20000; i++ {
+				d := dist.gen()
+				vals = append(vals, d)
+				w.record(200, d)
+			}
+			sort.Slice(vals, func(i, j int) bool { return vals[i] < vals[j] })
+			c := w.now(time.Now())
+			for _, q := range []float64{0.5, 0.9, 0.99} {
+				got, want := c.Quantile(q), exactQuantile(vals, q)
+				if rel := math.Abs(float64(got-want)) / float64(want); rel > 0.05 {
+					t.Errorf("p%.0f = %v, exact %v (%.1f%% off)", q*100, got, want, rel*100)
+				}
+			}
+		})
+	}
+}
+
+func TestWindowSpans(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := NewRequests(reg)
+	clock := time.Unix(1_000_000, 0)
+	m.now = func() time.Time { return clock }
+	p := m.Pool("web", "green")
+	tick := func(n int, perTick int, status int) {
+		for k := 0; k < n; k++ {
+			for i := 0; i < perTick; i++ {
+				p.Observe(status, time.Millisecond)
+			}
+			clock = clock.Add(time.Second)
+			m.snapshot(clock)
+		}
+	}
+	tick(60, 10, 200) // a minute of 10 ok/s
+	stepStart := p.Now()
+	stepAt := clock
+	tick(30, 10, 500) // then 30 s of 10 errors/s
+	tick(30, 10, 200)
+
+	if c := p.Last(30 * time.Second); c.Requests != 300 || c.Errors != 0 {
+		t.Errorf("last 30s: %d requests, %d errors; want 300, 0", c.Requests, c.Errors)
+	}
+	if c := p.Last(60 * time.Second); c.Requests != 600 || c.Errors != 300 {
+		t.Errorf("last 60s: %d requests, %d errors; want 600, 300", c.Requests, c.Errors)
+	}
+	if c := p.Since(stepAt); c.Requests != 600 || c.Errors != 300 || c.ErrorRate() != 0.5 {
+		t.Errorf("since step: %+v", c)
+	}
+	if c := p.Now().Sub(stepStart); c.Requests != 600 || c.Errors != 300 {
+		t.Errorf("exact since step: %d/%d", c.Requests, c.Errors)
+	}
+	if c := p.Since(clock.Add(-time.Hour)); c.Requests != 1200 || c.Partial {
+		t.Errorf("since before creation: %d requests, partial %v", c.Requests, c.Partial)
+	}
+	// Cancelled requests are kept apart.
+	p.Observe(499, time.Second)
+	if c := p.Now(); c.Cancelled != 1 || c.Requests != 1200 {
+		t.Errorf("cancelled: %+v", c.Cancelled)
+	}
+	// Past the ring's reach the counts are marked partial.
+	tick(windowSlots+5, 1, 200)
+	if c := p.Since(stepAt); !c.Partial || c.Requests != uint64(windowSlots-1) {
+		t.Errorf("beyond the window: %d requests, partial %v", c.Requests, c.Partial)
+	}
+	if got := testutil.ToFloat64(m.total.WithLabelValues("web", "green", "500")); got != 300 {
+		t.Errorf("canaryd_requests_total{code=500} = %v", got)
+	}
+}
+
+func TestRetainDropsSeries(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := NewRequests(reg)
+	m.Pool("web", "blue").Observe(200, time.Millisecond)
+	green := m.Pool("web", "green")
+	green.Observe(200, time.Millisecond)
+	m.SetWeights("web", "green", 1000, 1000)
+	m.Retain(map[string][]string{"web": {"blue"}})
+	if n := testutil.CollectAndCount(m.total); n != 1 {
+		t.Errorf("%d request series left, want blue's only", n)
+	}
+	if n := testutil.CollectAndCount(m.weight); n != 0 {
+		t.Errorf("%d weight series left", n)
+	}
+	if m.Pool("web", "green") == green {
+		t.Error("a dropped pool's stats came back")
+	}
+	if m.Pool("web", "blue").Now().Requests != 1 {
+		t.Error("a kept pool lost its counts")
+	}
+}
+
+// Writers on every core, readers and the snapshot ticker at once.
+func TestConcurrentRecordAndRead(t *testing.T) {
+	m := NewRequests(prometheus.NewRegistry())
+	p := m.Pool("web", "blue")
+	var wg sync.WaitGroup
+	const writers, each = 8, 5000
+	for g := 0; g < writers; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				status := 200
+				if i%10 == 0 {
+					status = 503
+				}
+				p.Observe(status, time.Duration(i)*time.Microsecond)
+			}
+		}(g)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 200; i++ {
+			m.snapshot(time.Now())
+			c := p.Last(time.Minute)
+			_ = c.Quantile(0.99)
+		}
+	}()
+	wg.Wait()
+	<-done
+	c := p.Now()
+	if c.Requests != writers*each || c.Errors != writers*each/10 {
+		t.Errorf("%d requests, %d errors; want %d, %d", c.Requests, c.Errors, writers*each, writers*each/10)
+	}
+}
+
+func BenchmarkObserve(b *testing.B) {
+	m := NewRequests(prometheus.NewRegistry())
+	p := m.Pool("web", "blue")
+	p.Observe(200, time.Millisecond) // the code's child is created once
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		d := 3 * time.Millisecond
+		for pb.Next() {
+			p.Observe(200, d)
+		}
+	})
+}

@@ -1,0 +1,194 @@
+package metrics
+
+import (
+	"context"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// DurationBuckets are the Prometheus histogram buckets of request
+// durations, in seconds: HTTP latencies from half a millisecond to 10 s.
+var DurationBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
+
+// NoPool is the pool label of requests no pool could take (every pool of
+// the route without an available instance).
+const NoPool = ""
+
+// Requests holds the per-pool request metrics: the Prometheus series and
+// the in-process windows. A pool's stats outlive reloads that keep the pool,
+// so a window is not reset by a config edit.
+type Requests struct {
+	total     *prometheus.CounterVec
+	duration  *prometheus.HistogramVec
+	weight    *prometheus.GaugeVec
+	effective *prometheus.GaugeVec
+
+	mu    sync.Mutex
+	pools map[poolKey]*PoolStats
+	now   func() time.Time
+}
+
+type poolKey struct{ route, pool string }
+
+// NewRequests registers the request metrics on reg.
+func NewRequests(reg prometheus.Registerer) *Requests {
+	m := &Requests{
+		total: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "canaryd_requests_total",
+			Help: "Requests by route, pool and status code sent to the client (499: the client went away first).",
+		}, []string{"route", "pool", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "canaryd_request_duration_seconds",
+			Help:    "Time from receiving a request to the end of its answer, by route and pool.",
+			Buckets: DurationBuckets,
+		}, []string{"route", "pool"}),
+		weight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "canaryd_pool_weight",
+			Help: "The pool's weight in percent, as configured or set by a rollout.",
+		}, []string{"route", "pool"}),
+		effective: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "canaryd_pool_effective_weight",
+			Help: "The pool's share of the schedule in percent, after the shares of pools without available instances moved.",
+		}, []string{"route", "pool"}),
+		pools: map[poolKey]*PoolStats{},
+		now:   time.Now,
+	}
+	reg.MustRegister(m.total, m.duration, m.weight, m.effective)
+	return m
+}
+
+// Pool returns the stats of a route's pool, creating them the first time.
+// Use NoPool for requests that found no pool.
+func (m *Requests) Pool(route, pool string) *PoolStats {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	k := poolKey{route, pool}
+	if p := m.pools[k]; p != nil {
+		return p
+	}
+	p := &PoolStats{
+		Route: route, Pool: pool, m: m,
+		duration: m.duration.WithLabelValues(route, pool),
+		win:      newWindow(m.now()),
+	}
+	m.pools[k] = p
+	return p
+}
+
+// Retain drops the stats and series of every pool not in keep (route →
+// pools): what a reload removed.
+func (m *Requests) Retain(keep map[string][]string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	kept := map[poolKey]bool{}
+	for r, ps := range keep {
+		kept[poolKey{r, NoPool}] = true
+		for _, p := range ps {
+			kept[poolKey{r, p}] = true
+		}
+	}
+	for k := range m.pools {
+		if kept[k] {
+			continue
+		}
+		delete(m.pools, k)
+		labels := prometheus.Labels{"route": k.route, "pool": k.pool}
+		m.total.DeletePartialMatch(labels)
+		m.duration.Delete(labels)
+		m.weight.Delete(labels)
+		m.effective.Delete(labels)
+	}
+}
+
+// SetWeights records a pool's configured and effective weights (basis
+// points).
+func (m *Requests) SetWeights(route, pool string, weight, effective int) {
+	m.weight.WithLabelValues(route, pool).Set(float64(weight) / 100)
+	m.effective.WithLabelValues(route, pool).Set(float64(effective) / 100)
+}
+
+// Run snapshots every pool's window once per WindowResolution until ctx
+// ends. One goroutine serves all pools.
+func (m *Requests) Run(ctx context.Context) {
+	t := time.NewTicker(WindowResolution)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			m.snapshot(now)
+		}
+	}
+}
+
+func (m *Requests) snapshot(now time.Time) {
+	m.mu.Lock()
+	pools := make([]*PoolStats, 0, len(m.pools))
+	for _, p := range m.pools {
+		pools = append(pools, p)
+	}
+	m.mu.Unlock()
+	for _, p := range pools {
+		p.win.snapshot(now)
+	}
+}
+
+// PoolStats is one pool's request accounting. Observe is the request path.
+type PoolStats struct {
+	Route, Pool string
+
+	m        *Requests
+	codes    [600]atomic.Pointer[counter] // children of canaryd_requests_total, by status
+	duration prometheus.Observer
+	win      *window
+}
+
+type counter struct{ prometheus.Counter }
+
+// Observe records one request: its status as sent (499 when the client
+// went away) and its duration. No lock and, once a status has been seen,
+// no allocation.
+func (p *PoolStats) Observe(status int, d time.Duration) {
+	p.code(status).Inc()
+	p.duration.Observe(d.Seconds())
+	p.win.record(status, d)
+}
+
+func (p *PoolStats) code(status int) *counter {
+	if status < 0 || status >= len(p.codes) {
+		status = 0 // "0": a status no HTTP server sends
+	}
+	if c := p.codes[status].Load(); c != nil {
+		return c
+	}
+	c := &counter{p.m.total.WithLabelValues(p.Route, p.Pool, strconv.Itoa(status))}
+	if !p.codes[status].CompareAndSwap(nil, c) {
+		c = p.codes[status].Load()
+	}
+	return c
+}
+
+// Now returns the counts since the stats were created, exact to the
+// request. Subtract two of them (Sub) for an exact span, such as a rollout
+// step.
+func (p *PoolStats) Now() Counts { return p.win.now(p.m.now()) }
+
+// Since returns the counts from t until now, to WindowResolution.
+func (p *PoolStats) Since(t time.Time) Counts { return p.win.since(t, p.m.now()) }
+
+// Last returns the counts of the last d, to WindowResolution.
+func (p *PoolStats) Last(d time.Duration) Counts {
+	now := p.m.now()
+	return p.win.since(now.Add(-d), now)
+}
+
+// Sub returns c minus an earlier reading of the same pool.
+func (c Counts) Sub(earlier Counts) Counts {
+	c.sub(&earlier)
+	return c
+}
