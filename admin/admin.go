@@ -7,10 +7,14 @@ import (
 	"context"
 	"crypto/subtle"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
 	"time"
+
+	"canaryd/rollout"
 )
 
 // ReloadResult is the answer to POST /api/v1/reload.
@@ -35,6 +39,56 @@ type Options struct {
 	// Token, when not empty, must come as "Authorization: Bearer <token>"
 	// on every mutation. Default "" (no token: keep the admin on loopback).
 	Token string
+	// Routes serves /api/v1/routes. Default: not served.
+	Routes Routes
+}
+
+// Routes is what the routes API reads and steers.
+type Routes interface {
+	Routes() []RouteView
+	// Control runs promote, abort, pause or resume on a route's rollout.
+	Control(route, action string) (*rollout.Status, error)
+}
+
+// ErrUnknownRoute is returned by Control for a route that does not exist.
+var ErrUnknownRoute = errors.New("no such route")
+
+// RouteView is one route as the API shows it.
+type RouteView struct {
+	Name       string          `json:"name"`
+	Host       string          `json:"host,omitempty"`
+	PathPrefix string          `json:"path_prefix"`
+	Pools      []PoolView      `json:"pools"`
+	Rollout    *rollout.Status `json:"rollout,omitempty"`
+}
+
+// PoolView is one pool: weights, health, and its last minute of traffic.
+type PoolView struct {
+	Name string `json:"name"`
+	// Weight in percent, as set by the config or the rollout.
+	Weight float64 `json:"weight"`
+	// EffectiveWeight in percent, after health moved shares.
+	EffectiveWeight float64        `json:"effective_weight"`
+	Panic           bool           `json:"panic"`
+	Instances       []InstanceView `json:"instances"`
+	LastMinute      Traffic        `json:"last_minute"`
+}
+
+// InstanceView is one instance.
+type InstanceView struct {
+	Addr     string `json:"addr"`
+	Healthy  bool   `json:"healthy"`
+	InFlight int64  `json:"in_flight"`
+}
+
+// Traffic summarizes a span of a pool's requests.
+type Traffic struct {
+	Requests  uint64  `json:"requests"`
+	Errors    uint64  `json:"errors"`
+	Cancelled uint64  `json:"cancelled"`
+	ErrorRate float64 `json:"error_rate"`
+	P50Ms     float64 `json:"p50_ms"`
+	P99Ms     float64 `json:"p99_ms"`
 }
 
 // New returns the admin handler.
@@ -65,7 +119,43 @@ func New(o Options) http.Handler {
 			writeJSON(w, status, res)
 		}))
 	}
+	if o.Routes != nil {
+		mux.HandleFunc("GET /api/v1/routes", func(w http.ResponseWriter, _ *http.Request) {
+			writeJSON(w, http.StatusOK, o.Routes.Routes())
+		})
+		mux.HandleFunc("GET /api/v1/routes/{route}", func(w http.ResponseWriter, r *http.Request) {
+			for _, rv := range o.Routes.Routes() {
+				if rv.Name == r.PathValue("route") {
+					writeJSON(w, http.StatusOK, rv)
+					return
+				}
+			}
+			writeError(w, http.StatusNotFound, fmt.Sprintf("no route %q", r.PathValue("route")))
+		})
+		mux.Handle("POST /api/v1/routes/{route}/{action}", o.mutation(func(w http.ResponseWriter, r *http.Request) {
+			action := r.PathValue("action")
+			switch action {
+			case "promote", "abort", "pause", "resume":
+			default:
+				writeError(w, http.StatusNotFound, fmt.Sprintf("no action %q; use promote, abort, pause or resume", action))
+				return
+			}
+			st, err := o.Routes.Control(r.PathValue("route"), action)
+			switch {
+			case errors.Is(err, ErrUnknownRoute), errors.Is(err, rollout.ErrNoRollout):
+				writeError(w, http.StatusNotFound, fmt.Sprintf("route %q: %v", r.PathValue("route"), err))
+			case err != nil:
+				writeError(w, http.StatusConflict, err.Error())
+			default:
+				writeJSON(w, http.StatusOK, st)
+			}
+		}))
+	}
 	return mux
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, map[string]string{"error": msg})
 }
 
 // mutation guards a state-changing endpoint with the bearer token.
@@ -75,7 +165,7 @@ func (o Options) mutation(h http.HandlerFunc) http.Handler {
 			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 			if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(o.Token)) != 1 {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="canaryd"`)
-				writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "missing or wrong bearer token (see admin.token_file)"})
+				writeError(w, http.StatusUnauthorized, "missing or wrong bearer token (see admin.token_file)")
 				return
 			}
 		}

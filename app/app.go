@@ -22,6 +22,7 @@ import (
 	"canaryd/health"
 	"canaryd/metrics"
 	"canaryd/proxy"
+	"canaryd/rollout"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -102,9 +103,12 @@ type Server struct {
 	// static is the config as started; its non-route settings are the ones
 	// in force until a restart (RestartNeeded rejects changes to them).
 	static config.Config
-	// Owned by the reload goroutine once Serve runs.
+	// applyMu serializes every build of the routing table (reloads, rollout
+	// weight changes) and guards cfg and appliedHash.
+	applyMu     sync.Mutex
 	cfg         *config.Config
 	appliedHash string
+	rollouts    *rollout.Manager
 
 	reloads    chan reloadRequest
 	stopping   chan struct{}
@@ -152,6 +156,15 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 	if cfg.AccessLog.Enabled {
 		s.accessLog = log.Named("access")
 	}
+	s.checker = health.New(router, healthEvents{log: log.Named("health"), metrics: s.healthMetrics, router: router, weights: s.publishWeights})
+	s.rollouts = rollout.NewManager(rollout.Deps{
+		Apply: s, Counters: s, Pools: s.checker,
+		Metrics:  metrics.NewRollouts(o.Registry),
+		Log:      log.Named("rollout"),
+		StateDir: cfg.StateDir,
+	})
+	s.rollouts.Sync(cfg.Routes)
+	s.rollouts.SetWebhooks(cfg.Routes)
 	specs, err := s.routeSpecs(cfg)
 	if err != nil {
 		return nil, err
@@ -164,7 +177,6 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 		s.appliedHash = hashOf(o.ConfigData)
 	}
 	s.reloadMetrics.Loaded(s.appliedHash, time.Now())
-	s.checker = health.New(router, healthEvents{log: log.Named("health"), metrics: s.healthMetrics, router: router, weights: s.publishWeights})
 	s.syncHealth(cfg)
 	s.transport = proxy.NewTransport(proxy.TransportOptions{
 		DialTimeout:           cfg.Upstream.DialTimeout.D(),
@@ -204,7 +216,8 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 				Reload: func(ctx context.Context) admin.ReloadResult {
 					return s.Reload(ctx, "admin API").admin()
 				},
-				Token: token,
+				Token:  token,
+				Routes: s,
 			}),
 			ReadHeaderTimeout: 5 * time.Second,
 			IdleTimeout:       60 * time.Second,
@@ -213,25 +226,66 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 	return s, nil
 }
 
-// routeSpecs compiles cfg and tags each route and pool with its metrics,
-// dropping the metrics of pools cfg no longer has.
+// routeSpecs compiles cfg, puts in the weights the rollouts impose, and
+// tags each route and pool with its metrics (dropping the metrics of pools
+// cfg no longer has).
 func (s *Server) routeSpecs(cfg *config.Config) ([]balancer.RouteSpec, error) {
 	specs, err := RouteSpecs(cfg)
 	if err != nil {
 		return nil, err
 	}
+	overrides := s.rollouts.Overrides()
 	keep := map[string][]string{}
 	for i := range specs {
 		r := &specs[i]
 		r.Tag = s.requests.Pool(r.Name, metrics.NoPool)
+		o, managed := overrides[r.Name]
+		if managed {
+			r.StickyLow = o.Canary
+		}
 		for j := range r.Pools {
-			r.Pools[j].Tag = s.requests.Pool(r.Name, r.Pools[j].Name)
-			keep[r.Name] = append(keep[r.Name], r.Pools[j].Name)
+			p := &r.Pools[j]
+			p.Tag = s.requests.Pool(r.Name, p.Name)
+			keep[r.Name] = append(keep[r.Name], p.Name)
+			if managed {
+				switch p.Name {
+				case o.Canary:
+					p.Weight = o.CanaryBP
+				case o.Stable:
+					p.Weight = balancer.Slots - o.CanaryBP
+				default:
+					p.Weight = 0
+				}
+			}
 		}
 	}
 	s.requests.Retain(keep)
 	return specs, nil
 }
+
+// ApplyRolloutWeights rebuilds the table with the weights the rollouts
+// impose now. Rollout controllers call it after every step.
+func (s *Server) ApplyRolloutWeights() error {
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	specs, err := s.routeSpecs(s.cfg)
+	if err != nil {
+		return err
+	}
+	if _, err := s.router.Apply(specs); err != nil {
+		return err
+	}
+	s.publishWeights()
+	return nil
+}
+
+// PoolCounts is a pool's cumulative request counts (for rollouts).
+func (s *Server) PoolCounts(route, pool string) metrics.Counts {
+	return s.requests.Pool(route, pool).Now()
+}
+
+// Rollouts is the rollout manager (for tests and the admin surface).
+func (s *Server) Rollouts() *rollout.Manager { return s.rollouts }
 
 // publishWeights exports the live table's configured and effective weights.
 func (s *Server) publishWeights() {
@@ -291,6 +345,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		go serveOn(s.admin, s.adminLn, "admin", errs)
 	}
 	s.checker.Start()
+	s.rollouts.Start()
 	rctx, stopReloads := context.WithCancel(context.Background())
 	s.background.Add(1)
 	go func() { defer s.background.Done(); s.requests.Run(rctx) }()
@@ -325,6 +380,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.admin.Close()
 	}
 	s.background.Wait()
+	s.rollouts.Close()
 	s.checker.Close()
 	s.transport.CloseIdleConnections()
 	s.log.Info("stopped")

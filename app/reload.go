@@ -111,6 +111,8 @@ func (s *Server) reloadOnce(source string) ReloadResult {
 			zap.String("source", source), zap.String("config", s.opts.ConfigPath), zap.String("hash", res.Hash), zap.Error(err))
 		return res
 	}
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
 	data, err := os.ReadFile(s.opts.ConfigPath)
 	if err != nil {
 		return fail(fmt.Errorf("read %s: %w", s.opts.ConfigPath, err))
@@ -131,6 +133,9 @@ func (s *Server) reloadOnce(source string) ReloadResult {
 	if diffs := config.RestartNeeded(s.cfg, cfg); len(diffs) > 0 {
 		return fail(fmt.Errorf("this file changes settings that need a restart: %s; restart canaryd to apply it (nothing of it was applied, the running config keeps serving)", strings.Join(diffs, "; ")))
 	}
+	s.warnManagedWeights(cfg)
+	s.rollouts.Sync(cfg.Routes)
+	s.rollouts.SetWebhooks(cfg.Routes)
 	specs, err := s.routeSpecs(cfg)
 	if err != nil {
 		return fail(err)
@@ -148,6 +153,31 @@ func (s *Server) reloadOnce(source string) ReloadResult {
 		zap.Strings("weights", weightSummary(cfg)), zap.Int("instances_removed", len(removed)))
 	s.drain(removed)
 	return res
+}
+
+// warnManagedWeights says so when a file edits the weights of pools that a
+// running rollout owns: those edits are not applied (docs/rollouts.md).
+func (s *Server) warnManagedWeights(next *config.Config) {
+	running := map[string]config.Route{}
+	for _, r := range s.cfg.Routes {
+		running[r.Name] = r
+	}
+	for _, r := range next.Routes {
+		old, ok := running[r.Name]
+		if !ok || r.Rollout == nil || old.Rollout == nil {
+			continue
+		}
+		was := map[string]config.Percent{}
+		for _, p := range old.Pools {
+			was[p.Name] = p.Weight
+		}
+		for _, p := range r.Pools {
+			if w, ok := was[p.Name]; ok && w != p.Weight && (p.Name == r.Rollout.Stable || p.Name == r.Rollout.Canary) {
+				s.log.Warn("weight edit not applied: the route's rollout sets its weights; abort it or remove the rollout block to set them by hand",
+					zap.String("route", r.Name), zap.String("pool", p.Name), zap.String("file_weight", p.Weight.String()))
+			}
+		}
+	}
 }
 
 // drain waits for removed instances to finish their in-flight requests (no

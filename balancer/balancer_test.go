@@ -569,3 +569,21 @@ func TestSlowStartForInstancesAddedByReload(t *testing.T) {
 		t.Errorf("a new instance at the start of a 1h ramp got %d of 1000", n)
 	}
 }
+
+// A rollout's canary listed first still owns the lowest buckets.
+func TestStickyLowPool(t *testing.T) {
+	const users = 5000
+	onCanary := make([]bool, users)
+	for _, w := range []int{100, 1000, 5000, 9000} {
+		s := spec(t, "r", 1, w, Slots-w) // p0 is the canary here
+		s.StickyHeader, s.StickyLow = "X-User", "p0"
+		r := newRouter(t, s).Load().Route("r")
+		for u := 0; u < users; u++ {
+			p, _ := r.Pick(http.Header{"X-User": {strconv.Itoa(u)}})
+			if onCanary[u] && p.Name != "p0" {
+				t.Fatalf("at %d bp user %d left the canary", w, u)
+			}
+			onCanary[u] = p.Name == "p0"
+		}
+	}
+}

@@ -45,6 +45,9 @@ type RouteSpec struct {
 	StickyCookie string
 	ForceHeader  string
 	ForceCookie  string
+	// StickyLow names the pool that owns the lowest sticky buckets (a
+	// rollout's canary); default: the last pool listed.
+	StickyLow string
 	// Tag is opaque to the balancer and carried into the Route: the
 	// builder's per-route data (metrics for requests no pool took).
 	Tag any
@@ -242,8 +245,19 @@ func compileRoute(s RouteSpec, get func(route, pool string, u *url.URL) *Instanc
 	if anyPositive(eff) {
 		r.schedule = smoothSchedule(eff)
 	}
-	var end int
+	// Bucket ranges, lowest first: StickyLow (or the last pool), then the
+	// others from the end of the list. Raising the first range's weight only
+	// ever moves users into it.
+	order := make([]int, 0, len(r.Pools))
 	for i := len(r.Pools) - 1; i >= 0; i-- {
+		if r.Pools[i].Name == s.StickyLow {
+			order = append([]int{i}, order...)
+		} else {
+			order = append(order, i)
+		}
+	}
+	var end int
+	for _, i := range order {
 		end += eff[i]
 		r.sticky = append(r.sticky, bucketRange{end: uint16(end), pool: uint8(i)})
 	}

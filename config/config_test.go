@@ -341,3 +341,67 @@ func TestRestartNeeded(t *testing.T) {
 		t.Errorf("listen moved: %v", d)
 	}
 }
+
+func TestRolloutDefaultsAndSteps(t *testing.T) {
+	parse := func(ro string) *Rollout {
+		t.Helper()
+		cfg, err := Parse("r.yaml", []byte("routes:\n  - name: web\n    rollout: "+ro+"\n"+twoPools))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg.Routes[0].Rollout
+	}
+	steps := func(ro *Rollout) string {
+		var s []string
+		for _, w := range ro.Steps {
+			s = append(s, w.String())
+		}
+		return strings.Join(s, " ")
+	}
+	for ro, want := range map[string]string{
+		"{stable: blue, canary: green}":                                "1 5 25 50 100",
+		"{stable: blue, canary: green, steps: [10, 100]}":              "10 100",
+		"{stable: blue, canary: green, step: 20}":                      "20 40 60 80 100",
+		"{stable: blue, canary: green, step: 20, max: 50}":             "20 40 50 100",
+		"{strategy: linear, stable: blue, canary: green}":              "10 20 30 40 50 60 70 80 90 100",
+		"{strategy: linear, stable: blue, canary: green, step: 33.33}": "33.33 66.66 99.99 100",
+		"{strategy: blue_green, stable: blue, canary: green}":          "0 100",
+	} {
+		if got := steps(parse(ro)); got != want {
+			t.Errorf("%s: steps %s, want %s", ro, got, want)
+		}
+	}
+	ro := parse("{stable: blue, canary: green, analysis: {compare_to_stable: {}}}")
+	if ro.Interval.D() != 30*time.Second || ro.MinRequests != 200 || ro.FailureLimit != 2 || ro.Tripwire.Window.D() != 10*time.Second ||
+		ro.Analysis.CompareToStable.Confidence != 0.99 || *ro.Analysis.CompareToStable.MinDifference != 0.005 {
+		t.Errorf("defaults: %+v", ro)
+	}
+}
+
+func TestInvalidRollouts(t *testing.T) {
+	for ro, want := range map[string]string{
+		"{stable: blue}":                                                                                                  "canary: missing",
+		"{stable: blue, canary: nope}":                                                                                    `"nope" is not a pool`,
+		"{stable: blue, canary: blue}":                                                                                    "both",
+		"{stable: blue, canary: green, strategy: yolo}":                                                                   "not a strategy",
+		"{stable: blue, canary: green, steps: [5, 5, 100]}":                                                               "does not rise",
+		"{stable: blue, canary: green, steps: [5, 50]}":                                                                   "must be 100",
+		"{stable: blue, canary: green, min_requests: -1}":                                                                 "no step is judged on no traffic",
+		"{stable: blue, canary: green, interval: 1ms}":                                                                    "shorter than 100ms",
+		"{stable: blue, canary: green, strategy: blue_green, steps: [10, 100]}":                                           "blue_green has no steps",
+		"{stable: blue, canary: green, analysis: {max_error_rate: 2}}":                                                    "not a rate",
+		"{stable: blue, canary: green, analysis: {compare_to_stable: {confidence: 1}}}":                                   "not in [0.5, 1)",
+		"{stable: blue, canary: green, analysis: {prometheus: {url: localhost, checks: []}}}":                             "not an http(s) URL",
+		"{stable: blue, canary: green, analysis: {prometheus: {url: \"http://p:9090\", checks: [{name: a, query: up}]}}}": "set min, max or both",
+		"{stable: blue, canary: green, webhook: {url: \"ftp://x\"}}":                                                      "webhook.url",
+	} {
+		_, err := Parse("r.yaml", []byte("routes:\n  - name: web\n    rollout: "+ro+"\n"+twoPools))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: want %q, got %v", ro, want, err)
+		}
+	}
+	third := "routes:\n  - name: web\n    rollout: {stable: blue, canary: green}\n    pools:\n      - { name: blue, weight: 80, instances: [\"h:1\"] }\n      - { name: green, weight: 10, instances: [\"h:2\"] }\n      - { name: old, weight: 10, instances: [\"h:3\"] }\n"
+	if _, err := Parse("r.yaml", []byte(third)); err == nil || !strings.Contains(err.Error(), "must have weight 0") {
+		t.Errorf("third weighted pool: %v", err)
+	}
+}

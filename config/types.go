@@ -19,9 +19,10 @@ import (
 type Config struct {
 	// Listen is the proxy's address. Default ":8080".
 	Listen string `yaml:"listen"`
-	// Admin is the admin listener (health and readiness today). Default bind
-	// "127.0.0.1:9901".
+	// Admin is the admin listener. Default bind "127.0.0.1:9901".
 	Admin Admin `yaml:"admin"`
+	// StateDir keeps rollout state across restarts. Default "./state".
+	StateDir string `yaml:"state_dir"`
 	// Server holds the proxy listener's timeouts and limits.
 	Server Server `yaml:"server"`
 	// Upstream tunes the connections canaryd opens to instances.
@@ -128,6 +129,125 @@ type Route struct {
 	// Health checks the route's instances. A pool may override it whole.
 	// Default: no active probes, passive ejection after 5 gateway failures.
 	Health Health `yaml:"health"`
+	// Rollout makes canaryd move the weights of Stable and Canary itself.
+	// Default: none (the file's weights rule).
+	Rollout *Rollout `yaml:"rollout"`
+}
+
+// Rollout strategies.
+const (
+	StrategyCanary    = "canary"
+	StrategyLinear    = "linear"
+	StrategyBlueGreen = "blue_green"
+)
+
+// Rollout is an automatic, analysed release of one pool over another.
+type Rollout struct {
+	// Strategy: "canary" (Steps, or Step up to 100), "linear" (Step every
+	// Interval) or "blue_green" (preview at 0%, then one switch to 100).
+	// Default "canary".
+	Strategy string `yaml:"strategy"`
+	// Stable and Canary name pools of the route. Required.
+	Stable string `yaml:"stable"`
+	Canary string `yaml:"canary"`
+	// Steps are the canary's weights in percent, rising, ending at 100.
+	// Default (canary): [1, 5, 25, 50, 100].
+	Steps []Percent `yaml:"steps"`
+	// Step is the increment of "linear", and of "canary" when it has no
+	// Steps but a Step: step, 2×step... up to Max, then 100. Default 10.
+	Step Percent `yaml:"step"`
+	// Max is the last weight before the switch to 100 when steps come from
+	// Step. Default 100.
+	Max Percent `yaml:"max"`
+	// Interval between analyses (and so the shortest time at a step).
+	// Default 30s.
+	Interval Duration `yaml:"interval"`
+	// MinRequests the canary must answer in a step before its numbers are
+	// judged; below it every check is inconclusive. Default 200.
+	MinRequests int `yaml:"min_requests"`
+	// FailureLimit failed analyses roll the release back. Default 2.
+	FailureLimit int `yaml:"failure_limit"`
+	// MaxInconclusive inconclusive analyses in a row pause the rollout.
+	// Default 10.
+	MaxInconclusive int `yaml:"max_inconclusive"`
+	// PauseBefore lists weights to stop before, until "canaryd resume".
+	// Default none.
+	PauseBefore []Percent `yaml:"pause_before"`
+	// Tripwire rolls back at once on a burst of canary errors.
+	Tripwire Tripwire `yaml:"tripwire"`
+	// Analysis is what each interval judges.
+	Analysis Analysis `yaml:"analysis"`
+	// Webhook receives every transition. Default none.
+	Webhook Webhook `yaml:"webhook"`
+}
+
+// Tripwire is the fast path to rollback.
+type Tripwire struct {
+	// Window the burst is counted over. Default 10s; 0 turns it off.
+	Window Duration `yaml:"window"`
+	// MinRequests canary requests within Window before it can fire.
+	// Default 20.
+	MinRequests int `yaml:"min_requests"`
+	// MaxErrorRate of the canary within Window; at or above it (while the
+	// stable pool stays under half of it) the release rolls back. Default 0.5.
+	MaxErrorRate float64 `yaml:"max_error_rate"`
+}
+
+// Analysis lists the checks of each interval; all are optional, and with
+// none the sample gate alone decides.
+type Analysis struct {
+	// MaxErrorRate of the canary since the step began (0..1). Default: off.
+	MaxErrorRate *float64 `yaml:"max_error_rate"`
+	// MaxLatencyP99 of the canary since the step began. Default: off.
+	MaxLatencyP99 Duration `yaml:"max_latency_p99"`
+	// CompareToStable judges the canary against stable over the same time.
+	// Default: off.
+	CompareToStable *Compare `yaml:"compare_to_stable"`
+	// Prometheus runs PromQL checks. Default: none.
+	Prometheus *PrometheusAnalysis `yaml:"prometheus"`
+}
+
+// Compare tests canary against stable statistically.
+type Compare struct {
+	// Confidence needed to call the canary worse (0.5..1). Default 0.99.
+	Confidence float64 `yaml:"confidence"`
+	// MaxRatio tolerated of canary over stable (error rate, latency).
+	// Default 1.5.
+	MaxRatio float64 `yaml:"max_ratio"`
+	// MinDifference in error rate tolerated on top of the ratio, so that a
+	// stable pool without errors does not make one canary error fatal.
+	// Default 0.005.
+	MinDifference *float64 `yaml:"min_difference"`
+}
+
+// PrometheusAnalysis runs PromQL checks against a Prometheus server.
+type PrometheusAnalysis struct {
+	// URL of the Prometheus server. Required.
+	URL string `yaml:"url"`
+	// Timeout of one query. Default 5s.
+	Timeout Duration `yaml:"timeout"`
+	// Checks; each query must return one number.
+	Checks []PromCheck `yaml:"checks"`
+}
+
+// PromCheck is one PromQL query and its bounds. In the query, {{route}},
+// {{stable}}, {{canary}} and {{interval}} (the time since the step began,
+// as a PromQL duration) are replaced.
+type PromCheck struct {
+	Name  string   `yaml:"name"`
+	Query string   `yaml:"query"`
+	Min   *float64 `yaml:"min"`
+	Max   *float64 `yaml:"max"`
+}
+
+// Webhook is told of every rollout transition (POST, JSON).
+type Webhook struct {
+	// URL to POST to. Default "" (none).
+	URL string `yaml:"url"`
+	// Timeout of one attempt. Default 5s.
+	Timeout Duration `yaml:"timeout"`
+	// Retries after a failed attempt. Default 3.
+	Retries *int `yaml:"retries"`
 }
 
 // Health configures how instances are judged available.

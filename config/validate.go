@@ -47,6 +47,7 @@ const (
 func (c *Config) applyDefaults() {
 	setStr(&c.Listen, DefaultListen)
 	setStr(&c.Admin.Listen, DefaultAdminListen)
+	setStr(&c.StateDir, "./state")
 	setDur(&c.Server.ReadHeaderTimeout, DefaultReadHeaderTimeout)
 	setDur(&c.Server.IdleTimeout, DefaultIdleTimeout)
 	setInt(&c.Server.MaxHeaderBytes, DefaultMaxHeaderBytes)
@@ -63,6 +64,9 @@ func (c *Config) applyDefaults() {
 		setStr(&r.Match.PathPrefix, "/")
 		setStr(&r.Balance, BalanceRoundRobin)
 		r.Health.applyDefaults()
+		if r.Rollout != nil {
+			r.Rollout.applyDefaults()
+		}
 		for j := range r.Pools {
 			if h := r.Pools[j].Health; h != nil {
 				h.applyDefaults()
@@ -86,6 +90,59 @@ func (h *Health) applyDefaults() {
 	setDur(&p.MaxEjectFor, DefaultMaxEjectFor)
 	setIntPtr(&p.MaxEjectedPercent, DefaultMaxEjectedPercent)
 	setIntPtr(&h.PanicThreshold, DefaultPanicThreshold)
+}
+
+func (ro *Rollout) applyDefaults() {
+	setStr(&ro.Strategy, StrategyCanary)
+	fromStep := ro.Step != 0 || ro.Strategy == StrategyLinear
+	if ro.Step == 0 {
+		ro.Step = 1000
+	}
+	if ro.Max == 0 {
+		ro.Max = 10000
+	}
+	if len(ro.Steps) == 0 {
+		switch {
+		case ro.Strategy == StrategyBlueGreen:
+			ro.Steps = []Percent{0, 10000}
+		case fromStep && ro.Step > 0:
+			for w := ro.Step; w < ro.Max && w < 10000; w += ro.Step {
+				ro.Steps = append(ro.Steps, w)
+			}
+			if ro.Max < 10000 {
+				ro.Steps = append(ro.Steps, ro.Max)
+			}
+			ro.Steps = append(ro.Steps, 10000)
+		default:
+			ro.Steps = []Percent{100, 500, 2500, 5000, 10000}
+		}
+	}
+	setDur(&ro.Interval, 30*time.Second)
+	setInt(&ro.MinRequests, 200)
+	setInt(&ro.FailureLimit, 2)
+	setInt(&ro.MaxInconclusive, 10)
+	setDur(&ro.Tripwire.Window, 10*time.Second)
+	setInt(&ro.Tripwire.MinRequests, 20)
+	if ro.Tripwire.MaxErrorRate == 0 {
+		ro.Tripwire.MaxErrorRate = 0.5
+	}
+	if c := ro.Analysis.CompareToStable; c != nil {
+		if c.Confidence == 0 {
+			c.Confidence = 0.99
+		}
+		if c.MaxRatio == 0 {
+			c.MaxRatio = 1.5
+		}
+		if c.MinDifference == nil {
+			d := 0.005
+			c.MinDifference = &d
+		}
+	}
+	if p := ro.Analysis.Prometheus; p != nil {
+		setDur(&p.Timeout, 5*time.Second)
+	}
+	setDur(&ro.Webhook.Timeout, 5*time.Second)
+	setIntPtr(&ro.Webhook.Retries, 3)
 }
 
 func setIntPtr(p **int, d int) {
@@ -129,6 +186,7 @@ func RestartNeeded(running, next *Config) []string {
 	check("trusted_proxies", running.TrustedProxies, next.TrustedProxies)
 	check("reload", running.Reload, next.Reload)
 	check("access_log", running.AccessLog, next.AccessLog)
+	check("state_dir", running.StateDir, next.StateDir)
 	return diffs
 }
 
@@ -304,6 +362,9 @@ func (v *validator) route(rp path, r *Route) {
 	if len(r.Pools) > MaxPools {
 		v.add(append(rp, "pools"), "%d pools; at most %d", len(r.Pools), MaxPools)
 	}
+	if r.Rollout != nil {
+		v.rollout(append(rp, "rollout"), r)
+	}
 	sum, sumKnown := 0, true
 	names := map[string]bool{}
 	for j := range r.Pools {
@@ -338,6 +399,111 @@ func (v *validator) route(rp path, r *Route) {
 	}
 	if sumKnown && sum != 10000 {
 		v.add(append(rp, "pools"), "weights of route %q sum to %s%%, not 100; adjust them so they add up to exactly 100", r.Name, Percent(sum))
+	}
+}
+
+func (v *validator) rollout(p path, r *Route) {
+	ro := r.Rollout
+	at := func(k ...any) path { return append(append(path{}, p...), k...) }
+	switch ro.Strategy {
+	case StrategyCanary, StrategyLinear, StrategyBlueGreen:
+	default:
+		v.add(at("strategy"), "%q is not a strategy; use canary, linear or blue_green", ro.Strategy)
+	}
+	pools := map[string]bool{}
+	for _, pl := range r.Pools {
+		pools[pl.Name] = true
+	}
+	for _, k := range []struct{ key, name string }{{"stable", ro.Stable}, {"canary", ro.Canary}} {
+		if k.name == "" {
+			v.add(at(k.key), "missing; name the route's %s pool", k.key)
+		} else if !pools[k.name] {
+			v.add(at(k.key), "%q is not a pool of route %q", k.name, r.Name)
+		}
+	}
+	if ro.Stable != "" && ro.Stable == ro.Canary {
+		v.add(at("canary"), "stable and canary are both %q", ro.Stable)
+	}
+	for _, pl := range r.Pools {
+		if pl.Name != ro.Stable && pl.Name != ro.Canary && pl.Weight != 0 {
+			v.add(at("stable"), "pool %q has weight %s; in a route with a rollout, pools other than stable and canary must have weight 0", pl.Name, pl.Weight)
+		}
+	}
+	prev := Percent(-1)
+	for i, w := range ro.Steps {
+		if w <= prev {
+			v.add(at("steps", i), "%s%% does not rise above the step before it", w)
+		}
+		prev = w
+	}
+	if n := len(ro.Steps); n > 0 && ro.Steps[n-1] != 10000 {
+		v.add(at("steps"), "the last step is %s%%; it must be 100", ro.Steps[n-1])
+	}
+	if ro.Strategy == StrategyBlueGreen && (len(ro.Steps) != 2 || ro.Steps[0] != 0) {
+		v.add(at("steps"), "blue_green has no steps of its own (preview at 0, then 100); remove steps")
+	}
+	if ro.Step <= 0 {
+		v.add(at("step"), "must be above 0")
+	}
+	if ro.Interval.D() < 100*time.Millisecond {
+		v.add(at("interval"), "%v is shorter than 100ms", ro.Interval)
+	}
+	if ro.MinRequests < 1 {
+		v.add(at("min_requests"), "must be at least 1: no step is judged on no traffic")
+	}
+	if ro.FailureLimit < 1 {
+		v.add(at("failure_limit"), "must be at least 1")
+	}
+	if ro.MaxInconclusive < 1 {
+		v.add(at("max_inconclusive"), "must be at least 1")
+	}
+	if t := ro.Tripwire; t.MaxErrorRate <= 0 || t.MaxErrorRate > 1 || t.MinRequests < 1 {
+		v.add(at("tripwire"), "max_error_rate must be in (0, 1] and min_requests at least 1")
+	}
+	a := ro.Analysis
+	if a.MaxErrorRate != nil && (*a.MaxErrorRate < 0 || *a.MaxErrorRate > 1) {
+		v.add(at("analysis", "max_error_rate"), "%v is not a rate from 0 to 1", *a.MaxErrorRate)
+	}
+	if c := a.CompareToStable; c != nil {
+		if c.Confidence < 0.5 || c.Confidence >= 1 {
+			v.add(at("analysis", "compare_to_stable", "confidence"), "%v is not in [0.5, 1)", c.Confidence)
+		}
+		if c.MaxRatio < 1 {
+			v.add(at("analysis", "compare_to_stable", "max_ratio"), "%v is below 1", c.MaxRatio)
+		}
+		if *c.MinDifference < 0 || *c.MinDifference > 1 {
+			v.add(at("analysis", "compare_to_stable", "min_difference"), "%v is not a rate from 0 to 1", *c.MinDifference)
+		}
+	}
+	if pa := a.Prometheus; pa != nil {
+		if u, err := url.Parse(pa.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			v.add(at("analysis", "prometheus", "url"), "%q is not an http(s) URL", pa.URL)
+		}
+		if len(pa.Checks) == 0 {
+			v.add(at("analysis", "prometheus", "checks"), "no checks; list at least one query")
+		}
+		names := map[string]bool{}
+		for i, c := range pa.Checks {
+			cp := at("analysis", "prometheus", "checks", i)
+			if c.Name == "" || names[c.Name] {
+				v.add(append(cp, "name"), "each check needs a unique name")
+			}
+			names[c.Name] = true
+			if strings.TrimSpace(c.Query) == "" {
+				v.add(append(cp, "query"), "empty query")
+			}
+			if c.Min == nil && c.Max == nil {
+				v.add(cp, "set min, max or both")
+			}
+		}
+	}
+	if ro.Webhook.URL != "" {
+		if u, err := url.Parse(ro.Webhook.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			v.add(at("webhook", "url"), "%q is not an http(s) URL", ro.Webhook.URL)
+		}
+	}
+	if *ro.Webhook.Retries < 0 || *ro.Webhook.Retries > 10 {
+		v.add(at("webhook", "retries"), "%d is not from 0 to 10", *ro.Webhook.Retries)
 	}
 }
 

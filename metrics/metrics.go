@@ -121,3 +121,54 @@ func (h *Health) Forget(route, pool, instance string) {
 	h.healthy.DeleteLabelValues(route, pool, instance)
 	h.ejections.DeleteLabelValues(route, pool, instance)
 }
+
+// Rollouts exports rollout progress and verdicts.
+type Rollouts struct {
+	step     *prometheus.GaugeVec
+	state    *prometheus.GaugeVec
+	verdicts *prometheus.CounterVec
+}
+
+// NewRollouts registers the rollout metrics on reg.
+func NewRollouts(reg prometheus.Registerer) *Rollouts {
+	r := &Rollouts{
+		step: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "canaryd_rollout_step",
+			Help: "The rollout's current step, from 1.",
+		}, []string{"route"}),
+		state: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "canaryd_rollout_state",
+			Help: "1 for the rollout's current state (idle, progressing, paused, promoted, rolled_back), 0 for the others.",
+		}, []string{"route", "state"}),
+		verdicts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "canaryd_rollout_verdicts_total",
+			Help: "Rollout check verdicts by check and result (pass, fail, inconclusive).",
+		}, []string{"route", "check", "result"}),
+	}
+	reg.MustRegister(r.step, r.state, r.verdicts)
+	return r
+}
+
+// SetRollout records a rollout's step and state.
+func (r *Rollouts) SetRollout(route string, step int, state string, all []string) {
+	r.step.WithLabelValues(route).Set(float64(step))
+	for _, s := range all {
+		v := 0.0
+		if s == state {
+			v = 1
+		}
+		r.state.WithLabelValues(route, s).Set(v)
+	}
+}
+
+// Verdict counts one check verdict.
+func (r *Rollouts) Verdict(route, check, result string) {
+	r.verdicts.WithLabelValues(route, check, result).Inc()
+}
+
+// ForgetRollout drops the series of a route whose rollout was removed.
+func (r *Rollouts) ForgetRollout(route string, all []string) {
+	r.step.DeleteLabelValues(route)
+	r.state.DeletePartialMatch(prometheus.Labels{"route": route})
+	r.verdicts.DeletePartialMatch(prometheus.Labels{"route": route})
+}

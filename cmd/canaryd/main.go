@@ -37,6 +37,8 @@ Usage:
   canaryd validate [--config config.yaml]   check a config file, print every problem
   canaryd demo     [flags]                  demo pools + proxy + load, on the shipped config
   canaryd backend  --listen ADDR --pool NAME  one demo backend instance
+  canaryd status   [ROUTE]                  routes, weights, health, rollouts (admin API)
+  canaryd promote|abort|pause|resume ROUTE  steer a route's rollout (admin API)
   canaryd version
 
 Run 'canaryd COMMAND -h' for a command's flags.
@@ -62,6 +64,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdDemo(args, stdout, stderr)
 	case "backend":
 		return cmdBackend(args, stderr)
+	case "status":
+		return cmdStatus(args, stdout, stderr)
+	case "promote", "abort", "pause", "resume":
+		return cmdControl(cmd, args, stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintf(stdout, "canaryd %s %s %s/%s\n", buildVersion(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return 0

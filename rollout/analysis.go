@@ -1,0 +1,232 @@
+// Package rollout runs releases by itself: it moves a route's canary weight
+// step by step while each step's analysis passes, and rolls back when it
+// fails. Every check returns a typed verdict (pass, fail, inconclusive) with
+// its numbers and reason; missing data is inconclusive, never a pass and
+// never a failure.
+package rollout
+
+import (
+	"fmt"
+	"math"
+	"time"
+
+	"canaryd/config"
+	"canaryd/metrics"
+)
+
+// Result of one check.
+type Result string
+
+const (
+	Pass         Result = "pass"
+	Fail         Result = "fail"
+	Inconclusive Result = "inconclusive"
+)
+
+// Verdict is one check's judgement with its evidence.
+type Verdict struct {
+	Check  string  `json:"check"`
+	Result Result  `json:"result"`
+	Reason string  `json:"reason"`
+	Value  float64 `json:"value"`
+	// Threshold is the bound the value was held to, when there is one.
+	Threshold float64 `json:"threshold,omitempty"`
+	// Gathering marks an inconclusive verdict that has data but not yet
+	// enough to decide: the step holds and the evidence grows, so it does
+	// not count towards max_inconclusive (which is for missing data).
+	Gathering bool `json:"gathering,omitempty"`
+}
+
+// sample is what an analysis judges: counts since the step began.
+type sample struct {
+	canary, stable metrics.Counts
+	// canaryAvailable instances of the canary pool, -1 when unknown.
+	canaryAvailable, canaryTotal int
+}
+
+// embeddedChecks judges the in-process numbers. With fewer than
+// min_requests canary requests it returns one inconclusive verdict: no
+// other check means anything yet.
+func embeddedChecks(ro *config.Rollout, s sample) (vs []Verdict, gateMet bool) {
+	if s.canaryTotal > 0 && s.canaryAvailable == 0 {
+		vs = append(vs, Verdict{Check: "canary_available", Result: Fail, Value: 0,
+			Reason: fmt.Sprintf("no canary instance is available (%d configured, all out of rotation)", s.canaryTotal)})
+	}
+	n := s.canary.Requests
+	if n < uint64(ro.MinRequests) {
+		return append(vs, Verdict{Check: "min_requests", Result: Inconclusive, Value: float64(n), Threshold: float64(ro.MinRequests),
+			Reason: fmt.Sprintf("%d of %d canary requests since the step began; holding", n, ro.MinRequests)}), false
+	}
+	vs = append(vs, Verdict{Check: "min_requests", Result: Pass, Value: float64(n), Threshold: float64(ro.MinRequests),
+		Reason: fmt.Sprintf("%d canary requests since the step began", n)})
+	a := ro.Analysis
+	if a.MaxErrorRate != nil {
+		rate := s.canary.ErrorRate()
+		v := Verdict{Check: "error_rate", Value: rate, Threshold: *a.MaxErrorRate,
+			Reason: fmt.Sprintf("canary error rate %.2f%% (%d of %d), max %.2f%%", 100*rate, s.canary.Errors, n, 100**a.MaxErrorRate)}
+		v.Result = Pass
+		if rate > *a.MaxErrorRate {
+			v.Result = Fail
+		}
+		vs = append(vs, v)
+	}
+	if a.MaxLatencyP99 > 0 {
+		p99 := s.canary.Quantile(0.99)
+		v := Verdict{Check: "latency_p99", Value: p99.Seconds(), Threshold: a.MaxLatencyP99.D().Seconds(),
+			Reason: fmt.Sprintf("canary p99 %v, max %v", p99.Round(time.Microsecond), a.MaxLatencyP99)}
+		v.Result = Pass
+		if p99 > a.MaxLatencyP99.D() {
+			v.Result = Fail
+		}
+		vs = append(vs, v)
+	}
+	if c := a.CompareToStable; c != nil {
+		if s.stable.Requests < uint64(ro.MinRequests) {
+			vs = append(vs, Verdict{Check: "compare_to_stable", Result: Inconclusive, Value: float64(s.stable.Requests), Threshold: float64(ro.MinRequests),
+				Reason: fmt.Sprintf("only %d stable requests to compare with; need %d", s.stable.Requests, ro.MinRequests)})
+		} else {
+			vs = append(vs, compareErrors(s.canary.Errors, s.canary.Requests, s.stable.Errors, s.stable.Requests, c.Confidence, c.MaxRatio, *c.MinDifference))
+			vs = append(vs, compareLatency(&s.canary, &s.stable, c.Confidence, c.MaxRatio))
+		}
+	}
+	return vs, true
+}
+
+// compareErrors asks whether the canary's error rate is worse than
+// ratio × stable's + diff. Each rate gets a Beta(1+e, 1+n−e) posterior; the
+// difference p_c − (ratio·p_s + diff) is approximated as normal, and
+// P(worse) is its mass above 0. Three outcomes:
+//   - fail when P(worse) > confidence;
+//   - pass when the evidence leans the other way, P(worse) < 0.5;
+//   - inconclusive in between: the step holds and gathers more requests,
+//     which is what gives the test its power (a bad canary cannot slip
+//     through a step on a lucky small sample).
+//
+// Requiring proof of "not worse" (P(worse) < 1 − confidence) instead would
+// hold healthy canaries at realistic sample sizes; TestCompareSimulation
+// measures the rates this rule gives.
+func compareErrors(ec, nc, es, ns uint64, confidence, ratio, diff float64) Verdict {
+	mc, vc := betaMoments(ec, nc)
+	ms, vs := betaMoments(es, ns)
+	mu := mc - (ratio*ms + diff)
+	sigma := math.Sqrt(vc + ratio*ratio*vs)
+	pWorse := normalCDF(mu / sigma)
+	v := Verdict{Check: "compare_errors", Value: pWorse, Threshold: confidence,
+		Reason: fmt.Sprintf("P(canary error rate > %.2g × stable + %.2g) = %.4f; canary %d of %d (%.2f%%), stable %d of %d (%.2f%%)",
+			ratio, diff, pWorse, ec, nc, pct(ec, nc), es, ns, pct(es, ns))}
+	switch {
+	case pWorse > confidence:
+		v.Result = Fail
+	case pWorse < 0.5:
+		v.Result = Pass
+	default:
+		v.Result = Inconclusive
+		v.Gathering = true
+		v.Reason += "; holding the step to gather more requests"
+	}
+	return v
+}
+
+func pct(e, n uint64) float64 {
+	if n == 0 {
+		return 0
+	}
+	return 100 * float64(e) / float64(n)
+}
+
+func betaMoments(e, n uint64) (mean, variance float64) {
+	a, b := 1+float64(e), 1+float64(n-e)
+	mean = a / (a + b)
+	variance = a * b / ((a + b) * (a + b) * (a + b + 1))
+	return mean, variance
+}
+
+func normalCDF(z float64) float64 { return 0.5 * math.Erfc(-z/math.Sqrt2) }
+
+// compareLatency runs a one-sided Mann-Whitney U test ("canary slower") on
+// the two latency histograms, where all values in a bucket tie (so the tie
+// corrected variance is used), and bounds the effect size: it fails only
+// when the difference is significant at the confidence *and* the canary's
+// p50 or p99 exceeds ratio × stable's. A significant but small slowdown
+// passes.
+func compareLatency(c, s *metrics.Counts, confidence, ratio float64) Verdict {
+	u, z := mannWhitney(c.Latency[:], s.Latency[:])
+	p := 1 - normalCDF(z) // small when the canary is slower
+	c50, s50 := c.Quantile(0.5), s.Quantile(0.5)
+	c99, s99 := c.Quantile(0.99), s.Quantile(0.99)
+	r50, r99 := ratioOf(c50, s50), ratioOf(c99, s99)
+	v := Verdict{Check: "compare_latency", Value: p, Threshold: 1 - confidence,
+		Reason: fmt.Sprintf("Mann-Whitney U=%.0f, one-sided p=%.4g; p50 %v vs %v (×%.2f), p99 %v vs %v (×%.2f), max ×%.2g",
+			u, p, c50.Round(time.Microsecond), s50.Round(time.Microsecond), r50, c99.Round(time.Microsecond), s99.Round(time.Microsecond), r99, ratio)}
+	v.Result = Pass
+	if p < 1-confidence && (r50 > ratio || r99 > ratio) {
+		v.Result = Fail
+	}
+	return v
+}
+
+func ratioOf(a, b time.Duration) float64 {
+	if b <= 0 {
+		if a <= 0 {
+			return 1
+		}
+		return math.Inf(1)
+	}
+	return float64(a) / float64(b)
+}
+
+// mannWhitney returns U for the first sample (how often its values exceed
+// the second's, ties counting half) and the z-score of U, tie corrected,
+// with continuity correction.
+func mannWhitney(a, b []uint64) (u, z float64) {
+	var n1, n2, below, tieTerm float64
+	for i := range a {
+		n1 += float64(a[i])
+		n2 += float64(b[i])
+	}
+	if n1 == 0 || n2 == 0 {
+		return 0, 0
+	}
+	for i := range a {
+		ai, bi := float64(a[i]), float64(b[i])
+		u += ai * (below + bi/2)
+		below += bi
+		t := ai + bi
+		tieTerm += t*t*t - t
+	}
+	n := n1 + n2
+	mean := n1 * n2 / 2
+	variance := n1 * n2 / 12 * ((n + 1) - tieTerm/(n*(n-1)))
+	if variance <= 0 {
+		return u, 0
+	}
+	d := u - mean
+	switch {
+	case d > 0.5:
+		d -= 0.5
+	case d < -0.5:
+		d += 0.5
+	default:
+		d = 0
+	}
+	return u, d / math.Sqrt(variance)
+}
+
+// tripwire looks at the last window's counts: enough canary requests,
+// failing at or above the rate, while stable stays under half of it (so a
+// bad minute for everyone is not blamed on the canary).
+func tripwire(t config.Tripwire, canaryReq, canaryErr, stableReq, stableErr uint64) (bool, string) {
+	if canaryReq < uint64(t.MinRequests) {
+		return false, ""
+	}
+	cr := float64(canaryErr) / float64(canaryReq)
+	sr := 0.0
+	if stableReq > 0 {
+		sr = float64(stableErr) / float64(stableReq)
+	}
+	if cr >= t.MaxErrorRate && sr < t.MaxErrorRate/2 {
+		return true, fmt.Sprintf("tripwire: %d of %d canary requests failed in the last %v (%.0f%%; stable %.1f%%)",
+			canaryErr, canaryReq, t.Window, 100*cr, 100*sr)
+	}
+	return false, ""
+}

@@ -1,0 +1,389 @@
+package rollout
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"canaryd/config"
+	"canaryd/metrics"
+
+	"go.uber.org/zap"
+)
+
+// controller runs one route's rollout. Its state is guarded by mu, which is
+// never held while calling out (weights, Prometheus, disk, webhook).
+type controller struct {
+	m     *Manager
+	route string
+	log   *zap.Logger
+	wake  chan struct{} // spec or release changed; buffered 1, never blocks
+
+	mu       sync.Mutex
+	spec     *config.Rollout
+	st       State
+	prom     *promChecker
+	baseC    metrics.Counts // canary counts when the step began
+	baseS    metrics.Counts
+	trip     []tripReading
+	persistM sync.Mutex
+
+	weight atomic.Pointer[Override] // what the table should carry now
+}
+
+type tripReading struct {
+	at                     time.Time
+	cReq, cErr, sReq, sErr uint64
+}
+
+// Override is the weight a rollout imposes on its route.
+type Override struct {
+	Stable, Canary string
+	CanaryBP       int // the stable pool gets the rest
+}
+
+func (c *controller) publishWeight() {
+	c.weight.Store(&Override{Stable: c.st.Stable, Canary: c.st.Canary, CanaryBP: c.st.Weight})
+}
+
+func (c *controller) steps() []int {
+	out := make([]int, len(c.spec.Steps))
+	for i, w := range c.spec.Steps {
+		out[i] = w.BasisPoints()
+	}
+	return out
+}
+
+// startRelease begins a rollout of the current release at its first step.
+// c.mu held.
+func (c *controller) startRelease(now time.Time, release, reason string) {
+	from := c.st.Phase
+	if from == "" {
+		from = Idle
+	}
+	c.st = State{
+		Route: c.route, Release: release, Strategy: c.spec.Strategy,
+		Stable: c.spec.Stable, Canary: c.spec.Canary, History: c.st.History,
+	}
+	c.st.Phase = Progressing
+	c.enterStep(now, 0)
+	c.transition(now, from, reason, nil)
+}
+
+// enterStep moves to step i and restarts the step's counts. c.mu held.
+func (c *controller) enterStep(now time.Time, i int) {
+	steps := c.steps()
+	if i >= len(steps) {
+		i = len(steps) - 1
+	}
+	c.st.StepIndex = i
+	c.st.Weight = steps[i]
+	c.st.StepStarted = now
+	c.st.Inconclusive = 0
+	c.baseC = c.m.deps.Counters.PoolCounts(c.route, c.st.Canary)
+	c.baseS = c.m.deps.Counters.PoolCounts(c.route, c.st.Stable)
+	if c.st.Weight == 10000 {
+		c.st.Phase = Promoted
+	}
+	c.publishWeight()
+}
+
+// transition records an event from phase `from` to the current state, and
+// queues its side effects (metrics, log, webhook). c.mu held.
+func (c *controller) transition(now time.Time, from, reason string, vs []Verdict) {
+	c.st.Reason = reason
+	c.st.UpdatedAt = now
+	e := Event{At: now, From: from, To: c.st.Phase, Step: c.st.StepIndex + 1, WeightBP: c.st.Weight, Reason: reason, Verdicts: vs}
+	c.st.record(e)
+	c.m.deps.Metrics.SetRollout(c.route, c.st.StepIndex+1, c.st.Phase, Phases)
+	c.log.Info("rollout "+c.st.Phase, zap.String("route", c.route), zap.String("from", from),
+		zap.Int("step", c.st.StepIndex+1), zap.Float64("canary_weight", float64(c.st.Weight)/100),
+		zap.String("reason", reason), zap.Any("verdicts", vs))
+	c.m.notifier.send(c.route, e)
+}
+
+// commit applies what a transition changed: weights to the table, state to
+// disk. Called without c.mu.
+func (c *controller) commit() {
+	if err := c.m.deps.Apply.ApplyRolloutWeights(); err != nil {
+		c.log.Error("applying rollout weights failed", zap.String("route", c.route), zap.Error(err))
+	}
+	c.persist()
+}
+
+func (c *controller) persist() {
+	c.persistM.Lock()
+	defer c.persistM.Unlock()
+	c.mu.Lock()
+	st := c.st
+	st.History = append([]Event(nil), c.st.History...)
+	c.mu.Unlock()
+	if err := save(c.m.deps.StateDir, &st); err != nil {
+		c.log.Error("cannot save rollout state; a restart would not resume it", zap.String("route", c.route), zap.Error(err))
+	}
+}
+
+func (c *controller) run(ctx context.Context) {
+	c.mu.Lock()
+	interval := c.spec.Interval.D()
+	c.mu.Unlock()
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	trip := time.NewTicker(time.Second)
+	defer trip.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.wake:
+			c.mu.Lock()
+			if d := c.spec.Interval.D(); d != interval {
+				interval = d
+				tick.Reset(d)
+			}
+			c.mu.Unlock()
+		case <-tick.C:
+			c.analyse(ctx)
+		case now := <-trip.C:
+			c.checkTripwire(now)
+		}
+	}
+}
+
+// analyse judges the step so far and acts on the verdicts.
+func (c *controller) analyse(ctx context.Context) {
+	c.mu.Lock()
+	if c.st.Phase != Progressing {
+		c.mu.Unlock()
+		return
+	}
+	spec, st := c.spec, c.st
+	prom := c.prom
+	baseC, baseS := c.baseC, c.baseS
+	c.mu.Unlock()
+
+	s := sample{
+		canary: c.m.deps.Counters.PoolCounts(c.route, st.Canary).Sub(baseC),
+		stable: c.m.deps.Counters.PoolCounts(c.route, st.Stable).Sub(baseS),
+	}
+	s.canaryTotal, s.canaryAvailable, _ = c.m.deps.Pools.PoolSummary(c.route, st.Canary)
+	vs, gate := embeddedChecks(spec, s)
+	if gate && prom != nil {
+		vs = append(vs, prom.run(ctx, spec.Analysis.Prometheus.Checks, c.route, st.Stable, st.Canary, time.Since(st.StepStarted))...)
+	}
+	for _, v := range vs {
+		c.m.deps.Metrics.Verdict(c.route, v.Check, string(v.Result))
+	}
+
+	c.mu.Lock()
+	if c.st.Phase != Progressing || c.st.Release != st.Release || c.st.StepIndex != st.StepIndex {
+		c.mu.Unlock() // an operator or a reload moved it meanwhile
+		return
+	}
+	changed := c.decide(time.Now(), vs)
+	c.mu.Unlock()
+	if changed {
+		c.commit()
+	} else {
+		c.persist() // counters and last verdicts
+	}
+}
+
+// decide acts on one analysis. It returns whether the weights or phase
+// changed. c.mu held.
+func (c *controller) decide(now time.Time, vs []Verdict) bool {
+	c.st.LastVerdicts = vs
+	var fails, inconclusive []string
+	gathering := false
+	for _, v := range vs {
+		switch {
+		case v.Result == Fail:
+			fails = append(fails, v.Check+": "+v.Reason)
+		case v.Result == Inconclusive && v.Gathering:
+			gathering = true
+		case v.Result == Inconclusive:
+			inconclusive = append(inconclusive, v.Check+": "+v.Reason)
+		}
+	}
+	spec := c.spec
+	switch {
+	case len(fails) > 0:
+		c.st.Failures++
+		c.st.Inconclusive = 0
+		if c.st.Failures >= spec.FailureLimit {
+			c.rollback(now, fmt.Sprintf("%d failed analyses (failure_limit %d): %s", c.st.Failures, spec.FailureLimit, strings.Join(fails, "; ")), vs)
+			return true
+		}
+		c.log.Warn("rollout analysis failed; holding the step", zap.String("route", c.route),
+			zap.Int("failures", c.st.Failures), zap.Int("failure_limit", spec.FailureLimit), zap.Strings("failed", fails))
+		return false
+	case len(inconclusive) > 0:
+		c.st.Inconclusive++
+		if c.st.Inconclusive >= spec.MaxInconclusive {
+			c.st.Phase = Paused
+			c.transition(now, Progressing, fmt.Sprintf("%d inconclusive analyses in a row (max_inconclusive): %s; resume when fixed",
+				c.st.Inconclusive, strings.Join(inconclusive, "; ")), vs)
+			return true
+		}
+		return false
+	case gathering:
+		return false // evidence is still coming in; hold without counting it
+	}
+	next := c.st.StepIndex + 1
+	if next >= len(spec.Steps) {
+		return false // already at 100: promoted when it got there
+	}
+	for _, g := range spec.PauseBefore {
+		if g == spec.Steps[next] {
+			c.st.Phase = Paused
+			c.transition(now, Progressing, fmt.Sprintf("manual gate before %s%%: analysis passed; run `canaryd resume %s` to go on", g, c.route), vs)
+			return true
+		}
+	}
+	c.enterStep(now, next)
+	c.transition(now, Progressing, fmt.Sprintf("analysis passed; canary to %s%%", spec.Steps[next]), vs)
+	return true
+}
+
+// rollback sends all traffic back to stable. c.mu held.
+func (c *controller) rollback(now time.Time, reason string, vs []Verdict) {
+	from := c.st.Phase
+	c.st.Phase = RolledBack
+	c.st.Weight = 0
+	c.publishWeight()
+	c.transition(now, from, reason, vs)
+}
+
+// checkTripwire rolls back at once on an error burst of the canary.
+func (c *controller) checkTripwire(now time.Time) {
+	c.mu.Lock()
+	t := c.spec.Tripwire
+	active := (c.st.Phase == Progressing || c.st.Phase == Paused) && t.Window > 0
+	canary, stable := c.st.Canary, c.st.Stable
+	c.mu.Unlock()
+	if !active {
+		return
+	}
+	cn := c.m.deps.Counters.PoolCounts(c.route, canary)
+	sn := c.m.deps.Counters.PoolCounts(c.route, stable)
+	r := tripReading{at: now, cReq: cn.Requests, cErr: cn.Errors, sReq: sn.Requests, sErr: sn.Errors}
+
+	c.mu.Lock()
+	// Keep readings within the window; compare with the oldest of them.
+	keep := c.trip[:0]
+	for _, old := range c.trip {
+		if now.Sub(old.at) <= t.Window.D() {
+			keep = append(keep, old)
+		}
+	}
+	c.trip = append(keep, r)
+	base := c.trip[0]
+	fire, reason := tripwire(t, r.cReq-base.cReq, r.cErr-base.cErr, r.sReq-base.sReq, r.sErr-base.sErr)
+	if !fire || (c.st.Phase != Progressing && c.st.Phase != Paused) {
+		c.mu.Unlock()
+		return
+	}
+	c.trip = nil
+	c.rollback(now, reason, nil)
+	c.mu.Unlock()
+	c.commit()
+}
+
+// control runs an operator's command.
+func (c *controller) control(action string) error {
+	now := time.Now()
+	c.mu.Lock()
+	from := c.st.Phase
+	var err error
+	switch action {
+	case "promote":
+		if from != Progressing && from != Paused {
+			err = fmt.Errorf("cannot promote a rollout that is %s", from)
+			break
+		}
+		c.enterStep(now, len(c.spec.Steps)-1)
+		c.transition(now, from, "promoted by operator", nil)
+	case "abort":
+		if from != Progressing && from != Paused && from != Promoted {
+			err = fmt.Errorf("cannot abort a rollout that is %s", from)
+			break
+		}
+		c.rollback(now, "aborted by operator", nil)
+	case "pause":
+		if from != Progressing {
+			err = fmt.Errorf("cannot pause a rollout that is %s", from)
+			break
+		}
+		c.st.Phase = Paused
+		c.transition(now, from, "paused by operator", nil)
+	case "resume":
+		switch from {
+		case Paused:
+			next := c.st.StepIndex + 1
+			c.st.Phase = Progressing
+			if strings.HasPrefix(c.st.Reason, "manual gate") && next < len(c.spec.Steps) {
+				c.enterStep(now, next)
+				c.transition(now, from, fmt.Sprintf("resumed past the gate; canary to %s%%", c.spec.Steps[next]), nil)
+			} else {
+				c.st.Inconclusive = 0
+				c.transition(now, from, "resumed by operator", nil)
+			}
+		case RolledBack:
+			c.startRelease(now, c.st.Release, "retry of a rolled back release, by operator")
+		default:
+			err = fmt.Errorf("cannot resume a rollout that is %s", from)
+		}
+	default:
+		err = fmt.Errorf("unknown action %q; use promote, abort, pause or resume", action)
+	}
+	c.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	c.commit()
+	return nil
+}
+
+// Status is a rollout as the admin API shows it.
+type Status struct {
+	Route           string    `json:"route"`
+	Strategy        string    `json:"strategy"`
+	Stable          string    `json:"stable"`
+	Canary          string    `json:"canary"`
+	Phase           string    `json:"phase"`
+	Reason          string    `json:"reason"`
+	Step            int       `json:"step"`
+	Steps           []float64 `json:"steps"`
+	CanaryWeight    float64   `json:"canary_weight"`
+	StableWeight    float64   `json:"stable_weight"`
+	Failures        int       `json:"failures"`
+	FailureLimit    int       `json:"failure_limit"`
+	Inconclusive    int       `json:"inconclusive_in_a_row"`
+	MaxInconclusive int       `json:"max_inconclusive"`
+	StepStarted     time.Time `json:"step_started"`
+	Interval        string    `json:"interval"`
+	LastVerdicts    []Verdict `json:"last_verdicts"`
+	History         []Event   `json:"history"`
+}
+
+func (c *controller) status() Status {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := Status{
+		Route: c.route, Strategy: c.spec.Strategy, Stable: c.st.Stable, Canary: c.st.Canary,
+		Phase: c.st.Phase, Reason: c.st.Reason, Step: c.st.StepIndex + 1,
+		CanaryWeight: float64(c.st.Weight) / 100, StableWeight: float64(10000-c.st.Weight) / 100,
+		Failures: c.st.Failures, FailureLimit: c.spec.FailureLimit,
+		Inconclusive: c.st.Inconclusive, MaxInconclusive: c.spec.MaxInconclusive,
+		StepStarted: c.st.StepStarted, Interval: c.spec.Interval.String(),
+		LastVerdicts: append([]Verdict(nil), c.st.LastVerdicts...),
+		History:      append([]Event(nil), c.st.History...),
+	}
+	for _, w := range c.spec.Steps {
+		s.Steps = append(s.Steps, float64(w)/100)
+	}
+	return s
+}

@@ -1,0 +1,284 @@
+package rollout
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"canaryd/config"
+	"canaryd/metrics"
+
+	"go.uber.org/zap"
+)
+
+// Applier re-applies the weights every rollout imposes (Manager.Overrides)
+// to the routing table. The app implements it.
+type Applier interface {
+	ApplyRolloutWeights() error
+}
+
+// Counters reads a pool's cumulative request counts (exact to the request).
+type Counters interface {
+	PoolCounts(route, pool string) metrics.Counts
+}
+
+// Pools reports a pool's instances: total, available, ejected.
+type Pools interface {
+	PoolSummary(route, pool string) (total, available, ejected int)
+}
+
+// Deps are what rollouts need from the rest of canaryd.
+type Deps struct {
+	Apply    Applier
+	Counters Counters
+	Pools    Pools
+	Metrics  *metrics.Rollouts
+	Log      *zap.Logger
+	// StateDir keeps one JSON file per route.
+	StateDir string
+}
+
+// ErrNoRollout is returned for a route without a rollout.
+var ErrNoRollout = errors.New("this route has no rollout")
+
+// Manager runs the rollouts of every route that has one.
+type Manager struct {
+	deps     Deps
+	notifier *notifier
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	ctrls   map[string]*controller
+	stops   map[string]context.CancelFunc
+	started bool
+}
+
+// NewManager returns a manager; Sync tells it the routes, Start runs them.
+func NewManager(d Deps) *Manager {
+	if d.Log == nil {
+		d.Log = zap.NewNop()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Manager{
+		deps: d, ctx: ctx, cancel: cancel,
+		notifier: newNotifier(d.Log.Named("webhook")),
+		ctrls:    map[string]*controller{},
+		stops:    map[string]context.CancelFunc{},
+	}
+}
+
+// Release identifies what a rollout releases: the two pools and the canary's
+// instances. A config edit that changes it starts a new rollout.
+func Release(r *config.Route) string {
+	var inst []string
+	for _, p := range r.Pools {
+		if p.Name == r.Rollout.Canary {
+			for _, raw := range p.Instances {
+				if u, err := config.ParseInstance(raw); err == nil {
+					inst = append(inst, u.String())
+				}
+			}
+		}
+	}
+	sort.Strings(inst)
+	sum := sha256.Sum256([]byte(r.Rollout.Stable + "\x00" + r.Rollout.Canary + "\x00" + strings.Join(inst, "\x00")))
+	return hex.EncodeToString(sum[:6])
+}
+
+// Sync makes the manager run exactly the rollouts of routes. It never waits
+// for a controller: a running one picks up its new spec at its next tick. A
+// route whose release changed starts over at the first step; a route seen
+// for the first time resumes its saved state if that was of the same
+// release. After Sync, Overrides gives the weights to apply.
+func (m *Manager) Sync(routes []config.Route) {
+	var toSave []*controller
+	defer func() {
+		for _, c := range toSave {
+			c.persist()
+		}
+	}()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	seen := map[string]bool{}
+	for i := range routes {
+		r := &routes[i]
+		if r.Rollout == nil {
+			continue
+		}
+		seen[r.Name] = true
+		release := Release(r)
+		spec := *r.Rollout
+		now := time.Now()
+		c := m.ctrls[r.Name]
+		if c == nil {
+			c = &controller{m: m, route: r.Name, log: m.deps.Log, wake: make(chan struct{}, 1), spec: &spec}
+			c.setProm()
+			c.mu.Lock()
+			saved, err := load(m.deps.StateDir, r.Name)
+			switch {
+			case err != nil:
+				m.deps.Log.Error("rollout state unreadable; starting the release afresh", zap.String("route", r.Name), zap.Error(err))
+				c.startRelease(now, release, "new release (saved state unreadable)")
+			case saved != nil && saved.Release == release:
+				c.st = *saved
+				c.st.StepStarted = now // in-process counts restart with the process
+				if c.st.StepIndex >= len(spec.Steps) {
+					c.st.StepIndex = len(spec.Steps) - 1
+				}
+				c.baseC = m.deps.Counters.PoolCounts(r.Name, c.st.Canary)
+				c.baseS = m.deps.Counters.PoolCounts(r.Name, c.st.Stable)
+				c.publishWeight()
+				c.transition(now, c.st.Phase, fmt.Sprintf("resumed after restart at step %d (canary %.2f%%)", c.st.StepIndex+1, float64(c.st.Weight)/100), nil)
+			case saved != nil:
+				c.st.History = saved.History
+				c.startRelease(now, release, fmt.Sprintf("new release %s (saved state was of %s)", release, saved.Release))
+			default:
+				c.startRelease(now, release, "new release "+release)
+			}
+			c.mu.Unlock()
+			m.ctrls[r.Name] = c
+			toSave = append(toSave, c)
+			if m.started {
+				m.launch(c)
+			}
+			continue
+		}
+		c.mu.Lock()
+		c.spec = &spec
+		if c.st.Release != release {
+			c.startRelease(now, release, "new release "+release+": the canary's instances or the pools changed")
+			toSave = append(toSave, c)
+		}
+		c.mu.Unlock()
+		c.setProm()
+		select {
+		case c.wake <- struct{}{}:
+		default:
+		}
+	}
+	for name, c := range m.ctrls {
+		if seen[name] {
+			continue
+		}
+		if stop := m.stops[name]; stop != nil {
+			stop()
+			delete(m.stops, name)
+		}
+		delete(m.ctrls, name)
+		if err := remove(m.deps.StateDir, name); err != nil {
+			m.deps.Log.Warn("cannot remove rollout state", zap.String("route", name), zap.Error(err))
+		}
+		m.deps.Metrics.ForgetRollout(name, Phases)
+		c.log.Info("rollout removed from the config; the file's weights apply", zap.String("route", name))
+	}
+}
+
+func (c *controller) setProm() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.prom = nil
+	if pa := c.spec.Analysis.Prometheus; pa != nil {
+		p, err := newPromChecker(pa)
+		if err != nil {
+			c.log.Error("prometheus checks disabled", zap.String("route", c.route), zap.Error(err))
+			return
+		}
+		c.prom = p
+	}
+}
+
+// Overrides returns the weights each rollout imposes, by route.
+func (m *Manager) Overrides() map[string]Override {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make(map[string]Override, len(m.ctrls))
+	for name, c := range m.ctrls {
+		if o := c.weight.Load(); o != nil {
+			out[name] = *o
+		}
+	}
+	return out
+}
+
+// Start runs every controller (and those Sync adds later).
+func (m *Manager) Start() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.started {
+		return
+	}
+	m.started = true
+	m.wg.Add(1)
+	go func() { defer m.wg.Done(); m.notifier.run(m.ctx) }()
+	for _, c := range m.ctrls {
+		m.launch(c)
+	}
+}
+
+func (m *Manager) launch(c *controller) {
+	ctx, cancel := context.WithCancel(m.ctx)
+	m.stops[c.route] = cancel
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		defer func() {
+			if p := recover(); p != nil {
+				c.log.Error("rollout controller panicked; the rollout is frozen at its current weights", zap.String("route", c.route), zap.Any("panic", p), zap.Stack("stack"))
+			}
+		}()
+		c.run(ctx)
+	}()
+}
+
+// Close stops every controller and the notifier, and waits for them.
+func (m *Manager) Close() {
+	m.cancel()
+	m.wg.Wait()
+}
+
+func (m *Manager) get(route string) *controller {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.ctrls[route]
+}
+
+// Status returns a route's rollout status.
+func (m *Manager) Status(route string) (Status, error) {
+	c := m.get(route)
+	if c == nil {
+		return Status{}, ErrNoRollout
+	}
+	return c.status(), nil
+}
+
+// Control runs promote, abort, pause or resume on a route's rollout.
+func (m *Manager) Control(route, action string) (Status, error) {
+	c := m.get(route)
+	if c == nil {
+		return Status{}, ErrNoRollout
+	}
+	if err := c.control(action); err != nil {
+		return c.status(), err
+	}
+	return c.status(), nil
+}
+
+// SetWebhooks tells the notifier where each route's events go.
+func (m *Manager) SetWebhooks(routes []config.Route) {
+	hooks := map[string]config.Webhook{}
+	for _, r := range routes {
+		if r.Rollout != nil && r.Rollout.Webhook.URL != "" {
+			hooks[r.Name] = r.Rollout.Webhook
+		}
+	}
+	m.notifier.set(hooks)
+}

@@ -1,0 +1,329 @@
+package rollout
+
+import (
+	"context"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"canaryd/config"
+	"canaryd/metrics"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+func TestMannWhitney(t *testing.T) {
+	same := []uint64{0, 10, 20, 10, 0}
+	if _, z := mannWhitney(same, same); z != 0 {
+		t.Errorf("identical samples: z = %v", z)
+	}
+	slower := []uint64{0, 0, 10, 20, 10}
+	if _, z := mannWhitney(slower, same); z < 3 {
+		t.Errorf("shifted sample: z = %v, want clearly positive", z)
+	}
+	if _, z := mannWhitney(same, slower); z > -3 {
+		t.Errorf("faster sample: z = %v, want clearly negative", z)
+	}
+	// All in one bucket: every value ties; the variance is 0 and z is 0.
+	if _, z := mannWhitney([]uint64{0, 5}, []uint64{0, 7}); z != 0 {
+		t.Errorf("all ties: z = %v", z)
+	}
+}
+
+func counts(latency map[int]uint64, req, errs uint64) metrics.Counts {
+	c := metrics.Counts{Requests: req, Errors: errs}
+	for b, n := range latency {
+		c.Latency[b] = n
+	}
+	return c
+}
+
+func TestCompareLatency(t *testing.T) {
+	stable := counts(map[int]uint64{100: 900, 120: 100}, 1000, 0)
+	slightly := counts(map[int]uint64{101: 900, 121: 100}, 1000, 0) // ~1 bucket: significant but tiny
+	twice := counts(map[int]uint64{116: 900, 136: 100}, 1000, 0)    // one power of two: 2×
+	if v := compareLatency(&slightly, &stable, 0.99, 1.5); v.Result != Pass {
+		t.Errorf("a small slowdown: %s (%s)", v.Result, v.Reason)
+	}
+	if v := compareLatency(&twice, &stable, 0.99, 1.5); v.Result != Fail {
+		t.Errorf("twice as slow: %s (%s)", v.Result, v.Reason)
+	}
+	if v := compareLatency(&stable, &twice, 0.99, 1.5); v.Result != Pass {
+		t.Errorf("a faster canary: %s (%s)", v.Result, v.Reason)
+	}
+}
+
+func TestCompareErrors(t *testing.T) {
+	for _, tc := range []struct {
+		ec, nc, es, ns uint64
+		want           Result
+	}{
+		{0, 200, 0, 20000, Pass},     // no errors anywhere
+		{2, 1000, 100, 10000, Pass},  // better than stable
+		{10, 1000, 100, 10000, Pass}, // as good
+		{60, 1000, 100, 10000, Fail}, // 6× worse
+		{1, 200, 0, 20000, Inconclusive},
+	} {
+		if v := compareErrors(tc.ec, tc.nc, tc.es, tc.ns, 0.99, 1.5, 0.005); v.Result != tc.want {
+			t.Errorf("canary %d/%d, stable %d/%d: %s, want %s (%s)", tc.ec, tc.nc, tc.es, tc.ns, v.Result, tc.want, v.Reason)
+		}
+	}
+}
+
+func TestTripwire(t *testing.T) {
+	tw := config.Tripwire{Window: config.Duration(10 * time.Second), MinRequests: 20, MaxErrorRate: 0.5}
+	for _, tc := range []struct {
+		cr, ce, sr, se uint64
+		fire           bool
+	}{
+		{19, 19, 100, 0, false}, // not enough canary requests
+		{20, 10, 100, 0, true},
+		{20, 9, 100, 0, false},
+		{40, 40, 100, 30, false}, // everyone is failing: not the canary's fault
+	} {
+		if got, _ := tripwire(tw, tc.cr, tc.ce, tc.sr, tc.se); got != tc.fire {
+			t.Errorf("%+v: fire %v", tc, got)
+		}
+	}
+}
+
+// sim is synthetic traffic for the simulation: cumulative counts per pool.
+type sim struct {
+	mu sync.Mutex
+	c  map[string]*metrics.Counts
+}
+
+func (s *sim) PoolCounts(route, pool string) metrics.Counts {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c := s.c[pool]; c != nil {
+		return *c
+	}
+	return metrics.Counts{}
+}
+
+func (s *sim) add(pool string, n, errs uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.c[pool]
+	if c == nil {
+		c = &metrics.Counts{}
+		s.c[pool] = c
+	}
+	c.Requests += n
+	c.Errors += errs
+	c.Latency[100] += n
+}
+
+type allUp struct{}
+
+func (allUp) PoolSummary(string, string) (int, int, int) { return 1, 1, 0 }
+
+type noApply struct{}
+
+func (noApply) ApplyRolloutWeights() error { return nil }
+
+func binomial(r *rand.Rand, n uint64, p float64) uint64 {
+	var k uint64
+	for i := uint64(0); i < n; i++ {
+		if r.Float64() < p {
+			k++
+		}
+	}
+	return k
+}
+
+// simulate runs one rollout of a canary whose error rate is canaryRate
+// against a stable pool at stableRate, perInterval requests in all per
+// analysis interval, through the real controller's analysis and decisions.
+func simulate(t *testing.T, seed uint64, stableRate, canaryRate float64, perInterval uint64) (phase string, canaryServed uint64) {
+	r := rand.New(rand.NewPCG(seed, 42))
+	traffic := &sim{c: map[string]*metrics.Counts{}}
+	m := NewManager(Deps{Apply: noApply{}, Counters: traffic, Pools: allUp{},
+		Metrics: metrics.NewRollouts(prometheus.NewRegistry()), StateDir: t.TempDir()})
+	cfg, err := config.Parse("sim.yaml", []byte(`routes:
+  - name: web
+    rollout:
+      stable: blue
+      canary: green
+      steps: [1, 5, 25, 50, 100]
+      min_requests: 200
+      failure_limit: 2
+      analysis: { compare_to_stable: { confidence: 0.99, max_ratio: 1.5, min_difference: 0.005 } }
+    pools:
+      - { name: blue, weight: 100, instances: ["127.0.0.1:1"] }
+      - { name: green, weight: 0, instances: ["127.0.0.1:2"] }
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Sync(cfg.Routes)
+	c := m.get("web")
+	for interval := 0; interval < 200; interval++ {
+		c.mu.Lock()
+		phase, w := c.st.Phase, c.st.Weight
+		c.mu.Unlock()
+		if phase != Progressing {
+			return phase, canaryServed
+		}
+		nc := perInterval * uint64(w) / 10000
+		traffic.add("green", nc, binomial(r, nc, canaryRate))
+		traffic.add("blue", perInterval-nc, binomial(r, perInterval-nc, stableRate))
+		canaryServed += nc
+		c.analyse(context.Background())
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.st.Phase, canaryServed
+}
+
+// The calibration the docs quote: 100 seeded rollouts of a canary as good
+// as stable (1% errors), and 100 of one three times worse (3%), with 5,000
+// requests per interval in all.
+func TestCompareSimulation(t *testing.T) {
+	const runs, perInterval = 100, 5000
+	outcomes := func(canaryRate float64) (map[string]int, uint64) {
+		got := map[string]int{}
+		var served uint64
+		for seed := uint64(1); seed <= runs; seed++ {
+			phase, n := simulate(t, seed, 0.01, canaryRate, perInterval)
+			got[phase]++
+			served += n
+		}
+		return got, served / runs
+	}
+	good, _ := outcomes(0.01)
+	bad, exposure := outcomes(0.03)
+	t.Logf("as good as stable: %v; 3× worse: %v (mean %d requests served by the bad canary before rollback)", good, bad, exposure)
+	if good[Promoted] < 99 {
+		t.Errorf("a canary as good as stable was promoted in %d of %d runs, want at least 99", good[Promoted], runs)
+	}
+	if bad[RolledBack] < 99 {
+		t.Errorf("a canary 3× worse was rolled back in %d of %d runs, want at least 99", bad[RolledBack], runs)
+	}
+}
+
+// A handful of crafted failing requests cannot roll back a release: the
+// sample gate and the comparison over the whole step hold.
+func TestFewCraftedFailuresDoNotRollBack(t *testing.T) {
+	traffic := &sim{c: map[string]*metrics.Counts{}}
+	m := NewManager(Deps{Apply: noApply{}, Counters: traffic, Pools: allUp{},
+		Metrics: metrics.NewRollouts(prometheus.NewRegistry()), StateDir: t.TempDir()})
+	cfg, _ := config.Parse("a.yaml", []byte(`routes:
+  - name: web
+    rollout: { stable: blue, canary: green, steps: [10, 100], min_requests: 200, failure_limit: 1, analysis: { compare_to_stable: {} } }
+    pools:
+      - { name: blue, weight: 100, instances: ["127.0.0.1:1"] }
+      - { name: green, weight: 0, instances: ["127.0.0.1:2"] }
+`))
+	m.Sync(cfg.Routes)
+	c := m.get("web")
+	// Ten crafted requests, all failing, then ordinary traffic in which
+	// they are a few among many: never a rollback, and in the end the
+	// release goes on.
+	traffic.add("green", 10, 10)
+	traffic.add("blue", 90, 0)
+	for i := 0; i < 10; i++ {
+		c.analyse(context.Background())
+		if s := c.status(); s.Phase == RolledBack {
+			t.Fatalf("rolled back by crafted failures after %d ordinary batches: %s", i, s.Reason)
+		}
+		traffic.add("green", 400, 4)
+		traffic.add("blue", 3600, 36)
+	}
+	if s := c.status(); s.Phase != Promoted {
+		t.Errorf("after ordinary traffic: %s (%s)", s.Phase, s.Reason)
+	}
+}
+
+func TestStateSavedAtomicallyAndResumed(t *testing.T) {
+	dir := t.TempDir()
+	traffic := &sim{c: map[string]*metrics.Counts{}}
+	deps := Deps{Apply: noApply{}, Counters: traffic, Pools: allUp{}, Metrics: metrics.NewRollouts(prometheus.NewRegistry()), StateDir: dir}
+	cfg, _ := config.Parse("s.yaml", []byte(`routes:
+  - name: web
+    rollout: { stable: blue, canary: green, steps: [10, 50, 100], min_requests: 10 }
+    pools:
+      - { name: blue, weight: 100, instances: ["127.0.0.1:1"] }
+      - { name: green, weight: 0, instances: ["127.0.0.1:2"] }
+`))
+	m := NewManager(deps)
+	m.Sync(cfg.Routes)
+	traffic.add("green", 100, 0)
+	traffic.add("blue", 900, 0)
+	m.get("web").analyse(context.Background())
+	m.get("web").persist()
+	if o := m.Overrides()["web"]; o.CanaryBP != 5000 {
+		t.Fatalf("after one passing analysis the canary is at %d bp", o.CanaryBP)
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 || entries[0].Name() != "rollout-web.json" {
+		t.Errorf("state dir holds %v; want only the state file (no temp leftovers)", entries)
+	}
+	// A new process resumes at the same step and weights.
+	m2 := NewManager(deps)
+	m2.Sync(cfg.Routes)
+	st, _ := m2.Status("web")
+	if st.Phase != Progressing || st.Step != 2 || st.CanaryWeight != 50 || !strings.Contains(st.Reason, "resumed after restart") {
+		t.Errorf("after restart: %+v", st)
+	}
+	// A different canary release starts over.
+	cfg2, _ := config.Parse("s.yaml", []byte(strings.Replace(`routes:
+  - name: web
+    rollout: { stable: blue, canary: green, steps: [10, 50, 100], min_requests: 10 }
+    pools:
+      - { name: blue, weight: 100, instances: ["127.0.0.1:1"] }
+      - { name: green, weight: 0, instances: ["127.0.0.1:2"] }
+`, "127.0.0.1:2", "127.0.0.1:3", 1)))
+	m2.Sync(cfg2.Routes)
+	if st, _ := m2.Status("web"); st.Step != 1 || st.CanaryWeight != 10 || !strings.Contains(st.Reason, "new release") {
+		t.Errorf("new release: %+v", st)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "rollout-web.json")); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestControls(t *testing.T) {
+	traffic := &sim{c: map[string]*metrics.Counts{}}
+	m := NewManager(Deps{Apply: noApply{}, Counters: traffic, Pools: allUp{}, Metrics: metrics.NewRollouts(prometheus.NewRegistry()), StateDir: t.TempDir()})
+	cfg, _ := config.Parse("c.yaml", []byte(`routes:
+  - name: web
+    rollout: { stable: blue, canary: green, steps: [10, 50, 100], pause_before: [50] }
+    pools:
+      - { name: blue, weight: 100, instances: ["127.0.0.1:1"] }
+      - { name: green, weight: 0, instances: ["127.0.0.1:2"] }
+`))
+	m.Sync(cfg.Routes)
+	step := func(action, wantPhase string, wantWeight float64) {
+		t.Helper()
+		st, err := m.Control("web", action)
+		if err != nil || st.Phase != wantPhase || st.CanaryWeight != wantWeight {
+			t.Fatalf("%s: %s at %.0f%% (%v); want %s at %.0f%%", action, st.Phase, st.CanaryWeight, err, wantPhase, wantWeight)
+		}
+	}
+	step("pause", Paused, 10)
+	if _, err := m.Control("web", "pause"); err == nil {
+		t.Error("pausing a paused rollout worked")
+	}
+	step("resume", Progressing, 10)
+	// The manual gate stops before 50% even though analysis passes.
+	traffic.add("green", 500, 0)
+	traffic.add("blue", 4500, 0)
+	m.get("web").analyse(context.Background())
+	if st, _ := m.Status("web"); st.Phase != Paused || !strings.Contains(st.Reason, "manual gate before 50%") {
+		t.Fatalf("gate: %+v", st)
+	}
+	step("resume", Progressing, 50)
+	step("abort", RolledBack, 0)
+	step("resume", Progressing, 10) // retry from the first step
+	step("promote", Promoted, 100)
+	step("abort", RolledBack, 0) // instant rollback after promotion
+	if _, err := m.Control("nope", "abort"); err != ErrNoRollout {
+		t.Errorf("unknown route: %v", err)
+	}
+}

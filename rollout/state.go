@@ -1,0 +1,130 @@
+package rollout
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// Phases of a rollout.
+const (
+	Idle        = "idle"
+	Progressing = "progressing"
+	Paused      = "paused"
+	Promoted    = "promoted"
+	RolledBack  = "rolled_back"
+)
+
+// Phases lists every phase (for the state metric).
+var Phases = []string{Idle, Progressing, Paused, Promoted, RolledBack}
+
+// maxHistory bounds the transitions kept in a state file.
+const maxHistory = 200
+
+// State is a rollout's persisted state: enough to resume after a restart at
+// the same step with the same weights, and to tell its story.
+type State struct {
+	Route    string `json:"route"`
+	Release  string `json:"release"`
+	Strategy string `json:"strategy"`
+	Stable   string `json:"stable"`
+	Canary   string `json:"canary"`
+	Phase    string `json:"phase"`
+	// StepIndex into the rollout's steps; Weight is the canary's weight in
+	// basis points now (0 after a rollback, 10000 once promoted).
+	StepIndex    int       `json:"step_index"`
+	Weight       int       `json:"weight_bp"`
+	Failures     int       `json:"failures"`
+	Inconclusive int       `json:"inconclusive_in_a_row"`
+	Reason       string    `json:"reason"`
+	StepStarted  time.Time `json:"step_started"`
+	LastVerdicts []Verdict `json:"last_verdicts,omitempty"`
+	History      []Event   `json:"history"`
+	UpdatedAt    time.Time `json:"updated_at"`
+}
+
+// Event is one transition (or step) of a rollout.
+type Event struct {
+	At       time.Time `json:"at"`
+	From     string    `json:"from"`
+	To       string    `json:"to"`
+	Step     int       `json:"step"`
+	WeightBP int       `json:"weight_bp"`
+	Reason   string    `json:"reason"`
+	Verdicts []Verdict `json:"verdicts,omitempty"`
+}
+
+func (s *State) record(e Event) {
+	s.History = append(s.History, e)
+	if len(s.History) > maxHistory {
+		s.History = append([]Event(nil), s.History[len(s.History)-maxHistory:]...)
+	}
+}
+
+// stateFile is where a route's state lives.
+func stateFile(dir, route string) string { return filepath.Join(dir, "rollout-"+route+".json") }
+
+// save writes the state atomically: a temp file in the same directory,
+// fsync, rename over the old one, fsync the directory. A crash leaves the
+// old state or the new, never half of one.
+func save(dir string, s *State) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("state_dir %s: %w", dir, err)
+	}
+	data, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, ".rollout-*.tmp")
+	if err != nil {
+		return fmt.Errorf("state_dir %s: %w", dir, err)
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // a no-op once renamed
+	if _, err := f.Write(append(data, '\n')); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, stateFile(dir, s.Route)); err != nil {
+		return err
+	}
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+// load reads a route's state; nil without error when there is none.
+func load(dir, route string) (*State, error) {
+	data, err := os.ReadFile(stateFile(dir, route))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var s State
+	if err := json.Unmarshal(data, &s); err != nil {
+		return nil, fmt.Errorf("%s is not a rollout state (%v); move it away to start afresh", stateFile(dir, route), err)
+	}
+	return &s, nil
+}
+
+func remove(dir, route string) error {
+	err := os.Remove(stateFile(dir, route))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return err
+}
