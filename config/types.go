@@ -183,7 +183,9 @@ type Rollout struct {
 
 // Tripwire is the fast path to rollback.
 type Tripwire struct {
-	// Window the burst is counted over. Default 10s; 0 turns it off.
+	// Disabled turns the tripwire off. Default false.
+	Disabled bool `yaml:"disabled"`
+	// Window the burst is counted over. Default 10s.
 	Window Duration `yaml:"window"`
 	// MinRequests canary requests within Window before it can fire.
 	// Default 20.
@@ -218,6 +220,10 @@ type Compare struct {
 	// stable pool without errors does not make one canary error fatal.
 	// Default 0.005.
 	MinDifference *float64 `yaml:"min_difference"`
+	// MinLatencyDifference: a slower canary fails only if its p50 or p99 is
+	// also this much above stable's, so sub-millisecond noise on a fast
+	// service is no reason to roll back. Default 10ms.
+	MinLatencyDifference Duration `yaml:"min_latency_difference"`
 }
 
 // PrometheusAnalysis runs PromQL checks against a Prometheus server.

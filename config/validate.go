@@ -137,6 +137,7 @@ func (ro *Rollout) applyDefaults() {
 			d := 0.005
 			c.MinDifference = &d
 		}
+		setDur(&c.MinLatencyDifference, 10*time.Millisecond)
 	}
 	if p := ro.Analysis.Prometheus; p != nil {
 		setDur(&p.Timeout, 5*time.Second)

@@ -86,7 +86,7 @@ func embeddedChecks(ro *config.Rollout, s sample) (vs []Verdict, gateMet bool) {
 				Reason: fmt.Sprintf("only %d stable requests to compare with; need %d", s.stable.Requests, ro.MinRequests)})
 		} else {
 			vs = append(vs, compareErrors(s.canary.Errors, s.canary.Requests, s.stable.Errors, s.stable.Requests, c.Confidence, c.MaxRatio, *c.MinDifference))
-			vs = append(vs, compareLatency(&s.canary, &s.stable, c.Confidence, c.MaxRatio))
+			vs = append(vs, compareLatency(&s.canary, &s.stable, c.Confidence, c.MaxRatio, c.MinLatencyDifference.D()))
 		}
 	}
 	return vs, true
@@ -147,19 +147,21 @@ func normalCDF(z float64) float64 { return 0.5 * math.Erfc(-z/math.Sqrt2) }
 // the two latency histograms, where all values in a bucket tie (so the tie
 // corrected variance is used), and bounds the effect size: it fails only
 // when the difference is significant at the confidence *and* the canary's
-// p50 or p99 exceeds ratio × stable's. A significant but small slowdown
-// passes.
-func compareLatency(c, s *metrics.Counts, confidence, ratio float64) Verdict {
+// p50 or p99 exceeds ratio × stable's by more than minDiff. A significant
+// but small slowdown passes.
+func compareLatency(c, s *metrics.Counts, confidence, ratio float64, minDiff time.Duration) Verdict {
 	u, z := mannWhitney(c.Latency[:], s.Latency[:])
 	p := 1 - normalCDF(z) // small when the canary is slower
 	c50, s50 := c.Quantile(0.5), s.Quantile(0.5)
 	c99, s99 := c.Quantile(0.99), s.Quantile(0.99)
 	r50, r99 := ratioOf(c50, s50), ratioOf(c99, s99)
 	v := Verdict{Check: "compare_latency", Value: p, Threshold: 1 - confidence,
-		Reason: fmt.Sprintf("Mann-Whitney U=%.0f, one-sided p=%.4g; p50 %v vs %v (×%.2f), p99 %v vs %v (×%.2f), max ×%.2g",
-			u, p, c50.Round(time.Microsecond), s50.Round(time.Microsecond), r50, c99.Round(time.Microsecond), s99.Round(time.Microsecond), r99, ratio)}
+		Reason: fmt.Sprintf("Mann-Whitney U=%.0f, one-sided p=%.4g; p50 %v vs %v (×%.2f), p99 %v vs %v (×%.2f); fails above ×%.2g and +%v",
+			u, p, c50.Round(time.Microsecond), s50.Round(time.Microsecond), r50, c99.Round(time.Microsecond), s99.Round(time.Microsecond), r99, ratio, minDiff)}
 	v.Result = Pass
-	if p < 1-confidence && (r50 > ratio || r99 > ratio) {
+	worse50 := r50 > ratio && c50-s50 > minDiff
+	worse99 := r99 > ratio && c99-s99 > minDiff
+	if p < 1-confidence && (worse50 || worse99) {
 		v.Result = Fail
 	}
 	return v

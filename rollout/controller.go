@@ -83,12 +83,20 @@ func (c *controller) enterStep(now time.Time, i int) {
 	c.st.Weight = steps[i]
 	c.st.StepStarted = now
 	c.st.Inconclusive = 0
-	c.baseC = c.m.deps.Counters.PoolCounts(c.route, c.st.Canary)
-	c.baseS = c.m.deps.Counters.PoolCounts(c.route, c.st.Stable)
+	c.st.AtGate = false
+	c.resetBase(now)
 	if c.st.Weight == 10000 {
 		c.st.Phase = Promoted
 	}
 	c.publishWeight()
+}
+
+// resetBase starts the step's counts, and the tripwire's, from now. c.mu
+// held.
+func (c *controller) resetBase(now time.Time) {
+	c.baseC = c.m.deps.Counters.PoolCounts(c.route, c.st.Canary)
+	c.baseS = c.m.deps.Counters.PoolCounts(c.route, c.st.Stable)
+	c.trip = []tripReading{{at: now, cReq: c.baseC.Requests, cErr: c.baseC.Errors, sReq: c.baseS.Requests, sErr: c.baseS.Errors}}
 }
 
 // transition records an event from phase `from` to the current state, and
@@ -239,6 +247,7 @@ func (c *controller) decide(now time.Time, vs []Verdict) bool {
 	for _, g := range spec.PauseBefore {
 		if g == spec.Steps[next] {
 			c.st.Phase = Paused
+			c.st.AtGate = true
 			c.transition(now, Progressing, fmt.Sprintf("manual gate before %s%%: analysis passed; run `canaryd resume %s` to go on", g, c.route), vs)
 			return true
 		}
@@ -261,7 +270,7 @@ func (c *controller) rollback(now time.Time, reason string, vs []Verdict) {
 func (c *controller) checkTripwire(now time.Time) {
 	c.mu.Lock()
 	t := c.spec.Tripwire
-	active := (c.st.Phase == Progressing || c.st.Phase == Paused) && t.Window > 0
+	active := (c.st.Phase == Progressing || c.st.Phase == Paused) && !t.Disabled
 	canary, stable := c.st.Canary, c.st.Stable
 	c.mu.Unlock()
 	if !active {
@@ -286,7 +295,7 @@ func (c *controller) checkTripwire(now time.Time) {
 		c.mu.Unlock()
 		return
 	}
-	c.trip = nil
+	c.trip = c.trip[len(c.trip)-1:]
 	c.rollback(now, reason, nil)
 	c.mu.Unlock()
 	c.commit()
@@ -324,7 +333,7 @@ func (c *controller) control(action string) error {
 		case Paused:
 			next := c.st.StepIndex + 1
 			c.st.Phase = Progressing
-			if strings.HasPrefix(c.st.Reason, "manual gate") && next < len(c.spec.Steps) {
+			if c.st.AtGate && next < len(c.spec.Steps) {
 				c.enterStep(now, next)
 				c.transition(now, from, fmt.Sprintf("resumed past the gate; canary to %s%%", c.spec.Steps[next]), nil)
 			} else {

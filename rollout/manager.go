@@ -134,8 +134,7 @@ func (m *Manager) Sync(routes []config.Route) {
 				if c.st.StepIndex >= len(spec.Steps) {
 					c.st.StepIndex = len(spec.Steps) - 1
 				}
-				c.baseC = m.deps.Counters.PoolCounts(r.Name, c.st.Canary)
-				c.baseS = m.deps.Counters.PoolCounts(r.Name, c.st.Stable)
+				c.resetBase(now)
 				c.publishWeight()
 				c.transition(now, c.st.Phase, fmt.Sprintf("resumed after restart at step %d (canary %.2f%%)", c.st.StepIndex+1, float64(c.st.Weight)/100), nil)
 			case saved != nil:

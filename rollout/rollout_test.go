@@ -46,14 +46,19 @@ func TestCompareLatency(t *testing.T) {
 	stable := counts(map[int]uint64{100: 900, 120: 100}, 1000, 0)
 	slightly := counts(map[int]uint64{101: 900, 121: 100}, 1000, 0) // ~1 bucket: significant but tiny
 	twice := counts(map[int]uint64{116: 900, 136: 100}, 1000, 0)    // one power of two: 2×
-	if v := compareLatency(&slightly, &stable, 0.99, 1.5); v.Result != Pass {
+	if v := compareLatency(&slightly, &stable, 0.99, 1.5, time.Millisecond); v.Result != Pass {
 		t.Errorf("a small slowdown: %s (%s)", v.Result, v.Reason)
 	}
-	if v := compareLatency(&twice, &stable, 0.99, 1.5); v.Result != Fail {
+	if v := compareLatency(&twice, &stable, 0.99, 1.5, time.Millisecond); v.Result != Fail {
 		t.Errorf("twice as slow: %s (%s)", v.Result, v.Reason)
 	}
-	if v := compareLatency(&stable, &twice, 0.99, 1.5); v.Result != Pass {
+	if v := compareLatency(&stable, &twice, 0.99, 1.5, time.Millisecond); v.Result != Pass {
 		t.Errorf("a faster canary: %s (%s)", v.Result, v.Reason)
+	}
+	// Twice as slow, but by less than the absolute floor: noise, not a
+	// regression (bucket 136 is about 2.4 ms).
+	if v := compareLatency(&twice, &stable, 0.99, 1.5, 10*time.Millisecond); v.Result != Pass {
+		t.Errorf("2× but under the floor: %s (%s)", v.Result, v.Reason)
 	}
 }
 

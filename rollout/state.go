@@ -35,9 +35,11 @@ type State struct {
 	Phase    string `json:"phase"`
 	// StepIndex into the rollout's steps; Weight is the canary's weight in
 	// basis points now (0 after a rollback, 10000 once promoted).
-	StepIndex    int       `json:"step_index"`
-	Weight       int       `json:"weight_bp"`
-	Failures     int       `json:"failures"`
+	StepIndex int `json:"step_index"`
+	Weight    int `json:"weight_bp"`
+	Failures  int `json:"failures"`
+	// AtGate: paused at a manual gate (pause_before); resume goes past it.
+	AtGate       bool      `json:"at_gate,omitempty"`
 	Inconclusive int       `json:"inconclusive_in_a_row"`
 	Reason       string    `json:"reason"`
 	StepStarted  time.Time `json:"step_started"`

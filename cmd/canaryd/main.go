@@ -291,8 +291,9 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	listen := fs.String("listen", "", "proxy address (default: the shipped config's listen)")
 	adminListen := fs.String("admin", "", "admin address (default: the shipped config's admin.listen)")
 	canaryErrors := fs.Float64("canary-errors", 0, "fraction of the last pool's answers that are 500 (0..1)")
-	rate := fs.Int("rate", 50, "requests per second from the built-in load generator (0: none)")
+	rate := fs.Int("rate", 200, "requests per second from the built-in load generator (0: none)")
 	duration := fs.Duration("duration", 0, "stop after this long (0: until Ctrl-C)")
+	stepEvery := fs.Duration("interval", 5*time.Second, "rollout analysis interval")
 	log, code := setup(fs, args, stderr, "console")
 	if code != 0 {
 		return code
@@ -306,6 +307,20 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	if *listen != "" {
 		cfg.Listen = *listen
 	}
+	// The demo walks its rollout in about half a minute, and keeps its
+	// state out of the working directory.
+	for i := range cfg.Routes {
+		if ro := cfg.Routes[i].Rollout; ro != nil {
+			ro.Interval = config.Duration(*stepEvery)
+		}
+	}
+	stateDir, err := os.MkdirTemp("", "canaryd-demo-state")
+	if err != nil {
+		fmt.Fprintln(stderr, "canaryd demo:", err)
+		return 1
+	}
+	defer os.RemoveAll(stateDir)
+	cfg.StateDir = stateDir
 	if *adminListen != "" {
 		cfg.Admin.Listen = *adminListen
 	}
