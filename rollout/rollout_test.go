@@ -2,7 +2,10 @@ package rollout
 
 import (
 	"context"
+	"encoding/json"
 	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,7 +17,10 @@ import (
 	"canaryd/metrics"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/goleak"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func TestMannWhitney(t *testing.T) {
 	same := []uint64{0, 10, 20, 10, 0}
@@ -330,5 +336,81 @@ func TestControls(t *testing.T) {
 	step("abort", RolledBack, 0) // instant rollback after promotion
 	if _, err := m.Control("nope", "abort"); err != ErrNoRollout {
 		t.Errorf("unknown route: %v", err)
+	}
+}
+
+// Every transition is POSTed to the webhook as JSON; a failed delivery is
+// retried; the rollout metrics follow the state.
+func TestWebhookAndMetrics(t *testing.T) {
+	var mu sync.Mutex
+	var got []webhookPayload
+	attempts := 0
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		attempts++
+		if attempts == 1 {
+			w.WriteHeader(http.StatusInternalServerError) // the first delivery fails
+			return
+		}
+		var p webhookPayload
+		if r.Header.Get("Content-Type") != "application/json" || json.NewDecoder(r.Body).Decode(&p) != nil {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		got = append(got, p)
+	}))
+	defer hook.Close()
+	reg := prometheus.NewRegistry()
+	traffic := &sim{c: map[string]*metrics.Counts{}}
+	m := NewManager(Deps{Apply: noApply{}, Counters: traffic, Pools: allUp{}, Metrics: metrics.NewRollouts(reg), StateDir: t.TempDir()})
+	cfg, err := config.Parse("w.yaml", []byte(`routes:
+  - name: web
+    rollout: { stable: blue, canary: green, steps: [10, 100], min_requests: 10, webhook: { url: "`+hook.URL+`", timeout: 1s, retries: 2 } }
+    pools:
+      - { name: blue, weight: 100, instances: ["127.0.0.1:1"] }
+      - { name: green, weight: 0, instances: ["127.0.0.1:2"] }
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.SetWebhooks(cfg.Routes)
+	m.Start()
+	defer m.Close()
+	m.Sync(cfg.Routes) // start: idle → progressing
+	if _, err := m.Control("web", "abort"); err != nil {
+		t.Fatal(err)
+	}
+	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		mu.Lock()
+		n := len(got)
+		mu.Unlock()
+		if n == 2 {
+			break
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 2 || got[0].To != Progressing || got[1].To != RolledBack || got[1].Route != "web" || got[1].Reason != "aborted by operator" {
+		t.Fatalf("webhook got %+v after %d attempts", got, attempts)
+	}
+	if attempts != 3 {
+		t.Errorf("%d delivery attempts, want 3 (one failed, retried)", attempts)
+	}
+	mfs, _ := reg.Gather()
+	state := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() == "canaryd_rollout_state" {
+			for _, mm := range mf.GetMetric() {
+				for _, l := range mm.GetLabel() {
+					if l.GetName() == "state" {
+						state[l.GetValue()] = mm.GetGauge().GetValue()
+					}
+				}
+			}
+		}
+	}
+	if state[RolledBack] != 1 || state[Progressing] != 0 {
+		t.Errorf("canaryd_rollout_state: %v", state)
 	}
 }
