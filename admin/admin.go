@@ -10,6 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -41,6 +43,11 @@ type Options struct {
 	Token string
 	// Routes serves /api/v1/routes. Default: not served.
 	Routes Routes
+	// AllowedHosts are host names the API and dashboard answer to besides IP
+	// literals and localhost (DNS rebinding defence). Default none.
+	AllowedHosts []string
+	// Dashboard serves the web UI at /. Default: not served.
+	Dashboard http.Handler
 }
 
 // Routes is what the routes API reads and steers.
@@ -48,18 +55,49 @@ type Routes interface {
 	Routes() []RouteView
 	// Control runs promote, abort, pause or resume on a route's rollout.
 	Control(route, action string) (*rollout.Status, error)
+	// SetWeights sets a route's weights by hand (percent by pool).
+	SetWeights(route string, weights map[string]float64) (WeightsResult, error)
+	// Series is a route's recent traffic per pool, for the dashboard.
+	Series(route string, last, step time.Duration) (map[string][]Point, error)
 }
 
-// ErrUnknownRoute is returned by Control for a route that does not exist.
-var ErrUnknownRoute = errors.New("no such route")
+// WeightsResult is the answer to PUT .../weights.
+type WeightsResult struct {
+	Route   string             `json:"route"`
+	Weights map[string]float64 `json:"weights"`
+	// Version counts the route's manual weight changes; the highest one is
+	// the weights in force.
+	Version int `json:"version"`
+}
+
+// Point is one step of a pool's traffic.
+type Point struct {
+	At         time.Time `json:"at"`
+	RPS        float64   `json:"rps"`
+	ErrorRate  float64   `json:"error_rate"`
+	P99Ms      float64   `json:"p99_ms"`
+	HasTraffic bool      `json:"has_traffic"`
+}
+
+// Errors Routes returns, and what the API answers for them.
+var (
+	// ErrUnknownRoute: 404.
+	ErrUnknownRoute = errors.New("no such route")
+	// ErrConflict wraps a change the route's state refuses: 409.
+	ErrConflict = errors.New("conflict")
+	// ErrInvalid wraps a request that is wrong in itself: 400.
+	ErrInvalid = errors.New("invalid")
+)
 
 // RouteView is one route as the API shows it.
 type RouteView struct {
-	Name       string          `json:"name"`
-	Host       string          `json:"host,omitempty"`
-	PathPrefix string          `json:"path_prefix"`
-	Pools      []PoolView      `json:"pools"`
-	Rollout    *rollout.Status `json:"rollout,omitempty"`
+	Name string `json:"name"`
+	// WeightsVersion counts manual weight changes (PUT .../weights).
+	WeightsVersion int             `json:"weights_version"`
+	Host           string          `json:"host,omitempty"`
+	PathPrefix     string          `json:"path_prefix"`
+	Pools          []PoolView      `json:"pools"`
+	Rollout        *rollout.Status `json:"rollout,omitempty"`
 }
 
 // PoolView is one pool: weights, health, and its last minute of traffic.
@@ -94,6 +132,12 @@ type Traffic struct {
 // New returns the admin handler.
 func New(o Options) http.Handler {
 	mux := http.NewServeMux()
+	api := http.NewServeMux() // /api/ and the dashboard: browser-reachable, Host-checked
+	mux.Handle("/api/", o.hostCheck(api))
+	if o.Dashboard != nil {
+		mux.Handle("GET /{$}", o.hostCheck(o.Dashboard))
+		mux.Handle("GET /ui/", o.hostCheck(o.Dashboard))
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		text(w, http.StatusOK, "ok")
 	})
@@ -108,7 +152,7 @@ func New(o Options) http.Handler {
 		mux.Handle("GET /metrics", o.Metrics)
 	}
 	if o.Reload != nil {
-		mux.Handle("POST /api/v1/reload", o.mutation(func(w http.ResponseWriter, r *http.Request) {
+		api.Handle("POST /api/v1/reload", o.mutation(func(w http.ResponseWriter, r *http.Request) {
 			ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 			defer cancel()
 			res := o.Reload(ctx)
@@ -120,10 +164,10 @@ func New(o Options) http.Handler {
 		}))
 	}
 	if o.Routes != nil {
-		mux.HandleFunc("GET /api/v1/routes", func(w http.ResponseWriter, _ *http.Request) {
+		api.HandleFunc("GET /api/v1/routes", func(w http.ResponseWriter, _ *http.Request) {
 			writeJSON(w, http.StatusOK, o.Routes.Routes())
 		})
-		mux.HandleFunc("GET /api/v1/routes/{route}", func(w http.ResponseWriter, r *http.Request) {
+		api.HandleFunc("GET /api/v1/routes/{route}", func(w http.ResponseWriter, r *http.Request) {
 			for _, rv := range o.Routes.Routes() {
 				if rv.Name == r.PathValue("route") {
 					writeJSON(w, http.StatusOK, rv)
@@ -132,7 +176,36 @@ func New(o Options) http.Handler {
 			}
 			writeError(w, http.StatusNotFound, fmt.Sprintf("no route %q", r.PathValue("route")))
 		})
-		mux.Handle("POST /api/v1/routes/{route}/{action}", o.mutation(func(w http.ResponseWriter, r *http.Request) {
+		api.HandleFunc("GET /api/v1/routes/{route}/series", func(w http.ResponseWriter, r *http.Request) {
+			last, step := 5*time.Minute, 5*time.Second
+			if v, err := time.ParseDuration(r.URL.Query().Get("last")); err == nil && v > 0 && v <= 10*time.Minute {
+				last = v
+			}
+			if v, err := time.ParseDuration(r.URL.Query().Get("step")); err == nil && v >= time.Second && v <= time.Minute {
+				step = v
+			}
+			series, err := o.Routes.Series(r.PathValue("route"), last, step)
+			if err != nil {
+				writeErr(w, err)
+				return
+			}
+			writeJSON(w, http.StatusOK, series)
+		})
+		api.Handle("PUT /api/v1/routes/{route}/weights", o.mutation(func(w http.ResponseWriter, r *http.Request) {
+			var weights map[string]float64
+			dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
+			if err := dec.Decode(&weights); err != nil {
+				writeError(w, http.StatusBadRequest, "body must be a JSON object of pool → percent, e.g. {\"blue\": 90, \"green\": 10}: "+err.Error())
+				return
+			}
+			res, err := o.Routes.SetWeights(r.PathValue("route"), weights)
+			if err != nil {
+				writeErr(w, err)
+				return
+			}
+			writeJSON(w, http.StatusOK, res)
+		}))
+		api.Handle("POST /api/v1/routes/{route}/{action}", o.mutation(func(w http.ResponseWriter, r *http.Request) {
 			action := r.PathValue("action")
 			switch action {
 			case "promote", "abort", "pause", "resume":
@@ -154,13 +227,58 @@ func New(o Options) http.Handler {
 	return mux
 }
 
+// writeErr maps the errors Routes returns to statuses.
+func writeErr(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, ErrUnknownRoute), errors.Is(err, rollout.ErrNoRollout):
+		writeError(w, http.StatusNotFound, err.Error())
+	case errors.Is(err, ErrInvalid):
+		writeError(w, http.StatusBadRequest, err.Error())
+	case errors.Is(err, ErrConflict):
+		writeError(w, http.StatusConflict, err.Error())
+	default:
+		writeError(w, http.StatusInternalServerError, err.Error())
+	}
+}
+
+// hostCheck refuses requests whose Host is not an IP literal, localhost or
+// an allowed name: a page on an attacker's domain that rebinds its DNS to
+// 127.0.0.1 sends its own name as Host and gets nothing.
+func (o Options) hostCheck(h http.Handler) http.Handler {
+	allowed := map[string]bool{"localhost": true}
+	for _, a := range o.AllowedHosts {
+		allowed[strings.ToLower(a)] = true
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host := r.Host
+		if hp, _, err := net.SplitHostPort(host); err == nil {
+			host = hp
+		}
+		host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+		if net.ParseIP(host) == nil && !allowed[strings.ToLower(host)] {
+			writeError(w, http.StatusForbidden, fmt.Sprintf("Host %q is not this admin listener's; add it to admin.allowed_hosts if it should be", r.Host))
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
 func writeError(w http.ResponseWriter, status int, msg string) {
 	writeJSON(w, status, map[string]string{"error": msg})
 }
 
-// mutation guards a state-changing endpoint with the bearer token.
+// mutation guards a state-changing endpoint: the bearer token, when one
+// is configured, and JSON for any body (a cross-site form can only send
+// text/plain, urlencoded or multipart bodies without a preflight).
 func (o Options) mutation(h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength != 0 {
+			ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+			if ct != "application/json" {
+				writeError(w, http.StatusUnsupportedMediaType, "send the body as Content-Type: application/json")
+				return
+			}
+		}
 		if o.Token != "" {
 			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 			if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(o.Token)) != 1 {

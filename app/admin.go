@@ -2,7 +2,15 @@ package app
 
 import (
 	"errors"
+	"fmt"
+	"math"
+	"reflect"
+	"strings"
 	"time"
+
+	"canaryd/config"
+
+	"go.uber.org/zap"
 
 	"canaryd/admin"
 	"canaryd/metrics"
@@ -12,8 +20,14 @@ import (
 // Routes lists the live routes for the admin API.
 func (s *Server) Routes() []admin.RouteView {
 	var out []admin.RouteView
+	s.applyMu.Lock()
+	versions := make(map[string]int, len(s.versions))
+	for k, v := range s.versions {
+		versions[k] = v
+	}
+	s.applyMu.Unlock()
 	for _, r := range s.router.Load().Routes() {
-		rv := admin.RouteView{Name: r.Name, Host: r.Host, PathPrefix: r.PathPrefix}
+		rv := admin.RouteView{Name: r.Name, Host: r.Host, PathPrefix: r.PathPrefix, WeightsVersion: versions[r.Name]}
 		for _, p := range r.Pools {
 			pv := admin.PoolView{Name: p.Name, Weight: float64(p.Weight) / 100, EffectiveWeight: float64(p.Effective) / 100, Panic: p.Panic}
 			for _, in := range p.Instances {
@@ -46,4 +60,145 @@ func (s *Server) Control(route, action string) (*rollout.Status, error) {
 		return nil, err
 	}
 	return &st, err
+}
+
+// manualWeights are a route's weights set through the API, with the file's
+// weights for it at the time: an edit of those in the file is a newer
+// intent and replaces them.
+type manualWeights struct {
+	weights map[string]int // basis points by pool
+	file    map[string]int
+}
+
+func fileWeights(r config.Route) map[string]int {
+	m := make(map[string]int, len(r.Pools))
+	for _, p := range r.Pools {
+		m[p.Name] = p.Weight.BasisPoints()
+	}
+	return m
+}
+
+func findRoute(cfg *config.Config, name string) (config.Route, bool) {
+	for _, r := range cfg.Routes {
+		if r.Name == name {
+			return r, true
+		}
+	}
+	return config.Route{}, false
+}
+
+// SetWeights sets a route's weights by hand (percent by pool, every pool,
+// summing to 100). A route with a rollout refuses: the rollout sets them.
+func (s *Server) SetWeights(route string, weights map[string]float64) (admin.WeightsResult, error) {
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	r, ok := findRoute(s.cfg, route)
+	if !ok {
+		return admin.WeightsResult{}, fmt.Errorf("%w: %q", admin.ErrUnknownRoute, route)
+	}
+	if r.Rollout != nil {
+		return admin.WeightsResult{}, fmt.Errorf("%w: route %q has a rollout, which sets its weights; abort it (stable back to 100) or remove the rollout block first", admin.ErrConflict, route)
+	}
+	bp := map[string]int{}
+	sum := 0
+	var names []string
+	for _, p := range r.Pools {
+		names = append(names, p.Name)
+		v, ok := weights[p.Name]
+		if !ok {
+			return admin.WeightsResult{}, fmt.Errorf("%w: no weight for pool %q; give every pool of the route (%s)", admin.ErrInvalid, p.Name, strings.Join(names, ", "))
+		}
+		x := v * 100
+		if v < 0 || v > 100 || math.Abs(x-math.Round(x)) > 1e-6 {
+			return admin.WeightsResult{}, fmt.Errorf("%w: weight %v of pool %q must be 0 to 100 with at most two decimals", admin.ErrInvalid, v, p.Name)
+		}
+		bp[p.Name] = int(math.Round(x))
+		sum += bp[p.Name]
+	}
+	for k := range weights {
+		if _, ok := bp[k]; !ok {
+			return admin.WeightsResult{}, fmt.Errorf("%w: route %q has no pool %q", admin.ErrInvalid, route, k)
+		}
+	}
+	if sum != 10000 {
+		return admin.WeightsResult{}, fmt.Errorf("%w: weights sum to %s%%, not 100", admin.ErrInvalid, config.Percent(sum))
+	}
+	s.manual[route] = manualWeights{weights: bp, file: fileWeights(r)}
+	specs, err := s.routeSpecs(s.cfg)
+	if err == nil {
+		_, err = s.router.Apply(specs)
+	}
+	if err != nil {
+		delete(s.manual, route)
+		return admin.WeightsResult{}, err
+	}
+	s.publishWeights()
+	s.versions[route]++
+	s.log.Info("weights set by hand", zap.String("route", route), zap.Any("weights", weights), zap.Int("version", s.versions[route]))
+	return admin.WeightsResult{Route: route, Weights: weights, Version: s.versions[route]}, nil
+}
+
+// reconcileManual drops manual weights that a new config outdates: the
+// route is gone, has a rollout now, its pools changed, or the file's
+// weights for it changed. applyMu held.
+func (s *Server) reconcileManual(next *config.Config) {
+	for route, mw := range s.manual {
+		why := ""
+		r, ok := findRoute(next, route)
+		switch {
+		case !ok:
+			why = "the route is gone"
+		case r.Rollout != nil:
+			why = "the route has a rollout now"
+		case !samePools(mw.weights, r):
+			why = "its pools changed"
+		case !reflect.DeepEqual(mw.file, fileWeights(r)):
+			why = "the file's weights for it changed"
+		default:
+			continue
+		}
+		delete(s.manual, route)
+		s.log.Info("weights set by hand replaced by the config file", zap.String("route", route), zap.String("because", why))
+	}
+}
+
+func samePools(w map[string]int, r config.Route) bool {
+	if len(w) != len(r.Pools) {
+		return false
+	}
+	for _, p := range r.Pools {
+		if _, ok := w[p.Name]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// Series is a route's recent traffic by pool, for the dashboard.
+func (s *Server) Series(route string, last, step time.Duration) (map[string][]admin.Point, error) {
+	r := s.router.Load().Route(route)
+	if r == nil {
+		return nil, fmt.Errorf("%w: %q", admin.ErrUnknownRoute, route)
+	}
+	out := map[string][]admin.Point{}
+	for _, p := range r.Pools {
+		st, ok := p.Tag.(*metrics.PoolStats)
+		if !ok {
+			continue
+		}
+		pts := []admin.Point{}
+		for _, pt := range st.Series(last, step) {
+			ap := admin.Point{At: pt.At, HasTraffic: pt.Requests > 0}
+			if secs := pt.Span.Seconds(); secs > 0 {
+				ap.RPS = float64(pt.Requests) / secs
+			}
+			if pt.Requests > 0 {
+				ap.ErrorRate = float64(pt.Errors) / float64(pt.Requests)
+				ap.P99Ms = float64(pt.P99.Microseconds()) / 1000
+			}
+			pts = append(pts, ap)
+		}
+		out[p.Name] = pts
+	}
+	return out, nil
 }

@@ -109,6 +109,11 @@ type Server struct {
 	cfg         *config.Config
 	appliedHash string
 	rollouts    *rollout.Manager
+	// manual holds weights set through the API, by route; guarded by
+	// applyMu. versions counts them.
+	manual   map[string]manualWeights
+	versions map[string]int
+	token    string
 
 	reloads    chan reloadRequest
 	stopping   chan struct{}
@@ -152,6 +157,9 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 		requests:      metrics.NewRequests(o.Registry),
 		reloads:       make(chan reloadRequest),
 		stopping:      make(chan struct{}),
+		manual:        map[string]manualWeights{},
+		versions:      map[string]int{},
+		token:         token,
 	}
 	if cfg.AccessLog.Enabled {
 		s.accessLog = log.Named("access")
@@ -216,8 +224,10 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 				Reload: func(ctx context.Context) admin.ReloadResult {
 					return s.Reload(ctx, "admin API").admin()
 				},
-				Token:  token,
-				Routes: s,
+				Token:        token,
+				Routes:       s,
+				AllowedHosts: cfg.Admin.AllowedHosts,
+				Dashboard:    admin.Dashboard(),
 			}),
 			ReadHeaderTimeout: 5 * time.Second,
 			IdleTimeout:       60 * time.Second,
@@ -243,10 +253,14 @@ func (s *Server) routeSpecs(cfg *config.Config) ([]balancer.RouteSpec, error) {
 		if managed {
 			r.StickyLow = o.Canary
 		}
+		hand, byHand := s.manual[r.Name]
 		for j := range r.Pools {
 			p := &r.Pools[j]
 			p.Tag = s.requests.Pool(r.Name, p.Name)
 			keep[r.Name] = append(keep[r.Name], p.Name)
+			if byHand && !managed {
+				p.Weight = hand.weights[p.Name]
+			}
 			if managed {
 				switch p.Name {
 				case o.Canary:
@@ -313,6 +327,11 @@ func (s *Server) Listen() error {
 		if s.adminLn, err = net.Listen("tcp", s.static.Admin.Listen); err != nil {
 			s.proxyLn.Close()
 			return fmt.Errorf("admin listener: %w (change admin.listen, or set it to \"off\")", err)
+		}
+		if ap, err := netip.ParseAddrPort(s.adminLn.Addr().String()); err == nil && !ap.Addr().IsLoopback() && s.token == "" {
+			s.log.Warn("THE ADMIN LISTENER IS REACHABLE BEYOND THIS MACHINE AND HAS NO TOKEN: anyone who can reach "+s.adminLn.Addr().String()+
+				" can change weights and abort releases. Set admin.token_file, or bind admin.listen to 127.0.0.1",
+				zap.String("admin", s.adminLn.Addr().String()))
 		}
 	}
 	return nil

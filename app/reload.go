@@ -134,6 +134,7 @@ func (s *Server) reloadOnce(source string) ReloadResult {
 		return fail(fmt.Errorf("this file changes settings that need a restart: %s; restart canaryd to apply it (nothing of it was applied, the running config keeps serving)", strings.Join(diffs, "; ")))
 	}
 	s.warnManagedWeights(cfg)
+	s.reconcileManual(cfg)
 	s.rollouts.Sync(cfg.Routes)
 	s.rollouts.SetWebhooks(cfg.Routes)
 	specs, err := s.routeSpecs(cfg)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -77,7 +78,7 @@ func TestDefaultsOnMinimalConfig(t *testing.T) {
 	got := *cfg
 	got.Routes = nil
 	want.Reload = Reload{Debounce: Duration(DefaultReloadDebounce), PollInterval: Duration(DefaultReloadPollInterval)}
-	if got.Listen != want.Listen || got.Admin != want.Admin || got.Server != want.Server || got.Upstream != want.Upstream || got.Reload != want.Reload {
+	if got.Listen != want.Listen || !reflect.DeepEqual(got.Admin, want.Admin) || got.Server != want.Server || got.Upstream != want.Upstream || got.Reload != want.Reload {
 		t.Errorf("defaults:\n got %+v\nwant %+v", got, want)
 	}
 	if r := cfg.Routes[0]; r.Match.PathPrefix != "/" || r.Balance != BalanceRoundRobin {

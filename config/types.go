@@ -69,6 +69,10 @@ type Admin struct {
 	// TokenFile holds the bearer token that admin mutations require. Default
 	// "" (no token; keep the admin listener on loopback then).
 	TokenFile string `yaml:"token_file"`
+	// AllowedHosts are host names (besides IP literals and localhost) that
+	// the API and dashboard answer to; any other Host header gets 403, which
+	// defeats DNS rebinding. Default none.
+	AllowedHosts []string `yaml:"allowed_hosts"`
 }
 
 // Server holds the proxy listener's timeouts and limits. There is on purpose

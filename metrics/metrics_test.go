@@ -203,3 +203,33 @@ func BenchmarkObserve(b *testing.B) {
 		}
 	})
 }
+
+func TestSeries(t *testing.T) {
+	m := NewRequests(prometheus.NewRegistry())
+	clock := time.Unix(2_000_000, 0)
+	m.now = func() time.Time { return clock }
+	p := m.Pool("web", "blue")
+	m.snapshot(clock)
+	for s := 1; s <= 20; s++ {
+		for i := 0; i < s; i++ { // s requests in second s
+			p.Observe(200, time.Millisecond)
+		}
+		if s%4 == 0 {
+			p.Observe(500, time.Millisecond)
+		}
+		clock = clock.Add(time.Second)
+		m.snapshot(clock)
+	}
+	pts := p.Series(10*time.Second, 5*time.Second)
+	if len(pts) != 2 {
+		t.Fatalf("%d points: %+v", len(pts), pts)
+	}
+	// Seconds 11-15: 11+...+15 = 65 requests plus one error (second 12);
+	// seconds 16-20: 90 plus errors at 16 and 20.
+	if pts[0].Requests != 66 || pts[0].Errors != 1 || pts[1].Requests != 92 || pts[1].Errors != 2 || pts[1].Span != 5*time.Second {
+		t.Errorf("points: %+v", pts)
+	}
+	if !pts[0].At.Before(pts[1].At) {
+		t.Error("not oldest first")
+	}
+}

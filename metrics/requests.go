@@ -192,3 +192,7 @@ func (c Counts) Sub(earlier Counts) Counts {
 	c.sub(&earlier)
 	return c
 }
+
+// Series returns the pool's traffic over the last `last` in spans of step
+// (to WindowResolution), oldest first.
+func (p *PoolStats) Series(last, step time.Duration) []Point { return p.win.series(last, step) }

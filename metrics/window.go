@@ -200,3 +200,45 @@ func (w *window) since(t, now time.Time) Counts {
 	c.sub(&base)
 	return c
 }
+
+// Point is a pool's traffic over one step of a series.
+type Point struct {
+	At       time.Time // end of the step
+	Span     time.Duration
+	Requests uint64
+	Errors   uint64
+	P99      time.Duration
+}
+
+// series returns the counts of consecutive spans of length step over the
+// last `last`, oldest first, from the ring's snapshots.
+func (w *window) series(last, step time.Duration) []Point {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	if w.filled < 2 {
+		return nil
+	}
+	k := int(step / WindowResolution)
+	if k < 1 {
+		k = 1
+	}
+	n := int(last / step)
+	newest := (w.next - 1 + len(w.ring)) % len(w.ring)
+	var out []Point
+	for i := 0; i < n; i++ {
+		bi := i * k
+		ai := bi + k
+		if ai >= w.filled {
+			break
+		}
+		b := w.ring[(newest-bi+len(w.ring))%len(w.ring)]
+		a := w.ring[(newest-ai+len(w.ring))%len(w.ring)]
+		d := b
+		d.sub(&a)
+		out = append(out, Point{At: b.To, Span: b.To.Sub(a.To), Requests: d.Requests, Errors: d.Errors, P99: d.Quantile(0.99)})
+	}
+	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
+		out[i], out[j] = out[j], out[i]
+	}
+	return out
+}

@@ -1,12 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -50,12 +52,18 @@ func envOr(k, d string) string {
 	return d
 }
 
-// do sends a request and decodes a JSON answer into v; an error answer
-// becomes one clear line.
-func (c *adminClient) do(method, path string, v any) error {
-	req, err := http.NewRequest(method, c.base+path, nil)
+// do sends a request without a body; see send.
+func (c *adminClient) do(method, path string, v any) error { return c.send(method, path, nil, v) }
+
+// send sends a request (a JSON body if any) and decodes a JSON answer into
+// v; an error answer becomes one clear line.
+func (c *adminClient) send(method, path string, body []byte, v any) error {
+	req, err := http.NewRequest(method, c.base+path, bytes.NewReader(body))
 	if err != nil {
 		return err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
@@ -65,17 +73,17 @@ func (c *adminClient) do(method, path string, v any) error {
 		return fmt.Errorf("admin API at %s: %v (is canaryd running? see --admin)", c.base, err)
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
 	if resp.StatusCode/100 != 2 {
 		var e struct {
 			Error string `json:"error"`
 		}
-		if json.Unmarshal(body, &e) == nil && e.Error != "" {
+		if json.Unmarshal(data, &e) == nil && e.Error != "" {
 			return fmt.Errorf("%s (%d)", e.Error, resp.StatusCode)
 		}
 		return fmt.Errorf("admin API answered %s", resp.Status)
 	}
-	return json.Unmarshal(body, v)
+	return json.Unmarshal(data, v)
 }
 
 // positional parses flags around one optional positional argument.
@@ -101,6 +109,8 @@ func positional(fs *flag.FlagSet, args []string, stderr io.Writer) (string, bool
 func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	client := adminFlags(fs)
+	watch := fs.Bool("watch", false, "redraw every --every until Ctrl-C")
+	every := fs.Duration("every", 2*time.Second, "refresh interval of --watch")
 	route, ok := positional(fs, args, stderr)
 	if !ok {
 		return 2
@@ -110,6 +120,40 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "canaryd status:", err)
 		return 2
 	}
+	if !*watch {
+		return showStatus(c, route, stdout, stderr)
+	}
+	// On a terminal, redraw in place; otherwise print one block per tick.
+	tty := false
+	if f, ok := stdout.(*os.File); ok {
+		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+			tty = true
+		}
+	}
+	ctx, stop := signalContext()
+	defer stop()
+	for {
+		var buf bytes.Buffer
+		code := showStatus(c, route, &buf, &buf)
+		if tty {
+			io.WriteString(stdout, "\033[H\033[2J")
+		}
+		fmt.Fprintf(stdout, "%s  (every %v, Ctrl-C to stop)\n", time.Now().Format("15:04:05"), *every)
+		stdout.Write(buf.Bytes())
+		if !tty {
+			fmt.Fprintln(stdout)
+		}
+		_ = code
+		select {
+		case <-ctx.Done():
+			return 0
+		case <-time.After(*every):
+		}
+	}
+}
+
+func showStatus(c *adminClient, route string, stdout, stderr io.Writer) int {
+	var err error
 	var routes []admin.RouteView
 	if route != "" {
 		var one admin.RouteView
@@ -191,5 +235,82 @@ func cmdControl(action string, args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	fmt.Fprintf(stdout, "%s: %s, step %d, canary %.2f%% (%s)\n", route, st.Phase, st.Step, st.CanaryWeight, st.Reason)
+	return 0
+}
+
+// cmdWeight sets a route's weights by hand: canaryd weight web blue=90 green=10.
+func cmdWeight(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("weight", flag.ContinueOnError)
+	client := adminFlags(fs)
+	fs.SetOutput(stderr)
+	var pos []string
+	rest := args
+	for len(rest) > 0 { // flags and positionals in any order
+		if err := fs.Parse(rest); err != nil {
+			return 2
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos = append(pos, fs.Arg(0))
+		rest = fs.Args()[1:]
+	}
+	if len(pos) < 2 {
+		fmt.Fprintln(stderr, "canaryd weight: usage: canaryd weight ROUTE POOL=PERCENT... (e.g. canaryd weight web blue=90 green=10)")
+		return 2
+	}
+	weights := map[string]float64{}
+	for _, kv := range pos[1:] {
+		k, v, ok := strings.Cut(kv, "=")
+		f, err := strconv.ParseFloat(strings.TrimSuffix(v, "%"), 64)
+		if !ok || k == "" || err != nil {
+			fmt.Fprintf(stderr, "canaryd weight: %q is not POOL=PERCENT\n", kv)
+			return 2
+		}
+		weights[k] = f
+	}
+	c, err := client()
+	if err != nil {
+		fmt.Fprintln(stderr, "canaryd weight:", err)
+		return 2
+	}
+	body, _ := json.Marshal(weights)
+	var res admin.WeightsResult
+	if err := c.send(http.MethodPut, "/api/v1/routes/"+pos[0]+"/weights", body, &res); err != nil {
+		fmt.Fprintf(stderr, "canaryd weight %s: %v\n", pos[0], err)
+		return 1
+	}
+	if c.output == "json" {
+		json.NewEncoder(stdout).Encode(res)
+		return 0
+	}
+	fmt.Fprintf(stdout, "%s: weights %s (version %d)\n", res.Route, strings.Join(pos[1:], " "), res.Version)
+	return 0
+}
+
+// cmdHealthcheck exits 0 when the admin /readyz says ready (for Docker's
+// HEALTHCHECK), 1 otherwise.
+func cmdHealthcheck(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("healthcheck", flag.ContinueOnError)
+	client := adminFlags(fs)
+	if !parse(fs, args, stderr) {
+		return 2
+	}
+	c, err := client()
+	if err != nil {
+		fmt.Fprintln(stderr, "canaryd healthcheck:", err)
+		return 2
+	}
+	resp, err := c.http.Get(c.base + "/readyz")
+	if err != nil {
+		fmt.Fprintln(stderr, "canaryd healthcheck:", err)
+		return 1
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		fmt.Fprintln(stderr, "canaryd healthcheck: not ready:", resp.Status)
+		return 1
+	}
+	fmt.Fprintln(stdout, "ready")
 	return 0
 }

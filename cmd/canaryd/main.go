@@ -37,8 +37,10 @@ Usage:
   canaryd validate [--config config.yaml]   check a config file, print every problem
   canaryd demo     [flags]                  demo pools + proxy + load, on the shipped config
   canaryd backend  --listen ADDR --pool NAME  one demo backend instance
-  canaryd status   [ROUTE]                  routes, weights, health, rollouts (admin API)
+  canaryd status   [ROUTE] [--watch]        routes, weights, health, rollouts (admin API)
   canaryd promote|abort|pause|resume ROUTE  steer a route's rollout (admin API)
+  canaryd weight   ROUTE POOL=PCT...        set a route's weights by hand (admin API)
+  canaryd healthcheck                       exit 0 when the admin /readyz says ready
   canaryd version
 
 Run 'canaryd COMMAND -h' for a command's flags.
@@ -68,6 +70,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdStatus(args, stdout, stderr)
 	case "promote", "abort", "pause", "resume":
 		return cmdControl(cmd, args, stdout, stderr)
+	case "weight":
+		return cmdWeight(args, stdout, stderr)
+	case "healthcheck":
+		return cmdHealthcheck(args, stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintf(stdout, "canaryd %s %s %s/%s\n", buildVersion(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return 0
@@ -361,7 +367,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	proxyURL := "http://" + srv.ProxyAddr().String()
 	fmt.Fprintf(stdout, "canaryd demo: proxy %s", proxyURL)
 	if a := srv.AdminAddr(); a != nil {
-		fmt.Fprintf(stdout, ", readiness http://%s/readyz", a)
+		fmt.Fprintf(stdout, "\n  dashboard http://%s/   (canaryd status --watch --admin %s)", a, a)
 	}
 	fmt.Fprintf(stdout, "\n  try: curl -s %s/   |   curl -s -H 'X-Canary-Pool: green' %s/\n  Ctrl-C stops.\n", proxyURL, proxyURL)
 
