@@ -1,0 +1,212 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"canaryd/admin"
+
+	"github.com/chromedp/chromedp"
+)
+
+// demoProc runs `canaryd demo` and returns its admin address. The demo's
+// backends use the fixed ports of the shipped config, so demos run one at a
+// time and each is waited for.
+func demoProc(t *testing.T, args ...string) string {
+	t.Helper()
+	adminAddr := freeAddr(t)
+	cmd := exec.Command(binary, append([]string{"demo", "--listen", freeAddr(t), "--admin", adminAddr, "--duration", "3m", "--log-format", "json"}, args...)...)
+	out := &strings.Builder{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGINT)
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+		if t.Failed() {
+			t.Logf("demo output:\n%s", out.String())
+		}
+	})
+	for end := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if resp, err := http.Get("http://" + adminAddr + "/readyz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return adminAddr
+			}
+		}
+		if time.Now().After(end) {
+			t.Fatalf("demo not ready:\n%s", out.String())
+		}
+	}
+}
+
+func demoPhase(t *testing.T, adminAddr string) string {
+	resp, err := http.Get("http://" + adminAddr + "/api/v1/routes/web")
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	var rv admin.RouteView
+	if json.NewDecoder(resp.Body).Decode(&rv) != nil || rv.Rollout == nil {
+		return ""
+	}
+	return rv.Rollout.Phase
+}
+
+func waitDemo(t *testing.T, adminAddr, phase string, within time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for time.Since(start) < within {
+		if demoPhase(t, adminAddr) == phase {
+			return time.Since(start)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("demo not %s within %v (now %s)", phase, within, demoPhase(t, adminAddr))
+	return 0
+}
+
+// README's first command: with defaults the demo promotes green within
+// its documented time (about half a minute; two minutes at most).
+func TestDemoPromotes(t *testing.T) {
+	adminAddr := demoProc(t)
+	took := waitDemo(t, adminAddr, "promoted", 2*time.Minute)
+	t.Logf("demo promoted green after %v", took.Round(time.Second))
+}
+
+func TestDemoRollsBackFailingCanary(t *testing.T) {
+	adminAddr := demoProc(t, "--canary-errors", "0.3")
+	took := waitDemo(t, adminAddr, "rolled_back", 2*time.Minute)
+	t.Logf("demo rolled green back after %v", took.Round(time.Second))
+}
+
+// The CLI against a running canaryd: weight, status, healthcheck.
+func TestCLIWeightAndHealthcheck(t *testing.T) {
+	blue, green := backendProc(t, "blue"), backendProc(t, "green")
+	adminAddr := freeAddr(t)
+	c := runCanaryd(t, t.TempDir(), adminAddr, fmt.Sprintf(`  - name: web
+    pools:
+      - { name: blue, weight: 100, instances: [%q] }
+      - { name: green, weight: 0, instances: [%q] }
+`, blue, green))
+	run := func(args ...string) (string, error) {
+		out, err := exec.Command(binary, append(args, "--admin", adminAddr)...).CombinedOutput()
+		return string(out), err
+	}
+	if out, err := run("weight", "web", "blue=75", "green=25"); err != nil || !strings.Contains(out, "web: weights blue=75 green=25 (version 1)") {
+		t.Errorf("weight: %v %s", err, out)
+	}
+	greens := 0
+	for i := 0; i < 100; i++ {
+		if _, pool := get(t, c.proxy+"/", nil); pool == "green" {
+			greens++
+		}
+	}
+	if greens < 23 || greens > 27 {
+		t.Errorf("after weight 75/25: %d of 100 to green", greens)
+	}
+	if out, err := run("weight", "web", "blue=75", "green=20"); err == nil || !strings.Contains(out, "sum to 95%") {
+		t.Errorf("bad weights: %v %s", err, out)
+	}
+	if out, err := run("status", "web"); err != nil || !strings.Contains(out, "blue        75.00%") || !strings.Contains(out, "green       25.00%") {
+		t.Errorf("status:\n%s %v", out, err)
+	}
+	if out, err := run("healthcheck"); err != nil || strings.TrimSpace(out) != "ready" {
+		t.Errorf("healthcheck: %v %s", err, out)
+	}
+	c.p.cmd.Process.Signal(syscall.SIGTERM)
+	c.p.wait(t, 15*time.Second)
+	if out, err := run("healthcheck"); err == nil {
+		t.Errorf("healthcheck against a stopped canaryd passed: %s", out)
+	}
+}
+
+// A real browser on the dashboard of a running demo: it sees both pools
+// and a drawn chart, clicks abort, and sees the rollout rolled back. The
+// screenshot is kept as a test artifact.
+func TestDashboardInBrowser(t *testing.T) {
+	chromium, err := exec.LookPath("chromium")
+	if err != nil {
+		if os.Getenv("CANARYD_REQUIRE_CHROMIUM") != "" {
+			t.Fatal("chromium is not installed; run ./scripts/test.sh, which installs it")
+		}
+		t.Skip("chromium not installed (./scripts/test.sh installs it)")
+	}
+	adminAddr := demoProc(t, "--interval", "2s")
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromium), chromedp.NoSandbox, chromedp.Headless, chromedp.DisableGPU,
+		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true),
+		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1300, 1300))
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer cancelAlloc()
+	ctx, cancel := chromedp.NewContext(actx)
+	defer cancel()
+	ctx, cancelT := context.WithTimeout(ctx, 90*time.Second)
+	defer cancelT()
+
+	do := func(what string, steps ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		if err := chromedp.Do(ctx, steps...); err != nil {
+			t.Fatalf("browser, %s: %v", what, err)
+		}
+	}
+	do("open the dashboard", chromedp.Navigate("http://"+adminAddr+"/"),
+		chromedp.WaitVisible(`tr[data-pool="blue"]`), chromedp.WaitVisible(`tr[data-pool="green"]`))
+	// The charts fill once the window has a few seconds of snapshots.
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`document.querySelectorAll('svg.chart path.line').length >= 2`)); err != nil {
+		t.Fatalf("browser, charts: %v", err)
+	}
+	pools, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`Array.from(document.querySelectorAll('tr[data-pool]')).map(e => e.dataset.pool)`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll('svg.chart path.line').length`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	do("abort", chromedp.Click(`button[data-action="abort"]`), chromedp.WaitVisible(`[data-phase="web"].rolled_back`))
+	phase, err := chromedp.Run(ctx, chromedp.Text(`[data-phase="web"]`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)) // 100: PNG; below it, JPEG
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(pools, ",") != "blue,green" || lines < 2 || phase != "rolled back" {
+		t.Errorf("dashboard showed pools %v, %d chart lines, phase %q", pools, lines, phase)
+	}
+	if demoPhase(t, adminAddr) != "rolled_back" {
+		t.Error("the click did not roll the demo back")
+	}
+	dir := os.Getenv("CANARYD_ARTIFACTS")
+	if dir == "" {
+		dir = filepath.Join("..", "..", "artifacts")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	shot, _ := filepath.Abs(filepath.Join(dir, "dashboard.png"))
+	if err := os.WriteFile(shot, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot: %s", shot)
+}
