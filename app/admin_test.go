@@ -244,3 +244,37 @@ func TestManualWeightsAndReload(t *testing.T) {
 		t.Errorf("log of the replacement: %d lines", len(e))
 	}
 }
+
+// An admin listener reachable beyond loopback without a token is shouted
+// about at start.
+func TestNonLoopbackAdminWithoutTokenWarns(t *testing.T) {
+	for _, tc := range []struct {
+		listen string
+		warn   bool
+	}{{"0.0.0.0:0", true}, {"127.0.0.1:0", false}} {
+		cfg, err := config.Parse("t.yaml", []byte(fmt.Sprintf(`listen: "127.0.0.1:0"
+admin: { listen: %q }
+routes: [{ name: web, pools: [{ name: blue, weight: 100, instances: ["127.0.0.1:1"] }] }]
+`, tc.listen)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		core, logs := observer.New(zapcore.WarnLevel)
+		srv, err := New(cfg, Options{Logger: zap.New(core)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.Listen(); err != nil {
+			t.Fatal(err)
+		}
+		srv.proxyLn.Close()
+		srv.adminLn.Close()
+		warned := false
+		for _, e := range logs.All() {
+			warned = warned || strings.Contains(e.Message, "HAS NO TOKEN")
+		}
+		if warned != tc.warn {
+			t.Errorf("admin on %s: warned %v, want %v", tc.listen, warned, tc.warn)
+		}
+	}
+}

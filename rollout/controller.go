@@ -32,6 +32,7 @@ type controller struct {
 	persistM sync.Mutex
 
 	weight atomic.Pointer[Override] // what the table should carry now
+	nextAt atomic.Int64             // unix ns of the next analysis tick
 }
 
 type tripReading struct {
@@ -140,6 +141,7 @@ func (c *controller) run(ctx context.Context) {
 	c.mu.Unlock()
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
+	c.nextAt.Store(time.Now().Add(interval).UnixNano())
 	trip := time.NewTicker(time.Second)
 	defer trip.Stop()
 	for {
@@ -151,9 +153,11 @@ func (c *controller) run(ctx context.Context) {
 			if d := c.spec.Interval.D(); d != interval {
 				interval = d
 				tick.Reset(d)
+				c.nextAt.Store(time.Now().Add(d).UnixNano())
 			}
 			c.mu.Unlock()
-		case <-tick.C:
+		case now := <-tick.C:
+			c.nextAt.Store(now.Add(interval).UnixNano())
 			c.analyse(ctx)
 		case now := <-trip.C:
 			c.checkTripwire(now)
@@ -374,8 +378,10 @@ type Status struct {
 	MaxInconclusive int       `json:"max_inconclusive"`
 	StepStarted     time.Time `json:"step_started"`
 	Interval        string    `json:"interval"`
-	LastVerdicts    []Verdict `json:"last_verdicts"`
-	History         []Event   `json:"history"`
+	// NextAnalysis is when the step is judged next (zero when not running).
+	NextAnalysis time.Time `json:"next_analysis,omitzero"`
+	LastVerdicts []Verdict `json:"last_verdicts"`
+	History      []Event   `json:"history"`
 }
 
 func (c *controller) status() Status {
@@ -393,6 +399,9 @@ func (c *controller) status() Status {
 	}
 	for _, w := range c.spec.Steps {
 		s.Steps = append(s.Steps, float64(w)/100)
+	}
+	if n := c.nextAt.Load(); n != 0 && c.st.Phase == Progressing {
+		s.NextAnalysis = time.Unix(0, n)
 	}
 	return s
 }

@@ -120,7 +120,9 @@ function routeCard(r, series) {
   const ro = r.rollout;
   if (ro) {
     card.append(el("h3", {}, "rollout"));
-    const next = ro.phase === "progressing" ? ` · step began ${since(ro.step_started)} ago, analysed every ${ro.interval}` : "";
+    const next = ro.phase === "progressing"
+      ? ` · step began ${since(ro.step_started)} ago` + (ro.next_analysis ? `, next analysis in ${Math.max(0, Math.round((new Date(ro.next_analysis) - Date.now()) / 1000))}s` : "")
+      : "";
     card.append(el("p", {},
       el("span", { class: "phase " + ro.phase, "data-phase": r.name }, ro.phase.replace("_", " ")),
       ` ${ro.strategy} ${ro.stable} → ${ro.canary}: step ${ro.step} of ${ro.steps.length} (canary ${ro.canary_weight}%), failures ${ro.failures}/${ro.failure_limit}${next}`));

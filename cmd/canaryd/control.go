@@ -192,8 +192,12 @@ func printRoute(w io.Writer, r admin.RouteView) {
 			p.Name, p.Weight, bar, healthy, len(p.Instances), float64(p.LastMinute.Requests)/60, 100*p.LastMinute.ErrorRate, p.LastMinute.P99Ms)
 	}
 	if ro := r.Rollout; ro != nil {
-		fmt.Fprintf(w, "  rollout %s %s → %s: %s, step %d of %d (canary %.2f%%), failures %d/%d\n",
-			ro.Strategy, ro.Stable, ro.Canary, ro.Phase, ro.Step, len(ro.Steps), ro.CanaryWeight, ro.Failures, ro.FailureLimit)
+		next := ""
+		if !ro.NextAnalysis.IsZero() {
+			next = fmt.Sprintf(", next analysis in %v", time.Until(ro.NextAnalysis).Round(time.Second))
+		}
+		fmt.Fprintf(w, "  rollout %s %s → %s: %s, step %d of %d (canary %.2f%%), failures %d/%d%s\n",
+			ro.Strategy, ro.Stable, ro.Canary, ro.Phase, ro.Step, len(ro.Steps), ro.CanaryWeight, ro.Failures, ro.FailureLimit, next)
 		if ro.Reason != "" {
 			fmt.Fprintf(w, "    %s\n", ro.Reason)
 		}

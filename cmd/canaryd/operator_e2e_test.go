@@ -125,7 +125,7 @@ func TestCLIWeightAndHealthcheck(t *testing.T) {
 	if out, err := run("weight", "web", "blue=75", "green=20"); err == nil || !strings.Contains(out, "sum to 95%") {
 		t.Errorf("bad weights: %v %s", err, out)
 	}
-	if out, err := run("status", "web"); err != nil || !strings.Contains(out, "blue        75.00%") || !strings.Contains(out, "green       25.00%") {
+	if out, err := run("status", "web"); err != nil || !strings.Contains(out, "blue        75.00% [###############.....]") || !strings.Contains(out, "green       25.00%") {
 		t.Errorf("status:\n%s %v", out, err)
 	}
 	if out, err := run("healthcheck"); err != nil || strings.TrimSpace(out) != "ready" {

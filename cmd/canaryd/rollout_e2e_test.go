@@ -289,6 +289,11 @@ func TestRolloutHoldsWithoutTraffic(t *testing.T) {
 	if len(st.LastVerdicts) == 0 || st.LastVerdicts[0].Result != rollout.Inconclusive {
 		t.Errorf("verdicts without traffic: %+v", st.LastVerdicts)
 	}
+	out, err := exec.Command(binary, "status", "web", "--admin", c.admin).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "progressing, step 1 of 2 (canary 50.00%)") || !strings.Contains(string(out), "next analysis in") ||
+		!strings.Contains(string(out), "inconclusive  min_requests") {
+		t.Errorf("canaryd status while holding:\n%s", out)
+	}
 	g := startLoad(c.proxy+"/", 2, nil)
 	c.waitPhase(t, "web", rollout.Promoted, 20*time.Second)
 	g.halt()
