@@ -124,6 +124,7 @@ func (h *Health) Forget(route, pool, instance string) {
 
 // Rollouts exports rollout progress and verdicts.
 type Rollouts struct {
+	pools    *prometheus.GaugeVec
 	step     *prometheus.GaugeVec
 	state    *prometheus.GaugeVec
 	verdicts *prometheus.CounterVec
@@ -132,6 +133,10 @@ type Rollouts struct {
 // NewRollouts registers the rollout metrics on reg.
 func NewRollouts(reg prometheus.Registerer) *Rollouts {
 	r := &Rollouts{
+		pools: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "canaryd_rollout_pool",
+			Help: "Always 1: the role (stable, canary) of a pool in its route's rollout, for joins in PromQL.",
+		}, []string{"route", "pool", "role"}),
 		step: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "canaryd_rollout_step",
 			Help: "The rollout's current step, from 1.",
@@ -145,8 +150,15 @@ func NewRollouts(reg prometheus.Registerer) *Rollouts {
 			Help: "Rollout check verdicts by check and result (pass, fail, inconclusive).",
 		}, []string{"route", "check", "result"}),
 	}
-	reg.MustRegister(r.step, r.state, r.verdicts)
+	reg.MustRegister(r.pools, r.step, r.state, r.verdicts)
 	return r
+}
+
+// SetRoles records which pools are a rollout's stable and canary.
+func (r *Rollouts) SetRoles(route, stable, canary string) {
+	r.pools.DeletePartialMatch(prometheus.Labels{"route": route})
+	r.pools.WithLabelValues(route, stable, "stable").Set(1)
+	r.pools.WithLabelValues(route, canary, "canary").Set(1)
 }
 
 // SetRollout records a rollout's step and state.
@@ -169,6 +181,7 @@ func (r *Rollouts) Verdict(route, check, result string) {
 // ForgetRollout drops the series of a route whose rollout was removed.
 func (r *Rollouts) ForgetRollout(route string, all []string) {
 	r.step.DeleteLabelValues(route)
+	r.pools.DeletePartialMatch(prometheus.Labels{"route": route})
 	r.state.DeletePartialMatch(prometheus.Labels{"route": route})
 	r.verdicts.DeletePartialMatch(prometheus.Labels{"route": route})
 }

@@ -108,6 +108,7 @@ func (c *controller) transition(now time.Time, from, reason string, vs []Verdict
 	e := Event{At: now, From: from, To: c.st.Phase, Step: c.st.StepIndex + 1, WeightBP: c.st.Weight, Reason: reason, Verdicts: vs}
 	c.st.record(e)
 	c.m.deps.Metrics.SetRollout(c.route, c.st.StepIndex+1, c.st.Phase, Phases)
+	c.m.deps.Metrics.SetRoles(c.route, c.st.Stable, c.st.Canary)
 	c.log.Info("rollout "+c.st.Phase, zap.String("route", c.route), zap.String("from", from),
 		zap.Int("step", c.st.StepIndex+1), zap.Float64("canary_weight", float64(c.st.Weight)/100),
 		zap.String("reason", reason), zap.Any("verdicts", vs))

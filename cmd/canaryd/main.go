@@ -37,6 +37,7 @@ Usage:
   canaryd validate [--config config.yaml]   check a config file, print every problem
   canaryd demo     [flags]                  demo pools + proxy + load, on the shipped config
   canaryd backend  --listen ADDR --pool NAME  one demo backend instance
+  canaryd load     --url URL [--rate 50]      steady demo traffic, printing the split seen
   canaryd status   [ROUTE] [--watch]        routes, weights, health, rollouts (admin API)
   canaryd promote|abort|pause|resume ROUTE  steer a route's rollout (admin API)
   canaryd weight   ROUTE POOL=PCT...        set a route's weights by hand (admin API)
@@ -66,6 +67,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdDemo(args, stdout, stderr)
 	case "backend":
 		return cmdBackend(args, stderr)
+	case "load":
+		return cmdLoad(args, stdout, stderr)
 	case "status":
 		return cmdStatus(args, stdout, stderr)
 	case "promote", "abort", "pause", "resume":
@@ -249,6 +252,21 @@ func cmdBackend(args []string, stderr io.Writer) int {
 		log.Error("backend failed", zap.Error(err))
 		return 1
 	}
+	return 0
+}
+
+func cmdLoad(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("load", flag.ContinueOnError)
+	url := fs.String("url", "http://127.0.0.1:8080/", "where to send requests")
+	rate := fs.Int("rate", 50, "requests per second")
+	every := fs.Duration("every", 5*time.Second, "how often to print the split")
+	if !parse(fs, args, stderr) {
+		return 2
+	}
+	ctx, stop := signalContext()
+	defer stop()
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	demo.Load(ctx, client, *url, *rate, *every, func(s demo.Split) { fmt.Fprintln(stdout, s) })
 	return 0
 }
 
