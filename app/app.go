@@ -199,6 +199,8 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 		Transport:      s.transport,
 		Observer:       outcomes{s},
 		CountBytes:     cfg.AccessLog.Enabled,
+
+		MaxRequestBodyBytes: cfg.Server.MaxRequestBodyBytes,
 	})
 	// The server's own complaints (TLS handshakes, bad requests it
 	// rejects) are worth a warning, not an error: clients cause them.

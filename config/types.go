@@ -88,6 +88,9 @@ type Server struct {
 	// DrainTimeout is how long a shutdown waits for in-flight requests
 	// before closing what is left. Default 30s.
 	DrainTimeout Duration `yaml:"drain_timeout"`
+	// MaxRequestBodyBytes caps request bodies (413 above it); they are
+	// streamed, never buffered. Default 0: no cap.
+	MaxRequestBodyBytes int64 `yaml:"max_request_body_bytes"`
 }
 
 // Upstream tunes the connections to instances.

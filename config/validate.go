@@ -277,6 +277,9 @@ func (v *validator) config(c *Config) {
 			v.add(path{"admin", "listen"}, "%q is also the proxy listen address; give the admin listener its own port", c.Admin.Listen)
 		}
 	}
+	if c.Server.MaxRequestBodyBytes < 0 {
+		v.add(path{"server", "max_request_body_bytes"}, "must be 0 (no cap) or more")
+	}
 	if c.Server.MaxHeaderBytes < 0 {
 		v.add(path{"server", "max_header_bytes"}, "must be positive")
 	}

@@ -8,6 +8,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log"
 	"math/rand/v2"
@@ -16,6 +17,7 @@ import (
 	"net/http/httputil"
 	"net/netip"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -92,11 +94,16 @@ type Options struct {
 	// Outcome.Bytes (the access log). It costs a small wrapper per request.
 	// Default false.
 	CountBytes bool
+	// MaxRequestBodyBytes caps request bodies: a larger Content-Length gets
+	// 413 at once, and a streamed body that grows past it is cut and
+	// answered 413. Bodies are streamed, never buffered. Default 0: no cap.
+	MaxRequestBodyBytes int64
 }
 
 // Handler is the proxy. Create it with New.
 type Handler struct {
 	countBytes bool
+	maxBody    int64
 	tables     Tables
 	rp         *httputil.ReverseProxy
 	log        *zap.Logger
@@ -107,7 +114,7 @@ type Handler struct {
 
 // New returns a proxy reading routes from tables.
 func New(tables Tables, o Options) *Handler {
-	h := &Handler{tables: tables, log: o.Logger, obs: o.Observer, trusted: o.TrustedProxies, countBytes: o.CountBytes}
+	h := &Handler{tables: tables, log: o.Logger, obs: o.Observer, trusted: o.TrustedProxies, countBytes: o.CountBytes, maxBody: o.MaxRequestBodyBytes}
 	if h.log == nil {
 		h.log = zap.NewNop()
 	}
@@ -141,7 +148,24 @@ type state struct {
 	status      int
 	err         error
 	counter     countingWriter
+	body        watchedBody
 	out         Outcome // handed to the Observer; lives as long as the state
+}
+
+// watchedBody remembers why the client's body could not be read, so that
+// a broken or oversized body is blamed on the client (400, 413), not on the
+// instance it was being streamed to.
+type watchedBody struct {
+	io.ReadCloser
+	err error
+}
+
+func (b *watchedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF {
+		b.err = err
+	}
+	return n, err
 }
 
 type stateKey struct{}
@@ -155,6 +179,23 @@ func stateOf(ctx context.Context) *state {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	id := requestID(r.Header)
+	if msg := rejectTarget(r); msg != "" {
+		reply(w, http.StatusBadRequest, id, "canaryd: "+msg)
+		return
+	}
+	if len(r.TransferEncoding) > 0 {
+		// Go's server has already resolved Content-Length against
+		// Transfer-Encoding (chunked wins) and removed the Content-Length,
+		// so canaryd cannot tell a smuggling attempt from an honest chunked
+		// upload. RFC 9112 section 6.3 requires closing the connection after
+		// such a request: do it for every chunked request, so that nothing
+		// sent after the body is read as another request.
+		w.Header().Set("Connection", "close")
+	}
+	if h.maxBody > 0 && r.ContentLength > h.maxBody {
+		reply(w, http.StatusRequestEntityTooLarge, id, fmt.Sprintf("canaryd: request body of %d bytes is over the %d-byte limit", r.ContentLength, h.maxBody))
+		return
+	}
 	route := h.tables.Load().Match(r.Host, r.URL.Path)
 	if route == nil {
 		reply(w, http.StatusNotFound, id, "canaryd: no route for this host and path")
@@ -175,6 +216,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if h.countBytes {
 		st.counter = countingWriter{ResponseWriter: w}
 		w = &st.counter
+	}
+	if r.Body != nil && r.Body != http.NoBody {
+		body := r.Body
+		if h.maxBody > 0 {
+			body = http.MaxBytesReader(w, body, h.maxBody)
+		}
+		st.body = watchedBody{ReadCloser: body}
+		r.Body = &st.body
 	}
 	defer h.finish(st, start)
 	h.rp.ServeHTTP(w, r)
@@ -290,6 +339,14 @@ func modifyResponse(resp *http.Response) error {
 func (h *Handler) handleError(w http.ResponseWriter, out *http.Request, err error) {
 	st := stateOf(out.Context())
 	status := classify(out.Context(), err)
+	var tooBig *http.MaxBytesError
+	switch {
+	case status == StatusClientClosed:
+	case errors.As(st.body.err, &tooBig):
+		status = http.StatusRequestEntityTooLarge
+	case st.body.err != nil:
+		status = http.StatusBadRequest // the client's body broke, not the instance
+	}
 	st.status, st.err = status, err
 	if status == StatusClientClosed {
 		if ce := h.log.Check(zap.DebugLevel, "client went away"); ce != nil {
@@ -297,16 +354,63 @@ func (h *Handler) handleError(w http.ResponseWriter, out *http.Request, err erro
 		}
 		return // nobody to answer
 	}
-	if ce := h.log.Check(zap.WarnLevel, "upstream request failed"); ce != nil {
+	if ce := h.log.Check(gatewayLevel(status), "upstream request failed"); ce != nil {
 		ce.Write(zap.String("route", st.route.Name), zap.String("pool", st.pool.Name),
 			zap.String("instance", st.inst.Addr), zap.Int("status", status),
 			zap.Error(err), zap.String("request_id", st.id))
 	}
 	msg := "canaryd: instance unreachable or failed"
-	if status == http.StatusGatewayTimeout {
+	switch status {
+	case http.StatusGatewayTimeout:
 		msg = "canaryd: instance timed out"
+	case http.StatusRequestEntityTooLarge:
+		msg = fmt.Sprintf("canaryd: request body over the %d-byte limit", h.maxBody)
+	case http.StatusBadRequest:
+		msg = "canaryd: the request body could not be read: " + st.body.err.Error()
 	}
 	reply(w, status, st.id, msg)
+}
+
+// gatewayLevel logs the instance's failures at WARN and the client's
+// (bad or oversized body) at DEBUG: a client must not be able to fill the
+// log with warnings.
+func gatewayLevel(status int) zapcore.Level {
+	if status < 500 {
+		return zap.DebugLevel
+	}
+	return zap.WarnLevel
+}
+
+// rejectTarget refuses what a reverse proxy must not forward: an
+// absolute-form target (canaryd is not a forward proxy, and its host would
+// override Host) and an Upgrade header that is not a list of protocol
+// tokens.
+func rejectTarget(r *http.Request) string {
+	if r.RequestURI != "*" && !strings.HasPrefix(r.RequestURI, "/") {
+		return "absolute-form request targets are not accepted; canaryd is a reverse proxy, not a forward one"
+	}
+	for _, v := range r.Header["Upgrade"] {
+		for _, proto := range strings.Split(v, ",") {
+			if !isToken(strings.ReplaceAll(strings.TrimSpace(proto), "/", "")) {
+				return fmt.Sprintf("malformed Upgrade header %q", v)
+			}
+		}
+	}
+	return ""
+}
+
+// isToken reports whether s is an RFC 9110 token.
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte("\"(),/:;<=>?@[\\]{}", c) >= 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // classify maps an upstream error to the status the client gets: the client
