@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -586,4 +587,56 @@ func TestStickyLowPool(t *testing.T) {
 			onCanary[u] = p.Name == "p0"
 		}
 	}
+}
+
+// FuzzMatch: any host and path is matched without panicking, and a match
+// honours the route's host and prefix.
+func FuzzMatch(f *testing.F) {
+	for _, seed := range [][2]string{{"example.com", "/api/v2/x"}, {"[::1]:80", "/"}, {"EXAMPLE.com:", ""}, {"[", "//"}, {":", "/api"}, {"a:b:c", "\x00"}} {
+		f.Add(seed[0], seed[1])
+	}
+	mk := func(name, host, prefix string) RouteSpec {
+		s := spec(f, name, 1, Slots)
+		s.Host, s.PathPrefix = host, prefix
+		return s
+	}
+	tb := newRouter(f, mk("any", "", "/"), mk("api", "", "/api"), mk("ex", "example.com", "/"), mk("v6", "::1", "/")).Load()
+	f.Fuzz(func(t *testing.T, host, path string) {
+		r := tb.Match(host, path)
+		if r == nil {
+			if strings.HasPrefix(path, "/") {
+				t.Fatalf("no route for %q %q though a catch-all exists", host, path)
+			}
+			return
+		}
+		if !strings.HasPrefix(path, r.PathPrefix) || (r.Host != "" && !strings.EqualFold(r.Host, stripPort(host))) {
+			t.Fatalf("%q %q matched %s (host %q, prefix %q)", host, path, r.Name, r.Host, r.PathPrefix)
+		}
+	})
+}
+
+// FuzzStickyKey: any cookie header and key hashes to a bucket in range,
+// the same one every time, and picks a pool without panicking.
+func FuzzStickyKey(f *testing.F) {
+	for _, seed := range []string{"uid=42", "a=1; uid=\"x\"; b", ";;;uid=", "uid", "=;=", "uid=\xff\xfe"} {
+		f.Add(seed)
+	}
+	s := spec(f, "r", 1, 5000, 5000)
+	s.StickyCookie = "uid"
+	r := newRouter(f, s).Load().Route("r")
+	f.Fuzz(func(t *testing.T, cookie string) {
+		if b := Bucket(cookie); b >= Slots || b != Bucket(cookie) {
+			t.Fatalf("Bucket(%q) = %d", cookie, b)
+		}
+		h := http.Header{"Cookie": {cookie}}
+		p1, in := r.Pick(h)
+		if p1 == nil || in == nil {
+			t.Fatal("no pick")
+		}
+		if key, ok := cookieValue(h, "uid"); ok {
+			if p2, _ := r.Pick(h); p2 != p1 {
+				t.Fatalf("key %q moved between picks", key)
+			}
+		}
+	})
 }
