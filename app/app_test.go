@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -106,4 +107,27 @@ routes: [{ name: web, pools: [{ name: blue, weight: 100, instances: ["127.0.0.1:
 	} else if want := "change listen in the config"; !strings.Contains(err.Error(), want) {
 		t.Errorf("error %q lacks %q", err, want)
 	}
+}
+
+// serveFor runs srv until the test ends or stop is called; stop waits for
+// Serve to return and fails the test on its error.
+func serveFor(t *testing.T, srv *Server) (stop func()) {
+	t.Helper()
+	if err := srv.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Serve: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
 }

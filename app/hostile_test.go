@@ -2,12 +2,10 @@ package app
 
 import (
 	"bufio"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -80,14 +78,7 @@ func (b *recordingBackend) count() int {
 // complete: never as two requests, never with the ambiguity.
 func TestHostileRequests(t *testing.T) {
 	be := newRecordingBackend(t)
-	path := filepath.Join(t.TempDir(), "config.yaml")
-	writeFile(t, path, fmt.Sprintf(`listen: "127.0.0.1:0"
-admin: { listen: "127.0.0.1:0" }
-server: { max_header_bytes: 16384 }
-routes:
-  - name: web
-    pools: [{ name: blue, weight: 100, instances: [%q] }]
-`, be.URL))
+	path := oneRouteConfig(t, `server: { max_header_bytes: 16384 }`, "", be.URL)
 	r := startRig(t, path)
 	addr := strings.TrimPrefix(r.proxy, "http://")
 	big := strings.Repeat("a", 70000)
@@ -156,14 +147,7 @@ routes:
 // upload streams through.
 func TestRequestBodyLimit(t *testing.T) {
 	be := newRecordingBackend(t)
-	path := filepath.Join(t.TempDir(), "config.yaml")
-	writeFile(t, path, fmt.Sprintf(`listen: "127.0.0.1:0"
-admin: { listen: "127.0.0.1:0" }
-server: { max_request_body_bytes: 1048576 }
-routes:
-  - name: web
-    pools: [{ name: blue, weight: 100, instances: [%q] }]
-`, be.URL))
+	path := oneRouteConfig(t, `server: { max_request_body_bytes: 1048576 }`, "", be.URL)
 	r := startRig(t, path)
 	post := func(body io.Reader, length int64) int {
 		req, _ := http.NewRequest(http.MethodPost, r.proxy+"/upload", body)

@@ -178,13 +178,7 @@ func TestWindowQuantilesThroughProxy(t *testing.T) {
 		time.Sleep(d)
 	}))
 	defer be.Close()
-	path := filepath.Join(t.TempDir(), "config.yaml")
-	writeFile(t, path, fmt.Sprintf(`listen: "127.0.0.1:0"
-admin: { listen: "127.0.0.1:0" }
-routes:
-  - name: web
-    pools: [{ name: blue, weight: 100, instances: [%q] }]
-`, be.URL))
+	path := oneRouteConfig(t, "", "", be.URL)
 	r := startRig(t, path)
 	var truth []time.Duration
 	for i := 0; i < 300; i++ {
@@ -231,12 +225,7 @@ routes:
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := srv.Listen(); err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- srv.Serve(ctx) }()
+		stop := serveFor(t, srv)
 		tr := &http.Transport{}
 		for _, p := range reqs {
 			req, _ := http.NewRequest(http.MethodGet, "http://"+srv.ProxyAddr().String()+p, nil)
@@ -249,8 +238,7 @@ routes:
 			resp.Body.Close()
 		}
 		tr.CloseIdleConnections()
-		cancel()
-		<-done
+		stop()
 		return logs.FilterLoggerName("access").All()
 	}
 	if lines := run("", []string{"/ok", "/err"}); len(lines) != 0 {

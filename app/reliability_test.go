@@ -137,14 +137,7 @@ func (c *bufConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 // timeout, while normal clients see no error.
 func TestSlowloris(t *testing.T) {
 	be := pathBackend(t)
-	path := filepath.Join(t.TempDir(), "config.yaml")
-	writeFile(t, path, fmt.Sprintf(`listen: "127.0.0.1:0"
-admin: { listen: "127.0.0.1:0" }
-server: { read_header_timeout: 1s }
-routes:
-  - name: web
-    pools: [{ name: blue, weight: 100, instances: [%q] }]
-`, be.URL))
+	path := oneRouteConfig(t, `server: { read_header_timeout: 1s }`, "", be.URL)
 	r := startRig(t, path)
 	addr := strings.TrimPrefix(r.proxy, "http://")
 	const slow = 300
@@ -246,14 +239,7 @@ func TestLargeUploadStreams(t *testing.T) {
 		got.Store(n)
 	}))
 	defer be.Close()
-	path := filepath.Join(t.TempDir(), "config.yaml")
-	writeFile(t, path, fmt.Sprintf(`listen: "127.0.0.1:0"
-admin: { listen: "127.0.0.1:0" }
-server: { max_request_body_bytes: 1073741824 }
-routes:
-  - name: web
-    pools: [{ name: blue, weight: 100, instances: [%q] }]
-`, be.URL))
+	path := oneRouteConfig(t, `server: { max_request_body_bytes: 1073741824 }`, "", be.URL)
 	r := startRig(t, path)
 	runtime.GC()
 	var ms runtime.MemStats
@@ -307,14 +293,7 @@ func TestGETRetriedAtMostOnce(t *testing.T) {
 		}
 	}))
 	defer be.Close()
-	path := filepath.Join(t.TempDir(), "config.yaml")
-	writeFile(t, path, fmt.Sprintf(`listen: "127.0.0.1:0"
-admin: { listen: "127.0.0.1:0" }
-routes:
-  - name: web
-    health: { passive: { consecutive_failures: 0 } }
-    pools: [{ name: blue, weight: 100, instances: [%q] }]
-`, be.URL))
+	path := oneRouteConfig(t, "", `    health: { passive: { consecutive_failures: 0 } }`, be.URL)
 	r := startRig(t, path)
 	for i := 0; i < 20; i++ {
 		req, _ := http.NewRequest(http.MethodGet, r.proxy+"/", nil)

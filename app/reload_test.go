@@ -1,7 +1,6 @@
 package app
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -70,6 +69,23 @@ routes:
 `, strings.Join(extra, "\n"), 100-green, blue, green, greenURL)
 }
 
+// oneRouteConfig writes a config whose route "web" has one pool "blue" of
+// one instance, with extra top-level and route-level lines, and returns its
+// path.
+func oneRouteConfig(t *testing.T, top, route, instance string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	writeFile(t, path, fmt.Sprintf(`listen: "127.0.0.1:0"
+admin: { listen: "127.0.0.1:0" }
+%s
+routes:
+  - name: web
+%s
+    pools: [{ name: blue, weight: 100, instances: [%q] }]
+`, top, route, instance))
+	return path
+}
+
 // rig is a served canaryd that reloads path.
 type rig struct {
 	t       *testing.T
@@ -100,23 +116,12 @@ func startRig(t *testing.T, path string) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := r.srv.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.srv.Serve(ctx) }()
+	serveFor(t, r.srv)
 	tr := &http.Transport{MaxIdleConnsPerHost: 64}
 	r.client = &http.Client{Transport: tr, Timeout: 10 * time.Second}
 	r.proxy = "http://" + r.srv.ProxyAddr().String()
 	r.admin = "http://" + r.srv.AdminAddr().String()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-		tr.CloseIdleConnections()
-	})
+	t.Cleanup(tr.CloseIdleConnections)
 	return r
 }
 
