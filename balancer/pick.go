@@ -98,14 +98,6 @@ func (r *Route) stickyKey(h http.Header) (string, bool) {
 	return "", false
 }
 
-// StickyPool returns the pool a sticky key maps to in this table.
-func (r *Route) StickyPool(key string) *Pool {
-	if r.schedule == nil {
-		return nil
-	}
-	return r.Pools[r.bucketPool(Bucket(key))]
-}
-
 func (r *Route) bucketPool(b uint16) uint8 {
 	for _, br := range r.sticky {
 		if b < br.end {
