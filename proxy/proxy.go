@@ -386,7 +386,9 @@ func gatewayLevel(status int) zapcore.Level {
 // override Host) and an Upgrade header that is not a list of protocol
 // tokens.
 func rejectTarget(r *http.Request) string {
-	if r.RequestURI != "*" && !strings.HasPrefix(r.RequestURI, "/") {
+	// RequestURI is empty only for requests built in-process (not read from
+	// a connection), which have no raw target to judge.
+	if r.RequestURI != "" && r.RequestURI != "*" && !strings.HasPrefix(r.RequestURI, "/") {
 		return "absolute-form request targets are not accepted; canaryd is a reverse proxy, not a forward one"
 	}
 	for _, v := range r.Header["Upgrade"] {
