@@ -1,0 +1,160 @@
+// Command report turns bench/run.sh's raw results into docs/benchmarks.md:
+// medians over the rounds, ratios to direct and to nginx, and the proxy
+// process's CPU time per request.
+package main
+
+import (
+	"bufio"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+type run struct {
+	rps, p50, p99 float64 // req/s, ms, ms
+	cpuUsPerReq   float64
+}
+
+func main() {
+	results := flag.String("results", "", "results.tsv from bench/run.sh")
+	clk := flag.Float64("ticks", 100, "clock ticks per second (getconf CLK_TCK)")
+	backend := flag.String("backend", "", "what served as the backend")
+	duration := flag.String("duration", "", "length of one run")
+	rounds := flag.Int("rounds", 0, "rounds")
+	canaryd := flag.String("canaryd", "", "canaryd version line")
+	flag.Parse()
+
+	f, err := os.Open(*results)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	defer f.Close()
+	runs := map[string]map[int][]run{}
+	var targets []string
+	sc := bufio.NewScanner(f)
+	sc.Scan() // header
+	for sc.Scan() {
+		c := strings.Split(sc.Text(), "\t")
+		if len(c) < 8 {
+			continue
+		}
+		conns, _ := strconv.Atoi(c[1])
+		reqs, _ := strconv.ParseFloat(c[6], 64)
+		ticks, _ := strconv.ParseFloat(c[7], 64)
+		r := run{rps: num(c[3]), p50: ms(c[4]), p99: ms(c[5])}
+		if reqs > 0 {
+			r.cpuUsPerReq = ticks / *clk * 1e6 / reqs
+		}
+		if runs[c[0]] == nil {
+			runs[c[0]] = map[int][]run{}
+			targets = append(targets, c[0])
+		}
+		runs[c[0]][conns] = append(runs[c[0]][conns], r)
+	}
+
+	var conns []int
+	for c := range runs[targets[0]] {
+		conns = append(conns, c)
+	}
+	sort.Ints(conns)
+
+	fmt.Printf(`# Benchmarks
+
+Measured by `+"`./bench/run.sh`"+` on %s. The runner is not part of CI; rerun it
+to refresh this file (it is rewritten whole).
+
+- canaryd: %s
+- peers: %s; %s; %s
+- machine: %s, %d cores. The load generator (wrk, 1 thread, keep-alive) is
+  pinned to core 0; each proxy and the backend share core 1 (taskset), and Go's
+  GOMAXPROCS follows the affinity. nginx and HAProxy run one worker.
+- backend: %s, answering 128 bytes on two ports. Each proxy splits 90/10
+  between them with upstream keep-alive.
+- %d interleaved rounds of %s per target and connection count; the figures
+  are medians. "CPU µs/req" is the proxy process's user plus system time per
+  request, from /proc (for "direct", the backend's own).
+
+`, time.Now().UTC().Format("2006-01-02"), *canaryd, version("nginx", "-v"), version("haproxy", "-v"), version("wrk", "-v"),
+		cpuModel(), runtime.NumCPU(), *backend, *rounds, *duration)
+
+	for _, c := range conns {
+		direct := median(runs["direct"][c], func(r run) float64 { return r.rps })
+		nginx := median(runs["nginx"][c], func(r run) float64 { return r.rps })
+		fmt.Printf("## %d connections\n\n", c)
+		fmt.Println("| target | req/s | p50 ms | p99 ms | vs direct | vs nginx | CPU µs/req |")
+		fmt.Println("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+		for _, t := range targets {
+			rs := runs[t][c]
+			rps := median(rs, func(r run) float64 { return r.rps })
+			fmt.Printf("| %s | %.0f | %.2f | %.2f | %s | %s | %.1f |\n", t, rps,
+				median(rs, func(r run) float64 { return r.p50 }), median(rs, func(r run) float64 { return r.p99 }),
+				ratio(rps, direct), ratio(rps, nginx), median(rs, func(r run) float64 { return r.cpuUsPerReq }))
+		}
+		fmt.Println()
+	}
+}
+
+func num(s string) float64 {
+	f, _ := strconv.ParseFloat(s, 64)
+	return f
+}
+
+// ms reads wrk's latency ("812.00us", "1.23ms", "2.01s") in milliseconds.
+func ms(s string) float64 {
+	for _, u := range []struct {
+		suffix string
+		scale  float64
+	}{{"us", 1e-3}, {"ms", 1}, {"s", 1e3}} {
+		if v, ok := strings.CutSuffix(s, u.suffix); ok {
+			return num(v) * u.scale
+		}
+	}
+	return num(s)
+}
+
+func median(rs []run, f func(run) float64) float64 {
+	if len(rs) == 0 {
+		return 0
+	}
+	v := make([]float64, len(rs))
+	for i, r := range rs {
+		v[i] = f(r)
+	}
+	sort.Float64s(v)
+	if len(v)%2 == 1 {
+		return v[len(v)/2]
+	}
+	return (v[len(v)/2-1] + v[len(v)/2]) / 2
+}
+
+func ratio(a, b float64) string {
+	if b == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f×", a/b)
+}
+
+func version(cmd, flag string) string {
+	out, _ := exec.Command(cmd, flag).CombinedOutput() // some exit 1 after printing it
+	if len(out) == 0 {
+		return cmd + " not installed"
+	}
+	return strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0])
+}
+
+func cpuModel() string {
+	data, _ := os.ReadFile("/proc/cpuinfo")
+	for _, l := range strings.Split(string(data), "\n") {
+		if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return runtime.GOARCH
+}

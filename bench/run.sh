@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Load benchmark: canaryd against direct, a plain httputil proxy, nginx and
+# HAProxy, on one machine, and docs/benchmarks.md rewritten with the result.
+#   ./bench/run.sh                       # 3 rounds of 10 s at 64 and 256 connections
+#   BENCH_DURATION=3s BENCH_ROUNDS=1 ./bench/run.sh   # a quick look
+# Not part of CI. Needs wrk; uses nginx and HAProxy when installed, and
+# installs all three with apt-get when run as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${BENCH_DURATION:-10s}
+ROUNDS=${BENCH_ROUNDS:-3}
+CONNS=${BENCH_CONNS:-"64 256"}
+
+missing=()
+command -v wrk >/dev/null || missing+=(wrk)
+command -v nginx >/dev/null || missing+=(nginx-light)
+command -v haproxy >/dev/null || missing+=(haproxy)
+if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+command -v wrk >/dev/null || { echo "bench: wrk is needed (apt-get install wrk)" >&2; exit 1; }
+
+# A fair layout on two cores: the load generator on one, the proxy and the
+# backend on the other. Go's GOMAXPROCS follows the affinity.
+LOAD_CPU=0 PROXY_CPU=1
+[ "$(nproc)" -ge 2 ] || { LOAD_CPU=0; PROXY_CPU=0; }
+# taskset execs the program, so $! is the program's own pid.
+P="taskset -c $PROXY_CPU"
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  pkill -f "$work" 2>/dev/null || true # anything started from the work dir (nginx workers too)
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+echo "building"
+go build -o "$work/canaryd" ./cmd/canaryd
+go build -o "$work/baseline" ./bench/baseline
+go build -o "$work/backend" ./bench/backend
+go build -o "$work/report" ./bench/report
+
+body=$(printf 'x%.0s' $(seq 127))
+backend="go"
+if command -v nginx >/dev/null; then
+  backend="nginx"
+  sed "s|@DIR@|$work|g; s|@BODY@|$body|" bench/peers/nginx-backend.conf > "$work/nginx-backend.conf"
+  $P nginx -c "$work/nginx-backend.conf" & pids+=($!)
+else
+  $P "$work/backend" --listen 127.0.0.1:18001 & pids+=($!)
+  $P "$work/backend" --listen 127.0.0.1:18002 & pids+=($!)
+fi
+backend_pid=${pids[0]}
+
+cat > "$work/canaryd.yaml" <<YAML
+listen: "127.0.0.1:18200"
+admin: { listen: "off" }
+routes:
+  - name: web
+    pools:
+      - { name: a, weight: 90, instances: ["127.0.0.1:18001"] }
+      - { name: b, weight: 10, instances: ["127.0.0.1:18002"] }
+YAML
+declare -A addr pid
+addr[direct]=127.0.0.1:18001; pid[direct]=$backend_pid
+$P "$work/canaryd" run --config "$work/canaryd.yaml" --log-level warn & pids+=($!); addr[canaryd]=127.0.0.1:18200; pid[canaryd]=$!
+$P "$work/baseline" --listen 127.0.0.1:18100 2>"$work/baseline.log" & pids+=($!); addr[httputil]=127.0.0.1:18100; pid[httputil]=$!
+targets="direct canaryd httputil"
+if command -v nginx >/dev/null; then
+  sed "s|@DIR@|$work|g" bench/peers/nginx-proxy.conf > "$work/nginx-proxy.conf"
+  $P nginx -c "$work/nginx-proxy.conf" & pids+=($!); addr[nginx]=127.0.0.1:18300; pid[nginx]=$!
+  targets="$targets nginx"
+fi
+if command -v haproxy >/dev/null; then
+  cp bench/peers/haproxy.cfg "$work/haproxy.cfg"
+  $P haproxy -f "$work/haproxy.cfg" -db & pids+=($!); addr[haproxy]=127.0.0.1:18400; pid[haproxy]=$!
+  targets="$targets haproxy"
+fi
+
+for t in $targets; do
+  for i in $(seq 50); do
+    (exec 3<>"/dev/tcp/${addr[$t]%:*}/${addr[$t]#*:}") 2>/dev/null && break
+    sleep 0.1
+  done
+done
+
+# CPU ticks (user + system) of a process and its children (nginx's work is
+# done by its worker).
+ticks() {
+  local t=0 p
+  for p in "$1" $(pgrep -P "$1" || true); do
+    t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$t"
+}
+echo -e "target\tconns\tround\trps\tp50\tp99\trequests\tcpu_ticks" > "$work/results.tsv"
+for r in $(seq "$ROUNDS"); do
+  for t in $targets; do
+    for c in $CONNS; do
+      before=$(ticks "${pid[$t]}")
+      out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$c" -d"$DURATION" --latency "http://${addr[$t]}/")
+      after=$(ticks "${pid[$t]}")
+      rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+      reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+      p50=$(awk '$1=="50%" {print $2}' <<<"$out")
+      p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+      echo -e "$t\t$c\t$r\t$rps\t$p50\t$p99\t$reqs\t$((after - before))" >> "$work/results.tsv"
+      echo "round $r $t c=$c: $rps req/s, p50 $p50, p99 $p99"
+    done
+  done
+done
+
+"$work/report" --results "$work/results.tsv" --ticks "$(getconf CLK_TCK)" --backend "$backend" \
+  --duration "$DURATION" --rounds "$ROUNDS" --canaryd "$("$work/canaryd" version)" > docs/benchmarks.md
+echo "wrote docs/benchmarks.md"
