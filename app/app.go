@@ -390,10 +390,18 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.ready.Store(false)
 	stopReloads()
 	close(s.stopping)
-	s.log.Info("draining", zap.Duration("drain_timeout", s.static.Server.DrainTimeout.D()))
 	dctx, cancel := context.WithTimeout(context.Background(), s.static.Server.DrainTimeout.D())
 	defer cancel()
-	if err := s.proxy.Shutdown(dctx); err != nil {
+	// Shutdown closes the listener first and then waits for the requests in
+	// flight; "draining" is logged between the two, so that whoever reads
+	// it can count on new connections being refused.
+	listenerClosed := make(chan struct{})
+	s.proxy.RegisterOnShutdown(func() { close(listenerClosed) })
+	drained := make(chan error, 1)
+	go func() { drained <- s.proxy.Shutdown(dctx) }()
+	<-listenerClosed
+	s.log.Info("draining", zap.Duration("drain_timeout", s.static.Server.DrainTimeout.D()))
+	if err := <-drained; err != nil {
 		s.log.Warn("drain timeout reached; closing the connections still open", zap.Error(err))
 		s.proxy.Close()
 	}
