@@ -32,9 +32,16 @@ type TransportOptions struct {
 // ignores HTTP_PROXY variables (a router must not detour its traffic), never
 // asks for compression itself (the client decides), and keeps a record of
 // its open connections by address so that a drained instance's connections
-// can be closed without touching anyone else's.
+// can be closed without touching anyone else's. Bodiless idempotent requests
+// to http instances take a lean fast path (h1.go); the rest goes through an
+// http.Transport with the same settings.
 type Transport struct {
-	*http.Transport
+	std           *http.Transport
+	dialer        *net.Dialer
+	headerTimeout time.Duration
+	idleTimeout   time.Duration
+	maxIdle       int
+	pools         sync.Map // address → *h1Pool, the fast path's idle connections
 
 	mu    sync.Mutex // held on dial and close only, never per request
 	conns map[string]map[*trackedConn]struct{}
@@ -53,12 +60,17 @@ func NewTransport(o TransportOptions) *Transport {
 	if o.MaxIdleConnsPerHost <= 0 {
 		o.MaxIdleConnsPerHost = 256
 	}
-	t := &Transport{conns: map[string]map[*trackedConn]struct{}{}}
-	d := &net.Dialer{Timeout: o.DialTimeout, KeepAlive: 30 * time.Second}
-	t.Transport = &http.Transport{
+	t := &Transport{
+		conns:         map[string]map[*trackedConn]struct{}{},
+		dialer:        &net.Dialer{Timeout: o.DialTimeout, KeepAlive: 30 * time.Second},
+		headerTimeout: o.ResponseHeaderTimeout,
+		idleTimeout:   o.IdleConnTimeout,
+		maxIdle:       o.MaxIdleConnsPerHost,
+	}
+	t.std = &http.Transport{
 		Proxy: nil,
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			c, err := d.DialContext(ctx, network, addr)
+			c, err := t.dialer.DialContext(ctx, network, addr)
 			if err != nil {
 				return nil, err
 			}
@@ -76,10 +88,31 @@ func NewTransport(o TransportOptions) *Transport {
 	return t
 }
 
+// RoundTrip sends req to its instance.
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if fastPath(req) {
+		return t.roundTripH1(req)
+	}
+	return t.std.RoundTrip(req)
+}
+
+// CloseIdleConnections closes every idle connection, on both paths.
+func (t *Transport) CloseIdleConnections() {
+	t.pools.Range(func(_, p any) bool {
+		p.(*h1Pool).closeIdle(false)
+		return true
+	})
+	t.std.CloseIdleConnections()
+}
+
 // CloseConnsTo closes every connection open to addr (host:port) and says
 // how many there were. Call it once the address has nothing in flight: an
 // in-flight request on a closed connection fails.
 func (t *Transport) CloseConnsTo(addr string) int {
+	n := 0
+	if p, ok := t.pools.LoadAndDelete(addr); ok {
+		n = p.(*h1Pool).closeIdle(true)
+	}
 	t.mu.Lock()
 	set := t.conns[addr]
 	delete(t.conns, addr)
@@ -87,7 +120,7 @@ func (t *Transport) CloseConnsTo(addr string) int {
 	for c := range set {
 		c.Conn.Close()
 	}
-	return len(set)
+	return n + len(set)
 }
 
 // OpenConns is the number of connections open to addr.
