@@ -105,10 +105,12 @@ type Handler struct {
 	countBytes bool
 	maxBody    int64
 	tables     Tables
-	rp         *httputil.ReverseProxy
+	next       http.RoundTripper
 	log        *zap.Logger
 	obs        Observer
 	trusted    []netip.Prefix
+	bufPool    *bufferPool
+	errorLog   *log.Logger
 	states     sync.Pool
 }
 
@@ -118,27 +120,31 @@ func New(tables Tables, o Options) *Handler {
 	if h.log == nil {
 		h.log = zap.NewNop()
 	}
-	rt := o.Transport
-	if rt == nil {
-		rt = NewTransport(TransportOptions{})
+	h.next = o.Transport
+	if h.next == nil {
+		h.next = NewTransport(TransportOptions{})
 	}
-	h.states.New = func() any { return new(state) }
-	h.rp = &httputil.ReverseProxy{
-		Rewrite:        h.rewrite,
-		Transport:      retrier{next: rt},
-		ModifyResponse: modifyResponse,
-		ErrorHandler:   h.handleError,
-		BufferPool:     newBufferPool(),
-		// ReverseProxy logs body-copy failures itself; finish logs them
-		// with their cause and level, so this copy is for debugging only.
-		ErrorLog: mustStdLog(h.log.Named("reverseproxy"), zap.DebugLevel),
-	}
+	h.bufPool = newBufferPool()
+	// ReverseProxy logs body-copy failures itself; finish logs them with
+	// their cause and level, so this copy is for debugging only.
+	h.errorLog = mustStdLog(h.log.Named("reverseproxy"), zap.DebugLevel)
+	h.states.New = h.newState
 	return h
 }
 
-// state is one request's routing decision, carried to Rewrite, the retrying
-// transport and the error handler through the request context.
+// state is one request's routing decision and what became of it. States
+// are pooled, and each owns a ReverseProxy whose hooks are bound to it
+// once: Rewrite, the retrying transport and the error handler find the
+// request's state without a context value (which would cost a context and
+// a copy of the request every time).
 type state struct {
+	h  *Handler
+	rp httputil.ReverseProxy
+	call
+}
+
+// call is the per-request part of a state, zeroed between requests.
+type call struct {
 	route       *balancer.Route
 	pool        *balancer.Pool
 	inst        *balancer.Instance
@@ -150,6 +156,19 @@ type state struct {
 	counter     countingWriter
 	body        watchedBody
 	out         Outcome // handed to the Observer; lives as long as the state
+}
+
+func (h *Handler) newState() any {
+	st := &state{h: h}
+	st.rp = httputil.ReverseProxy{
+		Rewrite:        st.rewrite,
+		Transport:      st,
+		ModifyResponse: st.modifyResponse,
+		ErrorHandler:   st.handleError,
+		BufferPool:     h.bufPool,
+		ErrorLog:       h.errorLog,
+	}
+	return st
 }
 
 // watchedBody remembers why the client's body could not be read, so that
@@ -166,13 +185,6 @@ func (b *watchedBody) Read(p []byte) (int, error) {
 		b.err = err
 	}
 	return n, err
-}
-
-type stateKey struct{}
-
-func stateOf(ctx context.Context) *state {
-	st, _ := ctx.Value(stateKey{}).(*state)
-	return st
 }
 
 // ServeHTTP reads the table once; everything after works on that snapshot.
@@ -209,10 +221,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	st := h.states.Get().(*state)
-	*st = state{route: route, pool: pool, inst: inst, id: id}
+	st.call = call{route: route, pool: pool, inst: inst, id: id, in: r}
 	inst.Acquire()
-	r = r.WithContext(context.WithValue(r.Context(), stateKey{}, st))
-	st.in = r
 	if h.countBytes {
 		st.counter = countingWriter{ResponseWriter: w}
 		w = &st.counter
@@ -226,7 +236,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Body = &st.body
 	}
 	defer h.finish(st, start)
-	h.rp.ServeHTTP(w, r)
+	st.rp.ServeHTTP(w, r)
 }
 
 // finish accounts for the request, also when ReverseProxy aborts it with
@@ -260,7 +270,7 @@ func (h *Handler) finish(st *state, start time.Time) {
 	if p != nil {
 		panic(p)
 	}
-	*st = state{}
+	st.call = call{}
 	h.states.Put(st)
 }
 
@@ -270,8 +280,8 @@ func (h *Handler) observe(o *Outcome) {
 	}
 }
 
-func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
-	st := stateOf(pr.In.Context())
+func (st *state) rewrite(pr *httputil.ProxyRequest) {
+	h := st.h
 	setTarget(pr.Out, pr.In.URL, st.inst.URL)
 	if !st.route.PreserveHost {
 		pr.Out.Host = ""
@@ -328,16 +338,15 @@ func (h *Handler) isTrusted(remoteAddr string) bool {
 	return false
 }
 
-func modifyResponse(resp *http.Response) error {
-	st := stateOf(resp.Request.Context())
+func (st *state) modifyResponse(resp *http.Response) error {
 	st.status = resp.StatusCode
 	resp.Header[HeaderRequestID] = []string{st.id}
 	return nil
 }
 
 // handleError is the one place where an upstream error becomes a status.
-func (h *Handler) handleError(w http.ResponseWriter, out *http.Request, err error) {
-	st := stateOf(out.Context())
+func (st *state) handleError(w http.ResponseWriter, out *http.Request, err error) {
+	h := st.h
 	status := classify(out.Context(), err)
 	var tooBig *http.MaxBytesError
 	switch {

@@ -164,19 +164,14 @@ func (c *trackedConn) Close() error {
 	return c.Conn.Close()
 }
 
-// retrier sends a request again, once, to another instance when the first
-// could not be connected to: nothing reached the instance, nothing was
-// written to the client. Only replayable requests qualify (an idempotent
-// method with no body or a re-readable one), so a POST is never sent twice.
-type retrier struct{ next http.RoundTripper }
-
-func (t retrier) RoundTrip(req *http.Request) (*http.Response, error) {
-	resp, err := t.next.RoundTrip(req)
-	if err == nil || !isDialError(err) || !replayable(req) || req.Context().Err() != nil {
-		return resp, err
-	}
-	st := stateOf(req.Context())
-	if st == nil || st.unreachable != nil {
+// RoundTrip is the state's transport: it sends the request and, once,
+// sends it again to another instance when the first could not be
+// connected to: nothing reached the instance, nothing was written to the
+// client. Only replayable requests qualify (an idempotent method with no
+// body or a re-readable one), so a POST is never sent twice.
+func (st *state) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := st.h.next.RoundTrip(req)
+	if err == nil || !isDialError(err) || !replayable(req) || req.Context().Err() != nil || st.unreachable != nil {
 		return resp, err
 	}
 	pool, alt := st.route.PickExcept(st.pool, st.inst)
@@ -189,7 +184,7 @@ func (t retrier) RoundTrip(req *http.Request) (*http.Response, error) {
 	st.pool, st.inst = pool, alt
 	again := req.Clone(req.Context())
 	setTarget(again, st.in.URL, alt.URL)
-	return t.next.RoundTrip(again)
+	return st.h.next.RoundTrip(again)
 }
 
 func isDialError(err error) bool {
