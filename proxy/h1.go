@@ -246,8 +246,16 @@ func (t *Transport) exchange(ctx context.Context, c *h1Conn, p *h1Pool, req *htt
 		c.conn.SetReadDeadline(time.Now().Add(t.headerTimeout))
 	}
 	var resp *http.Response
+	length := int64(-1) // of a lean answer's body
 	for n := 0; ; n++ {
-		var err error
+		lean, ok, err := parseLeanHead(c.br, req)
+		if err != nil {
+			return fail(err)
+		}
+		if ok {
+			resp, length = lean.resp, lean.length
+			break
+		}
 		if resp, err = http.ReadResponse(c.br, req); err != nil {
 			return fail(err)
 		}
@@ -272,8 +280,9 @@ func (t *Transport) exchange(ctx context.Context, c *h1Conn, p *h1Pool, req *htt
 			return fail(err)
 		}
 	}
-	b := &h1Body{c: c, p: p, body: resp.Body, stop: stop, keep: !resp.Close}
-	if resp.Body == http.NoBody {
+	b := &h1Body{c: c, p: p, body: resp.Body, left: length, stop: stop, keep: !resp.Close}
+	if resp.Body == http.NoBody || length == 0 {
+		resp.Body = http.NoBody
 		b.finish(true)
 		return resp, nil
 	}
@@ -338,7 +347,8 @@ func writeRequest(w *bufio.Writer, req *http.Request) error {
 type h1Body struct {
 	c    *h1Conn
 	p    *h1Pool
-	body io.ReadCloser
+	body io.ReadCloser // from http.ReadResponse; nil for a lean answer
+	left int64         // a lean answer's bytes still to read
 	stop func() bool
 	keep bool
 	done bool
@@ -348,9 +358,27 @@ func (b *h1Body) Read(p []byte) (int, error) {
 	if b.done {
 		return 0, io.EOF
 	}
-	n, err := b.body.Read(p)
+	if b.body != nil {
+		n, err := b.body.Read(p)
+		if err != nil {
+			b.finish(err == io.EOF)
+		}
+		return n, err
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.c.br.Read(p)
+	b.left -= int64(n)
+	if b.left == 0 {
+		b.finish(true)
+		return n, io.EOF
+	}
 	if err != nil {
-		b.finish(err == io.EOF)
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		b.finish(false)
 	}
 	return n, err
 }
