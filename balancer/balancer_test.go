@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -639,4 +640,27 @@ func FuzzStickyKey(f *testing.F) {
 			}
 		}
 	})
+}
+
+// Turns are laid over the available instances only: with one of three
+// down, the other two share its traffic evenly, not the next one in line
+// taking all of it.
+func TestRoundRobinSharesAnUnavailableInstancesTurns(t *testing.T) {
+	rt := newRouter(t, spec(t, "r", 3, 9000, 1000))
+	if _, err := rt.SetAvailable("r", "p0", "http://127.0.0.1:10000", false); err != nil {
+		t.Fatal(err)
+	}
+	r := rt.Load().Route("r")
+	counts := map[string]int{}
+	for i := 0; i < Slots; i++ {
+		p, in := r.Pick(nil)
+		counts[p.Name+" "+in.Addr]++
+	}
+	want := map[string]int{
+		"p0 http://127.0.0.1:10001": 4500, "p0 http://127.0.0.1:10002": 4500,
+		"p1 http://127.0.0.1:10100": 334, "p1 http://127.0.0.1:10101": 333, "p1 http://127.0.0.1:10102": 333,
+	}
+	if !reflect.DeepEqual(counts, want) {
+		t.Errorf("picks over one cycle: %v\nwant %v", counts, want)
+	}
 }

@@ -26,12 +26,20 @@ func (r *Route) Pick(h http.Header) (*Pool, *Instance) {
 		return nil, nil
 	}
 	var p *Pool
+	var in *Instance
 	if key, ok := r.stickyKey(h); ok {
 		p = r.Pools[r.bucketPool(Bucket(key))]
+		in = p.pick()
 	} else {
-		p = r.Pools[r.schedule[(r.cursor.Add(1)-1)%Slots]]
+		slot := (r.cursor.Add(1) - 1) % Slots
+		p = r.Pools[r.schedule[slot]]
+		if p.policy == LeastRequest {
+			in = p.leastRequest()
+		} else {
+			in = p.pickFrom(int(r.turn[slot]), nil)
+		}
 	}
-	if in := p.pick(); in != nil {
+	if in != nil {
 		return p, in
 	}
 	// The pool lost its last instance after this table was built; the next
@@ -170,6 +178,12 @@ func (p *Pool) pickExcept(skip *Instance) *Instance {
 			}
 		}
 	}
+	return p.pickFrom(i, skip)
+}
+
+// pickFrom takes instance i if it is usable, else the next usable one.
+func (p *Pool) pickFrom(i int, skip *Instance) *Instance {
+	n := len(p.Instances)
 	var now int64
 	var declined *Instance
 	for k := 0; k < n; k++ {

@@ -122,6 +122,12 @@ type Route struct {
 	// schedule[i] is the index of the pool that serves slot i; nil when no
 	// weighted pool has an available instance (every pick is then nil: 503).
 	schedule []uint8
+	// turn[i] is the instance (index in its pool) that serves slot i:
+	// round robin over the pool's available instances in the order its
+	// slots come, decided here so that a pick moves one shared counter,
+	// not two. A pool with k slots and n instances gives each k/n turns per
+	// cycle, give or take one.
+	turn []uint32
 	// sticky lays pools on the bucket line, newest (last listed) lowest.
 	sticky       []bucketRange
 	stickyHeader string
@@ -244,6 +250,7 @@ func compileRoute(s RouteSpec, get func(route, pool string, u *url.URL) *Instanc
 	}
 	if anyPositive(eff) {
 		r.schedule = smoothSchedule(eff)
+		r.turn = turns(r.schedule, r.Pools)
 	}
 	// Bucket ranges, lowest first: StickyLow (or the last pool), then the
 	// others from the end of the list. Raising the first range's weight only
@@ -262,6 +269,32 @@ func compileRoute(s RouteSpec, get func(route, pool string, u *url.URL) *Instanc
 		r.sticky = append(r.sticky, bucketRange{end: uint16(end), pool: uint8(i)})
 	}
 	return r, nil
+}
+
+// turns lays round robin over each pool's available instances (all of
+// them when none is, or in panic mode) along the schedule.
+func turns(schedule []uint8, pools []*Pool) []uint32 {
+	usable := make([][]uint32, len(pools))
+	for i, p := range pools {
+		for k, in := range p.Instances {
+			if p.Panic || in.Available() {
+				usable[i] = append(usable[i], uint32(k))
+			}
+		}
+		if len(usable[i]) == 0 {
+			for k := range p.Instances {
+				usable[i] = append(usable[i], uint32(k))
+			}
+		}
+	}
+	seen := make([]int, len(pools))
+	t := make([]uint32, len(schedule))
+	for slot, pi := range schedule {
+		u := usable[pi]
+		t[slot] = u[seen[pi]%len(u)]
+		seen[pi]++
+	}
+	return t
 }
 
 // effectiveWeights gives the share of pools that have no available instance
