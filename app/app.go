@@ -361,7 +361,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 	}
 	errs := make(chan error, 2)
-	go serveOn(s.proxy, s.proxyLn, "proxy", errs)
+	go serveOn(s.proxy, proxy.Listener{Listener: s.proxyLn}, "proxy", errs)
 	if s.admin != nil {
 		go serveOn(s.admin, s.adminLn, "admin", errs)
 	}

@@ -1,0 +1,204 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// serveOnListener runs an http.Server with h on a Listener over loopback.
+func serveOnListener(t *testing.T, h http.Handler, idle time.Duration) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h, IdleTimeout: idle, ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan struct{})
+	go func() { defer close(done); srv.Serve(Listener{ln}) }()
+	t.Cleanup(func() { srv.Close(); <-done })
+	return ln.Addr().String()
+}
+
+func dialT(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// Keep-alive, pipelined requests, and a request after a pause all work.
+func TestListenerKeepAliveAndPipelining(t *testing.T) {
+	addr := serveOnListener(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.URL.Path)
+	}), 0)
+	c := dialT(t, addr)
+	br := bufio.NewReader(c)
+	read := func(want string) {
+		t.Helper()
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(b) != want {
+			t.Fatalf("body %q, want %q", b, want)
+		}
+	}
+	io.WriteString(c, "GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\nGET /c HTTP/1.1\r\nHost: x\r\n\r\n")
+	read("/a")
+	read("/b")
+	read("/c")
+	time.Sleep(50 * time.Millisecond)
+	io.WriteString(c, "GET /d HTTP/1.1\r\nHost: x\r\n\r\n")
+	read("/d")
+}
+
+func TestListenerLargeBody(t *testing.T) {
+	addr := serveOnListener(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, err := io.Copy(io.Discard, r.Body)
+		fmt.Fprintf(w, "%d %v", n, err)
+	}), 0)
+	const size = 4 << 20
+	ct := &http.Transport{}
+	defer ct.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: ct}).Post("http://"+addr+"/", "application/octet-stream", bytes.NewReader(make([]byte, size)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := fmt.Sprintf("%d <nil>", size); string(b) != want {
+		t.Errorf("server read %q, want %q", b, want)
+	}
+}
+
+// The server still sees a client that goes away.
+func TestListenerSeesClientLeave(t *testing.T) {
+	gone := make(chan struct{})
+	addr := serveOnListener(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+			close(gone)
+		case <-time.After(10 * time.Second):
+		}
+	}), 0)
+	c := dialT(t, addr)
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	time.Sleep(50 * time.Millisecond)
+	c.Close()
+	select {
+	case <-gone:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the handler's context did not end 5s after the client left")
+	}
+}
+
+// The idle timeout still closes a keep-alive connection after an answer
+// (the read that waits for the next request comes after a yield).
+func TestListenerIdleTimeout(t *testing.T) {
+	addr := serveOnListener(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}), 100*time.Millisecond)
+	c := dialT(t, addr)
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	start := time.Now()
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("after the idle timeout: %v, want EOF", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("closed after %v; the idle timeout is 100ms", d)
+	}
+}
+
+// Read errors keep the shapes http.Server relies on (a read OpError that
+// is a timeout; EOF) and the connection's own methods stay reachable.
+func TestListenerConnKeepsTCPBehaviour(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ql := Listener{ln}
+	defer ql.Close()
+	peer := dialT(t, ln.Addr().String())
+	c, err := ql.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, ok := c.(interface{ CloseWrite() error }); !ok {
+		t.Error("the wrapped connection lost CloseWrite (http.Server uses it)")
+	}
+	buf := make([]byte, 16)
+	io.WriteString(peer, "hi")
+	if n, err := c.Read(buf); n != 2 || err != nil {
+		t.Fatalf("read %d %v", n, err)
+	}
+	c.Write([]byte("answer"))
+	c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	_, err = c.Read(buf)
+	var oe *net.OpError
+	if !errors.As(err, &oe) || oe.Op != "read" || !oe.Timeout() {
+		t.Fatalf("deadline: %v, want a read OpError that is a timeout", err)
+	}
+	c.SetReadDeadline(time.Time{})
+	io.ReadFull(peer, make([]byte, len("answer"))) // unread data would turn the close into a reset
+	peer.Close()
+	if _, err := c.Read(buf); err != io.EOF {
+		t.Fatalf("after the peer closed: %v, want EOF", err)
+	}
+}
+
+// The whole proxy behind Listener: a WebSocket upgrade (a hijacked
+// connection) and a plain request.
+func TestProxyBehindListener(t *testing.T) {
+	ws := wsEcho(t)
+	r := newRig(t, Options{}, routeSpec(t, pool{"blue", 10000, []string{ws.URL}}))
+	addr := serveOnListener(t, r.srv.Config.Handler, time.Minute)
+	c := dialT(t, addr)
+	io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	for i := 0; i < 3; i++ {
+		msg := strings.Repeat("m", 10*(i+1))
+		c.Write(maskedFrame(1, []byte(msg)))
+		_, payload, err := readFrame(br)
+		if err != nil || string(payload) != msg {
+			t.Fatalf("echo %d: %q %v", i, payload, err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+addr+"/plain", nil)
+	ct := &http.Transport{}
+	defer ct.CloseIdleConnections()
+	resp, err = ct.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), "want websocket") {
+		t.Errorf("plain request: %d %q (the echo backend refuses non-WebSocket requests)", resp.StatusCode, b)
+	}
+}
