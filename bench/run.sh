@@ -113,6 +113,17 @@ for r in $(seq "$ROUNDS"); do
   done
 done
 
+# Stop the load targets before the Go benchmarks, which want both cores.
+for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+wait 2>/dev/null || true
+pids=()
+echo "go benchmarks"
+go test -run '^$' -benchtime=2s \
+  -bench 'BenchmarkPick$|BenchmarkProxyPath|BenchmarkBaselinePath|BenchmarkObserve' \
+  ./balancer ./proxy ./bench/baseline ./metrics ./health > "$work/gobench.txt"
+
 "$work/report" --results "$work/results.tsv" --ticks "$(getconf CLK_TCK)" --backend "$backend" \
-  --duration "$DURATION" --rounds "$ROUNDS" --canaryd "$("$work/canaryd" version)" > docs/benchmarks.md
+  --duration "$DURATION" --rounds "$ROUNDS" --canaryd "$("$work/canaryd" version)" \
+  --gobench "$work/gobench.txt" --notes bench/findings.md > "$work/benchmarks.md"
+mv "$work/benchmarks.md" docs/benchmarks.md
 echo "wrote docs/benchmarks.md"

@@ -1,7 +1,8 @@
 // Command baseline is the reverse proxy a user would write by hand with
 // httputil: a weighted random pick between two upstreams and a transport
 // with more idle connections than Go's default. canaryd is measured
-// against it (bench/run.sh).
+// against it (bench/run.sh), and so is its allocation count per request
+// (BenchmarkBaselinePath, next to canaryd's BenchmarkProxyPath).
 package main
 
 import (
@@ -27,18 +28,22 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	log.Fatal(http.ListenAndServe(*listen, newProxy(ua, ub, *weight)))
+}
+
+// newProxy sends weight percent of requests to a, the rest to b.
+func newProxy(a, b *url.URL, weight int) *httputil.ReverseProxy {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 256
-	rp := &httputil.ReverseProxy{
+	return &httputil.ReverseProxy{
 		Transport: tr,
 		Rewrite: func(pr *httputil.ProxyRequest) {
-			target := ub
-			if rand.IntN(100) < *weight {
-				target = ua
+			target := b
+			if rand.IntN(100) < weight {
+				target = a
 			}
 			pr.SetURL(target)
 			pr.SetXForwarded()
 		},
 	}
-	log.Fatal(http.ListenAndServe(*listen, rp))
 }

@@ -28,6 +28,8 @@ func main() {
 	duration := flag.String("duration", "", "length of one run")
 	rounds := flag.Int("rounds", 0, "rounds")
 	canaryd := flag.String("canaryd", "", "canaryd version line")
+	gobench := flag.String("gobench", "", "output of go test -bench, for the Go benchmarks table (optional)")
+	notes := flag.String("notes", "", "markdown appended as is: the profile findings and the optimization log (optional)")
 	flag.Parse()
 
 	f, err := os.Open(*results)
@@ -84,21 +86,72 @@ to refresh this file (it is rewritten whole).
 `, time.Now().UTC().Format("2006-01-02"), *canaryd, version("nginx", "-v"), version("haproxy", "-v"), version("wrk", "-v"),
 		cpuModel(), runtime.NumCPU(), *backend, *rounds, *duration)
 
+	rpsOf := func(t string, c int) float64 { return median(runs[t][c], func(r run) float64 { return r.rps }) }
+	p99Of := func(t string, c int) float64 { return median(runs[t][c], func(r run) float64 { return r.p99 }) }
+	if c := 64; len(runs["canaryd"][c]) > 0 && len(runs["httputil"][c]) > 0 {
+		fmt.Printf("**At %d connections: canaryd %s the plain httputil baseline's throughput (target ≥ 2.00×), %s nginx's (target ≥ 0.50×); p99 %.2f ms against the baseline's %.2f ms.**\n\n",
+			c, ratio(rpsOf("canaryd", c), rpsOf("httputil", c)), ratio(rpsOf("canaryd", c), rpsOf("nginx", c)), p99Of("canaryd", c), p99Of("httputil", c))
+	}
 	for _, c := range conns {
-		direct := median(runs["direct"][c], func(r run) float64 { return r.rps })
-		nginx := median(runs["nginx"][c], func(r run) float64 { return r.rps })
+		direct, nginx, base := rpsOf("direct", c), rpsOf("nginx", c), rpsOf("httputil", c)
 		fmt.Printf("## %d connections\n\n", c)
-		fmt.Println("| target | req/s | p50 ms | p99 ms | vs direct | vs nginx | CPU µs/req |")
-		fmt.Println("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+		fmt.Println("| target | req/s | p50 ms | p99 ms | vs direct | vs httputil | vs nginx | CPU µs/req |")
+		fmt.Println("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 		for _, t := range targets {
 			rs := runs[t][c]
-			rps := median(rs, func(r run) float64 { return r.rps })
-			fmt.Printf("| %s | %.0f | %.2f | %.2f | %s | %s | %.1f |\n", t, rps,
-				median(rs, func(r run) float64 { return r.p50 }), median(rs, func(r run) float64 { return r.p99 }),
-				ratio(rps, direct), ratio(rps, nginx), median(rs, func(r run) float64 { return r.cpuUsPerReq }))
+			rps := rpsOf(t, c)
+			fmt.Printf("| %s | %.0f | %.2f | %.2f | %s | %s | %s | %.1f |\n", t, rps,
+				median(rs, func(r run) float64 { return r.p50 }), p99Of(t, c),
+				ratio(rps, direct), ratio(rps, base), ratio(rps, nginx), median(rs, func(r run) float64 { return r.cpuUsPerReq }))
 		}
 		fmt.Println()
 	}
+	if *gobench != "" {
+		if err := goBenchTable(*gobench); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+	}
+	if *notes != "" {
+		data, err := os.ReadFile(*notes)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Stdout.Write(data)
+	}
+}
+
+// goBenchTable prints go test -bench output as a table, one row per
+// benchmark, with its package.
+func goBenchTable(path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	fmt.Print("## Go benchmarks\n\n" +
+		"`go test -run '^$' -bench ... -benchtime=2s` on the same machine, not pinned. " +
+		"BenchmarkProxyPath/handler and BenchmarkBaselinePath measure the same thing: " +
+		"one proxied request, handler called in-process, upstream on a loopback socket.\n\n" +
+		"| package | benchmark | ns/op | B/op | allocs/op |\n| --- | --- | ---: | ---: | ---: |\n")
+	pkg := ""
+	for _, l := range strings.Split(string(data), "\n") {
+		if p, ok := strings.CutPrefix(l, "pkg: "); ok {
+			pkg = p
+			continue
+		}
+		f := strings.Fields(l)
+		if len(f) < 8 || !strings.HasPrefix(f[0], "Benchmark") || f[3] != "ns/op" {
+			continue
+		}
+		name := f[0]
+		if i := strings.LastIndexByte(name, '-'); i > 0 {
+			name = name[:i] // the GOMAXPROCS suffix
+		}
+		fmt.Printf("| %s | %s | %s | %s | %s |\n", pkg, name, f[2], f[4], f[6])
+	}
+	fmt.Println()
+	return nil
 }
 
 func num(s string) float64 {
