@@ -3,12 +3,14 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -228,11 +230,22 @@ func (t *Transport) roundTripH1(req *http.Request) (*http.Response, error) {
 // exchange writes req on c and reads the final answer's head. On error c
 // is closed.
 func (t *Transport) exchange(ctx context.Context, c *h1Conn, p *h1Pool, req *http.Request) (*http.Response, error) {
-	stop := func() bool { return true }
-	if ctx.Done() != nil {
-		// A client gone (or a drain timeout) must unblock this request's
-		// reads and writes wherever they are.
+	// A client gone (or a drain timeout) must unblock this request's reads
+	// wherever they wait. Registering with ctx costs five allocations, and
+	// most answers come whole within a few milliseconds, so the watch is
+	// set up only for an answer that is slow to start or whose body is
+	// still to come; until then a departure is noticed at the first-wait
+	// deadline, at most firstWait late. (The request's head is written
+	// into an idle connection's empty send buffer: that write does not
+	// block.)
+	stop, watching := noStop, false
+	watch := func() error {
+		if watching || ctx.Done() == nil {
+			return nil
+		}
+		watching = true
 		stop = context.AfterFunc(ctx, func() { c.conn.SetDeadline(aLongTimeAgo) })
+		return ctx.Err()
 	}
 	fail := func(err error) (*http.Response, error) {
 		stop()
@@ -242,8 +255,23 @@ func (t *Transport) exchange(ctx context.Context, c *h1Conn, p *h1Pool, req *htt
 	if err := writeRequest(c.bw, req); err != nil {
 		return fail(err)
 	}
-	if t.headerTimeout > 0 {
-		c.conn.SetReadDeadline(time.Now().Add(t.headerTimeout))
+	start := time.Now()
+	c.conn.SetReadDeadline(start.Add(min(t.headerTimeout, firstWait)))
+	if _, err := c.br.Peek(1); err != nil {
+		if !errors.Is(err, os.ErrDeadlineExceeded) || t.headerTimeout <= firstWait {
+			return fail(err)
+		}
+		if err := watch(); err != nil {
+			return fail(err)
+		}
+		c.conn.SetReadDeadline(start.Add(t.headerTimeout))
+		if _, err := c.br.Peek(1); err != nil {
+			return fail(err)
+		}
+	}
+	if headEnd(peekBuffered(c.br)) <= 0 {
+		// The head needs more reads: they get the whole header timeout.
+		c.conn.SetReadDeadline(start.Add(t.headerTimeout))
 	}
 	var resp *http.Response
 	length := int64(-1) // of a lean answer's body
@@ -272,22 +300,41 @@ func (t *Transport) exchange(ctx context.Context, c *h1Conn, p *h1Pool, req *htt
 			}
 		}
 	}
-	if t.headerTimeout > 0 {
-		c.conn.SetReadDeadline(time.Time{})
-		// A cancel that fired before the line above had its deadline
-		// cleared by it; ctx says so.
-		if err := ctx.Err(); err != nil {
+	c.conn.SetReadDeadline(time.Time{})
+	// A cancel that fired before the line above had its deadline cleared by
+	// it, and one that came while nothing watched is only in ctx.
+	if err := ctx.Err(); err != nil {
+		return fail(err)
+	}
+	empty := resp.Body == http.NoBody || length == 0
+	if !empty && (length < 0 || length > int64(c.br.Buffered())) {
+		// Reads of the body are still to come.
+		if err := watch(); err != nil {
 			return fail(err)
 		}
 	}
 	b := &h1Body{c: c, p: p, body: resp.Body, left: length, stop: stop, keep: !resp.Close}
-	if resp.Body == http.NoBody || length == 0 {
+	if empty {
 		resp.Body = http.NoBody
 		b.finish(true)
 		return resp, nil
 	}
 	resp.Body = b
 	return resp, nil
+}
+
+// firstWait is how long an answer is waited for before the request's
+// context is watched (see exchange).
+const firstWait = 50 * time.Millisecond
+
+// noStop stands for "no watch registered"; stop reports true, as a stopped
+// watch that had not fired does.
+func noStop() bool { return true }
+
+// peekBuffered is what br holds, without reading.
+func peekBuffered(br *bufio.Reader) []byte {
+	b, _ := br.Peek(br.Buffered())
+	return b
 }
 
 // writeRequest writes req's head as http.Request.Write would for a bodiless

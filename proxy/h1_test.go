@@ -356,3 +356,65 @@ func TestFastPathHeaderTimeout(t *testing.T) {
 		t.Errorf("%d connections left open", n)
 	}
 }
+
+// An answer slower than the first wait still arrives (the wait is then
+// extended to the header timeout and the request's context is watched).
+func TestFastPathSlowAnswer(t *testing.T) {
+	be := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(3 * firstWait)
+		io.WriteString(w, "late")
+	}))
+	tr := NewTransport(TransportOptions{})
+	defer tr.CloseIdleConnections()
+	if _, body := roundTrip(t, tr, "GET", be.URL); body != "late" {
+		t.Errorf("body %q", body)
+	}
+}
+
+// A client that leaves while the answer is still awaited, before the
+// first wait is over, releases the instance soon after that wait.
+func TestClientLeavingBeforeASlowAnswer(t *testing.T) {
+	released := make(chan struct{})
+	be := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+			close(released)
+		case <-time.After(10 * time.Second):
+		}
+	}))
+	tr := NewTransport(TransportOptions{})
+	defer tr.CloseIdleConnections()
+	ctx, cancel := context.WithTimeout(context.Background(), firstWait/3)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", be.URL, nil)
+	start := time.Now()
+	if _, err := tr.RoundTrip(req); err == nil {
+		t.Fatal("the round trip succeeded after its context ended")
+	}
+	select {
+	case <-released:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the instance was still held 5s after the client left")
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("released after %v", d)
+	}
+}
+
+// A header timeout shorter than the first wait is honoured as such.
+func TestFastPathShortHeaderTimeout(t *testing.T) {
+	be := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-time.After(5 * time.Second):
+		}
+	}))
+	tr := NewTransport(TransportOptions{ResponseHeaderTimeout: firstWait / 5})
+	defer tr.CloseIdleConnections()
+	req, _ := http.NewRequest("GET", be.URL, nil)
+	_, err := tr.RoundTrip(req)
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("err %v, want a timeout", err)
+	}
+}

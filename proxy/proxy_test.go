@@ -463,9 +463,12 @@ func BenchmarkProxyPath(b *testing.B) {
 	r := newRig(b, Options{Observer: nopObserver{}}, routeSpec(b,
 		pool{"blue", 9000, []string{blue.URL}}, pool{"green", 1000, []string{green.URL}}))
 	h := New(r.router, Options{Observer: nopObserver{}})
-	req, _ := http.NewRequest(http.MethodGet, "http://example/", nil)
+	// A cancelable context and a RequestURI, as http.Server gives them.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://example/", nil)
 	req.RemoteAddr = "127.0.0.1:5555"
-	req.RequestURI = "/" // as a server sets it
+	req.RequestURI = "/"
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
 	if rec.Code != 200 {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -23,7 +24,9 @@ func BenchmarkBaselinePath(b *testing.B) {
 	}
 	rp := newProxy(be("blue"), be("green"), 90)
 	b.Cleanup(rp.Transport.(*http.Transport).CloseIdleConnections)
-	req, _ := http.NewRequest(http.MethodGet, "http://example/", nil)
+	ctx, cancel := context.WithCancel(context.Background()) // as http.Server gives it
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://example/", nil)
 	req.RemoteAddr = "127.0.0.1:5555"
 	req.RequestURI = "/"
 	rec := httptest.NewRecorder()
