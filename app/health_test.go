@@ -305,8 +305,12 @@ func TestPanicMode(t *testing.T) {
 	for _, b := range bs[1:] {
 		r.waitAvailable("blue", b.addr, false, 5*time.Second)
 	}
-	if !r.srv.Router().Load().Route("web").Pools[0].Panic {
-		t.Fatal("pool with 1 of 4 available is not in panic mode")
+	// An instance's flag flips just before the table that follows from it
+	// is published: wait for the table.
+	for end := time.Now().Add(5 * time.Second); !r.srv.Router().Load().Route("web").Pools[0].Panic; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("pool with 1 of 4 available is not in panic mode")
+		}
 	}
 	reached := func() int {
 		before := make([]int64, len(bs))

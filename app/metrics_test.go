@@ -167,7 +167,9 @@ routes:
 }
 
 // A backend with a known latency mix (90% 5 ms, 10% 50 ms): the window's
-// p50 and p99 are within 10% of what the client measured.
+// p50 and p99 lie between the backend's own delay at that quantile and
+// what the client measured (which adds the client's and the loopback's
+// time), each with the histogram's 5% bucket error and some slack.
 func TestWindowQuantilesThroughProxy(t *testing.T) {
 	var n int64
 	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -196,13 +198,17 @@ func TestWindowQuantilesThroughProxy(t *testing.T) {
 	for end := time.Now().Add(2 * time.Second); c.Requests < 300 && time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
 		c = r.srv.Requests().Pool("web", "blue").Now()
 	}
-	for _, q := range []float64{0.5, 0.99} {
-		want := truth[int(math.Ceil(q*float64(len(truth))))-1]
-		got := c.Quantile(q)
-		if rel := math.Abs(float64(got-want)) / float64(want); rel > 0.10 {
-			t.Errorf("p%.0f: window %v, client measured %v (%.1f%% off)", q*100, got, want, rel*100)
+	for _, c2 := range []struct {
+		q     float64
+		floor time.Duration // the backend's own delay at q
+	}{{0.5, 5 * time.Millisecond}, {0.99, 50 * time.Millisecond}} {
+		client := truth[int(math.Ceil(c2.q*float64(len(truth))))-1]
+		got := c.Quantile(c2.q)
+		lo, hi := time.Duration(float64(c2.floor)*0.95), time.Duration(float64(client)*1.10)
+		if got < lo || got > hi {
+			t.Errorf("p%.0f: window %v, want between %v (backend delay) and %v (client measured %v)", c2.q*100, got, lo, hi, client)
 		} else {
-			t.Logf("p%.0f: window %v, client measured %v", q*100, got, want)
+			t.Logf("p%.0f: window %v, client measured %v", c2.q*100, got, client)
 		}
 	}
 }
