@@ -13,6 +13,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -221,10 +222,18 @@ func (t *Transport) roundTripH1(req *http.Request) (*http.Response, error) {
 		if err == nil {
 			return resp, nil
 		}
-		if !reused || c.nread != before || ctx.Err() != nil {
+		if !reused || c.nread != before || ctx.Err() != nil || !closedByPeer(err) {
 			return nil, err
 		}
 	}
+}
+
+// closedByPeer reports an error that an idle connection the peer closed
+// gives: end of stream, reset, broken pipe. A timeout is not one (the
+// instance may be working on the request).
+func closedByPeer(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
 // exchange writes req on c and reads the final answer's head. On error c

@@ -418,3 +418,29 @@ func TestFastPathShortHeaderTimeout(t *testing.T) {
 		t.Fatalf("err %v, want a timeout", err)
 	}
 }
+
+// A header timeout on a pooled connection is not taken for a connection
+// the instance closed: the request is not sent again.
+func TestFastPathTimeoutOnAPooledConnectionIsNotRetried(t *testing.T) {
+	var requests atomic.Int32
+	be := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if requests.Add(1) == 1 {
+			return
+		}
+		select {
+		case <-r.Context().Done():
+		case <-time.After(5 * time.Second):
+		}
+	}))
+	tr := NewTransport(TransportOptions{ResponseHeaderTimeout: 4 * firstWait})
+	defer tr.CloseIdleConnections()
+	roundTrip(t, tr, "GET", be.URL) // leaves its connection in the pool
+	req, _ := http.NewRequest("GET", be.URL, nil)
+	if _, err := tr.RoundTrip(req); err == nil {
+		t.Fatal("no error past the header timeout")
+	}
+	time.Sleep(2 * firstWait) // a retry would have arrived by now
+	if n := requests.Load(); n != 2 {
+		t.Errorf("the instance got %d requests, want 2", n)
+	}
+}
