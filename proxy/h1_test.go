@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -442,5 +443,26 @@ func TestFastPathTimeoutOnAPooledConnectionIsNotRetried(t *testing.T) {
 	time.Sleep(2 * firstWait) // a retry would have arrived by now
 	if n := requests.Load(); n != 2 {
 		t.Errorf("the instance got %d requests, want 2", n)
+	}
+}
+
+// A body far larger than the connection's buffer, with a Content-Length,
+// arrives whole, and the connection is reused after it.
+func TestFastPathLargeBody(t *testing.T) {
+	var conns atomic.Int32
+	payload := strings.Repeat("0123456789abcdef", 64<<10) // 1 MiB
+	be := serveCounting(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", fmt.Sprint(len(payload)))
+		io.WriteString(w, payload)
+	}), &conns)
+	tr := NewTransport(TransportOptions{})
+	defer tr.CloseIdleConnections()
+	for i := 0; i < 3; i++ {
+		if _, body := roundTrip(t, tr, "GET", be.URL); body != payload {
+			t.Fatalf("round %d: got %d bytes, want %d", i, len(body), len(payload))
+		}
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("%d connections for 3 sequential requests, want 1", n)
 	}
 }
