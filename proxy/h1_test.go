@@ -292,11 +292,7 @@ func TestClientLeavingMidBodyReleasesTheInstance(t *testing.T) {
 	be := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "first chunk")
 		w.(http.Flusher).Flush()
-		select {
-		case <-r.Context().Done():
-			close(released)
-		case <-time.After(10 * time.Second):
-		}
+		holdUntilGone(r, released)
 	}))
 	r := newRig(t, Options{}, routeSpec(t, pool{"blue", 10000, []string{be.URL}}))
 	ctx, cancel := context.WithCancel(context.Background())
@@ -377,11 +373,7 @@ func TestFastPathSlowAnswer(t *testing.T) {
 func TestClientLeavingBeforeASlowAnswer(t *testing.T) {
 	released := make(chan struct{})
 	be := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-r.Context().Done():
-			close(released)
-		case <-time.After(10 * time.Second):
-		}
+		holdUntilGone(r, released)
 	}))
 	tr := NewTransport(TransportOptions{})
 	defer tr.CloseIdleConnections()
@@ -405,10 +397,7 @@ func TestClientLeavingBeforeASlowAnswer(t *testing.T) {
 // A header timeout shorter than the first wait is honoured as such.
 func TestFastPathShortHeaderTimeout(t *testing.T) {
 	be := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-r.Context().Done():
-		case <-time.After(5 * time.Second):
-		}
+		holdUntilGone(r, nil)
 	}))
 	tr := NewTransport(TransportOptions{ResponseHeaderTimeout: firstWait / 5})
 	defer tr.CloseIdleConnections()
@@ -428,10 +417,7 @@ func TestFastPathTimeoutOnAPooledConnectionIsNotRetried(t *testing.T) {
 		if requests.Add(1) == 1 {
 			return
 		}
-		select {
-		case <-r.Context().Done():
-		case <-time.After(5 * time.Second):
-		}
+		holdUntilGone(r, nil)
 	}))
 	tr := NewTransport(TransportOptions{ResponseHeaderTimeout: 4 * firstWait})
 	defer tr.CloseIdleConnections()

@@ -37,6 +37,19 @@ func serve(t testing.TB, h http.Handler) *httptest.Server {
 	return s
 }
 
+// holdUntilGone is an instance's handler that never answers: it returns
+// once the request's context ends (canaryd closed the connection), then
+// closing gone unless it is nil, or after 10s.
+func holdUntilGone(r *http.Request, gone chan<- struct{}) {
+	select {
+	case <-r.Context().Done():
+		if gone != nil {
+			close(gone)
+		}
+	case <-time.After(10 * time.Second):
+	}
+}
+
 // deadAddr is a loopback port with nothing listening (connection refused).
 func deadAddr(t testing.TB) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")

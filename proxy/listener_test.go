@@ -90,11 +90,7 @@ func TestListenerLargeBody(t *testing.T) {
 func TestListenerSeesClientLeave(t *testing.T) {
 	gone := make(chan struct{})
 	addr := serveOnListener(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-r.Context().Done():
-			close(gone)
-		case <-time.After(10 * time.Second):
-		}
+		holdUntilGone(r, gone)
 	}), 0)
 	c := dialT(t, addr)
 	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
