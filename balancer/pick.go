@@ -31,7 +31,7 @@ func (r *Route) Pick(h http.Header) (*Pool, *Instance) {
 		p = r.Pools[r.bucketPool(Bucket(key))]
 		in = p.pick()
 	} else {
-		slot := r.cursor.next()
+		slot := (r.cursor.Add(1) - 1) % Slots
 		p = r.Pools[r.schedule[slot]]
 		if p.policy == LeastRequest {
 			in = p.leastRequest()

@@ -4,9 +4,8 @@
 //
 // The table is never changed once published; a reload or an availability
 // change builds a new one and swaps it in (Router). The only things written
-// on the request path are atomic counters: the schedule cursor (shared, with
-// a run of slots per core when cores race for it), round-robin cursors and
-// in-flight counts.
+// on the request path are atomic counters: the schedule cursor, round-robin
+// cursors and in-flight counts.
 package balancer
 
 import (
@@ -136,9 +135,11 @@ type Route struct {
 	forceHeader  string
 	forceCookie  string
 
-	// cursor is written by every request on every core; it keeps its
-	// shared counter off the cache lines of the read-only fields above.
-	cursor *cursor
+	// The cursor is written by every request on every core; keep it off the
+	// cache lines of the read-only fields above.
+	_      [64]byte
+	cursor atomic.Uint64
+	_      [56]byte
 }
 
 type bucketRange struct {
@@ -250,7 +251,6 @@ func compileRoute(s RouteSpec, get func(route, pool string, u *url.URL) *Instanc
 	if anyPositive(eff) {
 		r.schedule = smoothSchedule(eff)
 		r.turn = turns(r.schedule, r.Pools)
-		r.cursor = newCursor()
 	}
 	// Bucket ranges, lowest first: StickyLow (or the last pool), then the
 	// others from the end of the list. Raising the first range's weight only
