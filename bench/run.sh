@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Load benchmark: canaryd against direct, a plain httputil proxy, nginx and
 # HAProxy, on one machine, and docs/benchmarks.md rewritten with the result.
-#   ./bench/run.sh                       # 3 rounds of 10 s at 64 and 256 connections
+#   ./bench/run.sh                       # 5 rounds of 10 s at 64 and 256 connections
 #   BENCH_DURATION=3s BENCH_ROUNDS=1 ./bench/run.sh   # a quick look
 # Not part of CI. Needs wrk; uses nginx and HAProxy when installed, and
 # installs all three with apt-get when run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${BENCH_DURATION:-10s}
-ROUNDS=${BENCH_ROUNDS:-3}
+ROUNDS=${BENCH_ROUNDS:-5}
 CONNS=${BENCH_CONNS:-"64 256"}
 
 missing=()

@@ -91,6 +91,8 @@ to refresh this file (it is rewritten whole).
 	if c := 64; len(runs["canaryd"][c]) > 0 && len(runs["httputil"][c]) > 0 {
 		fmt.Printf("**At %d connections: canaryd %s the plain httputil baseline's throughput (target ≥ 2.00×), %s nginx's (target ≥ 0.50×); p99 %.2f ms against the baseline's %.2f ms.**\n\n",
 			c, ratio(rpsOf("canaryd", c), rpsOf("httputil", c)), ratio(rpsOf("canaryd", c), rpsOf("nginx", c)), p99Of("canaryd", c), p99Of("httputil", c))
+		fmt.Printf("Those are ratios of medians. Taken round by round instead (each round runs the targets back to back, so a ratio within a round cancels the machine's drift between rounds): canaryd %s the baseline and %s nginx.\n\n",
+			pairedRatio(runs["canaryd"][c], runs["httputil"][c]), pairedRatio(runs["canaryd"][c], runs["nginx"][c]))
 	}
 	for _, c := range conns {
 		direct, nginx, base := rpsOf("direct", c), rpsOf("nginx", c), rpsOf("httputil", c)
@@ -185,6 +187,25 @@ func median(rs []run, f func(run) float64) float64 {
 		return v[len(v)/2]
 	}
 	return (v[len(v)/2-1] + v[len(v)/2]) / 2
+}
+
+// pairedRatio is the median over rounds of a's throughput over b's in the
+// same round, with the range: "2.05× (1.60–2.94× over 5 rounds)".
+func pairedRatio(a, b []run) string {
+	var rs []run
+	for i := range min(len(a), len(b)) {
+		if b[i].rps > 0 {
+			rs = append(rs, run{rps: a[i].rps / b[i].rps})
+		}
+	}
+	if len(rs) == 0 {
+		return "–"
+	}
+	lo, hi := rs[0].rps, rs[0].rps
+	for _, r := range rs {
+		lo, hi = min(lo, r.rps), max(hi, r.rps)
+	}
+	return fmt.Sprintf("%.2f× (%.2f–%.2f× over %d rounds)", median(rs, func(r run) float64 { return r.rps }), lo, hi, len(rs))
 }
 
 func ratio(a, b float64) string {
