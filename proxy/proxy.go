@@ -151,11 +151,14 @@ type call struct {
 	unreachable *balancer.Instance
 	in          *http.Request
 	id          string
-	status      int
-	err         error
-	counter     countingWriter
-	body        watchedBody
-	out         Outcome // handed to the Observer; lives as long as the state
+	// idValue is id as a header value, one slice for the request to the
+	// instance and the answer to the client: both only read it.
+	idValue [1]string
+	status  int
+	err     error
+	counter countingWriter
+	body    watchedBody
+	out     Outcome // handed to the Observer; lives as long as the state
 }
 
 func (h *Handler) newState() any {
@@ -221,7 +224,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	st := h.states.Get().(*state)
-	st.call = call{route: route, pool: pool, inst: inst, id: id, in: r}
+	st.call = call{route: route, pool: pool, inst: inst, id: id, idValue: [1]string{id}, in: r}
 	inst.Acquire()
 	if h.countBytes {
 		st.counter = countingWriter{ResponseWriter: w}
@@ -299,7 +302,7 @@ func (st *state) rewrite(pr *httputil.ProxyRequest) {
 		copyHeader(pr.Out.Header, pr.In.Header, "X-Forwarded-Host")
 		copyHeader(pr.Out.Header, pr.In.Header, "X-Forwarded-Proto")
 	}
-	pr.Out.Header[HeaderRequestID] = []string{st.id}
+	pr.Out.Header[HeaderRequestID] = st.idValue[:]
 }
 
 func copyHeader(dst, src http.Header, key string) {
@@ -340,7 +343,7 @@ func (h *Handler) isTrusted(remoteAddr string) bool {
 
 func (st *state) modifyResponse(resp *http.Response) error {
 	st.status = resp.StatusCode
-	resp.Header[HeaderRequestID] = []string{st.id}
+	resp.Header[HeaderRequestID] = st.idValue[:]
 	return nil
 }
 
@@ -502,12 +505,21 @@ func mustStdLog(l *zap.Logger, lvl zapcore.Level) *log.Logger {
 }
 
 // bufferPool reuses ReverseProxy's 32 KiB copy buffers; without one it
-// allocates a fresh buffer for every response body.
+// allocates a fresh buffer for every response body. It holds array
+// pointers: a pointer goes into the pool's interface without an
+// allocation, where a slice (or a pointer to a copy of one) needs one.
 type bufferPool struct{ p sync.Pool }
 
+const copyBufSize = 32 << 10
+
 func newBufferPool() *bufferPool {
-	return &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+	return &bufferPool{p: sync.Pool{New: func() any { return new([copyBufSize]byte) }}}
 }
 
-func (b *bufferPool) Get() []byte  { return *b.p.Get().(*[]byte) }
-func (b *bufferPool) Put(x []byte) { b.p.Put(&x) }
+func (b *bufferPool) Get() []byte { return b.p.Get().(*[copyBufSize]byte)[:] }
+
+func (b *bufferPool) Put(x []byte) {
+	if cap(x) >= copyBufSize { // always, for what Get gave out
+		b.p.Put((*[copyBufSize]byte)(x[:copyBufSize]))
+	}
+}
