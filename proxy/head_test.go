@@ -135,3 +135,14 @@ func FuzzLeanHead(f *testing.F) {
 		leanAgrees(t, raw, 4096)
 	})
 }
+
+// isTchar must agree with RFC 9110's definition by exclusion: visible
+// ASCII that is not a delimiter.
+func TestIsTcharMatchesTheDelimiterSet(t *testing.T) {
+	for c := 0; c < 256; c++ {
+		want := c > ' ' && c < 0x7f && !strings.ContainsRune(`"(),/:;<=>?@[\]{}`, rune(c))
+		if got := isTchar(byte(c)); got != want {
+			t.Errorf("isTchar(%q) = %v, want %v", rune(c), got, want)
+		}
+	}
+}
