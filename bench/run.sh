@@ -119,7 +119,7 @@ wait 2>/dev/null || true
 pids=()
 echo "go benchmarks"
 go test -run '^$' -benchtime=2s \
-  -bench 'BenchmarkPick$|BenchmarkProxyPath|BenchmarkBaselinePath|BenchmarkObserve' \
+  -bench 'BenchmarkPick$|BenchmarkProxyPath|BenchmarkBaselinePath|BenchmarkObserve|BenchmarkLeanHead' \
   ./balancer ./proxy ./bench/baseline ./metrics ./health > "$work/gobench.txt"
 
 "$work/report" --results "$work/results.tsv" --ticks "$(getconf CLK_TCK)" --backend "$backend" \

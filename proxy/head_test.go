@@ -146,3 +146,20 @@ func TestIsTcharMatchesTheDelimiterSet(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkLeanHead parses the head nginx sends for a small static answer.
+func BenchmarkLeanHead(b *testing.B) {
+	const head = "HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Wed, 25 Nov 2026 23:40:00 GMT\r\n" +
+		"Content-Type: text/plain\r\nContent-Length: 128\r\nConnection: keep-alive\r\n\r\n"
+	req, _ := http.NewRequest(http.MethodGet, "http://example.com/", nil)
+	sr := strings.NewReader(head)
+	br := bufio.NewReaderSize(sr, 4096)
+	b.ReportAllocs()
+	for b.Loop() {
+		sr.Reset(head)
+		br.Reset(sr)
+		if _, ok, err := parseLeanHead(br, req); !ok || err != nil {
+			b.Fatalf("not parsed as lean: %v", err)
+		}
+	}
+}
