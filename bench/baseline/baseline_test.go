@@ -1,12 +1,13 @@
 package main
 
 import (
-	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"testing"
+
+	"canaryd/bench/handlerbench"
 )
 
 // BenchmarkBaselinePath measures the baseline exactly as
@@ -24,24 +25,5 @@ func BenchmarkBaselinePath(b *testing.B) {
 	}
 	rp := newProxy(be("blue"), be("green"), 90)
 	b.Cleanup(rp.Transport.(*http.Transport).CloseIdleConnections)
-	ctx, cancel := context.WithCancel(context.Background()) // as http.Server gives it
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://example/", nil)
-	req.RemoteAddr = "127.0.0.1:5555"
-	req.RequestURI = "/"
-	rec := httptest.NewRecorder()
-	rp.ServeHTTP(rec, req)
-	if rec.Code != 200 {
-		b.Fatalf("benchmark request answered %d", rec.Code)
-	}
-	b.ReportAllocs()
-	for b.Loop() {
-		rp.ServeHTTP(discard{h: http.Header{}}, req)
-	}
+	handlerbench.Run(b, rp)
 }
-
-type discard struct{ h http.Header }
-
-func (d discard) Header() http.Header         { return d.h }
-func (d discard) Write(p []byte) (int, error) { return len(p), nil }
-func (d discard) WriteHeader(int)             {}
