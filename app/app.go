@@ -187,11 +187,13 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 	s.reloadMetrics.Loaded(s.appliedHash, time.Now())
 	s.syncHealth(cfg)
 	s.transport = proxy.NewTransport(proxy.TransportOptions{
-		DialTimeout:           cfg.Upstream.DialTimeout.D(),
-		ResponseHeaderTimeout: cfg.Upstream.ResponseHeaderTimeout.D(),
-		MaxIdleConnsPerHost:   cfg.Upstream.MaxIdleConnsPerHost,
-		IdleConnTimeout:       cfg.Upstream.IdleConnTimeout.D(),
-		InsecureSkipVerify:    cfg.Upstream.InsecureSkipVerify,
+		DialTimeout:            cfg.Upstream.DialTimeout.D(),
+		ResponseHeaderTimeout:  cfg.Upstream.ResponseHeaderTimeout.D(),
+		MaxIdleConnsPerHost:    cfg.Upstream.MaxIdleConnsPerHost,
+		IdleConnTimeout:        cfg.Upstream.IdleConnTimeout.D(),
+		InsecureSkipVerify:     cfg.Upstream.InsecureSkipVerify,
+		MaxResponseHeaderBytes: cfg.Upstream.MaxResponseHeaderBytes,
+		DisableFastPath:        !*cfg.Upstream.FastPath,
 	})
 	h := proxy.New(router, proxy.Options{
 		Logger:         log.Named("proxy"),

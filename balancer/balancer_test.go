@@ -329,13 +329,17 @@ func TestPickExcept(t *testing.T) {
 	r := newRouter(t, spec(t, "r", 2, 9000, 1000)).Load().Route("r")
 	p0 := r.Pools[0]
 	for i := 0; i < 10; i++ {
-		if p, in := r.PickExcept(p0, p0.Instances[0]); p != p0 || in != p0.Instances[1] {
+		if p, in := r.PickExcept(p0, p0.Instances[0], false); p != p0 || in != p0.Instances[1] {
 			t.Fatalf("PickExcept: %v %v", p, in)
 		}
 	}
 	single := newRouter(t, spec(t, "r", 1, 9000, 1000)).Load().Route("r")
-	if p, in := single.PickExcept(single.Pools[0], single.Pools[0].Instances[0]); p != single.Pools[1] || in == nil {
+	if p, in := single.PickExcept(single.Pools[0], single.Pools[0].Instances[0], false); p != single.Pools[1] || in == nil {
 		t.Errorf("with no other instance in the pool, want the other pool; got %v", p)
+	}
+	// An explicit preview never falls back to another pool.
+	if p, in := single.PickExcept(single.Pools[0], single.Pools[0].Instances[0], true); p != single.Pools[0] || in != nil {
+		t.Errorf("samePool: got %v %v, want the same pool and no instance", p, in)
 	}
 }
 

@@ -19,7 +19,7 @@ import (
 // A nil instance means nothing can serve the request. The pool is returned
 // even then when one was chosen, for accounting.
 func (r *Route) Pick(h http.Header) (*Pool, *Instance) {
-	if p := r.forced(h); p != nil {
+	if p := r.Forced(h); p != nil {
 		return p, p.pick()
 	}
 	if r.schedule == nil {
@@ -48,13 +48,17 @@ func (r *Route) Pick(h http.Header) (*Pool, *Instance) {
 }
 
 // PickExcept chooses another instance after failed could not be reached:
-// first another available instance of the same pool, then an instance of
-// another weighted pool. Nil when there is none.
-func (r *Route) PickExcept(pool *Pool, failed *Instance) (*Pool, *Instance) {
+// first another available instance of the same pool, then, unless
+// samePool (an explicit preview, which never falls back silently), an
+// instance of another weighted pool. Nil when there is none.
+func (r *Route) PickExcept(pool *Pool, failed *Instance, samePool bool) (*Pool, *Instance) {
 	if pool != nil {
 		if in := pool.pickExcept(failed); in != nil {
 			return pool, in
 		}
+	}
+	if samePool {
+		return pool, nil
 	}
 	return r.fallback(pool, failed)
 }
@@ -72,7 +76,7 @@ func (r *Route) fallback(skip *Pool, failed *Instance) (*Pool, *Instance) {
 }
 
 // Forced returns the pool named by the force header or cookie, if any.
-func (r *Route) forced(h http.Header) *Pool {
+func (r *Route) Forced(h http.Header) *Pool {
 	var name string
 	if r.forceHeader != "" {
 		if v := h[r.forceHeader]; len(v) > 0 {

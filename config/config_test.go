@@ -73,12 +73,13 @@ func TestDefaultsOnMinimalConfig(t *testing.T) {
 		Upstream: Upstream{
 			DialTimeout: Duration(DefaultDialTimeout), ResponseHeaderTimeout: Duration(DefaultResponseHeaderTimeout),
 			MaxIdleConnsPerHost: DefaultMaxIdleConnsPerHost, IdleConnTimeout: Duration(DefaultIdleConnTimeout),
+			MaxResponseHeaderBytes: DefaultMaxResponseHeaderBytes, FastPath: new(true),
 		},
 	}
 	got := *cfg
 	got.Routes = nil
 	want.Reload = Reload{Debounce: Duration(DefaultReloadDebounce), PollInterval: Duration(DefaultReloadPollInterval)}
-	if got.Listen != want.Listen || !reflect.DeepEqual(got.Admin, want.Admin) || got.Server != want.Server || got.Upstream != want.Upstream || got.Reload != want.Reload {
+	if got.Listen != want.Listen || !reflect.DeepEqual(got.Admin, want.Admin) || got.Server != want.Server || !reflect.DeepEqual(got.Upstream, want.Upstream) || got.Reload != want.Reload {
 		t.Errorf("defaults:\n got %+v\nwant %+v", got, want)
 	}
 	if r := cfg.Routes[0]; r.Match.PathPrefix != "/" || r.Balance != BalanceRoundRobin {
@@ -172,6 +173,9 @@ func TestInvalidConfigs(t *testing.T) {
 		{"host with port", route("    match: {host: \"example.com:80\"}\n" + twoPools), []string{"match.host", "leave the port out"}, 3},
 		{"string for int", "server: { max_header_bytes: big }\n" + route(twoPools), []string{`"big" is a string`, "whole number"}, 1},
 		{"debounce too long", "reload: { debounce: 1m }\n" + route(twoPools), []string{"reload.debounce", "longer than 10s"}, 1},
+		{"response head limit over 1 MiB", "upstream: { max_response_header_bytes: 2097152 }\n" + route(twoPools), []string{"upstream.max_response_header_bytes", "outside 1024 to 1048576"}, 1},
+		{"response head limit too small", "upstream: { max_response_header_bytes: 100 }\n" + route(twoPools), []string{"upstream.max_response_header_bytes", "the default is 65536"}, 1},
+		{"fast path not a bool", "upstream: { fast_path: maybe }\n" + route(twoPools), []string{`"maybe" is a string where true or false is expected`}, 1},
 		{"poll too often", "reload: { poll_interval: 10ms }\n" + route(twoPools), []string{"reload.poll_interval", "shorter than 1s"}, 1},
 		{"two documents", route(twoPools) + "---\nlisten: \":1\"\n", []string{"more than one YAML document"}, 0},
 	} {

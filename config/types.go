@@ -110,6 +110,14 @@ type Upstream struct {
 	// InsecureSkipVerify disables TLS verification for https:// instances.
 	// Default false.
 	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
+	// MaxResponseHeaderBytes bounds each answer head from an instance (each
+	// 1xx head too); a larger one is a 502 for that request only, read no
+	// further than the bound. Default 65536; at most 1048576.
+	MaxResponseHeaderBytes int64 `yaml:"max_response_header_bytes"`
+	// FastPath sends bodiless idempotent requests to http:// instances on
+	// canaryd's lean HTTP/1.1 path; false sends everything through Go's
+	// http.Transport. Default true.
+	FastPath *bool `yaml:"fast_path"`
 }
 
 // Route is a set of pools that share traffic by weight.

@@ -15,29 +15,33 @@ import (
 
 // Defaults, in one place. docs/config.md repeats them; keep both in step.
 const (
-	DefaultListen                = ":8080"
-	DefaultAdminListen           = "127.0.0.1:9901"
-	DefaultReadHeaderTimeout     = 10 * time.Second
-	DefaultIdleTimeout           = 120 * time.Second
-	DefaultMaxHeaderBytes        = 64 << 10
-	DefaultDrainTimeout          = 30 * time.Second
-	DefaultDialTimeout           = 2 * time.Second
-	DefaultResponseHeaderTimeout = 30 * time.Second
-	DefaultMaxIdleConnsPerHost   = 256
-	DefaultIdleConnTimeout       = 90 * time.Second
-	DefaultReloadDebounce        = 100 * time.Millisecond
-	DefaultReloadPollInterval    = 30 * time.Second
-	DefaultProbeInterval         = 5 * time.Second
-	DefaultProbeTimeout          = 2 * time.Second
-	DefaultRise                  = 2
-	DefaultFall                  = 3
-	DefaultExpectedStatus        = "200-399"
-	DefaultJitterPercent         = 10
-	DefaultConsecutiveFailures   = 5
-	DefaultEjectFor              = 30 * time.Second
-	DefaultMaxEjectFor           = 5 * time.Minute
-	DefaultMaxEjectedPercent     = 50
-	DefaultPanicThreshold        = 50
+	DefaultListen                 = ":8080"
+	DefaultAdminListen            = "127.0.0.1:9901"
+	DefaultReadHeaderTimeout      = 10 * time.Second
+	DefaultIdleTimeout            = 120 * time.Second
+	DefaultMaxHeaderBytes         = 64 << 10
+	DefaultDrainTimeout           = 30 * time.Second
+	DefaultDialTimeout            = 2 * time.Second
+	DefaultResponseHeaderTimeout  = 30 * time.Second
+	DefaultMaxIdleConnsPerHost    = 256
+	DefaultIdleConnTimeout        = 90 * time.Second
+	DefaultMaxResponseHeaderBytes = 64 << 10
+	// MaxResponseHeaderBytesLimit is the largest max_response_header_bytes:
+	// a head is held in memory whole while it is read.
+	MaxResponseHeaderBytesLimit = 1 << 20
+	DefaultReloadDebounce       = 100 * time.Millisecond
+	DefaultReloadPollInterval   = 30 * time.Second
+	DefaultProbeInterval        = 5 * time.Second
+	DefaultProbeTimeout         = 2 * time.Second
+	DefaultRise                 = 2
+	DefaultFall                 = 3
+	DefaultExpectedStatus       = "200-399"
+	DefaultJitterPercent        = 10
+	DefaultConsecutiveFailures  = 5
+	DefaultEjectFor             = 30 * time.Second
+	DefaultMaxEjectFor          = 5 * time.Minute
+	DefaultMaxEjectedPercent    = 50
+	DefaultPanicThreshold       = 50
 	// AdminOff disables the admin listener.
 	AdminOff = "off"
 	// MaxPools bounds pools per route (the schedule stores a byte per slot).
@@ -56,6 +60,10 @@ func (c *Config) applyDefaults() {
 	setDur(&c.Upstream.ResponseHeaderTimeout, DefaultResponseHeaderTimeout)
 	setInt(&c.Upstream.MaxIdleConnsPerHost, DefaultMaxIdleConnsPerHost)
 	setDur(&c.Upstream.IdleConnTimeout, DefaultIdleConnTimeout)
+	if c.Upstream.MaxResponseHeaderBytes == 0 {
+		c.Upstream.MaxResponseHeaderBytes = DefaultMaxResponseHeaderBytes
+	}
+	setBoolPtr(&c.Upstream.FastPath, true)
 	setInt(&c.AccessLog.Sample, 1)
 	setDur(&c.Reload.Debounce, DefaultReloadDebounce)
 	setDur(&c.Reload.PollInterval, DefaultReloadPollInterval)
@@ -147,6 +155,12 @@ func (ro *Rollout) applyDefaults() {
 }
 
 func setIntPtr(p **int, d int) {
+	if *p == nil {
+		*p = &d
+	}
+}
+
+func setBoolPtr(p **bool, d bool) {
 	if *p == nil {
 		*p = &d
 	}
@@ -294,6 +308,9 @@ func (v *validator) config(c *Config) {
 	}
 	if c.Upstream.MaxIdleConnsPerHost < 0 {
 		v.add(path{"upstream", "max_idle_conns_per_host"}, "must be positive")
+	}
+	if b := c.Upstream.MaxResponseHeaderBytes; b < 1024 || b > MaxResponseHeaderBytesLimit {
+		v.add(path{"upstream", "max_response_header_bytes"}, "%d is outside 1024 to %d (1 MiB); the default is %d", b, MaxResponseHeaderBytesLimit, DefaultMaxResponseHeaderBytes)
 	}
 	for i, s := range c.TrustedProxies {
 		if _, err := ParseTrusted(s); err != nil {

@@ -301,6 +301,13 @@ func (c *Checker) report(in *Instance, source, reason string, ejectedFor time.Du
 		return
 	}
 	in.up = up
+	if up {
+		// Failures counted before the instance went out (by probes, say,
+		// before passive ejection reached its threshold) say nothing about
+		// the instance that came back: it starts with a clean count.
+		in.consecGateway.Store(0)
+		in.consec5xx.Store(0)
+	}
 	// The only error is an instance the balancer no longer has: a reload
 	// removed it, and the next Sync drops this record too.
 	_, _ = c.setter.SetAvailable(in.Route, in.Pool, in.Addr, up)

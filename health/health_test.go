@@ -324,3 +324,23 @@ func TestRecoveringProbesLiftEjection(t *testing.T) {
 		t.Error("still marked ejected")
 	}
 }
+
+// Gateway failures counted before an instance went out (here: 4, one short
+// of ejection, and then probes take it out) are forgotten when it comes
+// back: the first failure after its return does not eject it.
+func TestReadmittedInstanceStartsWithACleanCount(t *testing.T) {
+	var failing atomic.Bool
+	s, _ := probed(t, func(int64) bool { return failing.Load() })
+	w := newWorld(t, activeCfg(), s.URL)
+	for i := 0; i < 4; i++ {
+		w.recs[0].Observe(502, true, false)
+	}
+	failing.Store(true)
+	eventually(t, 5*time.Second, "probed down", func() bool { return !w.available(0) })
+	failing.Store(false)
+	eventually(t, 5*time.Second, "probed back", func() bool { return w.available(0) })
+	w.recs[0].Observe(502, true, false)
+	if w.recs[0].Ejected() || !w.available(0) {
+		t.Errorf("one failure after coming back ejected it: %+v", w.ev.transitions())
+	}
+}

@@ -19,6 +19,10 @@ import (
 	"time"
 )
 
+// firstWait is proxy/internal/h1's wait for an answer before it watches
+// the request's context.
+const firstWait = 50 * time.Millisecond
+
 // seen is what a backend parsed from one request.
 type seen struct {
 	Method, URI, Proto, Host string
@@ -77,7 +81,7 @@ func TestFastPathWritesWhatHTTPTransportWrites(t *testing.T) {
 					req.Header = http.Header{}
 				}
 				req = req.WithContext(context.Background())
-				if !fastPath(req) {
+				if !tr.fast.Carries(req) {
 					t.Fatal("the fast path refused a request it should carry")
 				}
 				var resp *http.Response
@@ -126,8 +130,9 @@ func TestFastPathChoosesWhatItCanCarry(t *testing.T) {
 		{"a zoned host", get(func(r *http.Request) { r.Host = "[fe80::1%eth0]:80" }), false},
 		{"non-ASCII host", get(func(r *http.Request) { r.Host = "bücher.example" }), false},
 	}
+	fast := NewTransport(TransportOptions{}).fast
 	for _, c := range cases {
-		if got := fastPath(c.req); got != c.fast {
+		if got := fast.Carries(c.req); got != c.fast {
 			t.Errorf("%s: fastPath = %v, want %v", c.name, got, c.fast)
 		}
 	}

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"canaryd/balancer"
+	"canaryd/proxy/internal/h1"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -156,9 +157,11 @@ type call struct {
 	idValue [1]string
 	status  int
 	err     error
-	counter countingWriter
-	body    watchedBody
-	out     Outcome // handed to the Observer; lives as long as the state
+	// closeAfter closes the client's connection after the answer.
+	closeAfter bool
+	counter    countingWriter
+	body       watchedBody
+	out        Outcome // handed to the Observer; lives as long as the state
 }
 
 func (h *Handler) newState() any {
@@ -194,37 +197,40 @@ func (b *watchedBody) Read(p []byte) (int, error) {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	id := requestID(r.Header)
+	// Go's server has already resolved Content-Length against
+	// Transfer-Encoding (chunked wins) and removed the Content-Length, so
+	// canaryd cannot tell a smuggling attempt from an honest chunked upload.
+	// RFC 9112 section 6.3 requires closing the connection after such a
+	// request: it is done for every chunked request, so that nothing sent
+	// after the body is read as another request. The header goes on the
+	// final answer only (modifyResponse, reply): set now, a 1xx would carry
+	// it and ReverseProxy would then clear it from the final one.
+	closeAfter := len(r.TransferEncoding) > 0
 	if msg := rejectTarget(r); msg != "" {
-		reply(w, http.StatusBadRequest, id, "canaryd: "+msg)
+		reply(w, closeAfter, http.StatusBadRequest, id, "canaryd: "+msg)
 		return
-	}
-	if len(r.TransferEncoding) > 0 {
-		// Go's server has already resolved Content-Length against
-		// Transfer-Encoding (chunked wins) and removed the Content-Length,
-		// so canaryd cannot tell a smuggling attempt from an honest chunked
-		// upload. RFC 9112 section 6.3 requires closing the connection after
-		// such a request: do it for every chunked request, so that nothing
-		// sent after the body is read as another request.
-		w.Header().Set("Connection", "close")
 	}
 	if h.maxBody > 0 && r.ContentLength > h.maxBody {
-		reply(w, http.StatusRequestEntityTooLarge, id, fmt.Sprintf("canaryd: request body of %d bytes is over the %d-byte limit", r.ContentLength, h.maxBody))
+		reply(w, closeAfter, http.StatusRequestEntityTooLarge, id, fmt.Sprintf("canaryd: request body of %d bytes is over the %d-byte limit", r.ContentLength, h.maxBody))
 		return
 	}
+	// For an absolute-form target Go's server has set Host from the
+	// target's authority and ignored the Host header (RFC 9112 section
+	// 3.2.2), so the route is the target's.
 	route := h.tables.Load().Match(r.Host, r.URL.Path)
 	if route == nil {
-		reply(w, http.StatusNotFound, id, "canaryd: no route for this host and path")
+		reply(w, closeAfter, http.StatusNotFound, id, "canaryd: no route for this host and path")
 		return
 	}
 	pool, inst := route.Pick(r.Header)
 	if inst == nil {
-		reply(w, http.StatusServiceUnavailable, id, "canaryd: no available instance")
+		reply(w, closeAfter, http.StatusServiceUnavailable, id, "canaryd: no available instance")
 		h.observe(&Outcome{Route: route, Pool: pool, Status: http.StatusServiceUnavailable,
 			Duration: time.Since(start), RequestID: id, Request: r, Bytes: -1})
 		return
 	}
 	st := h.states.Get().(*state)
-	st.call = call{route: route, pool: pool, inst: inst, id: id, idValue: [1]string{id}, in: r}
+	st.call = call{route: route, pool: pool, inst: inst, id: id, idValue: [1]string{id}, in: r, closeAfter: closeAfter}
 	inst.Acquire()
 	if h.countBytes {
 		st.counter = countingWriter{ResponseWriter: w}
@@ -342,8 +348,17 @@ func (h *Handler) isTrusted(remoteAddr string) bool {
 }
 
 func (st *state) modifyResponse(resp *http.Response) error {
+	if resp.StatusCode == http.StatusSwitchingProtocols && resp.Request.Header.Get("Upgrade") == "" {
+		// ReverseProxy would turn the client's connection into a tunnel to
+		// the instance when neither side names a protocol. The fast path
+		// refuses such an answer too (proxy/internal/h1).
+		return fmt.Errorf("instance %s: 101 Switching Protocols answers a request that asked for no upgrade", st.inst.Addr)
+	}
 	st.status = resp.StatusCode
 	resp.Header[HeaderRequestID] = st.idValue[:]
+	if st.closeAfter && resp.StatusCode != http.StatusSwitchingProtocols {
+		resp.Header.Set("Connection", "close")
+	}
 	return nil
 }
 
@@ -380,7 +395,7 @@ func (st *state) handleError(w http.ResponseWriter, out *http.Request, err error
 	case http.StatusBadRequest:
 		msg = "canaryd: the request body could not be read: " + st.body.err.Error()
 	}
-	reply(w, status, st.id, msg)
+	reply(w, st.closeAfter, status, st.id, msg)
 }
 
 // gatewayLevel logs the instance's failures at WARN and the client's
@@ -394,52 +409,34 @@ func gatewayLevel(status int) zapcore.Level {
 }
 
 // rejectTarget refuses what a reverse proxy must not forward: an
-// absolute-form target (canaryd is not a forward proxy, and its host would
-// override Host) and an Upgrade header that is not a list of protocol
-// tokens.
+// absolute-form target that is not an http(s) URL with a host and no
+// userinfo (RFC 9110 section 4.2.4), and an Upgrade header that is not a
+// list of protocol tokens. Absolute-form targets are otherwise accepted,
+// as RFC 9112 section 3.2.2 requires of a server, and routed by their
+// authority.
 func rejectTarget(r *http.Request) string {
 	// RequestURI is empty only for requests built in-process (not read from
 	// a connection), which have no raw target to judge.
 	if r.RequestURI != "" && r.RequestURI != "*" && !strings.HasPrefix(r.RequestURI, "/") {
-		return "absolute-form request targets are not accepted; canaryd is a reverse proxy, not a forward one"
+		u := r.URL
+		switch {
+		case u.Scheme != "http" && u.Scheme != "https":
+			return fmt.Sprintf("request target %q: only http and https absolute-form targets are accepted", r.RequestURI)
+		case u.User != nil:
+			return "request target: userinfo (user@) is not allowed in an http URL"
+		case u.Host == "":
+			return fmt.Sprintf("request target %q has no host", r.RequestURI)
+		}
 	}
 	for _, v := range r.Header["Upgrade"] {
 		for _, proto := range strings.Split(v, ",") {
-			if !isToken(strings.ReplaceAll(strings.TrimSpace(proto), "/", "")) {
+			// Empty list elements are to be ignored (RFC 9110 section 5.6.1).
+			if proto = strings.TrimSpace(proto); proto != "" && !h1.IsToken(strings.Replace(proto, "/", "", 1)) {
 				return fmt.Sprintf("malformed Upgrade header %q", v)
 			}
 		}
 	}
 	return ""
-}
-
-// isToken reports whether s is an RFC 9110 token. It runs on every field
-// name of every request and answer on the fast path, hence a switch rather
-// than a search of the delimiter set per byte.
-func isToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if !isTchar(s[i]) {
-			return false
-		}
-	}
-	return true
-}
-
-// isTchar: ALPHA / DIGIT / "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" /
-// "-" / "." / "^" / "_" / "`" / "|" / "~".
-func isTchar(c byte) bool {
-	switch {
-	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		return true
-	}
-	switch c {
-	case '!', '#', '$', '%', '&', '\'', '*', '+', '-', '.', '^', '_', '`', '|', '~':
-		return true
-	}
-	return false
 }
 
 // classify maps an upstream error to the status the client gets: the client
@@ -456,8 +453,13 @@ func classify(ctx context.Context, err error) int {
 	return http.StatusBadGateway
 }
 
-func reply(w http.ResponseWriter, status int, id, msg string) {
+// reply answers from canaryd itself; closeAfter also closes the client's
+// connection.
+func reply(w http.ResponseWriter, closeAfter bool, status int, id, msg string) {
 	h := w.Header()
+	if closeAfter {
+		h.Set("Connection", "close")
+	}
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h[HeaderRequestID] = []string{id}

@@ -4,10 +4,16 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
 	"sync"
+	"syscall"
 	"time"
+
+	"canaryd/proxy/internal/h1"
 )
 
 // TransportOptions tunes connections to instances. Zero values take the
@@ -26,22 +32,38 @@ type TransportOptions struct {
 	// InsecureSkipVerify skips TLS verification of https instances.
 	// Default false.
 	InsecureSkipVerify bool
+	// MaxResponseHeaderBytes bounds each answer head an instance sends
+	// (each 1xx head too); a larger one is a 502 for that request, read no
+	// further than the bound. Default DefaultMaxResponseHeaderBytes.
+	MaxResponseHeaderBytes int64
+	// DisableFastPath sends every request through http.Transport instead
+	// of the lean HTTP/1.1 path (proxy/internal/h1). Default false: the
+	// fast path carries the bodiless idempotent requests to http instances.
+	DisableFastPath bool
 }
+
+// DefaultMaxResponseHeaderBytes is TransportOptions.MaxResponseHeaderBytes's
+// default: 64 KiB, about Envoy's default (60 KiB) and the same as the
+// listener's max_header_bytes. http.Transport's own default is 10 MiB.
+const DefaultMaxResponseHeaderBytes = 64 << 10
+
+// Max1xx bounds the informational answers (1xx but 101) passed on to the
+// client before the final one, on both paths; one more is a 502.
+// (http.Transport alone has no such count under ReverseProxy: it bounds
+// each 1xx head's size and, with them all, the response header timeout.)
+const Max1xx = h1.DefaultMax1xx
 
 // Transport is the HTTP/1.1 transport canaryd uses to reach instances. It
 // ignores HTTP_PROXY variables (a router must not detour its traffic), never
 // asks for compression itself (the client decides), and keeps a record of
 // its open connections by address so that a drained instance's connections
 // can be closed without touching anyone else's. Bodiless idempotent requests
-// to http instances take a lean fast path (h1.go); the rest goes through an
-// http.Transport with the same settings.
+// to http instances take a lean fast path (proxy/internal/h1) unless it is
+// disabled; the rest goes through an http.Transport with the same settings.
 type Transport struct {
-	std           *http.Transport
-	dialer        *net.Dialer
-	headerTimeout time.Duration
-	idleTimeout   time.Duration
-	maxIdle       int
-	pools         sync.Map // address → *h1Pool, the fast path's idle connections
+	std    *http.Transport
+	fast   *h1.Transport // nil when disabled
+	dialer *net.Dialer
 
 	mu    sync.Mutex // held on dial and close only, never per request
 	conns map[string]map[*trackedConn]struct{}
@@ -60,48 +82,83 @@ func NewTransport(o TransportOptions) *Transport {
 	if o.MaxIdleConnsPerHost <= 0 {
 		o.MaxIdleConnsPerHost = 256
 	}
+	if o.MaxResponseHeaderBytes <= 0 {
+		o.MaxResponseHeaderBytes = DefaultMaxResponseHeaderBytes
+	}
 	t := &Transport{
-		conns:         map[string]map[*trackedConn]struct{}{},
-		dialer:        &net.Dialer{Timeout: o.DialTimeout, KeepAlive: 30 * time.Second},
-		headerTimeout: o.ResponseHeaderTimeout,
-		idleTimeout:   o.IdleConnTimeout,
-		maxIdle:       o.MaxIdleConnsPerHost,
+		conns:  map[string]map[*trackedConn]struct{}{},
+		dialer: &net.Dialer{Timeout: o.DialTimeout, KeepAlive: 30 * time.Second},
+	}
+	if !o.DisableFastPath {
+		t.fast = h1.New(h1.Options{
+			Dial:           func(ctx context.Context, addr string) (net.Conn, error) { return t.dial(ctx, "tcp", addr) },
+			HeaderTimeout:  o.ResponseHeaderTimeout,
+			IdleTimeout:    o.IdleConnTimeout,
+			MaxIdlePerHost: o.MaxIdleConnsPerHost,
+			MaxHeaderBytes: o.MaxResponseHeaderBytes,
+			Max1xx:         Max1xx,
+		})
 	}
 	t.std = &http.Transport{
-		Proxy: nil,
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			c, err := t.dialer.DialContext(ctx, network, addr)
-			if err != nil {
-				return nil, err
-			}
-			return t.track(c, addr), nil
-		},
-		MaxIdleConns:          0, // no global cap; the per-host cap rules
-		MaxIdleConnsPerHost:   o.MaxIdleConnsPerHost,
-		IdleConnTimeout:       o.IdleConnTimeout,
-		ResponseHeaderTimeout: o.ResponseHeaderTimeout,
-		ExpectContinueTimeout: time.Second,
-		TLSHandshakeTimeout:   o.DialTimeout,
-		DisableCompression:    true,
-		TLSClientConfig:       &tls.Config{InsecureSkipVerify: o.InsecureSkipVerify}, //nolint:gosec // opt-in, documented
+		Proxy:                  nil,
+		DialContext:            t.dial,
+		MaxResponseHeaderBytes: o.MaxResponseHeaderBytes,
+		MaxIdleConns:           0, // no global cap; the per-host cap rules
+		MaxIdleConnsPerHost:    o.MaxIdleConnsPerHost,
+		IdleConnTimeout:        o.IdleConnTimeout,
+		ResponseHeaderTimeout:  o.ResponseHeaderTimeout,
+		ExpectContinueTimeout:  time.Second,
+		TLSHandshakeTimeout:    o.DialTimeout,
+		DisableCompression:     true,
+		TLSClientConfig:        &tls.Config{InsecureSkipVerify: o.InsecureSkipVerify}, //nolint:gosec // opt-in, documented
 	}
 	return t
 }
 
+func (t *Transport) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	c, err := t.dialer.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	return t.track(c, addr), nil
+}
+
 // RoundTrip sends req to its instance.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if fastPath(req) {
-		return t.roundTripH1(req)
+	if t.fast != nil && t.fast.Carries(req) {
+		return t.fast.RoundTrip(req)
 	}
+	limit1xx(req)
 	return t.std.RoundTrip(req)
+}
+
+// errTooMany1xx is what limit1xx's hook returns past Max1xx.
+var errTooMany1xx = fmt.Errorf("%w (more than %d)", h1.ErrTooMany1xx, Max1xx)
+
+// limit1xx holds http.Transport to the fast path's bound on informational
+// answers. The trace is the one ReverseProxy made for this request alone,
+// so wrapping its hook changes nothing for anyone else; http.Transport
+// reads the hook when a 1xx arrives and fails the request with the error
+// the hook returns.
+func limit1xx(req *http.Request) {
+	trace := httptrace.ContextClientTrace(req.Context())
+	if trace == nil || trace.Got1xxResponse == nil {
+		return
+	}
+	next, n := trace.Got1xxResponse, 0
+	trace.Got1xxResponse = func(code int, h textproto.MIMEHeader) error {
+		if n++; n > Max1xx {
+			return errTooMany1xx
+		}
+		return next(code, h)
+	}
 }
 
 // CloseIdleConnections closes every idle connection, on both paths.
 func (t *Transport) CloseIdleConnections() {
-	t.pools.Range(func(_, p any) bool {
-		p.(*h1Pool).closeIdle(false)
-		return true
-	})
+	if t.fast != nil {
+		t.fast.CloseIdleConnections()
+	}
 	t.std.CloseIdleConnections()
 }
 
@@ -110,8 +167,8 @@ func (t *Transport) CloseIdleConnections() {
 // in-flight request on a closed connection fails.
 func (t *Transport) CloseConnsTo(addr string) int {
 	n := 0
-	if p, ok := t.pools.LoadAndDelete(addr); ok {
-		n = p.(*h1Pool).closeIdle(true)
+	if t.fast != nil {
+		n = t.fast.CloseIdleTo(addr)
 	}
 	t.mu.Lock()
 	set := t.conns[addr]
@@ -150,6 +207,15 @@ type trackedConn struct {
 	once sync.Once
 }
 
+// SyscallConn reaches the socket, for the fast path's idle check.
+func (c *trackedConn) SyscallConn() (syscall.RawConn, error) {
+	sc, ok := c.Conn.(syscall.Conn)
+	if !ok {
+		return nil, errors.ErrUnsupported
+	}
+	return sc.SyscallConn()
+}
+
 func (c *trackedConn) Close() error {
 	c.once.Do(func() {
 		c.t.mu.Lock()
@@ -174,7 +240,10 @@ func (st *state) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err == nil || !isDialError(err) || !replayable(req) || req.Context().Err() != nil || st.unreachable != nil {
 		return resp, err
 	}
-	pool, alt := st.route.PickExcept(st.pool, st.inst)
+	// A forced preview stays in the pool it named: the docs promise no
+	// silent fallback for an explicit preview.
+	forced := st.route.Forced(st.in.Header) == st.pool
+	pool, alt := st.route.PickExcept(st.pool, st.inst, forced)
 	if alt == nil {
 		return resp, err
 	}

@@ -1,4 +1,4 @@
-package proxy
+package h1
 
 import (
 	"bufio"
@@ -97,7 +97,7 @@ func leanFields(text string) (h leanHead, ok bool) {
 		code = code*10 + int(c-'0')
 	}
 	if code < 200 || code > 599 || code == http.StatusNoContent || code == http.StatusNotModified ||
-		(len(status) > 3 && status[3] != ' ') || !validText(status) {
+		(len(status) > 3 && status[3] != ' ') || !ValidText(status) {
 		return h, false
 	}
 	rest := text[eol+2 : len(text)-2] // the field lines, each ending in CRLF
@@ -111,12 +111,12 @@ func leanFields(text string) (h leanHead, ok bool) {
 		line := rest[:eol-1]
 		rest = rest[eol+1:]
 		colon := strings.IndexByte(line, ':')
-		if colon <= 0 || !isToken(line[:colon]) {
+		if colon <= 0 || !IsToken(line[:colon]) {
 			return h, false // includes obs-fold (a line starting with a space)
 		}
 		name := http.CanonicalHeaderKey(line[:colon])
 		value := strings.Trim(line[colon+1:], " \t")
-		if !validText(value) {
+		if !ValidText(value) {
 			return h, false
 		}
 		switch name {
@@ -158,16 +158,6 @@ func leanFields(text string) (h leanHead, ok bool) {
 		Header: header, ContentLength: length, Close: closing,
 	}
 	return h, true
-}
-
-// validText reports whether s has no control characters but HTAB.
-func validText(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; (c < ' ' && c != '\t') || c == 0x7f {
-			return false
-		}
-	}
-	return true
 }
 
 // parseLength parses a Content-Length: digits only, no sign, no overflow.
