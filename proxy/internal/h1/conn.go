@@ -92,6 +92,7 @@ func (c *conn) roundTrip(ctx context.Context, req *http.Request) (*http.Response
 		return c.fail(err)
 	}
 	start := time.Now()
+	c.limit = c.t.o.MaxHeaderBytes
 	if err := c.awaitAnswer(start); err != nil {
 		return c.fail(err)
 	}
@@ -135,7 +136,6 @@ func noStop() bool { return true }
 func (c *conn) awaitAnswer(start time.Time) error {
 	timeout := c.t.o.HeaderTimeout
 	c.nc.SetReadDeadline(start.Add(min(timeout, firstWait)))
-	c.limit = c.t.o.MaxHeaderBytes
 	if _, err := c.br.Peek(1); err != nil {
 		if !errors.Is(err, os.ErrDeadlineExceeded) || timeout <= firstWait {
 			return err
@@ -164,7 +164,6 @@ func (c *conn) awaitAnswer(start time.Time) error {
 // sends next is not HTTP.
 func (c *conn) readFinalHead(req *http.Request, start time.Time) (*http.Response, int64, error) {
 	for n := 0; ; n++ {
-		c.limit = c.t.o.MaxHeaderBytes
 		resp, length, err := c.readHead(req)
 		if err != nil {
 			if c.limit <= 0 {
@@ -172,12 +171,12 @@ func (c *conn) readFinalHead(req *http.Request, start time.Time) (*http.Response
 			}
 			return nil, 0, instanceError(c.p.addr, err)
 		}
-		c.limit = noLimit
 		code := resp.StatusCode
 		if code == http.StatusSwitchingProtocols {
 			return nil, 0, instanceError(c.p.addr, errors.New("101 Switching Protocols answers a request that asked for no upgrade"))
 		}
 		if code < 100 || code >= 200 {
+			c.limit = noLimit
 			return resp, length, nil
 		}
 		if n == c.t.o.Max1xx {
@@ -194,6 +193,9 @@ func (c *conn) readFinalHead(req *http.Request, start time.Time) (*http.Response
 			return nil, 0, err
 		}
 		c.nc.SetReadDeadline(start.Add(c.t.o.HeaderTimeout))
+		// The next head may take the whole limit, counting what of it the
+		// last read already buffered.
+		c.limit = c.t.o.MaxHeaderBytes - int64(c.br.Buffered())
 	}
 }
 
