@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -346,6 +347,101 @@ func TestAbsoluteFormRoutesByTheTarget(t *testing.T) {
 	} {
 		if got := rawClient(t, addr, tc.raw, "GET"); got.status != 200 || got.body != tc.want {
 			t.Errorf("%q: %d %q, want %q", tc.raw, got.status, got.body, tc.want)
+		}
+	}
+}
+
+// An instance that reads requests and hangs up on them, over many pooled
+// connections: the fast path sends a GET once more on a new connection and
+// no more (it sent it 17 times over stale connections before). Plain
+// http.Transport resends on every pooled connection it finds closed this
+// way; docs/config.md says so.
+func TestStaleConnectionRetryIsBounded(t *testing.T) {
+	release := make(chan struct{})
+	in := newRawInstance(t, func(r *rawRequest) []act {
+		switch r.Path {
+		case "/hold":
+			<-release
+			return goodAnswer(r)
+		case "/drop":
+			return []act{closeConn()}
+		}
+		return goodAnswer(r)
+	})
+	addr := conformanceRig(t, in, true)
+	// Eight requests at once leave eight idle connections.
+	done := make(chan rawAnswer)
+	for i := 0; i < 8; i++ {
+		go func() { done <- rawClient(t, addr, "GET /hold HTTP/1.1\r\nHost: x\r\n\r\n", "GET") }()
+	}
+	for deadline := time.Now().Add(5 * time.Second); len(in.requests()) < 8 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	close(release)
+	for i := 0; i < 8; i++ {
+		if a := <-done; a.status != 200 {
+			t.Fatalf("warm-up: %+v", a)
+		}
+	}
+	if a := rawClient(t, addr, "GET /drop HTTP/1.1\r\nHost: x\r\n\r\n", "GET"); a.status != 502 {
+		t.Errorf("status %d, want 502", a.status)
+	}
+	sent := 0
+	for _, p := range in.paths() {
+		if p == "/drop" {
+			sent++
+		}
+	}
+	if sent > 2 {
+		t.Errorf("the GET reached the instance %d times; once more is the bound", sent)
+	}
+}
+
+// A head far over the limit costs about the limit in memory, not the
+// head's size (a 300 MB head was once relayed whole).
+func TestHugeAnswerHeadCostsBoundedMemory(t *testing.T) {
+	for _, fast := range []bool{true, false} {
+		t.Run(pathName(fast), func(t *testing.T) {
+			const size = 64 << 20
+			head := "HTTP/1.1 200 OK\r\nX-Big: " + strings.Repeat("b", size) + "\r\nContent-Length: 2\r\n\r\nok"
+			answer := []act{send(head)}
+			in := newRawInstance(t, func(r *rawRequest) []act { return answer })
+			tr := NewTransport(TransportOptions{DisableFastPath: !fast}) // the default limit, 64 KiB
+			r := newRig(t, Options{Transport: tr}, routeSpec(t, pool{"blue", 10000, []string{in.URL}}))
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			if resp, _ := r.get(t, "/", nil); resp.StatusCode != http.StatusBadGateway {
+				t.Errorf("status %d, want 502", resp.StatusCode)
+			}
+			runtime.ReadMemStats(&after)
+			grew := after.TotalAlloc - before.TotalAlloc
+			t.Logf("allocated %d KiB for a %d MiB head", grew>>10, size>>20)
+			if grew > 8<<20 {
+				t.Errorf("the request allocated %d MiB for a %d MiB head; the limit is 64 KiB", grew>>20, size>>20)
+			}
+		})
+	}
+}
+
+// A forced preview whose instance cannot be reached is a 502 from that
+// pool, never an answer from another pool.
+func TestForcedPreviewIsNotRetriedOnAnotherPool(t *testing.T) {
+	blue := backend(t, "blue")
+	s := routeSpec(t, pool{"blue", 10000, []string{blue.URL}}, pool{"green", 0, []string{deadAddr(t)}})
+	s.ForceHeader = "X-Canary-Pool"
+	r := newRig(t, Options{}, s)
+	for i := 0; i < 5; i++ {
+		if resp, body := r.get(t, "/", http.Header{"X-Canary-Pool": {"green"}}); resp.StatusCode != http.StatusBadGateway || body == "blue" {
+			t.Fatalf("forced to green (unreachable): %d %q; want a 502, not blue's answer", resp.StatusCode, body)
+		}
+	}
+	// Unforced requests still get the retry on another instance.
+	s2 := routeSpec(t, pool{"blue", 10000, []string{deadAddr(t), blue.URL}})
+	r2 := newRig(t, Options{}, s2)
+	for i := 0; i < 4; i++ {
+		if resp, body := r2.get(t, "/", nil); resp.StatusCode != 200 || body != "blue" {
+			t.Fatalf("unforced: %d %q", resp.StatusCode, body)
 		}
 	}
 }

@@ -44,7 +44,7 @@ type rawRequest struct {
 
 // act is one step of an answer. Exactly one field is set.
 type act struct {
-	write string        // bytes to send as they are, in one write
+	write []byte        // bytes to send as they are, in one write
 	pause time.Duration // wait before the next step
 	close bool          // close the connection (FIN)
 	reset bool          // reset the connection (RST): no more steps
@@ -54,7 +54,7 @@ type act struct {
 	drain bool
 }
 
-func send(s string) act         { return act{write: s} }
+func send(s string) act         { return act{write: []byte(s)} }
 func pause(d time.Duration) act { return act{pause: d} }
 func closeConn() act            { return act{close: true} }
 func resetConn() act            { return act{reset: true} }
@@ -150,8 +150,8 @@ func (in *rawInstance) serve(c net.Conn, n int) {
 		done := func() { in.acted <- req.URL.Path }
 		for _, a := range acts {
 			switch {
-			case a.write != "":
-				if _, err := c.Write([]byte(a.write)); err != nil {
+			case len(a.write) > 0:
+				if _, err := c.Write(a.write); err != nil {
 					done()
 					return
 				}
