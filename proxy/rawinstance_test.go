@@ -27,7 +27,7 @@ type rawInstance struct {
 	reqs  []*rawRequest
 	conns [][]byte // bytes received, by connection
 	open  map[net.Conn]struct{}
-	acted chan string // the path of each request whose script is done
+	acted map[string]int // how many times each path's script has run to its end
 	wg    sync.WaitGroup
 }
 
@@ -72,7 +72,7 @@ func newRawInstance(t testing.TB, script func(r *rawRequest) []act) *rawInstance
 		t.Fatal(err)
 	}
 	in := &rawInstance{ln: ln, URL: "http://" + ln.Addr().String(), script: script,
-		open: map[net.Conn]struct{}{}, acted: make(chan string, 1<<16)}
+		open: map[net.Conn]struct{}{}, acted: map[string]int{}}
 	in.wg.Add(1)
 	go in.accept()
 	t.Cleanup(in.close)
@@ -147,7 +147,11 @@ func (in *rawInstance) serve(c net.Conn, n int) {
 		in.reqs = append(in.reqs, r)
 		in.mu.Unlock()
 		acts := in.script(r)
-		done := func() { in.acted <- req.URL.Path }
+		done := func() {
+			in.mu.Lock()
+			in.acted[req.URL.Path]++
+			in.mu.Unlock()
+		}
 		for _, a := range acts {
 			switch {
 			case len(a.write) > 0:
@@ -204,20 +208,18 @@ func (in *rawInstance) received() []byte {
 	return bytes.Join(in.conns, nil)
 }
 
-// waitActed waits until the script for path has run to its end.
+// waitActed waits until the script for path has run to its end (once).
 func (in *rawInstance) waitActed(t testing.TB, path string) {
 	t.Helper()
-	timeout := time.After(5 * time.Second)
-	for {
-		select {
-		case p := <-in.acted:
-			if p == path {
-				return
-			}
-		case <-timeout:
-			t.Fatalf("the instance's script for %s did not end within 5s", path)
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(2 * time.Millisecond) {
+		in.mu.Lock()
+		n := in.acted[path]
+		in.mu.Unlock()
+		if n > 0 {
+			return
 		}
 	}
+	t.Fatalf("the instance's script for %s did not end within 5s", path)
 }
 
 // rawAnswer is what a client read from canaryd on a raw socket.
