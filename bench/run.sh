@@ -120,7 +120,7 @@ pids=()
 echo "go benchmarks"
 go test -run '^$' -benchtime=2s \
   -bench 'BenchmarkPick$|BenchmarkProxyPath|BenchmarkBaselinePath|BenchmarkObserve|BenchmarkLeanHead' \
-  ./balancer ./proxy ./bench/baseline ./metrics ./health > "$work/gobench.txt"
+  ./balancer ./proxy ./proxy/internal/h1 ./bench/baseline ./metrics ./health > "$work/gobench.txt"
 
 "$work/report" --results "$work/results.tsv" --ticks "$(getconf CLK_TCK)" --backend "$backend" \
   --duration "$DURATION" --rounds "$ROUNDS" --canaryd "$("$work/canaryd" version)" \

@@ -115,6 +115,7 @@ func upstreamCases() []upstreamCase {
 		{name: "two different Content-Lengths", answer: []act{send("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 7\r\n\r\nok" + evil)}, status: 502, anyBody: true, conn: freshConn},
 		{name: "a Content-Length that is no number", answer: []act{send("HTTP/1.1 200 OK\r\nContent-Length: 2x\r\n\r\nok")}, status: 502, anyBody: true, conn: freshConn},
 		{name: "an unknown transfer coding", answer: []act{send("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nok")}, status: 502, anyBody: true, conn: freshConn},
+		{name: "a status under 100", answer: []act{send("HTTP/1.1 042 Odd\r\nContent-Length: 2\r\n\r\nok")}, status: 502, anyBody: true},
 		{name: "a bare LF head", answer: []act{send("HTTP/1.1 200 OK\nContent-Length: 2\n\nok")}, status: 200, body: "ok"},
 
 		// Bodiless answers, well formed.

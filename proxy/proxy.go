@@ -348,6 +348,11 @@ func (h *Handler) isTrusted(remoteAddr string) bool {
 }
 
 func (st *state) modifyResponse(resp *http.Response) error {
+	if resp.StatusCode < 100 {
+		// http.ReadResponse takes any three digits; a status under 100
+		// would make the server panic in WriteHeader.
+		return fmt.Errorf("instance %s: status %03d is not an HTTP status", st.inst.Addr, resp.StatusCode)
+	}
 	if resp.StatusCode == http.StatusSwitchingProtocols && resp.Request.Header.Get("Upgrade") == "" {
 		// ReverseProxy would turn the client's connection into a tunnel to
 		// the instance when neither side names a protocol. The fast path

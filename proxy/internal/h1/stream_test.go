@@ -56,20 +56,34 @@ func FuzzUpstreamStream(f *testing.F) {
 	for _, s := range streamSeeds {
 		f.Add(s.segments, s.heads)
 	}
+	ln := listen(f)
 	f.Fuzz(func(t *testing.T, stream string, heads uint8) {
 		segs := strings.SplitN(stream, "|", 3)
-		checkStream(t, segs, heads)
+		checkStream(t, ln, segs, heads)
 	})
 }
 
 func TestUpstreamStreamSeeds(t *testing.T) {
+	ln := listen(t)
 	for _, s := range streamSeeds {
-		checkStream(t, strings.SplitN(s.segments, "|", 3), s.heads)
+		checkStream(t, ln, strings.SplitN(s.segments, "|", 3), s.heads)
 	}
+}
+
+// listen is the instance's listener, one for all iterations: a fuzzer
+// that opened one per input would run out of loopback ports.
+func listen(tb testing.TB) net.Listener {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { ln.Close() })
+	return ln
 }
 
 // refAnswer is what ReadResponse makes of the bytes at one place.
 type refAnswer struct {
+	ok     bool // a final answer was read (its body may still have failed)
 	status int
 	header http.Header
 	body   []byte
@@ -106,19 +120,14 @@ func reference(data []byte, off int, head bool) refAnswer {
 			}
 			continue
 		}
-		a.status, a.header, a.close = resp.StatusCode, resp.Header, resp.Close
+		a.ok, a.status, a.header, a.close = true, resp.StatusCode, resp.Header, resp.Close
 		a.body, a.err = io.ReadAll(resp.Body)
 		a.end = len(data) - r.Len() - br.Buffered()
 		return a
 	}
 }
 
-func checkStream(t *testing.T, segs []string, heads uint8) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
+func checkStream(t *testing.T, ln net.Listener, segs []string, heads uint8) {
 	done := make(chan struct{})
 	go instanceOfSegments(ln, segs, done)
 	defer func() { <-done }()
@@ -130,7 +139,11 @@ func checkStream(t *testing.T, segs []string, heads uint8) {
 				return nil, errors.New("one connection only")
 			}
 			dialed = true
-			return (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+			c, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+			if err == nil {
+				c.(*net.TCPConn).SetLinger(0) // no TIME_WAIT left behind per input
+			}
+			return c, err
 		},
 		HeaderTimeout: 500 * time.Millisecond, IdleTimeout: time.Minute, MaxIdlePerHost: 4, MaxHeaderBytes: 1 << 20,
 	})
@@ -149,7 +162,7 @@ func checkStream(t *testing.T, segs []string, heads uint8) {
 		req, _ := http.NewRequest(method, "http://"+ln.Addr().String()+"/", nil)
 		resp, err := tr.RoundTrip(req)
 		ref := reference(sent, off, head)
-		if k == 0 && (err != nil) != (ref.err != nil && ref.status == 0) {
+		if k == 0 && (err != nil) != !ref.ok {
 			t.Fatalf("segments %q: first answer: fast path err %v, ReadResponse's %v", segs, err, ref.err)
 		}
 		if err != nil {
@@ -164,7 +177,7 @@ func checkStream(t *testing.T, segs []string, heads uint8) {
 					segs, k, prev.end, len(sent)-len(segs[k]), prev.close)
 			}
 		}
-		if ref.status == 0 {
+		if !ref.ok {
 			t.Fatalf("segments %q: request %d: fast path answered %d, ReadResponse failed: %v", segs, k, resp.StatusCode, ref.err)
 		}
 		if resp.StatusCode != ref.status || !reflect.DeepEqual(resp.Header, ref.header) {
