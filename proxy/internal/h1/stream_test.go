@@ -238,3 +238,31 @@ func readHead(br *bufio.Reader) bool {
 		}
 	}
 }
+
+// BenchmarkIdleCheck is the cost the fast path adds to each reuse of a
+// pooled connection: one non-blocking MSG_PEEK on the socket.
+func BenchmarkIdleCheck(b *testing.B) {
+	ln := listen(b)
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			accepted <- c
+		}
+	}()
+	tr := New(Options{Dial: func(ctx context.Context, addr string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+	}, MaxHeaderBytes: 1 << 16})
+	c, err := tr.dial(context.Background(), tr.pool(ln.Addr().String()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.nc.Close()
+	defer (<-accepted).Close()
+	b.ReportAllocs()
+	for b.Loop() {
+		if c.stale() {
+			b.Fatal("an idle connection with nothing on it is stale")
+		}
+	}
+}
