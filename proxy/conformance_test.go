@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"reflect"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -47,6 +48,7 @@ type upstreamCase struct {
 
 	info       []int  // 1xx codes the client must get first
 	status     int    // the final status the client must get
+	statusIn   []int  // instead of status: any of these (0: the connection closed)
 	body       string // its body, exactly (unless anyBody)
 	anyBody    bool
 	bodyBroken bool // the body must break off (an instance reset)
@@ -159,9 +161,35 @@ func upstreamCases() []upstreamCase {
 					t.Errorf("the instance saw %+v; want Host x, the target's", r)
 				}
 			}},
+		// Refused before any instance is chosen, whichever the path.
+		// Go's server reads bare-LF chunk lines leniently, then finds the
+		// body malformed: the instance gets the request, never whole.
+		{name: "a bare-LF chunked body", request: "POST /case HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\n0\n\n", method: "POST",
+			statusIn: []int{400, 0}, anyBody: true, check: func(t *testing.T, _ rawAnswer, got []*rawRequest) {
+				if r := find(got, "/case"); r != nil && r.BodyErr == nil {
+					t.Errorf("the instance got a complete request: %+v", r)
+				}
+			}},
+		refused("oversized request headers", "GET /case HTTP/1.1\r\nHost: x\r\nX-Big: "+strings.Repeat("a", 2<<20)+"\r\n\r\n", 431, 0),
+		refused("a control character in Upgrade", "GET /case HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: web\x01socket\r\n\r\n", 400, 0),
+		refused("Upgrade: web socket", "GET /case HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: web socket\r\n\r\n", 400),
+		refused("an absolute-form target with userinfo", "GET http://u:p@x/case HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+		refused("an absolute-form target of another scheme", "GET ftp://x/case HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+		refused("CONNECT", "CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n", 400, 405, 0),
+		refused("an invalid method", "G(T /case HTTP/1.1\r\nHost: x\r\n\r\n", 400, 0),
+		refused("no Host", "GET /case HTTP/1.1\r\n\r\n", 400, 0),
+		refused("an unknown HTTP version", "GET /case HTTP/9.9\r\nHost: x\r\n\r\n", 505, 400, 0),
+		refused("a header without a colon", "GET /case HTTP/1.1\r\nHost: x\r\nBroken header\r\n\r\n", 400, 0),
+		refused("NUL in the target", "GET /case\x00 HTTP/1.1\r\nHost: x\r\n\r\n", 400, 0),
+		refused("a negative Content-Length", "POST /case HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", 400, 0),
 		{name: "an Upgrade list with empty elements", request: "GET /case HTTP/1.1\r\nHost: x\r\nUpgrade: , websocket, , h2c\r\n\r\n",
 			answer: []act{send(okHead)}, status: 200, body: "ok"},
 	}
+}
+
+// refused is a client request that must never reach the instance.
+func refused(name, raw string, statuses ...int) upstreamCase {
+	return upstreamCase{name: name, request: raw, statusIn: statuses, anyBody: true, instance: []string{"/warm", "/next-1", "/next-2"}}
 }
 
 func bodyWas(want string) func(*testing.T, rawAnswer, []*rawRequest) {
@@ -244,7 +272,9 @@ func runUpstreamCase(t *testing.T, tc upstreamCase, fast bool) {
 	if !reflect.DeepEqual(a.informational, tc.info) {
 		t.Errorf("1xx answers %v, want %v", a.informational, tc.info)
 	}
-	if a.status != tc.status {
+	if tc.statusIn != nil && !slices.Contains(tc.statusIn, a.status) {
+		t.Errorf("status %d, want one of %v (body %q)", a.status, tc.statusIn, a.body)
+	} else if tc.statusIn == nil && a.status != tc.status {
 		t.Errorf("status %d, want %d (body %q)", a.status, tc.status, a.body)
 	}
 	switch {
