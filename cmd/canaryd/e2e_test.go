@@ -261,6 +261,15 @@ func TestValidateCommand(t *testing.T) {
 			t.Errorf("validate output lacks %q:\n%s", want, out)
 		}
 	}
+	// The upstream keys of the fast path and its head limit.
+	upstream := writeConfig(t, "upstream: { fast_path: false, max_response_header_bytes: 131072 }\nroutes:\n  - name: web\n    pools:\n      - { name: a, weight: 100, instances: [\"127.0.0.1:1\"] }\n")
+	if out, err := exec.Command(binary, "validate", "--config", upstream).CombinedOutput(); err != nil {
+		t.Errorf("upstream keys: %v %s", err, out)
+	}
+	tooBig := writeConfig(t, "upstream: { max_response_header_bytes: 4194304 }\nroutes:\n  - name: web\n    pools:\n      - { name: a, weight: 100, instances: [\"127.0.0.1:1\"] }\n")
+	if out, err := exec.Command(binary, "validate", "--config", tooBig).CombinedOutput(); err == nil || !strings.Contains(string(out), "line 1: upstream.max_response_header_bytes: 4194304 is outside 1024 to 1048576") {
+		t.Errorf("a 4 MiB head limit: %v %s", err, out)
+	}
 	// run refuses the same file and says why.
 	out, err = exec.Command(binary, "run", "--config", bad).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "used twice") {
