@@ -345,6 +345,12 @@ func TestRestartNeeded(t *testing.T) {
 	if d := RestartNeeded(base, moved); len(d) != 1 || !strings.HasPrefix(d[0], "listen (:8080 → :8081)") {
 		t.Errorf("listen moved: %v", d)
 	}
+	// A block names only the settings that changed, by their keys.
+	upstream, _ := Parse("e.yaml", []byte("upstream: { fast_path: false, idle_conn_timeout: 1m }\n"+validYAML))
+	want := []string{"upstream.idle_conn_timeout (1m30s → 1m0s)", "upstream.fast_path (true → false)"}
+	if d := RestartNeeded(base, upstream); !reflect.DeepEqual(d, want) {
+		t.Errorf("upstream edited: %q, want %q", d, want)
+	}
 }
 
 func TestRolloutDefaultsAndSteps(t *testing.T) {

@@ -190,9 +190,7 @@ func setInt(p *int, d int) {
 func RestartNeeded(running, next *Config) []string {
 	var diffs []string
 	check := func(name string, a, b any) {
-		if !reflect.DeepEqual(a, b) {
-			diffs = append(diffs, fmt.Sprintf("%s (%v → %v)", name, a, b))
-		}
+		diffs = append(diffs, fieldDiffs(name, reflect.ValueOf(a), reflect.ValueOf(b))...)
 	}
 	check("listen", running.Listen, next.Listen)
 	check("admin", running.Admin, next.Admin)
@@ -203,6 +201,34 @@ func RestartNeeded(running, next *Config) []string {
 	check("access_log", running.AccessLog, next.AccessLog)
 	check("state_dir", running.StateDir, next.StateDir)
 	return diffs
+}
+
+// fieldDiffs names each setting that differs between a and b by its YAML
+// path, with both values ("upstream.fast_path (true → false)"), descending
+// into blocks and through pointers.
+func fieldDiffs(name string, a, b reflect.Value) []string {
+	for a.Kind() == reflect.Pointer && b.Kind() == reflect.Pointer && !a.IsNil() && !b.IsNil() {
+		a, b = a.Elem(), b.Elem()
+	}
+	if a.Kind() == reflect.Struct && a.Type() == b.Type() {
+		var out []string
+		for i := 0; i < a.NumField(); i++ {
+			f := a.Type().Field(i)
+			if !f.IsExported() {
+				continue
+			}
+			tag, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			if tag == "" || tag == "-" {
+				tag = f.Name
+			}
+			out = append(out, fieldDiffs(name+"."+tag, a.Field(i), b.Field(i))...)
+		}
+		return out
+	}
+	if reflect.DeepEqual(a.Interface(), b.Interface()) {
+		return nil
+	}
+	return []string{fmt.Sprintf("%s (%v → %v)", name, a.Interface(), b.Interface())}
 }
 
 // validator walks a defaulted Config next to its YAML tree so that every
