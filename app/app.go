@@ -378,7 +378,8 @@ func (s *Server) Serve(ctx context.Context) error {
 		go func() { defer s.background.Done(); s.watchLoop(rctx) }()
 	}
 	s.ready.Store(true)
-	fields := []zap.Field{zap.String("listen", s.proxyLn.Addr().String()), zap.Int("routes", len(s.static.Routes))}
+	fields := []zap.Field{zap.String("listen", s.proxyLn.Addr().String()), zap.Int("routes", len(s.static.Routes)),
+		zap.Bool("upstream_fast_path", *s.static.Upstream.FastPath)}
 	if s.adminLn != nil {
 		fields = append(fields, zap.String("admin", s.adminLn.Addr().String()))
 	}

@@ -216,6 +216,9 @@ routes:
 	p := start(t, "run", "--config", cfg)
 	logged := p.waitLog(t, "canaryd serving")
 	addr, adminAddr := logged["listen"].(string), logged["admin"].(string)
+	if logged["upstream_fast_path"] != true {
+		t.Errorf("the serving line says upstream_fast_path %v; the default is true", logged["upstream_fast_path"])
+	}
 
 	if resp, err := http.Get("http://" + adminAddr + "/readyz"); err != nil || resp.StatusCode != 200 {
 		t.Fatalf("readyz: %v %v", resp, err)
