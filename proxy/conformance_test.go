@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -296,7 +297,17 @@ func runUpstreamCase(t *testing.T, tc upstreamCase, fast bool) {
 	if tc.path == tc.instance[1] {
 		in.waitActed(t, tc.path)
 	}
-	time.Sleep(20 * time.Millisecond) // late bytes and closes land
+	// Late bytes and closes land, and http.Transport's reader (the
+	// reference) wakes to them, before the next request: generously when
+	// the instance sent some after a pause, as a loaded machine may be slow
+	// to run that reader.
+	settle := 20 * time.Millisecond
+	for _, a := range tc.answer {
+		if a.pause > 0 {
+			settle = 150 * time.Millisecond
+		}
+	}
+	time.Sleep(settle)
 
 	// The next two clients get their own answers, whatever the case left.
 	for _, next := range []string{"/next-1", "/next-2"} {
@@ -475,4 +486,58 @@ func TestForcedPreviewIsNotRetriedOnAnotherPool(t *testing.T) {
 			t.Fatalf("unforced: %d %q", resp.StatusCode, body)
 		}
 	}
+}
+
+// An instance that answers an upload before reading it, then reads it
+// slowly: http.Transport goes on writing the request after the answer has
+// been relayed and the handler has returned. Nothing of the request may be
+// pooled and reused meanwhile (the request id, the body's wrapper): under
+// -race a reuse is reported, and a zeroed body wrapper would crash the
+// transport's writer.
+func TestEarlyAnswerWhileTheUploadStreams(t *testing.T) {
+	in := newRawInstance(t, func(r *rawRequest) []act {
+		if !strings.HasPrefix(r.Path, earlyPrefix) {
+			return goodAnswer(r)
+		}
+		// Answer at once, then leave the upload unread for a while: the
+		// transport's writer blocks on a full socket and reads the body
+		// again only after the handler has returned.
+		return []act{answer("200 OK", "early"), pause(300 * time.Millisecond), {drain: true}}
+	})
+	r := newRig(t, Options{}, routeSpec(t, pool{"blue", 10000, []string{in.URL}}))
+	var wg sync.WaitGroup
+	for i := 0; i < 4; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			pr, pw := io.Pipe()
+			go func() {
+				chunk := strings.Repeat("u", 64<<10)
+				for j := 0; j < 256; j++ { // 16 MiB, more than the sockets hold
+					if _, err := io.WriteString(pw, chunk); err != nil {
+						return
+					}
+				}
+				pw.Close()
+			}()
+			req, _ := http.NewRequest("POST", r.srv.URL+earlyPrefix+"/upload", pr)
+			resp, err := r.client.Do(req)
+			if err != nil {
+				pr.CloseWithError(err)
+				return // canaryd may close an upload it no longer needs
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || string(b) != "early" {
+				t.Errorf("got %d %q", resp.StatusCode, b)
+			}
+			// More requests at once, to take the pooled states.
+			for k := 0; k < 20; k++ {
+				r.get(t, "/", nil)
+			}
+			time.Sleep(400 * time.Millisecond) // the instance reads the upload again
+			pr.CloseWithError(io.ErrClosedPipe)
+		}()
+	}
+	wg.Wait()
 }

@@ -159,9 +159,13 @@ type call struct {
 	err     error
 	// closeAfter closes the client's connection after the answer.
 	closeAfter bool
-	counter    countingWriter
-	body       watchedBody
-	out        Outcome // handed to the Observer; lives as long as the state
+	// inUse: the transport may still read the outgoing request (its header
+	// values share idValue, its body is &body) after the answer, so the
+	// state must not be reused.
+	inUse   bool
+	counter countingWriter
+	body    watchedBody
+	out     Outcome // handed to the Observer; lives as long as the state
 }
 
 func (h *Handler) newState() any {
@@ -278,6 +282,9 @@ func (h *Handler) finish(st *state, start time.Time) {
 	}
 	if p != nil {
 		panic(p)
+	}
+	if st.inUse {
+		return // left to the collector once http.Transport is done with it
 	}
 	st.call = call{}
 	h.states.Put(st)

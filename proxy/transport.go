@@ -125,11 +125,23 @@ func (t *Transport) dial(ctx context.Context, network, addr string) (net.Conn, e
 
 // RoundTrip sends req to its instance.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, _, err := t.send(req)
+	return resp, err
+}
+
+// send is RoundTrip, and says whether the fast path carried req. Only
+// then is req done with when the answer comes: http.Transport writes a
+// request on a goroutine of its own and returns an answer that arrives
+// before the request is written whole (an early 413, bytes an instance
+// sent ahead), so it may still read req's header and body after that.
+func (t *Transport) send(req *http.Request) (resp *http.Response, fast bool, err error) {
 	if t.fast != nil && t.fast.Carries(req) {
-		return t.fast.RoundTrip(req)
+		resp, err = t.fast.RoundTrip(req)
+		return resp, true, err
 	}
 	limit1xx(req)
-	return t.std.RoundTrip(req)
+	resp, err = t.std.RoundTrip(req)
+	return resp, false, err
 }
 
 // errTooMany1xx is what limit1xx's hook returns past Max1xx.
@@ -236,7 +248,7 @@ func (c *trackedConn) Close() error {
 // client. Only replayable requests qualify (an idempotent method with no
 // body or a re-readable one), so a POST is never sent twice.
 func (st *state) RoundTrip(req *http.Request) (*http.Response, error) {
-	resp, err := st.h.next.RoundTrip(req)
+	resp, err := st.send(req)
 	if err == nil || !isDialError(err) || !replayable(req) || req.Context().Err() != nil || st.unreachable != nil {
 		return resp, err
 	}
@@ -253,7 +265,19 @@ func (st *state) RoundTrip(req *http.Request) (*http.Response, error) {
 	st.pool, st.inst = pool, alt
 	again := req.Clone(req.Context())
 	setTarget(again, st.in.URL, alt.URL)
-	return st.h.next.RoundTrip(again)
+	return st.send(again)
+}
+
+// send hands req to the next transport and notes whether the request may
+// outlive the answer (see Transport.send): such a state is not pooled.
+func (st *state) send(req *http.Request) (*http.Response, error) {
+	if t, ok := st.h.next.(*Transport); ok {
+		resp, fast, err := t.send(req)
+		st.inUse = st.inUse || !fast
+		return resp, err
+	}
+	st.inUse = true
+	return st.h.next.RoundTrip(req)
 }
 
 func isDialError(err error) bool {
