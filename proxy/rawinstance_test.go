@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -15,8 +14,8 @@ import (
 )
 
 // rawInstance is an instance on a loopback socket that answers each request
-// with exactly the bytes its script names, and records exactly what it
-// received, connection by connection. It is the hostile (or buggy) peer of
+// with exactly the bytes its script names, and records each request it
+// parsed with the connection it came on. It is the hostile (or buggy) peer of
 // the conformance suite: nothing in it is http.Server's.
 type rawInstance struct {
 	ln     net.Listener
@@ -25,7 +24,7 @@ type rawInstance struct {
 
 	mu    sync.Mutex
 	reqs  []*rawRequest
-	conns [][]byte // bytes received, by connection
+	conns int // accepted so far
 	open  map[net.Conn]struct{}
 	acted map[string]int // how many times each path's script has run to its end
 	wg    sync.WaitGroup
@@ -97,28 +96,13 @@ func (in *rawInstance) accept() {
 			return
 		}
 		in.mu.Lock()
-		n := len(in.conns)
-		in.conns = append(in.conns, nil)
+		n := in.conns
+		in.conns++
 		in.open[c] = struct{}{}
 		in.mu.Unlock()
 		in.wg.Add(1)
 		go in.serve(c, n)
 	}
-}
-
-// tap keeps every byte read from a connection.
-type tap struct {
-	in *rawInstance
-	c  net.Conn
-	n  int
-}
-
-func (r tap) Read(p []byte) (int, error) {
-	k, err := r.c.Read(p)
-	r.in.mu.Lock()
-	r.in.conns[r.n] = append(r.in.conns[r.n], p[:k]...)
-	r.in.mu.Unlock()
-	return k, err
 }
 
 func (in *rawInstance) serve(c net.Conn, n int) {
@@ -129,7 +113,7 @@ func (in *rawInstance) serve(c net.Conn, n int) {
 		delete(in.open, c)
 		in.mu.Unlock()
 	}()
-	br := bufio.NewReader(tap{in, c, n})
+	br := bufio.NewReader(c)
 	for seq := 0; ; seq++ {
 		req, err := http.ReadRequest(br)
 		if err != nil {
@@ -199,13 +183,6 @@ func (in *rawInstance) paths() []string {
 		out = append(out, r.Path)
 	}
 	return out
-}
-
-// received is every byte the instance read, all connections together.
-func (in *rawInstance) received() []byte {
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	return bytes.Join(in.conns, nil)
 }
 
 // waitActed waits until the script for path has run to its end (once).
