@@ -38,6 +38,7 @@ func RouteSpecs(cfg *config.Config) ([]balancer.RouteSpec, error) {
 			PreserveHost: r.PreservesHost(),
 			StickyHeader: r.Sticky.Header, StickyCookie: r.Sticky.Cookie,
 			ForceHeader: r.Force.Header, ForceCookie: r.Force.Cookie,
+			ForceFrom: r.Force.Allowed(), ForceSecret: r.Force.Secret(), ForceSecretHeader: r.Force.SecretHeader,
 		}
 		if r.Balance == config.BalanceLeastRequest {
 			s.Policy = balancer.LeastRequest
@@ -297,9 +298,10 @@ func (s *Server) ApplyRolloutWeights() error {
 	return nil
 }
 
-// PoolCounts is a pool's cumulative request counts (for rollouts).
-func (s *Server) PoolCounts(route, pool string) metrics.Counts {
-	return s.requests.Pool(route, pool).Now()
+// PoolTraffic is a pool's cumulative request counts, weighted and preview
+// apart (for rollouts).
+func (s *Server) PoolTraffic(route, pool string) metrics.Traffic {
+	return s.requests.Pool(route, pool).Traffic()
 }
 
 // Rollouts is the rollout manager (for tests and the admin surface).
@@ -391,6 +393,10 @@ func (s *Server) Serve(ctx context.Context) error {
 	case serveErr = <-errs:
 	}
 	s.ready.Store(false)
+	// Rollouts stop deciding before the drain begins, and save the state
+	// they have now: the drain sees no new traffic, and a controller
+	// judging it would step or pause on nothing.
+	s.rollouts.Stop()
 	stopReloads()
 	close(s.stopping)
 	dctx, cancel := context.WithTimeout(context.Background(), s.static.Server.DrainTimeout.D())

@@ -91,7 +91,11 @@ func (o outcomes) Observe(out *proxy.Outcome) {
 	} else if out.Route != nil {
 		stats, _ = out.Route.Tag.(*metrics.PoolStats)
 	}
-	if stats != nil {
+	switch {
+	case stats == nil:
+	case out.Forced:
+		stats.ObservePreview(out.Status, out.Duration)
+	default:
 		stats.Observe(out.Status, out.Duration)
 	}
 	if o.s.accessLog != nil {

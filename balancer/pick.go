@@ -1,8 +1,10 @@
 package balancer
 
 import (
+	"crypto/subtle"
 	"math/rand/v2"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 )
@@ -19,9 +21,23 @@ import (
 // A nil instance means nothing can serve the request. The pool is returned
 // even then when one was chosen, for accounting.
 func (r *Route) Pick(h http.Header) (*Pool, *Instance) {
-	if p := r.Forced(h); p != nil {
-		return p, p.pick()
+	p, in, _ := r.PickFrom(h, "")
+	return p, in
+}
+
+// PickFrom is Pick for a request from peer (its RemoteAddr, "host:port"),
+// which a route that restricts forcing (ForceFrom) needs; "" is a peer
+// that may not force when a restriction is set. It also reports whether
+// the request named its pool (a preview) rather than being given one.
+func (r *Route) PickFrom(h http.Header, peer string) (*Pool, *Instance, bool) {
+	if p := r.forced(h, peer); p != nil {
+		return p, p.pick(), true
 	}
+	p, in := r.pickWeighted(h)
+	return p, in, false
+}
+
+func (r *Route) pickWeighted(h http.Header) (*Pool, *Instance) {
 	if r.schedule == nil {
 		return nil, nil
 	}
@@ -75,8 +91,53 @@ func (r *Route) fallback(skip *Pool, failed *Instance) (*Pool, *Instance) {
 	return nil, nil
 }
 
-// Forced returns the pool named by the force header or cookie, if any.
-func (r *Route) Forced(h http.Header) *Pool {
+// Forced returns the pool named by the force header or cookie, if any,
+// for a route that does not restrict forcing (see PickFrom).
+func (r *Route) Forced(h http.Header) *Pool { return r.forced(h, "") }
+
+func (r *Route) forced(h http.Header, peer string) *Pool {
+	name := r.forceName(h)
+	if name == "" || !r.mayForce(h, peer) {
+		return nil
+	}
+	for _, p := range r.Pools {
+		if p.Name == name {
+			return p
+		}
+	}
+	return nil
+}
+
+// mayForce applies the route's restrictions on forcing: the peer must be
+// in ForceFrom, and the secret must match (compared in constant time, so
+// its bytes cannot be guessed one by one from answer times).
+func (r *Route) mayForce(h http.Header, peer string) bool {
+	if r.forceFrom != nil {
+		ap, err := netip.ParseAddrPort(peer)
+		if err != nil {
+			return false
+		}
+		a, ok := ap.Addr().Unmap(), false
+		for _, p := range r.forceFrom {
+			if p.Contains(a) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	if r.forceSecret != nil {
+		v := h[r.ForceSecretHeader]
+		if len(v) != 1 || subtle.ConstantTimeCompare([]byte(v[0]), r.forceSecret) != 1 {
+			return false
+		}
+	}
+	return true
+}
+
+func (r *Route) forceName(h http.Header) string {
 	var name string
 	if r.forceHeader != "" {
 		if v := h[r.forceHeader]; len(v) > 0 {
@@ -86,15 +147,7 @@ func (r *Route) Forced(h http.Header) *Pool {
 	if name == "" && r.forceCookie != "" {
 		name, _ = cookieValue(h, r.forceCookie)
 	}
-	if name == "" {
-		return nil
-	}
-	for _, p := range r.Pools {
-		if p.Name == name {
-			return p
-		}
-	}
-	return nil
+	return name
 }
 
 func (r *Route) stickyKey(h http.Header) (string, bool) {

@@ -11,6 +11,7 @@ package balancer
 import (
 	"fmt"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"sort"
 	"strings"
@@ -45,6 +46,12 @@ type RouteSpec struct {
 	StickyCookie string
 	ForceHeader  string
 	ForceCookie  string
+	// ForceFrom restricts forcing to requests from these peers; nil: any.
+	ForceFrom []netip.Prefix
+	// ForceSecret, when set, must also be carried in ForceSecretHeader for
+	// a request to force a pool.
+	ForceSecret       string
+	ForceSecretHeader string
 	// StickyLow names the pool that owns the lowest sticky buckets (a
 	// rollout's canary); default: the last pool listed.
 	StickyLow string
@@ -134,6 +141,11 @@ type Route struct {
 	stickyCookie string
 	forceHeader  string
 	forceCookie  string
+	forceFrom    []netip.Prefix
+	forceSecret  []byte
+	// ForceSecretHeader is the canonical header that carries the secret
+	// ("" when there is none); the proxy removes it before forwarding.
+	ForceSecretHeader string
 
 	// The cursor is written by every request on every core; keep it off the
 	// cache lines of the read-only fields above.
@@ -218,6 +230,11 @@ func compileRoute(s RouteSpec, get func(route, pool string, u *url.URL) *Instanc
 		policy:       s.Policy,
 		stickyHeader: http.CanonicalHeaderKey(s.StickyHeader), stickyCookie: s.StickyCookie,
 		forceHeader: http.CanonicalHeaderKey(s.ForceHeader), forceCookie: s.ForceCookie,
+		forceFrom: s.ForceFrom,
+	}
+	if s.ForceSecret != "" {
+		r.forceSecret = []byte(s.ForceSecret)
+		r.ForceSecretHeader = http.CanonicalHeaderKey(s.ForceSecretHeader)
 	}
 	sum := 0
 	seen := map[string]bool{}

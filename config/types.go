@@ -8,6 +8,7 @@ package config
 
 import (
 	"fmt"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -185,6 +186,10 @@ type Rollout struct {
 	// MaxInconclusive inconclusive analyses in a row pause the rollout.
 	// Default 10.
 	MaxInconclusive int `yaml:"max_inconclusive"`
+	// MaxGathering analyses in a row may hold a step to gather evidence (a
+	// confidence interval that straddles its bound) before the rollout
+	// pauses with the verdicts that could not decide. Default 200.
+	MaxGathering int `yaml:"max_gathering"`
 	// PauseBefore lists weights to stop before, until "canaryd resume".
 	// Default none.
 	PauseBefore []Percent `yaml:"pause_before"`
@@ -215,8 +220,13 @@ type Tripwire struct {
 type Analysis struct {
 	// MaxErrorRate of the canary since the step began (0..1). Default: off.
 	MaxErrorRate *float64 `yaml:"max_error_rate"`
-	// MaxLatencyP99 of the canary since the step began. Default: off.
+	// MaxLatencyP99 of the canary since the step began: at most 1% of its
+	// requests slower than this. Default: off.
 	MaxLatencyP99 Duration `yaml:"max_latency_p99"`
+	// Confidence of the intervals max_error_rate and max_latency_p99 are
+	// judged with (0.5..1): fail when the whole interval is above the
+	// bound, pass when it is below, hold in between. Default 0.95.
+	Confidence float64 `yaml:"confidence"`
 	// CompareToStable judges the canary against stable over the same time.
 	// Default: off.
 	CompareToStable *Compare `yaml:"compare_to_stable"`
@@ -372,12 +382,37 @@ type Sticky struct {
 }
 
 // Force names a pool directly. Both may be set; the header is read first.
+// Left open (no AllowFrom, no SecretFile), any client can reach any pool,
+// a 0% canary included.
 type Force struct {
 	// Header carries a pool name, e.g. "X-Canary-Pool: green". Default "".
 	Header string `yaml:"header"`
 	// Cookie carries a pool name. Default "".
 	Cookie string `yaml:"cookie"`
+	// AllowFrom lists the peers (CIDRs or single IPs, or the word
+	// "trusted_proxies" for that list) whose requests may force a pool; the
+	// peer is the connection's address. Others' force headers and cookies
+	// are ignored: their requests are routed by weight. Default: any peer.
+	AllowFrom []string `yaml:"allow_from"`
+	// SecretFile holds a shared secret (trimmed of surrounding space); when
+	// set, a request forces a pool only if it also carries the secret in
+	// SecretHeader. The header is removed before the request is forwarded.
+	// Default "" (no secret).
+	SecretFile string `yaml:"secret_file"`
+	// SecretHeader carries the secret. Default "X-Canary-Secret".
+	SecretHeader string `yaml:"secret_header"`
+
+	// Parsed by Validate: AllowFrom as prefixes, and the secret.
+	allow  []netip.Prefix
+	secret string
 }
+
+// Allowed is AllowFrom parsed ("trusted_proxies" expanded); nil when any
+// peer may force.
+func (f *Force) Allowed() []netip.Prefix { return f.allow }
+
+// Secret is the content of SecretFile; "" when none is required.
+func (f *Force) Secret() string { return f.secret }
 
 // Balance policies.
 const (

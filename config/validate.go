@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"os"
 	"reflect"
 	"strconv"
 	"strings"
@@ -42,6 +43,12 @@ const (
 	DefaultMaxEjectFor          = 5 * time.Minute
 	DefaultMaxEjectedPercent    = 50
 	DefaultPanicThreshold       = 50
+	DefaultTripwireWindow       = 10 * time.Second
+	DefaultForceSecretHeader    = "X-Canary-Secret"
+	// TripwireResolution is how often the tripwire reads the counters;
+	// MinTripwireWindow is the shortest window it can honour.
+	TripwireResolution = time.Second
+	MinTripwireWindow  = time.Second
 	// AdminOff disables the admin listener.
 	AdminOff = "off"
 	// MaxPools bounds pools per route (the schedule stores a byte per slot).
@@ -71,6 +78,7 @@ func (c *Config) applyDefaults() {
 		r := &c.Routes[i]
 		setStr(&r.Match.PathPrefix, "/")
 		setStr(&r.Balance, BalanceRoundRobin)
+		setStr(&r.Force.SecretHeader, DefaultForceSecretHeader)
 		r.Health.applyDefaults()
 		if r.Rollout != nil {
 			r.Rollout.applyDefaults()
@@ -129,7 +137,11 @@ func (ro *Rollout) applyDefaults() {
 	setInt(&ro.MinRequests, 200)
 	setInt(&ro.FailureLimit, 2)
 	setInt(&ro.MaxInconclusive, 10)
-	setDur(&ro.Tripwire.Window, 10*time.Second)
+	setInt(&ro.MaxGathering, 200)
+	if ro.Analysis.Confidence == 0 {
+		ro.Analysis.Confidence = 0.95
+	}
+	setDur(&ro.Tripwire.Window, DefaultTripwireWindow)
 	setInt(&ro.Tripwire.MinRequests, 20)
 	if ro.Tripwire.MaxErrorRate == 0 {
 		ro.Tripwire.MaxErrorRate = 0.5
@@ -236,6 +248,8 @@ func fieldDiffs(name string, a, b reflect.Value) []string {
 type validator struct {
 	root     *yaml.Node
 	problems []Problem
+	// trusted is trusted_proxies parsed (for force.allow_from).
+	trusted []netip.Prefix
 }
 
 // path is a location in the document: string keys and int indices.
@@ -339,9 +353,12 @@ func (v *validator) config(c *Config) {
 		v.add(path{"upstream", "max_response_header_bytes"}, "%d is outside 1024 to %d (1 MiB); the default is %d", b, MaxResponseHeaderBytesLimit, DefaultMaxResponseHeaderBytes)
 	}
 	for i, s := range c.TrustedProxies {
-		if _, err := ParseTrusted(s); err != nil {
+		p, err := ParseTrusted(s)
+		if err != nil {
 			v.add(path{"trusted_proxies", i}, "%v", err)
+			continue
 		}
+		v.trusted = append(v.trusted, p)
 	}
 	if len(c.Routes) == 0 {
 		v.add(path{"routes"}, "no routes; add at least one route with pools")
@@ -363,6 +380,44 @@ func (v *validator) config(c *Config) {
 			v.add(append(rp, "match"), "same host %q and path_prefix %q as route %q; one of them could never match", r.Match.Host, r.Match.PathPrefix, other)
 		}
 		matches[key] = r.Name
+	}
+}
+
+// force checks who may force a pool, and parses it: allow_from into
+// prefixes, the secret file into the secret.
+func (v *validator) force(p path, f *Force) {
+	at := func(k ...any) path { return append(append(path{}, p...), k...) }
+	f.allow = nil
+	for i, s := range f.AllowFrom {
+		if s == "trusted_proxies" {
+			if len(v.trusted) == 0 {
+				v.add(at("allow_from", i), "trusted_proxies is empty; list the proxies there, or CIDRs here")
+			}
+			f.allow = append(f.allow, v.trusted...)
+			continue
+		}
+		pre, err := ParseTrusted(s)
+		if err != nil {
+			v.add(at("allow_from", i), "%v (or the word trusted_proxies)", err)
+			continue
+		}
+		f.allow = append(f.allow, pre)
+	}
+	v.token(at("secret_header"), f.SecretHeader)
+	f.secret = ""
+	if f.SecretFile != "" {
+		b, err := os.ReadFile(f.SecretFile)
+		switch {
+		case err != nil:
+			v.add(at("secret_file"), "%v; create the file with the secret, or remove the key", err)
+		case strings.TrimSpace(string(b)) == "":
+			v.add(at("secret_file"), "%s is empty; put the secret in it, or remove the key", f.SecretFile)
+		default:
+			f.secret = strings.TrimSpace(string(b))
+		}
+	}
+	if (f.SecretFile != "" || len(f.AllowFrom) > 0) && f.Header == "" && f.Cookie == "" {
+		v.add(p, "allow_from and secret_file restrict a force header or cookie, and neither is set")
 	}
 }
 
@@ -400,6 +455,7 @@ func (v *validator) route(rp path, r *Route) {
 	v.token(append(rp, "sticky", "cookie"), r.Sticky.Cookie)
 	v.token(append(rp, "force", "header"), r.Force.Header)
 	v.token(append(rp, "force", "cookie"), r.Force.Cookie)
+	v.force(append(rp, "force"), &r.Force)
 
 	v.health(append(rp, "health"), &r.Health)
 	if len(r.Pools) == 0 {
@@ -506,6 +562,16 @@ func (v *validator) rollout(p path, r *Route) {
 	}
 	if t := ro.Tripwire; t.MaxErrorRate <= 0 || t.MaxErrorRate > 1 || t.MinRequests < 1 {
 		v.add(at("tripwire"), "max_error_rate must be in (0, 1] and min_requests at least 1")
+	}
+	if t := ro.Tripwire; !t.Disabled && t.Window.D() < MinTripwireWindow {
+		v.add(at("tripwire", "window"), "%v is shorter than %v: the tripwire reads the counters every %v and needs two readings a window apart; use %v or more (default %v), or disabled: true",
+			t.Window, MinTripwireWindow, TripwireResolution, MinTripwireWindow, DefaultTripwireWindow)
+	}
+	if ro.MaxGathering < 1 {
+		v.add(at("max_gathering"), "must be at least 1")
+	}
+	if c := ro.Analysis.Confidence; c < 0.5 || c >= 1 {
+		v.add(at("analysis", "confidence"), "%v is not in [0.5, 1)", c)
 	}
 	a := ro.Analysis
 	if a.MaxErrorRate != nil && (*a.MaxErrorRate < 0 || *a.MaxErrorRate > 1) {

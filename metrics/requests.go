@@ -23,6 +23,7 @@ const NoPool = ""
 // so a window is not reset by a config edit.
 type Requests struct {
 	total     *prometheus.CounterVec
+	preview   *prometheus.CounterVec
 	duration  *prometheus.HistogramVec
 	weight    *prometheus.GaugeVec
 	effective *prometheus.GaugeVec
@@ -41,6 +42,10 @@ func NewRequests(reg prometheus.Registerer) *Requests {
 			Name: "canaryd_requests_total",
 			Help: "Requests by route, pool and status code sent to the client (499: the client went away first).",
 		}, []string{"route", "pool", "code"}),
+		preview: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "canaryd_preview_requests_total",
+			Help: "Requests that named their pool by the force header or cookie (a preview), by route, pool and status code; also counted in canaryd_requests_total.",
+		}, []string{"route", "pool", "code"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "canaryd_request_duration_seconds",
 			Help:    "Time from receiving a request to the end of its answer, by route and pool.",
@@ -57,7 +62,7 @@ func NewRequests(reg prometheus.Registerer) *Requests {
 		pools: map[poolKey]*PoolStats{},
 		now:   time.Now,
 	}
-	reg.MustRegister(m.total, m.duration, m.weight, m.effective)
+	reg.MustRegister(m.total, m.preview, m.duration, m.weight, m.effective)
 	return m
 }
 
@@ -98,6 +103,7 @@ func (m *Requests) Retain(keep map[string][]string) {
 		delete(m.pools, k)
 		labels := prometheus.Labels{"route": k.route, "pool": k.pool}
 		m.total.DeletePartialMatch(labels)
+		m.preview.DeletePartialMatch(labels)
 		m.duration.Delete(labels)
 		m.weight.Delete(labels)
 		m.effective.Delete(labels)
@@ -144,8 +150,13 @@ type PoolStats struct {
 
 	m        *Requests
 	codes    [600]atomic.Pointer[counter] // children of canaryd_requests_total, by status
+	pcodes   [600]atomic.Pointer[counter] // children of canaryd_preview_requests_total
 	duration prometheus.Observer
-	win      *window
+	win      *window // every request
+	// preview counts the forced requests again, cumulatively: a rollout
+	// judges them apart from the weighted ones. It is written after win and
+	// read before it (Traffic), so a request it holds is always in win too.
+	preview cumulative
 }
 
 type counter struct{ prometheus.Counter }
@@ -154,23 +165,64 @@ type counter struct{ prometheus.Counter }
 // went away) and its duration. No lock and, once a status has been seen,
 // no allocation.
 func (p *PoolStats) Observe(status int, d time.Duration) {
-	p.code(status).Inc()
+	p.code(&p.codes, p.m.total, status).Inc()
 	p.duration.Observe(d.Seconds())
 	p.win.record(status, d)
 }
 
-func (p *PoolStats) code(status int) *counter {
-	if status < 0 || status >= len(p.codes) {
+// ObservePreview records one request that named this pool by the force
+// header or cookie: counted as Observe does, and as a preview.
+func (p *PoolStats) ObservePreview(status int, d time.Duration) {
+	p.Observe(status, d)
+	p.code(&p.pcodes, p.m.preview, status).Inc()
+	p.preview.record(status, d)
+}
+
+func (p *PoolStats) code(codes *[600]atomic.Pointer[counter], vec *prometheus.CounterVec, status int) *counter {
+	if status < 0 || status >= len(codes) {
 		status = 0 // "0": a status no HTTP server sends
 	}
-	if c := p.codes[status].Load(); c != nil {
+	if c := codes[status].Load(); c != nil {
 		return c
 	}
-	c := &counter{p.m.total.WithLabelValues(p.Route, p.Pool, strconv.Itoa(status))}
-	if !p.codes[status].CompareAndSwap(nil, c) {
-		c = p.codes[status].Load()
+	c := &counter{vec.WithLabelValues(p.Route, p.Pool, strconv.Itoa(status))}
+	if !codes[status].CompareAndSwap(nil, c) {
+		c = codes[status].Load()
 	}
 	return c
+}
+
+// Traffic is a pool's cumulative counts split by how its requests chose
+// it: by the schedule or a sticky key (Weighted), or by naming the pool
+// (Preview).
+type Traffic struct {
+	Weighted, Preview Counts
+}
+
+// All is every request of the pool.
+func (t Traffic) All() Counts {
+	c := t.Weighted
+	c.add(&t.Preview)
+	return c
+}
+
+// Sub returns t minus an earlier reading of the same pool.
+func (t Traffic) Sub(earlier Traffic) Traffic {
+	t.Weighted.sub(&earlier.Weighted)
+	t.Preview.sub(&earlier.Preview)
+	return t
+}
+
+// Traffic returns the pool's counts since its stats were created, exact
+// to the request, split into weighted and preview.
+func (p *PoolStats) Traffic() Traffic {
+	now := p.m.now()
+	// Preview first: a request in it is already in win (see preview).
+	pv := p.preview.counts(p.win.created, now)
+	all := p.win.now(now)
+	all.sub(&pv)
+	all.From = p.win.created
+	return Traffic{Weighted: all, Preview: pv}
 }
 
 // Now returns the counts since the stats were created, exact to the

@@ -98,6 +98,15 @@ func (c *Counts) Quantile(q float64) time.Duration {
 	return lo
 }
 
+func (c *Counts) add(o *Counts) {
+	c.Requests += o.Requests
+	c.Errors += o.Errors
+	c.Cancelled += o.Cancelled
+	for i := range c.Latency {
+		c.Latency[i] += o.Latency[i]
+	}
+}
+
 func (c *Counts) sub(old *Counts) {
 	c.Requests -= old.Requests
 	c.Errors -= old.Errors
@@ -116,14 +125,39 @@ const (
 	windowSlots      = int(WindowLength/WindowResolution) + 1
 )
 
-// window counts one pool's requests. Record is lock-free (atomic adds on
-// cumulative counters, no clock); a ticker snapshots the counters into a
-// ring once a second, and reads subtract a snapshot from the live counters.
-type window struct {
+// cumulative counts requests with atomic adds and no clock.
+type cumulative struct {
 	requests  atomic.Uint64
 	errors    atomic.Uint64
 	cancelled atomic.Uint64
 	latency   [LatencyBuckets]atomic.Uint64
+}
+
+func (w *cumulative) record(status int, d time.Duration) {
+	if status == 499 {
+		w.cancelled.Add(1)
+		return
+	}
+	w.requests.Add(1)
+	if status >= 500 {
+		w.errors.Add(1)
+	}
+	w.latency[bucketOf(d)].Add(1)
+}
+
+func (w *cumulative) counts(from, to time.Time) Counts {
+	c := Counts{From: from, To: to, Requests: w.requests.Load(), Errors: w.errors.Load(), Cancelled: w.cancelled.Load()}
+	for i := range c.Latency {
+		c.Latency[i] = w.latency[i].Load()
+	}
+	return c
+}
+
+// window counts one pool's requests. Record is lock-free (atomic adds on
+// cumulative counters, no clock); a ticker snapshots the counters into a
+// ring once a second, and reads subtract a snapshot from the live counters.
+type window struct {
+	cumulative
 
 	created time.Time
 	mu      sync.RWMutex // guards the ring; taken by the ticker and readers only
@@ -136,26 +170,8 @@ func newWindow(now time.Time) *window {
 	return &window{created: now, ring: make([]Counts, windowSlots)}
 }
 
-func (w *window) record(status int, d time.Duration) {
-	if status == 499 {
-		w.cancelled.Add(1)
-		return
-	}
-	w.requests.Add(1)
-	if status >= 500 {
-		w.errors.Add(1)
-	}
-	w.latency[bucketOf(d)].Add(1)
-}
-
 // now reads the cumulative counters (since the window was created).
-func (w *window) now(at time.Time) Counts {
-	c := Counts{From: w.created, To: at, Requests: w.requests.Load(), Errors: w.errors.Load(), Cancelled: w.cancelled.Load()}
-	for i := range c.Latency {
-		c.Latency[i] = w.latency[i].Load()
-	}
-	return c
-}
+func (w *window) now(at time.Time) Counts { return w.counts(w.created, at) }
 
 // snapshot keeps the counters as of at in the ring.
 func (w *window) snapshot(at time.Time) {

@@ -50,7 +50,10 @@ type Observer interface {
 type Outcome struct {
 	Route *balancer.Route
 	// Pool and Instance that served (or were chosen); nil when none was.
-	Pool     *balancer.Pool
+	Pool *balancer.Pool
+	// Forced: the request named Pool by the route's force header or cookie
+	// (a preview), and was allowed to.
+	Forced   bool
 	Instance *balancer.Instance
 	// Unreachable is the instance that refused the connection before a
 	// retry went to Instance; nil when there was no retry.
@@ -150,6 +153,7 @@ type call struct {
 	pool        *balancer.Pool
 	inst        *balancer.Instance
 	unreachable *balancer.Instance
+	forced      bool // the request named its pool (a preview)
 	in          *http.Request
 	id          string
 	// idValue is id as a header value, one slice for the request to the
@@ -226,15 +230,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		reply(w, closeAfter, http.StatusNotFound, id, "canaryd: no route for this host and path")
 		return
 	}
-	pool, inst := route.Pick(r.Header)
+	pool, inst, forced := route.PickFrom(r.Header, r.RemoteAddr)
 	if inst == nil {
 		reply(w, closeAfter, http.StatusServiceUnavailable, id, "canaryd: no available instance")
-		h.observe(&Outcome{Route: route, Pool: pool, Status: http.StatusServiceUnavailable,
+		h.observe(&Outcome{Route: route, Pool: pool, Forced: forced, Status: http.StatusServiceUnavailable,
 			Duration: time.Since(start), RequestID: id, Request: r, Bytes: -1})
 		return
 	}
 	st := h.states.Get().(*state)
-	st.call = call{route: route, pool: pool, inst: inst, id: id, idValue: [1]string{id}, in: r, closeAfter: closeAfter}
+	st.call = call{route: route, pool: pool, inst: inst, forced: forced, id: id, idValue: [1]string{id}, in: r, closeAfter: closeAfter}
 	inst.Acquire()
 	if h.countBytes {
 		st.counter = countingWriter{ResponseWriter: w}
@@ -271,7 +275,7 @@ func (h *Handler) finish(st *state, start time.Time) {
 	}
 	if h.obs != nil {
 		st.out = Outcome{
-			Route: st.route, Pool: st.pool, Instance: st.inst, Unreachable: st.unreachable,
+			Route: st.route, Pool: st.pool, Forced: st.forced, Instance: st.inst, Unreachable: st.unreachable,
 			Status: st.status, Duration: time.Since(start), Err: st.err, RequestID: st.id,
 			Request: st.in, Bytes: -1,
 		}
@@ -316,6 +320,11 @@ func (st *state) rewrite(pr *httputil.ProxyRequest) {
 		copyHeader(pr.Out.Header, pr.In.Header, "X-Forwarded-Proto")
 	}
 	pr.Out.Header[HeaderRequestID] = st.idValue[:]
+	// The preview secret is between the client and canaryd: an instance
+	// (and its logs) never sees it.
+	if k := st.route.ForceSecretHeader; k != "" {
+		delete(pr.Out.Header, k)
+	}
 }
 
 func copyHeader(dst, src http.Header, key string) {

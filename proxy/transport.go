@@ -254,8 +254,7 @@ func (st *state) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	// A forced preview stays in the pool it named: the docs promise no
 	// silent fallback for an explicit preview.
-	forced := st.route.Forced(st.in.Header) == st.pool
-	pool, alt := st.route.PickExcept(st.pool, st.inst, forced)
+	pool, alt := st.route.PickExcept(st.pool, st.inst, st.forced)
 	if alt == nil {
 		return resp, err
 	}

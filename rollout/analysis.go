@@ -31,15 +31,29 @@ type Verdict struct {
 	Value  float64 `json:"value"`
 	// Threshold is the bound the value was held to, when there is one.
 	Threshold float64 `json:"threshold,omitempty"`
+	// Low and High bound the value with the check's confidence, for the
+	// checks that have an interval (error_rate, latency_p99: the share of
+	// bad requests).
+	Low  float64 `json:"low,omitempty"`
+	High float64 `json:"high,omitempty"`
 	// Gathering marks an inconclusive verdict that has data but not yet
 	// enough to decide: the step holds and the evidence grows, so it does
-	// not count towards max_inconclusive (which is for missing data).
+	// not count towards max_inconclusive (which is for missing data), but
+	// towards max_gathering.
 	Gathering bool `json:"gathering,omitempty"`
+	// Advisory verdicts are shown and recorded but decide nothing: the
+	// canary's preview traffic (forced by header or cookie) in a weighted
+	// rollout.
+	Advisory bool `json:"advisory,omitempty"`
 }
 
-// sample is what an analysis judges: counts since the step began.
+// sample is what an analysis judges: counts since the evidence began (the
+// step's start, or the last failed analysis: see controller.decide).
 type sample struct {
 	canary, stable metrics.Counts
+	// preview is the canary's forced traffic over the same span, when it is
+	// judged apart (canary and linear rollouts).
+	preview *metrics.Counts
 	// canaryAvailable instances of the canary pool, -1 when unknown.
 	canaryAvailable, canaryTotal int
 }
@@ -54,31 +68,23 @@ func embeddedChecks(ro *config.Rollout, s sample) (vs []Verdict, gateMet bool) {
 	}
 	n := s.canary.Requests
 	if n < uint64(ro.MinRequests) {
-		return append(vs, Verdict{Check: "min_requests", Result: Inconclusive, Value: float64(n), Threshold: float64(ro.MinRequests),
-			Reason: fmt.Sprintf("%d of %d canary requests since the step began; holding", n, ro.MinRequests)}), false
+		// No canary request at all is missing data (max_inconclusive); a
+		// trickle is evidence on its way (max_gathering).
+		v := Verdict{Check: "min_requests", Result: Inconclusive, Value: float64(n), Threshold: float64(ro.MinRequests),
+			Reason: fmt.Sprintf("%d of %d canary requests since the evidence began; holding", n, ro.MinRequests), Gathering: n > 0}
+		if s.preview != nil && s.preview.Requests > 0 {
+			vs = append(vs, previewVerdict(s.preview))
+		}
+		return append(vs, v), false
 	}
 	vs = append(vs, Verdict{Check: "min_requests", Result: Pass, Value: float64(n), Threshold: float64(ro.MinRequests),
-		Reason: fmt.Sprintf("%d canary requests since the step began", n)})
+		Reason: fmt.Sprintf("%d canary requests since the evidence began", n)})
 	a := ro.Analysis
 	if a.MaxErrorRate != nil {
-		rate := s.canary.ErrorRate()
-		v := Verdict{Check: "error_rate", Value: rate, Threshold: *a.MaxErrorRate,
-			Reason: fmt.Sprintf("canary error rate %.2f%% (%d of %d), max %.2f%%", 100*rate, s.canary.Errors, n, 100**a.MaxErrorRate)}
-		v.Result = Pass
-		if rate > *a.MaxErrorRate {
-			v.Result = Fail
-		}
-		vs = append(vs, v)
+		vs = append(vs, boundVerdict("error_rate", float64(s.canary.Errors), float64(n), *a.MaxErrorRate, a.Confidence, "canary errors"))
 	}
 	if a.MaxLatencyP99 > 0 {
-		p99 := s.canary.Quantile(0.99)
-		v := Verdict{Check: "latency_p99", Value: p99.Seconds(), Threshold: a.MaxLatencyP99.D().Seconds(),
-			Reason: fmt.Sprintf("canary p99 %v, max %v", p99.Round(time.Microsecond), a.MaxLatencyP99)}
-		v.Result = Pass
-		if p99 > a.MaxLatencyP99.D() {
-			v.Result = Fail
-		}
-		vs = append(vs, v)
+		vs = append(vs, latencyBound(&s.canary, a.MaxLatencyP99.D(), a.Confidence))
 	}
 	if c := a.CompareToStable; c != nil {
 		if s.stable.Requests < uint64(ro.MinRequests) {
@@ -87,9 +93,29 @@ func embeddedChecks(ro *config.Rollout, s sample) (vs []Verdict, gateMet bool) {
 		} else {
 			vs = append(vs, compareErrors(s.canary.Errors, s.canary.Requests, s.stable.Errors, s.stable.Requests, c.Confidence, c.MaxRatio, *c.MinDifference))
 			vs = append(vs, compareLatency(&s.canary, &s.stable, c.Confidence, c.MaxRatio, c.MinLatencyDifference.D()))
+			vs = append(vs, compareTail(&s.canary, &s.stable, c.Confidence, c.MaxRatio, c.MinLatencyDifference.D()))
 		}
 	}
+	if p := s.preview; p != nil && p.Requests > 0 {
+		vs = append(vs, previewVerdict(p))
+	}
 	return vs, true
+}
+
+// previewVerdict reports the canary's preview traffic of a weighted
+// rollout. Those requests are chosen by clients (a header or a cookie
+// names the pool), not by the schedule: a handful aimed at a path that
+// fails only on the canary would otherwise decide the step. So they are
+// shown, and decide nothing.
+func previewVerdict(p *metrics.Counts) Verdict {
+	v := Verdict{Check: "preview", Advisory: true, Value: p.ErrorRate(),
+		Reason: fmt.Sprintf("%d forced (preview) requests to the canary, %d failed (%s); judged apart: preview traffic is chosen by clients and decides no weighted step",
+			p.Requests, p.Errors, fmtPct(p.ErrorRate()))}
+	v.Result = Pass
+	if p.Errors > 0 {
+		v.Result = Fail
+	}
+	return v
 }
 
 // compareErrors asks whether the canary's error rate is worse than
@@ -106,18 +132,14 @@ func embeddedChecks(ro *config.Rollout, s sample) (vs []Verdict, gateMet bool) {
 // hold healthy canaries at realistic sample sizes; TestCompareSimulation
 // measures the rates this rule gives.
 func compareErrors(ec, nc, es, ns uint64, confidence, ratio, diff float64) Verdict {
-	mc, vc := betaMoments(ec, nc)
-	ms, vs := betaMoments(es, ns)
-	mu := mc - (ratio*ms + diff)
-	sigma := math.Sqrt(vc + ratio*ratio*vs)
-	pWorse := normalCDF(mu / sigma)
+	pWorse := pWorse(float64(ec), float64(nc), float64(es), float64(ns), ratio, diff)
 	v := Verdict{Check: "compare_errors", Value: pWorse, Threshold: confidence,
 		Reason: fmt.Sprintf("P(canary error rate > %.2g × stable + %.2g) = %.4f; canary %d of %d (%.2f%%), stable %d of %d (%.2f%%)",
 			ratio, diff, pWorse, ec, nc, pct(ec, nc), es, ns, pct(es, ns))}
 	switch {
 	case pWorse > confidence:
 		v.Result = Fail
-	case pWorse < 0.5:
+	case pWorse < passBelow:
 		v.Result = Pass
 	default:
 		v.Result = Inconclusive
@@ -133,15 +155,6 @@ func pct(e, n uint64) float64 {
 	}
 	return 100 * float64(e) / float64(n)
 }
-
-func betaMoments(e, n uint64) (mean, variance float64) {
-	a, b := 1+float64(e), 1+float64(n-e)
-	mean = a / (a + b)
-	variance = a * b / ((a + b) * (a + b) * (a + b + 1))
-	return mean, variance
-}
-
-func normalCDF(z float64) float64 { return 0.5 * math.Erfc(-z/math.Sqrt2) }
 
 // compareLatency runs a one-sided Mann-Whitney U test ("canary slower") on
 // the two latency histograms, where all values in a bucket tie (so the tie
@@ -216,10 +229,11 @@ func mannWhitney(a, b []uint64) (u, z float64) {
 
 // tripwire looks at the last window's counts: enough canary requests,
 // failing at or above the rate, while stable stays under half of it (so a
-// bad minute for everyone is not blamed on the canary).
-func tripwire(t config.Tripwire, canaryReq, canaryErr, stableReq, stableErr uint64) (bool, string) {
+// bad minute for everyone is not blamed on the canary). Its verdict is the
+// cause a rollback shows.
+func tripwire(t config.Tripwire, canaryReq, canaryErr, stableReq, stableErr uint64, span time.Duration) (Verdict, bool) {
 	if canaryReq < uint64(t.MinRequests) {
-		return false, ""
+		return Verdict{}, false
 	}
 	cr := float64(canaryErr) / float64(canaryReq)
 	sr := 0.0
@@ -227,8 +241,9 @@ func tripwire(t config.Tripwire, canaryReq, canaryErr, stableReq, stableErr uint
 		sr = float64(stableErr) / float64(stableReq)
 	}
 	if cr >= t.MaxErrorRate && sr < t.MaxErrorRate/2 {
-		return true, fmt.Sprintf("tripwire: %d of %d canary requests failed in the last %v (%.0f%%; stable %.1f%%)",
-			canaryErr, canaryReq, t.Window, 100*cr, 100*sr)
+		return Verdict{Check: "tripwire", Result: Fail, Value: cr, Threshold: t.MaxErrorRate,
+			Reason: fmt.Sprintf("tripwire: %d of %d canary requests failed in the last %v (%.0f%%; stable %.1f%%; fires at %.0f%%)",
+				canaryErr, canaryReq, span.Round(100*time.Millisecond), 100*cr, 100*sr, 100*t.MaxErrorRate)}, true
 	}
-	return false, ""
+	return Verdict{}, false
 }

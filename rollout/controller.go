@@ -26,8 +26,8 @@ type controller struct {
 	spec     *config.Rollout
 	st       State
 	prom     *promChecker
-	baseC    metrics.Counts // canary counts when the step began
-	baseS    metrics.Counts
+	baseC    metrics.Traffic // canary counts when the evidence began
+	baseS    metrics.Traffic
 	trip     []tripReading
 	persistM sync.Mutex
 
@@ -71,6 +71,7 @@ func (c *controller) startRelease(now time.Time, release, reason string) {
 	}
 	c.st.Phase = Progressing
 	c.enterStep(now, 0)
+	c.resetBase(now)
 	c.transition(now, from, reason, nil)
 }
 
@@ -83,21 +84,50 @@ func (c *controller) enterStep(now time.Time, i int) {
 	c.st.StepIndex = i
 	c.st.Weight = steps[i]
 	c.st.StepStarted = now
-	c.st.Inconclusive = 0
+	c.st.Inconclusive, c.st.Gathering = 0, 0
 	c.st.AtGate = false
-	c.resetBase(now)
+	// A passed step clears the failures: failure_limit counts the failed
+	// analyses of one step, so one false alarm at an early step and one
+	// burst at a later one do not add up to a rollback.
+	c.st.Failures = 0
+	// The step's evidence starts now; the tripwire's window runs on
+	// across steps (a failure rate does not depend on the weight).
+	c.resetEvidence(now)
 	if c.st.Weight == 10000 {
 		c.st.Phase = Promoted
 	}
 	c.publishWeight()
 }
 
-// resetBase starts the step's counts, and the tripwire's, from now. c.mu
+// resetBase starts the step's evidence, and the tripwire's, from now. c.mu
 // held.
 func (c *controller) resetBase(now time.Time) {
-	c.baseC = c.m.deps.Counters.PoolCounts(c.route, c.st.Canary)
-	c.baseS = c.m.deps.Counters.PoolCounts(c.route, c.st.Stable)
-	c.trip = []tripReading{{at: now, cReq: c.baseC.Requests, cErr: c.baseC.Errors, sReq: c.baseS.Requests, sErr: c.baseS.Errors}}
+	c.resetEvidence(now)
+	cn, sn := c.judged(c.baseC), c.judged(c.baseS)
+	c.trip = []tripReading{{at: now, cReq: cn.Requests, cErr: cn.Errors, sReq: sn.Requests, sErr: sn.Errors}}
+}
+
+// resetEvidence starts the counts the next analysis judges from now. It
+// runs when a step begins and after every failed analysis: each failure
+// that counts towards failure_limit then rests on requests no other
+// failure saw, so one burst fails one analysis at most. c.mu held.
+func (c *controller) resetEvidence(now time.Time) {
+	c.baseC = c.m.deps.Counters.PoolTraffic(c.route, c.st.Canary)
+	c.baseS = c.m.deps.Counters.PoolTraffic(c.route, c.st.Stable)
+	c.st.EvidenceSince = now
+}
+
+// judged is the part of a pool's traffic that is evidence. In canary and
+// linear rollouts that is the weighted traffic only: forced (preview)
+// requests are chosen by clients, not by the schedule, and a handful of
+// them aimed at a failing path must not decide a step. In blue_green the
+// canary has no weight before the switch and the preview is the evidence
+// by design (force.allow_from and force.secret_file keep it honest).
+func (c *controller) judged(t metrics.Traffic) metrics.Counts {
+	if c.st.Strategy == config.StrategyBlueGreen {
+		return t.All()
+	}
+	return t.Weighted
 }
 
 // transition records an event from phase `from` to the current state, and
@@ -105,7 +135,7 @@ func (c *controller) resetBase(now time.Time) {
 func (c *controller) transition(now time.Time, from, reason string, vs []Verdict) {
 	c.st.Reason = reason
 	c.st.UpdatedAt = now
-	e := Event{At: now, From: from, To: c.st.Phase, Step: c.st.StepIndex + 1, WeightBP: c.st.Weight, Reason: reason, Verdicts: vs}
+	e := Event{At: now, Kind: KindTransition, From: from, To: c.st.Phase, Step: c.st.StepIndex + 1, WeightBP: c.st.Weight, Reason: reason, Verdicts: vs}
 	c.st.record(e)
 	c.m.deps.Metrics.SetRollout(c.route, c.st.StepIndex+1, c.st.Phase, Phases)
 	c.m.deps.Metrics.SetRoles(c.route, c.st.Stable, c.st.Canary)
@@ -113,6 +143,14 @@ func (c *controller) transition(now time.Time, from, reason string, vs []Verdict
 		zap.Int("step", c.st.StepIndex+1), zap.Float64("canary_weight", float64(c.st.Weight)/100),
 		zap.String("reason", reason), zap.Any("verdicts", vs))
 	c.m.notifier.send(c.route, e)
+}
+
+// analysisEvent records an analysis that held the step (failed, gathering
+// or inconclusive) in the history, with its verdicts. c.mu held.
+func (c *controller) analysisEvent(now time.Time, reason string, vs []Verdict) {
+	c.st.Reason = reason
+	c.st.UpdatedAt = now
+	c.st.record(Event{At: now, Kind: KindAnalysis, From: c.st.Phase, To: c.st.Phase, Step: c.st.StepIndex + 1, WeightBP: c.st.Weight, Reason: reason, Verdicts: vs})
 }
 
 // commit applies what a transition changed: weights to the table, state to
@@ -143,7 +181,7 @@ func (c *controller) run(ctx context.Context) {
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	c.nextAt.Store(time.Now().Add(interval).UnixNano())
-	trip := time.NewTicker(time.Second)
+	trip := time.NewTicker(config.TripwireResolution)
 	defer trip.Stop()
 	for {
 		select {
@@ -166,57 +204,79 @@ func (c *controller) run(ctx context.Context) {
 	}
 }
 
-// analyse judges the step so far and acts on the verdicts.
+// analyse judges the step so far, acts on the verdicts, and saves.
 func (c *controller) analyse(ctx context.Context) {
+	switch c.judge(ctx) {
+	case changedWeights:
+		c.commit()
+	case changedState:
+		c.persist()
+	}
+}
+
+type judgement int
+
+const (
+	unchanged      judgement = iota
+	changedState             // the history, verdicts or counters
+	changedWeights           // and the phase or the weights
+)
+
+// judge runs one analysis and decides on it; analyse saves what it
+// changed (the calibration simulation runs judge alone).
+func (c *controller) judge(ctx context.Context) judgement {
 	c.mu.Lock()
-	if c.st.Phase != Progressing {
+	if c.st.Phase != Progressing || c.m.halted.Load() {
 		c.mu.Unlock()
-		return
+		return unchanged
 	}
 	spec, st := c.spec, c.st
 	prom := c.prom
-	baseC, baseS := c.baseC, c.baseS
+	cn := c.m.deps.Counters.PoolTraffic(c.route, st.Canary).Sub(c.baseC)
+	sn := c.m.deps.Counters.PoolTraffic(c.route, st.Stable).Sub(c.baseS)
+	s := sample{canary: c.judged(cn), stable: c.judged(sn)}
+	if st.Strategy != config.StrategyBlueGreen {
+		s.preview = &cn.Preview
+	}
+	since := st.EvidenceSince
 	c.mu.Unlock()
 
-	s := sample{
-		canary: c.m.deps.Counters.PoolCounts(c.route, st.Canary).Sub(baseC),
-		stable: c.m.deps.Counters.PoolCounts(c.route, st.Stable).Sub(baseS),
-	}
 	s.canaryTotal, s.canaryAvailable, _ = c.m.deps.Pools.PoolSummary(c.route, st.Canary)
 	vs, gate := embeddedChecks(spec, s)
 	if gate && prom != nil {
-		vs = append(vs, prom.run(ctx, spec.Analysis.Prometheus.Checks, c.route, st.Stable, st.Canary, time.Since(st.StepStarted))...)
+		vs = append(vs, prom.run(ctx, spec.Analysis.Prometheus.Checks, c.route, st.Stable, st.Canary, time.Since(since))...)
+	}
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	// Moved meanwhile by an operator or a reload, or the process began to
+	// drain (Manager.Stop): what was judged is no longer what is served.
+	if c.st.Phase != Progressing || c.st.Release != st.Release || c.st.StepIndex != st.StepIndex ||
+		!c.st.EvidenceSince.Equal(since) || c.m.halted.Load() {
+		return unchanged
 	}
 	for _, v := range vs {
 		c.m.deps.Metrics.Verdict(c.route, v.Check, string(v.Result))
 	}
-
-	c.mu.Lock()
-	if c.st.Phase != Progressing || c.st.Release != st.Release || c.st.StepIndex != st.StepIndex {
-		c.mu.Unlock() // an operator or a reload moved it meanwhile
-		return
+	if c.decide(time.Now(), vs) {
+		return changedWeights
 	}
-	changed := c.decide(time.Now(), vs)
-	c.mu.Unlock()
-	if changed {
-		c.commit()
-	} else {
-		c.persist() // counters and last verdicts
-	}
+	return changedState
 }
 
 // decide acts on one analysis. It returns whether the weights or phase
-// changed. c.mu held.
+// changed; every analysis that holds the step goes into the history too.
+// c.mu held.
 func (c *controller) decide(now time.Time, vs []Verdict) bool {
 	c.st.LastVerdicts = vs
-	var fails, inconclusive []string
-	gathering := false
+	var fails, inconclusive, gathering []string
 	for _, v := range vs {
 		switch {
+		case v.Advisory:
 		case v.Result == Fail:
 			fails = append(fails, v.Check+": "+v.Reason)
 		case v.Result == Inconclusive && v.Gathering:
-			gathering = true
+			gathering = append(gathering, v.Check+": "+v.Reason)
 		case v.Result == Inconclusive:
 			inconclusive = append(inconclusive, v.Check+": "+v.Reason)
 		}
@@ -225,11 +285,14 @@ func (c *controller) decide(now time.Time, vs []Verdict) bool {
 	switch {
 	case len(fails) > 0:
 		c.st.Failures++
-		c.st.Inconclusive = 0
+		c.st.Inconclusive, c.st.Gathering = 0, 0
 		if c.st.Failures >= spec.FailureLimit {
 			c.rollback(now, fmt.Sprintf("%d failed analyses (failure_limit %d): %s", c.st.Failures, spec.FailureLimit, strings.Join(fails, "; ")), vs)
 			return true
 		}
+		c.resetEvidence(now)
+		c.analysisEvent(now, fmt.Sprintf("analysis failed (%d of failure_limit %d); holding the step, and its evidence starts afresh: %s",
+			c.st.Failures, spec.FailureLimit, strings.Join(fails, "; ")), vs)
 		c.log.Warn("rollout analysis failed; holding the step", zap.String("route", c.route),
 			zap.Int("failures", c.st.Failures), zap.Int("failure_limit", spec.FailureLimit), zap.Strings("failed", fails))
 		return false
@@ -241,9 +304,23 @@ func (c *controller) decide(now time.Time, vs []Verdict) bool {
 				c.st.Inconclusive, strings.Join(inconclusive, "; ")), vs)
 			return true
 		}
+		c.analysisEvent(now, fmt.Sprintf("analysis inconclusive (%d of max_inconclusive %d); holding the step: %s",
+			c.st.Inconclusive, spec.MaxInconclusive, strings.Join(inconclusive, "; ")), vs)
 		return false
-	case gathering:
-		return false // evidence is still coming in; hold without counting it
+	case len(gathering) > 0:
+		// Evidence is coming in but does not decide yet: hold, and let it
+		// grow (that is what gives the interval checks their power).
+		c.st.Inconclusive = 0
+		c.st.Gathering++
+		if c.st.Gathering >= spec.MaxGathering {
+			c.st.Phase = Paused
+			c.transition(now, Progressing, fmt.Sprintf("undecided after %d analyses (max_gathering): %s; resume to keep gathering, or promote or abort",
+				c.st.Gathering, strings.Join(gathering, "; ")), vs)
+			return true
+		}
+		c.analysisEvent(now, fmt.Sprintf("analysis held to gather evidence (%d of max_gathering %d): %s",
+			c.st.Gathering, spec.MaxGathering, strings.Join(gathering, "; ")), vs)
+		return false
 	}
 	next := c.st.StepIndex + 1
 	if next >= len(spec.Steps) {
@@ -262,11 +339,14 @@ func (c *controller) decide(now time.Time, vs []Verdict) bool {
 	return true
 }
 
-// rollback sends all traffic back to stable. c.mu held.
+// rollback sends all traffic back to stable. vs are the verdicts that
+// caused it; they stay the last verdicts, so that status shows why (none
+// for an operator's abort, whose reason says it). c.mu held.
 func (c *controller) rollback(now time.Time, reason string, vs []Verdict) {
 	from := c.st.Phase
 	c.st.Phase = RolledBack
 	c.st.Weight = 0
+	c.st.LastVerdicts = vs
 	c.publishWeight()
 	c.transition(now, from, reason, vs)
 }
@@ -275,33 +355,33 @@ func (c *controller) rollback(now time.Time, reason string, vs []Verdict) {
 func (c *controller) checkTripwire(now time.Time) {
 	c.mu.Lock()
 	t := c.spec.Tripwire
-	active := (c.st.Phase == Progressing || c.st.Phase == Paused) && !t.Disabled
-	canary, stable := c.st.Canary, c.st.Stable
-	c.mu.Unlock()
+	active := (c.st.Phase == Progressing || c.st.Phase == Paused) && !t.Disabled && !c.m.halted.Load()
+	cn := c.judged(c.m.deps.Counters.PoolTraffic(c.route, c.st.Canary))
+	sn := c.judged(c.m.deps.Counters.PoolTraffic(c.route, c.st.Stable))
 	if !active {
+		c.mu.Unlock()
 		return
 	}
-	cn := c.m.deps.Counters.PoolCounts(c.route, canary)
-	sn := c.m.deps.Counters.PoolCounts(c.route, stable)
 	r := tripReading{at: now, cReq: cn.Requests, cErr: cn.Errors, sReq: sn.Requests, sErr: sn.Errors}
-
-	c.mu.Lock()
-	// Keep readings within the window; compare with the oldest of them.
-	keep := c.trip[:0]
-	for _, old := range c.trip {
-		if now.Sub(old.at) <= t.Window.D() {
-			keep = append(keep, old)
+	// The base is the newest reading at least a window old (or the step's
+	// first one): the span judged is never shorter than the window, and at
+	// most one reading longer. Readings before the base are dropped.
+	c.trip = append(c.trip, r)
+	keep := 0
+	for i, old := range c.trip {
+		if now.Sub(old.at) >= t.Window.D() {
+			keep = i
 		}
 	}
-	c.trip = append(keep, r)
+	c.trip = c.trip[keep:]
 	base := c.trip[0]
-	fire, reason := tripwire(t, r.cReq-base.cReq, r.cErr-base.cErr, r.sReq-base.sReq, r.sErr-base.sErr)
-	if !fire || (c.st.Phase != Progressing && c.st.Phase != Paused) {
+	v, fire := tripwire(t, r.cReq-base.cReq, r.cErr-base.cErr, r.sReq-base.sReq, r.sErr-base.sErr, now.Sub(base.at))
+	if !fire {
 		c.mu.Unlock()
 		return
 	}
 	c.trip = c.trip[len(c.trip)-1:]
-	c.rollback(now, reason, nil)
+	c.rollback(now, v.Reason, []Verdict{v})
 	c.mu.Unlock()
 	c.commit()
 }
@@ -321,6 +401,8 @@ func (c *controller) control(action string) error {
 		c.enterStep(now, len(c.spec.Steps)-1)
 		c.transition(now, from, "promoted by operator", nil)
 	case "abort":
+		// Honoured during a drain too: sending everyone back to stable is
+		// the operator's call, and the state saved is the rolled back one.
 		if from != Progressing && from != Paused && from != Promoted {
 			err = fmt.Errorf("cannot abort a rollout that is %s", from)
 			break
@@ -342,7 +424,7 @@ func (c *controller) control(action string) error {
 				c.enterStep(now, next)
 				c.transition(now, from, fmt.Sprintf("resumed past the gate; canary to %s%%", c.spec.Steps[next]), nil)
 			} else {
-				c.st.Inconclusive = 0
+				c.st.Inconclusive, c.st.Gathering = 0, 0
 				c.transition(now, from, "resumed by operator", nil)
 			}
 		case RolledBack:
@@ -377,8 +459,13 @@ type Status struct {
 	FailureLimit    int       `json:"failure_limit"`
 	Inconclusive    int       `json:"inconclusive_in_a_row"`
 	MaxInconclusive int       `json:"max_inconclusive"`
+	Gathering       int       `json:"gathering_in_a_row"`
+	MaxGathering    int       `json:"max_gathering"`
 	StepStarted     time.Time `json:"step_started"`
-	Interval        string    `json:"interval"`
+	// EvidenceSince is where the counts the next analysis judges begin:
+	// the step's start, or the last failed analysis.
+	EvidenceSince time.Time `json:"evidence_since"`
+	Interval      string    `json:"interval"`
 	// NextAnalysis is when the step is judged next (zero when not running).
 	NextAnalysis time.Time `json:"next_analysis,omitzero"`
 	LastVerdicts []Verdict `json:"last_verdicts"`
@@ -394,7 +481,8 @@ func (c *controller) status() Status {
 		CanaryWeight: float64(c.st.Weight) / 100, StableWeight: float64(10000-c.st.Weight) / 100,
 		Failures: c.st.Failures, FailureLimit: c.spec.FailureLimit,
 		Inconclusive: c.st.Inconclusive, MaxInconclusive: c.spec.MaxInconclusive,
-		StepStarted: c.st.StepStarted, Interval: c.spec.Interval.String(),
+		Gathering: c.st.Gathering, MaxGathering: c.spec.MaxGathering,
+		StepStarted: c.st.StepStarted, EvidenceSince: c.st.EvidenceSince, Interval: c.spec.Interval.String(),
 		LastVerdicts: append([]Verdict(nil), c.st.LastVerdicts...),
 		History:      append([]Event(nil), c.st.History...),
 	}

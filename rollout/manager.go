@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"canaryd/config"
@@ -23,9 +24,10 @@ type Applier interface {
 	ApplyRolloutWeights() error
 }
 
-// Counters reads a pool's cumulative request counts (exact to the request).
+// Counters reads a pool's cumulative request counts (exact to the
+// request), weighted and preview traffic apart.
 type Counters interface {
-	PoolCounts(route, pool string) metrics.Counts
+	PoolTraffic(route, pool string) metrics.Traffic
 }
 
 // Pools reports a pool's instances: total, available, ejected.
@@ -54,12 +56,16 @@ type Manager struct {
 
 	ctx    context.Context
 	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	wg     sync.WaitGroup // the notifier
+	ctrlWG sync.WaitGroup // the controllers
+	// halted is set by Stop: no controller decides any more.
+	halted atomic.Bool
 
 	mu      sync.Mutex
 	ctrls   map[string]*controller
 	stops   map[string]context.CancelFunc
 	started bool
+	stopped bool
 }
 
 // NewManager returns a manager; Sync tells it the routes, Start runs them.
@@ -146,7 +152,7 @@ func (m *Manager) Sync(routes []config.Route) {
 			c.mu.Unlock()
 			m.ctrls[r.Name] = c
 			toSave = append(toSave, c)
-			if m.started {
+			if m.started && !m.stopped {
 				m.launch(c)
 			}
 			continue
@@ -218,6 +224,9 @@ func (m *Manager) Start() {
 	m.started = true
 	m.wg.Add(1)
 	go func() { defer m.wg.Done(); m.notifier.run(m.ctx) }()
+	if m.stopped {
+		return
+	}
 	for _, c := range m.ctrls {
 		m.launch(c)
 	}
@@ -226,9 +235,9 @@ func (m *Manager) Start() {
 func (m *Manager) launch(c *controller) {
 	ctx, cancel := context.WithCancel(m.ctx)
 	m.stops[c.route] = cancel
-	m.wg.Add(1)
+	m.ctrlWG.Add(1)
 	go func() {
-		defer m.wg.Done()
+		defer m.ctrlWG.Done()
 		defer func() {
 			if p := recover(); p != nil {
 				c.log.Error("rollout controller panicked; the rollout is frozen at its current weights", zap.String("route", c.route), zap.Any("panic", p), zap.Stack("stack"))
@@ -238,8 +247,43 @@ func (m *Manager) launch(c *controller) {
 	}()
 }
 
-// Close stops every controller and the notifier, and waits for them.
+// Stop ends all deciding, for a process that is about to drain: no
+// analysis or tripwire acts after it returns (one that was running when it
+// was called is discarded), and every rollout's state is saved as it is,
+// so a restart resumes exactly that step. A draining process sees no new
+// traffic; a controller still judging then would record fiction. Operator
+// commands (Control) still work and are saved. Stop is idempotent.
+func (m *Manager) Stop() {
+	m.halted.Store(true)
+	m.mu.Lock()
+	m.stopped = true
+	for name, stop := range m.stops {
+		stop()
+		delete(m.stops, name)
+	}
+	ctrls := make([]*controller, 0, len(m.ctrls))
+	for _, c := range m.ctrls {
+		ctrls = append(ctrls, c)
+	}
+	m.mu.Unlock()
+	m.ctrlWG.Wait()
+	for _, c := range ctrls {
+		c.persist()
+		st := c.status()
+		c.log.Info("rollout stopped deciding; state saved", zap.String("route", c.route), zap.String("phase", st.Phase),
+			zap.Int("step", st.Step), zap.Float64("canary_weight", st.CanaryWeight))
+	}
+}
+
+// Close stops every controller (as Stop does) and the notifier, and waits
+// for them.
 func (m *Manager) Close() {
+	m.mu.Lock()
+	stopped := m.stopped
+	m.mu.Unlock()
+	if !stopped {
+		m.Stop()
+	}
 	m.cancel()
 	m.wg.Wait()
 }

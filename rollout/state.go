@@ -39,18 +39,39 @@ type State struct {
 	Weight    int `json:"weight_bp"`
 	Failures  int `json:"failures"`
 	// AtGate: paused at a manual gate (pause_before); resume goes past it.
-	AtGate       bool      `json:"at_gate,omitempty"`
-	Inconclusive int       `json:"inconclusive_in_a_row"`
-	Reason       string    `json:"reason"`
-	StepStarted  time.Time `json:"step_started"`
-	LastVerdicts []Verdict `json:"last_verdicts,omitempty"`
-	History      []Event   `json:"history"`
-	UpdatedAt    time.Time `json:"updated_at"`
+	AtGate       bool `json:"at_gate,omitempty"`
+	Inconclusive int  `json:"inconclusive_in_a_row"`
+	// Gathering analyses in a row held the step for more evidence.
+	Gathering int `json:"gathering_in_a_row,omitempty"`
+	// EvidenceSince: the next analysis judges the counts from here (the
+	// step's start or the last failed analysis). In-process counts restart
+	// with the process, and so does the evidence.
+	EvidenceSince time.Time `json:"evidence_since"`
+	Reason        string    `json:"reason"`
+	StepStarted   time.Time `json:"step_started"`
+	LastVerdicts  []Verdict `json:"last_verdicts,omitempty"`
+	History       []Event   `json:"history"`
+	UpdatedAt     time.Time `json:"updated_at"`
 }
 
-// Event is one transition (or step) of a rollout.
+// Kinds of events.
+const (
+	// KindTransition: the phase, the step or the weights changed.
+	KindTransition = "transition"
+	// KindAnalysis: an analysis held the step (failed, gathering or
+	// inconclusive); From and To are the same phase.
+	KindAnalysis = "analysis"
+)
+
+// Event is one transition of a rollout, or one analysis that held it.
 type Event struct {
-	At       time.Time `json:"at"`
+	At time.Time `json:"at"`
+	// Kind is KindTransition or KindAnalysis (state files from before
+	// analyses were recorded have none: transitions).
+	Kind string `json:"kind,omitempty"`
+	// Repeats counts later analyses with the same outcome folded into
+	// this event (its time and verdicts are the last one's).
+	Repeats  int       `json:"repeats,omitempty"`
 	From     string    `json:"from"`
 	To       string    `json:"to"`
 	Step     int       `json:"step"`
@@ -59,11 +80,43 @@ type Event struct {
 	Verdicts []Verdict `json:"verdicts,omitempty"`
 }
 
+// record appends an event. An analysis with the same outcome as the one
+// just before it (the same checks with the same results, at the same
+// step) is folded into it, so a step that holds for a hundred intervals
+// tells its story in one line. Over maxHistory, the oldest analyses go
+// first: transitions are the story's spine.
 func (s *State) record(e Event) {
-	s.History = append(s.History, e)
-	if len(s.History) > maxHistory {
-		s.History = append([]Event(nil), s.History[len(s.History)-maxHistory:]...)
+	if n := len(s.History); n > 0 && e.Kind == KindAnalysis {
+		last := &s.History[n-1]
+		if last.Kind == KindAnalysis && last.Step == e.Step && last.To == e.To && sameOutcome(last.Verdicts, e.Verdicts) {
+			e.Repeats = last.Repeats + 1
+			*last = e
+			return
+		}
 	}
+	s.History = append(s.History, e)
+	for len(s.History) > maxHistory {
+		drop := 0
+		for i, old := range s.History {
+			if old.Kind == KindAnalysis {
+				drop = i
+				break
+			}
+		}
+		s.History = append(s.History[:drop:drop], s.History[drop+1:]...)
+	}
+}
+
+func sameOutcome(a, b []Verdict) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].Check != b[i].Check || a[i].Result != b[i].Result || a[i].Gathering != b[i].Gathering {
+			return false
+		}
+	}
+	return true
 }
 
 // stateFile is where a route's state lives.
