@@ -3,6 +3,7 @@ package balancer
 import (
 	"fmt"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"reflect"
 	"strconv"
@@ -666,5 +667,46 @@ func TestRoundRobinSharesAnUnavailableInstancesTurns(t *testing.T) {
 	}
 	if !reflect.DeepEqual(counts, want) {
 		t.Errorf("picks over one cycle: %v\nwant %v", counts, want)
+	}
+}
+
+// Forcing can be restricted to listed peers and to requests that carry a
+// secret; a refused force is an ordinary weighted pick.
+func TestForceRestrictions(t *testing.T) {
+	s := spec(t, "r", 1, 10000, 0)
+	s.ForceHeader = "X-Canary-Pool"
+	s.ForceFrom = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+	s.ForceSecret, s.ForceSecretHeader = "s3cret", "x-canary-secret"
+	r := newRouter(t, s).Load().Route("r")
+	for _, tc := range []struct {
+		peer, secret string
+		forced       bool
+	}{
+		{"10.1.2.3:5555", "s3cret", true},
+		{"[::1]:5555", "s3cret", true},
+		{"[::ffff:10.1.2.3]:5555", "s3cret", true}, // a v4 peer on a v6 socket
+		{"192.0.2.1:5555", "s3cret", false},        // not a listed peer
+		{"10.1.2.3:5555", "wrong", false},
+		{"10.1.2.3:5555", "", false},
+		{"", "s3cret", false}, // unknown peer
+		{"garbage", "s3cret", false},
+	} {
+		h := http.Header{"X-Canary-Pool": {"p1"}}
+		if tc.secret != "" {
+			h["X-Canary-Secret"] = []string{tc.secret}
+		}
+		p, in, forced := r.PickFrom(h, tc.peer)
+		if forced != tc.forced || in == nil || (p.Name == "p1") != tc.forced {
+			t.Errorf("peer %q secret %q: pool %v forced %v, want forced %v", tc.peer, tc.secret, p.Name, forced, tc.forced)
+		}
+	}
+	if r.ForceSecretHeader != "X-Canary-Secret" {
+		t.Errorf("secret header %q, want it canonical", r.ForceSecretHeader)
+	}
+	// Without restrictions anyone may force.
+	open := spec(t, "r", 1, 10000, 0)
+	open.ForceHeader = "X-Canary-Pool"
+	if p, _, forced := newRouter(t, open).Load().Route("r").PickFrom(http.Header{"X-Canary-Pool": {"p1"}}, "192.0.2.1:1"); !forced || p.Name != "p1" {
+		t.Errorf("an open force header was refused: %v %v", p.Name, forced)
 	}
 }

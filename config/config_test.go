@@ -139,6 +139,13 @@ func TestInvalidConfigs(t *testing.T) {
 		{"unknown route key", route("    wieght: 5\n" + twoPools), []string{`unknown key "wieght"`, "route"}, 3},
 		{"unknown pool key", route("    pools:\n      - { name: a, weight: 100, instance: [\"127.0.0.1:1\"] }\n"), []string{`unknown key "instance"`, "pool"}, 4},
 		{"yaml syntax", "routes: [\n", []string{"YAML syntax"}, 0},
+		{"tripwire window too short", route("    rollout: { stable: blue, canary: green, tripwire: { window: 500ms } }\n" + twoPools), []string{"tripwire.window", "shorter than 1s"}, 3},
+		{"analysis confidence", route("    rollout: { stable: blue, canary: green, analysis: { confidence: 1 } }\n" + twoPools), []string{"analysis.confidence", "not in [0.5, 1)"}, 3},
+		{"max_gathering", route("    rollout: { stable: blue, canary: green, max_gathering: -1 }\n" + twoPools), []string{"max_gathering", "at least 1"}, 3},
+		{"force allow_from", route("    force: { header: X-Canary-Pool, allow_from: [\"10.0.0.0/33\"] }\n" + twoPools), []string{"force.allow_from[0]", "not a CIDR", "trusted_proxies"}, 3},
+		{"force allow_from trusted_proxies empty", route("    force: { header: X-Canary-Pool, allow_from: [trusted_proxies] }\n" + twoPools), []string{"force.allow_from[0]", "trusted_proxies is empty"}, 3},
+		{"force secret_file missing", route("    force: { header: X-Canary-Pool, secret_file: /nonexistent/secret }\n" + twoPools), []string{"force.secret_file", "no such file", "create the file"}, 3},
+		{"force restriction without force", route("    force: { allow_from: [\"10.0.0.0/8\"] }\n" + twoPools), []string{"force", "neither is set"}, 3},
 		{"route name missing", "routes:\n  - match: {path_prefix: /}\n" + twoPools, []string{"routes[0]().name", "route name is missing"}, 2},
 		{"route name chars", "routes:\n  - name: \"my route\"\n" + twoPools, []string{"routes[0](my route).name", "letters, digits"}, 2},
 		{"duplicate route", route(twoPools) + "  - name: web\n    match: {path_prefix: /x}\n" + twoPools, []string{"routes[1](web).name", "already used"}, 6},
@@ -414,5 +421,28 @@ func TestInvalidRollouts(t *testing.T) {
 	third := "routes:\n  - name: web\n    rollout: {stable: blue, canary: green}\n    pools:\n      - { name: blue, weight: 80, instances: [\"h:1\"] }\n      - { name: green, weight: 10, instances: [\"h:2\"] }\n      - { name: old, weight: 10, instances: [\"h:3\"] }\n"
 	if _, err := Parse("r.yaml", []byte(third)); err == nil || !strings.Contains(err.Error(), "must have weight 0") {
 		t.Errorf("third weighted pool: %v", err)
+	}
+}
+
+func TestForceRestrictionsParsed(t *testing.T) {
+	dir := t.TempDir()
+	secret := dir + "/secret"
+	if err := os.WriteFile(secret, []byte("  s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Parse("f.yaml", []byte("trusted_proxies: [\"192.0.2.1\"]\n"+route("    force: { header: X-Canary-Pool, allow_from: [trusted_proxies, \"10.0.0.0/8\"], secret_file: "+secret+" }\n"+twoPools)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := cfg.Routes[0].Force
+	if got := fmt.Sprint(f.Allowed()); got != "[192.0.2.1/32 10.0.0.0/8]" {
+		t.Errorf("allowed %s", got)
+	}
+	if f.Secret() != "s3cret" || f.SecretHeader != DefaultForceSecretHeader {
+		t.Errorf("secret %q in %q", f.Secret(), f.SecretHeader)
+	}
+	cfg, _ = Parse("f.yaml", []byte(route("    force: { header: X-Canary-Pool }\n"+twoPools)))
+	if f := cfg.Routes[0].Force; f.Allowed() != nil || f.Secret() != "" {
+		t.Errorf("an open force header got restrictions: %v %q", f.Allowed(), f.Secret())
 	}
 }

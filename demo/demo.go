@@ -29,17 +29,26 @@ type Backend struct {
 	Latency time.Duration
 	// ErrorRate is the fraction of answers that are 500s (0..1). Default 0.
 	ErrorRate float64
+	// FailPath: requests whose path starts with it are all answered 500,
+	// the path a release broke (or an attacker aims at). Default "" (none).
+	FailPath string
 }
 
 // ServeHTTP answers with a small JSON document; /healthz always answers 200.
+// A query parameter delay=DURATION holds that answer that long (a long
+// request, for drain tests).
 func (b Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path == "/healthz" {
 		io.WriteString(w, "ok\n")
 		return
 	}
-	if b.Latency > 0 {
+	wait := b.Latency
+	if d, err := time.ParseDuration(r.URL.Query().Get("delay")); err == nil && d > 0 && d <= time.Minute {
+		wait += d
+	}
+	if wait > 0 {
 		select {
-		case <-time.After(b.Latency):
+		case <-time.After(wait):
 		case <-r.Context().Done():
 			return
 		}
@@ -47,7 +56,7 @@ func (b Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set(HeaderPool, b.Pool)
 	w.Header().Set("Content-Type", "application/json")
 	status := http.StatusOK
-	if b.ErrorRate > 0 && rand.Float64() < b.ErrorRate {
+	if b.ErrorRate > 0 && rand.Float64() < b.ErrorRate || b.FailPath != "" && strings.HasPrefix(r.URL.Path, b.FailPath) {
 		status = http.StatusInternalServerError
 	}
 	w.WriteHeader(status)

@@ -68,7 +68,7 @@ func TestQuantileAccuracy(t *testing.T) {
 			for i := 0; i < 20000; i++ {
 				d := dist.gen()
 				vals = append(vals, d)
-				w.record(200, d)
+				w.record(200, d, false)
 			}
 			sort.Slice(vals, func(i, j int) bool { return vals[i] < vals[j] })
 			c := w.now(time.Now())
@@ -232,4 +232,47 @@ func TestSeries(t *testing.T) {
 	if !pts[0].At.Before(pts[1].At) {
 		t.Error("not oldest first")
 	}
+}
+
+// Preview requests count in the pool's totals and apart; Traffic splits
+// them exactly, also while requests are being recorded (a reading never
+// holds a preview request its total lacks).
+func TestTrafficSplitsPreview(t *testing.T) {
+	m := NewRequests(prometheus.NewRegistry())
+	p := m.Pool("web", "green")
+	for i := 0; i < 100; i++ {
+		p.Observe(200, time.Millisecond)
+	}
+	for i := 0; i < 10; i++ {
+		p.ObservePreview(500, time.Millisecond)
+	}
+	tr := p.Traffic()
+	if tr.Weighted.Requests != 100 || tr.Weighted.Errors != 0 || tr.Preview.Requests != 10 || tr.Preview.Errors != 10 || tr.All().Requests != 110 {
+		t.Errorf("split: weighted %d/%d, preview %d/%d", tr.Weighted.Errors, tr.Weighted.Requests, tr.Preview.Errors, tr.Preview.Requests)
+	}
+	if all := p.Now(); all.Requests != 110 || all.Errors != 10 {
+		t.Errorf("the pool's totals: %d/%d", all.Errors, all.Requests)
+	}
+	if got := testutil.ToFloat64(m.preview.WithLabelValues("web", "green", "500")); got != 10 {
+		t.Errorf("canaryd_preview_requests_total = %v", got)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 20000; i++ {
+			p.ObservePreview(200, time.Duration(i)*time.Microsecond)
+		}
+	}()
+	for i := 0; i < 2000; i++ {
+		tr := p.Traffic()
+		if tr.Weighted.Requests != 100 {
+			t.Fatalf("while previews are recorded, weighted = %d", tr.Weighted.Requests)
+		}
+		for b, n := range tr.Weighted.Latency {
+			if n > 100 {
+				t.Fatalf("bucket %d of the weighted counts underflowed: %d", b, n)
+			}
+		}
+	}
+	<-done
 }

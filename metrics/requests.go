@@ -152,11 +152,7 @@ type PoolStats struct {
 	codes    [600]atomic.Pointer[counter] // children of canaryd_requests_total, by status
 	pcodes   [600]atomic.Pointer[counter] // children of canaryd_preview_requests_total
 	duration prometheus.Observer
-	win      *window // every request
-	// preview counts the forced requests again, cumulatively: a rollout
-	// judges them apart from the weighted ones. It is written after win and
-	// read before it (Traffic), so a request it holds is always in win too.
-	preview cumulative
+	win      *window
 }
 
 type counter struct{ prometheus.Counter }
@@ -165,17 +161,20 @@ type counter struct{ prometheus.Counter }
 // went away) and its duration. No lock and, once a status has been seen,
 // no allocation.
 func (p *PoolStats) Observe(status int, d time.Duration) {
+	p.observe(status, d, false)
+}
+
+func (p *PoolStats) observe(status int, d time.Duration, preview bool) {
 	p.code(&p.codes, p.m.total, status).Inc()
 	p.duration.Observe(d.Seconds())
-	p.win.record(status, d)
+	p.win.record(status, d, preview)
 }
 
 // ObservePreview records one request that named this pool by the force
 // header or cookie: counted as Observe does, and as a preview.
 func (p *PoolStats) ObservePreview(status int, d time.Duration) {
-	p.Observe(status, d)
+	p.observe(status, d, true)
 	p.code(&p.pcodes, p.m.preview, status).Inc()
-	p.preview.record(status, d)
 }
 
 func (p *PoolStats) code(codes *[600]atomic.Pointer[counter], vec *prometheus.CounterVec, status int) *counter {
@@ -217,12 +216,7 @@ func (t Traffic) Sub(earlier Traffic) Traffic {
 // to the request, split into weighted and preview.
 func (p *PoolStats) Traffic() Traffic {
 	now := p.m.now()
-	// Preview first: a request in it is already in win (see preview).
-	pv := p.preview.counts(p.win.created, now)
-	all := p.win.now(now)
-	all.sub(&pv)
-	all.From = p.win.created
-	return Traffic{Weighted: all, Preview: pv}
+	return Traffic{Weighted: p.win.weighted.counts(p.win.created, now), Preview: p.win.preview.counts(p.win.created, now)}
 }
 
 // Now returns the counts since the stats were created, exact to the

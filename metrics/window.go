@@ -157,7 +157,9 @@ func (w *cumulative) counts(from, to time.Time) Counts {
 // cumulative counters, no clock); a ticker snapshots the counters into a
 // ring once a second, and reads subtract a snapshot from the live counters.
 type window struct {
-	cumulative
+	// Weighted and preview requests are counted apart (a rollout judges
+	// them apart) and summed for every other reader.
+	weighted, preview cumulative
 
 	created time.Time
 	mu      sync.RWMutex // guards the ring; taken by the ticker and readers only
@@ -171,7 +173,20 @@ func newWindow(now time.Time) *window {
 }
 
 // now reads the cumulative counters (since the window was created).
-func (w *window) now(at time.Time) Counts { return w.counts(w.created, at) }
+func (w *window) now(at time.Time) Counts {
+	c := w.weighted.counts(w.created, at)
+	pv := w.preview.counts(w.created, at)
+	c.add(&pv)
+	return c
+}
+
+func (w *window) record(status int, d time.Duration, preview bool) {
+	if preview {
+		w.preview.record(status, d)
+		return
+	}
+	w.weighted.record(status, d)
+}
 
 // snapshot keeps the counters as of at in the ring.
 func (w *window) snapshot(at time.Time) {

@@ -97,6 +97,37 @@ func TestStickyAndForceThroughProxy(t *testing.T) {
 	}
 }
 
+// A request that forces its pool is marked so in its outcome (the
+// rollout judges previews apart), and the preview secret is between the
+// client and canaryd: the instance never sees it. Both paths.
+func TestForcedOutcomeAndSecretHeader(t *testing.T) {
+	for _, fast := range []bool{true, false} {
+		seen := make(chan http.Header, 4)
+		inst := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			seen <- r.Header.Clone()
+			io.WriteString(w, "ok")
+		}))
+		s := routeSpec(t, pool{"blue", 10000, []string{inst.URL}}, pool{"green", 0, []string{inst.URL}})
+		s.ForceHeader = "X-Canary-Pool"
+		s.ForceSecret, s.ForceSecretHeader = "s3cret", "X-Canary-Secret"
+		r := newRig(t, Options{Transport: NewTransport(TransportOptions{DisableFastPath: !fast})}, s)
+		r.get(t, "/", http.Header{"X-Canary-Pool": {"green"}, "X-Canary-Secret": {"s3cret"}})
+		if h := <-seen; h.Get("X-Canary-Secret") != "" || h.Get("X-Canary-Pool") != "green" {
+			t.Errorf("fast %v: the instance saw %v", fast, h)
+		}
+		r.get(t, "/", http.Header{"X-Canary-Pool": {"green"}, "X-Canary-Secret": {"wrong"}})
+		if h := <-seen; h.Get("X-Canary-Secret") != "" {
+			t.Errorf("fast %v: a wrong secret reached the instance: %v", fast, h)
+		}
+		waitFor(t, "2 outcomes", func() bool { return len(r.rec.all()) == 2 })
+		out := r.rec.all()
+		if !out[0].Forced || out[0].Pool.Name != "green" || out[1].Forced || out[1].Pool.Name != "blue" {
+			t.Errorf("fast %v: outcomes forced %v (%s), %v (%s); want true (green), false (blue)",
+				fast, out[0].Forced, out[0].Pool.Name, out[1].Forced, out[1].Pool.Name)
+		}
+	}
+}
+
 func TestForwardedHeaders(t *testing.T) {
 	var got atomic.Pointer[http.Header]
 	echo := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

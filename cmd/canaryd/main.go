@@ -241,13 +241,14 @@ func cmdBackend(args []string, stderr io.Writer) int {
 	pool := fs.String("pool", "blue", "pool name to report")
 	latency := fs.Duration("latency", 0, "added latency per answer")
 	errRate := fs.Float64("error-rate", 0, "fraction of answers that are 500 (0..1)")
+	failPath := fs.String("fail-path", "", "answer 500 to every request whose path starts with this")
 	log, code := setup(fs, args, stderr, "json")
 	if code != 0 {
 		return code
 	}
 	ctx, stop := signalContext()
 	defer stop()
-	b := demo.Backend{Pool: *pool, Instance: *listen, Latency: *latency, ErrorRate: *errRate}
+	b := demo.Backend{Pool: *pool, Instance: *listen, Latency: *latency, ErrorRate: *errRate, FailPath: *failPath}
 	if err := serveBackends(ctx, log, []demoBackend{{*listen, b}}); err != nil {
 		log.Error("backend failed", zap.Error(err))
 		return 1

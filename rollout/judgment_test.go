@@ -1,0 +1,271 @@
+package rollout
+
+import (
+	"context"
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"canaryd/config"
+	"canaryd/metrics"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+func TestWilson(t *testing.T) {
+	for _, tc := range []struct {
+		k, n, conf float64
+		lo, hi     float64
+	}{
+		{3, 149, 0.95, 0.0069, 0.0575}, // the issue's "3 of 149"
+		{0, 100, 0.95, 0, 0.037},
+		{100, 100, 0.95, 0.963, 1},
+		{50, 100, 0.95, 0.404, 0.596},
+	} {
+		lo, hi := wilson(tc.k, tc.n, zFor(tc.conf))
+		if math.Abs(lo-tc.lo) > 0.001 || math.Abs(hi-tc.hi) > 0.001 {
+			t.Errorf("%v of %v at %v: [%.4f, %.4f], want [%.4f, %.4f]", tc.k, tc.n, tc.conf, lo, hi, tc.lo, tc.hi)
+		}
+	}
+	if z := zFor(0.95); math.Abs(z-1.96) > 0.001 {
+		t.Errorf("z(0.95) = %v", z)
+	}
+}
+
+func TestBoundVerdict(t *testing.T) {
+	for _, tc := range []struct {
+		k, n, max float64
+		want      Result
+	}{
+		{3, 149, 0.02, Inconclusive}, // 2.01%: noise near the line
+		{1, 149, 0.02, Inconclusive}, // 0.7%, but 149 requests cannot say it is under 2%
+		{2, 1000, 0.02, Pass},
+		{8, 100, 0.02, Fail}, // 8%: above 2% with confidence
+		{5, 50, 0.02, Fail},
+		{0, 100, 0, Pass}, // a bound of 0: no interval, no error allowed
+		{1, 10000, 0, Fail},
+	} {
+		v := boundVerdict("error_rate", tc.k, tc.n, tc.max, 0.95, "canary errors")
+		if v.Result != tc.want {
+			t.Errorf("%v of %v against %v: %s, want %s (%s)", tc.k, tc.n, tc.max, v.Result, tc.want, v.Reason)
+		}
+		if tc.want == Inconclusive && !v.Gathering {
+			t.Errorf("%v of %v: inconclusive but not gathering", tc.k, tc.n)
+		}
+	}
+	v := boundVerdict("error_rate", 3, 149, 0.02, 0.95, "canary errors")
+	if want := "canary errors: 3 of 149 = 2.01%; 95% interval 0.69%–5.75%, max 2.00%: inconclusive"; !strings.HasPrefix(v.Reason, want) {
+		t.Errorf("reason %q, want it to start %q", v.Reason, want)
+	}
+}
+
+// hist fills a histogram with n requests at each latency.
+func hist(at map[time.Duration]uint64) metrics.Counts {
+	var c metrics.Counts
+	for d, n := range at {
+		c.Requests += n
+		b := 0
+		for i := 0; i < metrics.LatencyBuckets; i++ {
+			if lo, hi := metrics.BucketBounds(i); d >= lo && d < hi {
+				b = i
+			}
+		}
+		c.Latency[b] += n
+	}
+	return c
+}
+
+// The regression Mann-Whitney promoted: 3% of requests from 40 to 120 ms.
+// The tail test fails it; the whole-distribution test alone did not.
+func TestCompareTailCatchesATailOnlyRegression(t *testing.T) {
+	stable := hist(map[time.Duration]uint64{30 * time.Millisecond: 4900, 40 * time.Millisecond: 4900, 41 * time.Millisecond: 200})
+	canary := hist(map[time.Duration]uint64{30 * time.Millisecond: 490, 40 * time.Millisecond: 460, 41 * time.Millisecond: 20, 120 * time.Millisecond: 30})
+	if v := compareLatency(&canary, &stable, 0.99, 1.5, 10*time.Millisecond); v.Result != Pass {
+		t.Fatalf("whole distribution: %s (%s); the premise is that it misses this", v.Result, v.Reason)
+	}
+	if v := compareTail(&canary, &stable, 0.99, 1.5, 10*time.Millisecond); v.Result != Fail {
+		t.Errorf("tail: %s (%s)", v.Result, v.Reason)
+	}
+	// The same canary without the slow 3%: passes.
+	same := hist(map[time.Duration]uint64{30 * time.Millisecond: 490, 40 * time.Millisecond: 490, 41 * time.Millisecond: 20})
+	if v := compareTail(&same, &stable, 0.99, 1.5, 10*time.Millisecond); v.Result != Pass {
+		t.Errorf("tail of an equal canary: %s (%s)", v.Result, v.Reason)
+	}
+	// Slower tail, but by less than the effect bound (+10ms): passes.
+	near := hist(map[time.Duration]uint64{30 * time.Millisecond: 490, 40 * time.Millisecond: 460, 41 * time.Millisecond: 20, 45 * time.Millisecond: 30})
+	if v := compareTail(&near, &stable, 0.99, 1.5, 10*time.Millisecond); v.Result != Pass {
+		t.Errorf("tail slower by less than the effect bound: %s (%s)", v.Result, v.Reason)
+	}
+}
+
+func newTestManager(t *testing.T, traffic *sim, rolloutBlock string) (*Manager, *controller) {
+	t.Helper()
+	m := NewManager(Deps{Apply: noApply{}, Counters: traffic, Pools: allUp{},
+		Metrics: metrics.NewRollouts(prometheus.NewRegistry()), StateDir: t.TempDir()})
+	cfg, err := config.Parse("j.yaml", []byte(`routes:
+  - name: web
+    force: { header: X-Canary-Pool }
+    rollout: `+rolloutBlock+`
+    pools:
+      - { name: blue, weight: 100, instances: ["127.0.0.1:1"] }
+      - { name: green, weight: 0, instances: ["127.0.0.1:2"] }
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Sync(cfg.Routes)
+	return m, m.get("web")
+}
+
+// One burst fails one analysis at most: after a failure the evidence
+// starts afresh, and the failed analysis is in the history.
+func TestEvidenceCountedOnce(t *testing.T) {
+	traffic := newSim()
+	_, c := newTestManager(t, traffic, `{ stable: blue, canary: green, steps: [10, 100], min_requests: 100, failure_limit: 2,
+      analysis: { compare_to_stable: {} }, tripwire: { disabled: true } }`)
+	traffic.add("green", 100, 8) // the burst, among 100
+	traffic.add("blue", 900, 4)
+	c.analyse(context.Background())
+	st := c.status()
+	if st.Failures != 1 || st.Phase != Progressing {
+		t.Fatalf("after the burst: %s with %d failures (%s)", st.Phase, st.Failures, st.Reason)
+	}
+	last := st.History[len(st.History)-1]
+	if last.Kind != KindAnalysis || !strings.Contains(last.Reason, "analysis failed (1 of failure_limit 2)") || len(last.Verdicts) == 0 {
+		t.Errorf("the failed analysis is not in the history: %+v", last)
+	}
+	// Ordinary traffic after it: judged alone, so the burst is not seen
+	// twice, and the step passes.
+	traffic.add("green", 1000, 5)
+	traffic.add("blue", 9000, 45)
+	c.analyse(context.Background())
+	if st = c.status(); st.Phase != Promoted {
+		t.Errorf("after ordinary traffic: %s with %d failures (%s)", st.Phase, st.Failures, st.Reason)
+	}
+}
+
+// Preview traffic in a canary rollout is shown and decides nothing; in
+// blue_green it is the evidence.
+func TestPreviewJudgedApart(t *testing.T) {
+	traffic := newSim()
+	_, c := newTestManager(t, traffic, `{ stable: blue, canary: green, steps: [10, 100], min_requests: 100, failure_limit: 1,
+      analysis: { max_error_rate: 0.02 } }`)
+	traffic.addPreview("green", 50, 50) // every forced request fails
+	traffic.add("green", 1000, 0)
+	traffic.add("blue", 9000, 0)
+	c.analyse(context.Background())
+	st := c.status()
+	if st.Phase != Promoted {
+		t.Fatalf("forced failures decided a weighted step: %s (%s)", st.Phase, st.Reason)
+	}
+	var seen bool
+	for _, e := range st.History {
+		for _, v := range e.Verdicts {
+			seen = seen || (v.Check == "preview" && v.Advisory && v.Result == Fail && strings.Contains(v.Reason, "50 forced (preview) requests to the canary, 50 failed"))
+		}
+	}
+	if !seen {
+		t.Errorf("no advisory preview verdict: %+v", st.History)
+	}
+	// The tripwire does not see them either.
+	traffic2 := newSim()
+	_, c2 := newTestManager(t, traffic2, `{ stable: blue, canary: green, steps: [10, 100], min_requests: 100 }`)
+	traffic2.addPreview("green", 100, 100)
+	c2.checkTripwire(time.Now().Add(2 * time.Second))
+	if st := c2.status(); st.Phase != Progressing {
+		t.Errorf("the tripwire fired on preview traffic: %s", st.Reason)
+	}
+
+	bg := newSim()
+	_, b := newTestManager(t, bg, `{ strategy: blue_green, stable: blue, canary: green, min_requests: 100, failure_limit: 1,
+      analysis: { max_error_rate: 0.02 }, tripwire: { disabled: true } }`)
+	bg.addPreview("green", 200, 50)
+	bg.add("blue", 9000, 0)
+	b.analyse(context.Background())
+	if st := b.status(); st.Phase != RolledBack || !strings.Contains(st.Reason, "error_rate") {
+		t.Errorf("blue_green judges the preview: %s (%s)", st.Phase, st.Reason)
+	}
+}
+
+// After Stop nothing decides: an analysis or a tripwire is a no-op, and
+// the saved state is the one at Stop. Operator commands still act.
+func TestStopFreezesDecisions(t *testing.T) {
+	traffic := newSim()
+	m, c := newTestManager(t, traffic, `{ stable: blue, canary: green, steps: [10, 50, 100], min_requests: 10 }`)
+	m.Start()
+	m.Stop()
+	traffic.add("green", 1000, 0)
+	traffic.add("blue", 9000, 0)
+	c.analyse(context.Background())
+	traffic.add("green", 100, 100)
+	c.checkTripwire(time.Now().Add(2 * time.Second))
+	if st := c.status(); st.Phase != Progressing || st.Step != 1 {
+		t.Fatalf("after Stop: %s at step %d (%s)", st.Phase, st.Step, st.Reason)
+	}
+	saved, err := load(m.deps.StateDir, "web")
+	if err != nil || saved.Phase != Progressing || saved.StepIndex != 0 {
+		t.Fatalf("saved at Stop: %+v %v", saved, err)
+	}
+	if _, err := m.Control("web", "abort"); err != nil {
+		t.Fatal(err)
+	}
+	if saved, _ := load(m.deps.StateDir, "web"); saved.Phase != RolledBack {
+		t.Errorf("an abort after Stop was not saved: %s", saved.Phase)
+	}
+	m.Close()
+}
+
+// The tripwire's verdict is the rollback's cause, in status; a one-second
+// window (the shortest validate accepts) fires although readings come a
+// little over a second apart.
+func TestTripwireCauseAndShortWindow(t *testing.T) {
+	traffic := newSim()
+	_, c := newTestManager(t, traffic, `{ stable: blue, canary: green, steps: [10, 100], min_requests: 1000,
+      tripwire: { window: 1s, min_requests: 20 } }`)
+	now := time.Now()
+	for i := 1; i <= 4; i++ {
+		now = now.Add(1001 * time.Millisecond)
+		traffic.add("green", 25, 25)
+		traffic.add("blue", 225, 0)
+		c.checkTripwire(now)
+	}
+	st := c.status()
+	if st.Phase != RolledBack {
+		t.Fatalf("a 100%%-failing canary with a 1s window: %s", st.Phase)
+	}
+	if len(st.LastVerdicts) != 1 || st.LastVerdicts[0].Check != "tripwire" || st.LastVerdicts[0].Result != Fail {
+		t.Errorf("last verdicts after a tripwire rollback: %+v", st.LastVerdicts)
+	}
+}
+
+// Analyses with the same outcome fold into one history event; the
+// oldest analyses go first when the history is full.
+func TestHistoryFoldsRepeatedAnalyses(t *testing.T) {
+	var s State
+	s.record(Event{Kind: KindTransition, To: Progressing, Step: 1})
+	hold := []Verdict{{Check: "min_requests", Result: Inconclusive, Gathering: true}}
+	for i := 0; i < 5; i++ {
+		s.record(Event{Kind: KindAnalysis, To: Progressing, Step: 1, Verdicts: hold})
+	}
+	if len(s.History) != 2 || s.History[1].Repeats != 4 {
+		t.Fatalf("five equal holds: %d events, repeats %d", len(s.History), s.History[len(s.History)-1].Repeats)
+	}
+	s.record(Event{Kind: KindAnalysis, To: Progressing, Step: 1, Verdicts: []Verdict{{Check: "error_rate", Result: Fail}}})
+	if len(s.History) != 3 {
+		t.Errorf("a different outcome was folded: %d events", len(s.History))
+	}
+	for i := 0; i < maxHistory; i++ {
+		s.record(Event{Kind: KindTransition, To: Progressing, Step: i + 2})
+	}
+	// 203 events for 200 places: the two analyses went, then the oldest
+	// transition.
+	if len(s.History) != maxHistory || s.History[0].Step != 2 || s.History[len(s.History)-1].Step != maxHistory+1 {
+		t.Errorf("full history: %d events, first %+v", len(s.History), s.History[0])
+	}
+	for _, e := range s.History {
+		if e.Kind == KindAnalysis {
+			t.Errorf("an analysis outlived a transition: %+v", e)
+		}
+	}
+}
