@@ -110,6 +110,10 @@ type PoolView struct {
 	Panic           bool           `json:"panic"`
 	Instances       []InstanceView `json:"instances"`
 	LastMinute      Traffic        `json:"last_minute"`
+	// PreviewRequests (and PreviewErrors of them) named this pool by the
+	// force header or cookie, since the pool's stats began.
+	PreviewRequests uint64 `json:"preview_requests"`
+	PreviewErrors   uint64 `json:"preview_errors"`
 }
 
 // InstanceView is one instance.

@@ -39,6 +39,8 @@ func (s *Server) Routes() []admin.RouteView {
 					Requests: c.Requests, Errors: c.Errors, Cancelled: c.Cancelled, ErrorRate: c.ErrorRate(),
 					P50Ms: float64(c.Quantile(0.5).Microseconds()) / 1000, P99Ms: float64(c.Quantile(0.99).Microseconds()) / 1000,
 				}
+				pr := st.Traffic().Preview
+				pv.PreviewRequests, pv.PreviewErrors = pr.Requests, pr.Errors
 			}
 			rv.Pools = append(rv.Pools, pv)
 		}

@@ -107,7 +107,8 @@ function routeCard(r, series) {
       el("td", { class: healthy === p.instances.length ? "healthy" : "unhealthy" }, `${healthy}/${p.instances.length} healthy`),
       el("td", {}, (p.last_minute.requests / 60).toFixed(1) + " req/s"),
       el("td", {}, fmt(p.last_minute.error_rate, "%")),
-      el("td", {}, "p99 " + fmt(p.last_minute.p99_ms, "ms")));
+      el("td", {}, "p99 " + fmt(p.last_minute.p99_ms, "ms")),
+      el("td", { class: "muted", "data-preview": p.name }, p.preview_requests ? `${p.preview_requests} preview (${p.preview_errors} failed)` : ""));
   });
   card.append(el("table", {}, el("tr", {}, ...["pool", "weight", "instances", "last minute", "errors", "latency"].map((h) => el("th", {}, h))), rows));
 
@@ -146,12 +147,12 @@ function routeCard(r, series) {
     if (ro.last_verdicts && ro.last_verdicts.length) {
       card.append(el("h3", {}, "last analysis"));
       card.append(el("table", {}, ro.last_verdicts.map((v) =>
-        el("tr", {}, el("td", { class: "verdict " + v.result }, v.result), el("td", {}, v.check), el("td", { class: "muted" }, v.reason)))));
+        el("tr", {}, el("td", { class: "verdict " + v.result }, v.advisory ? v.result + " (advisory)" : v.result), el("td", {}, v.check), el("td", { class: "muted" }, v.reason)))));
     }
     card.append(el("h3", {}, "timeline"));
     card.append(el("ol", { class: "timeline", reversed: true }, ro.history.slice().reverse().map((e) =>
       el("li", {}, new Date(e.at).toLocaleTimeString(), " ", el("span", { class: "phase " + e.to }, e.to.replace("_", " ")),
-        ` ${e.weight_bp / 100}% — ${e.reason}`))));
+        ` ${e.weight_bp / 100}% — ${e.reason}` + (e.repeats ? ` (×${e.repeats + 1})` : "")))));
   }
   return card;
 }

@@ -188,8 +188,12 @@ func printRoute(w io.Writer, r admin.RouteView) {
 			}
 		}
 		bar := strings.Repeat("#", int(p.Weight/5+0.5)) + strings.Repeat(".", 20-int(p.Weight/5+0.5))
-		fmt.Fprintf(w, "  %-10s %6.2f%% [%s] %d/%d healthy  %5.1f req/s  %5.2f%% errors  p99 %.1fms\n",
-			p.Name, p.Weight, bar, healthy, len(p.Instances), float64(p.LastMinute.Requests)/60, 100*p.LastMinute.ErrorRate, p.LastMinute.P99Ms)
+		preview := ""
+		if p.PreviewRequests > 0 {
+			preview = fmt.Sprintf("  %d preview (%d failed)", p.PreviewRequests, p.PreviewErrors)
+		}
+		fmt.Fprintf(w, "  %-10s %6.2f%% [%s] %d/%d healthy  %5.1f req/s  %5.2f%% errors  p99 %.1fms%s\n",
+			p.Name, p.Weight, bar, healthy, len(p.Instances), float64(p.LastMinute.Requests)/60, 100*p.LastMinute.ErrorRate, p.LastMinute.P99Ms, preview)
 	}
 	if ro := r.Rollout; ro != nil {
 		next := ""
@@ -202,7 +206,11 @@ func printRoute(w io.Writer, r admin.RouteView) {
 			fmt.Fprintf(w, "    %s\n", ro.Reason)
 		}
 		for _, v := range ro.LastVerdicts {
-			fmt.Fprintf(w, "    %-13s %-20s %s\n", v.Result, v.Check, v.Reason)
+			result := string(v.Result)
+			if v.Advisory {
+				result += " (advisory)"
+			}
+			fmt.Fprintf(w, "    %-13s %-20s %s\n", result, v.Check, v.Reason)
 		}
 	}
 }

@@ -53,6 +53,10 @@ func TestCraftedBurstDoesNotRollBack(t *testing.T) {
 			t.Fatalf("forced request to /boom: %d from %q", code, pool)
 		}
 	}
+	// The previews are recorded, apart: the CLI (from the admin API) shows them.
+	if out, err := exec.Command(binary, "status", "web", "--admin", c.admin).CombinedOutput(); err != nil || !strings.Contains(string(out), "10 preview (10 failed)") {
+		t.Errorf("canaryd status does not show the previews: %v\n%s", err, out)
+	}
 	st := c.waitPhase(t, "web", rollout.Promoted, 60*time.Second)
 	var preview bool
 	for _, e := range st.History {

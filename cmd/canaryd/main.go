@@ -316,7 +316,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	listen := fs.String("listen", "", "proxy address (default: the shipped config's listen)")
 	adminListen := fs.String("admin", "", "admin address (default: the shipped config's admin.listen)")
 	canaryErrors := fs.Float64("canary-errors", 0, "fraction of the last pool's answers that are 500 (0..1)")
-	rate := fs.Int("rate", 200, "requests per second from the built-in load generator (0: none)")
+	rate := fs.Int("rate", 500, "requests per second from the built-in load generator (0: none)")
 	duration := fs.Duration("duration", 0, "stop after this long (0: until Ctrl-C)")
 	stepEvery := fs.Duration("interval", 5*time.Second, "rollout analysis interval")
 	log, code := setup(fs, args, stderr, "console")
