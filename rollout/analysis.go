@@ -136,16 +136,7 @@ func compareErrors(ec, nc, es, ns uint64, confidence, ratio, diff float64) Verdi
 	v := Verdict{Check: "compare_errors", Value: pWorse, Threshold: confidence,
 		Reason: fmt.Sprintf("P(canary error rate > %.2g × stable + %.2g) = %.4f; canary %d of %d (%.2f%%), stable %d of %d (%.2f%%)",
 			ratio, diff, pWorse, ec, nc, pct(ec, nc), es, ns, pct(es, ns))}
-	switch {
-	case pWorse > confidence:
-		v.Result = Fail
-	case pWorse < passBelow:
-		v.Result = Pass
-	default:
-		v.Result = Inconclusive
-		v.Gathering = true
-		v.Reason += "; holding the step to gather more requests"
-	}
+	v.decide(pWorse > confidence, pWorse < passBelow)
 	return v
 }
 

@@ -298,29 +298,17 @@ func (c *controller) decide(now time.Time, vs []Verdict) bool {
 		return false
 	case len(inconclusive) > 0:
 		c.st.Inconclusive++
-		if c.st.Inconclusive >= spec.MaxInconclusive {
-			c.st.Phase = Paused
-			c.transition(now, Progressing, fmt.Sprintf("%d inconclusive analyses in a row (max_inconclusive): %s; resume when fixed",
-				c.st.Inconclusive, strings.Join(inconclusive, "; ")), vs)
-			return true
-		}
-		c.analysisEvent(now, fmt.Sprintf("analysis inconclusive (%d of max_inconclusive %d); holding the step: %s",
-			c.st.Inconclusive, spec.MaxInconclusive, strings.Join(inconclusive, "; ")), vs)
-		return false
+		return c.hold(now, c.st.Inconclusive, spec.MaxInconclusive, inconclusive, vs,
+			"%d inconclusive analyses in a row (max_inconclusive): %s; resume when fixed",
+			"analysis inconclusive (%d of max_inconclusive %d); holding the step: %s")
 	case len(gathering) > 0:
 		// Evidence is coming in but does not decide yet: hold, and let it
 		// grow (that is what gives the interval checks their power).
 		c.st.Inconclusive = 0
 		c.st.Gathering++
-		if c.st.Gathering >= spec.MaxGathering {
-			c.st.Phase = Paused
-			c.transition(now, Progressing, fmt.Sprintf("undecided after %d analyses (max_gathering): %s; resume to keep gathering, or promote or abort",
-				c.st.Gathering, strings.Join(gathering, "; ")), vs)
-			return true
-		}
-		c.analysisEvent(now, fmt.Sprintf("analysis held to gather evidence (%d of max_gathering %d): %s",
-			c.st.Gathering, spec.MaxGathering, strings.Join(gathering, "; ")), vs)
-		return false
+		return c.hold(now, c.st.Gathering, spec.MaxGathering, gathering, vs,
+			"undecided after %d analyses (max_gathering): %s; resume to keep gathering, or promote or abort",
+			"analysis held to gather evidence (%d of max_gathering %d): %s")
 	}
 	next := c.st.StepIndex + 1
 	if next >= len(spec.Steps) {
@@ -337,6 +325,19 @@ func (c *controller) decide(now time.Time, vs []Verdict) bool {
 	c.enterStep(now, next)
 	c.transition(now, Progressing, fmt.Sprintf("analysis passed; canary to %s%%", spec.Steps[next]), vs)
 	return true
+}
+
+// hold keeps the step after an analysis that did not decide, the n-th in a
+// row of its kind: it records the analysis, or pauses the rollout when n
+// reaches max. It returns whether the phase changed. c.mu held.
+func (c *controller) hold(now time.Time, n, max int, why []string, vs []Verdict, pauseFmt, holdFmt string) bool {
+	if n >= max {
+		c.st.Phase = Paused
+		c.transition(now, Progressing, fmt.Sprintf(pauseFmt, n, strings.Join(why, "; ")), vs)
+		return true
+	}
+	c.analysisEvent(now, fmt.Sprintf(holdFmt, n, max, strings.Join(why, "; ")), vs)
+	return false
 }
 
 // rollback sends all traffic back to stable. vs are the verdicts that

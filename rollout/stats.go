@@ -150,17 +150,23 @@ func compareTail(c, s *metrics.Counts, confidence, ratio float64, minDiff time.D
 	// the threshold checks use. (Its point estimate alone is not enough on
 	// a small sample, where the p99 is one or two requests.)
 	_, hi := wilson(slowerThan(c, effect), nc, zFor(confidence))
+	v.decide(pWorse > confidence && c99 > effect, pWorse < passBelow || hi <= 0.01)
+	return v
+}
+
+// decide sets a comparison's result: fail, else pass, else gathering
+// (the step holds while the evidence grows).
+func (v *Verdict) decide(fail, pass bool) {
 	switch {
-	case pWorse > confidence && c99 > effect:
+	case fail:
 		v.Result = Fail
-	case pWorse < passBelow, hi <= 0.01:
+	case pass:
 		v.Result = Pass
 	default:
 		v.Result = Inconclusive
 		v.Gathering = true
 		v.Reason += "; holding the step to gather more requests"
 	}
-	return v
 }
 
 // pWorse is P(p_c > ratio·p_s + floor) for two proportions, k of n each,
