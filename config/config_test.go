@@ -282,6 +282,8 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("routes:\n- name: x\n  pools:\n  - {name: p, weight: 33.33, instances: [a:1]}\n  - {name: q, weight: 66.67, instances: [b:2]}\n"))
 	f.Add([]byte("{{{"))
 	f.Add([]byte("routes: &a [*a]"))
+	f.Add([]byte("trusted_proxies: [10.0.0.1]\n" + route("    force: { header: X-Canary-Pool, allow_from: [trusted_proxies, \"::1\", \"192.0.2.0/24\"], secret_header: X-S }\n"+twoPools)))
+	f.Add([]byte(route("    rollout: { stable: blue, canary: green, max_gathering: 5, tripwire: { window: 1s }, analysis: { confidence: 0.9, max_error_rate: 0.02, max_latency_p99: 1s } }\n" + twoPools)))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg, err := Parse("fuzz.yaml", data)
 		if err != nil {

@@ -181,7 +181,9 @@ type Rollout struct {
 	// MinRequests the canary must answer in a step before its numbers are
 	// judged; below it every check is inconclusive. Default 200.
 	MinRequests int `yaml:"min_requests"`
-	// FailureLimit failed analyses roll the release back. Default 2.
+	// FailureLimit failed analyses at one step roll the release back; each
+	// rests on evidence no other used, and a passed step clears the count.
+	// Default 2.
 	FailureLimit int `yaml:"failure_limit"`
 	// MaxInconclusive inconclusive analyses in a row pause the rollout.
 	// Default 10.

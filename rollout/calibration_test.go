@@ -145,6 +145,9 @@ type outcome struct {
 	// failedBefore: failed analyses at the step, on evidence without the
 	// crafted burst, when the burst came.
 	failedBefore int
+	// judged and failed count, by check, the analyses that judged it and
+	// the ones it failed.
+	judged, failed map[string]int
 }
 
 // simulate runs one rollout to its end (or 400 intervals) through the
@@ -212,7 +215,22 @@ func simulate(t testing.TB, seed uint64, sc scenario) outcome {
 		// traffic is spread over the readings.
 		now = now.Add(sc.interval)
 		c.checkTripwire(now)
-		c.judge(context.Background())
+		if c.judge(context.Background()) != unchanged {
+			c.mu.Lock()
+			for _, v := range c.st.LastVerdicts {
+				if v.Result == Inconclusive || v.Advisory {
+					continue
+				}
+				if out.judged == nil {
+					out.judged, out.failed = map[string]int{}, map[string]int{}
+				}
+				out.judged[v.Check]++
+				if v.Result == Fail {
+					out.failed[v.Check]++
+				}
+			}
+			c.mu.Unlock()
+		}
 		out.analyses++
 	}
 	c.mu.Lock()
@@ -271,11 +289,18 @@ func TestCalibrationHealthyRollouts(t *testing.T) {
 	}
 	for _, cfg := range []struct{ name, rollout string }{{"shipped", shippedRollout}, {"compare only", compareOnly}} {
 		total, rolledBack := 0, 0
+		judged, failed := map[string]int{}, map[string]int{}
 		for i, level := range trafficLevels {
 			sc := scenario{rollout: cfg.rollout, perInterval: level, interval: 2 * time.Second,
 				stable: healthy(0.005), canary: healthy(0.005)}
 			got, all := runs(t, 400, uint64(1000*i+1), sc)
 			total += 400
+			for _, o := range all {
+				for k, n := range o.judged {
+					judged[k] += n
+					failed[k] += o.failed[k]
+				}
+			}
 			rolledBack += got[RolledBack]
 			t.Logf("%s, %d requests per interval: %v; rolled back:\n  %s", cfg.name, level, got, reasonsOf(all, RolledBack, 3))
 			if got[Paused] > 4 {
@@ -284,6 +309,20 @@ func TestCalibrationHealthyRollouts(t *testing.T) {
 		}
 		rate := float64(rolledBack) / float64(total)
 		t.Logf("%s: %d false rollbacks in %d healthy rollouts (%.2f%%)", cfg.name, rolledBack, total, 100*rate)
+		// Each check's false alarms, per analysis that it decided (pass or
+		// fail): what one look costs in trust.
+		var checks []string
+		for k := range judged {
+			checks = append(checks, k)
+		}
+		sort.Strings(checks)
+		for _, k := range checks {
+			r := float64(failed[k]) / float64(judged[k])
+			t.Logf("%s: %s failed %d of %d decided analyses (%.3f%%)", cfg.name, k, failed[k], judged[k], 100*r)
+			if r > 0.005 {
+				t.Errorf("%s: %s false-alarm rate %.3f%% per analysis, want at most 0.5%%", cfg.name, k, 100*r)
+			}
+		}
 		if rate > 0.005 {
 			t.Errorf("%s: %d of %d healthy rollouts rolled back (%.2f%%), want at most 0.5%%", cfg.name, rolledBack, total, 100*rate)
 		}

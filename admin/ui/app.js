@@ -110,7 +110,7 @@ function routeCard(r, series) {
       el("td", {}, "p99 " + fmt(p.last_minute.p99_ms, "ms")),
       el("td", { class: "muted", "data-preview": p.name }, p.preview_requests ? `${p.preview_requests} preview (${p.preview_errors} failed)` : ""));
   });
-  card.append(el("table", {}, el("tr", {}, ...["pool", "weight", "instances", "last minute", "errors", "latency"].map((h) => el("th", {}, h))), rows));
+  card.append(el("table", {}, el("tr", {}, ...["pool", "weight", "instances", "last minute", "errors", "latency", "preview"].map((h) => el("th", {}, h))), rows));
 
   card.append(el("h3", {}, "last 5 minutes"));
   card.append(el("div", { class: "charts" },
@@ -145,7 +145,7 @@ function routeCard(r, series) {
     }
     card.append(actions);
     if (ro.last_verdicts && ro.last_verdicts.length) {
-      card.append(el("h3", {}, "last analysis"));
+      card.append(el("h3", {}, ro.phase === "rolled_back" ? "why it rolled back" : "last analysis"));
       card.append(el("table", {}, ro.last_verdicts.map((v) =>
         el("tr", {}, el("td", { class: "verdict " + v.result }, v.advisory ? v.result + " (advisory)" : v.result), el("td", {}, v.check), el("td", { class: "muted" }, v.reason)))));
     }

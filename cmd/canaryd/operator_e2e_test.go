@@ -23,8 +23,15 @@ import (
 // time and each is waited for.
 func demoProc(t *testing.T, args ...string) string {
 	t.Helper()
-	adminAddr := freeAddr(t)
-	cmd := exec.Command(binary, append([]string{"demo", "--listen", freeAddr(t), "--admin", adminAddr, "--duration", "3m", "--log-format", "json"}, args...)...)
+	adminAddr, _ := demoProcs(t, args...)
+	return adminAddr
+}
+
+// demoProcs is demoProc, returning the proxy's address too.
+func demoProcs(t *testing.T, args ...string) (adminAddr, proxyAddr string) {
+	t.Helper()
+	adminAddr, proxyAddr = freeAddr(t), freeAddr(t)
+	cmd := exec.Command(binary, append([]string{"demo", "--listen", proxyAddr, "--admin", adminAddr, "--duration", "3m", "--log-format", "json"}, args...)...)
 	out := &strings.Builder{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
@@ -48,7 +55,7 @@ func demoProc(t *testing.T, args ...string) string {
 		if resp, err := http.Get("http://" + adminAddr + "/readyz"); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
-				return adminAddr
+				return adminAddr, proxyAddr
 			}
 		}
 		if time.Now().After(end) {
@@ -149,7 +156,13 @@ func TestDashboardInBrowser(t *testing.T) {
 		}
 		t.Skip("chromium not installed (./scripts/test.sh installs it)")
 	}
-	adminAddr := demoProc(t, "--interval", "2s")
+	adminAddr, proxyAddr := demoProcs(t, "--interval", "2s")
+	// Five previews of green: the dashboard shows them by the pool.
+	for i := 0; i < 5; i++ {
+		if _, pool := get(t, "http://"+proxyAddr+"/", map[string]string{"X-Canary-Pool": "green"}); pool != "green" {
+			t.Fatalf("preview went to %q", pool)
+		}
+	}
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chromium), chromedp.NoSandbox, chromedp.Headless, chromedp.DisableGPU,
 		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-background-networking", true),
@@ -181,6 +194,10 @@ func TestDashboardInBrowser(t *testing.T) {
 	lines, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll('svg.chart path.line').length`))
 	if err != nil {
 		t.Fatal(err)
+	}
+	preview, err := chromedp.Run(ctx, chromedp.Text(`td[data-preview="green"]`))
+	if err != nil || !strings.HasPrefix(preview, "5 preview (0 failed)") {
+		t.Errorf("the dashboard's preview count for green: %q (%v)", preview, err)
 	}
 	do("abort", chromedp.Click(`button[data-action="abort"]`), chromedp.WaitVisible(`[data-phase="web"].rolled_back`))
 	phase, err := chromedp.Run(ctx, chromedp.Text(`[data-phase="web"]`))

@@ -234,6 +234,14 @@ func TestRolloutTripwireRollsBackFailingCanary(t *testing.T) {
 	if !strings.HasPrefix(st.Reason, "tripwire") || took > 10*time.Second {
 		t.Errorf("rollback after %v by %q; want the tripwire within seconds", took, st.Reason)
 	}
+	// Status shows the cause: the tripwire's verdict, not a stale hold.
+	if len(st.LastVerdicts) != 1 || st.LastVerdicts[0].Check != "tripwire" || st.LastVerdicts[0].Result != rollout.Fail {
+		t.Errorf("last verdicts after the tripwire: %+v", st.LastVerdicts)
+	}
+	if out, err := exec.Command(binary, "status", "web", "--admin", c.admin).CombinedOutput(); err != nil ||
+		!strings.Contains(string(out), "fail          tripwire") || strings.Contains(string(out), "min_requests") {
+		t.Errorf("canaryd status after the tripwire:\n%s", out)
+	}
 	for i := 0; i < 50; i++ {
 		if code, pool := get(t, c.proxy+"/", nil); code != 200 || pool != "blue" {
 			t.Fatalf("after rollback: %d from %s", code, pool)
