@@ -118,7 +118,10 @@ func (s *Server) reloadOnce(source string) ReloadResult {
 		return fail(fmt.Errorf("read %s: %w", s.opts.ConfigPath, err))
 	}
 	res.Hash = hashOf(data)
-	if res.Hash == s.appliedHash {
+	cfg, err := config.Parse(s.opts.ConfigPath, data)
+	// Unchanged: the same file, and the same files it names (a rotated
+	// force.secret_file is picked up by SIGHUP or the admin reload).
+	if res.Hash == s.appliedHash && err == nil && sameSecrets(s.cfg, cfg) {
 		res.Result = metrics.ReloadUnchanged
 		s.reloadMetrics.Record(res.Result, res.Hash, res.At)
 		if ce := s.log.Check(zap.DebugLevel, "config unchanged"); ce != nil {
@@ -126,7 +129,6 @@ func (s *Server) reloadOnce(source string) ReloadResult {
 		}
 		return res
 	}
-	cfg, err := config.Parse(s.opts.ConfigPath, data)
 	if err != nil {
 		return fail(err)
 	}
@@ -248,4 +250,18 @@ func weightSummary(cfg *config.Config) []string {
 		out = append(out, r.Name+": "+strings.Join(parts, " "))
 	}
 	return out
+}
+
+// sameSecrets reports whether two configs carry the same force secrets,
+// route by route.
+func sameSecrets(a, b *config.Config) bool {
+	if len(a.Routes) != len(b.Routes) {
+		return false
+	}
+	for i := range a.Routes {
+		if a.Routes[i].Force.Secret() != b.Routes[i].Force.Secret() {
+			return false
+		}
+	}
+	return true
 }

@@ -31,9 +31,9 @@ type Verdict struct {
 	Value  float64 `json:"value"`
 	// Threshold is the bound the value was held to, when there is one.
 	Threshold float64 `json:"threshold,omitempty"`
-	// Low and High bound the value with the check's confidence, for the
-	// checks that have an interval (error_rate, latency_p99: the share of
-	// bad requests).
+	// Low and High are the confidence interval of the share of bad
+	// requests, for the checks judged by one: errors for error_rate,
+	// requests slower than the bound for latency_p99.
 	Low  float64 `json:"low,omitempty"`
 	High float64 `json:"high,omitempty"`
 	// Gathering marks an inconclusive verdict that has data but not yet

@@ -124,7 +124,7 @@ func (c *controller) resetEvidence(now time.Time) {
 // canary has no weight before the switch and the preview is the evidence
 // by design (force.allow_from and force.secret_file keep it honest).
 func (c *controller) judged(t metrics.Traffic) metrics.Counts {
-	if c.st.Strategy == config.StrategyBlueGreen {
+	if c.spec.Strategy == config.StrategyBlueGreen {
 		return t.All()
 	}
 	return t.Weighted
@@ -235,7 +235,7 @@ func (c *controller) judge(ctx context.Context) judgement {
 	cn := c.m.deps.Counters.PoolTraffic(c.route, st.Canary).Sub(c.baseC)
 	sn := c.m.deps.Counters.PoolTraffic(c.route, st.Stable).Sub(c.baseS)
 	s := sample{canary: c.judged(cn), stable: c.judged(sn)}
-	if st.Strategy != config.StrategyBlueGreen {
+	if spec.Strategy != config.StrategyBlueGreen {
 		s.preview = &cn.Preview
 	}
 	since := st.EvidenceSince
@@ -256,7 +256,9 @@ func (c *controller) judge(ctx context.Context) judgement {
 		return unchanged
 	}
 	for _, v := range vs {
-		c.m.deps.Metrics.Verdict(c.route, v.Check, string(v.Result))
+		if !v.Advisory { // canaryd_preview_requests_total counts those
+			c.m.deps.Metrics.Verdict(c.route, v.Check, string(v.Result))
+		}
 	}
 	if c.decide(time.Now(), vs) {
 		return changedWeights

@@ -115,6 +115,18 @@ func TestForceRestrictions(t *testing.T) {
 			t.Errorf("%s with %v: %d from %q, want %s", tc.path, tc.hdr, code, pool, tc.wantTo)
 		}
 	}
+	// A rotated secret is read by SIGHUP, though the config file is the same.
+	if err := os.WriteFile(secret, []byte("n3w\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c.p.cmd.Process.Signal(syscall.SIGHUP)
+	c.p.waitLog(t, "config applied")
+	if _, pool := get(t, c.proxy+"/secret", map[string]string{"X-Canary-Pool": "green", "X-Canary-Secret": "s3cret"}); pool != "blue" {
+		t.Errorf("the old secret still forces after the rotation: %s", pool)
+	}
+	if _, pool := get(t, c.proxy+"/secret", map[string]string{"X-Canary-Pool": "green", "X-Canary-Secret": "n3w"}); pool != "green" {
+		t.Errorf("the new secret does not force: %s", pool)
+	}
 }
 
 // A canary failing a true 0.5% of requests against max_error_rate 2% is
