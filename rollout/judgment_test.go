@@ -269,3 +269,53 @@ func TestHistoryFoldsRepeatedAnalyses(t *testing.T) {
 		}
 	}
 }
+
+// The probability that one analysis of max_error_rate 2% fails, computed
+// exactly over the binomial distribution of the errors: a true 0.5%
+// canary essentially never fails at ~150 requests (it did 4 times in 40
+// healthy runs with the plain threshold), and a true 5% one fails at once
+// more often than not, and almost surely within a few hundred requests.
+func TestBoundFailureProbability(t *testing.T) {
+	pFail := func(rate float64, n int) float64 {
+		var total float64
+		for k := 0; k <= n; k++ {
+			if boundVerdict("error_rate", float64(k), float64(n), 0.02, 0.95, "").Result != Fail {
+				continue
+			}
+			lg, _ := math.Lgamma(float64(n + 1))
+			lk, _ := math.Lgamma(float64(k + 1))
+			lnk, _ := math.Lgamma(float64(n - k + 1))
+			total += math.Exp(lg - lk - lnk + float64(k)*math.Log(rate) + float64(n-k)*math.Log(1-rate))
+		}
+		return total
+	}
+	for _, tc := range []struct {
+		rate     float64
+		n        int
+		min, max float64
+	}{
+		{0.005, 150, 0, 0.0005},
+		{0.005, 1000, 0, 0.0005},
+		{0.01, 150, 0, 0.005},
+		{0.05, 150, 0.5, 1},
+		{0.05, 400, 0.9, 1},
+	} {
+		p := pFail(tc.rate, tc.n)
+		t.Logf("true %.1f%%, %d requests: P(fail) = %.2g", 100*tc.rate, tc.n, p)
+		if p < tc.min || p > tc.max {
+			t.Errorf("true %.1f%% at %d requests: P(fail) = %.4g, want in [%g, %g]", 100*tc.rate, tc.n, p, tc.min, tc.max)
+		}
+	}
+	// The plain threshold it replaced ("rate > 2%"), for the record.
+	var plain float64
+	for k := 3; k <= 149; k++ { // 3 of 149 = 2.01% > 2%
+		lg, _ := math.Lgamma(150)
+		lk, _ := math.Lgamma(float64(k + 1))
+		lnk, _ := math.Lgamma(float64(149 - k + 1))
+		plain += math.Exp(lg - lk - lnk + float64(k)*math.Log(0.005) + float64(149-k)*math.Log(0.995))
+	}
+	t.Logf("the plain threshold at 149 requests of a true 0.5%%: P(fail) = %.3f", plain)
+	if plain < 100*pFail(0.005, 149) {
+		t.Errorf("the interval bound is not far safer than the plain threshold: %.3g against %.3g", pFail(0.005, 149), plain)
+	}
+}
