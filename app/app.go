@@ -393,11 +393,12 @@ func (s *Server) Serve(ctx context.Context) error {
 	case serveErr = <-errs:
 	}
 	s.ready.Store(false)
+	stopReloads()
 	// Rollouts stop deciding before the drain begins, and save the state
 	// they have now: the drain sees no new traffic, and a controller
-	// judging it would step or pause on nothing.
+	// judging it would step or pause on nothing. (A reload still running
+	// is ignored by them from here on.)
 	s.rollouts.Stop()
-	stopReloads()
 	close(s.stopping)
 	dctx, cancel := context.WithTimeout(context.Background(), s.static.Server.DrainTimeout.D())
 	defer cancel()

@@ -366,7 +366,7 @@ func (c *controller) checkTripwire(now time.Time) {
 		return
 	}
 	r := tripReading{at: now, cReq: cn.Requests, cErr: cn.Errors, sReq: sn.Requests, sErr: sn.Errors}
-	// The base is the newest reading at least a window old (or the step's
+	// The base is the newest reading at least a window old (or the release's
 	// first one): the span judged is never shorter than the window, and at
 	// most one reading longer. Readings before the base are dropped.
 	c.trip = append(c.trip, r)

@@ -207,6 +207,24 @@ func TestStopFreezesDecisions(t *testing.T) {
 	if err != nil || saved.Phase != Progressing || saved.StepIndex != 0 {
 		t.Fatalf("saved at Stop: %+v %v", saved, err)
 	}
+	// A reload that lands during the drain starts no new release.
+	cfg, _ := config.Parse("j.yaml", []byte(`routes:
+  - name: web
+    rollout: { stable: blue, canary: green, steps: [10, 50, 100], min_requests: 10 }
+    pools:
+      - { name: blue, weight: 100, instances: ["127.0.0.1:1"] }
+      - { name: green, weight: 0, instances: ["127.0.0.1:3"] }
+`))
+	c.mu.Lock()
+	release := c.st.Release
+	c.mu.Unlock()
+	m.Sync(cfg.Routes)
+	c.mu.Lock()
+	after := c.st.Release
+	c.mu.Unlock()
+	if st := c.status(); st.Phase != Progressing || st.Step != 1 || after != release {
+		t.Errorf("a reload during the drain moved the rollout: %s, release %s → %s (%s)", st.Phase, release, after, st.Reason)
+	}
 	if _, err := m.Control("web", "abort"); err != nil {
 		t.Fatal(err)
 	}

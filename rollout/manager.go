@@ -114,6 +114,11 @@ func (m *Manager) Sync(routes []config.Route) {
 	}()
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.stopped {
+		// The process is draining (Stop): a reload that lands now starts
+		// no release and moves no step; the saved states stand.
+		return
+	}
 	seen := map[string]bool{}
 	for i := range routes {
 		r := &routes[i]
