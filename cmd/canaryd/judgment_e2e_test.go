@@ -229,6 +229,8 @@ func TestSIGTERMStopsDecidingBeforeTheDrain(t *testing.T) {
 			t.Errorf("an event after the signal: %s %s", e.At.Format(time.RFC3339Nano), e.Reason)
 		}
 	}
+	t.Logf("at the signal: %s at step %d (%.0f%%); saved: %s at step %d, %d events, the last at %v before the signal",
+		st.Phase, st.Step, st.CanaryWeight, saved.Phase, saved.StepIndex+1, len(saved.History), signalled.Sub(saved.History[len(saved.History)-1].At).Round(time.Millisecond))
 	// The restart resumes that step.
 	c2 := startCanaryd(t, c.cfgPath)
 	st2 := c2.status(t, "web")
