@@ -391,7 +391,7 @@ func (v *validator) force(p path, f *Force) {
 	for i, s := range f.AllowFrom {
 		if s == "trusted_proxies" {
 			if len(v.trusted) == 0 {
-				v.add(at("allow_from", i), "trusted_proxies is empty; list the proxies there, or CIDRs here")
+				v.add(at("allow_from", i), "the top-level trusted_proxies is empty; list the proxies there, or CIDRs here")
 			}
 			f.allow = append(f.allow, v.trusted...)
 			continue
@@ -564,7 +564,7 @@ func (v *validator) rollout(p path, r *Route) {
 		v.add(at("tripwire"), "max_error_rate must be in (0, 1] and min_requests at least 1")
 	}
 	if t := ro.Tripwire; !t.Disabled && t.Window.D() < MinTripwireWindow {
-		v.add(at("tripwire", "window"), "%v is shorter than %v: the tripwire reads the counters every %v and needs two readings a window apart; use %v or more (default %v), or disabled: true",
+		v.add(at("tripwire", "window"), "%v is shorter than %v: the tripwire reads the counters every %v and needs two readings a window apart; use %v or more (default %v), or set tripwire.disabled: true",
 			t.Window, MinTripwireWindow, TripwireResolution, MinTripwireWindow, DefaultTripwireWindow)
 	}
 	if ro.MaxGathering < 1 {
