@@ -10,10 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"canaryd/config"
 	"canaryd/metrics"
-
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // The calibration of the judge, as tests: seeded simulated rollouts run
@@ -157,21 +154,7 @@ type outcome struct {
 func simulate(t testing.TB, seed uint64, sc scenario) outcome {
 	r := rand.New(rand.NewPCG(seed, 42))
 	traffic := newSim()
-	m := NewManager(Deps{Apply: noApply{}, Counters: traffic, Pools: allUp{},
-		Metrics: metrics.NewRollouts(prometheus.NewRegistry()), StateDir: t.TempDir()})
-	cfg, err := config.Parse("sim.yaml", []byte(`routes:
-  - name: web
-    force: { header: X-Canary-Pool }
-    rollout: `+sc.rollout+`
-    pools:
-      - { name: blue, weight: 100, instances: ["127.0.0.1:1"] }
-      - { name: green, weight: 0, instances: ["127.0.0.1:2"] }
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.Sync(cfg.Routes)
-	c := m.get("web")
+	_, c := newTestManager(t, traffic, sc.rollout)
 	now := time.Now()
 	var out outcome
 	add := func(c *metrics.Counts, n uint64, pm poolModel) {

@@ -99,11 +99,11 @@ func TestCompareTailCatchesATailOnlyRegression(t *testing.T) {
 	}
 }
 
-func newTestManager(t *testing.T, traffic *sim, rolloutBlock string) (*Manager, *controller) {
+// webRoutes is route "web" (stable blue at 100, canary green at 0, the
+// force header X-Canary-Pool) with the rollout block given.
+func webRoutes(t testing.TB, rolloutBlock string) []config.Route {
 	t.Helper()
-	m := NewManager(Deps{Apply: noApply{}, Counters: traffic, Pools: allUp{},
-		Metrics: metrics.NewRollouts(prometheus.NewRegistry()), StateDir: t.TempDir()})
-	cfg, err := config.Parse("j.yaml", []byte(`routes:
+	cfg, err := config.Parse("web.yaml", []byte(`routes:
   - name: web
     force: { header: X-Canary-Pool }
     rollout: `+rolloutBlock+`
@@ -114,7 +114,15 @@ func newTestManager(t *testing.T, traffic *sim, rolloutBlock string) (*Manager, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.Sync(cfg.Routes)
+	return cfg.Routes
+}
+
+// newTestManager is a manager of route "web" on synthetic traffic.
+func newTestManager(t testing.TB, traffic *sim, rolloutBlock string) (*Manager, *controller) {
+	t.Helper()
+	m := NewManager(Deps{Apply: noApply{}, Counters: traffic, Pools: allUp{},
+		Metrics: metrics.NewRollouts(prometheus.NewRegistry()), StateDir: t.TempDir()})
+	m.Sync(webRoutes(t, rolloutBlock))
 	return m, m.get("web")
 }
 

@@ -303,20 +303,11 @@ func TestWebhookAndMetrics(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	traffic := newSim()
 	m := NewManager(Deps{Apply: noApply{}, Counters: traffic, Pools: allUp{}, Metrics: metrics.NewRollouts(reg), StateDir: t.TempDir()})
-	cfg, err := config.Parse("w.yaml", []byte(`routes:
-  - name: web
-    rollout: { stable: blue, canary: green, steps: [10, 100], min_requests: 10, webhook: { url: "`+hook.URL+`", timeout: 1s, retries: 2 } }
-    pools:
-      - { name: blue, weight: 100, instances: ["127.0.0.1:1"] }
-      - { name: green, weight: 0, instances: ["127.0.0.1:2"] }
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.SetWebhooks(cfg.Routes)
+	routes := webRoutes(t, `{ stable: blue, canary: green, steps: [10, 100], min_requests: 10, webhook: { url: "`+hook.URL+`", timeout: 1s, retries: 2 } }`)
+	m.SetWebhooks(routes)
 	m.Start()
 	defer m.Close()
-	m.Sync(cfg.Routes) // start: idle → progressing
+	m.Sync(routes) // start: idle → progressing
 	if _, err := m.Control("web", "abort"); err != nil {
 		t.Fatal(err)
 	}
