@@ -130,6 +130,9 @@ func (s *Server) SetWeights(route string, weights map[string]float64) (admin.Wei
 	if err == nil {
 		_, err = s.router.Apply(specs)
 	}
+	if err == nil {
+		s.retireMirrors(specs)
+	}
 	if err != nil {
 		delete(s.manual, route)
 		return admin.WeightsResult{}, err

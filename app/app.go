@@ -115,6 +115,11 @@ type Server struct {
 	manual   map[string]manualWeights
 	versions map[string]int
 	token    string
+	// mirrors are the routes' running mirrors, by route; retired ones are
+	// closed once a table without them is applied. Guarded by applyMu.
+	mirrors   map[string]*mirrorEntry
+	retired   []*proxy.Mirror
+	shadows   *metrics.Shadows
 
 	reloads    chan reloadRequest
 	stopping   chan struct{}
@@ -161,6 +166,17 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 		manual:        map[string]manualWeights{},
 		versions:      map[string]int{},
 		token:         token,
+		mirrors:       map[string]*mirrorEntry{},
+		shadows:       metrics.NewShadows(o.Registry),
+		transport: proxy.NewTransport(proxy.TransportOptions{
+			DialTimeout:            cfg.Upstream.DialTimeout.D(),
+			ResponseHeaderTimeout:  cfg.Upstream.ResponseHeaderTimeout.D(),
+			MaxIdleConnsPerHost:    cfg.Upstream.MaxIdleConnsPerHost,
+			IdleConnTimeout:        cfg.Upstream.IdleConnTimeout.D(),
+			InsecureSkipVerify:     cfg.Upstream.InsecureSkipVerify,
+			MaxResponseHeaderBytes: cfg.Upstream.MaxResponseHeaderBytes,
+			DisableFastPath:        !*cfg.Upstream.FastPath,
+		}),
 	}
 	if cfg.AccessLog.Enabled {
 		s.accessLog = log.Named("access")
@@ -181,21 +197,13 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 	if _, err := router.Apply(specs); err != nil {
 		return nil, fmt.Errorf("build routing table: %w", err)
 	}
+	s.retireMirrors(specs)
 	s.publishWeights()
 	if o.ConfigData != nil {
 		s.appliedHash = hashOf(o.ConfigData)
 	}
 	s.reloadMetrics.Loaded(s.appliedHash, time.Now())
 	s.syncHealth(cfg)
-	s.transport = proxy.NewTransport(proxy.TransportOptions{
-		DialTimeout:            cfg.Upstream.DialTimeout.D(),
-		ResponseHeaderTimeout:  cfg.Upstream.ResponseHeaderTimeout.D(),
-		MaxIdleConnsPerHost:    cfg.Upstream.MaxIdleConnsPerHost,
-		IdleConnTimeout:        cfg.Upstream.IdleConnTimeout.D(),
-		InsecureSkipVerify:     cfg.Upstream.InsecureSkipVerify,
-		MaxResponseHeaderBytes: cfg.Upstream.MaxResponseHeaderBytes,
-		DisableFastPath:        !*cfg.Upstream.FastPath,
-	})
 	h := proxy.New(router, proxy.Options{
 		Logger:         log.Named("proxy"),
 		TrustedProxies: trusted,
@@ -255,6 +263,7 @@ func (s *Server) routeSpecs(cfg *config.Config) ([]balancer.RouteSpec, error) {
 		r := &specs[i]
 		r.Tag = s.requests.Pool(r.Name, metrics.NoPool)
 		o, managed := overrides[r.Name]
+		s.setMirror(r, &cfg.Routes[i], o, managed)
 		if managed {
 			r.StickyLow = o.Canary
 		}
@@ -294,6 +303,7 @@ func (s *Server) ApplyRolloutWeights() error {
 	if _, err := s.router.Apply(specs); err != nil {
 		return err
 	}
+	s.retireMirrors(specs)
 	s.publishWeights()
 	return nil
 }
@@ -420,6 +430,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	s.background.Wait()
 	s.rollouts.Close()
+	s.closeMirrors()
 	s.checker.Close()
 	s.transport.CloseIdleConnections()
 	s.log.Info("stopped")

@@ -147,6 +147,7 @@ func (s *Server) reloadOnce(source string) ReloadResult {
 	if err != nil {
 		return fail(err)
 	}
+	s.retireMirrors(specs)
 	s.publishWeights()
 	s.syncHealth(cfg)
 	s.cfg, s.appliedHash = cfg, res.Hash

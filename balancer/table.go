@@ -55,6 +55,13 @@ type RouteSpec struct {
 	// StickyLow names the pool that owns the lowest sticky buckets (a
 	// rollout's canary); default: the last pool listed.
 	StickyLow string
+	// MirrorPool names the pool that gets copies of MirrorShare basis
+	// points of the route's requests; "" for none. MirrorTag is opaque to
+	// the balancer, carried into the Route: the builder's mirror (its
+	// queue and settings).
+	MirrorPool  string
+	MirrorShare int
+	MirrorTag   any
 	// Tag is opaque to the balancer and carried into the Route: the
 	// builder's per-route data (metrics for requests no pool took).
 	Tag any
@@ -124,6 +131,13 @@ type Route struct {
 	Pools []*Pool
 	// Tag is RouteSpec.Tag.
 	Tag any
+	// Mirror is the pool that gets copies (nil: none), and MirrorTag
+	// RouteSpec.MirrorTag.
+	Mirror    *Pool
+	MirrorTag any
+
+	mirrorShare  int
+	mirrorCursor atomic.Uint64
 
 	policy Policy
 	// schedule[i] is the index of the pool that serves slot i; nil when no
@@ -285,8 +299,39 @@ func compileRoute(s RouteSpec, get func(route, pool string, u *url.URL) *Instanc
 		end += eff[i]
 		r.sticky = append(r.sticky, bucketRange{end: uint16(end), pool: uint8(i)})
 	}
+	if s.MirrorPool != "" {
+		for _, p := range r.Pools {
+			if p.Name == s.MirrorPool {
+				r.Mirror = p
+			}
+		}
+		if r.Mirror == nil {
+			return nil, fmt.Errorf("mirror pool %q is not a pool of the route", s.MirrorPool)
+		}
+		if s.MirrorShare < 1 || s.MirrorShare > Slots {
+			return nil, fmt.Errorf("mirror share %d bp out of range", s.MirrorShare)
+		}
+		r.mirrorShare, r.MirrorTag = s.MirrorShare, s.MirrorTag
+	}
 	return r, nil
 }
+
+// MirrorTake reports whether this request (of those eligible for
+// mirroring) is one to copy. The share is exact, like the schedule's: of
+// any 10,000 consecutive calls, MirrorShare say yes, evenly spread.
+func (r *Route) MirrorTake() bool {
+	if r.Mirror == nil {
+		return false
+	}
+	n := r.mirrorCursor.Add(1)
+	share := uint64(r.mirrorShare)
+	return n*share/Slots != (n-1)*share/Slots
+}
+
+// Pick chooses an available instance of the pool, by its policy; nil
+// when none is available. (A mirror's copies use it: they go to this pool
+// whatever its weight.)
+func (p *Pool) Pick() *Instance { return p.pick() }
 
 // turns lays round robin over each pool's available instances (all of
 // them when none is, or in panic mode) along the schedule.

@@ -148,6 +148,70 @@ type Route struct {
 	// Rollout makes canaryd move the weights of Stable and Canary itself.
 	// Default: none (the file's weights rule).
 	Rollout *Rollout `yaml:"rollout"`
+	// Mirror copies a share of the route's requests to a pool and throws
+	// its answers away (after comparing them with the real ones). Default:
+	// none. A rollout with a shadow phase mirrors to its canary by itself.
+	Mirror *Mirror `yaml:"mirror"`
+}
+
+// Mirror copies requests to a pool ("shadow traffic").
+type Mirror struct {
+	// Pool receives the copies: a pool of the route. Required.
+	Pool string `yaml:"pool"`
+	// Percent of the route's (eligible) requests copied. Default 100.
+	Percent Percent `yaml:"percent"`
+	// Shadow is the mirroring settings shared with rollout.shadow.
+	Shadow MirrorOptions `yaml:",inline"`
+}
+
+// MirrorOptions are how copies are made, sent and compared; both
+// routes[].mirror and rollout.shadow take them.
+type MirrorOptions struct {
+	// Methods copied. Default GET, HEAD and OPTIONS (safe methods: a copy
+	// must not do anything twice).
+	Methods []string `yaml:"methods"`
+	// MaxBodyBytes: requests with a body up to this size are copied too,
+	// the body buffered in memory to send it twice. Default 0: requests
+	// with a body are not copied.
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// Header marks each copy, so that instances can suppress side
+	// effects. Default "X-Canary-Shadow" (value "1").
+	Header string `yaml:"header"`
+	// Queue bounds the copies waiting to be sent, per route; when it is
+	// full, copies are dropped and counted, never queued without bound.
+	// Default 256.
+	Queue int `yaml:"queue"`
+	// Concurrency bounds the copies in flight, per route. Default 16.
+	Concurrency int `yaml:"concurrency"`
+	// Timeout of one copy, answer included. Default 10s.
+	Timeout Duration `yaml:"timeout"`
+	// Compare lists what must match between an answer and its copy's:
+	// "status" (the status class: 2xx, 4xx...), "headers" (but
+	// IgnoreHeaders), "body" (a SHA-256 of up to CompareMaxBytes). Default
+	// [status].
+	Compare []string `yaml:"compare"`
+	// CompareMaxBytes bounds the body bytes hashed on each side. Default
+	// 1 MiB.
+	CompareMaxBytes int64 `yaml:"compare_max_bytes"`
+	// IgnoreHeaders are not compared. Default: Date, Server, Age,
+	// Expires, Last-Modified, Etag, Set-Cookie, X-Request-Id,
+	// Content-Length, Transfer-Encoding, Connection, Keep-Alive.
+	IgnoreHeaders []string `yaml:"ignore_headers"`
+}
+
+// Shadow is a rollout's shadow phase: before any live step, the canary
+// gets copies of a share of the route's requests, judged like a step.
+type Shadow struct {
+	// Percent of the route's requests copied to the canary. Default 10.
+	Percent Percent `yaml:"percent"`
+	// MinRequests copies answered before the phase is judged. Default:
+	// the rollout's min_requests.
+	MinRequests int `yaml:"min_requests"`
+	// MaxMismatchRate of compared answers (0..1), judged with the
+	// analysis' confidence interval. Default 0.05.
+	MaxMismatchRate *float64 `yaml:"max_mismatch_rate"`
+	// Options are as for routes[].mirror.
+	Options MirrorOptions `yaml:",inline"`
 }
 
 // Rollout strategies.
@@ -201,6 +265,10 @@ type Rollout struct {
 	Analysis Analysis `yaml:"analysis"`
 	// Webhook receives every transition. Default none.
 	Webhook Webhook `yaml:"webhook"`
+	// Shadow starts the rollout in a shadow phase (phase "shadowing"):
+	// copies of live requests only, judged, before the first live step.
+	// Default: none.
+	Shadow *Shadow `yaml:"shadow"`
 }
 
 // Tripwire is the fast path to rollback.

@@ -45,6 +45,7 @@ const (
 	DefaultPanicThreshold       = 50
 	DefaultTripwireWindow       = 10 * time.Second
 	DefaultForceSecretHeader    = "X-Canary-Secret"
+	DefaultShadowHeader         = "X-Canary-Shadow"
 	// TripwireResolution is how often the tripwire reads the counters;
 	// MinTripwireWindow is the shortest window it can honour.
 	TripwireResolution = time.Second
@@ -79,6 +80,12 @@ func (c *Config) applyDefaults() {
 		setStr(&r.Match.PathPrefix, "/")
 		setStr(&r.Balance, BalanceRoundRobin)
 		setStr(&r.Force.SecretHeader, DefaultForceSecretHeader)
+		if m := r.Mirror; m != nil {
+			if m.Percent == 0 {
+				m.Percent = 10000
+			}
+			m.Shadow.applyDefaults()
+		}
 		r.Health.applyDefaults()
 		if r.Rollout != nil {
 			r.Rollout.applyDefaults()
@@ -88,6 +95,26 @@ func (c *Config) applyDefaults() {
 				h.applyDefaults()
 			}
 		}
+	}
+}
+
+func (o *MirrorOptions) applyDefaults() {
+	if len(o.Methods) == 0 {
+		o.Methods = []string{"GET", "HEAD", "OPTIONS"}
+	}
+	setStr(&o.Header, DefaultShadowHeader)
+	setInt(&o.Queue, 256)
+	setInt(&o.Concurrency, 16)
+	setDur(&o.Timeout, 10*time.Second)
+	if len(o.Compare) == 0 {
+		o.Compare = []string{CompareStatus}
+	}
+	if o.CompareMaxBytes == 0 {
+		o.CompareMaxBytes = 1 << 20
+	}
+	if o.IgnoreHeaders == nil {
+		o.IgnoreHeaders = []string{"Date", "Server", "Age", "Expires", "Last-Modified", "Etag", "Set-Cookie", "X-Request-Id",
+			"Content-Length", "Transfer-Encoding", "Connection", "Keep-Alive"}
 	}
 }
 
@@ -164,6 +191,17 @@ func (ro *Rollout) applyDefaults() {
 	}
 	setDur(&ro.Webhook.Timeout, 5*time.Second)
 	setIntPtr(&ro.Webhook.Retries, 3)
+	if sh := ro.Shadow; sh != nil {
+		if sh.Percent == 0 {
+			sh.Percent = 1000
+		}
+		setInt(&sh.MinRequests, ro.MinRequests)
+		if sh.MaxMismatchRate == nil {
+			d := 0.05
+			sh.MaxMismatchRate = &d
+		}
+		sh.Options.applyDefaults()
+	}
 }
 
 func setIntPtr(p **int, d int) {
@@ -383,6 +421,58 @@ func (v *validator) config(c *Config) {
 	}
 }
 
+// Compare modes of mirrored answers.
+const (
+	CompareStatus  = "status"
+	CompareHeaders = "headers"
+	CompareBody    = "body"
+)
+
+func (v *validator) mirrorOptions(p path, o *MirrorOptions) {
+	at := func(k ...any) path { return append(append(path{}, p...), k...) }
+	for i, m := range o.Methods {
+		if !IsMethodToken(m) {
+			v.add(at("methods", i), "%q is not an HTTP method", m)
+		}
+	}
+	v.token(at("header"), o.Header)
+	if o.MaxBodyBytes < 0 || o.MaxBodyBytes > 64<<20 {
+		v.add(at("max_body_bytes"), "%d is outside 0 to 64 MiB (bodies are held in memory to be sent twice)", o.MaxBodyBytes)
+	}
+	if o.Queue < 1 || o.Queue > 100000 {
+		v.add(at("queue"), "%d is outside 1 to 100000", o.Queue)
+	}
+	if o.Concurrency < 1 || o.Concurrency > 1024 {
+		v.add(at("concurrency"), "%d is outside 1 to 1024", o.Concurrency)
+	}
+	if o.Timeout.D() <= 0 {
+		v.add(at("timeout"), "must be above 0")
+	}
+	for i, c := range o.Compare {
+		switch c {
+		case CompareStatus, CompareHeaders, CompareBody:
+		default:
+			v.add(at("compare", i), "%q is not a comparison; use status, headers or body", c)
+		}
+	}
+	if o.CompareMaxBytes < 1 || o.CompareMaxBytes > 64<<20 {
+		v.add(at("compare_max_bytes"), "%d is outside 1 to 64 MiB", o.CompareMaxBytes)
+	}
+}
+
+// IsMethodToken reports whether m is an upper-case HTTP method token.
+func IsMethodToken(m string) bool {
+	if m == "" {
+		return false
+	}
+	for _, c := range m {
+		if c < 'A' || c > 'Z' {
+			return false
+		}
+	}
+	return true
+}
+
 // force checks who may force a pool, and parses it: allow_from into
 // prefixes, the secret file into the secret.
 func (v *validator) force(p path, f *Force) {
@@ -456,6 +546,23 @@ func (v *validator) route(rp path, r *Route) {
 	v.token(append(rp, "force", "header"), r.Force.Header)
 	v.token(append(rp, "force", "cookie"), r.Force.Cookie)
 	v.force(append(rp, "force"), &r.Force)
+	if m := r.Mirror; m != nil {
+		mp := append(append(path{}, rp...), "mirror")
+		found := false
+		for _, p := range r.Pools {
+			found = found || p.Name == m.Pool
+		}
+		if !found {
+			v.add(append(mp, "pool"), "%q is not a pool of route %q; name the pool that gets the copies", m.Pool, r.Name)
+		}
+		if m.Percent < 0 || m.Percent > 10000 {
+			v.add(append(mp, "percent"), "must be from 0.01 to 100")
+		}
+		if r.Rollout != nil && r.Rollout.Shadow != nil {
+			v.add(mp, "the route's rollout has a shadow phase, which mirrors to its canary; keep one of the two")
+		}
+		v.mirrorOptions(mp, &m.Shadow)
+	}
 
 	v.health(append(rp, "health"), &r.Health)
 	if len(r.Pools) == 0 {
@@ -569,6 +676,18 @@ func (v *validator) rollout(p path, r *Route) {
 	}
 	if ro.MaxGathering < 1 {
 		v.add(at("max_gathering"), "must be at least 1")
+	}
+	if sh := ro.Shadow; sh != nil {
+		if sh.Percent < 1 || sh.Percent > 10000 {
+			v.add(at("shadow", "percent"), "must be from 0.01 to 100")
+		}
+		if sh.MinRequests < 1 {
+			v.add(at("shadow", "min_requests"), "must be at least 1")
+		}
+		if r := *sh.MaxMismatchRate; r < 0 || r > 1 {
+			v.add(at("shadow", "max_mismatch_rate"), "%v is not a rate from 0 to 1", r)
+		}
+		v.mirrorOptions(at("shadow"), &sh.Options)
 	}
 	if c := ro.Analysis.Confidence; c < 0.5 || c >= 1 {
 		v.add(at("analysis", "confidence"), "%v is not in [0.5, 1)", c)

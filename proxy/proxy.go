@@ -7,6 +7,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -163,6 +164,11 @@ type call struct {
 	err     error
 	// closeAfter closes the client's connection after the answer.
 	closeAfter bool
+	// mirror and job: the request is copied to the route's mirror once its
+	// answer is done; hasher digests that answer's body for the comparison.
+	mirror *Mirror
+	job    *mirrorJob
+	hasher bodyHasher
 	// inUse: the transport may still read the outgoing request (its header
 	// values share idValue, its body is &body) after the answer, so the
 	// state must not be reused.
@@ -240,6 +246,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st := h.states.Get().(*state)
 	st.call = call{route: route, pool: pool, inst: inst, forced: forced, id: id, idValue: [1]string{id}, in: r, closeAfter: closeAfter}
 	inst.Acquire()
+	if route.Mirror != nil && pool != route.Mirror { // a copy to the pool that answers compares nothing
+		if m, ok := route.MirrorTag.(*Mirror); ok {
+			if st.job = m.prepare(route, r, id); st.job != nil {
+				st.mirror = m
+				if m.opts.CompareBody {
+					st.hasher = bodyHasher{ResponseWriter: w, h: sha256.New(), max: m.opts.CompareMaxBytes, d: &st.job.primaryBody}
+					w = &st.hasher
+				}
+			}
+		}
+	}
 	if h.countBytes {
 		st.counter = countingWriter{ResponseWriter: w}
 		w = &st.counter
@@ -283,6 +300,14 @@ func (h *Handler) finish(st *state, start time.Time) {
 			st.out.Bytes = st.counter.n
 		}
 		h.obs.Observe(&st.out)
+	}
+	if j := st.job; j != nil && p == nil && st.status != StatusClientClosed {
+		// The real answer is done: now, and never before, the copy goes.
+		j.primaryStatus, j.primaryDur = st.status, time.Since(start)
+		if st.hasher.h != nil {
+			st.hasher.finish()
+		}
+		st.mirror.enqueue(j)
 	}
 	if p != nil {
 		panic(p)
@@ -376,6 +401,9 @@ func (st *state) modifyResponse(resp *http.Response) error {
 		return fmt.Errorf("instance %s: 101 Switching Protocols answers a request that asked for no upgrade", st.inst.Addr)
 	}
 	st.status = resp.StatusCode
+	if st.job != nil && st.mirror.opts.CompareHeaders {
+		st.job.primaryHeader = resp.Header.Clone()
+	}
 	resp.Header[HeaderRequestID] = st.idValue[:]
 	if st.closeAfter && resp.StatusCode != http.StatusSwitchingProtocols {
 		resp.Header.Set("Connection", "close")

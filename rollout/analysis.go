@@ -54,6 +54,9 @@ type sample struct {
 	// preview is the canary's forced traffic over the same span, when it is
 	// judged apart (canary and linear rollouts).
 	preview *metrics.Counts
+	// shadow is set in the shadow phase: canary and stable are then the
+	// copies and the real answers to the same requests.
+	shadow *metrics.Shadow
 	// canaryAvailable instances of the canary pool, -1 when unknown.
 	canaryAvailable, canaryTotal int
 }
@@ -61,24 +64,28 @@ type sample struct {
 // embeddedChecks judges the in-process numbers. With fewer than
 // min_requests canary requests it returns one inconclusive verdict: no
 // other check means anything yet.
-func embeddedChecks(ro *config.Rollout, s sample) (vs []Verdict, gateMet bool) {
+func embeddedChecks(ro *config.Rollout, minRequests int, s sample) (vs []Verdict, gateMet bool) {
 	if s.canaryTotal > 0 && s.canaryAvailable == 0 {
 		vs = append(vs, Verdict{Check: "canary_available", Result: Fail, Value: 0,
 			Reason: fmt.Sprintf("no canary instance is available (%d configured, all out of rotation)", s.canaryTotal)})
 	}
 	n := s.canary.Requests
-	if n < uint64(ro.MinRequests) {
+	what := "canary requests"
+	if s.shadow != nil {
+		what = "shadow copies answered"
+	}
+	if n < uint64(minRequests) {
 		// No canary request at all is missing data (max_inconclusive); a
 		// trickle is evidence on its way (max_gathering).
-		v := Verdict{Check: "min_requests", Result: Inconclusive, Value: float64(n), Threshold: float64(ro.MinRequests),
-			Reason: fmt.Sprintf("%d of %d canary requests since the evidence began; holding", n, ro.MinRequests), Gathering: n > 0}
+		v := Verdict{Check: "min_requests", Result: Inconclusive, Value: float64(n), Threshold: float64(minRequests),
+			Reason: fmt.Sprintf("%d of %d %s since the evidence began; holding", n, minRequests, what), Gathering: n > 0}
 		if s.preview != nil && s.preview.Requests > 0 {
 			vs = append(vs, previewVerdict(s.preview))
 		}
 		return append(vs, v), false
 	}
-	vs = append(vs, Verdict{Check: "min_requests", Result: Pass, Value: float64(n), Threshold: float64(ro.MinRequests),
-		Reason: fmt.Sprintf("%d canary requests since the evidence began", n)})
+	vs = append(vs, Verdict{Check: "min_requests", Result: Pass, Value: float64(n), Threshold: float64(minRequests),
+		Reason: fmt.Sprintf("%d %s since the evidence began", n, what)})
 	a := ro.Analysis
 	if a.MaxErrorRate != nil {
 		vs = append(vs, boundVerdict("error_rate", float64(s.canary.Errors), float64(n), *a.MaxErrorRate, a.Confidence, "canary errors"))
@@ -98,6 +105,14 @@ func embeddedChecks(ro *config.Rollout, s sample) (vs []Verdict, gateMet bool) {
 	}
 	if p := s.preview; p != nil && p.Requests > 0 {
 		vs = append(vs, previewVerdict(p))
+	}
+	if sh := s.shadow; sh != nil && ro.Shadow != nil {
+		if sh.Compared == 0 {
+			vs = append(vs, Verdict{Check: "shadow_mismatch", Result: Inconclusive, Gathering: true,
+				Reason: "no copy could be compared with its real answer yet (bodies past compare_max_bytes?); holding"})
+		} else {
+			vs = append(vs, boundVerdict("shadow_mismatch", float64(sh.Mismatches), float64(sh.Compared), *ro.Shadow.MaxMismatchRate, a.Confidence, "copies answered differently"))
+		}
 	}
 	return vs, true
 }

@@ -28,6 +28,7 @@ type controller struct {
 	prom     *promChecker
 	baseC    metrics.Traffic // canary counts when the evidence began
 	baseS    metrics.Traffic
+	baseSh   metrics.Shadow // and the copies to the canary
 	trip     []tripReading
 	persistM sync.Mutex
 
@@ -44,10 +45,13 @@ type tripReading struct {
 type Override struct {
 	Stable, Canary string
 	CanaryBP       int // the stable pool gets the rest
+	// Shadowing: the route mirrors to the canary (rollout.shadow).
+	Shadowing bool
 }
 
 func (c *controller) publishWeight() {
-	c.weight.Store(&Override{Stable: c.st.Stable, Canary: c.st.Canary, CanaryBP: c.st.Weight})
+	shadowing := c.st.Shadow && (c.st.Phase == Shadowing || c.st.Phase == Paused)
+	c.weight.Store(&Override{Stable: c.st.Stable, Canary: c.st.Canary, CanaryBP: c.st.Weight, Shadowing: shadowing})
 }
 
 func (c *controller) steps() []int {
@@ -71,8 +75,25 @@ func (c *controller) startRelease(now time.Time, release, reason string) {
 	}
 	c.st.Phase = Progressing
 	c.enterStep(now, 0)
+	if c.spec.Shadow != nil {
+		// The shadow phase first: no live traffic, copies only.
+		c.st.Phase, c.st.Shadow, c.st.Weight = Shadowing, true, 0
+		c.publishWeight()
+	}
 	c.resetBase(now)
 	c.transition(now, from, reason, nil)
+}
+
+// leaveShadow ends the shadow phase: the first live step begins, with its
+// own evidence and tripwire. reason has one %s, the step's weight. c.mu
+// held.
+func (c *controller) leaveShadow(now time.Time, reason string, vs []Verdict) {
+	from := c.st.Phase
+	c.st.Shadow = false
+	c.st.Phase = Progressing
+	c.enterStep(now, 0)
+	c.resetBase(now)
+	c.transition(now, from, fmt.Sprintf(reason, c.spec.Steps[0]), vs)
 }
 
 // enterStep moves to step i and restarts the step's counts. c.mu held.
@@ -103,8 +124,18 @@ func (c *controller) enterStep(now time.Time, i int) {
 // held.
 func (c *controller) resetBase(now time.Time) {
 	c.resetEvidence(now)
-	cn, sn := c.judged(c.baseC), c.judged(c.baseS)
+	cn, sn := c.tripCounts(c.baseC, c.baseS, c.baseSh)
 	c.trip = []tripReading{{at: now, cReq: cn.Requests, cErr: cn.Errors, sReq: sn.Requests, sErr: sn.Errors}}
+}
+
+// tripCounts is what the tripwire watches: in the shadow phase the copies
+// and the real answers to the same requests, else the judged traffic.
+// c.mu held.
+func (c *controller) tripCounts(ct, st metrics.Traffic, sh metrics.Shadow) (canary, stable metrics.Counts) {
+	if c.st.Shadow {
+		return sh.Copies, sh.Primaries
+	}
+	return c.judged(ct), c.judged(st)
 }
 
 // resetEvidence starts the counts the next analysis judges from now. It
@@ -114,6 +145,7 @@ func (c *controller) resetBase(now time.Time) {
 func (c *controller) resetEvidence(now time.Time) {
 	c.baseC = c.m.deps.Counters.PoolTraffic(c.route, c.st.Canary)
 	c.baseS = c.m.deps.Counters.PoolTraffic(c.route, c.st.Stable)
+	c.baseSh = c.m.deps.Counters.ShadowTraffic(c.route, c.st.Canary)
 	c.st.EvidenceSince = now
 }
 
@@ -226,23 +258,34 @@ const (
 // changed (the calibration simulation runs judge alone).
 func (c *controller) judge(ctx context.Context) judgement {
 	c.mu.Lock()
-	if c.st.Phase != Progressing || c.m.halted.Load() {
+	if (c.st.Phase != Progressing && c.st.Phase != Shadowing) || c.m.halted.Load() {
 		c.mu.Unlock()
 		return unchanged
 	}
 	spec, st := c.spec, c.st
 	prom := c.prom
-	cn := c.m.deps.Counters.PoolTraffic(c.route, st.Canary).Sub(c.baseC)
-	sn := c.m.deps.Counters.PoolTraffic(c.route, st.Stable).Sub(c.baseS)
-	s := sample{canary: c.judged(cn), stable: c.judged(sn)}
-	if spec.Strategy != config.StrategyBlueGreen {
-		s.preview = &cn.Preview
+	var s sample
+	minRequests := spec.MinRequests
+	if st.Shadow && spec.Shadow != nil {
+		// The shadow phase judges the copies against the real answers to
+		// the same requests, and how often the two differ.
+		sh := c.m.deps.Counters.ShadowTraffic(c.route, st.Canary).Sub(c.baseSh)
+		s = sample{canary: sh.Copies, stable: sh.Primaries, shadow: &sh}
+		minRequests = spec.Shadow.MinRequests
+		prom = nil // PromQL checks read live traffic, which the canary has none of yet
+	} else {
+		cn := c.m.deps.Counters.PoolTraffic(c.route, st.Canary).Sub(c.baseC)
+		sn := c.m.deps.Counters.PoolTraffic(c.route, st.Stable).Sub(c.baseS)
+		s = sample{canary: c.judged(cn), stable: c.judged(sn)}
+		if spec.Strategy != config.StrategyBlueGreen {
+			s.preview = &cn.Preview
+		}
 	}
 	since := st.EvidenceSince
 	c.mu.Unlock()
 
 	s.canaryTotal, s.canaryAvailable, _ = c.m.deps.Pools.PoolSummary(c.route, st.Canary)
-	vs, gate := embeddedChecks(spec, s)
+	vs, gate := embeddedChecks(spec, minRequests, s)
 	if gate && prom != nil {
 		vs = append(vs, prom.run(ctx, spec.Analysis.Prometheus.Checks, c.route, st.Stable, st.Canary, time.Since(since))...)
 	}
@@ -251,7 +294,7 @@ func (c *controller) judge(ctx context.Context) judgement {
 	defer c.mu.Unlock()
 	// Moved meanwhile by an operator or a reload, or the process began to
 	// drain (Manager.Stop): what was judged is no longer what is served.
-	if c.st.Phase != Progressing || c.st.Release != st.Release || c.st.StepIndex != st.StepIndex ||
+	if c.st.Phase != st.Phase || c.st.Release != st.Release || c.st.StepIndex != st.StepIndex || c.st.Shadow != st.Shadow ||
 		!c.st.EvidenceSince.Equal(since) || c.m.halted.Load() {
 		return unchanged
 	}
@@ -271,6 +314,7 @@ func (c *controller) judge(ctx context.Context) judgement {
 // c.mu held.
 func (c *controller) decide(now time.Time, vs []Verdict) bool {
 	c.st.LastVerdicts = vs
+	from := c.st.Phase
 	var fails, inconclusive, gathering []string
 	for _, v := range vs {
 		switch {
@@ -313,6 +357,9 @@ func (c *controller) decide(now time.Time, vs []Verdict) bool {
 			"analysis held to gather evidence (%d of max_gathering %d): %s")
 	}
 	next := c.st.StepIndex + 1
+	if c.st.Shadow {
+		next = 0 // the first live step
+	}
 	if next >= len(spec.Steps) {
 		return false // already at 100: promoted when it got there
 	}
@@ -320,12 +367,16 @@ func (c *controller) decide(now time.Time, vs []Verdict) bool {
 		if g == spec.Steps[next] {
 			c.st.Phase = Paused
 			c.st.AtGate = true
-			c.transition(now, Progressing, fmt.Sprintf("manual gate before %s%%: analysis passed; run `canaryd resume %s` to go on", g, c.route), vs)
+			c.transition(now, from, fmt.Sprintf("manual gate before %s%%: analysis passed; run `canaryd resume %s` to go on", g, c.route), vs)
 			return true
 		}
 	}
+	if c.st.Shadow {
+		c.leaveShadow(now, "shadow phase passed; canary to %s%% (live)", vs)
+		return true
+	}
 	c.enterStep(now, next)
-	c.transition(now, Progressing, fmt.Sprintf("analysis passed; canary to %s%%", spec.Steps[next]), vs)
+	c.transition(now, from, fmt.Sprintf("analysis passed; canary to %s%%", spec.Steps[next]), vs)
 	return true
 }
 
@@ -334,8 +385,10 @@ func (c *controller) decide(now time.Time, vs []Verdict) bool {
 // reaches max. It returns whether the phase changed. c.mu held.
 func (c *controller) hold(now time.Time, n, max int, why []string, vs []Verdict, pauseFmt, holdFmt string) bool {
 	if n >= max {
+		from := c.st.Phase
 		c.st.Phase = Paused
-		c.transition(now, Progressing, fmt.Sprintf(pauseFmt, n, strings.Join(why, "; ")), vs)
+		c.publishWeight()
+		c.transition(now, from, fmt.Sprintf(pauseFmt, n, strings.Join(why, "; ")), vs)
 		return true
 	}
 	c.analysisEvent(now, fmt.Sprintf(holdFmt, n, max, strings.Join(why, "; ")), vs)
@@ -349,6 +402,7 @@ func (c *controller) rollback(now time.Time, reason string, vs []Verdict) {
 	from := c.st.Phase
 	c.st.Phase = RolledBack
 	c.st.Weight = 0
+	c.st.Shadow = false
 	c.st.LastVerdicts = vs
 	c.publishWeight()
 	c.transition(now, from, reason, vs)
@@ -358,9 +412,9 @@ func (c *controller) rollback(now time.Time, reason string, vs []Verdict) {
 func (c *controller) checkTripwire(now time.Time) {
 	c.mu.Lock()
 	t := c.spec.Tripwire
-	active := (c.st.Phase == Progressing || c.st.Phase == Paused) && !t.Disabled && !c.m.halted.Load()
-	cn := c.judged(c.m.deps.Counters.PoolTraffic(c.route, c.st.Canary))
-	sn := c.judged(c.m.deps.Counters.PoolTraffic(c.route, c.st.Stable))
+	active := (c.st.Phase == Progressing || c.st.Phase == Shadowing || c.st.Phase == Paused) && !t.Disabled && !c.m.halted.Load()
+	cn, sn := c.tripCounts(c.m.deps.Counters.PoolTraffic(c.route, c.st.Canary), c.m.deps.Counters.PoolTraffic(c.route, c.st.Stable),
+		c.m.deps.Counters.ShadowTraffic(c.route, c.st.Canary))
 	if !active {
 		c.mu.Unlock()
 		return
@@ -397,22 +451,23 @@ func (c *controller) control(action string) error {
 	var err error
 	switch action {
 	case "promote":
-		if from != Progressing && from != Paused {
+		if from != Progressing && from != Shadowing && from != Paused {
 			err = fmt.Errorf("cannot promote a rollout that is %s", from)
 			break
 		}
+		c.st.Shadow = false
 		c.enterStep(now, len(c.spec.Steps)-1)
 		c.transition(now, from, "promoted by operator", nil)
 	case "abort":
 		// Honoured during a drain too: sending everyone back to stable is
 		// the operator's call, and the state saved is the rolled back one.
-		if from != Progressing && from != Paused && from != Promoted {
+		if from != Progressing && from != Shadowing && from != Paused && from != Promoted {
 			err = fmt.Errorf("cannot abort a rollout that is %s", from)
 			break
 		}
 		c.rollback(now, "aborted by operator", nil)
 	case "pause":
-		if from != Progressing {
+		if from != Progressing && from != Shadowing {
 			err = fmt.Errorf("cannot pause a rollout that is %s", from)
 			break
 		}
@@ -423,13 +478,21 @@ func (c *controller) control(action string) error {
 		case Paused:
 			next := c.st.StepIndex + 1
 			c.st.Phase = Progressing
-			if c.st.AtGate && next < len(c.spec.Steps) {
+			switch {
+			case c.st.AtGate && c.st.Shadow:
+				c.leaveShadow(now, "resumed past the gate; canary to %s%% (live)", nil)
+			case c.st.Shadow:
+				c.st.Phase = Shadowing
+				c.st.Inconclusive, c.st.Gathering = 0, 0
+				c.transition(now, from, "resumed by operator (shadow phase)", nil)
+			case c.st.AtGate && next < len(c.spec.Steps):
 				c.enterStep(now, next)
 				c.transition(now, from, fmt.Sprintf("resumed past the gate; canary to %s%%", c.spec.Steps[next]), nil)
-			} else {
+			default:
 				c.st.Inconclusive, c.st.Gathering = 0, 0
 				c.transition(now, from, "resumed by operator", nil)
 			}
+			c.publishWeight()
 		case RolledBack:
 			c.startRelease(now, c.st.Release, "retry of a rolled back release, by operator")
 		default:
@@ -448,16 +511,20 @@ func (c *controller) control(action string) error {
 
 // Status is a rollout as the admin API shows it.
 type Status struct {
-	Route           string    `json:"route"`
-	Strategy        string    `json:"strategy"`
-	Stable          string    `json:"stable"`
-	Canary          string    `json:"canary"`
-	Phase           string    `json:"phase"`
-	Reason          string    `json:"reason"`
-	Step            int       `json:"step"`
-	Steps           []float64 `json:"steps"`
-	CanaryWeight    float64   `json:"canary_weight"`
-	StableWeight    float64   `json:"stable_weight"`
+	Route        string    `json:"route"`
+	Strategy     string    `json:"strategy"`
+	Stable       string    `json:"stable"`
+	Canary       string    `json:"canary"`
+	Phase        string    `json:"phase"`
+	Reason       string    `json:"reason"`
+	Step         int       `json:"step"`
+	Steps        []float64 `json:"steps"`
+	CanaryWeight float64   `json:"canary_weight"`
+	StableWeight float64   `json:"stable_weight"`
+	// Shadow: in the shadow phase, whose copies are ShadowPercent of the
+	// route's requests.
+	Shadow          bool      `json:"shadow,omitempty"`
+	ShadowPercent   float64   `json:"shadow_percent,omitempty"`
 	Failures        int       `json:"failures"`
 	FailureLimit    int       `json:"failure_limit"`
 	Inconclusive    int       `json:"inconclusive_in_a_row"`
@@ -492,7 +559,11 @@ func (c *controller) status() Status {
 	for _, w := range c.spec.Steps {
 		s.Steps = append(s.Steps, float64(w)/100)
 	}
-	if n := c.nextAt.Load(); n != 0 && c.st.Phase == Progressing {
+	if c.st.Shadow && c.spec.Shadow != nil {
+		s.Shadow = true
+		s.ShadowPercent = float64(c.spec.Shadow.Percent) / 100
+	}
+	if n := c.nextAt.Load(); n != 0 && (c.st.Phase == Progressing || c.st.Phase == Shadowing) {
 		s.NextAnalysis = time.Unix(0, n)
 	}
 	return s

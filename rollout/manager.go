@@ -28,6 +28,9 @@ type Applier interface {
 // request), weighted and preview traffic apart.
 type Counters interface {
 	PoolTraffic(route, pool string) metrics.Traffic
+	// ShadowTraffic is the copies a route mirrors to pool, with the real
+	// answers to the same requests.
+	ShadowTraffic(route, pool string) metrics.Shadow
 }
 
 // Pools reports a pool's instances: total, available, ejected.
@@ -141,6 +144,9 @@ func (m *Manager) Sync(routes []config.Route) {
 				c.startRelease(now, release, "new release (saved state unreadable)")
 			case saved != nil && saved.Release == release:
 				c.st = *saved
+				if c.st.Shadow && spec.Shadow == nil {
+					c.leaveShadow(now, "the shadow phase was removed from the config; canary to %s%% (live)", nil)
+				}
 				c.st.StepStarted = now // in-process counts restart with the process
 				if c.st.StepIndex >= len(spec.Steps) {
 					c.st.StepIndex = len(spec.Steps) - 1
@@ -164,8 +170,12 @@ func (m *Manager) Sync(routes []config.Route) {
 		}
 		c.mu.Lock()
 		c.spec = &spec
-		if c.st.Release != release {
+		switch {
+		case c.st.Release != release:
 			c.startRelease(now, release, "new release "+release+": the canary's instances or the pools changed")
+			toSave = append(toSave, c)
+		case c.st.Shadow && spec.Shadow == nil:
+			c.leaveShadow(now, "the shadow phase was removed from the config; canary to %s%% (live)", nil)
 			toSave = append(toSave, c)
 		}
 		c.mu.Unlock()

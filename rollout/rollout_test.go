@@ -106,9 +106,35 @@ func TestTripwire(t *testing.T) {
 type sim struct {
 	mu sync.Mutex
 	c  map[string]*metrics.Traffic
+	sh map[string]*metrics.Shadow
 }
 
-func newSim() *sim { return &sim{c: map[string]*metrics.Traffic{}} }
+func newSim() *sim { return &sim{c: map[string]*metrics.Traffic{}, sh: map[string]*metrics.Shadow{}} }
+
+func (s *sim) ShadowTraffic(route, pool string) metrics.Shadow {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c := s.sh[pool]; c != nil {
+		return *c
+	}
+	return metrics.Shadow{}
+}
+
+// addShadow counts n copies to a pool, errs of them failed (and their
+// real answers fine), mismatched of them differing.
+func (s *sim) addShadow(pool string, n, errs, mismatched uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.sh[pool]
+	if c == nil {
+		c = &metrics.Shadow{}
+		s.sh[pool] = c
+	}
+	addCounts(&c.Copies, n, errs)
+	addCounts(&c.Primaries, n, 0)
+	c.Compared += n
+	c.Mismatches += mismatched
+}
 
 func (s *sim) PoolTraffic(route, pool string) metrics.Traffic {
 	s.mu.Lock()

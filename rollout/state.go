@@ -11,7 +11,10 @@ import (
 
 // Phases of a rollout.
 const (
-	Idle        = "idle"
+	Idle = "idle"
+	// Shadowing: the rollout's shadow phase, before any live step: the
+	// canary has no live traffic and gets copies of requests.
+	Shadowing   = "shadowing"
 	Progressing = "progressing"
 	Paused      = "paused"
 	Promoted    = "promoted"
@@ -19,7 +22,7 @@ const (
 )
 
 // Phases lists every phase (for the state metric).
-var Phases = []string{Idle, Progressing, Paused, Promoted, RolledBack}
+var Phases = []string{Idle, Shadowing, Progressing, Paused, Promoted, RolledBack}
 
 // maxHistory bounds the transitions kept in a state file.
 const maxHistory = 200
@@ -39,7 +42,10 @@ type State struct {
 	Weight    int `json:"weight_bp"`
 	Failures  int `json:"failures"`
 	// AtGate: paused at a manual gate (pause_before); resume goes past it.
-	AtGate       bool `json:"at_gate,omitempty"`
+	AtGate bool `json:"at_gate,omitempty"`
+	// Shadow: in the shadow phase (shadowing, or paused in it); the live
+	// steps have not begun.
+	Shadow       bool `json:"shadow,omitempty"`
 	Inconclusive int  `json:"inconclusive_in_a_row"`
 	// Gathering analyses in a row held the step for more evidence.
 	Gathering int `json:"gathering_in_a_row,omitempty"`
