@@ -200,8 +200,13 @@ func printRoute(w io.Writer, r admin.RouteView) {
 		if !ro.NextAnalysis.IsZero() {
 			next = fmt.Sprintf(", next analysis in %v", time.Until(ro.NextAnalysis).Round(time.Second))
 		}
-		fmt.Fprintf(w, "  rollout %s %s → %s: %s, step %d of %d (canary %.2f%%), failures %d/%d%s\n",
-			ro.Strategy, ro.Stable, ro.Canary, ro.Phase, ro.Step, len(ro.Steps), ro.CanaryWeight, ro.Failures, ro.FailureLimit, next)
+		if ro.Shadow {
+			fmt.Fprintf(w, "  rollout %s %s → %s: %s, shadow phase: copies of %.2f%% of requests, no live traffic, failures %d/%d%s\n",
+				ro.Strategy, ro.Stable, ro.Canary, ro.Phase, ro.ShadowPercent, ro.Failures, ro.FailureLimit, next)
+		} else {
+			fmt.Fprintf(w, "  rollout %s %s → %s: %s, step %d of %d (canary %.2f%%), failures %d/%d%s\n",
+				ro.Strategy, ro.Stable, ro.Canary, ro.Phase, ro.Step, len(ro.Steps), ro.CanaryWeight, ro.Failures, ro.FailureLimit, next)
+		}
 		if ro.Reason != "" {
 			fmt.Fprintf(w, "    %s\n", ro.Reason)
 		}
