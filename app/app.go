@@ -117,9 +117,9 @@ type Server struct {
 	token    string
 	// mirrors are the routes' running mirrors, by route; retired ones are
 	// closed once a table without them is applied. Guarded by applyMu.
-	mirrors   map[string]*mirrorEntry
-	retired   []*proxy.Mirror
-	shadows   *metrics.Shadows
+	mirrors map[string]*mirrorEntry
+	retired []*proxy.Mirror
+	shadows *metrics.Shadows
 
 	reloads    chan reloadRequest
 	stopping   chan struct{}

@@ -67,7 +67,7 @@ type ShadowStats struct {
 	created time.Time
 	// copies are the copies' answers; primaries the real answers to the
 	// same requests, so the two compare over exactly the same traffic.
-	copies, primaries cumulative
+	copies, primaries    cumulative
 	compared, mismatches atomic.Uint64
 
 	sent, dropped, mismatch, errors prometheus.Counter
