@@ -139,6 +139,12 @@ func TestInvalidConfigs(t *testing.T) {
 		{"unknown route key", route("    wieght: 5\n" + twoPools), []string{`unknown key "wieght"`, "route"}, 3},
 		{"unknown pool key", route("    pools:\n      - { name: a, weight: 100, instance: [\"127.0.0.1:1\"] }\n"), []string{`unknown key "instance"`, "pool"}, 4},
 		{"yaml syntax", "routes: [\n", []string{"YAML syntax"}, 0},
+		{"mirror pool unknown", route("    mirror: { pool: red }\n" + twoPools), []string{"mirror.pool", `"red" is not a pool`}, 3},
+		{"mirror compare", route("    mirror: { pool: green, compare: [bodies] }\n" + twoPools), []string{"mirror.compare[0]", "use status, headers or body"}, 3},
+		{"mirror method", route("    mirror: { pool: green, methods: [get] }\n" + twoPools), []string{"mirror.methods[0]", "not an HTTP method"}, 3},
+		{"mirror queue", route("    mirror: { pool: green, queue: -1 }\n" + twoPools), []string{"mirror.queue", "outside 1 to 100000"}, 3},
+		{"mirror and shadow", route("    mirror: { pool: green }\n    rollout: { stable: blue, canary: green, shadow: {} }\n" + twoPools), []string{"mirror", "keep one of the two"}, 3},
+		{"shadow mismatch rate", route("    rollout: { stable: blue, canary: green, shadow: { max_mismatch_rate: 2 } }\n" + twoPools), []string{"shadow.max_mismatch_rate", "not a rate"}, 3},
 		{"tripwire window too short", route("    rollout: { stable: blue, canary: green, tripwire: { window: 500ms } }\n" + twoPools), []string{"tripwire.window", "shorter than 1s"}, 3},
 		{"analysis confidence", route("    rollout: { stable: blue, canary: green, analysis: { confidence: 1 } }\n" + twoPools), []string{"analysis.confidence", "not in [0.5, 1)"}, 3},
 		{"max_gathering", route("    rollout: { stable: blue, canary: green, max_gathering: -1 }\n" + twoPools), []string{"max_gathering", "at least 1"}, 3},
@@ -283,6 +289,8 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("{{{"))
 	f.Add([]byte("routes: &a [*a]"))
 	f.Add([]byte("trusted_proxies: [10.0.0.1]\n" + route("    force: { header: X-Canary-Pool, allow_from: [trusted_proxies, \"::1\", \"192.0.2.0/24\"], secret_header: X-S }\n"+twoPools)))
+	f.Add([]byte(route("    mirror: { pool: green, percent: 5, compare: [status, body], max_body_bytes: 10, ignore_headers: [Date] }\n" + twoPools)))
+	f.Add([]byte(route("    rollout: { stable: blue, canary: green, shadow: { percent: 20, min_requests: 5, compare: [headers] } }\n" + twoPools)))
 	f.Add([]byte(route("    rollout: { stable: blue, canary: green, max_gathering: 5, tripwire: { window: 1s }, analysis: { confidence: 0.9, max_error_rate: 0.02, max_latency_p99: 1s } }\n" + twoPools)))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg, err := Parse("fuzz.yaml", data)

@@ -263,3 +263,55 @@ func TestMirrorWithoutInstance(t *testing.T) {
 		t.Errorf("outcome %+v", o)
 	}
 }
+
+// The client's latency with a mirror to a slow pool (50 ms an answer), and
+// without: the copies are sent after the real answer, from a bounded
+// queue, so the two should be the same but for the copying itself.
+// go test ./proxy -run XXX -bench MirrorClientLatency -benchtime 3000x
+func BenchmarkMirrorClientLatency(b *testing.B) {
+	for _, tc := range []struct {
+		name     string
+		mirrored bool
+		service  time.Duration // the real instance's own time per answer
+	}{
+		{"loopback/without", false, 0}, {"loopback/with-slow-mirror", true, 0},
+		{"2ms-service/without", false, 2 * time.Millisecond}, {"2ms-service/with-slow-mirror", true, 2 * time.Millisecond},
+	} {
+		mirrored := tc.mirrored
+		b.Run(tc.name, func(b *testing.B) {
+			blue := serve(b, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				time.Sleep(tc.service)
+				io.WriteString(w, "ok")
+			}))
+			green := serve(b, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				time.Sleep(50 * time.Millisecond)
+				io.WriteString(w, "ok")
+			}))
+			tr := NewTransport(TransportOptions{})
+			s := routeSpec(b, pool{"blue", 10000, []string{blue.URL}}, pool{"green", 0, []string{green.URL}})
+			if mirrored {
+				m := NewMirror(MirrorOptions{}, tr, nil, nil)
+				defer m.Close()
+				s.MirrorPool, s.MirrorShare, s.MirrorTag = "green", 10000, m
+			}
+			r := newRig(b, Options{Transport: tr, Observer: nopObserver{}}, s)
+			lat := make([]time.Duration, 0, b.N)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				start := time.Now()
+				resp, err := r.client.Get(r.srv.URL + "/")
+				if err != nil {
+					b.Fatal(err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				lat = append(lat, time.Since(start))
+			}
+			b.StopTimer()
+			sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+			b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+		})
+	}
+}

@@ -121,12 +121,14 @@ function routeCard(r, series) {
   const ro = r.rollout;
   if (ro) {
     card.append(el("h3", {}, "rollout"));
-    const next = ro.phase === "progressing"
+    const next = ro.phase === "progressing" || ro.phase === "shadowing"
       ? ` · step began ${since(ro.step_started)} ago` + (ro.next_analysis ? `, next analysis in ${Math.max(0, Math.round((new Date(ro.next_analysis) - Date.now()) / 1000))}s` : "")
       : "";
     card.append(el("p", {},
       el("span", { class: "phase " + ro.phase, "data-phase": r.name }, ro.phase.replace("_", " ")),
-      ` ${ro.strategy} ${ro.stable} → ${ro.canary}: step ${ro.step} of ${ro.steps.length} (canary ${ro.canary_weight}%), failures ${ro.failures}/${ro.failure_limit}${next}`));
+      ro.shadow
+        ? ` ${ro.strategy} ${ro.stable} → ${ro.canary}: shadow phase, copies of ${ro.shadow_percent}% of requests, no live traffic, failures ${ro.failures}/${ro.failure_limit}${next}`
+        : ` ${ro.strategy} ${ro.stable} → ${ro.canary}: step ${ro.step} of ${ro.steps.length} (canary ${ro.canary_weight}%), failures ${ro.failures}/${ro.failure_limit}${next}`));
     if (ro.reason) card.append(el("p", { class: "muted" }, ro.reason));
     const actions = el("div", { class: "actions" });
     for (const a of ["promote", "abort", "pause", "resume"]) {
