@@ -3,6 +3,7 @@ package app
 import (
 	"fmt"
 	"slices"
+	"sync"
 
 	"canaryd/balancer"
 	"canaryd/config"
@@ -76,7 +77,8 @@ func (s *Server) retireMirrors(specs []balancer.RouteSpec) {
 	}
 	for _, m := range s.retired {
 		if !used[m] {
-			go m.Close() // waits for its copies in flight; never the table's lock
+			s.background.Add(1)
+			go func() { defer s.background.Done(); m.Close() }() // never under the table's lock
 		}
 	}
 	s.retired = s.retired[:0]
@@ -86,10 +88,13 @@ func (s *Server) retireMirrors(specs []balancer.RouteSpec) {
 func (s *Server) closeMirrors() {
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
+	var wg sync.WaitGroup
 	for name, e := range s.mirrors {
-		e.m.Close()
+		wg.Add(1)
+		go func() { defer wg.Done(); e.m.Close() }()
 		delete(s.mirrors, name)
 	}
+	wg.Wait()
 }
 
 // shadowOutcomes is the mirrors' observer: it feeds the shadow metrics and

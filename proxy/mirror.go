@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"hash"
 	"io"
+	"net"
 	"net/http"
 	"net/textproto"
 	"net/url"
@@ -92,6 +93,10 @@ type Mirror struct {
 	q      chan *mirrorJob
 	done   chan struct{}
 	closed atomic.Bool
+	// ctx ends with Close: copies in flight are abandoned then, so that a
+	// slow canary never holds up a reload or the process's exit.
+	ctx    context.Context
+	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	// lastLog rate-limits the mismatch log to one line a second.
 	lastLog atomic.Int64
@@ -123,6 +128,7 @@ func NewMirror(o MirrorOptions, next http.RoundTripper, obs ShadowObserver, log 
 	}
 	m := &Mirror{opts: o, methods: map[string]bool{}, ignore: map[string]bool{}, next: next, obs: obs, log: log,
 		q: make(chan *mirrorJob, o.Queue), done: make(chan struct{})}
+	m.ctx, m.cancel = context.WithCancel(context.Background())
 	for _, x := range o.Methods {
 		m.methods[x] = true
 	}
@@ -137,13 +143,14 @@ func NewMirror(o MirrorOptions, next http.RoundTripper, obs ShadowObserver, log 
 	return m
 }
 
-// Close stops the workers once the copies in flight are done; copies
-// still queued are dropped (and counted).
+// Close stops the workers, abandoning the copies in flight (counted as
+// errors); copies still queued are dropped (and counted).
 func (m *Mirror) Close() {
 	if m.closed.Swap(true) {
 		return
 	}
 	close(m.done)
+	m.cancel()
 	m.wg.Wait()
 	for {
 		select {
@@ -198,6 +205,18 @@ func (m *Mirror) prepare(route *balancer.Route, r *http.Request, id string) *mir
 		return nil
 	}
 	j := &mirrorJob{route: route, id: id, method: r.Method, url: *r.URL, host: r.Host, header: r.Header.Clone()}
+	// What the real request gets from canaryd, the copy gets too: no
+	// forwarding headers a client could have forged (the copy says where
+	// it came from itself), and no preview secret.
+	for _, k := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
+		delete(j.header, k)
+	}
+	if k := route.ForceSecretHeader; k != "" {
+		delete(j.header, k)
+	}
+	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		j.header.Set("X-Forwarded-For", host)
+	}
 	if hasBody {
 		buf, err := io.ReadAll(io.LimitReader(r.Body, m.opts.MaxBodyBytes+1))
 		rest := r.Body
@@ -257,7 +276,7 @@ func (m *Mirror) send(j *mirrorJob) {
 	}
 	inst.Acquire()
 	defer inst.Release()
-	ctx, cancel := context.WithTimeout(context.Background(), m.opts.Timeout)
+	ctx, cancel := context.WithTimeout(m.ctx, m.opts.Timeout)
 	defer cancel()
 	var body io.Reader
 	if j.body != nil {

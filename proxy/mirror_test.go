@@ -101,7 +101,7 @@ func TestMirrorCopies(t *testing.T) {
 	green, greenSaw := instance(t, answerText("same", 200))
 	r, _, rec := mirrorRig(t, blue, green, 5000, MirrorOptions{})
 	for i := 0; i < 100; i++ {
-		if code, body := r.do(t, http.MethodGet, "/a/b?x=1", "", http.Header{"X-Request-Id": {"req-" + strconv.Itoa(i)}}); code != 200 || body != "same" {
+		if code, body := r.do(t, http.MethodGet, "/a/b?x=1", "", http.Header{"X-Request-Id": {"req-" + strconv.Itoa(i)}, "X-Forwarded-For": {"6.6.6.6"}}); code != 200 || body != "same" {
 			t.Fatalf("client got %d %q", code, body)
 		}
 	}
@@ -120,6 +120,9 @@ func TestMirrorCopies(t *testing.T) {
 			t.Errorf("copy: %s %s?%s shadow=%q", s.method, s.path, s.query, s.header.Get("X-Canary-Shadow"))
 		}
 		ids[s.header.Get("X-Request-Id")] = true
+		if xff := s.header.Get("X-Forwarded-For"); xff != "127.0.0.1" {
+			t.Errorf("copy's X-Forwarded-For %q: a client's forged one must not pass", xff)
+		}
 	}
 	if len(ids) != 50 || !ids["req-1"] || ids["req-0"] {
 		t.Errorf("copies' request ids: %d distinct; every other request from req-1 expected", len(ids))

@@ -5,11 +5,13 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"os/exec"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -194,5 +196,53 @@ func TestShadowSlowCanaryAddsNoLatency(t *testing.T) {
 	}
 	if dropped < 150 {
 		t.Errorf("%v copies dropped; with 2 in flight and 8 queued, about 190 of 200 must be", dropped)
+	}
+}
+
+// routes[].mirror without a rollout: half the requests are copied, and a
+// config edit that removes the mirror stops the copies (its workers are
+// retired).
+func TestRouteMirrorFollowsTheConfig(t *testing.T) {
+	var copies atomic.Int64
+	green := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("X-Canary-Shadow") == "1" {
+			copies.Add(1)
+		}
+		io.WriteString(w, "ok")
+	}))
+	defer green.Close()
+	blue := backendProc(t, "blue")
+	routes := fmt.Sprintf(`  - name: web
+    mirror: { pool: green, percent: 50 }
+    pools:
+      - { name: blue, weight: 100, instances: [%q] }
+      - { name: green, weight: 0, instances: [%q] }
+`, blue, green.URL)
+	adminAddr := freeAddr(t)
+	c := runCanaryd(t, t.TempDir(), adminAddr, routes)
+	for i := 0; i < 100; i++ {
+		if code, pool := get(t, c.proxy+"/", nil); code != 200 || pool != "blue" {
+			t.Fatalf("%d from %s", code, pool)
+		}
+	}
+	for end := time.Now().Add(5 * time.Second); copies.Load() < 50 && time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+	}
+	if n := copies.Load(); n != 50 {
+		t.Fatalf("%d copies of 100 requests at 50%%", n)
+	}
+	data, _ := os.ReadFile(c.cfgPath)
+	if err := os.WriteFile(c.cfgPath, []byte(strings.Replace(string(data), "    mirror: { pool: green, percent: 50 }\n", "", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.p.waitLog(t, "config applied")
+	for i := 0; i < 100; i++ {
+		get(t, c.proxy+"/", nil)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if n := copies.Load(); n != 50 {
+		t.Errorf("%d copies after the mirror was removed, want still 50", n)
+	}
+	if v := scrape(t, adminAddr, `canaryd_shadow_requests_total{pool="green",result="sent",route="web"}`); v != 50 {
+		t.Errorf("canaryd_shadow_requests_total sent = %v", v)
 	}
 }
