@@ -94,3 +94,26 @@ func TestShadowControls(t *testing.T) {
 		t.Error("still mirroring after promotion")
 	}
 }
+
+// blue_green and linear take a shadow phase too: after it, blue_green's
+// preview step (0%) and linear's first step.
+func TestShadowWithOtherStrategies(t *testing.T) {
+	for _, tc := range []struct {
+		block  string
+		weight float64
+	}{
+		{`{ strategy: blue_green, stable: blue, canary: green, min_requests: 10, shadow: { percent: 20, min_requests: 50 } }`, 0},
+		{`{ strategy: linear, step: 20, stable: blue, canary: green, min_requests: 10, shadow: { percent: 20, min_requests: 50 } }`, 20},
+	} {
+		traffic := newSim()
+		_, c := newTestManager(t, traffic, tc.block)
+		if st := c.status(); st.Phase != Shadowing {
+			t.Fatalf("%s: starts %s", tc.block, st.Phase)
+		}
+		traffic.addShadow("green", 100, 0, 0)
+		c.analyse(context.Background())
+		if st := c.status(); st.Phase != Progressing || st.Shadow || st.CanaryWeight != tc.weight {
+			t.Errorf("%s: after the shadow phase %s at %v%% (%s)", tc.block, st.Phase, st.CanaryWeight, st.Reason)
+		}
+	}
+}

@@ -71,6 +71,10 @@ func TestShadowRollsBackAFailingCanaryWithNoClientErrors(t *testing.T) {
 	if v := scrape(t, adminAddr, `canaryd_rollout_state{route="web",state="shadowing"}`); v != 1 {
 		t.Errorf("canaryd_rollout_state shadowing = %v", v)
 	}
+	if out, err := exec.Command(binary, "status", "web", "--admin", adminAddr).CombinedOutput(); err != nil ||
+		!strings.Contains(string(out), "shadowing, shadow phase: copies of 50.00% of requests, no live traffic") {
+		t.Errorf("canaryd status in the shadow phase: %v\n%s", err, out)
+	}
 	g := startLoad(c.proxy+"/", 4, nil)
 	st := c.waitPhase(t, "web", rollout.RolledBack, 30*time.Second)
 	g.halt()
