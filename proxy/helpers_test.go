@@ -149,23 +149,28 @@ func (r *rig) get(t testing.TB, path string, hdr http.Header) (*http.Response, s
 	return resp, string(b)
 }
 
-// recorder is an Observer that keeps outcomes.
-type recorder struct {
+// keeper keeps copies of what it is given, for a test to read.
+type keeper[T any] struct {
 	mu  sync.Mutex
-	out []Outcome
+	out []T
 }
 
-func (r *recorder) Observe(o *Outcome) {
-	r.mu.Lock()
-	r.out = append(r.out, *o)
-	r.mu.Unlock()
+func (k *keeper[T]) keep(v *T) {
+	k.mu.Lock()
+	k.out = append(k.out, *v)
+	k.mu.Unlock()
 }
 
-func (r *recorder) all() []Outcome {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]Outcome(nil), r.out...)
+func (k *keeper[T]) all() []T {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return append([]T(nil), k.out...)
 }
+
+// recorder is an Observer that keeps outcomes.
+type recorder struct{ keeper[Outcome] }
+
+func (r *recorder) Observe(o *Outcome) { r.keep(o) }
 
 // waitFor polls cond for up to 5 s: outcomes are recorded after the client
 // already has its answer.

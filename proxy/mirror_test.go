@@ -13,22 +13,9 @@ import (
 )
 
 // shadowRecorder keeps the mirror's outcomes.
-type shadowRecorder struct {
-	mu  sync.Mutex
-	out []ShadowOutcome
-}
+type shadowRecorder struct{ keeper[ShadowOutcome] }
 
-func (r *shadowRecorder) ObserveShadow(o *ShadowOutcome) {
-	r.mu.Lock()
-	r.out = append(r.out, *o)
-	r.mu.Unlock()
-}
-
-func (r *shadowRecorder) all() []ShadowOutcome {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]ShadowOutcome(nil), r.out...)
-}
+func (r *shadowRecorder) ObserveShadow(o *ShadowOutcome) { r.keep(o) }
 
 // seenRequest is what an instance saw of one request.
 type seenRequest struct {
