@@ -288,6 +288,7 @@ func (s *Server) routeSpecs(cfg *config.Config) ([]balancer.RouteSpec, error) {
 		}
 	}
 	s.requests.Retain(keep)
+	s.shadows.Retain(keep)
 	return specs, nil
 }
 

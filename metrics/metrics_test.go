@@ -276,3 +276,28 @@ func TestTrafficSplitsPreview(t *testing.T) {
 	}
 	<-done
 }
+
+// Shadow counts: the copies and the real answers to the same requests,
+// mismatches among the compared; a reload that drops the pool drops them.
+func TestShadowStats(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	s := NewShadows(reg)
+	st := s.Pool("web", "green")
+	st.Observe(200, time.Millisecond, 200, time.Millisecond, false, true, false)
+	st.Observe(500, time.Millisecond, 200, time.Millisecond, false, true, true)
+	st.Observe(502, time.Millisecond, 200, time.Millisecond, true, false, false)
+	st.Dropped()
+	sh := st.Shadow()
+	if sh.Copies.Requests != 3 || sh.Copies.Errors != 2 || sh.Primaries.Requests != 3 || sh.Primaries.Errors != 0 || sh.Compared != 2 || sh.Mismatches != 1 {
+		t.Errorf("shadow counts %+v", sh)
+	}
+	for result, want := range map[string]float64{ShadowSent: 3, ShadowMismatch: 1, ShadowError: 1, ShadowDropped: 1} {
+		if got := testutil.ToFloat64(s.total.WithLabelValues("web", "green", result)); got != want {
+			t.Errorf("%s = %v, want %v", result, got, want)
+		}
+	}
+	s.Retain(map[string][]string{"web": {"blue"}})
+	if n := testutil.CollectAndCount(s.total); n != 0 {
+		t.Errorf("%d series left after the pool went", n)
+	}
+}

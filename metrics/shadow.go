@@ -62,6 +62,25 @@ func (s *Shadows) Pool(route, pool string) *ShadowStats {
 	return st
 }
 
+// Retain drops the stats and series of every route's pool not in keep
+// (route → pools): what a reload removed.
+func (s *Shadows) Retain(keep map[string][]string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	kept := map[poolKey]bool{}
+	for r, ps := range keep {
+		for _, p := range ps {
+			kept[poolKey{r, p}] = true
+		}
+	}
+	for k := range s.pools {
+		if !kept[k] {
+			delete(s.pools, k)
+			s.total.DeletePartialMatch(prometheus.Labels{"route": k.route, "pool": k.pool})
+		}
+	}
+}
+
 // ShadowStats counts one route's copies to one pool. Lock-free.
 type ShadowStats struct {
 	created time.Time
