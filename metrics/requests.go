@@ -148,11 +148,13 @@ func (m *Requests) snapshot(now time.Time) {
 type PoolStats struct {
 	Route, Pool string
 
-	m        *Requests
-	codes    [600]atomic.Pointer[counter] // children of canaryd_requests_total, by status
-	pcodes   [600]atomic.Pointer[counter] // children of canaryd_preview_requests_total
-	duration prometheus.Observer
-	win      *window
+	m *Requests
+	// codes and pcodes cache the children of canaryd_requests_total and
+	// canaryd_preview_requests_total by status, allocated on the first
+	// request of each kind (an idle pool does not pay for them).
+	codes, pcodes atomic.Pointer[statusCounters]
+	duration      prometheus.Observer
+	win           *window
 }
 
 type counter struct{ prometheus.Counter }
@@ -177,7 +179,14 @@ func (p *PoolStats) ObservePreview(status int, d time.Duration) {
 	p.code(&p.pcodes, p.m.preview, status).Inc()
 }
 
-func (p *PoolStats) code(codes *[600]atomic.Pointer[counter], vec *prometheus.CounterVec, status int) *counter {
+type statusCounters [600]atomic.Pointer[counter]
+
+func (p *PoolStats) code(cache *atomic.Pointer[statusCounters], vec *prometheus.CounterVec, status int) *counter {
+	codes := cache.Load()
+	if codes == nil {
+		cache.CompareAndSwap(nil, new(statusCounters))
+		codes = cache.Load()
+	}
 	if status < 0 || status >= len(codes) {
 		status = 0 // "0": a status no HTTP server sends
 	}

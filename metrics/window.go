@@ -122,15 +122,18 @@ func (c *Counts) sub(old *Counts) {
 const (
 	WindowResolution = time.Second
 	WindowLength     = 10 * time.Minute
-	windowSlots      = int(WindowLength/WindowResolution) + 1
+	// windowSlots is how many one-second snapshots a window holds at most.
+	windowSlots = int(WindowLength/WindowResolution) + 1
 )
 
-// cumulative counts requests with atomic adds and no clock.
+// cumulative counts requests with atomic adds and no clock. Its latency
+// buckets are allocated on the first request, so a pool that never sees
+// one costs a few words.
 type cumulative struct {
 	requests  atomic.Uint64
 	errors    atomic.Uint64
 	cancelled atomic.Uint64
-	latency   [LatencyBuckets]atomic.Uint64
+	latency   atomic.Pointer[[LatencyBuckets]atomic.Uint64]
 }
 
 func (w *cumulative) record(status int, d time.Duration) {
@@ -142,37 +145,67 @@ func (w *cumulative) record(status int, d time.Duration) {
 	if status >= 500 {
 		w.errors.Add(1)
 	}
-	w.latency[bucketOf(d)].Add(1)
+	lat := w.latency.Load()
+	if lat == nil {
+		w.latency.CompareAndSwap(nil, new([LatencyBuckets]atomic.Uint64))
+		lat = w.latency.Load()
+	}
+	lat[bucketOf(d)].Add(1)
 }
 
 func (w *cumulative) counts(from, to time.Time) Counts {
 	c := Counts{From: from, To: to, Requests: w.requests.Load(), Errors: w.errors.Load(), Cancelled: w.cancelled.Load()}
-	for i := range c.Latency {
-		c.Latency[i] = w.latency[i].Load()
+	if lat := w.latency.Load(); lat != nil {
+		for i := range c.Latency {
+			c.Latency[i] = lat[i].Load()
+		}
 	}
 	return c
 }
 
+// total is the number of events counted, of every kind: it changes
+// whenever anything does (for the snapshots' "unchanged" test).
+func (w *cumulative) total() uint64 {
+	return w.requests.Load() + w.cancelled.Load()
+}
+
 // window counts one pool's requests. Record is lock-free (atomic adds on
-// cumulative counters, no clock); a ticker snapshots the counters into a
-// ring once a second, and reads subtract a snapshot from the live counters.
+// cumulative counters, no clock). A ticker snapshots the counters once a
+// second, and reads subtract a snapshot from the live counters. A
+// snapshot is kept only when something changed since the one before, and
+// holds only its non-zero latency buckets: an idle pool keeps none, and a
+// busy one what its traffic spreads over (tens of buckets, not 370).
 type window struct {
 	// Weighted and preview requests are counted apart (a rollout judges
 	// them apart) and summed for every other reader.
 	weighted, preview cumulative
 
 	created time.Time
-	mu      sync.RWMutex // guards the ring; taken by the ticker and readers only
-	ring    []Counts
-	next    int
-	filled  int
+	mu      sync.RWMutex // guards the fields below; taken by the ticker and readers only
+	// snaps are in time order. Those older than WindowLength go, but the
+	// newest of them, which stands for the counts from then until the
+	// next one (nothing changed in between).
+	snaps    []snapshot
+	trimmed  bool      // an older snapshot was dropped: history before snaps[0] is gone
+	lastTick time.Time // the last snapshot call, stored or not
+}
+
+// snapshot is the cumulative counts at one moment, latency sparse.
+type snapshot struct {
+	at                          time.Time
+	requests, errors, cancelled uint64
+	lat                         []bucketCount
+}
+
+type bucketCount struct {
+	i uint32
+	n uint64
 }
 
 func newWindow(now time.Time) *window {
-	return &window{created: now, ring: make([]Counts, windowSlots)}
+	return &window{created: now}
 }
 
-// now reads the cumulative counters (since the window was created).
 func (w *window) now(at time.Time) Counts {
 	c := w.weighted.counts(w.created, at)
 	pv := w.preview.counts(w.created, at)
@@ -188,20 +221,63 @@ func (w *window) record(status int, d time.Duration, preview bool) {
 	w.weighted.record(status, d)
 }
 
-// snapshot keeps the counters as of at in the ring.
+// snapshot keeps the counters as of at, when they changed.
 func (w *window) snapshot(at time.Time) {
-	c := w.now(at)
+	total := w.weighted.total() + w.preview.total()
 	w.mu.Lock()
-	w.ring[w.next] = c
-	w.next = (w.next + 1) % len(w.ring)
-	if w.filled < len(w.ring) {
-		w.filled++
+	defer w.mu.Unlock()
+	w.lastTick = at
+	if n := len(w.snaps); n > 0 {
+		last := &w.snaps[n-1]
+		if last.requests+last.cancelled == total {
+			w.trim(at)
+			return
+		}
+	} else if total == 0 {
+		return
 	}
-	w.mu.Unlock()
+	c := w.now(at)
+	sn := snapshot{at: at, requests: c.Requests, errors: c.Errors, cancelled: c.Cancelled}
+	for i, n := range c.Latency {
+		if n != 0 {
+			sn.lat = append(sn.lat, bucketCount{uint32(i), n})
+		}
+	}
+	w.snaps = append(w.snaps, sn)
+	w.trim(at)
 }
 
-// since returns the counts from t to now, to the resolution of the ring:
-// it starts at the newest snapshot taken at or before t.
+// trim drops the snapshots older than WindowLength but the newest of
+// them. w.mu held.
+func (w *window) trim(at time.Time) {
+	cut := at.Add(-WindowLength)
+	k := 0
+	for k+1 < len(w.snaps) && !w.snaps[k+1].at.After(cut) {
+		k++
+	}
+	if k > 0 {
+		w.snaps = append(w.snaps[:0:0], w.snaps[k:]...)
+		w.trimmed = true
+	}
+}
+
+// dense is a snapshot as Counts.
+func (sn *snapshot) dense() Counts {
+	c := Counts{To: sn.at, Requests: sn.requests, Errors: sn.errors, Cancelled: sn.cancelled}
+	for _, b := range sn.lat {
+		c.Latency[b.i] = b.n
+	}
+	return c
+}
+
+// at returns the index of the newest snapshot taken at or before t, -1
+// when there is none. w.mu held.
+func (w *window) at(t time.Time) int {
+	return sort.Search(len(w.snaps), func(k int) bool { return w.snaps[k].at.After(t) }) - 1
+}
+
+// since returns the counts from t to now, to the resolution of the
+// snapshots: it starts at the newest snapshot taken at or before t.
 func (w *window) since(t, now time.Time) Counts {
 	c := w.now(now)
 	if !t.After(w.created) {
@@ -209,25 +285,18 @@ func (w *window) since(t, now time.Time) Counts {
 	}
 	w.mu.RLock()
 	defer w.mu.RUnlock()
-	if w.filled == 0 {
-		return c
-	}
-	oldest := (w.next - w.filled + len(w.ring)) % len(w.ring)
-	// Snapshots are in time order from oldest; find the last one <= t.
-	k := sort.Search(w.filled, func(k int) bool {
-		return w.ring[(oldest+k)%len(w.ring)].To.After(t)
-	})
-	if k == 0 {
-		if w.filled == len(w.ring) {
+	k := w.at(t)
+	if k < 0 {
+		if w.trimmed && len(w.snaps) > 0 {
 			c.Partial = true
-			base := w.ring[oldest]
+			base := w.snaps[0].dense()
 			c.sub(&base)
 		}
-		// else: t is between creation and the first snapshot; the first
-		// snapshot is after t, so everything counts.
+		// else: nothing was counted before the first snapshot kept (or t
+		// is before it); everything counts.
 		return c
 	}
-	base := w.ring[(oldest+k-1)%len(w.ring)]
+	base := w.snaps[k].dense()
 	c.sub(&base)
 	return c
 }
@@ -242,31 +311,36 @@ type Point struct {
 }
 
 // series returns the counts of consecutive spans of length step over the
-// last `last`, oldest first, from the ring's snapshots.
+// last `last`, oldest first, ending at the last snapshot tick.
 func (w *window) series(last, step time.Duration) []Point {
 	w.mu.RLock()
 	defer w.mu.RUnlock()
-	if w.filled < 2 {
-		return nil
+	if w.lastTick.IsZero() || step < WindowResolution {
+		if step < WindowResolution {
+			step = WindowResolution
+		}
+		if w.lastTick.IsZero() {
+			return nil
+		}
 	}
-	k := int(step / WindowResolution)
-	if k < 1 {
-		k = 1
+	countsAt := func(t time.Time) Counts {
+		if k := w.at(t); k >= 0 {
+			return w.snaps[k].dense()
+		}
+		return Counts{}
 	}
 	n := int(last / step)
-	newest := (w.next - 1 + len(w.ring)) % len(w.ring)
 	var out []Point
 	for i := 0; i < n; i++ {
-		bi := i * k
-		ai := bi + k
-		if ai >= w.filled {
+		end := w.lastTick.Add(-time.Duration(i) * step)
+		begin := end.Add(-step)
+		if begin.Before(w.created) || (w.trimmed && len(w.snaps) > 0 && begin.Before(w.snaps[0].at)) {
 			break
 		}
-		b := w.ring[(newest-bi+len(w.ring))%len(w.ring)]
-		a := w.ring[(newest-ai+len(w.ring))%len(w.ring)]
+		b, a := countsAt(end), countsAt(begin)
 		d := b
 		d.sub(&a)
-		out = append(out, Point{At: b.To, Span: b.To.Sub(a.To), Requests: d.Requests, Errors: d.Errors, P99: d.Quantile(0.99)})
+		out = append(out, Point{At: end, Span: step, Requests: d.Requests, Errors: d.Errors, P99: d.Quantile(0.99)})
 	}
 	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
 		out[i], out[j] = out[j], out[i]
