@@ -469,7 +469,7 @@ func BenchmarkPick(b *testing.B) {
 	})
 }
 
-func BenchmarkMatch(b *testing.B) {
+func BenchmarkMatch20Prefixes(b *testing.B) {
 	var specs []RouteSpec
 	for i := 0; i < 20; i++ {
 		s := spec(b, "r"+strconv.Itoa(i), 1, Slots)

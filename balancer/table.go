@@ -88,6 +88,7 @@ type PoolSpec struct {
 type Table struct {
 	routes []*Route // in match order: exact hosts first, longer prefixes first
 	byName map[string]*Route
+	index  routeIndex
 }
 
 // Routes lists the routes in match order.
@@ -99,16 +100,7 @@ func (t *Table) Route(name string) *Route { return t.byName[name] }
 // Match returns the route for a request's host (with or without port) and
 // path: an exact host beats the catch-all, then the longest prefix wins.
 func (t *Table) Match(host, path string) *Route {
-	host = stripPort(host)
-	for _, r := range t.routes {
-		if r.Host != "" && !strings.EqualFold(r.Host, host) {
-			continue
-		}
-		if strings.HasPrefix(path, r.PathPrefix) {
-			return r
-		}
-	}
-	return nil
+	return t.index.match(stripPort(host), path)
 }
 
 func stripPort(h string) string {
@@ -231,6 +223,7 @@ func compile(specs []RouteSpec, get func(route, pool string, u *url.URL) *Instan
 		}
 		return len(a.PathPrefix) > len(b.PathPrefix)
 	})
+	t.index = buildIndex(t.routes)
 	return t, nil
 }
 
