@@ -117,3 +117,116 @@ func BenchmarkMatch(b *testing.B) {
 		}
 	})
 }
+
+// The compact schedule, repeated, is today's full schedule slot for slot,
+// for random weights: the exact split and the interleaving are the same.
+func TestCompactScheduleIsTheFullOne(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 3))
+	cases := [][]int{{9000, 1000}, {5000, 5000}, {3333, 6667}, {10000}, {2500, 2500, 2500, 2500}, {0, 10000}, {100, 0, 9900}}
+	for k := 0; k < 300; k++ {
+		n := 1 + r.IntN(5)
+		ws := make([]int, n)
+		left := Slots
+		for i := 0; i < n-1; i++ {
+			// Round weights (multiples of 1%, 5%...) are the common case.
+			unit := []int{1, 25, 100, 500, 1000}[r.IntN(5)]
+			ws[i] = (r.IntN(left+1) / unit) * unit
+			left -= ws[i]
+		}
+		ws[n-1] = left
+		cases = append(cases, ws)
+	}
+	for _, ws := range cases {
+		full, compact := smoothSchedule(ws), compactSchedule(ws)
+		if Slots%len(compact) != 0 {
+			t.Fatalf("%v: period %d does not divide %d", ws, len(compact), Slots)
+		}
+		for s := range full {
+			if full[s] != compact[s%len(compact)] {
+				t.Fatalf("%v: slot %d: full %d, compact %d (period %d)", ws, s, full[s], compact[s%len(compact)], len(compact))
+			}
+		}
+	}
+	if p := len(compactSchedule([]int{9000, 1000})); p != 10 {
+		t.Errorf("90/10 repeats every %d slots, want 10", p)
+	}
+}
+
+// Round robin inside a pool stays exact with a short period: with 90/10
+// (one slot of ten for the canary) and three canary instances, each gets
+// a third of the canary's picks, in turn.
+func TestTurnsAcrossPeriods(t *testing.T) {
+	s := spec(t, "r", 3, 9000, 1000)
+	r := newRouter(t, s).Load().Route("r")
+	got := map[string]int{}
+	var seq []string
+	for i := 0; i < 3000; i++ {
+		p, in := r.Pick(nil)
+		if p.Name == "p1" {
+			got[in.Addr]++
+			if len(seq) < 6 {
+				seq = append(seq, in.URL.Port())
+			}
+		}
+	}
+	if len(got) != 3 {
+		t.Fatalf("canary instances used: %v", got)
+	}
+	for addr, n := range got {
+		if n != 100 {
+			t.Errorf("%s: %d of 300 canary picks, want 100", addr, n)
+		}
+	}
+	if seq[0] == seq[1] || seq[1] == seq[2] || seq[0] != seq[3] {
+		t.Errorf("canary instances not in turn: %v", seq)
+	}
+}
+
+// The divisor agrees with / and % for every divisor a schedule can have
+// and every place in the cycle.
+func TestDivisor(t *testing.T) {
+	for d := 1; d <= Slots; d++ {
+		if Slots%d != 0 && d > 300 {
+			continue // periods divide Slots; small d cover the instance counts
+		}
+		v := newDivisor(d)
+		for a := uint64(0); a < 2*Slots; a += 1 + uint64(d)/7 {
+			if q, r := v.divmod(a); q != a/uint64(d) || r != a%uint64(d) {
+				t.Fatalf("%d divmod %d = %d, %d; want %d, %d", a, d, q, r, a/uint64(d), a%uint64(d))
+			}
+		}
+	}
+}
+
+// A route's picks follow today's full schedule exactly, whatever its
+// cycle, and share each pool's picks among its instances within one.
+func TestRoutePicksFollowTheFullSchedule(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 5))
+	for k := 0; k < 60; k++ {
+		w := []int{0, 1, 100, 500, 1000, 2500, 3333, 5000, 9000, 9900}[r.IntN(10)]
+		inst := 1 + r.IntN(7)
+		s := spec(t, "r", inst, Slots-w, w)
+		route := newRouter(t, s).Load().Route("r")
+		full := smoothSchedule([]int{Slots - w, w})
+		per := map[string]int{}
+		for i := 0; i < 2*Slots; i++ {
+			p, in := route.Pick(nil)
+			if want := route.Pools[full[i%Slots]]; p != want {
+				t.Fatalf("weights %d/%d, %d instances: pick %d went to %s, the full schedule says %s (cycle %d)", Slots-w, w, inst, i, p.Name, want.Name, len(route.schedule))
+			}
+			if i < Slots {
+				per[p.Name+" "+in.Addr]++
+			}
+		}
+		for _, p := range route.Pools {
+			lo, hi := Slots, 0
+			for _, in := range p.Instances {
+				n := per[p.Name+" "+in.Addr]
+				lo, hi = min(lo, n), max(hi, n)
+			}
+			if p.Effective > 0 && hi-lo > 1 {
+				t.Errorf("weights %d/%d, %d instances: pool %s's instances got %d to %d picks", Slots-w, w, inst, p.Name, lo, hi)
+			}
+		}
+	}
+}

@@ -47,7 +47,13 @@ func (r *Route) pickWeighted(h http.Header) (*Pool, *Instance) {
 		p = r.Pools[r.bucketPool(Bucket(key))]
 		in = p.pick()
 	} else {
+		// The pick's place in the Slots cycle (a constant modulus: a
+		// multiply and a shift), then in the route's shorter cycle, which
+		// divides it (a precomputed divisor, no division).
 		slot := (r.cursor.Add(1) - 1) % Slots
+		if len(r.schedule) != Slots {
+			_, slot = r.cycle.divmod(slot)
+		}
 		p = r.Pools[r.schedule[slot]]
 		if p.policy == LeastRequest {
 			in = p.leastRequest()

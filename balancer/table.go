@@ -10,6 +10,7 @@ package balancer
 
 import (
 	"fmt"
+	"math/bits"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -132,15 +133,19 @@ type Route struct {
 	mirrorCursor atomic.Uint64
 
 	policy Policy
-	// schedule[i] is the index of the pool that serves slot i; nil when no
-	// weighted pool has an available instance (every pick is then nil: 503).
+	// schedule[i] is the index of the pool that serves slot i of a cycle;
+	// nil when no weighted pool has an available instance (every pick is
+	// then nil: 503). It is the interleaving over one cycle: the shortest that
+	// divides Slots, repeats the weights' period, and gives every pool a
+	// whole number of rounds over its usable instances (90/10 over 4 + 1
+	// instances: 40 slots), so a cycle costs what the weights and instances
+	// need, not Slots. When no cycle shorter than Slots does, it is Slots
+	// long. turn[i] is the instance (index in its pool) that serves slot i:
+	// round robin over the pool's usable instances in the order its slots
+	// come, decided here so that a pick moves one shared counter, not two.
 	schedule []uint8
-	// turn[i] is the instance (index in its pool) that serves slot i:
-	// round robin over the pool's available instances in the order its
-	// slots come, decided here so that a pick moves one shared counter,
-	// not two. A pool with k slots and n instances gives each k/n turns per
-	// cycle, give or take one.
-	turn []uint32
+	turn     []uint32
+	cycle    divisor // len(schedule), when shorter than Slots
 	// sticky lays pools on the bucket line, newest (last listed) lowest.
 	sticky       []bucketRange
 	stickyHeader string
@@ -273,8 +278,10 @@ func compileRoute(s RouteSpec, get func(route, pool string, u *url.URL) *Instanc
 		p.Effective = eff[i]
 	}
 	if anyPositive(eff) {
-		r.schedule = smoothSchedule(eff)
-		r.turn = turns(r.schedule, r.Pools)
+		r.schedule, r.turn = cycle(compactSchedule(eff), usable(r.Pools))
+		if len(r.schedule) < Slots {
+			r.cycle = newDivisor(len(r.schedule))
+		}
 	}
 	// Bucket ranges, lowest first: StickyLow (or the last pool), then the
 	// others from the end of the list. Raising the first range's weight only
@@ -326,30 +333,60 @@ func (r *Route) MirrorTake() bool {
 // whatever its weight.)
 func (p *Pool) Pick() *Instance { return p.pick() }
 
-// turns lays round robin over each pool's available instances (all of
-// them when none is, or in panic mode) along the schedule.
-func turns(schedule []uint8, pools []*Pool) []uint32 {
-	usable := make([][]uint32, len(pools))
+// usable lists, per pool, the instances round robin takes turns over:
+// the available ones (all of them when none is, or in panic mode).
+func usable(pools []*Pool) [][]uint32 {
+	out := make([][]uint32, len(pools))
 	for i, p := range pools {
 		for k, in := range p.Instances {
 			if p.Panic || in.Available() {
-				usable[i] = append(usable[i], uint32(k))
+				out[i] = append(out[i], uint32(k))
 			}
 		}
-		if len(usable[i]) == 0 {
+		if len(out[i]) == 0 {
 			for k := range p.Instances {
-				usable[i] = append(usable[i], uint32(k))
+				out[i] = append(out[i], uint32(k))
 			}
 		}
 	}
-	seen := make([]int, len(pools))
-	t := make([]uint32, len(schedule))
-	for slot, pi := range schedule {
+	return out
+}
+
+// cycle repeats a schedule's period until every pool has had a whole
+// number of rounds over its usable instances, within a length that
+// divides Slots (Slots itself when nothing shorter does), and lays the
+// round robin turns along it.
+func cycle(period []uint8, usable [][]uint32) ([]uint8, []uint32) {
+	per := make([]int, len(usable))
+	for _, pi := range period {
+		per[pi]++
+	}
+	n := len(period)
+	for k := 1; k*n <= Slots; k++ {
+		if (Slots/n)%k != 0 {
+			continue
+		}
+		whole := true
+		for i, u := range usable {
+			whole = whole && (per[i]*k)%len(u) == 0
+		}
+		if whole || k*n == Slots {
+			n *= k
+			break
+		}
+	}
+	schedule := make([]uint8, n)
+	for s := range schedule {
+		schedule[s] = period[s%len(period)]
+	}
+	seen := make([]int, len(usable))
+	turn := make([]uint32, n)
+	for s, pi := range schedule {
 		u := usable[pi]
-		t[slot] = u[seen[pi]%len(u)]
+		turn[s] = u[seen[pi]%len(u)]
 		seen[pi]++
 	}
-	return t
+	return schedule, turn
 }
 
 // effectiveWeights gives the share of pools that have no available instance
@@ -397,13 +434,68 @@ func anyPositive(xs []int) bool {
 	return false
 }
 
+// compactSchedule is smoothSchedule's period: the weights divided by their
+// greatest common divisor (with Slots) give the same interleaving, which
+// repeats every Slots/gcd slots; 90/10 repeats every 10. A period divides
+// Slots, so any Slots consecutive picks still split exactly, and the
+// schedule costs what the weights need, not Slots bytes (plus four per
+// slot for the turns) for every route.
+func compactSchedule(weights []int) []uint8 {
+	g := Slots
+	for _, w := range weights {
+		if w > 0 {
+			g = gcd(g, w)
+		}
+	}
+	reduced := make([]int, len(weights))
+	for i, w := range weights {
+		reduced[i] = w / g
+	}
+	return swrr(reduced, Slots/g)
+}
+
+// divisor divides numbers under 2^32 by a fixed d without a division
+// instruction (Lemire, Kaser and Kurz, "Faster remainder by direct
+// computation", 2019): two multiplications.
+type divisor struct {
+	d, m uint64 // m = ceil(2^64 / d); 0 for d = 1
+}
+
+func newDivisor(d int) divisor {
+	if d <= 1 {
+		return divisor{d: 1}
+	}
+	return divisor{d: uint64(d), m: ^uint64(0)/uint64(d) + 1}
+}
+
+// divmod returns a/d and a%d, for a < 2^32.
+func (v divisor) divmod(a uint64) (q, r uint64) {
+	if v.m == 0 {
+		return a, 0
+	}
+	q, _ = bits.Mul64(v.m, a)
+	r, _ = bits.Mul64(v.m*a, v.d)
+	return q, r
+}
+
+func gcd(a, b int) int {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
+}
+
 // smoothSchedule interleaves pools over Slots slots with smooth weighted
 // round robin (nginx's algorithm): every step each pool gains its weight, the
 // richest is picked and pays Slots. Over Slots steps each pool is picked
 // exactly weight times, and in any window the count stays within about one
 // pick of weight × window / Slots. Weight 0 is never picked.
-func smoothSchedule(weights []int) []uint8 {
-	s := make([]uint8, Slots)
+func smoothSchedule(weights []int) []uint8 { return swrr(weights, Slots) }
+
+// swrr is smooth weighted round robin over total slots for weights that
+// sum to total.
+func swrr(weights []int, total int) []uint8 {
+	s := make([]uint8, total)
 	cur := make([]int, len(weights))
 	for slot := range s {
 		best := -1
@@ -416,7 +508,7 @@ func smoothSchedule(weights []int) []uint8 {
 				best = i
 			}
 		}
-		cur[best] -= Slots
+		cur[best] -= total
 		s[slot] = uint8(best)
 	}
 	return s
