@@ -181,7 +181,7 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 	if cfg.AccessLog.Enabled {
 		s.accessLog = log.Named("access")
 	}
-	s.checker = health.New(router, healthEvents{log: log.Named("health"), metrics: s.healthMetrics, router: router, weights: s.publishWeights})
+	s.checker = health.New(router, healthEvents{log: log.Named("health"), metrics: s.healthMetrics, router: router, weights: s.publishRouteWeights})
 	s.rollouts = rollout.NewManager(rollout.Deps{
 		Apply: s, Counters: s, Pools: s.checker,
 		Metrics:  metrics.NewRollouts(o.Registry),
@@ -319,11 +319,22 @@ func (s *Server) PoolTraffic(route, pool string) metrics.Traffic {
 func (s *Server) Rollouts() *rollout.Manager { return s.rollouts }
 
 // publishWeights exports the live table's configured and effective weights.
-func (s *Server) publishWeights() {
-	for _, r := range s.router.Load().Routes() {
+func (s *Server) publishWeights() { s.publishRoutes(s.router.Load().Routes()) }
+
+// publishRoutes exports the weights of some routes (the router's
+// publisher tells which it recompiled).
+func (s *Server) publishRoutes(routes []*balancer.Route) {
+	for _, r := range routes {
 		for _, p := range r.Pools {
 			s.requests.SetWeights(r.Name, p.Name, p.Weight, p.Effective)
 		}
+	}
+}
+
+// publishRouteWeights exports one route's weights from the live table.
+func (s *Server) publishRouteWeights(route string) {
+	if r := s.router.Load().Route(route); r != nil {
+		s.publishRoutes([]*balancer.Route{r})
 	}
 }
 
@@ -380,9 +391,13 @@ func (s *Server) Serve(ctx context.Context) error {
 	if s.admin != nil {
 		go serveOn(s.admin, s.adminLn, "admin", errs)
 	}
+	rctx, stopReloads := context.WithCancel(context.Background())
+	// Availability changes are published by one goroutine from here on,
+	// off the goroutines (probes, requests) that decide them.
+	s.background.Add(1)
+	go func() { defer s.background.Done(); s.router.Run(rctx, s.publishRoutes) }()
 	s.checker.Start()
 	s.rollouts.Start()
-	rctx, stopReloads := context.WithCancel(context.Background())
 	s.background.Add(1)
 	go func() { defer s.background.Done(); s.requests.Run(rctx) }()
 	if s.opts.ConfigPath != "" {

@@ -150,12 +150,12 @@ type healthEvents struct {
 	log     *zap.Logger
 	metrics *metrics.Health
 	router  *balancer.Router
-	weights func()
+	weights func(route string)
 }
 
 func (e healthEvents) Transition(t health.Transition) {
 	e.metrics.Set(t.Route, t.Pool, t.Addr, t.Up)
-	e.weights() // the transition moved shares between pools
+	e.weights(t.Route) // the transition moved shares between the route's pools
 	fields := []zap.Field{
 		zap.String("route", t.Route), zap.String("pool", t.Pool), zap.String("instance", t.Addr),
 		zap.String("source", t.Source), zap.String("reason", t.Reason),

@@ -13,9 +13,11 @@ type routeIndex struct {
 	catchAll *radix
 }
 
+// buildIndex indexes routes by their position in the slice: a table that
+// replaces one route by its recompiled self shares the index.
 func buildIndex(routes []*Route) routeIndex {
 	ix := routeIndex{hosts: map[string]*radix{}, catchAll: &radix{}}
-	for _, r := range routes {
+	for i, r := range routes {
 		t := ix.catchAll
 		if r.Host != "" {
 			h := strings.ToLower(r.Host)
@@ -24,43 +26,44 @@ func buildIndex(routes []*Route) routeIndex {
 				ix.hosts[h] = t
 			}
 		}
-		t.insert(r.PathPrefix, r)
+		t.insert(r.PathPrefix, int32(i+1))
 	}
 	return ix
 }
 
-func (ix *routeIndex) match(host, path string) *Route {
+// match returns the position of the request's route, -1 for none.
+func (ix *routeIndex) match(host, path string) int {
 	if len(ix.hosts) > 0 {
 		// ToLower returns host itself when it has no upper-case letter: no
 		// allocation for the usual request.
 		if t := ix.hosts[strings.ToLower(host)]; t != nil {
-			if r := t.longest(path); r != nil {
-				return r
+			if r := t.longest(path); r != 0 {
+				return int(r - 1)
 			}
 		}
 	}
 	if ix.catchAll == nil {
-		return nil // the empty table
+		return -1 // the empty table
 	}
-	return ix.catchAll.longest(path)
+	return int(ix.catchAll.longest(path) - 1)
 }
 
 // radix is a node of a compressed prefix tree: the edge into it is
-// prefix, and route is set when the path so far is a route's whole
-// prefix.
+// prefix, and route (a position plus one; 0 for none) is set when the path
+// so far is a route's whole prefix.
 type radix struct {
 	prefix   string
-	route    *Route
+	route    int32
 	first    []byte // first byte of each child's prefix, in step with children
 	children []*radix
 }
 
 // insert adds key; the first route inserted for a key keeps it (the table
 // rejects duplicates before this).
-func (n *radix) insert(key string, r *Route) {
+func (n *radix) insert(key string, r int32) {
 	for {
 		if key == "" {
-			if n.route == nil {
+			if n.route == 0 {
 				n.route = r
 			}
 			return
@@ -94,7 +97,7 @@ func (n *radix) child(b byte) int {
 }
 
 // longest returns the route of the longest key that is a prefix of path.
-func (n *radix) longest(path string) *Route {
+func (n *radix) longest(path string) int32 {
 	best := n.route
 	for path != "" {
 		i := n.child(path[0])
@@ -107,7 +110,7 @@ func (n *radix) longest(path string) *Route {
 		}
 		path = path[len(c.prefix):]
 		n = c
-		if n.route != nil {
+		if n.route != 0 {
 			best = n.route
 		}
 	}

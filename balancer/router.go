@@ -1,7 +1,9 @@
 package balancer
 
 import (
+	"context"
 	"fmt"
+	"slices"
 	"net/url"
 	"sync"
 	"sync/atomic"
@@ -40,22 +42,32 @@ func (in *Instance) Acquire() { in.inflight.Add(1) }
 func (in *Instance) Release() { in.inflight.Add(-1) }
 
 // Router owns the live table. Readers call Load and never wait; writers
-// (reloads, availability changes) are serialized by mu, build a whole new
-// table and swap it in.
+// (reloads, availability changes) are serialized by mu, build a new table
+// and swap it in. A table is never changed in place; one that differs
+// from the last by a route shares every other route with it.
 type Router struct {
 	table atomic.Pointer[Table]
 
 	mu        sync.Mutex
-	specs     []RouteSpec
+	specs     map[string]RouteSpec // by route name, as last applied
+	applied   bool
 	instances map[instanceKey]*Instance
+	// dirty routes have an availability change not yet in the table.
+	// With a publisher running (Run), SetAvailable only flips the
+	// instance and marks its route; the publisher recompiles the marked
+	// routes, coalescing bursts, off the caller's goroutine.
+	dirty     map[string]bool
+	kick      chan struct{}
+	running   bool
+	published func(routes []*Route)
 }
 
 type instanceKey struct{ route, pool, addr string }
 
 // NewRouter returns a router with an empty table (every Match is nil).
 func NewRouter() *Router {
-	r := &Router{instances: map[instanceKey]*Instance{}}
-	r.table.Store(&Table{byName: map[string]*Route{}})
+	r := &Router{instances: map[instanceKey]*Instance{}, specs: map[string]RouteSpec{}, dirty: map[string]bool{}, kick: make(chan struct{}, 1)}
+	r.table.Store(&Table{byName: map[string]int{}})
 	return r
 }
 
@@ -63,15 +75,17 @@ func NewRouter() *Router {
 // never blocks.
 func (r *Router) Load() *Table { return r.table.Load() }
 
-// Apply builds a table from specs and publishes it. Instances present before
-// keep their state; new ones start available, and slow-start (if their pool
-// has it) unless this is the first table. It returns the instances that
-// are no longer in any route (to drain); on error nothing changes.
+// Apply builds a table from specs and publishes it. A route whose spec is
+// unchanged (and has no availability change pending) is not recompiled:
+// the new table shares it. Instances present before keep their state; new
+// ones start available, and slow-start (if their pool has it) unless this
+// is the first table. It returns the instances that are no longer in any
+// route (to drain); on error nothing changes.
 func (r *Router) Apply(specs []RouteSpec) (removed []*Instance, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	used := map[instanceKey]*Instance{}
-	initial := r.specs == nil
+	initial := !r.applied
 	now := time.Now().UnixNano()
 	get := func(route, pool string, u *url.URL) *Instance {
 		k := instanceKey{route, pool, u.String()}
@@ -87,7 +101,15 @@ func (r *Router) Apply(specs []RouteSpec) (removed []*Instance, err error) {
 		}
 		return in
 	}
-	t, err := compile(specs, get)
+	old := r.table.Load()
+	reuse := func(s RouteSpec) *Route {
+		prev, ok := r.specs[s.Name]
+		if !ok || r.dirty[s.Name] || !sameSpec(prev, s) {
+			return nil
+		}
+		return old.Route(s.Name)
+	}
+	t, err := compile(specs, get, reuse)
 	if err != nil {
 		return nil, err
 	}
@@ -96,16 +118,23 @@ func (r *Router) Apply(specs []RouteSpec) (removed []*Instance, err error) {
 			removed = append(removed, in)
 		}
 	}
-	r.specs = append([]RouteSpec(nil), specs...)
+	r.specs = make(map[string]RouteSpec, len(specs))
+	for _, s := range specs {
+		r.specs[s.Name] = copySpec(s)
+	}
+	r.applied = true
 	r.instances = used
+	clear(r.dirty)
 	r.table.Store(t)
 	return removed, nil
 }
 
-// SetAvailable marks an instance available or not. Only a change publishes a
-// new table (with the pool's share redistributed and panic mode evaluated);
-// it reports whether there was one. An instance that comes back starts its
-// slow start.
+// SetAvailable marks an instance available or not, and reports whether
+// that changed anything. A change publishes a table with the route
+// recompiled (the pool's share redistributed, panic mode evaluated): at
+// once when no publisher runs, else by the publisher, within a
+// millisecond. Picks skip an unavailable instance from the moment it is
+// marked. An instance that comes back starts its slow start.
 func (r *Router) SetAvailable(route, pool, addr string, up bool) (changed bool, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -119,12 +148,108 @@ func (r *Router) SetAvailable(route, pool, addr string, up bool) (changed bool, 
 	if up {
 		in.rampStart.Store(time.Now().UnixNano())
 	}
-	t, err := compile(r.specs, func(route, pool string, u *url.URL) *Instance {
-		return r.instances[instanceKey{route, pool, u.String()}]
-	})
-	if err != nil {
-		return true, err // cannot happen: these specs compiled before
+	r.dirty[route] = true
+	if r.running {
+		select {
+		case r.kick <- struct{}{}:
+		default: // a publish is already due; it will see this route too
+		}
+		return true, nil
 	}
-	r.table.Store(t)
+	r.publish()
 	return true, nil
+}
+
+// Run publishes availability changes until ctx ends: SetAvailable then
+// returns at once, and this goroutine recompiles the routes it marked,
+// one table for a burst. published, if not nil, is told the recompiled
+// routes of each table published (for metrics), on this goroutine.
+func (r *Router) Run(ctx context.Context, published func(routes []*Route)) {
+	r.mu.Lock()
+	r.running, r.published = true, published
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		r.running = false
+		r.publish() // nothing marked is left behind
+		r.mu.Unlock()
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.kick:
+			r.mu.Lock()
+			routes := r.publish()
+			cb := r.published
+			r.mu.Unlock()
+			if cb != nil && len(routes) > 0 {
+				cb(routes)
+			}
+		}
+	}
+}
+
+// publish recompiles the dirty routes and stores a table sharing every
+// other route. r.mu held.
+func (r *Router) publish() []*Route {
+	if len(r.dirty) == 0 {
+		return nil
+	}
+	t := r.table.Load()
+	var done []*Route
+	get := func(route, pool string, u *url.URL) *Instance {
+		return r.instances[instanceKey{route, pool, u.String()}]
+	}
+	for name := range r.dirty {
+		s, ok := r.specs[name]
+		if !ok {
+			continue
+		}
+		rt, err := compileRoute(s, get)
+		if err != nil {
+			continue // cannot happen: this spec compiled before
+		}
+		t = t.with(rt)
+		done = append(done, rt)
+	}
+	clear(r.dirty)
+	r.table.Store(t)
+	return done
+}
+
+// copySpec copies what sameSpec compares and a caller could change in
+// place afterwards (the pools and their instance lists).
+func copySpec(s RouteSpec) RouteSpec {
+	s.Pools = slices.Clone(s.Pools)
+	for i := range s.Pools {
+		s.Pools[i].Instances = slices.Clone(s.Pools[i].Instances)
+	}
+	s.ForceFrom = slices.Clone(s.ForceFrom)
+	return s
+}
+
+// sameSpec reports whether two specs compile to the same route: every
+// field, the instances by address, the tags by identity.
+func sameSpec(a, b RouteSpec) bool {
+	if a.Name != b.Name || a.Host != b.Host || a.PathPrefix != b.PathPrefix || a.PreserveHost != b.PreserveHost || a.Policy != b.Policy ||
+		a.StickyHeader != b.StickyHeader || a.StickyCookie != b.StickyCookie || a.ForceHeader != b.ForceHeader || a.ForceCookie != b.ForceCookie ||
+		a.ForceSecret != b.ForceSecret || a.ForceSecretHeader != b.ForceSecretHeader || a.StickyLow != b.StickyLow ||
+		a.MirrorPool != b.MirrorPool || a.MirrorShare != b.MirrorShare || a.MirrorTag != b.MirrorTag || a.Tag != b.Tag ||
+		!slices.Equal(a.ForceFrom, b.ForceFrom) || len(a.Pools) != len(b.Pools) {
+		return false
+	}
+	for i := range a.Pools {
+		p, q := a.Pools[i], b.Pools[i]
+		if p.Name != q.Name || p.Weight != q.Weight || p.PanicThreshold != q.PanicThreshold || p.SlowStart != q.SlowStart ||
+			p.Tag != q.Tag || len(p.Instances) != len(q.Instances) {
+			return false
+		}
+		for k := range p.Instances {
+			if p.Instances[k].String() != q.Instances[k].String() {
+				return false
+			}
+		}
+	}
+	return true
 }

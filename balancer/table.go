@@ -88,7 +88,9 @@ type PoolSpec struct {
 // Table is an immutable, compiled set of routes.
 type Table struct {
 	routes []*Route // in match order: exact hosts first, longer prefixes first
-	byName map[string]*Route
+	// byName and index hold positions in routes: a table that differs from
+	// another by one recompiled route shares both (see Router.publish).
+	byName map[string]int
 	index  routeIndex
 }
 
@@ -96,12 +98,20 @@ type Table struct {
 func (t *Table) Routes() []*Route { return t.routes }
 
 // Route returns the route called name, or nil.
-func (t *Table) Route(name string) *Route { return t.byName[name] }
+func (t *Table) Route(name string) *Route {
+	if i, ok := t.byName[name]; ok {
+		return t.routes[i]
+	}
+	return nil
+}
 
 // Match returns the route for a request's host (with or without port) and
 // path: an exact host beats the catch-all, then the longest prefix wins.
 func (t *Table) Match(host, path string) *Route {
-	return t.index.match(stripPort(host), path)
+	if i := t.index.match(stripPort(host), path); i >= 0 {
+		return t.routes[i]
+	}
+	return nil
 }
 
 func stripPort(h string) string {
@@ -207,19 +217,32 @@ func (p *Pool) Available() int {
 }
 
 // compile builds a table from specs, taking instances from get so that an
-// instance keeps its state across tables.
-func compile(specs []RouteSpec, get func(route, pool string, u *url.URL) *Instance) (*Table, error) {
-	t := &Table{byName: make(map[string]*Route, len(specs))}
+// instance keeps its state across tables. reuse returns the compiled route
+// of the table before for a spec that compiles to the same thing (nil when
+// there is none): an edit of one route recompiles that route only, and
+// the others keep their state (their schedule cursor included).
+func compile(specs []RouteSpec, get func(route, pool string, u *url.URL) *Instance, reuse func(RouteSpec) *Route) (*Table, error) {
+	t := &Table{byName: make(map[string]int, len(specs))}
+	seen := make(map[string]bool, len(specs))
 	for _, s := range specs {
-		if _, dup := t.byName[s.Name]; dup {
+		if seen[s.Name] {
 			return nil, fmt.Errorf("route %q is defined twice", s.Name)
 		}
-		r, err := compileRoute(s, get)
-		if err != nil {
-			return nil, fmt.Errorf("route %q: %w", s.Name, err)
+		seen[s.Name] = true
+		r := reuse(s)
+		if r != nil {
+			for _, ps := range s.Pools { // its instances are still in use
+				for _, u := range ps.Instances {
+					get(s.Name, ps.Name, u)
+				}
+			}
+		} else {
+			var err error
+			if r, err = compileRoute(s, get); err != nil {
+				return nil, fmt.Errorf("route %q: %w", s.Name, err)
+			}
 		}
 		t.routes = append(t.routes, r)
-		t.byName[s.Name] = r
 	}
 	sort.SliceStable(t.routes, func(i, j int) bool {
 		a, b := t.routes[i], t.routes[j]
@@ -228,8 +251,20 @@ func compile(specs []RouteSpec, get func(route, pool string, u *url.URL) *Instan
 		}
 		return len(a.PathPrefix) > len(b.PathPrefix)
 	})
+	for i, r := range t.routes {
+		t.byName[r.Name] = i
+	}
 	t.index = buildIndex(t.routes)
 	return t, nil
+}
+
+// with returns a table like t with one route replaced (same name, same
+// host and prefix), sharing everything else.
+func (t *Table) with(r *Route) *Table {
+	i := t.byName[r.Name]
+	routes := append([]*Route(nil), t.routes...)
+	routes[i] = r
+	return &Table{routes: routes, byName: t.byName, index: t.index}
 }
 
 func compileRoute(s RouteSpec, get func(route, pool string, u *url.URL) *Instance) (*Route, error) {
