@@ -3,8 +3,8 @@ package balancer
 import (
 	"context"
 	"fmt"
-	"slices"
 	"net/url"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
