@@ -83,8 +83,16 @@ type Checker struct {
 	// the request path's counting.
 	mu        sync.Mutex
 	instances map[key]*Instance
-	started   bool
+	// pools indexes instances by route and pool: an ejection's
+	// max_ejected_percent and a rollout's PoolSummary count one pool, not
+	// every instance of every route.
+	pools map[poolKey][]*Instance
+	// out are the ejected instances: the sweep looks at them only.
+	out     map[*Instance]struct{}
+	started bool
 }
+
+type poolKey struct{ route, pool string }
 
 // New returns a checker reporting to s and e.
 func New(s Setter, e Events) *Checker {
@@ -94,6 +102,8 @@ func New(s Setter, e Events) *Checker {
 		ctx: ctx, cancel: cancel,
 		sweepEvery: 100 * time.Millisecond,
 		instances:  map[key]*Instance{},
+		pools:      map[poolKey][]*Instance{},
+		out:        map[*Instance]struct{}{},
 	}
 }
 
@@ -201,7 +211,13 @@ func (c *Checker) Sync(targets []Target) []*Instance {
 				in.stopProbe()
 			}
 			delete(c.instances, k)
+			delete(c.out, in)
 		}
+	}
+	clear(c.pools)
+	for _, in := range c.instances {
+		pk := poolKey{in.Route, in.Pool}
+		c.pools[pk] = append(c.pools[pk], in)
 	}
 	return out
 }
@@ -243,12 +259,10 @@ func (c *Checker) eject(in *Instance, reason string) {
 	}
 	cfg := in.passive.Load()
 	total, ejected := 0, 0
-	for _, o := range c.instances {
-		if o.Route == in.Route && o.Pool == in.Pool {
-			total++
-			if o.ejected.Load() {
-				ejected++
-			}
+	for _, o := range c.pools[poolKey{in.Route, in.Pool}] {
+		total++
+		if o.ejected.Load() {
+			ejected++
 		}
 	}
 	if ejected > 0 && (ejected+1)*100 > cfg.MaxEjectedPercent*total {
@@ -267,6 +281,7 @@ func (c *Checker) eject(in *Instance, reason string) {
 	in.ejectedUntil = now.Add(d)
 	in.probeFailedSinceEjection.Store(in.probeDown.Load())
 	in.ejected.Store(true)
+	c.out[in] = struct{}{}
 	c.report(in, "passive", reason, d)
 }
 
@@ -282,11 +297,14 @@ func (c *Checker) sweepLoop() {
 			return
 		case now := <-t.C:
 			c.mu.Lock()
-			for _, in := range c.instances {
-				if in.ejected.Load() && !now.Before(in.ejectedUntil) {
+			for in := range c.out {
+				if !now.Before(in.ejectedUntil) {
+					delete(c.out, in)
 					in.ejected.Store(false)
 					in.unejectedAt = now
-					c.report(in, "passive", "ejection over", 0)
+					if c.instances[key{in.Route, in.Pool, in.Addr}] == in {
+						c.report(in, "passive", "ejection over", 0)
+					}
 				}
 			}
 			c.mu.Unlock()
@@ -318,15 +336,13 @@ func (c *Checker) report(in *Instance, source, reason string, ejectedFor time.Du
 func (c *Checker) PoolSummary(route, pool string) (total, available, ejected int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for _, in := range c.instances {
-		if in.Route == route && in.Pool == pool {
-			total++
-			if in.Available() {
-				available++
-			}
-			if in.ejected.Load() {
-				ejected++
-			}
+	for _, in := range c.pools[poolKey{route, pool}] {
+		total++
+		if in.Available() {
+			available++
+		}
+		if in.ejected.Load() {
+			ejected++
 		}
 	}
 	return total, available, ejected
