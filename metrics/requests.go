@@ -77,8 +77,7 @@ func (m *Requests) Pool(route, pool string) *PoolStats {
 	}
 	p := &PoolStats{
 		Route: route, Pool: pool, m: m,
-		duration: m.duration.WithLabelValues(route, pool),
-		win:      newWindow(m.now()),
+		win: newWindow(m.now()),
 	}
 	m.pools[k] = p
 	return p
@@ -153,11 +152,16 @@ type PoolStats struct {
 	// canaryd_preview_requests_total by status, allocated on the first
 	// request of each kind (an idle pool does not pay for them).
 	codes, pcodes atomic.Pointer[statusCounters]
-	duration      prometheus.Observer
-	win           *window
+	// duration is the pool's canaryd_request_duration_seconds child, made
+	// on the first request: 15 buckets × 10,000 idle pools is memory for
+	// nothing.
+	duration atomic.Pointer[observer]
+	win      *window
 }
 
 type counter struct{ prometheus.Counter }
+
+type observer struct{ prometheus.Observer }
 
 // Observe records one request: its status as sent (499 when the client
 // went away) and its duration. No lock and, once a status has been seen,
@@ -168,7 +172,12 @@ func (p *PoolStats) Observe(status int, d time.Duration) {
 
 func (p *PoolStats) observe(status int, d time.Duration, preview bool) {
 	p.code(&p.codes, p.m.total, status).Inc()
-	p.duration.Observe(d.Seconds())
+	o := p.duration.Load()
+	if o == nil {
+		p.duration.CompareAndSwap(nil, &observer{p.m.duration.WithLabelValues(p.Route, p.Pool)})
+		o = p.duration.Load()
+	}
+	o.Observe(d.Seconds())
 	p.win.record(status, d, preview)
 }
 
