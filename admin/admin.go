@@ -53,6 +53,8 @@ type Options struct {
 // Routes is what the routes API reads and steers.
 type Routes interface {
 	Routes() []RouteView
+	// Route is one route's view; false when there is no such route.
+	Route(name string) (RouteView, bool)
 	// Control runs promote, abort, pause or resume on a route's rollout.
 	Control(route, action string) (*rollout.Status, error)
 	// SetWeights sets a route's weights by hand (percent by pool).
@@ -172,11 +174,11 @@ func New(o Options) http.Handler {
 			writeJSON(w, http.StatusOK, o.Routes.Routes())
 		})
 		api.HandleFunc("GET /api/v1/routes/{route}", func(w http.ResponseWriter, r *http.Request) {
-			for _, rv := range o.Routes.Routes() {
-				if rv.Name == r.PathValue("route") {
-					writeJSON(w, http.StatusOK, rv)
-					return
-				}
+			// One route's view, not all of them filtered: with thousands of
+			// routes, the whole list is a lot of work for one answer.
+			if rv, ok := o.Routes.Route(r.PathValue("route")); ok {
+				writeJSON(w, http.StatusOK, rv)
+				return
 			}
 			writeError(w, http.StatusNotFound, fmt.Sprintf("no route %q", r.PathValue("route")))
 		})

@@ -16,7 +16,8 @@ import (
 // the API's decoding, not the routing.
 type weightsOnly struct{}
 
-func (weightsOnly) Routes() []RouteView { return nil }
+func (weightsOnly) Routes() []RouteView            { return nil }
+func (weightsOnly) Route(string) (RouteView, bool) { return RouteView{}, false }
 func (weightsOnly) Control(string, string) (*rollout.Status, error) {
 	return nil, rollout.ErrNoRollout
 }

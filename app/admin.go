@@ -13,43 +13,66 @@ import (
 	"go.uber.org/zap"
 
 	"canaryd/admin"
+	"canaryd/balancer"
 	"canaryd/metrics"
 	"canaryd/rollout"
 )
 
 // Routes lists the live routes for the admin API.
 func (s *Server) Routes() []admin.RouteView {
-	var out []admin.RouteView
+	versions := s.weightVersions()
+	routes := s.router.Load().Routes()
+	out := make([]admin.RouteView, 0, len(routes))
+	for _, r := range routes {
+		out = append(out, s.routeView(r, versions[r.Name]))
+	}
+	return out
+}
+
+// Route is one live route for the admin API.
+func (s *Server) Route(name string) (admin.RouteView, bool) {
+	r := s.router.Load().Route(name)
+	if r == nil {
+		return admin.RouteView{}, false
+	}
 	s.applyMu.Lock()
+	v := s.versions[name]
+	s.applyMu.Unlock()
+	return s.routeView(r, v), true
+}
+
+func (s *Server) weightVersions() map[string]int {
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
 	versions := make(map[string]int, len(s.versions))
 	for k, v := range s.versions {
 		versions[k] = v
 	}
-	s.applyMu.Unlock()
-	for _, r := range s.router.Load().Routes() {
-		rv := admin.RouteView{Name: r.Name, Host: r.Host, PathPrefix: r.PathPrefix, WeightsVersion: versions[r.Name]}
-		for _, p := range r.Pools {
-			pv := admin.PoolView{Name: p.Name, Weight: float64(p.Weight) / 100, EffectiveWeight: float64(p.Effective) / 100, Panic: p.Panic}
-			for _, in := range p.Instances {
-				pv.Instances = append(pv.Instances, admin.InstanceView{Addr: in.Addr, Healthy: in.Available(), InFlight: in.InFlight()})
-			}
-			if st, ok := p.Tag.(*metrics.PoolStats); ok {
-				c := st.Last(time.Minute)
-				pv.LastMinute = admin.Traffic{
-					Requests: c.Requests, Errors: c.Errors, Cancelled: c.Cancelled, ErrorRate: c.ErrorRate(),
-					P50Ms: float64(c.Quantile(0.5).Microseconds()) / 1000, P99Ms: float64(c.Quantile(0.99).Microseconds()) / 1000,
-				}
-				pr := st.Traffic().Preview
-				pv.PreviewRequests, pv.PreviewErrors = pr.Requests, pr.Errors
-			}
-			rv.Pools = append(rv.Pools, pv)
+	return versions
+}
+
+func (s *Server) routeView(r *balancer.Route, version int) admin.RouteView {
+	rv := admin.RouteView{Name: r.Name, Host: r.Host, PathPrefix: r.PathPrefix, WeightsVersion: version}
+	for _, p := range r.Pools {
+		pv := admin.PoolView{Name: p.Name, Weight: float64(p.Weight) / 100, EffectiveWeight: float64(p.Effective) / 100, Panic: p.Panic}
+		for _, in := range p.Instances {
+			pv.Instances = append(pv.Instances, admin.InstanceView{Addr: in.Addr, Healthy: in.Available(), InFlight: in.InFlight()})
 		}
-		if st, err := s.rollouts.Status(r.Name); err == nil {
-			rv.Rollout = &st
+		if st, ok := p.Tag.(*metrics.PoolStats); ok {
+			c := st.Last(time.Minute)
+			pv.LastMinute = admin.Traffic{
+				Requests: c.Requests, Errors: c.Errors, Cancelled: c.Cancelled, ErrorRate: c.ErrorRate(),
+				P50Ms: float64(c.Quantile(0.5).Microseconds()) / 1000, P99Ms: float64(c.Quantile(0.99).Microseconds()) / 1000,
+			}
+			pr := st.Traffic().Preview
+			pv.PreviewRequests, pv.PreviewErrors = pr.Requests, pr.Errors
 		}
-		out = append(out, rv)
+		rv.Pools = append(rv.Pools, pv)
 	}
-	return out
+	if st, err := s.rollouts.Status(r.Name); err == nil {
+		rv.Rollout = &st
+	}
+	return rv
 }
 
 // Control steers a route's rollout for the admin API.
