@@ -95,10 +95,9 @@ type Server struct {
 	accessLog     *zap.Logger // nil when off
 	accessSeq     atomic.Uint64
 	checker       *health.Checker
-	// healthRecs maps the live table's instances to their health records;
-	// swapped whole by syncHealth, read by every request.
-	healthRecs atomic.Pointer[map[*balancer.Instance]*health.Instance]
-	healthKeys map[instanceKey]*health.Instance // owned by the reload goroutine
+	// healthKeys are the instances whose health metric is exported;
+	// owned by the reload goroutine.
+	healthKeys map[instanceKey]bool
 	ready      atomic.Bool
 
 	// static is the config as started; its non-route settings are the ones

@@ -35,53 +35,53 @@ func healthConfig(h config.Health) health.Config {
 
 type instanceKey struct{ route, pool, addr string }
 
-// syncHealth hands the instances of cfg to the checker and rebuilds the
-// request path's map from balancer instance to health record. Called with
-// the table for cfg already live, on the reload goroutine (or before Serve).
+// syncHealth hands the instances of the live table to the checker: each
+// target is the balancer's own record of the instance, where health keeps
+// its state, so the request path needs no map from one to the other.
+// Called with the table for cfg already live, on the reload goroutine (or
+// before Serve).
 func (s *Server) syncHealth(cfg *config.Config) {
+	live := s.router.Load()
 	var targets []health.Target
 	for _, r := range cfg.Routes {
-		for _, p := range r.Pools {
-			hc := healthConfig(r.PoolHealth(p))
-			for _, raw := range p.Instances {
-				u, _ := config.ParseInstance(raw) // validated
-				targets = append(targets, health.Target{Route: r.Name, Pool: p.Name, Addr: u.String(), URL: u, Config: hc})
+		route := live.Route(r.Name)
+		if route == nil {
+			continue
+		}
+		for _, p := range route.Pools {
+			var cp config.Pool
+			for _, q := range r.Pools {
+				if q.Name == p.Name {
+					cp = q
+				}
+			}
+			hc := healthConfig(r.PoolHealth(cp))
+			for _, in := range p.Instances {
+				targets = append(targets, health.Target{Route: r.Name, Pool: p.Name, Addr: in.Addr, URL: in.URL, Config: hc, Instance: in})
 			}
 		}
 	}
 	recs := s.checker.Sync(targets)
-	byKey := make(map[instanceKey]*health.Instance, len(recs))
+	keys := make(map[instanceKey]bool, len(recs))
 	for i, t := range targets {
-		byKey[instanceKey{t.Route, t.Pool, t.Addr}] = recs[i]
-	}
-	byInst := make(map[*balancer.Instance]*health.Instance, len(recs))
-	for _, r := range s.router.Load().Routes() {
-		for _, p := range r.Pools {
-			for _, in := range p.Instances {
-				if rec := byKey[instanceKey{in.Route, in.Pool, in.Addr}]; rec != nil {
-					byInst[in] = rec
-				}
-			}
+		k := instanceKey{t.Route, t.Pool, t.Addr}
+		keys[k] = true
+		if !s.healthKeys[k] {
+			s.healthMetrics.Set(k.route, k.pool, k.addr, recs[i].Available())
 		}
 	}
-	s.healthRecs.Store(&byInst)
 	for k := range s.healthKeys {
-		if byKey[k] == nil {
+		if !keys[k] {
 			s.healthMetrics.Forget(k.route, k.pool, k.addr)
 		}
 	}
-	for k, rec := range byKey {
-		if _, known := s.healthKeys[k]; !known {
-			s.healthMetrics.Set(k.route, k.pool, k.addr, rec.Available())
-		}
-	}
-	s.healthKeys = byKey
+	s.healthKeys = keys
 }
 
 // outcomes is the proxy's Observer: it feeds the request metrics, passive
 // health and the access log. It runs on every request: a type assertion to
-// reach the pool's cached metrics, one map lookup on a snapshot for health,
-// atomics inside both.
+// reach the pool's cached metrics, and atomics on the instance's own
+// record for health.
 type outcomes struct{ s *Server }
 
 func (o outcomes) Observe(out *proxy.Outcome) {
@@ -101,16 +101,11 @@ func (o outcomes) Observe(out *proxy.Outcome) {
 	if o.s.accessLog != nil {
 		o.s.logAccess(out)
 	}
-	recs := *o.s.healthRecs.Load()
 	if out.Instance != nil {
-		if rec := recs[out.Instance]; rec != nil {
-			rec.Observe(out.Status, out.GatewayFailure(), out.Status == proxy.StatusClientClosed)
-		}
+		o.s.checker.Observe(out.Instance, out.Status, out.GatewayFailure(), out.Status == proxy.StatusClientClosed)
 	}
 	if out.Unreachable != nil {
-		if rec := recs[out.Unreachable]; rec != nil {
-			rec.Observe(http.StatusBadGateway, true, false)
-		}
+		o.s.checker.Observe(out.Unreachable, http.StatusBadGateway, true, false)
 	}
 }
 

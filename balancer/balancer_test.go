@@ -555,7 +555,7 @@ func TestSlowStartForInstancesAddedByReload(t *testing.T) {
 	s.Pools[0].SlowStart = time.Hour
 	rt := newRouter(t, s)
 	first := rt.Load().Route("r").Pools[0].Instances[0]
-	if first.rampStart.Load() != 0 {
+	if first.RampStart() != 0 {
 		t.Error("an instance of the first table is slow-starting")
 	}
 	s.Pools[0].Instances = append(s.Pools[0].Instances, mustURL(t, "http://127.0.0.1:19999"))
@@ -563,7 +563,7 @@ func TestSlowStartForInstancesAddedByReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := rt.Load().Route("r")
-	if r.Pools[0].Instances[1].rampStart.Load() == 0 {
+	if r.Pools[0].Instances[1].RampStart() == 0 {
 		t.Error("an instance added by a reload is not slow-starting")
 	}
 	n := 0

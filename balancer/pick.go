@@ -304,7 +304,7 @@ func (p *Pool) rampAccepts(in *Instance, now *int64) bool {
 	if p.slowStart == 0 {
 		return true
 	}
-	start := in.rampStart.Load()
+	start := in.RampStart()
 	if start == 0 {
 		return true
 	}
@@ -313,7 +313,7 @@ func (p *Pool) rampAccepts(in *Instance, now *int64) bool {
 	}
 	elapsed := *now - start
 	if elapsed >= p.slowStart {
-		in.rampStart.CompareAndSwap(start, 0)
+		in.EndRamp(start)
 		return true
 	}
 	return elapsed > 0 && rand.Int64N(p.slowStart) < elapsed

@@ -8,38 +8,13 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"canaryd/upstream"
 )
 
-// Instance is one backend address of a pool. It outlives tables: a reload
-// that keeps the instance keeps its availability and in-flight count.
-type Instance struct {
-	Route string
-	Pool  string
-	// URL is the target; canonical (see config.ParseInstance), never changed.
-	URL *url.URL
-	// Addr is URL.String(), the instance's name in logs and metrics.
-	Addr string
-
-	down atomic.Bool
-	// rampStart is when the instance last became available (unix ns), for
-	// slow start; 0 once ramped up or when it never needed to.
-	rampStart atomic.Int64
-	_         [48]byte
-	inflight  atomic.Int64
-	_         [56]byte
-}
-
-// Available reports whether picks may choose the instance.
-func (in *Instance) Available() bool { return !in.down.Load() }
-
-// InFlight is the number of requests the instance is serving now.
-func (in *Instance) InFlight() int64 { return in.inflight.Load() }
-
-// Acquire and Release count a request in flight on the instance.
-func (in *Instance) Acquire() { in.inflight.Add(1) }
-
-// Release ends what Acquire began.
-func (in *Instance) Release() { in.inflight.Add(-1) }
+// Instance is one backend address of a pool: the instance's one record
+// (package upstream), which health shares.
+type Instance = upstream.Instance
 
 // Router owns the live table. Readers call Load and never wait; writers
 // (reloads, availability changes) are serialized by mu, build a new table
@@ -92,9 +67,9 @@ func (r *Router) Apply(specs []RouteSpec) (removed []*Instance, err error) {
 		in := used[k]
 		if in == nil {
 			if in = r.instances[k]; in == nil {
-				in = &Instance{Route: route, Pool: pool, URL: u, Addr: k.addr}
+				in = upstream.New(route, pool, u)
 				if !initial {
-					in.rampStart.Store(now) // joins a serving pool: slow start
+					in.StartRamp(now) // joins a serving pool: slow start
 				}
 			}
 			used[k] = in
@@ -142,11 +117,8 @@ func (r *Router) SetAvailable(route, pool, addr string, up bool) (changed bool, 
 	if in == nil {
 		return false, fmt.Errorf("no instance %s in route %q pool %q", addr, route, pool)
 	}
-	if !in.down.CompareAndSwap(up, !up) {
+	if !in.SetAvailable(up) {
 		return false, nil
-	}
-	if up {
-		in.rampStart.Store(time.Now().UnixNano())
 	}
 	r.dirty[route] = true
 	if r.running {

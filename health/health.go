@@ -12,8 +12,9 @@ import (
 	"fmt"
 	"net/url"
 	"sync"
-	"sync/atomic"
 	"time"
+
+	"canaryd/upstream"
 )
 
 // Setter receives availability changes.
@@ -46,6 +47,9 @@ type Target struct {
 	Route, Pool, Addr string
 	URL               *url.URL
 	Config            Config
+	// Instance is the instance's record, shared with the balancer: health
+	// keeps its state there. Nil: Sync makes one (for a checker alone).
+	Instance *upstream.Instance
 }
 
 // Config is an instance's health settings (see config.Health for the
@@ -141,37 +145,35 @@ func (c *Checker) Close() {
 	c.prober.close()
 }
 
-// Instance is the health record of one instance. It outlives reloads that
-// keep the instance.
+// Instance is the checker's handle on one instance: its target and probe.
+// The instance's state (counters, ejection, availability) lives on its
+// shared record, u.Health, where the request path reaches it without a
+// lookup.
 type Instance struct {
 	Target
 	c *Checker
-
-	// Counted on the request path, lock-free.
-	consecGateway atomic.Int32
-	consec5xx     atomic.Int32
-	passive       atomic.Pointer[Config]
-
-	// Decided under c.mu; read anywhere.
-	ejected   atomic.Bool
-	probeDown atomic.Bool
-	// probeFailedSinceEjection: a probe failed during the current ejection,
-	// so passing probes afterwards mean the instance really came back.
-	probeFailedSinceEjection atomic.Bool
+	u *upstream.Instance
+	h *upstream.Health // &u.Health
 
 	// Guarded by c.mu.
-	up           bool // last availability reported to the Setter
-	ejectedUntil time.Time
-	unejectedAt  time.Time
-	ejections    int
-	stopProbe    context.CancelFunc
+	stopProbe context.CancelFunc
 }
 
-// Available is the instance's availability as last reported.
-func (in *Instance) Available() bool { return !in.ejected.Load() && !in.probeDown.Load() }
+// Available is the instance's availability as health judges it.
+func (in *Instance) Available() bool { return available(in.h) }
+
+func available(h *upstream.Health) bool { return !h.Ejected.Load() && !h.ProbeDown.Load() }
 
 // Ejected reports whether passive ejection has the instance out.
-func (in *Instance) Ejected() bool { return in.ejected.Load() }
+func (in *Instance) Ejected() bool { return in.h.Ejected.Load() }
+
+// Record is the instance's shared record.
+func (in *Instance) Record() *upstream.Instance { return in.u }
+
+func passiveOf(c Config) upstream.Passive {
+	return upstream.Passive{ConsecutiveFailures: c.ConsecutiveFailures, Consecutive5xx: c.Consecutive5xx,
+		EjectFor: c.EjectFor, MaxEjectFor: c.MaxEjectFor, MaxEjectedPercent: c.MaxEjectedPercent}
+}
 
 // Sync makes the checker judge exactly targets: records of instances that
 // stay are kept (availability, ejection history), new ones start
@@ -186,20 +188,35 @@ func (c *Checker) Sync(targets []Target) []*Instance {
 	for i, t := range targets {
 		k := key{t.Route, t.Pool, t.Addr}
 		keep[k] = true
+		if t.Instance == nil {
+			if old := c.instances[k]; old != nil {
+				t.Instance = old.u
+			} else {
+				t.Instance = upstream.New(t.Route, t.Pool, t.URL)
+			}
+		}
 		in := c.instances[k]
-		if in == nil {
-			in = &Instance{Target: t, c: c, up: true}
+		switch {
+		case in == nil || in.u != t.Instance:
+			// A new instance, or a new record of it (the balancer made one):
+			// its state starts here, available.
+			if in != nil && in.stopProbe != nil {
+				in.stopProbe()
+			}
+			in = &Instance{Target: t, c: c, u: t.Instance, h: &t.Instance.Health}
+			in.h.Up = true
 			c.instances[k] = in
-		} else if in.Config != t.Config && in.stopProbe != nil {
+		case in.Config != t.Config && in.stopProbe != nil:
 			in.stopProbe() // restarted below with the new settings
 			in.stopProbe = nil
 		}
 		in.Target = t
 		cfg := t.Config
-		in.passive.Store(&cfg)
-		if cfg.ProbePath == "" && in.probeDown.Load() {
+		p := passiveOf(cfg)
+		in.h.Passive.Store(&p)
+		if cfg.ProbePath == "" && in.h.ProbeDown.Load() {
 			// Probes were turned off: nothing will ever bring it back.
-			in.probeDown.Store(false)
+			in.h.ProbeDown.Store(false)
 			c.report(in, "sync", "active probes turned off", 0)
 		}
 		c.startProbe(in)
@@ -222,46 +239,59 @@ func (c *Checker) Sync(targets []Target) []*Instance {
 	return out
 }
 
-// Observe counts one live request's outcome. It is on the request path:
-// atomics only, and a lock only when a threshold is crossed. A client that
-// went away is no evidence either way.
+// Observe counts one live request's outcome for the checker that owns
+// the record.
 func (in *Instance) Observe(status int, gatewayFailure, clientGone bool) {
+	in.c.Observe(in.u, status, gatewayFailure, clientGone)
+}
+
+// Observe counts one live request's outcome on the instance's record. It
+// is on the request path: atomics on the record the pick returned, no
+// lookup, and a lock only when a threshold is crossed. A client that went
+// away is no evidence either way.
+func (c *Checker) Observe(u *upstream.Instance, status int, gatewayFailure, clientGone bool) {
 	if clientGone {
 		return
 	}
-	cfg := in.passive.Load()
+	h := &u.Health
+	cfg := h.Passive.Load()
+	if cfg == nil {
+		return // not judged by this checker (yet)
+	}
 	if gatewayFailure {
-		if n := in.consecGateway.Add(1); cfg.ConsecutiveFailures > 0 && int(n) >= cfg.ConsecutiveFailures {
-			in.c.eject(in, fmt.Sprintf("%d consecutive gateway failures (last: %d)", n, status))
+		if n := h.ConsecGateway.Add(1); cfg.ConsecutiveFailures > 0 && int(n) >= cfg.ConsecutiveFailures {
+			c.eject(u, fmt.Sprintf("%d consecutive gateway failures (last: %d)", n, status))
 		}
-	} else if in.consecGateway.Load() != 0 {
-		in.consecGateway.Store(0)
+	} else if h.ConsecGateway.Load() != 0 {
+		h.ConsecGateway.Store(0)
 	}
 	if status >= 500 {
-		if n := in.consec5xx.Add(1); cfg.Consecutive5xx > 0 && int(n) >= cfg.Consecutive5xx {
-			in.c.eject(in, fmt.Sprintf("%d consecutive 5xx answers (last: %d)", n, status))
+		if n := h.Consec5xx.Add(1); cfg.Consecutive5xx > 0 && int(n) >= cfg.Consecutive5xx {
+			c.eject(u, fmt.Sprintf("%d consecutive 5xx answers (last: %d)", n, status))
 		}
-	} else if in.consec5xx.Load() != 0 {
-		in.consec5xx.Store(0)
+	} else if h.Consec5xx.Load() != 0 {
+		h.Consec5xx.Store(0)
 	}
 }
 
 // eject takes an instance out for EjectFor × (its recent ejections), capped
 // at MaxEjectFor, unless that would eject more than MaxEjectedPercent of
 // its pool (one instance may always go).
-func (c *Checker) eject(in *Instance, reason string) {
+func (c *Checker) eject(u *upstream.Instance, reason string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	in.consecGateway.Store(0)
-	in.consec5xx.Store(0)
-	if in.ejected.Load() || c.instances[key{in.Route, in.Pool, in.Addr}] != in {
+	h := &u.Health
+	h.ConsecGateway.Store(0)
+	h.Consec5xx.Store(0)
+	in := c.instances[key{u.Route, u.Pool, u.Addr}]
+	if h.Ejected.Load() || in == nil || in.u != u {
 		return // already out, or no longer configured
 	}
-	cfg := in.passive.Load()
+	cfg := h.Passive.Load()
 	total, ejected := 0, 0
 	for _, o := range c.pools[poolKey{in.Route, in.Pool}] {
 		total++
-		if o.ejected.Load() {
+		if o.h.Ejected.Load() {
 			ejected++
 		}
 	}
@@ -270,17 +300,17 @@ func (c *Checker) eject(in *Instance, reason string) {
 		return
 	}
 	now := time.Now()
-	if !in.unejectedAt.IsZero() && now.Sub(in.unejectedAt) > cfg.MaxEjectFor {
-		in.ejections = 0 // behaved for long enough: forget the history
+	if !h.UnejectedAt.IsZero() && now.Sub(h.UnejectedAt) > cfg.MaxEjectFor {
+		h.Ejections = 0 // behaved for long enough: forget the history
 	}
-	in.ejections++
-	d := time.Duration(in.ejections) * cfg.EjectFor
+	h.Ejections++
+	d := time.Duration(h.Ejections) * cfg.EjectFor
 	if d > cfg.MaxEjectFor {
 		d = cfg.MaxEjectFor
 	}
-	in.ejectedUntil = now.Add(d)
-	in.probeFailedSinceEjection.Store(in.probeDown.Load())
-	in.ejected.Store(true)
+	h.EjectedUntil = now.Add(d)
+	h.ProbeFailedSinceEjection.Store(h.ProbeDown.Load())
+	h.Ejected.Store(true)
 	c.out[in] = struct{}{}
 	c.report(in, "passive", reason, d)
 }
@@ -298,10 +328,10 @@ func (c *Checker) sweepLoop() {
 		case now := <-t.C:
 			c.mu.Lock()
 			for in := range c.out {
-				if !now.Before(in.ejectedUntil) {
+				if !now.Before(in.h.EjectedUntil) {
 					delete(c.out, in)
-					in.ejected.Store(false)
-					in.unejectedAt = now
+					in.h.Ejected.Store(false)
+					in.h.UnejectedAt = now
 					if c.instances[key{in.Route, in.Pool, in.Addr}] == in {
 						c.report(in, "passive", "ejection over", 0)
 					}
@@ -315,16 +345,16 @@ func (c *Checker) sweepLoop() {
 // report tells the Setter and Events when availability changed. c.mu held.
 func (c *Checker) report(in *Instance, source, reason string, ejectedFor time.Duration) {
 	up := in.Available()
-	if up == in.up {
+	if up == in.h.Up {
 		return
 	}
-	in.up = up
+	in.h.Up = up
 	if up {
 		// Failures counted before the instance went out (by probes, say,
 		// before passive ejection reached its threshold) say nothing about
 		// the instance that came back: it starts with a clean count.
-		in.consecGateway.Store(0)
-		in.consec5xx.Store(0)
+		in.h.ConsecGateway.Store(0)
+		in.h.Consec5xx.Store(0)
 	}
 	// The only error is an instance the balancer no longer has: a reload
 	// removed it, and the next Sync drops this record too.
@@ -341,7 +371,7 @@ func (c *Checker) PoolSummary(route, pool string) (total, available, ejected int
 		if in.Available() {
 			available++
 		}
-		if in.ejected.Load() {
+		if in.h.Ejected.Load() {
 			ejected++
 		}
 	}

@@ -88,21 +88,21 @@ func (c *Checker) probeLoop(ctx context.Context, in *Instance, target *url.URL, 
 			passes, fails = passes+1, 0
 		} else {
 			passes, fails = 0, fails+1
-			if in.ejected.Load() {
-				in.probeFailedSinceEjection.Store(true)
+			if in.h.Ejected.Load() {
+				in.h.ProbeFailedSinceEjection.Store(true)
 			}
 		}
-		down := in.probeDown.Load()
+		down := in.h.ProbeDown.Load()
 		switch {
 		case down && passes >= cfg.Rise:
 			c.setProbe(in, false, fmt.Sprintf("%d probes in a row passed", passes))
 		case !down && fails >= cfg.Fall:
 			c.setProbe(in, true, fmt.Sprintf("%d probes in a row failed; last: %s", fails, why))
-		case !down && passes >= cfg.Rise && in.ejected.Load() && in.probeFailedSinceEjection.Load():
+		case !down && passes >= cfg.Rise && in.h.Ejected.Load() && in.h.ProbeFailedSinceEjection.Load():
 			c.setProbe(in, false, fmt.Sprintf("probes failed during the ejection, then %d passed in a row", passes))
 		}
 		next := cfg.Interval
-		if in.probeDown.Load() {
+		if in.h.ProbeDown.Load() {
 			next = cfg.UnhealthyInterval
 		}
 		timer.Reset(jitter(next, cfg.JitterPercent))
@@ -117,10 +117,10 @@ func (c *Checker) probeLoop(ctx context.Context, in *Instance, target *url.URL, 
 func (c *Checker) setProbe(in *Instance, down bool, reason string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	in.probeDown.Store(down)
-	if !down && in.ejected.Load() {
-		in.ejected.Store(false)
-		in.unejectedAt = time.Now()
+	in.h.ProbeDown.Store(down)
+	if !down && in.h.Ejected.Load() {
+		in.h.Ejected.Store(false)
+		in.h.UnejectedAt = time.Now()
 		reason += "; passive ejection lifted"
 	}
 	c.report(in, "active", reason, 0)
