@@ -710,3 +710,8 @@ func TestForceRestrictions(t *testing.T) {
 		t.Errorf("an open force header was refused: %v %v", p.Name, forced)
 	}
 }
+
+// smoothSchedule is smooth weighted round robin over the whole 10,000-slot
+// cycle, as the schedule was before it was compacted: the reference the
+// compact schedule is tested against.
+func smoothSchedule(weights []int) []uint8 { return swrr(weights, Slots) }

@@ -469,7 +469,11 @@ func anyPositive(xs []int) bool {
 	return false
 }
 
-// compactSchedule is smoothSchedule's period: the weights divided by their
+// compactSchedule is the period of smooth weighted round robin over Slots
+// slots (nginx's algorithm): every step each pool gains its weight, the
+// richest is picked and pays the total; over Slots steps each pool is
+// picked exactly weight times, and in any window the count stays within
+// about one pick of weight × window / Slots. The weights divided by their
 // greatest common divisor (with Slots) give the same interleaving, which
 // repeats every Slots/gcd slots; 90/10 repeats every 10. A period divides
 // Slots, so any Slots consecutive picks still split exactly, and the
@@ -519,13 +523,6 @@ func gcd(a, b int) int {
 	}
 	return a
 }
-
-// smoothSchedule interleaves pools over Slots slots with smooth weighted
-// round robin (nginx's algorithm): every step each pool gains its weight, the
-// richest is picked and pays Slots. Over Slots steps each pool is picked
-// exactly weight times, and in any window the count stays within about one
-// pick of weight × window / Slots. Weight 0 is never picked.
-func smoothSchedule(weights []int) []uint8 { return swrr(weights, Slots) }
 
 // swrr is smooth weighted round robin over total slots for weights that
 // sum to total.

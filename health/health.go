@@ -167,9 +167,6 @@ func available(h *upstream.Health) bool { return !h.Ejected.Load() && !h.ProbeDo
 // Ejected reports whether passive ejection has the instance out.
 func (in *Instance) Ejected() bool { return in.h.Ejected.Load() }
 
-// Record is the instance's shared record.
-func (in *Instance) Record() *upstream.Instance { return in.u }
-
 func passiveOf(c Config) upstream.Passive {
 	return upstream.Passive{ConsecutiveFailures: c.ConsecutiveFailures, Consecutive5xx: c.Consecutive5xx,
 		EjectFor: c.EjectFor, MaxEjectFor: c.MaxEjectFor, MaxEjectedPercent: c.MaxEjectedPercent}

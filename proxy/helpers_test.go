@@ -136,7 +136,13 @@ func newRig(t testing.TB, opts Options, specs ...balancer.RouteSpec) *rig {
 
 func (r *rig) get(t testing.TB, path string, hdr http.Header) (*http.Response, string) {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, r.srv.URL+path, nil)
+	return r.send(t, http.MethodGet, path, http.NoBody, hdr)
+}
+
+// send sends one request through the proxy and reads its whole answer.
+func (r *rig) send(t testing.TB, method, path string, body io.Reader, hdr http.Header) (*http.Response, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, r.srv.URL+path, body)
 	for k, v := range hdr {
 		req.Header[k] = v
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"hash"
 	"io"
 	"net"
@@ -318,11 +319,7 @@ func (m *Mirror) send(j *mirrorJob) {
 	}
 }
 
-var errNoMirrorInstance = &mirrorError{"the mirror pool has no available instance"}
-
-type mirrorError struct{ s string }
-
-func (e *mirrorError) Error() string { return e.s }
+var errNoMirrorInstance = errors.New("the mirror pool has no available instance")
 
 // digest reads a body to its end (within a bound) and hashes the first
 // max bytes when asked.

@@ -64,20 +64,12 @@ func mirrorRig(t *testing.T, blue, green string, share int, o MirrorOptions) (*r
 
 func (r *rig) do(t *testing.T, method, path, body string, hdr http.Header) (int, string) {
 	t.Helper()
-	req, _ := http.NewRequest(method, r.srv.URL+path, strings.NewReader(body))
-	if body == "" {
-		req.Body = http.NoBody
+	var rd io.Reader = http.NoBody
+	if body != "" {
+		rd = strings.NewReader(body)
 	}
-	for k, v := range hdr {
-		req.Header[k] = v
-	}
-	resp, err := r.client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	resp, b := r.send(t, method, path, rd, hdr)
+	return resp.StatusCode, b
 }
 
 // Copies reach the mirror pool after the real answer, marked by the
