@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # Runs every test of canaryd, as CI does. On a fresh machine it needs Go
-# (1.26) and a C compiler for -race; it fetches Go modules itself, and
+# (1.26 or later) and a C compiler for -race; it fetches Go modules itself, and
 # installs what the end-to-end tests run against (Debian's prometheus and
 # chromium packages) with apt-get when they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# go.mod needs Go 1.26.9 or later (the HTTP/2 server fix of GO-2026-6617,
+# docs/tls.md) and names go1.27.3 as its toolchain. A Go install's own
+# default is often GOTOOLCHAIN=local, which refuses rather than fetches it:
+# unless the caller chose a GOTOOLCHAIN, let go fetch the one go.mod names.
+export GOTOOLCHAIN="${GOTOOLCHAIN:-auto}"
 
 need_apt=()
 command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
