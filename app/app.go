@@ -23,6 +23,7 @@ import (
 	"canaryd/metrics"
 	"canaryd/proxy"
 	"canaryd/rollout"
+	"canaryd/tlsfiles"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -119,12 +120,27 @@ type Server struct {
 	mirrors map[string]*mirrorEntry
 	retired []*proxy.Mirror
 	shadows *metrics.Shadows
+	// conns are the pools' transports by settings (connFor). Guarded by
+	// applyMu.
+	conns map[string]*poolConn
+	// certs is the listener's TLS material; nil without TLS. redirect
+	// answers plain HTTP with a redirect to https (nil: none).
+	certs      *tlsfiles.Server
+	redirect   *http.Server
+	tlsMetrics *metrics.TLS
+	// tlsProblem is the last TLS reload's failure ("" when none), so that
+	// a broken file is reported once, not at every poll. Reload goroutine.
+	tlsProblem string
+	// watchFiles receives the TLS files to watch when a reload changed
+	// them (cap 1: the newest wins).
+	watchFiles chan []string
+	trusted    []netip.Prefix
 
 	reloads    chan reloadRequest
 	stopping   chan struct{}
 	background sync.WaitGroup
 
-	proxyLn, adminLn net.Listener
+	proxyLn, adminLn, redirectLn net.Listener
 }
 
 // New builds a server from a validated config. Nothing listens yet.
@@ -167,6 +183,10 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 		token:         token,
 		mirrors:       map[string]*mirrorEntry{},
 		shadows:       metrics.NewShadows(o.Registry),
+		conns:         map[string]*poolConn{},
+		tlsMetrics:    metrics.NewTLS(o.Registry),
+		watchFiles:    make(chan []string, 1),
+		trusted:       trusted,
 		transport: proxy.NewTransport(proxy.TransportOptions{
 			DialTimeout:            cfg.Upstream.DialTimeout.D(),
 			ResponseHeaderTimeout:  cfg.Upstream.ResponseHeaderTimeout.D(),
@@ -197,6 +217,7 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 		return nil, fmt.Errorf("build routing table: %w", err)
 	}
 	s.retireMirrors(specs)
+	s.retireConns(specs)
 	s.publishWeights()
 	if o.ConfigData != nil {
 		s.appliedHash = hashOf(o.ConfigData)
@@ -209,6 +230,7 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 		Transport:      s.transport,
 		Observer:       outcomes{s},
 		CountBytes:     cfg.AccessLog.Enabled,
+		GRPCErrors:     cfg.GRPC.Errors(),
 
 		MaxRequestBodyBytes: cfg.Server.MaxRequestBodyBytes,
 	})
@@ -226,7 +248,11 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 		ErrorLog:          errorLog,
 		// No ReadTimeout or WriteTimeout: either would cut long uploads,
 		// WebSockets and event streams. Slow clients are bounded by
-		// ReadHeaderTimeout and IdleTimeout.
+		// ReadHeaderTimeout and IdleTimeout (and on HTTP/2 by
+		// server.http2's write_byte_timeout and stream limit).
+	}
+	if err := s.setupFrontDoor(cfg); err != nil {
+		return nil, err
 	}
 	if cfg.Admin.Listen != config.AdminOff {
 		s.admin = &http.Server{
@@ -270,6 +296,13 @@ func (s *Server) routeSpecs(cfg *config.Config) ([]balancer.RouteSpec, error) {
 		for j := range r.Pools {
 			p := &r.Pools[j]
 			p.Tag = s.requests.Pool(r.Name, p.Name)
+			conn, err := s.connFor(cfg.Routes[i].Pools[j])
+			if err != nil {
+				return nil, fmt.Errorf("route %q: %w", r.Name, err)
+			}
+			if conn != nil {
+				p.Transport = conn.proxy
+			}
 			keep[r.Name] = append(keep[r.Name], p.Name)
 			if byHand && !managed {
 				p.Weight = hand.weights[p.Name]
@@ -304,6 +337,7 @@ func (s *Server) ApplyRolloutWeights() error {
 		return err
 	}
 	s.retireMirrors(specs)
+	s.retireConns(specs)
 	s.publishWeights()
 	return nil
 }
@@ -350,9 +384,18 @@ func (s *Server) Listen() error {
 	if s.proxyLn, err = net.Listen("tcp", s.static.Listen); err != nil {
 		return fmt.Errorf("proxy listener: %w (is another process on that port? change listen in the config)", err)
 	}
+	if s.redirect != nil {
+		if s.redirectLn, err = net.Listen("tcp", s.static.TLS.RedirectHTTP); err != nil {
+			s.proxyLn.Close()
+			return fmt.Errorf("tls.redirect_http listener: %w (is another process on that port? change tls.redirect_http, or remove it)", err)
+		}
+	}
 	if s.admin != nil {
 		if s.adminLn, err = net.Listen("tcp", s.static.Admin.Listen); err != nil {
 			s.proxyLn.Close()
+			if s.redirectLn != nil {
+				s.redirectLn.Close()
+			}
 			return fmt.Errorf("admin listener: %w (change admin.listen, or set it to \"off\")", err)
 		}
 		if ap, err := netip.ParseAddrPort(s.adminLn.Addr().String()); err == nil && !ap.Addr().IsLoopback() && s.token == "" {
@@ -385,10 +428,13 @@ func (s *Server) Serve(ctx context.Context) error {
 			return err
 		}
 	}
-	errs := make(chan error, 2)
-	go serveOn(s.proxy, proxy.Listener{Listener: s.proxyLn}, "proxy", errs)
+	errs := make(chan error, 3)
+	go serveOn(s.proxy, s.frontListener(s.proxyLn), "proxy", errs)
 	if s.admin != nil {
 		go serveOn(s.admin, s.adminLn, "admin", errs)
+	}
+	if s.redirect != nil {
+		go serveOn(s.redirect, s.redirectLn, "redirect", errs)
 	}
 	rctx, stopReloads := context.WithCancel(context.Background())
 	// Availability changes are published by one goroutine from here on,
@@ -406,7 +452,11 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	s.ready.Store(true)
 	fields := []zap.Field{zap.String("listen", s.proxyLn.Addr().String()), zap.Int("routes", len(s.static.Routes)),
-		zap.Bool("upstream_fast_path", *s.static.Upstream.FastPath)}
+		zap.Bool("upstream_fast_path", *s.static.Upstream.FastPath), zap.Bool("tls", s.certs != nil),
+		zap.Bool("h2c", s.static.Server.H2C), zap.Bool("proxy_protocol", s.static.Server.ProxyProtocol)}
+	if s.redirectLn != nil {
+		fields = append(fields, zap.String("redirect_http", s.redirectLn.Addr().String()))
+	}
 	if s.adminLn != nil {
 		fields = append(fields, zap.String("admin", s.adminLn.Addr().String()))
 	}
@@ -443,11 +493,18 @@ func (s *Server) Serve(ctx context.Context) error {
 	if s.admin != nil {
 		s.admin.Close()
 	}
+	if s.redirect != nil {
+		s.redirect.Close()
+	}
 	s.background.Wait()
 	s.rollouts.Close()
 	s.closeMirrors()
 	s.checker.Close()
-	s.transport.CloseIdleConnections()
+	s.applyMu.Lock()
+	for _, t := range s.transports() {
+		t.CloseIdleConnections()
+	}
+	s.applyMu.Unlock()
 	s.log.Info("stopped")
 	return serveErr
 }

@@ -17,6 +17,8 @@ func healthConfig(h config.Health) health.Config {
 	lo, hi, _ := config.ParseStatusRange(h.Active.ExpectedStatus) // validated
 	return health.Config{
 		ProbePath:           h.Active.Path,
+		GRPC:                h.Active.GRPC,
+		GRPCService:         h.Active.GRPCService,
 		Interval:            h.Active.Interval.D(),
 		UnhealthyInterval:   h.Active.UnhealthyInterval.D(),
 		Timeout:             h.Active.Timeout.D(),
@@ -56,6 +58,9 @@ func (s *Server) syncHealth(cfg *config.Config) {
 				}
 			}
 			hc := healthConfig(r.PoolHealth(cp))
+			if conn, err := s.connFor(cp); err == nil && conn != nil {
+				hc.Transport = conn.probe // made by routeSpecs already
+			}
 			for _, in := range p.Instances {
 				targets = append(targets, health.Target{Route: r.Name, Pool: p.Name, Addr: in.Addr, URL: in.URL, Config: hc, Instance: in})
 			}
@@ -93,6 +98,8 @@ func (o outcomes) Observe(out *proxy.Outcome) {
 	}
 	switch {
 	case stats == nil:
+	case out.IsGRPC:
+		stats.ObserveGRPC(out.Status, out.GRPC, out.GRPCFailed, out.Duration, out.Forced)
 	case out.Forced:
 		stats.ObservePreview(out.Status, out.Duration)
 	default:
@@ -102,7 +109,7 @@ func (o outcomes) Observe(out *proxy.Outcome) {
 		o.s.logAccess(out)
 	}
 	if out.Instance != nil {
-		o.s.checker.Observe(out.Instance, out.Status, out.GatewayFailure(), out.Status == proxy.StatusClientClosed)
+		o.s.checker.Observe(out.Instance, out.Counted(), out.GatewayFailure(), out.Status == proxy.StatusClientClosed)
 	}
 	if out.Unreachable != nil {
 		o.s.checker.Observe(out.Unreachable, http.StatusBadGateway, true, false)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -77,6 +78,17 @@ func (s *Server) reloadLoop(ctx context.Context) {
 			req = reloadRequest{source: "poll"}
 		}
 		res := s.reloadOnce(req.source)
+		// The certificate, key and CA files are re-read on every trigger:
+		// they change without the config file (cert-manager, certbot).
+		s.applyMu.Lock()
+		s.reloadTLS(req.source)
+		files := s.tlsFiles()
+		s.applyMu.Unlock()
+		select {
+		case <-s.watchFiles: // drop a set not yet taken: this one is newer
+		default:
+		}
+		s.watchFiles <- files
 		if req.reply != nil {
 			req.reply <- res
 		}
@@ -86,18 +98,55 @@ func (s *Server) reloadLoop(ctx context.Context) {
 	}
 }
 
-// watchLoop turns file events into reload requests.
+// watchLoop turns file events into reload requests: events of the config
+// file and of the TLS files it names. When a reload changes that set of
+// files, the watch restarts on the new one.
 func (s *Server) watchLoop(ctx context.Context) {
 	defer s.recoverPanic("config watcher")
-	err := config.Watch(ctx, s.opts.ConfigPath, s.static.Reload.Debounce.D(), func(reason string) {
-		select {
-		case s.reloads <- reloadRequest{source: "file watch: " + reason}:
-		case <-ctx.Done():
+	s.applyMu.Lock()
+	files := s.tlsFiles()
+	s.applyMu.Unlock()
+	for {
+		wctx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		paths := append([]string{s.opts.ConfigPath}, files...)
+		go func() {
+			done <- config.WatchFiles(wctx, paths, s.static.Reload.Debounce.D(), func(reason string) {
+				select {
+				case s.reloads <- reloadRequest{source: "file watch: " + reason}:
+				case <-wctx.Done():
+				}
+			})
+		}()
+	wait:
+		for {
+			select {
+			case <-ctx.Done():
+				cancel()
+				<-done
+				return
+			case err := <-done:
+				cancel()
+				if err != nil {
+					s.log.Error("config file watch failed; edits are picked up by the poll only",
+						zap.Error(err), zap.Strings("files", paths), zap.Duration("poll_interval", s.static.Reload.PollInterval.D()))
+				}
+				// Wait for the file set to change (a reload) before trying again.
+				select {
+				case <-ctx.Done():
+					return
+				case files = <-s.watchFiles:
+				}
+				break wait
+			case next := <-s.watchFiles:
+				if !slices.Equal(next, files) {
+					files = next
+					cancel()
+					<-done
+					break wait
+				}
+			}
 		}
-	})
-	if err != nil {
-		s.log.Error("config file watch failed; edits are picked up by the poll only",
-			zap.Error(err), zap.Duration("poll_interval", s.static.Reload.PollInterval.D()))
 	}
 }
 
@@ -148,6 +197,7 @@ func (s *Server) reloadOnce(source string) ReloadResult {
 		return fail(err)
 	}
 	s.retireMirrors(specs)
+	s.retireConns(specs)
 	s.publishWeights()
 	s.syncHealth(cfg)
 	s.cfg, s.appliedHash = cfg, res.Hash
@@ -191,6 +241,7 @@ func (s *Server) drain(removed []*balancer.Instance) {
 	if len(removed) == 0 {
 		return
 	}
+	transports := s.transports()
 	s.background.Add(1)
 	go func() {
 		defer s.background.Done()
@@ -209,7 +260,9 @@ func (s *Server) drain(removed []*balancer.Instance) {
 			left := in.InFlight()
 			closed := 0
 			if !s.inUse(in.URL.Host) {
-				closed = s.transport.CloseConnsTo(in.URL.Host)
+				for _, t := range transports {
+					closed += t.CloseConnsTo(in.URL.Host)
+				}
 			}
 			lvl := zap.InfoLevel
 			if left > 0 {

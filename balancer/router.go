@@ -214,7 +214,7 @@ func sameSpec(a, b RouteSpec) bool {
 	for i := range a.Pools {
 		p, q := a.Pools[i], b.Pools[i]
 		if p.Name != q.Name || p.Weight != q.Weight || p.PanicThreshold != q.PanicThreshold || p.SlowStart != q.SlowStart ||
-			p.Tag != q.Tag || len(p.Instances) != len(q.Instances) {
+			p.Tag != q.Tag || p.Transport != q.Transport || len(p.Instances) != len(q.Instances) {
 			return false
 		}
 		for k := range p.Instances {

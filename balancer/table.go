@@ -83,6 +83,9 @@ type PoolSpec struct {
 	// builder's per-pool data (cached metric children), so the request path
 	// needs no lookup to reach it.
 	Tag any
+	// Transport reaches the pool's instances (its protocol and TLS); nil:
+	// the proxy's default. Carried into the Pool, compared by identity.
+	Transport http.RoundTripper
 }
 
 // Table is an immutable, compiled set of routes.
@@ -194,6 +197,8 @@ type Pool struct {
 	Panic bool
 	// Tag is PoolSpec.Tag.
 	Tag any
+	// Transport is PoolSpec.Transport.
+	Transport http.RoundTripper
 
 	policy    Policy
 	slowStart int64 // nanoseconds; 0: off
@@ -297,7 +302,7 @@ func compileRoute(s RouteSpec, get func(route, pool string, u *url.URL) *Instanc
 			return nil, fmt.Errorf("pool %q has no instances", ps.Name)
 		}
 		sum += ps.Weight
-		p := &Pool{Name: ps.Name, Weight: ps.Weight, Tag: ps.Tag, policy: s.Policy, slowStart: int64(ps.SlowStart)}
+		p := &Pool{Name: ps.Name, Weight: ps.Weight, Tag: ps.Tag, Transport: ps.Transport, policy: s.Policy, slowStart: int64(ps.SlowStart)}
 		for _, u := range ps.Instances {
 			p.Instances = append(p.Instances, get(s.Name, ps.Name, u))
 		}

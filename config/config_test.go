@@ -1,6 +1,7 @@
 package config
 
 import (
+	"canaryd/grpccode"
 	"errors"
 	"fmt"
 	"os"
@@ -69,6 +70,11 @@ func TestDefaultsOnMinimalConfig(t *testing.T) {
 		Server: Server{
 			ReadHeaderTimeout: Duration(DefaultReadHeaderTimeout), IdleTimeout: Duration(DefaultIdleTimeout),
 			MaxHeaderBytes: DefaultMaxHeaderBytes, DrainTimeout: Duration(DefaultDrainTimeout),
+			HTTP2: HTTP2{
+				MaxConcurrentStreams: DefaultH2MaxConcurrentStreams, MaxReceiveBufferPerStream: DefaultH2StreamBuffer,
+				MaxReceiveBufferPerConnection: DefaultH2ConnBuffer, PingTimeout: Duration(DefaultH2PingTimeout),
+				WriteByteTimeout: Duration(DefaultH2WriteByteTimeout),
+			},
 		},
 		Upstream: Upstream{
 			DialTimeout: Duration(DefaultDialTimeout), ResponseHeaderTimeout: Duration(DefaultResponseHeaderTimeout),
@@ -82,7 +88,10 @@ func TestDefaultsOnMinimalConfig(t *testing.T) {
 	if got.Listen != want.Listen || !reflect.DeepEqual(got.Admin, want.Admin) || got.Server != want.Server || !reflect.DeepEqual(got.Upstream, want.Upstream) || got.Reload != want.Reload {
 		t.Errorf("defaults:\n got %+v\nwant %+v", got, want)
 	}
-	if r := cfg.Routes[0]; r.Match.PathPrefix != "/" || r.Balance != BalanceRoundRobin {
+	if got.TLS.Enabled() || got.TLS.MinVersion != "1.2" || got.GRPC.Errors() != grpccode.DefaultErrors {
+		t.Errorf("tls and grpc defaults: %+v %+v", got.TLS, got.GRPC)
+	}
+	if r := cfg.Routes[0]; r.Match.PathPrefix != "/" || r.Balance != BalanceRoundRobin || r.Pools[0].Protocol != ProtocolHTTP1 {
 		t.Errorf("route defaults: %+v", r)
 	}
 }

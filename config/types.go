@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"canaryd/grpccode"
+
 	"go.yaml.in/yaml/v3"
 )
 
@@ -26,8 +28,13 @@ type Config struct {
 	StateDir string `yaml:"state_dir"`
 	// Server holds the proxy listener's timeouts and limits.
 	Server Server `yaml:"server"`
+	// TLS makes the proxy listener serve HTTPS (and HTTP/2). Default: plain
+	// HTTP.
+	TLS TLS `yaml:"tls"`
 	// Upstream tunes the connections canaryd opens to instances.
 	Upstream Upstream `yaml:"upstream"`
+	// GRPC says which gRPC answers count as errors.
+	GRPC GRPC `yaml:"grpc"`
 	// TrustedProxies lists peers (CIDRs or single IPs) whose Forwarded and
 	// X-Forwarded-* headers are kept and extended. Default empty: every peer's
 	// forwarding headers are replaced, so a client cannot spoof its address.
@@ -92,7 +99,115 @@ type Server struct {
 	// MaxRequestBodyBytes caps request bodies (413 above it); they are
 	// streamed, never buffered. Default 0: no cap.
 	MaxRequestBodyBytes int64 `yaml:"max_request_body_bytes"`
+	// H2C serves unencrypted HTTP/2 with prior knowledge (clients that
+	// start with the HTTP/2 preface, as gRPC clients without TLS do) on a
+	// plain listen address, beside HTTP/1.1. Default false.
+	H2C bool `yaml:"h2c"`
+	// ProxyProtocol reads a PROXY protocol header (v1 or v2) from peers in
+	// trusted_proxies, so the client's address is the one the L4 balancer
+	// saw; a header from any other peer closes the connection. Default
+	// false.
+	ProxyProtocol bool `yaml:"proxy_protocol"`
+	// HTTP2 bounds what one HTTP/2 client connection may hold.
+	HTTP2 HTTP2 `yaml:"http2"`
 }
+
+// HTTP2 bounds HTTP/2 client connections (TLS with ALPN h2, or h2c). The
+// request header limit is server.max_header_bytes, and idle connections
+// close after server.idle_timeout, as for HTTP/1.1.
+type HTTP2 struct {
+	// MaxConcurrentStreams a client may have open on one connection;
+	// streams beyond it are refused (REFUSED_STREAM), and canaryd runs at
+	// most this many handlers per connection, however fast a client opens
+	// and resets streams. Default 100 (Envoy's and nginx's order).
+	MaxConcurrentStreams int `yaml:"max_concurrent_streams"`
+	// MaxReceiveBufferPerStream is the flow-control window of one stream
+	// (request body bytes buffered before the client must wait). Default
+	// 262144 (256 KiB).
+	MaxReceiveBufferPerStream int `yaml:"max_receive_buffer_per_stream"`
+	// MaxReceiveBufferPerConnection is the window of the whole connection.
+	// Default 1048576 (1 MiB).
+	MaxReceiveBufferPerConnection int `yaml:"max_receive_buffer_per_connection"`
+	// PingTimeout closes a connection whose client does not answer a
+	// health PING in time; PINGs go out after SendPingTimeout without a
+	// frame. Defaults 15s and 0 (no PINGs: idle_timeout rules).
+	PingTimeout     Duration `yaml:"ping_timeout"`
+	SendPingTimeout Duration `yaml:"send_ping_timeout"`
+	// WriteByteTimeout closes a connection that accepts no byte for this
+	// long while canaryd has data for it (a client that stops reading).
+	// Default 30s.
+	WriteByteTimeout Duration `yaml:"write_byte_timeout"`
+}
+
+// TLS is the proxy listener's TLS. Certificate, key and CA files are
+// reloaded live when they change (rename, symlink swap, in-place write),
+// and a broken or mismatched new pair is refused while the old one serves;
+// the other keys need a restart.
+type TLS struct {
+	// CertFile and KeyFile are the default certificate (PEM; the chain
+	// after the leaf) and its key. Setting them turns TLS on.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// Certificates adds certificates chosen by the client's server name
+	// (SNI) against each one's DNS names, wildcards included; the first
+	// certificate (cert_file, else the first here) is served when none
+	// matches. Default none.
+	Certificates []CertPair `yaml:"certificates"`
+	// MinVersion is the lowest TLS version: "1.2" or "1.3". Default "1.2".
+	MinVersion string `yaml:"min_version"`
+	// ClientCAFile asks clients for a certificate signed by one of its CAs
+	// (mutual TLS). Default "": none asked for.
+	ClientCAFile string `yaml:"client_ca_file"`
+	// ClientAuth with a client_ca_file: "require" refuses a client without
+	// a valid certificate, "verify_if_given" checks one only if sent.
+	// Default "require".
+	ClientAuth string `yaml:"client_auth"`
+	// RedirectHTTP is an address (":80") where plain HTTP is answered
+	// with a permanent redirect (308) to the same URL over https. Default
+	// "": none.
+	RedirectHTTP string `yaml:"redirect_http"`
+}
+
+// CertPair is a certificate file and its key file.
+type CertPair struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// Client authentication modes of tls.client_auth.
+const (
+	ClientAuthRequire       = "require"
+	ClientAuthVerifyIfGiven = "verify_if_given"
+)
+
+// Enabled reports whether the listener serves TLS.
+func (t TLS) Enabled() bool { return t.CertFile != "" || len(t.Certificates) > 0 }
+
+// Pairs lists every certificate, the default first.
+func (t TLS) Pairs() []CertPair {
+	var ps []CertPair
+	if t.CertFile != "" {
+		ps = append(ps, CertPair{t.CertFile, t.KeyFile})
+	}
+	return append(ps, t.Certificates...)
+}
+
+// GRPC judges gRPC answers (content type application/grpc): their
+// grpc-status, in the trailers or a trailers-only answer, decides whether
+// the call failed, whatever its HTTP status (which is 200).
+type GRPC struct {
+	// ErrorCodes count as errors in the metrics, passive health, the
+	// in-process windows and so in rollouts: names (UNAVAILABLE) or
+	// numbers. Default UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED,
+	// INTERNAL, UNAVAILABLE, DATA_LOSS (the server's failures; NOT_FOUND
+	// or INVALID_ARGUMENT are the client's).
+	ErrorCodes []string `yaml:"error_codes"`
+
+	errors grpccode.Set // parsed by Validate
+}
+
+// Errors is ErrorCodes parsed.
+func (g GRPC) Errors() grpccode.Set { return g.errors }
 
 // Upstream tunes the connections to instances.
 type Upstream struct {
@@ -388,7 +503,18 @@ type ActiveHealth struct {
 	// Jitter spreads probes by up to this percent of the interval, so that
 	// instances are not probed in lockstep. Default 10.
 	Jitter *int `yaml:"jitter"`
+	// GRPC probes with the standard gRPC health-checking protocol
+	// (grpc.health.v1.Health/Check) instead of GET path: the instance
+	// passes when it answers SERVING. Needs a pool protocol of h2c or h2.
+	// Default false.
+	GRPC bool `yaml:"grpc"`
+	// GRPCService is the service name asked about. Default "": the
+	// server as a whole.
+	GRPCService string `yaml:"grpc_service"`
 }
+
+// Probing reports whether active probes run.
+func (a ActiveHealth) Probing() bool { return a.Path != "" || a.GRPC }
 
 // PassiveHealth ejects instances that fail live requests.
 type PassiveHealth struct {
@@ -433,6 +559,40 @@ type Pool struct {
 	// Health, when set, replaces the route's health block for this pool.
 	// Default: the route's.
 	Health *Health `yaml:"health"`
+	// Protocol spoken to the instances: "http1" (HTTP/1.1, over TLS for
+	// https:// instances), "h2" (HTTP/2 over TLS, negotiated by ALPN:
+	// https:// instances) or "h2c" (HTTP/2 without TLS, prior knowledge:
+	// http:// instances; what a gRPC server without TLS speaks). Default
+	// "http1".
+	Protocol string `yaml:"protocol"`
+	// TLS to https:// instances. Default: verified against the system's
+	// roots, the instance's host as the name (upstream.insecure_skip_verify
+	// aside).
+	TLS *UpstreamTLS `yaml:"tls"`
+}
+
+// Pool protocols.
+const (
+	ProtocolHTTP1 = "http1"
+	ProtocolH2    = "h2"
+	ProtocolH2C   = "h2c"
+)
+
+// UpstreamTLS is how a pool's https:// instances are verified and what
+// they are shown. Its files are reloaded live, like the listener's.
+type UpstreamTLS struct {
+	// CAFile holds the CA(s) that sign the instances' certificates.
+	// Default "": the system's roots.
+	CAFile string `yaml:"ca_file"`
+	// ServerName is verified in each instance's certificate and sent as
+	// SNI. Default "": the instance's host.
+	ServerName string `yaml:"server_name"`
+	// CertFile and KeyFile are a client certificate for instances that
+	// require one (mutual TLS). Default: none.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// InsecureSkipVerify accepts any certificate. Default false.
+	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
 }
 
 // PoolHealth is the effective health block of a pool (defaults filled).

@@ -11,6 +11,9 @@ import (
 	"strings"
 	"time"
 
+	"canaryd/grpccode"
+	"canaryd/tlsfiles"
+
 	"go.yaml.in/yaml/v3"
 )
 
@@ -50,6 +53,12 @@ const (
 	// MinTripwireWindow is the shortest window it can honour.
 	TripwireResolution = time.Second
 	MinTripwireWindow  = time.Second
+	DefaultH2MaxConcurrentStreams   = 100
+	DefaultH2StreamBuffer           = 256 << 10
+	DefaultH2ConnBuffer             = 1 << 20
+	DefaultH2PingTimeout            = 15 * time.Second
+	DefaultH2WriteByteTimeout       = 30 * time.Second
+	DefaultTLSMinVersion            = "1.2"
 	// AdminOff disables the admin listener.
 	AdminOff = "off"
 	// MaxPools bounds pools per route (the schedule stores a byte per slot).
@@ -72,6 +81,19 @@ func (c *Config) applyDefaults() {
 		c.Upstream.MaxResponseHeaderBytes = DefaultMaxResponseHeaderBytes
 	}
 	setBoolPtr(&c.Upstream.FastPath, true)
+	h2 := &c.Server.HTTP2
+	setInt(&h2.MaxConcurrentStreams, DefaultH2MaxConcurrentStreams)
+	setInt(&h2.MaxReceiveBufferPerStream, DefaultH2StreamBuffer)
+	setInt(&h2.MaxReceiveBufferPerConnection, DefaultH2ConnBuffer)
+	setDur(&h2.PingTimeout, DefaultH2PingTimeout)
+	setDur(&h2.WriteByteTimeout, DefaultH2WriteByteTimeout)
+	setStr(&c.TLS.MinVersion, DefaultTLSMinVersion)
+	if c.TLS.ClientCAFile != "" {
+		setStr(&c.TLS.ClientAuth, ClientAuthRequire)
+	}
+	if len(c.GRPC.ErrorCodes) == 0 {
+		c.GRPC.ErrorCodes = []string{"UNKNOWN", "DEADLINE_EXCEEDED", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS"}
+	}
 	setInt(&c.AccessLog.Sample, 1)
 	setDur(&c.Reload.Debounce, DefaultReloadDebounce)
 	setDur(&c.Reload.PollInterval, DefaultReloadPollInterval)
@@ -91,6 +113,7 @@ func (c *Config) applyDefaults() {
 			r.Rollout.applyDefaults()
 		}
 		for j := range r.Pools {
+			setStr(&r.Pools[j].Protocol, ProtocolHTTP1)
 			if h := r.Pools[j].Health; h != nil {
 				h.applyDefaults()
 			}
@@ -246,6 +269,8 @@ func RestartNeeded(running, next *Config) []string {
 	check("admin", running.Admin, next.Admin)
 	check("server", running.Server, next.Server)
 	check("upstream", running.Upstream, next.Upstream)
+	check("tls", running.TLS, next.TLS)
+	check("grpc", running.GRPC, next.GRPC)
 	check("trusted_proxies", running.TrustedProxies, next.TrustedProxies)
 	check("reload", running.Reload, next.Reload)
 	check("access_log", running.AccessLog, next.AccessLog)
@@ -398,6 +423,20 @@ func (v *validator) config(c *Config) {
 		}
 		v.trusted = append(v.trusted, p)
 	}
+	v.tls(c)
+	v.http2(&c.Server.HTTP2)
+	if c.Server.ProxyProtocol && len(c.TrustedProxies) == 0 {
+		v.add(path{"server", "proxy_protocol"}, "only peers in trusted_proxies may send a PROXY header, and the list is empty; list the load balancers' addresses there")
+	}
+	c.GRPC.errors = 0
+	for i, s := range c.GRPC.ErrorCodes {
+		code, err := grpccode.Parse(s)
+		if err != nil {
+			v.add(path{"grpc", "error_codes", i}, "%v", err)
+			continue
+		}
+		c.GRPC.errors |= grpccode.Of(code)
+	}
 	if len(c.Routes) == 0 {
 		v.add(path{"routes"}, "no routes; add at least one route with pools")
 	}
@@ -511,6 +550,114 @@ func (v *validator) force(p path, f *Force) {
 	}
 }
 
+// tls checks the listener's TLS block, loading each pair and CA file so
+// that a broken one is refused at validate (and reload) time, not at the
+// first handshake.
+func (v *validator) tls(c *Config) {
+	t := &c.TLS
+	at := func(k ...any) path { return append(path{"tls"}, k...) }
+	if _, err := tlsfiles.MinVersion(t.MinVersion); err != nil {
+		v.add(at("min_version"), "%v", err)
+	}
+	if !t.Enabled() {
+		for k, set := range map[string]bool{"key_file": t.KeyFile != "", "client_ca_file": t.ClientCAFile != "", "redirect_http": t.RedirectHTTP != ""} {
+			if set {
+				v.add(at(k), "is set but TLS is not on; set tls.cert_file and tls.key_file (or tls.certificates)")
+			}
+		}
+		return
+	}
+	if c.Server.H2C {
+		v.add(path{"server", "h2c"}, "h2c is HTTP/2 without TLS, and the listener serves TLS (which offers HTTP/2 by ALPN); remove server.h2c")
+	}
+	if t.CertFile != "" || t.KeyFile != "" {
+		v.pair(at(), t.CertFile, t.KeyFile)
+	}
+	for i, p := range t.Certificates {
+		v.pair(at("certificates", i), p.CertFile, p.KeyFile)
+	}
+	switch {
+	case t.ClientCAFile == "" && t.ClientAuth != "":
+		v.add(at("client_auth"), "needs tls.client_ca_file (the CAs client certificates are checked against)")
+	case t.ClientAuth == "", t.ClientAuth == ClientAuthRequire, t.ClientAuth == ClientAuthVerifyIfGiven:
+	default:
+		v.add(at("client_auth"), "%q is not a mode; use %s or %s", t.ClientAuth, ClientAuthRequire, ClientAuthVerifyIfGiven)
+	}
+	if t.ClientCAFile != "" {
+		if _, err := tlsfiles.NewClient(tlsfiles.ClientOptions{CAFile: t.ClientCAFile}); err != nil {
+			v.add(at("client_ca_file"), "%v", err)
+		}
+	}
+	if t.RedirectHTTP != "" {
+		v.listenAddr(at("redirect_http"), t.RedirectHTTP)
+		if t.RedirectHTTP == c.Listen || t.RedirectHTTP == c.Admin.Listen {
+			v.add(at("redirect_http"), "%q is already the proxy's or the admin's address; give it its own port (usually :80)", t.RedirectHTTP)
+		}
+	}
+}
+
+// pair checks a certificate and key file by loading them.
+func (v *validator) pair(p path, certFile, keyFile string) {
+	at := func(k string) path { return append(append(path{}, p...), k) }
+	switch {
+	case certFile == "":
+		v.add(at("cert_file"), "is missing; name the PEM certificate file that goes with key_file")
+	case keyFile == "":
+		v.add(at("key_file"), "is missing; name the PEM private key file of cert_file")
+	default:
+		if _, err := tlsfiles.NewServer(tlsfiles.ServerOptions{Pairs: []tlsfiles.Pair{{CertFile: certFile, KeyFile: keyFile}}}); err != nil {
+			v.add(at("cert_file"), "%v", err)
+		}
+	}
+}
+
+func (v *validator) http2(h *HTTP2) {
+	at := func(k string) path { return path{"server", "http2", k} }
+	if n := h.MaxConcurrentStreams; n < 1 || n > 10000 {
+		v.add(at("max_concurrent_streams"), "%d is not from 1 to 10000", n)
+	}
+	if n := h.MaxReceiveBufferPerStream; n < 16<<10 || n > 16<<20 {
+		v.add(at("max_receive_buffer_per_stream"), "%d is not from 16384 to 16777216", n)
+	}
+	if n := h.MaxReceiveBufferPerConnection; n < h.MaxReceiveBufferPerStream || n > 256<<20 {
+		v.add(at("max_receive_buffer_per_connection"), "%d is not from max_receive_buffer_per_stream (%d) to 268435456", n, h.MaxReceiveBufferPerStream)
+	}
+	if h.SendPingTimeout.D() > 0 && h.SendPingTimeout.D() < time.Second {
+		v.add(at("send_ping_timeout"), "%v is under 1s; PING less often (or 0 for never)", h.SendPingTimeout)
+	}
+}
+
+// pool checks a pool's protocol against its instances' scheme, and
+// loads its TLS files.
+func (v *validator) pool(pp path, p *Pool, schemes map[string]bool) {
+	at := func(k ...any) path { return append(append(path{}, pp...), k...) }
+	switch p.Protocol {
+	case ProtocolHTTP1:
+	case ProtocolH2:
+		if schemes["http"] {
+			v.add(at("protocol"), "h2 is HTTP/2 over TLS, for https:// instances; use h2c for plain http:// instances")
+		}
+	case ProtocolH2C:
+		if schemes["https"] {
+			v.add(at("protocol"), "h2c is HTTP/2 without TLS, for http:// instances; use h2 for https:// instances")
+		}
+	default:
+		v.add(at("protocol"), "%q is not a protocol; use %s, %s or %s", p.Protocol, ProtocolHTTP1, ProtocolH2, ProtocolH2C)
+	}
+	if t := p.TLS; t != nil {
+		if schemes["http"] {
+			v.add(at("tls"), "applies to https:// instances, and this pool has http:// ones; write the instances as https://host:port")
+		}
+		_, err := tlsfiles.NewClient(tlsfiles.ClientOptions{CAFile: t.CAFile, CertFile: t.CertFile, KeyFile: t.KeyFile})
+		if err != nil {
+			v.add(at("tls"), "%v", err)
+		}
+	}
+	if h := p.Health; h != nil && h.Active.GRPC && p.Protocol == ProtocolHTTP1 {
+		v.add(at("health", "active", "grpc"), "gRPC health probes need HTTP/2; set the pool's protocol to h2c (or h2 for https:// instances)")
+	}
+}
+
 func (v *validator) listenAddr(p path, addr string) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -594,6 +741,7 @@ func (v *validator) route(rp path, r *Route) {
 			v.add(append(pp, "instances"), "no instances; list host:port or http(s)://host:port entries")
 		}
 		seen := map[string]int{}
+		schemes := map[string]bool{}
 		for k, in := range p.Instances {
 			ip := append(append(path{}, pp...), "instances", k)
 			u, err := ParseInstance(in)
@@ -605,6 +753,11 @@ func (v *validator) route(rp path, r *Route) {
 				v.add(ip, "%q is already instances[%d] of this pool; list each instance once", in, first)
 			}
 			seen[u.String()] = k
+			schemes[u.Scheme] = true
+		}
+		v.pool(pp, p, schemes)
+		if p.Health == nil && r.Health.Active.GRPC && p.Protocol == ProtocolHTTP1 {
+			v.add(append(rp, "health", "active", "grpc"), "gRPC health probes need HTTP/2, and pool %q speaks http1; set its protocol to h2c (or h2)", p.Name)
 		}
 	}
 	if sumKnown && sum != 10000 {
@@ -742,8 +895,14 @@ func (v *validator) rollout(p path, r *Route) {
 func (v *validator) health(hp path, h *Health) {
 	a := h.Active
 	ap := append(append(path{}, hp...), "active")
-	if a.Path != "" {
-		if !strings.HasPrefix(a.Path, "/") {
+	if a.GRPC && a.Path != "" {
+		v.add(append(ap, "path"), "a gRPC probe asks grpc.health.v1.Health/Check, not a path; remove path (or grpc)")
+	}
+	if a.GRPCService != "" && !a.GRPC {
+		v.add(append(ap, "grpc_service"), "is for gRPC probes; set grpc: true too")
+	}
+	if a.Probing() {
+		if a.Path != "" && !strings.HasPrefix(a.Path, "/") {
 			v.add(append(ap, "path"), "%q must start with /", a.Path)
 		}
 		if a.Timeout.D() >= a.Interval.D() || a.Timeout.D() > a.UnhealthyInterval.D() {

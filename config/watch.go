@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -25,38 +26,67 @@ import (
 // that an edit made before it was armed is not missed. Watch returns an
 // error only if the watch cannot start.
 func Watch(ctx context.Context, path string, debounce time.Duration, notify func(reason string)) error {
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		return fmt.Errorf("watch %s: %w", path, err)
-	}
+	return WatchFiles(ctx, []string{path}, debounce, notify)
+}
+
+// watched is one file of WatchFiles: where it is and what it resolves to.
+type watched struct {
+	abs, dir, base string
+	target         string // the resolved path; "" when missing
+}
+
+// WatchFiles is Watch for several files (the config and the certificate
+// files it names) on one inotify instance: notify runs when any of them
+// may have changed.
+func WatchFiles(ctx context.Context, paths []string, debounce time.Duration, notify func(reason string)) error {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
-		return fmt.Errorf("watch %s: %w (raise fs.inotify.max_user_instances?)", path, err)
+		return fmt.Errorf("watch %s: %w (raise fs.inotify.max_user_instances?)", strings.Join(paths, ", "), err)
 	}
 	defer w.Close()
-	dir, base := filepath.Dir(abs), filepath.Base(abs)
-	if err := w.Add(dir); err != nil {
-		return fmt.Errorf("watch directory %s: %w", dir, err)
+	dirs := map[string]bool{}
+	add := func(d string) error {
+		if dirs[d] {
+			return nil
+		}
+		if err := w.Add(d); err != nil {
+			return err
+		}
+		dirs[d] = true
+		return nil
 	}
-	target := resolve(abs)
-	targetDir := ""
-	follow := func() {
-		// Watch the directory the symlink points into as well, so that an
-		// edit made through the link's target is seen too.
-		td := filepath.Dir(target)
-		if target == "" || td == dir || td == targetDir {
-			return
+	files := make([]*watched, 0, len(paths))
+	for _, p := range paths {
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			return fmt.Errorf("watch %s: %w", p, err)
 		}
-		if targetDir != "" {
-			_ = w.Remove(targetDir) // may be gone already
+		f := &watched{abs: abs, dir: filepath.Dir(abs), base: filepath.Base(abs)}
+		if err := add(f.dir); err != nil {
+			return fmt.Errorf("watch directory %s: %w", f.dir, err)
 		}
-		if w.Add(td) == nil {
-			targetDir = td
-		}
+		files = append(files, f)
 	}
-	follow()
-	// The file may have changed between the caller's read and now, when no
-	// watch was armed yet: ask for one check so that edit is not lost.
+	// follow also watches the directory a symlink points into, so that an
+	// edit made through the link's target is seen too. (A directory that
+	// stops being a target stays watched: its events are filtered out, and
+	// Kubernetes removes the old ones, which ends their watch.)
+	follow := func(f *watched) bool {
+		now := resolve(f.abs)
+		if now == f.target {
+			return false
+		}
+		f.target = now
+		if td := filepath.Dir(now); now != "" && td != f.dir {
+			_ = add(td)
+		}
+		return true
+	}
+	for _, f := range files {
+		follow(f)
+	}
+	// The files may have changed between the caller's read and now, when
+	// no watch was armed yet: ask for one check so that edit is not lost.
 	notify("watch started")
 
 	timer := time.NewTimer(time.Hour)
@@ -70,16 +100,17 @@ func Watch(ctx context.Context, path string, debounce time.Duration, notify func
 			if !ok {
 				return nil
 			}
-			if r, ok := relevant(ev, dir, base, target); ok {
-				reason = r
-				timer.Reset(debounce)
-				continue
-			}
-			if now := resolve(abs); now != target {
-				target = now
-				follow()
-				reason = "symlink target changed"
-				timer.Reset(debounce)
+			for _, f := range files {
+				if r, ok := relevant(ev, f.dir, f.base, f.target); ok {
+					reason = r
+					if len(files) > 1 {
+						reason = f.base + ": " + r
+					}
+					timer.Reset(debounce)
+				} else if follow(f) {
+					reason = f.base + ": symlink target changed"
+					timer.Reset(debounce)
+				}
 			}
 		case err, ok := <-w.Errors:
 			if !ok {
@@ -88,9 +119,8 @@ func Watch(ctx context.Context, path string, debounce time.Duration, notify func
 			reason = "watch error: " + err.Error()
 			timer.Reset(debounce)
 		case <-timer.C:
-			if now := resolve(abs); now != target {
-				target = now
-				follow()
+			for _, f := range files {
+				follow(f)
 			}
 			notify(reason)
 		}

@@ -10,6 +10,7 @@ package health
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"net/url"
 	"sync"
 	"time"
@@ -55,7 +56,14 @@ type Target struct {
 // Config is an instance's health settings (see config.Health for the
 // meaning and defaults of each).
 type Config struct {
-	ProbePath           string // "": no active probes
+	ProbePath string // "": no HTTP probes
+	// GRPC probes with grpc.health.v1.Health/Check for GRPCService
+	// instead of GET ProbePath.
+	GRPC        bool
+	GRPCService string
+	// Transport sends the probes (the pool's protocol and TLS); nil: the
+	// checker's own HTTP/1.1 client. Compared by identity.
+	Transport           http.RoundTripper
 	Interval            time.Duration
 	UnhealthyInterval   time.Duration
 	Timeout             time.Duration
@@ -68,6 +76,8 @@ type Config struct {
 	MaxEjectFor         time.Duration
 	MaxEjectedPercent   int
 }
+
+func (c Config) probing() bool { return c.ProbePath != "" || c.GRPC }
 
 type key struct{ route, pool, addr string }
 
@@ -129,7 +139,7 @@ func (c *Checker) Start() {
 
 // startProbe launches in's probe loop if it has one to run. c.mu held.
 func (c *Checker) startProbe(in *Instance) {
-	if !c.started || in.Config.ProbePath == "" || in.stopProbe != nil {
+	if !c.started || !in.Config.probing() || in.stopProbe != nil {
 		return
 	}
 	ctx, cancel := context.WithCancel(c.ctx)
@@ -211,7 +221,7 @@ func (c *Checker) Sync(targets []Target) []*Instance {
 		cfg := t.Config
 		p := passiveOf(cfg)
 		in.h.Passive.Store(&p)
-		if cfg.ProbePath == "" && in.h.ProbeDown.Load() {
+		if !cfg.probing() && in.h.ProbeDown.Load() {
 			// Probes were turned off: nothing will ever bring it back.
 			in.h.ProbeDown.Store(false)
 			c.report(in, "sync", "active probes turned off", 0)

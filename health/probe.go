@@ -38,10 +38,21 @@ func newProber() *prober {
 
 func (p *prober) close() { p.transport.CloseIdleConnections() }
 
+// client is the prober's own client, or one on the pool's transport.
+func (p *prober) clientFor(cfg Config) *http.Client {
+	if cfg.Transport == nil {
+		return p.client
+	}
+	return &http.Client{Transport: cfg.Transport, CheckRedirect: p.client.CheckRedirect}
+}
+
 // check runs one probe; it returns "" when it passed, else why it failed.
 func (p *prober) check(ctx context.Context, target *url.URL, cfg Config) string {
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
+	if cfg.GRPC {
+		return grpcCheck(ctx, p.clientFor(cfg), target, cfg)
+	}
 	u := *target
 	u.Path += cfg.ProbePath
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
@@ -49,7 +60,7 @@ func (p *prober) check(ctx context.Context, target *url.URL, cfg Config) string 
 		return err.Error()
 	}
 	req.Header.Set("User-Agent", "canaryd-health")
-	resp, err := p.client.Do(req)
+	resp, err := p.clientFor(cfg).Do(req)
 	if err != nil {
 		if ctx.Err() == context.DeadlineExceeded {
 			return fmt.Sprintf("GET %s: no answer within %v", cfg.ProbePath, cfg.Timeout)

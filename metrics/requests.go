@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"canaryd/grpccode"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -24,6 +26,7 @@ const NoPool = ""
 type Requests struct {
 	total     *prometheus.CounterVec
 	preview   *prometheus.CounterVec
+	grpc      *prometheus.CounterVec
 	duration  *prometheus.HistogramVec
 	weight    *prometheus.GaugeVec
 	effective *prometheus.GaugeVec
@@ -46,6 +49,10 @@ func NewRequests(reg prometheus.Registerer) *Requests {
 			Name: "canaryd_preview_requests_total",
 			Help: "Requests that named their pool by the force header or cookie (a preview), by route, pool and status code; also counted in canaryd_requests_total.",
 		}, []string{"route", "pool", "code"}),
+		grpc: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "canaryd_grpc_requests_total",
+			Help: "gRPC calls (answers of content type application/grpc) by route, pool and grpc-status name (17 values); also counted in canaryd_requests_total, by their HTTP status.",
+		}, []string{"route", "pool", "grpc_code"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "canaryd_request_duration_seconds",
 			Help:    "Time from receiving a request to the end of its answer, by route and pool.",
@@ -62,7 +69,7 @@ func NewRequests(reg prometheus.Registerer) *Requests {
 		pools: map[poolKey]*PoolStats{},
 		now:   time.Now,
 	}
-	reg.MustRegister(m.total, m.preview, m.duration, m.weight, m.effective)
+	reg.MustRegister(m.total, m.preview, m.grpc, m.duration, m.weight, m.effective)
 	return m
 }
 
@@ -103,6 +110,7 @@ func (m *Requests) Retain(keep map[string][]string) {
 		labels := prometheus.Labels{"route": k.route, "pool": k.pool}
 		m.total.DeletePartialMatch(labels)
 		m.preview.DeletePartialMatch(labels)
+		m.grpc.DeletePartialMatch(labels)
 		m.duration.Delete(labels)
 		m.weight.Delete(labels)
 		m.effective.Delete(labels)
@@ -156,7 +164,9 @@ type PoolStats struct {
 	// on the first request: 15 buckets × 10,000 idle pools is memory for
 	// nothing.
 	duration atomic.Pointer[observer]
-	win      *window
+	// grpcCodes caches the children of canaryd_grpc_requests_total.
+	grpcCodes atomic.Pointer[[grpccode.Count]atomic.Pointer[counter]]
+	win       *window
 }
 
 type counter struct{ prometheus.Counter }
@@ -167,10 +177,12 @@ type observer struct{ prometheus.Observer }
 // went away) and its duration. No lock and, once a status has been seen,
 // no allocation.
 func (p *PoolStats) Observe(status int, d time.Duration) {
-	p.observe(status, d, false)
+	p.observe(status, status, d, false)
 }
 
-func (p *PoolStats) observe(status int, d time.Duration, preview bool) {
+// observe counts status (as sent) in the Prometheus series and counted
+// (the status canaryd judges by) in the window.
+func (p *PoolStats) observe(status, counted int, d time.Duration, preview bool) {
 	p.code(&p.codes, p.m.total, status).Inc()
 	o := p.duration.Load()
 	if o == nil {
@@ -178,14 +190,42 @@ func (p *PoolStats) observe(status int, d time.Duration, preview bool) {
 		o = p.duration.Load()
 	}
 	o.Observe(d.Seconds())
-	p.win.record(status, d, preview)
+	p.win.record(counted, d, preview)
+	if preview {
+		p.code(&p.pcodes, p.m.preview, status).Inc()
+	}
 }
 
 // ObservePreview records one request that named this pool by the force
 // header or cookie: counted as Observe does, and as a preview.
 func (p *PoolStats) ObservePreview(status int, d time.Duration) {
-	p.observe(status, d, true)
-	p.code(&p.pcodes, p.m.preview, status).Inc()
+	p.observe(status, status, d, true)
+}
+
+// ObserveGRPC records a gRPC call: status is the HTTP status sent (200
+// for any call answered), code its grpc-status. A call that failed (its
+// code in the error set) counts in the window, and so in rollouts, as the
+// code's HTTP equivalent (UNAVAILABLE as 503...).
+func (p *PoolStats) ObserveGRPC(status int, code grpccode.Code, failed bool, d time.Duration, preview bool) {
+	counted := status
+	if failed {
+		counted = code.HTTPStatus()
+	}
+	p.observe(status, counted, d, preview)
+	codes := p.grpcCodes.Load()
+	if codes == nil {
+		p.grpcCodes.CompareAndSwap(nil, new([grpccode.Count]atomic.Pointer[counter]))
+		codes = p.grpcCodes.Load()
+	}
+	if code >= grpccode.Count {
+		code = grpccode.Unknown
+	}
+	c := codes[code].Load()
+	if c == nil {
+		codes[code].CompareAndSwap(nil, &counter{p.m.grpc.WithLabelValues(p.Route, p.Pool, code.String())})
+		c = codes[code].Load()
+	}
+	c.Inc()
 }
 
 type statusCounters [600]atomic.Pointer[counter]

@@ -305,7 +305,11 @@ func (m *Mirror) send(j *mirrorJob) {
 		req.Host = j.host
 	}
 	start := time.Now()
-	resp, err := m.next.RoundTrip(req)
+	next := m.next
+	if pool.Transport != nil {
+		next = pool.Transport
+	}
+	resp, err := next.RoundTrip(req)
 	if err != nil {
 		out.Duration, out.Err = time.Since(start), err
 		return

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"canaryd/balancer"
+	"canaryd/grpccode"
 	"canaryd/proxy/internal/h1"
 
 	"go.uber.org/zap"
@@ -69,6 +70,23 @@ type Outcome struct {
 	// Bytes of response body written to the client; -1 unless
 	// Options.CountBytes.
 	Bytes int64
+	// GRPC is a gRPC call's grpc-status (from its trailers, or a
+	// trailers-only answer; UNKNOWN when it sent none), when IsGRPC: the
+	// answer's content type was application/grpc. GRPCFailed: the code is
+	// in Options.GRPCErrors.
+	GRPC       grpccode.Code
+	IsGRPC     bool
+	GRPCFailed bool
+}
+
+// Counted is the status canaryd's own numbers count the request as: the
+// status sent, or for a failed gRPC call (sent as 200) its code's HTTP
+// equivalent (UNAVAILABLE → 503, DEADLINE_EXCEEDED → 504, others 5xx).
+func (o *Outcome) Counted() int {
+	if o.GRPCFailed {
+		return o.GRPC.HTTPStatus()
+	}
+	return o.Status
 }
 
 // GatewayFailure reports a gateway failure of the instance, as Envoy's
@@ -76,7 +94,7 @@ type Outcome struct {
 // timed out (502/504 made by canaryd), or it answered 502, 503 or 504
 // itself. A client that went away (499) is not one.
 func (o *Outcome) GatewayFailure() bool {
-	switch o.Status {
+	switch o.Counted() {
 	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
 		return o.Instance != nil
 	}
@@ -103,10 +121,14 @@ type Options struct {
 	// 413 at once, and a streamed body that grows past it is cut and
 	// answered 413. Bodies are streamed, never buffered. Default 0: no cap.
 	MaxRequestBodyBytes int64
+	// GRPCErrors are the grpc-status codes that make a gRPC call count as
+	// failed. Default: none (use grpccode.DefaultErrors).
+	GRPCErrors grpccode.Set
 }
 
 // Handler is the proxy. Create it with New.
 type Handler struct {
+	grpcErrors grpccode.Set
 	countBytes bool
 	maxBody    int64
 	tables     Tables
@@ -121,7 +143,7 @@ type Handler struct {
 
 // New returns a proxy reading routes from tables.
 func New(tables Tables, o Options) *Handler {
-	h := &Handler{tables: tables, log: o.Logger, obs: o.Observer, trusted: o.TrustedProxies, countBytes: o.CountBytes, maxBody: o.MaxRequestBodyBytes}
+	h := &Handler{tables: tables, log: o.Logger, obs: o.Observer, trusted: o.TrustedProxies, countBytes: o.CountBytes, maxBody: o.MaxRequestBodyBytes, grpcErrors: o.GRPCErrors}
 	if h.log == nil {
 		h.log = zap.NewNop()
 	}
@@ -162,6 +184,9 @@ type call struct {
 	idValue [1]string
 	status  int
 	err     error
+	// resp is the instance's answer (for a gRPC call's trailers, which
+	// are there once its body has been read to the end).
+	resp *http.Response
 	// closeAfter closes the client's connection after the answer.
 	closeAfter bool
 	// mirror and job: the request is copied to the route's mirror once its
@@ -299,6 +324,11 @@ func (h *Handler) finish(st *state, start time.Time) {
 		if h.countBytes {
 			st.out.Bytes = st.counter.n
 		}
+		if p == nil && st.resp != nil && st.status == http.StatusOK && isGRPC(st.resp.Header) {
+			st.out.IsGRPC = true
+			st.out.GRPC = grpcStatus(st.resp)
+			st.out.GRPCFailed = h.grpcErrors.Has(st.out.GRPC)
+		}
 		h.obs.Observe(&st.out)
 	}
 	if j := st.job; j != nil && p == nil && st.status != StatusClientClosed {
@@ -400,7 +430,7 @@ func (st *state) modifyResponse(resp *http.Response) error {
 		// refuses such an answer too (proxy/internal/h1).
 		return fmt.Errorf("instance %s: 101 Switching Protocols answers a request that asked for no upgrade", st.inst.Addr)
 	}
-	st.status = resp.StatusCode
+	st.status, st.resp = resp.StatusCode, resp
 	if st.job != nil && st.mirror.opts.CompareHeaders {
 		st.job.primaryHeader = resp.Header.Clone()
 	}
@@ -445,6 +475,26 @@ func (st *state) handleError(w http.ResponseWriter, out *http.Request, err error
 		msg = "canaryd: the request body could not be read: " + st.body.err.Error()
 	}
 	reply(w, st.closeAfter, status, st.id, msg)
+}
+
+// isGRPC reports a gRPC answer: content type application/grpc, alone or
+// with a suffix (+proto, +json, ;charset).
+func isGRPC(h http.Header) bool {
+	ct := h.Get("Content-Type")
+	rest, ok := strings.CutPrefix(ct, "application/grpc")
+	return ok && (rest == "" || rest[0] == '+' || rest[0] == ';')
+}
+
+// grpcStatus reads a call's grpc-status: from the trailers, else from the
+// headers (a trailers-only answer). None, or a value that is not a code,
+// reads as UNKNOWN, as a gRPC client reads it.
+func grpcStatus(resp *http.Response) grpccode.Code {
+	v := resp.Trailer.Get("Grpc-Status")
+	if v == "" {
+		v = resp.Header.Get("Grpc-Status")
+	}
+	c, _ := grpccode.FromHeader(v)
+	return c
 }
 
 // gatewayLevel logs the instance's failures at WARN and the client's

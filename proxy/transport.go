@@ -40,7 +40,23 @@ type TransportOptions struct {
 	// of the lean HTTP/1.1 path (proxy/internal/h1). Default false: the
 	// fast path carries the bodiless idempotent requests to http instances.
 	DisableFastPath bool
+	// Protocol spoken: ProtocolHTTP1 (HTTP/1.1, over TLS to https
+	// instances), ProtocolH2 (HTTP/2 over TLS, ALPN h2 only: an instance
+	// that does not negotiate it fails) or ProtocolH2C (HTTP/2 with prior
+	// knowledge, no TLS). Only HTTP/1.1 has the fast path. Default HTTP/1.1.
+	Protocol string
+	// TLS dials https instances; nil: verified against the system's roots
+	// (InsecureSkipVerify aside). http.Transport sets the server name to
+	// the instance's host when it has none.
+	TLS *tls.Config
 }
+
+// Protocols of TransportOptions.Protocol (config's pool protocols).
+const (
+	ProtocolHTTP1 = "http1"
+	ProtocolH2    = "h2"
+	ProtocolH2C   = "h2c"
+)
 
 // DefaultMaxResponseHeaderBytes is TransportOptions.MaxResponseHeaderBytes's
 // default: 64 KiB, about Envoy's default (60 KiB) and the same as the
@@ -89,7 +105,7 @@ func NewTransport(o TransportOptions) *Transport {
 		conns:  map[string]map[*trackedConn]struct{}{},
 		dialer: &net.Dialer{Timeout: o.DialTimeout, KeepAlive: 30 * time.Second},
 	}
-	if !o.DisableFastPath {
+	if !o.DisableFastPath && (o.Protocol == "" || o.Protocol == ProtocolHTTP1) {
 		t.fast = h1.New(h1.Options{
 			Dial:           func(ctx context.Context, addr string) (net.Conn, error) { return t.dial(ctx, "tcp", addr) },
 			HeaderTimeout:  o.ResponseHeaderTimeout,
@@ -110,7 +126,24 @@ func NewTransport(o TransportOptions) *Transport {
 		ExpectContinueTimeout:  time.Second,
 		TLSHandshakeTimeout:    o.DialTimeout,
 		DisableCompression:     true,
-		TLSClientConfig:        &tls.Config{InsecureSkipVerify: o.InsecureSkipVerify}, //nolint:gosec // opt-in, documented
+		TLSClientConfig:        o.TLS,
+		Protocols:              new(http.Protocols),
+	}
+	if t.std.TLSClientConfig == nil {
+		t.std.TLSClientConfig = &tls.Config{InsecureSkipVerify: o.InsecureSkipVerify} //nolint:gosec // opt-in, documented
+	}
+	switch o.Protocol {
+	case ProtocolH2:
+		t.std.Protocols.SetHTTP2(true)
+	case ProtocolH2C:
+		t.std.Protocols.SetUnencryptedHTTP2(true)
+	default:
+		t.std.Protocols.SetHTTP1(true)
+	}
+	if o.Protocol == ProtocolH2 || o.Protocol == ProtocolH2C {
+		// Go's defaults but one: a stuck instance connection is found by
+		// PING rather than by every stream on it timing out.
+		t.std.HTTP2 = &http.HTTP2Config{SendPingTimeout: 15 * time.Second, PingTimeout: 15 * time.Second}
 	}
 	return t
 }
@@ -270,13 +303,17 @@ func (st *state) RoundTrip(req *http.Request) (*http.Response, error) {
 // send hands req to the next transport and notes whether the request may
 // outlive the answer (see Transport.send): such a state is not pooled.
 func (st *state) send(req *http.Request) (*http.Response, error) {
-	if t, ok := st.h.next.(*Transport); ok {
+	next := st.h.next
+	if st.pool.Transport != nil {
+		next = st.pool.Transport
+	}
+	if t, ok := next.(*Transport); ok {
 		resp, fast, err := t.send(req)
 		st.inUse = st.inUse || !fast
 		return resp, err
 	}
 	st.inUse = true
-	return st.h.next.RoundTrip(req)
+	return next.RoundTrip(req)
 }
 
 func isDialError(err error) bool {
