@@ -590,7 +590,7 @@ func (v *validator) tls(c *Config) {
 	}
 	if t.RedirectHTTP != "" {
 		v.listenAddr(at("redirect_http"), t.RedirectHTTP)
-		if t.RedirectHTTP == c.Listen || t.RedirectHTTP == c.Admin.Listen {
+		if (t.RedirectHTTP == c.Listen || t.RedirectHTTP == c.Admin.Listen) && !strings.HasSuffix(t.RedirectHTTP, ":0") {
 			v.add(at("redirect_http"), "%q is already the proxy's or the admin's address; give it its own port (usually :80)", t.RedirectHTTP)
 		}
 	}
