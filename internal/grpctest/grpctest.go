@@ -32,8 +32,10 @@ type Server struct {
 	// Health is the standard health service; set a status with
 	// Health.SetServingStatus.
 	Health *health.Server
-	// fail, when not OK, is the code every call ends with.
-	fail  atomic.Uint32
+	// fail, when not OK, is the code calls end with: every call, or one
+	// in failEvery.
+	fail      atomic.Uint32
+	failEvery atomic.Int64
 	Calls atomic.Int64
 	srv   *grpc.Server
 }
@@ -59,10 +61,16 @@ func Start(t testing.TB, name string, tlsCfg *tls.Config) *Server {
 }
 
 // FailWith makes every call end with code (codes.OK: succeed again).
-func (s *Server) FailWith(code codes.Code) { s.fail.Store(uint32(code)) }
+func (s *Server) FailWith(code codes.Code) { s.FailEvery(code, 1) }
 
-func (s *Server) failure() error {
-	if c := codes.Code(s.fail.Load()); c != codes.OK {
+// FailEvery makes one call in n end with code.
+func (s *Server) FailEvery(code codes.Code, n int64) {
+	s.failEvery.Store(n)
+	s.fail.Store(uint32(code))
+}
+
+func (s *Server) failure(call int64) error {
+	if c := codes.Code(s.fail.Load()); c != codes.OK && call%max(s.failEvery.Load(), 1) == 0 {
 		return status.Error(c, s.Name+" fails on purpose")
 	}
 	return nil
@@ -71,9 +79,9 @@ func (s *Server) failure() error {
 // UnaryCall answers with the server's name as the payload, and sets a
 // trailer of its own (which must reach the client).
 func (s *Server) UnaryCall(ctx context.Context, in *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
-	s.Calls.Add(1)
+	call := s.Calls.Add(1)
 	grpc.SetTrailer(ctx, metadata.Pairs("x-served-by", s.Name))
-	if err := s.failure(); err != nil {
+	if err := s.failure(call); err != nil {
 		return nil, err
 	}
 	return &testpb.SimpleResponse{Payload: &testpb.Payload{Body: []byte(s.Name)}, Username: string(in.GetPayload().GetBody())}, nil
@@ -83,24 +91,24 @@ func (s *Server) UnaryCall(ctx context.Context, in *testpb.SimpleRequest) (*test
 // with the failure code if one is set (after the messages: the error is
 // in the trailers only).
 func (s *Server) StreamingOutputCall(in *testpb.StreamingOutputCallRequest, stream testpb.TestService_StreamingOutputCallServer) error {
-	s.Calls.Add(1)
+	call := s.Calls.Add(1)
 	for range in.GetResponseParameters() {
 		if err := stream.Send(&testpb.StreamingOutputCallResponse{Payload: &testpb.Payload{Body: []byte(s.Name)}}); err != nil {
 			return err
 		}
 	}
 	stream.SetTrailer(metadata.Pairs("x-served-by", s.Name))
-	return s.failure()
+	return s.failure(call)
 }
 
 // FullDuplexCall echoes each message's payload as it comes, until the
 // client closes its side.
 func (s *Server) FullDuplexCall(stream testpb.TestService_FullDuplexCallServer) error {
-	s.Calls.Add(1)
+	call := s.Calls.Add(1)
 	for {
 		in, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
-			return s.failure()
+			return s.failure(call)
 		}
 		if err != nil {
 			return err
