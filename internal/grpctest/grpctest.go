@@ -36,8 +36,8 @@ type Server struct {
 	// in failEvery.
 	fail      atomic.Uint32
 	failEvery atomic.Int64
-	Calls atomic.Int64
-	srv   *grpc.Server
+	Calls     atomic.Int64
+	srv       *grpc.Server
 }
 
 // Start serves on 127.0.0.1:0 until the test ends; tlsCfg nil serves h2c
