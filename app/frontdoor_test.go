@@ -439,3 +439,72 @@ routes:
 		})
 	}
 }
+
+// The PROXY header comes before TLS (the balancer sends it first, then
+// passes the client's handshake through): both layers work together.
+func TestProxyProtocolBeforeTLS(t *testing.T) {
+	dir := t.TempDir()
+	ca := testcerts.NewCA(t, "CA")
+	cf, kf := ca.WriteLeaf(t, dir, "site", "site.test")
+	be := protoBackend(t)
+	r := startFileRig(t, dir, fmt.Sprintf(`
+listen: "127.0.0.1:0"
+admin: { listen: "127.0.0.1:0" }
+trusted_proxies: [127.0.0.1]
+server: { proxy_protocol: true }
+tls: { cert_file: %s, key_file: %s }
+routes:
+  - name: web
+    pools: [{ name: blue, weight: 100, instances: ["%s"] }]
+`, cf, kf, be.URL))
+	raw, err := net.Dial("tcp", r.srv.ProxyAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	raw.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(raw, "PROXY TCP6 2001:db8::42 2001:db8::1 50000 443\r\n")
+	c := tls.Client(raw, &tls.Config{RootCAs: ca.Pool, ServerName: "site.test", NextProtos: []string{"http/1.1"}})
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "xff=2001:db8::42") {
+		t.Fatalf("%d %q; want the header's client address behind TLS", resp.StatusCode, body)
+	}
+}
+
+// A client that opens a TCP connection to the TLS listener and never
+// finishes its handshake is cut at read_header_timeout, as a slow
+// HTTP/1.1 client is.
+func TestStalledTLSHandshakeIsCut(t *testing.T) {
+	dir := t.TempDir()
+	ca := testcerts.NewCA(t, "CA")
+	cf, kf := ca.WriteLeaf(t, dir, "site", "site.test")
+	be := protoBackend(t)
+	r := startFileRig(t, dir, fmt.Sprintf(`
+listen: "127.0.0.1:0"
+admin: { listen: "127.0.0.1:0" }
+server: { read_header_timeout: 300ms }
+tls: { cert_file: %s, key_file: %s }
+routes:
+  - name: web
+    pools: [{ name: blue, weight: 100, instances: ["%s"] }]
+`, cf, kf, be.URL))
+	for _, send := range []string{"", "\x16\x03\x01\x00"} { // nothing; half a record header
+		c, err := net.Dial("tcp", r.srv.ProxyAddr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(c, send)
+		start := time.Now()
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err = io.ReadAll(c)
+		c.Close()
+		if took := time.Since(start); err != nil || took > 3*time.Second {
+			t.Errorf("sent %q: connection closed after %v (%v); want about 300ms", send, took, err)
+		}
+	}
+}

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Load benchmark: canaryd against direct, a plain httputil proxy, nginx and
 # HAProxy, on one machine, and docs/benchmarks.md rewritten with the result.
+# Then the front door: TLS keep-alive and full handshakes (wrk over https)
+# and HTTP/2 (h2load), canaryd against an httputil TLS baseline and nginx
+# with the same certificate and upstreams.
 #   ./bench/run.sh                       # 5 rounds of 10 s at 64 and 256 connections
 #   BENCH_DURATION=3s BENCH_ROUNDS=1 ./bench/run.sh   # a quick look
 # Not part of CI. Needs wrk; uses nginx and HAProxy when installed, and
@@ -16,6 +19,8 @@ missing=()
 command -v wrk >/dev/null || missing+=(wrk)
 command -v nginx >/dev/null || missing+=(nginx-light)
 command -v haproxy >/dev/null || missing+=(haproxy)
+command -v h2load >/dev/null || missing+=(nghttp2-client)
+command -v openssl >/dev/null || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
@@ -45,6 +50,10 @@ go build -o "$work/backend" ./bench/backend
 go build -o "$work/report" ./bench/report
 
 body=$(printf 'x%.0s' $(seq 127))
+# One certificate for every TLS target: ECDSA P-256, as a modern site has.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+  -subj /CN=bench.test -addext subjectAltName=DNS:bench.test,IP:127.0.0.1 \
+  -keyout "$work/bench.key" -out "$work/bench.crt" 2>/dev/null
 backend="go"
 if command -v nginx >/dev/null; then
   backend="nginx"
@@ -65,7 +74,9 @@ routes:
       - { name: a, weight: 90, instances: ["127.0.0.1:18001"] }
       - { name: b, weight: 10, instances: ["127.0.0.1:18002"] }
 YAML
-declare -A addr pid
+sed 's|listen: "127.0.0.1:18200"|listen: "127.0.0.1:18210"|' "$work/canaryd.yaml" > "$work/canaryd-tls.yaml"
+echo "tls: { cert_file: $work/bench.crt, key_file: $work/bench.key }" >> "$work/canaryd-tls.yaml"
+declare -A addr pid taddr tpid
 addr[direct]=127.0.0.1:18001; pid[direct]=$backend_pid
 $P "$work/canaryd" run --config "$work/canaryd.yaml" --log-level warn & pids+=($!); addr[canaryd]=127.0.0.1:18200; pid[canaryd]=$!
 $P "$work/baseline" --listen 127.0.0.1:18100 2>"$work/baseline.log" & pids+=($!); addr[httputil]=127.0.0.1:18100; pid[httputil]=$!
@@ -114,6 +125,50 @@ for r in $(seq "$ROUNDS"); do
   done
 done
 
+# The front door. Each TLS target serves the same certificate in front of
+# the same upstreams; the plain targets are stopped first, to leave core 1
+# to one proxy at a time.
+for t in $targets; do [ "$t" = direct ] || kill "${pid[$t]}" 2>/dev/null || true; done
+tls_targets="canaryd httputil"
+$P "$work/canaryd" run --config "$work/canaryd-tls.yaml" --log-level warn & pids+=($!); taddr[canaryd]=127.0.0.1:18210; tpid[canaryd]=$!
+$P "$work/baseline" --listen 127.0.0.1:18110 --cert "$work/bench.crt" --key "$work/bench.key" 2>"$work/baseline-tls.log" & pids+=($!); taddr[httputil]=127.0.0.1:18110; tpid[httputil]=$!
+if command -v nginx >/dev/null; then
+  sed "s|@DIR@|$work|g" bench/peers/nginx-proxy-tls.conf > "$work/nginx-proxy-tls.conf"
+  $P nginx -c "$work/nginx-proxy-tls.conf" & pids+=($!); taddr[nginx]=127.0.0.1:18310; tpid[nginx]=$!
+  tls_targets="$tls_targets nginx"
+fi
+for t in $tls_targets; do
+  for i in $(seq 50); do
+    (exec 3<>"/dev/tcp/${taddr[$t]%:*}/${taddr[$t]#*:}") 2>/dev/null && break
+    sleep 0.1
+  done
+done
+echo -e "target\tmode\tround\trps\tp99_ms\trequests\tcpu_ticks" > "$work/tls.tsv"
+for r in $(seq "$ROUNDS"); do
+  for t in $tls_targets; do
+    url="https://${taddr[$t]}/"
+    before=$(ticks "${tpid[$t]}")
+    out=$(taskset -c "$LOAD_CPU" wrk -t1 -c64 -d"$DURATION" --latency "$url")
+    after=$(ticks "${tpid[$t]}")
+    echo -e "$t\ttls-keepalive\t$r\t$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")\t$(awk '$1=="99%" {print $2}' <<<"$out")\t$(awk '/requests in/ {print $1}' <<<"$out")\t$((after - before))" >> "$work/tls.tsv"
+    # A new connection, and so a full handshake, for every request.
+    before=$(ticks "${tpid[$t]}")
+    out=$(taskset -c "$LOAD_CPU" wrk -t1 -c16 -d"$DURATION" --latency -H "Connection: close" "$url")
+    after=$(ticks "${tpid[$t]}")
+    echo -e "$t\ttls-handshake\t$r\t$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")\t$(awk '$1=="99%" {print $2}' <<<"$out")\t$(awk '/requests in/ {print $1}' <<<"$out")\t$((after - before))" >> "$work/tls.tsv"
+    if command -v h2load >/dev/null; then
+      # 16 connections of 10 concurrent streams each, ALPN h2.
+      before=$(ticks "${tpid[$t]}")
+      out=$(taskset -c "$LOAD_CPU" h2load -c16 -m10 -D"${DURATION%s}" "$url" 2>&1)
+      after=$(ticks "${tpid[$t]}")
+      rps=$(awk '/^finished in/ {gsub(",", "", $4); print $4}' <<<"$out")
+      done_=$(awk '/^requests:/ {print $8}' <<<"$out")
+      echo -e "$t\th2\t$r\t$rps\t\t$done_\t$((after - before))" >> "$work/tls.tsv"
+    fi
+    echo "round $r $t: $(tail -3 "$work/tls.tsv" | cut -f2,4 | tr '\n' ' ')"
+  done
+done
+
 # Stop the load targets before the Go benchmarks, which want both cores.
 for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
 wait 2>/dev/null || true
@@ -125,6 +180,9 @@ go test -run '^$' -benchtime=2s \
 
 "$work/report" --results "$work/results.tsv" --ticks "$(getconf CLK_TCK)" --backend "$backend" \
   --duration "$DURATION" --rounds "$ROUNDS" --canaryd "$("$work/canaryd" version)" \
-  --gobench "$work/gobench.txt" --notes bench/findings.md > "$work/benchmarks.md"
+  --gobench "$work/gobench.txt" --tls "$work/tls.tsv" --notes bench/findings.md > "$work/benchmarks.md"
 mv "$work/benchmarks.md" docs/benchmarks.md
-echo "wrote docs/benchmarks.md"
+# The raw numbers stay beside the report, so it can be rebuilt or checked.
+mkdir -p bench/last
+cp "$work/results.tsv" "$work/tls.tsv" "$work/gobench.txt" bench/last/
+echo "wrote docs/benchmarks.md (raw results in bench/last/)"

@@ -19,6 +19,8 @@ func main() {
 	a := flag.String("a", "http://127.0.0.1:18001", "upstream taking -weight percent")
 	b := flag.String("b", "http://127.0.0.1:18002", "the other upstream")
 	weight := flag.Int("weight", 90, "percent of requests to -a")
+	cert := flag.String("cert", "", "serve TLS (and HTTP/2, Go's default with TLS) with this certificate file")
+	key := flag.String("key", "", "the key file of -cert")
 	flag.Parse()
 	ua, err := url.Parse(*a)
 	if err != nil {
@@ -27,6 +29,9 @@ func main() {
 	ub, err := url.Parse(*b)
 	if err != nil {
 		log.Fatal(err)
+	}
+	if *cert != "" {
+		log.Fatal(http.ListenAndServeTLS(*listen, *cert, *key, newProxy(ua, ub, *weight)))
 	}
 	log.Fatal(http.ListenAndServe(*listen, newProxy(ua, ub, *weight)))
 }

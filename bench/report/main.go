@@ -30,6 +30,7 @@ func main() {
 	canaryd := flag.String("canaryd", "", "canaryd version line")
 	gobench := flag.String("gobench", "", "output of go test -bench, for the Go benchmarks table (optional)")
 	notes := flag.String("notes", "", "markdown appended as is: the profile findings and the optimization log (optional)")
+	tlsResults := flag.String("tls", "", "tls.tsv from bench/run.sh, for the TLS and HTTP/2 table (optional)")
 	flag.Parse()
 
 	f, err := os.Open(*results)
@@ -108,6 +109,12 @@ to refresh this file (it is rewritten whole).
 		}
 		fmt.Println()
 	}
+	if *tlsResults != "" {
+		if err := tlsTable(*tlsResults, *clk); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+	}
 	if *gobench != "" {
 		if err := goBenchTable(*gobench); err != nil {
 			fmt.Fprintln(os.Stderr, err)
@@ -122,6 +129,79 @@ to refresh this file (it is rewritten whole).
 		}
 		os.Stdout.Write(data)
 	}
+}
+
+// tlsMode describes the front door's runs, in table order.
+var tlsModes = []struct{ mode, what string }{
+	{"tls-keepalive", "TLS keep-alive: wrk over https, 64 connections"},
+	{"tls-handshake", "full TLS handshakes: wrk over https, 16 connections, `Connection: close` (a new connection and handshake per request)"},
+	{"h2", "HTTP/2: h2load, 16 connections × 10 concurrent streams"},
+}
+
+// tlsTable prints the front door's runs (tls.tsv: target, mode, round,
+// rps, p99 ms, requests, cpu ticks): medians, and the ratios the issue
+// sets targets for.
+func tlsTable(path string, clk float64) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	runs := map[string]map[string][]run{} // mode → target → rounds
+	var targets []string
+	seen := map[string]bool{}
+	for i, l := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		c := strings.Split(l, "\t")
+		if i == 0 || len(c) < 7 {
+			continue
+		}
+		reqs, ticks := num(c[5]), num(c[6])
+		r := run{rps: num(c[3]), p99: ms(c[4])}
+		if reqs > 0 {
+			r.cpuUsPerReq = ticks / clk * 1e6 / reqs
+		}
+		if runs[c[1]] == nil {
+			runs[c[1]] = map[string][]run{}
+		}
+		runs[c[1]][c[0]] = append(runs[c[1]][c[0]], r)
+		if !seen[c[0]] {
+			seen[c[0]] = true
+			targets = append(targets, c[0])
+		}
+	}
+	rps := func(mode, t string) float64 { return median(runs[mode][t], func(r run) float64 { return r.rps }) }
+	fmt.Print("## TLS and HTTP/2\n\n" +
+		"Each target terminates TLS with the same ECDSA P-256 certificate in front of the same two upstreams: " +
+		"canaryd with a `tls` block, the httputil baseline with `ListenAndServeTLS` (Go's server: HTTP/2 too), " +
+		"and nginx with `listen ... ssl http2`. p99 is wrk's (h2load reports none).\n\n")
+	fmt.Printf("**Over TLS keep-alive: canaryd %s the httputil baseline (target ≥ 2.00×) and %s nginx (target ≥ 0.50×); over HTTP/2 %s nginx (target ≥ 0.50×); full handshakes: canaryd %.0f/s, nginx %.0f/s, httputil %.0f/s.**\n\n",
+		ratio(rps("tls-keepalive", "canaryd"), rps("tls-keepalive", "httputil")), ratio(rps("tls-keepalive", "canaryd"), rps("tls-keepalive", "nginx")),
+		ratio(rps("h2", "canaryd"), rps("h2", "nginx")),
+		rps("tls-handshake", "canaryd"), rps("tls-handshake", "nginx"), rps("tls-handshake", "httputil"))
+	fmt.Printf("Round by round (the targets run back to back in each round, which cancels the machine's drift between rounds): over TLS keep-alive canaryd %s the baseline and %s nginx; over HTTP/2 %s nginx.\n\n",
+		pairedRatio(runs["tls-keepalive"]["canaryd"], runs["tls-keepalive"]["httputil"]),
+		pairedRatio(runs["tls-keepalive"]["canaryd"], runs["tls-keepalive"]["nginx"]),
+		pairedRatio(runs["h2"]["canaryd"], runs["h2"]["nginx"]))
+	for _, m := range tlsModes {
+		if runs[m.mode] == nil {
+			continue
+		}
+		fmt.Printf("### %s\n\n| target | req/s | p99 ms | vs httputil | vs nginx | CPU µs/req |\n| --- | ---: | ---: | ---: | ---: | ---: |\n", m.what)
+		for _, t := range targets {
+			rs := runs[m.mode][t]
+			if len(rs) == 0 {
+				continue
+			}
+			p99 := "–"
+			if v := median(rs, func(r run) float64 { return r.p99 }); v > 0 {
+				p99 = fmt.Sprintf("%.2f", v)
+			}
+			fmt.Printf("| %s | %.0f | %s | %s | %s | %.1f |\n", t, rps(m.mode, t), p99,
+				ratio(rps(m.mode, t), rps(m.mode, "httputil")), ratio(rps(m.mode, t), rps(m.mode, "nginx")),
+				median(rs, func(r run) float64 { return r.cpuUsPerReq }))
+		}
+		fmt.Println()
+	}
+	return nil
 }
 
 // goBenchTable prints go test -bench output as a table, one row per
