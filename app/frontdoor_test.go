@@ -65,6 +65,25 @@ func get(t *testing.T, c *http.Client, url string) (*http.Response, string) {
 	return resp, string(b)
 }
 
+// tlsRig serves one route to backend on a TLS listener with a certificate
+// for site.test (signed by the CA it returns); top is more top-level YAML,
+// tlsExtra more keys of the tls block.
+func tlsRig(t *testing.T, backend, top, tlsExtra string) (*rig, *testcerts.CA) {
+	t.Helper()
+	dir := t.TempDir()
+	ca := testcerts.NewCA(t, "CA")
+	cf, kf := ca.WriteLeaf(t, dir, "site", "site.test")
+	return startFileRig(t, dir, fmt.Sprintf(`
+listen: "127.0.0.1:0"
+admin: { listen: "127.0.0.1:0" }
+%s
+tls: { cert_file: %s, key_file: %s %s }
+routes:
+  - name: web
+    pools: [{ name: blue, weight: 100, instances: ["%s"] }]
+`, top, cf, kf, tlsExtra, backend)), ca
+}
+
 // TLS on the listener: SNI picks the certificate (exact and wildcard
 // names, the first one as default), ALPN offers h2 whichever certificate
 // SNI chose, HTTP/1.1 clients still work, and each served certificate's
@@ -276,18 +295,8 @@ routes:
 // certificate, or with one of another CA, gets no answer; one with a
 // certificate of the CA gets through.
 func TestMutualTLS(t *testing.T) {
-	dir := t.TempDir()
-	ca, clientCA, other := testcerts.NewCA(t, "server CA"), testcerts.NewCA(t, "client CA"), testcerts.NewCA(t, "other CA")
-	cf, kf := ca.WriteLeaf(t, dir, "site", "site.test")
-	be := protoBackend(t)
-	r := startFileRig(t, dir, fmt.Sprintf(`
-listen: "127.0.0.1:0"
-admin: { listen: "127.0.0.1:0" }
-tls: { cert_file: %s, key_file: %s, client_ca_file: %s }
-routes:
-  - name: web
-    pools: [{ name: blue, weight: 100, instances: ["%s"] }]
-`, cf, kf, clientCA.WriteCA(t, dir, "clients"), be.URL))
+	clientCA, other := testcerts.NewCA(t, "client CA"), testcerts.NewCA(t, "other CA")
+	r, ca := tlsRig(t, protoBackend(t).URL, "", ", client_ca_file: "+clientCA.WriteCA(t, t.TempDir(), "clients"))
 	url := "https://" + r.srv.ProxyAddr().String() + "/"
 	try := func(cert *tls.Certificate) error {
 		c, tr := tlsClient(ca.Pool, "site.test", false, true)
@@ -321,18 +330,7 @@ routes:
 // tls.redirect_http answers plain HTTP with a 308 to the https URL, path
 // and query kept, on the TLS listener's port.
 func TestRedirectHTTP(t *testing.T) {
-	dir := t.TempDir()
-	ca := testcerts.NewCA(t, "CA")
-	cf, kf := ca.WriteLeaf(t, dir, "site", "site.test")
-	be := protoBackend(t)
-	r := startFileRig(t, dir, fmt.Sprintf(`
-listen: "127.0.0.1:0"
-admin: { listen: "127.0.0.1:0" }
-tls: { cert_file: %s, key_file: %s, redirect_http: "127.0.0.1:0" }
-routes:
-  - name: web
-    pools: [{ name: blue, weight: 100, instances: ["%s"] }]
-`, cf, kf, be.URL))
+	r, _ := tlsRig(t, protoBackend(t).URL, "", `, redirect_http: "127.0.0.1:0"`)
 	_, port, _ := net.SplitHostPort(r.srv.ProxyAddr().String())
 	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }, Timeout: 5 * time.Second}
 	for host, want := range map[string]string{
@@ -443,20 +441,7 @@ routes:
 // The PROXY header comes before TLS (the balancer sends it first, then
 // passes the client's handshake through): both layers work together.
 func TestProxyProtocolBeforeTLS(t *testing.T) {
-	dir := t.TempDir()
-	ca := testcerts.NewCA(t, "CA")
-	cf, kf := ca.WriteLeaf(t, dir, "site", "site.test")
-	be := protoBackend(t)
-	r := startFileRig(t, dir, fmt.Sprintf(`
-listen: "127.0.0.1:0"
-admin: { listen: "127.0.0.1:0" }
-trusted_proxies: [127.0.0.1]
-server: { proxy_protocol: true }
-tls: { cert_file: %s, key_file: %s }
-routes:
-  - name: web
-    pools: [{ name: blue, weight: 100, instances: ["%s"] }]
-`, cf, kf, be.URL))
+	r, ca := tlsRig(t, protoBackend(t).URL, "trusted_proxies: [127.0.0.1]\nserver: { proxy_protocol: true }", "")
 	raw, err := net.Dial("tcp", r.srv.ProxyAddr().String())
 	if err != nil {
 		t.Fatal(err)
@@ -480,19 +465,7 @@ routes:
 // finishes its handshake is cut at read_header_timeout, as a slow
 // HTTP/1.1 client is.
 func TestStalledTLSHandshakeIsCut(t *testing.T) {
-	dir := t.TempDir()
-	ca := testcerts.NewCA(t, "CA")
-	cf, kf := ca.WriteLeaf(t, dir, "site", "site.test")
-	be := protoBackend(t)
-	r := startFileRig(t, dir, fmt.Sprintf(`
-listen: "127.0.0.1:0"
-admin: { listen: "127.0.0.1:0" }
-server: { read_header_timeout: 300ms }
-tls: { cert_file: %s, key_file: %s }
-routes:
-  - name: web
-    pools: [{ name: blue, weight: 100, instances: ["%s"] }]
-`, cf, kf, be.URL))
+	r, _ := tlsRig(t, protoBackend(t).URL, "server: { read_header_timeout: 300ms }", "")
 	for _, send := range []string{"", "\x16\x03\x01\x00"} { // nothing; half a record header
 		c, err := net.Dial("tcp", r.srv.ProxyAddr().String())
 		if err != nil {

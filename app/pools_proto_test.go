@@ -113,18 +113,7 @@ routes:
 // HTTP/2 client) pass through a TLS listener to an HTTP/1.1 pool, the
 // events unbuffered.
 func TestWebSocketAndSSEOverTLS(t *testing.T) {
-	dir := t.TempDir()
-	ca := testcerts.NewCA(t, "CA")
-	cf, kf := ca.WriteLeaf(t, dir, "site", "site.test")
-	be := streamBackend(t)
-	r := startFileRig(t, dir, fmt.Sprintf(`
-listen: "127.0.0.1:0"
-admin: { listen: "127.0.0.1:0" }
-tls: { cert_file: %s, key_file: %s }
-routes:
-  - name: web
-    pools: [{ name: blue, weight: 100, instances: ["%s"] }]
-`, cf, kf, be.URL))
+	r, ca := tlsRig(t, streamBackend(t).URL, "", "")
 	addr := r.srv.ProxyAddr().String()
 
 	// WebSocket: the client asks for HTTP/1.1 by ALPN and upgrades.
