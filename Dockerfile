@@ -5,6 +5,9 @@
 # The image ships no config: mount yours at /etc/canaryd/config.yaml (listen
 # on ":8080", not 127.0.0.1, to be reachable; state_dir /var/lib/canaryd).
 
+# golang:1.26 is the newest Go 1.26.x: go.mod needs 1.26.9 or later, the
+# first with the HTTP/2 server fix of GO-2026-6617 (docs/tls.md), and an
+# older image refuses to build rather than build a vulnerable binary.
 FROM golang:1.26 AS build
 ARG VERSION=dev
 ENV CGO_ENABLED=0 GOFLAGS=-buildvcs=false
