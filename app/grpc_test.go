@@ -10,9 +10,13 @@ import (
 	"testing"
 	"time"
 
+	"canaryd/config"
 	"canaryd/internal/grpctest"
 	"canaryd/internal/testcerts"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -220,4 +224,51 @@ routes:
 	// Shutdown answers NOT_SERVING for every service: b goes too.
 	b.Health.Shutdown()
 	r.waitAvailable("p", b.Addr, false, 3*time.Second)
+}
+
+// The access log has each call's grpc-status, and logs every failed call
+// whatever the sampling (as it does answers >= 500).
+func TestGRPCAccessLog(t *testing.T) {
+	be := grpctest.Start(t, "a", nil)
+	core, logs := observer.New(zapcore.InfoLevel)
+	cfg, err := config.Parse("t.yaml", []byte(fmt.Sprintf(`listen: "127.0.0.1:0"
+admin: { listen: "off" }
+server: { h2c: true }
+access_log: { enabled: true, sample: 1000 }
+routes:
+  - name: rpc
+    pools: [{ name: a, weight: 100, protocol: h2c, instances: [%q] }]
+`, be.Addr)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(cfg, Options{Logger: zap.New(core)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveFor(t, srv)
+	client := dialGRPC(t, srv.ProxyAddr().String(), insecure.NewCredentials())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := 0; i < 3; i++ {
+		client.UnaryCall(ctx, &testpb.SimpleRequest{})
+	}
+	be.FailWith(codes.Unavailable)
+	for i := 0; i < 2; i++ {
+		client.UnaryCall(ctx, &testpb.SimpleRequest{})
+	}
+	var lines []observer.LoggedEntry
+	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		if lines = logs.FilterLoggerName("access").All(); len(lines) >= 2 {
+			break
+		}
+	}
+	if len(lines) != 2 {
+		t.Fatalf("%d access lines for 3 OK and 2 failed calls at sample 1000; want the 2 failed ones", len(lines))
+	}
+	for _, l := range lines {
+		if f := l.ContextMap(); f["grpc_status"] != "UNAVAILABLE" || f["status"] != int64(200) {
+			t.Errorf("line %v; want status 200 and grpc_status UNAVAILABLE", f)
+		}
+	}
 }

@@ -117,9 +117,9 @@ func (o outcomes) Observe(out *proxy.Outcome) {
 }
 
 // logAccess writes one request's line: one in access_log.sample, and
-// every answer >= 500.
+// every answer >= 500 (a failed gRPC call among them).
 func (s *Server) logAccess(out *proxy.Outcome) {
-	if n := s.static.AccessLog.Sample; n > 1 && out.Status < 500 && s.accessSeq.Add(1)%uint64(n) != 0 {
+	if n := s.static.AccessLog.Sample; n > 1 && out.Counted() < 500 && s.accessSeq.Add(1)%uint64(n) != 0 {
 		return
 	}
 	ce := s.accessLog.Check(zap.InfoLevel, "request")
@@ -140,6 +140,9 @@ func (s *Server) logAccess(out *proxy.Outcome) {
 	}
 	if r := out.Request; r != nil {
 		fields = append(fields, zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.String("remote", r.RemoteAddr))
+	}
+	if out.IsGRPC {
+		fields = append(fields, zap.Stringer("grpc_status", out.GRPC))
 	}
 	if out.Err != nil {
 		fields = append(fields, zap.Error(out.Err))
