@@ -165,3 +165,44 @@ func TestWebSocketAndSSEOverTLS(t *testing.T) {
 		}
 	}
 }
+
+// A reload that names new TLS files moves the watch to them: an edit of a
+// file the first config did not name is picked up by its event, well
+// before the 30s poll.
+func TestWatchFollowsNewTLSFiles(t *testing.T) {
+	dir := t.TempDir()
+	ca, wrong := testcerts.NewCA(t, "instances' CA"), testcerts.NewCA(t, "wrong CA")
+	inst := httptest.NewUnstartedServer(protoHandler)
+	ic, ik := ca.Leaf(t, "127.0.0.1")
+	pair, _ := tls.X509KeyPair(ic, ik)
+	inst.TLS = &tls.Config{Certificates: []tls.Certificate{pair}}
+	inst.StartTLS()
+	t.Cleanup(inst.Close)
+	first, second := wrong.WriteCA(t, dir, "first"), wrong.WriteCA(t, dir, "second")
+	cfg := func(caFile string) string {
+		return fmt.Sprintf(`
+listen: "127.0.0.1:0"
+admin: { listen: "127.0.0.1:0" }
+reload: { debounce: 50ms }
+routes:
+  - name: web
+    pools: [{ name: a, weight: 100, instances: ["%s"], tls: { ca_file: %s } }]
+`, inst.URL, caFile)
+	}
+	r := startFileRig(t, dir, cfg(first))
+	if resp, _ := get(t, r.client, r.proxy+"/"); resp.StatusCode != http.StatusBadGateway {
+		t.Fatalf("untrusted instance: %d", resp.StatusCode)
+	}
+	writeFile(t, r.path, cfg(second))
+	r.next("applied", 3*time.Second)
+	time.Sleep(200 * time.Millisecond) // the watch restarts on the new set
+	testcerts.Write(t, second, ca.PEM)
+	for end := time.Now().Add(3 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if resp, _ := get(t, r.client, r.proxy+"/"); resp.StatusCode == 200 {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatal("an edit of the newly named CA file was not picked up within 3s")
+		}
+	}
+}
