@@ -18,6 +18,15 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
+// long marks a test that takes seconds: go test -short (the fast lane)
+// skips it; scripts/test.sh runs it.
+func long(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("long test; runs without -short")
+	}
+}
+
 // During a drain /readyz says 503 while in-flight requests still finish
 // with 200; Serve then returns nil and leaves no goroutine behind.
 func TestDrainFlipsReadinessAndFinishesRequests(t *testing.T) {

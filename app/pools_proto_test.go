@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -50,6 +51,7 @@ func TestPoolProtocolsAndUpstreamTLS(t *testing.T) {
 	pair, _ := tls.X509KeyPair(ic, ik)
 	h2.TLS = &tls.Config{Certificates: []tls.Certificate{pair}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: clientCA.Pool}
 	h2.EnableHTTP2 = true
+	h2.Config.ErrorLog = log.New(io.Discard, "", 0) // the wrong-CA phase's handshake errors are expected
 	h2.StartTLS()
 	t.Cleanup(h2.Close)
 	wrongCA := testcerts.NewCA(t, "not the instances' CA")
@@ -176,6 +178,7 @@ func TestWatchFollowsNewTLSFiles(t *testing.T) {
 	ic, ik := ca.Leaf(t, "127.0.0.1")
 	pair, _ := tls.X509KeyPair(ic, ik)
 	inst.TLS = &tls.Config{Certificates: []tls.Certificate{pair}}
+	inst.Config.ErrorLog = log.New(io.Discard, "", 0) // handshakes fail until the CA is right
 	inst.StartTLS()
 	t.Cleanup(inst.Close)
 	first, second := wrong.WriteCA(t, dir, "first"), wrong.WriteCA(t, dir, "second")

@@ -30,5 +30,11 @@ unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go')
 if [ -n "$unformatted" ]; then
   echo "gofmt would change:"; echo "$unformatted"; exit 1
 fi
+echo "go vet"
 go vet ./...
-go test -race -count=1 -timeout 20m ./...
+# One line per package as each finishes, the whole output of a failure.
+# (go test -short ./... is the fast lane: about a minute, without the demos,
+# the soak, Prometheus, the browser and the other long tests.)
+echo "go test -race ./... (a line per package as it finishes)"
+go build -o "${TMPDIR:-/tmp}/canaryd-testprogress" ./internal/testprogress
+go test -race -count=1 -timeout 20m -json ./... | "${TMPDIR:-/tmp}/canaryd-testprogress"

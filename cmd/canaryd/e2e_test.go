@@ -40,6 +40,16 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// long marks a test that takes seconds (demos, soak, Prometheus, the
+// browser): go test -short (the fast lane) skips it; scripts/test.sh runs
+// it.
+func long(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("long test; runs without -short")
+	}
+}
+
 // proc is a running canaryd process whose log lines are watched.
 type proc struct {
 	cmd   *exec.Cmd
@@ -282,6 +292,7 @@ func TestValidateCommand(t *testing.T) {
 
 // README's first command: the demo serves, splits and stops cleanly.
 func TestDemoCommand(t *testing.T) {
+	long(t)
 	cmd := exec.Command(binary, "demo", "--duration", "5s", "--listen", freeAddr(t), "--admin", freeAddr(t), "--rate", "100")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -435,6 +446,7 @@ func promQuery(t *testing.T, base, q string) []map[string]string {
 // A real Prometheus scrapes canaryd and finds canaryd_requests_total for
 // both pools.
 func TestPrometheusScrapesCanaryd(t *testing.T) {
+	long(t)
 	blueAddr, greenAddr, adminAddr := freeAddr(t), freeAddr(t), freeAddr(t)
 	start(t, "backend", "--listen", blueAddr, "--pool", "blue").waitLog(t, "demo backend up")
 	start(t, "backend", "--listen", greenAddr, "--pool", "green").waitLog(t, "demo backend up")

@@ -97,6 +97,7 @@ func (g *grpcLoad) halt() {
 // tripwire, and one failing a fifth of its calls, with the tripwire off,
 // by the analysis; a healthy one is promoted, through the TLS listener.
 func TestGRPCCanaryRollouts(t *testing.T) {
+	long(t)
 	for _, tc := range []struct {
 		name      string
 		failEvery int64 // the canary fails one call in this many; 0: none

@@ -34,6 +34,7 @@ func failedAnalyses(st rollout.Status) int {
 // preview requests are judged apart, and the plain ones fail one analysis
 // at most. Both pools fail 0.5% of all requests besides.
 func TestCraftedBurstDoesNotRollBack(t *testing.T) {
+	long(t)
 	blue := backendProc(t, "blue", "--error-rate", "0.005")
 	green := backendProc(t, "green", "--error-rate", "0.005", "--fail-path", "/boom")
 	c := runCanaryd(t, t.TempDir(), freeAddr(t), webRoute(blue, green,
@@ -187,6 +188,7 @@ func readState(t *testing.T, dir, route string) rollout.State {
 // at the signal, and the restart resumes that step. An abort during a
 // drain is honoured and saved.
 func TestSIGTERMStopsDecidingBeforeTheDrain(t *testing.T) {
+	long(t)
 	blue, green := backendProc(t, "blue"), backendProc(t, "green")
 	state, adminAddr := t.TempDir(), freeAddr(t)
 	routes := webRoute(blue, green, `{ steps: [10, 20, 30, 40, 100], interval: 300ms, min_requests: 20, max_inconclusive: 5 }`)

@@ -93,12 +93,14 @@ func waitDemo(t *testing.T, adminAddr, phase string, within time.Duration) time.
 // README's first command: with defaults the demo promotes green within
 // its documented time (about half a minute; two minutes at most).
 func TestDemoPromotes(t *testing.T) {
+	long(t)
 	adminAddr := demoProc(t)
 	took := waitDemo(t, adminAddr, "promoted", 2*time.Minute)
 	t.Logf("demo promoted green after %v", took.Round(time.Second))
 }
 
 func TestDemoRollsBackFailingCanary(t *testing.T) {
+	long(t)
 	adminAddr := demoProc(t, "--canary-errors", "0.3")
 	took := waitDemo(t, adminAddr, "rolled_back", 2*time.Minute)
 	t.Logf("demo rolled green back after %v", took.Round(time.Second))
@@ -149,6 +151,7 @@ func TestCLIWeightAndHealthcheck(t *testing.T) {
 // and a drawn chart, clicks abort, and sees the rollout rolled back. The
 // screenshot is kept as a test artifact.
 func TestDashboardInBrowser(t *testing.T) {
+	long(t)
 	chromium, err := exec.LookPath("chromium")
 	if err != nil {
 		if os.Getenv("CANARYD_REQUIRE_CHROMIUM") != "" {

@@ -203,6 +203,7 @@ func fdCount(t *testing.T, pid int) int {
 // 10% (plus a small floor) of their level after warm-up. Short in CI; set
 // CANARYD_SOAK=10m for the long run.
 func TestSoak(t *testing.T) {
+	long(t)
 	duration := 15 * time.Second
 	if v := os.Getenv("CANARYD_SOAK"); v != "" {
 		d, err := time.ParseDuration(v)

@@ -164,9 +164,12 @@ func webRoute(blue, green, rolloutBlock string) string {
 // split at each step is the step's weight.
 func TestRolloutHealthyCanaryPromotes(t *testing.T) {
 	blue, green := backendProc(t, "blue"), backendProc(t, "green")
+	// The latency comparison gets a wide effect bound: this test is about
+	// the steps and the split, and on a loaded 2-core machine a few dozen
+	// samples of two identical pools can differ by 10ms at the p99.
 	c := runCanaryd(t, t.TempDir(), freeAddr(t), webRoute(blue, green,
 		`{ steps: [10, 50, 100], interval: 300ms, min_requests: 30,
-       analysis: { max_error_rate: 0.05, max_latency_p99: 1s, compare_to_stable: {} } }`))
+       analysis: { max_error_rate: 0.05, max_latency_p99: 1s, compare_to_stable: { min_latency_difference: 100ms } } }`))
 	checked := map[float64]int{}
 	for end := time.Now().Add(60 * time.Second); time.Now().Before(end); {
 		before := c.status(t, "web")
@@ -422,6 +425,7 @@ func TestBlueGreen(t *testing.T) {
 // healthy canary is promoted, a faulty one rolled back, and an unreachable
 // Prometheus pauses the rollout instead of promoting it.
 func TestPrometheusDrivenRollout(t *testing.T) {
+	long(t)
 	good1, good2 := backendProc(t, "blue"), backendProc(t, "green")
 	bad1, bad2 := backendProc(t, "blue"), backendProc(t, "green", "--error-rate", "0.5")
 	blind1, blind2 := backendProc(t, "blue"), backendProc(t, "green")
