@@ -642,3 +642,97 @@ func TestComposeExample(t *testing.T) {
 		t.Errorf("services: %s", got)
 	}
 }
+
+// The systemd unit is what systemd-analyze verify accepts without a
+// warning (its ExecStart pointed at a real canaryd), and it keeps the
+// sandboxing the docs promise.
+func TestSystemdUnit(t *testing.T) {
+	unit, err := os.ReadFile("examples/systemd/canaryd.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"ExecStart=/usr/local/bin/canaryd run --config /etc/canaryd/config.yaml",
+		"ExecReload=/bin/kill -HUP $MAINPID", "DynamicUser=yes", "StateDirectory=canaryd",
+		"WorkingDirectory=/var/lib/canaryd", "ProtectSystem=strict", "NoNewPrivileges=yes",
+		"AmbientCapabilities=CAP_NET_BIND_SERVICE",
+	} {
+		if !strings.Contains(string(unit), want+"\n") {
+			t.Errorf("unit lacks %q", want)
+		}
+	}
+	analyze, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		t.Skip("systemd-analyze not installed")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "canaryd")
+	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/canaryd").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	path := filepath.Join(dir, "canaryd.service")
+	if err := os.WriteFile(path, bytes.ReplaceAll(unit, []byte("/usr/local/bin/canaryd"), []byte(bin)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd := exec.Command(analyze, "verify", path)
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil || stderr.Len() > 0 {
+		t.Fatalf("systemd-analyze verify: %v\n%s", err, stderr.String())
+	}
+}
+
+// make dist builds static, versioned binaries and their SHA-256 sums (one
+// foreign platform here, to keep the test short: the loop is the same).
+func TestMakeDist(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long test; runs without -short")
+	}
+	if _, err := exec.LookPath("make"); err != nil {
+		t.Skip("make not installed")
+	}
+	dir := t.TempDir()
+	// A copy of the tree, so that dist/ is made there, not in the checkout.
+	if out, err := exec.Command("cp", "-r", ".", dir).CombinedOutput(); err != nil {
+		t.Fatalf("copy: %v\n%s", err, out)
+	}
+	out, err := exec.Command("make", "-C", dir, "dist", "PLATFORMS=linux/arm64", "VERSION=v0.0.0-test").CombinedOutput()
+	if err != nil {
+		t.Fatalf("make dist: %v\n%s", err, out)
+	}
+	name := "canaryd-v0.0.0-test-linux-arm64"
+	f, err := elf.Open(filepath.Join(dir, "dist", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if f.Machine != elf.EM_AARCH64 {
+		t.Errorf("%s is for %v, want arm64", name, f.Machine)
+	}
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP || p.Type == elf.PT_DYNAMIC {
+			t.Errorf("%s is not static (%v)", name, p.Type)
+		}
+	}
+	sums, err := os.ReadFile(filepath.Join(dir, "dist", "SHA256SUMS"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := exec.Command("sha256sum", "-c", "SHA256SUMS")
+	check.Dir = filepath.Join(dir, "dist")
+	if out, err := check.CombinedOutput(); err != nil || !strings.Contains(string(sums), name) {
+		t.Fatalf("SHA256SUMS %q does not check: %v\n%s", sums, err, out)
+	}
+	if !bytes.Contains(mustReadFile(t, filepath.Join(dir, "dist", name)), []byte("v0.0.0-test")) {
+		t.Error("the version is not stamped in the binary")
+	}
+}
+
+func mustReadFile(t *testing.T, p string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
