@@ -128,6 +128,8 @@ type Server struct {
 	certs      *tlsfiles.Server
 	redirect   *http.Server
 	tlsMetrics *metrics.TLS
+	// reloadFailing: the last config reload failed. Reload goroutine.
+	reloadFailing bool
 	// tlsProblem is the last TLS reload's failure ("" when none), so that
 	// a broken file is reported once, not at every poll. Reload goroutine.
 	tlsProblem string
@@ -198,7 +200,8 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 		}),
 	}
 	if cfg.AccessLog.Enabled {
-		s.accessLog = log.Named("access")
+		// No caller: it would name logAccess, the same line every time.
+		s.accessLog = log.Named("access").WithOptions(zap.WithCaller(false))
 	}
 	s.checker = health.New(router, healthEvents{log: log.Named("health"), metrics: s.healthMetrics, router: router, weights: s.publishRouteWeights})
 	s.rollouts = rollout.NewManager(rollout.Deps{

@@ -135,11 +135,14 @@ func (s *Server) logAccess(out *proxy.Outcome) {
 	}
 	fields := []zap.Field{
 		zap.String("route", out.Route.Name), zap.String("pool", pool), zap.String("instance", inst),
-		zap.Int("status", out.Status), zap.Duration("duration", out.Duration), zap.Int64("bytes", out.Bytes),
+		// Seconds as a number, so log tools can sum and compare them.
+		zap.Int("status", out.Status), zap.Float64("duration", out.Duration.Seconds()), zap.Int64("bytes", out.Bytes),
 		zap.String("request_id", out.RequestID),
 	}
 	if r := out.Request; r != nil {
-		fields = append(fields, zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.String("remote", r.RemoteAddr))
+		fields = append(fields, zap.String("method", r.Method), zap.String("host", r.Host), zap.String("path", r.URL.Path),
+			zap.String("query", r.URL.RawQuery), zap.String("proto", r.Proto), zap.String("remote", r.RemoteAddr),
+			zap.String("user_agent", r.UserAgent()), zap.Int64("request_bytes", r.ContentLength))
 	}
 	if out.IsGRPC {
 		fields = append(fields, zap.Stringer("grpc_status", out.GRPC))
@@ -178,7 +181,7 @@ func (e healthEvents) Transition(t health.Transition) {
 	}
 	if t.Source == "passive" {
 		e.metrics.Ejected(t.Route, t.Pool, t.Addr)
-		fields = append(fields, zap.Duration("ejected_for", t.EjectedFor))
+		fields = append(fields, zap.Stringer("ejected_for", t.EjectedFor)) // "30s", not a bare 30
 		e.log.Warn("instance ejected", fields...)
 		return
 	}

@@ -14,6 +14,12 @@ import (
 	"time"
 
 	"canaryd/balancer"
+	"canaryd/health"
+	"canaryd/metrics"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // restartable is a backend on a fixed loopback port that can be killed
@@ -340,5 +346,17 @@ func TestPanicMode(t *testing.T) {
 	r.next("applied", 3*time.Second)
 	if n := reached(); n != 1 {
 		t.Errorf("panic off: traffic reached %d instances, want only the healthy one", n)
+	}
+}
+
+// An ejection's length is logged with its unit.
+func TestEjectionLogHasUnit(t *testing.T) {
+	core, logs := observer.New(zapcore.InfoLevel)
+	reg := metrics.NewRegistry()
+	e := healthEvents{log: zap.New(core), metrics: metrics.NewHealth(reg), router: balancer.NewRouter(), weights: func(string) {}}
+	e.Transition(health.Transition{Target: health.Target{Route: "web", Pool: "blue", Addr: "127.0.0.1:1"}, Source: "passive", EjectedFor: 30 * time.Second})
+	entries := logs.FilterMessage("instance ejected").All()
+	if len(entries) != 1 || entries[0].ContextMap()["ejected_for"] != "30s" {
+		t.Fatalf("ejection lines %v; want ejected_for \"30s\"", entries)
 	}
 }

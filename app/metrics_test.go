@@ -234,8 +234,9 @@ routes:
 		stop := serveFor(t, srv)
 		tr := &http.Transport{}
 		for _, p := range reqs {
-			req, _ := http.NewRequest(http.MethodGet, "http://"+srv.ProxyAddr().String()+p, nil)
+			req, _ := http.NewRequest(http.MethodGet, "http://"+srv.ProxyAddr().String()+p+"?q=1", nil)
 			req.Header.Set("X-Request-Id", "rid-"+p)
+			req.Header.Set("User-Agent", "probe/1.0")
 			resp, err := (&http.Client{Transport: tr}).Do(req)
 			if err != nil {
 				t.Fatal(err)
@@ -255,13 +256,20 @@ routes:
 		t.Fatalf("%d lines for one request", len(lines))
 	}
 	f := lines[0].ContextMap()
-	for k, want := range map[string]any{"route": "web", "pool": "blue", "instance": be.URL, "status": int64(200), "bytes": int64(0), "request_id": "rid-/ok", "method": "GET", "path": "/ok"} {
+	for k, want := range map[string]any{"route": "web", "pool": "blue", "instance": be.URL, "status": int64(200), "bytes": int64(0), "request_id": "rid-/ok", "method": "GET", "path": "/ok",
+		"query": "q=1", "user_agent": "probe/1.0", "proto": "HTTP/1.1", "request_bytes": int64(0)} {
 		if fmt.Sprint(f[k]) != fmt.Sprint(want) {
 			t.Errorf("field %s = %v, want %v", k, f[k], want)
 		}
 	}
-	if _, ok := f["duration"]; !ok {
-		t.Error("no duration field")
+	if d, ok := f["duration"].(float64); !ok || d <= 0 || d > 5 {
+		t.Errorf("duration %v: want a number of seconds", f["duration"])
+	}
+	if !strings.HasPrefix(fmt.Sprint(f["host"]), "127.0.0.1:") {
+		t.Errorf("host %v", f["host"])
+	}
+	if lines[0].Caller.Defined {
+		t.Errorf("access lines carry a caller (%v): it is always logAccess, which tells nothing", lines[0].Caller)
 	}
 	var reqs []string
 	for i := 0; i < 100; i++ {

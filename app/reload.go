@@ -156,9 +156,19 @@ func (s *Server) reloadOnce(source string) ReloadResult {
 	fail := func(err error) ReloadResult {
 		res.Result, res.Err = metrics.ReloadFailed, err
 		s.reloadMetrics.Record(res.Result, res.Hash, res.At)
+		s.reloadFailing = true
 		s.log.Error("config reload failed; the running config keeps serving",
 			zap.String("source", source), zap.String("config", s.opts.ConfigPath), zap.String("hash", res.Hash), zap.Error(err))
 		return res
+	}
+	// After a failure, the first good read says so: whoever saw the error
+	// in the log sees it is over (a file deleted and put back, say).
+	recovered := func() {
+		if s.reloadFailing {
+			s.reloadFailing = false
+			s.log.Info("config file readable and valid again", zap.String("source", source),
+				zap.String("config", s.opts.ConfigPath), zap.String("hash", res.Hash), zap.String("result", res.Result))
+		}
 	}
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
@@ -176,6 +186,7 @@ func (s *Server) reloadOnce(source string) ReloadResult {
 		if ce := s.log.Check(zap.DebugLevel, "config unchanged"); ce != nil {
 			ce.Write(zap.String("source", source), zap.String("hash", res.Hash))
 		}
+		recovered()
 		return res
 	}
 	if err != nil {
@@ -205,6 +216,7 @@ func (s *Server) reloadOnce(source string) ReloadResult {
 	s.reloadMetrics.Record(res.Result, res.Hash, res.At)
 	s.log.Info("config applied", zap.String("source", source), zap.String("hash", res.Hash),
 		zap.Strings("weights", weightSummary(cfg)), zap.Int("instances_removed", len(removed)))
+	recovered()
 	s.drain(removed)
 	return res
 }

@@ -20,6 +20,9 @@ import (
 	"canaryd/metrics"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // named is a loopback backend that answers with its name and counts what
@@ -604,4 +607,38 @@ type adminReply struct {
 	Result string `json:"result"`
 	Hash   string `json:"hash"`
 	Error  string `json:"error"`
+}
+
+// A config file deleted and put back: the failure is logged, and so is
+// its end.
+func TestReloadRecoveryIsLogged(t *testing.T) {
+	blue, green := newNamed(t, "blue", 0), newNamed(t, "green", 0)
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	text := configText(10, blue.URL, green.URL)
+	writeFile(t, path, text)
+	cfg, err := config.Parse(path, []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zapcore.InfoLevel)
+	results := make(chan ReloadResult, 100)
+	srv, err := New(cfg, Options{ConfigPath: path, ConfigData: []byte(text), Logger: zap.New(core),
+		OnReload: func(res ReloadResult) { results <- res }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveFor(t, srv)
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	r := &rig{t: t, results: results}
+	r.next(metrics.ReloadFailed, 3*time.Second)
+	writeFile(t, path, text)
+	r.next(metrics.ReloadUnchanged, 3*time.Second)
+	if n := logs.FilterMessage("config file readable and valid again").Len(); n != 1 {
+		t.Fatalf("%d recovery lines after the file came back, want 1", n)
+	}
+	if n := logs.FilterMessage("config reload failed; the running config keeps serving").Len(); n < 1 {
+		t.Fatal("the failure was not logged")
+	}
 }

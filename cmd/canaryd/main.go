@@ -117,6 +117,9 @@ func (l *logFlags) build() (*zap.Logger, error) {
 		zc = zap.NewProductionConfig()
 		zc.EncoderConfig.TimeKey = "ts"
 		zc.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
+		// Durations with their unit ("30s", "250ms"): a bare 30 says
+		// nothing. (The access log's duration is a number of seconds.)
+		zc.EncoderConfig.EncodeDuration = zapcore.StringDurationEncoder
 	case "console":
 		zc = zap.NewDevelopmentConfig()
 		zc.Development = false
