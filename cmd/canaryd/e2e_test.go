@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -293,7 +294,8 @@ func TestValidateCommand(t *testing.T) {
 // README's first command: the demo serves, splits and stops cleanly.
 func TestDemoCommand(t *testing.T) {
 	long(t)
-	cmd := exec.Command(binary, "demo", "--duration", "5s", "--listen", freeAddr(t), "--admin", freeAddr(t), "--rate", "100")
+	_, base, _ := net.SplitHostPort(freeAddr(t))
+	cmd := exec.Command(binary, "demo", "--duration", "5s", "--listen", freeAddr(t), "--admin", freeAddr(t), "--rate", "100", "--backend-port", base)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("demo: %v\n%s", err, out)
@@ -304,6 +306,44 @@ func TestDemoCommand(t *testing.T) {
 			t.Errorf("demo output lacks %q:\n%s", want, s)
 		}
 	}
+}
+
+// A demo port held by another process fails the demo at once, before the
+// banner, with advice that works for the demo: --backend-port for its
+// backends, --listen and --admin for the proxy.
+func TestDemoPortConflicts(t *testing.T) {
+	held, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	_, port, _ := net.SplitHostPort(held.Addr().String())
+	for _, tc := range []struct {
+		args   []string
+		advice string
+	}{
+		{[]string{"--backend-port", port, "--listen", freeAddr(t), "--admin", freeAddr(t)}, "--backend-port"},
+		{[]string{"--backend-port", freePort(t), "--listen", held.Addr().String(), "--admin", freeAddr(t)}, "--listen"},
+	} {
+		start := time.Now()
+		out, err := exec.Command(binary, append([]string{"demo", "--duration", "20s"}, tc.args...)...).CombinedOutput()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 1 || time.Since(start) > 10*time.Second {
+			t.Fatalf("demo %v: %v after %v, want exit 1 at once\n%s", tc.args, err, time.Since(start), out)
+		}
+		if !strings.Contains(string(out), "address already in use") || !strings.Contains(string(out), tc.advice) || strings.Contains(string(out), "Ctrl-C stops") {
+			t.Errorf("demo %v output:\n%s\nwant the bind error, advice naming %s, and no banner", tc.args, out, tc.advice)
+		}
+	}
+	if out, err := exec.Command(binary, "demo", "--backend-port", "65530").CombinedOutput(); err == nil || !strings.Contains(string(out), "choose a port") {
+		t.Errorf("--backend-port 65530 (a backend past 65535): %v\n%s", err, out)
+	}
+}
+
+// freePort is a free loopback port (its number only).
+func freePort(t *testing.T) string {
+	_, p, _ := net.SplitHostPort(freeAddr(t))
+	return p
 }
 
 func TestUsageErrors(t *testing.T) {

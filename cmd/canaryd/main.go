@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -252,7 +253,13 @@ func cmdBackend(args []string, stderr io.Writer) int {
 	ctx, stop := signalContext()
 	defer stop()
 	b := demo.Backend{Pool: *pool, Instance: *listen, Latency: *latency, ErrorRate: *errRate, FailPath: *failPath}
-	if err := serveBackends(ctx, log, []demoBackend{{*listen, b}}); err != nil {
+	bs := []demoBackend{{*listen, b}}
+	lns, err := listenBackends(bs)
+	if err != nil {
+		log.Error("backend cannot start; is something else on that port? choose another with --listen", zap.Error(err))
+		return 1
+	}
+	if err := serveBackends(ctx, log, bs, lns); err != nil {
 		log.Error("backend failed", zap.Error(err))
 		return 1
 	}
@@ -279,20 +286,31 @@ type demoBackend struct {
 	b    demo.Backend
 }
 
-// serveBackends serves each backend until ctx ends.
-func serveBackends(ctx context.Context, log *zap.Logger, bs []demoBackend) error {
-	var servers []*http.Server
-	errs := make(chan error, len(bs))
+// listenBackends binds every demo backend's port, so that a port held by
+// another process fails the demo before anything is announced.
+func listenBackends(bs []demoBackend) ([]net.Listener, error) {
+	var lns []net.Listener
 	for _, d := range bs {
 		ln, err := net.Listen("tcp", d.addr)
 		if err != nil {
-			for _, s := range servers {
-				s.Close()
+			for _, l := range lns {
+				l.Close()
 			}
-			return fmt.Errorf("demo backend %s (pool %s): %w; is something else on that port?", d.addr, d.b.Pool, err)
+			return nil, fmt.Errorf("demo backend %s (pool %s): %w", d.addr, d.b.Pool, err)
 		}
+		lns = append(lns, ln)
+	}
+	return lns, nil
+}
+
+// serveBackends serves each backend on its listener until ctx ends.
+func serveBackends(ctx context.Context, log *zap.Logger, bs []demoBackend, lns []net.Listener) error {
+	var servers []*http.Server
+	errs := make(chan error, len(bs))
+	for i, d := range bs {
 		srv := &http.Server{Handler: d.b, ReadHeaderTimeout: 5 * time.Second}
 		servers = append(servers, srv)
+		ln := lns[i]
 		go func() {
 			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				errs <- err
@@ -314,6 +332,38 @@ func serveBackends(ctx context.Context, log *zap.Logger, bs []demoBackend) error
 	}
 }
 
+// shiftPorts moves the demo's instances so that the lowest port is base,
+// the others keeping their distance from it.
+func shiftPorts(cfg *config.Config, base int) error {
+	lowest := 0
+	each := func(f func(p *config.Pool, i int, host string, port int)) {
+		for r := range cfg.Routes {
+			for p := range cfg.Routes[r].Pools {
+				pool := &cfg.Routes[r].Pools[p]
+				for i, in := range pool.Instances {
+					host, ps, _ := net.SplitHostPort(in)
+					port, _ := strconv.Atoi(ps)
+					f(pool, i, host, port)
+				}
+			}
+		}
+	}
+	each(func(_ *config.Pool, _ int, _ string, port int) {
+		if lowest == 0 || port < lowest {
+			lowest = port
+		}
+	})
+	var bad error
+	each(func(p *config.Pool, i int, host string, port int) {
+		n := port - lowest + base
+		if n < 1 || n > 65535 {
+			bad = fmt.Errorf("--backend-port %d puts a backend on port %d; choose a port from 1 to %d", base, n, 65535-(port-lowest))
+		}
+		p.Instances[i] = net.JoinHostPort(host, strconv.Itoa(n))
+	})
+	return bad
+}
+
 func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	listen := fs.String("listen", "", "proxy address (default: the shipped config's listen)")
@@ -322,6 +372,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	rate := fs.Int("rate", 500, "requests per second from the built-in load generator (0: none)")
 	duration := fs.Duration("duration", 0, "stop after this long (0: until Ctrl-C)")
 	stepEvery := fs.Duration("interval", 5*time.Second, "rollout analysis interval")
+	backendPort := fs.Int("backend-port", 0, "port of the first demo backend; the others follow it as in the shipped config (default: the config's, 9001)")
 	log, code := setup(fs, args, stderr, "console")
 	if code != 0 {
 		return code
@@ -352,6 +403,12 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	if *adminListen != "" {
 		cfg.Admin.Listen = *adminListen
 	}
+	if *backendPort != 0 {
+		if err := shiftPorts(cfg, *backendPort); err != nil {
+			fmt.Fprintln(stderr, "canaryd demo:", err)
+			return 2
+		}
+	}
 
 	ctx, stop := signalContext()
 	defer stop()
@@ -373,19 +430,28 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 			}
 		}
 	}
-	bctx, stopBackends := context.WithCancel(context.Background())
-	defer stopBackends()
-	berr := make(chan error, 1)
-	go func() { berr <- serveBackends(bctx, log.Named("demo"), backends) }()
-
+	// Every port is bound before the banner: a port another process holds
+	// fails the demo at once, with advice that works for the demo.
+	lns, err := listenBackends(backends)
+	if err != nil {
+		fmt.Fprintf(stderr, "canaryd demo cannot start: %v\n  another process holds a demo port (an earlier demo still running?): stop it, or move the demo's backends with --backend-port 19001\n", err)
+		return 1
+	}
 	srv, err := app.New(cfg, app.Options{Logger: log})
 	if err == nil {
 		err = srv.Listen()
 	}
 	if err != nil {
-		log.Error("demo cannot start", zap.Error(err))
+		for _, l := range lns {
+			l.Close()
+		}
+		fmt.Fprintf(stderr, "canaryd demo cannot start: %v\n  in the demo, move the proxy and the admin listener with --listen 127.0.0.1:18080 --admin 127.0.0.1:19901\n", err)
 		return 1
 	}
+	bctx, stopBackends := context.WithCancel(context.Background())
+	defer stopBackends()
+	berr := make(chan error, 1)
+	go func() { berr <- serveBackends(bctx, log.Named("demo"), backends, lns) }()
 	proxyURL := "http://" + srv.ProxyAddr().String()
 	fmt.Fprintf(stdout, "canaryd demo: proxy %s", proxyURL)
 	if a := srv.AdminAddr(); a != nil {
