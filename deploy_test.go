@@ -574,6 +574,41 @@ func TestKubernetesManifests(t *testing.T) {
 	if get(c, "resources", "requests", "cpu") == nil || get(c, "resources", "requests", "memory") == nil {
 		t.Error("no resource requests")
 	}
+	// GOMEMLIMIT below the memory limit (about 90%): equal to it, the GC
+	// would not work harder before the OOM killer struck.
+	var memlimit string
+	for _, e := range get(c, "env").([]any) {
+		if str(get(e, "name")) == "GOMEMLIMIT" {
+			memlimit = str(get(e, "value"))
+		}
+	}
+	limit := str(get(c, "resources", "limits", "memory"))
+	var lim, set int
+	if _, err := fmt.Sscanf(limit, "%dMi", &lim); err != nil {
+		t.Fatalf("memory limit %q: %v", limit, err)
+	}
+	if _, err := fmt.Sscanf(memlimit, "%dMiB", &set); err != nil || set >= lim || set < lim*8/10 {
+		t.Errorf("GOMEMLIMIT %q for a %s limit; want 80%%-99%% of it, in MiB", memlimit, limit)
+	}
+	if strings.Contains(raw, ".default.") {
+		t.Error("the ConfigMap's config names the default namespace")
+	}
+	// kubectl apply -k applies neither a placeholder Secret (it would
+	// overwrite the real token) nor the ServiceMonitor (its kind exists
+	// only with the Prometheus Operator); every resource it lists exists.
+	var kust struct{ Resources []string }
+	if err := yaml.Unmarshal(mustReadFile(t, "deploy/kubernetes/kustomization.yaml"), &kust); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range kust.Resources {
+		doc := map[string]any{}
+		if err := yaml.Unmarshal(mustReadFile(t, filepath.Join("deploy/kubernetes", r)), &doc); err != nil {
+			t.Fatalf("kustomization resource %s: %v", r, err)
+		}
+		if k := str(doc["kind"]); k == "Secret" || k == "ServiceMonitor" {
+			t.Errorf("the kustomization applies %s (%s)", r, k)
+		}
+	}
 	grace := get(dep, "spec", "template", "spec", "terminationGracePeriodSeconds").(int)
 	if float64(grace) <= cfg.Server.DrainTimeout.D().Seconds() {
 		t.Errorf("terminationGracePeriodSeconds %d does not leave room for the %v drain", grace, cfg.Server.DrainTimeout)
