@@ -26,9 +26,15 @@ type adminClient struct {
 // adminFlags registers --admin, --token-file and --output, with defaults
 // from CANARYD_ADMIN and CANARYD_TOKEN_FILE.
 func adminFlags(fs *flag.FlagSet) func() (*adminClient, error) {
+	output := fs.String("output", "text", "text or json")
+	return adminFlagsWith(fs, output)
+}
+
+// adminFlagsWith registers --admin and --token-file; output, when the
+// command has no --output, is a fixed "text".
+func adminFlagsWith(fs *flag.FlagSet, output *string) func() (*adminClient, error) {
 	addr := fs.String("admin", envOr("CANARYD_ADMIN", "127.0.0.1:9901"), "admin address (env CANARYD_ADMIN)")
 	tokenFile := fs.String("token-file", os.Getenv("CANARYD_TOKEN_FILE"), "file with the admin bearer token (env CANARYD_TOKEN_FILE)")
-	output := fs.String("output", "text", "text or json")
 	return func() (*adminClient, error) {
 		c := &adminClient{base: "http://" + strings.TrimPrefix(*addr, "http://"), output: *output, http: &http.Client{Timeout: 10 * time.Second}}
 		if *output != "text" && *output != "json" {
@@ -86,68 +92,49 @@ func (c *adminClient) send(method, path string, body []byte, v any) error {
 	return json.Unmarshal(data, v)
 }
 
-// positional parses flags around one optional positional argument.
-func positional(fs *flag.FlagSet, args []string, stderr io.Writer) (string, bool) {
-	fs.SetOutput(stderr)
-	if err := fs.Parse(args); err != nil {
-		return "", false
-	}
-	if fs.NArg() == 0 {
-		return "", true
-	}
-	arg := fs.Arg(0)
-	if err := fs.Parse(fs.Args()[1:]); err != nil {
-		return "", false
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "canaryd %s: unexpected argument %q\n", fs.Name(), fs.Arg(0))
-		return "", false
-	}
-	return arg, true
-}
-
-func cmdStatus(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+func cmdStatus(fs *flag.FlagSet, stdout, stderr io.Writer) func([]string) int {
 	client := adminFlags(fs)
 	watch := fs.Bool("watch", false, "redraw every --every until Ctrl-C")
 	every := fs.Duration("every", 2*time.Second, "refresh interval of --watch")
-	route, ok := positional(fs, args, stderr)
-	if !ok {
-		return 2
-	}
-	c, err := client()
-	if err != nil {
-		fmt.Fprintln(stderr, "canaryd status:", err)
-		return 2
-	}
-	if !*watch {
-		return showStatus(c, route, stdout, stderr)
-	}
-	// On a terminal, redraw in place; otherwise print one block per tick.
-	tty := false
-	if f, ok := stdout.(*os.File); ok {
-		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
-			tty = true
+	return func(args []string) int {
+		route := ""
+		if len(args) == 1 {
+			route = args[0]
 		}
-	}
-	ctx, stop := signalContext()
-	defer stop()
-	for {
-		var buf bytes.Buffer
-		code := showStatus(c, route, &buf, &buf)
-		if tty {
-			io.WriteString(stdout, "\033[H\033[2J")
+		c, err := client()
+		if err != nil {
+			fmt.Fprintln(stderr, "canaryd status:", err)
+			return 2
 		}
-		fmt.Fprintf(stdout, "%s  (every %v, Ctrl-C to stop)\n", time.Now().Format("15:04:05"), *every)
-		stdout.Write(buf.Bytes())
-		if !tty {
-			fmt.Fprintln(stdout)
+		if !*watch {
+			return showStatus(c, route, stdout, stderr)
 		}
-		_ = code
-		select {
-		case <-ctx.Done():
-			return 0
-		case <-time.After(*every):
+		// On a terminal, redraw in place; otherwise print one block per tick.
+		tty := false
+		if f, ok := stdout.(*os.File); ok {
+			if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+				tty = true
+			}
+		}
+		ctx, stop := signalContext()
+		defer stop()
+		for {
+			var buf bytes.Buffer
+			code := showStatus(c, route, &buf, &buf)
+			if tty {
+				io.WriteString(stdout, "\033[H\033[2J")
+			}
+			fmt.Fprintf(stdout, "%s  (every %v, Ctrl-C to stop)\n", time.Now().Format("15:04:05"), *every)
+			stdout.Write(buf.Bytes())
+			if !tty {
+				fmt.Fprintln(stdout)
+			}
+			_ = code
+			select {
+			case <-ctx.Done():
+				return 0
+			case <-time.After(*every):
+			}
 		}
 	}
 }
@@ -221,113 +208,102 @@ func printRoute(w io.Writer, r admin.RouteView) {
 }
 
 // cmdControl runs promote, abort, pause or resume.
-func cmdControl(action string, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet(action, flag.ContinueOnError)
-	client := adminFlags(fs)
-	route, ok := positional(fs, args, stderr)
-	if !ok {
-		return 2
+func cmdControl(action string) func(fs *flag.FlagSet, stdout, stderr io.Writer) func([]string) int {
+	return func(fs *flag.FlagSet, stdout, stderr io.Writer) func([]string) int {
+		client := adminFlags(fs)
+		return func(args []string) int {
+			route := args[0]
+			c, err := client()
+			if err != nil {
+				fmt.Fprintf(stderr, "canaryd %s: %v\n", action, err)
+				return 2
+			}
+			var st struct {
+				Phase        string  `json:"phase"`
+				Step         int     `json:"step"`
+				CanaryWeight float64 `json:"canary_weight"`
+				Reason       string  `json:"reason"`
+			}
+			if err := c.do(http.MethodPost, "/api/v1/routes/"+route+"/"+action, &st); err != nil {
+				// Asking for what already is (pausing a paused rollout) is not a
+				// failure: say so, and succeed.
+				var rv admin.RouteView
+				if c.do(http.MethodGet, "/api/v1/routes/"+route, &rv) == nil && rv.Rollout != nil && rv.Rollout.Phase == alreadyPhase[action] {
+					fmt.Fprintf(stdout, "%s: already %s, nothing to do\n", route, rv.Rollout.Phase)
+					return 0
+				}
+				fmt.Fprintf(stderr, "canaryd %s %s: %v\n", action, route, err)
+				return 1
+			}
+			if c.output == "json" {
+				json.NewEncoder(stdout).Encode(st)
+				return 0
+			}
+			fmt.Fprintf(stdout, "%s: %s, step %d, canary %.2f%% (%s)\n", route, st.Phase, st.Step, st.CanaryWeight, st.Reason)
+			return 0
+		}
 	}
-	if route == "" {
-		fmt.Fprintf(stderr, "canaryd %s: name the route, e.g. canaryd %s web\n", action, action)
-		return 2
-	}
-	c, err := client()
-	if err != nil {
-		fmt.Fprintf(stderr, "canaryd %s: %v\n", action, err)
-		return 2
-	}
-	var st struct {
-		Phase        string  `json:"phase"`
-		Step         int     `json:"step"`
-		CanaryWeight float64 `json:"canary_weight"`
-		Reason       string  `json:"reason"`
-	}
-	if err := c.do(http.MethodPost, "/api/v1/routes/"+route+"/"+action, &st); err != nil {
-		fmt.Fprintf(stderr, "canaryd %s %s: %v\n", action, route, err)
-		return 1
-	}
-	if c.output == "json" {
-		json.NewEncoder(stdout).Encode(st)
-		return 0
-	}
-	fmt.Fprintf(stdout, "%s: %s, step %d, canary %.2f%% (%s)\n", route, st.Phase, st.Step, st.CanaryWeight, st.Reason)
-	return 0
 }
 
+// alreadyPhase is the phase in which an action has nothing left to do.
+var alreadyPhase = map[string]string{"pause": "paused", "abort": "rolled_back", "promote": "promoted"}
+
 // cmdWeight sets a route's weights by hand: canaryd weight web blue=90 green=10.
-func cmdWeight(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("weight", flag.ContinueOnError)
+func cmdWeight(fs *flag.FlagSet, stdout, stderr io.Writer) func([]string) int {
 	client := adminFlags(fs)
-	fs.SetOutput(stderr)
-	var pos []string
-	rest := args
-	for len(rest) > 0 { // flags and positionals in any order
-		if err := fs.Parse(rest); err != nil {
+	return func(pos []string) int {
+		weights := map[string]float64{}
+		for _, kv := range pos[1:] {
+			k, v, ok := strings.Cut(kv, "=")
+			f, err := strconv.ParseFloat(strings.TrimSuffix(v, "%"), 64)
+			if !ok || k == "" || err != nil {
+				fmt.Fprintf(stderr, "canaryd weight: %q is not POOL=PERCENT\n", kv)
+				return 2
+			}
+			weights[k] = f
+		}
+		c, err := client()
+		if err != nil {
+			fmt.Fprintln(stderr, "canaryd weight:", err)
 			return 2
 		}
-		if fs.NArg() == 0 {
-			break
+		body, _ := json.Marshal(weights)
+		var res admin.WeightsResult
+		if err := c.send(http.MethodPut, "/api/v1/routes/"+pos[0]+"/weights", body, &res); err != nil {
+			fmt.Fprintf(stderr, "canaryd weight %s: %v\n", pos[0], err)
+			return 1
 		}
-		pos = append(pos, fs.Arg(0))
-		rest = fs.Args()[1:]
-	}
-	if len(pos) < 2 {
-		fmt.Fprintln(stderr, "canaryd weight: usage: canaryd weight ROUTE POOL=PERCENT... (e.g. canaryd weight web blue=90 green=10)")
-		return 2
-	}
-	weights := map[string]float64{}
-	for _, kv := range pos[1:] {
-		k, v, ok := strings.Cut(kv, "=")
-		f, err := strconv.ParseFloat(strings.TrimSuffix(v, "%"), 64)
-		if !ok || k == "" || err != nil {
-			fmt.Fprintf(stderr, "canaryd weight: %q is not POOL=PERCENT\n", kv)
-			return 2
+		if c.output == "json" {
+			json.NewEncoder(stdout).Encode(res)
+			return 0
 		}
-		weights[k] = f
-	}
-	c, err := client()
-	if err != nil {
-		fmt.Fprintln(stderr, "canaryd weight:", err)
-		return 2
-	}
-	body, _ := json.Marshal(weights)
-	var res admin.WeightsResult
-	if err := c.send(http.MethodPut, "/api/v1/routes/"+pos[0]+"/weights", body, &res); err != nil {
-		fmt.Fprintf(stderr, "canaryd weight %s: %v\n", pos[0], err)
-		return 1
-	}
-	if c.output == "json" {
-		json.NewEncoder(stdout).Encode(res)
+		fmt.Fprintf(stdout, "%s: weights %s (version %d)\n", res.Route, strings.Join(pos[1:], " "), res.Version)
 		return 0
 	}
-	fmt.Fprintf(stdout, "%s: weights %s (version %d)\n", res.Route, strings.Join(pos[1:], " "), res.Version)
-	return 0
 }
 
 // cmdHealthcheck exits 0 when the admin /readyz says ready (for Docker's
 // HEALTHCHECK), 1 otherwise.
-func cmdHealthcheck(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("healthcheck", flag.ContinueOnError)
-	client := adminFlags(fs)
-	if !parse(fs, args, stderr) {
-		return 2
+func cmdHealthcheck(fs *flag.FlagSet, stdout, stderr io.Writer) func([]string) int {
+	text := "text"
+	client := adminFlagsWith(fs, &text)
+	return func([]string) int {
+		c, err := client()
+		if err != nil {
+			fmt.Fprintln(stderr, "canaryd healthcheck:", err)
+			return 2
+		}
+		resp, err := c.http.Get(c.base + "/readyz")
+		if err != nil {
+			fmt.Fprintln(stderr, "canaryd healthcheck:", err)
+			return 1
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			fmt.Fprintln(stderr, "canaryd healthcheck: not ready:", resp.Status)
+			return 1
+		}
+		fmt.Fprintln(stdout, "ready")
+		return 0
 	}
-	c, err := client()
-	if err != nil {
-		fmt.Fprintln(stderr, "canaryd healthcheck:", err)
-		return 2
-	}
-	resp, err := c.http.Get(c.base + "/readyz")
-	if err != nil {
-		fmt.Fprintln(stderr, "canaryd healthcheck:", err)
-		return 1
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		fmt.Fprintln(stderr, "canaryd healthcheck: not ready:", resp.Status)
-		return 1
-	}
-	fmt.Fprintln(stdout, "ready")
-	return 0
 }

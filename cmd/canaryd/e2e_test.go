@@ -348,7 +348,7 @@ func freePort(t *testing.T) string {
 
 func TestUsageErrors(t *testing.T) {
 	var out, errb bytes.Buffer
-	for _, args := range [][]string{{}, {"frobnicate"}, {"run", "--nope"}, {"validate", "extra"}, {"run", "--log-format", "xml"}} {
+	for _, args := range [][]string{{}, {"frobnicate"}, {"run", "--nope"}, {"validate", "a", "b"}, {"run", "--log-format", "xml"}, {"weight", "web"}, {"pause"}, {"status", "a", "b"}} {
 		out.Reset()
 		errb.Reset()
 		if code := run(args, &out, &errb); code != 2 {
@@ -360,6 +360,52 @@ func TestUsageErrors(t *testing.T) {
 	}
 	if code := run([]string{"version"}, &out, &errb); code != 0 || !strings.HasPrefix(out.String(), "canaryd ") {
 		t.Errorf("version: %d %q", code, out.String())
+	}
+}
+
+// Every command's -h exits 0 with its usage line, a description and an
+// example; shell completion is there for bash, zsh and fish; validate
+// takes the file as its argument; a long flag with one dash (Go's style,
+// which canaryd took before) still works.
+func TestCLIConventions(t *testing.T) {
+	for _, c := range []struct{ cmd, usage string }{
+		{"run", "canaryd run [flags]"}, {"validate", "canaryd validate [FILE] [flags]"}, {"demo", "canaryd demo [flags]"},
+		{"backend", "canaryd backend [flags]"}, {"load", "canaryd load [flags]"}, {"status", "canaryd status [ROUTE] [flags]"},
+		{"promote", "canaryd promote ROUTE [flags]"}, {"abort", "canaryd abort ROUTE [flags]"}, {"pause", "canaryd pause ROUTE [flags]"},
+		{"resume", "canaryd resume ROUTE [flags]"}, {"weight", "canaryd weight ROUTE POOL=PERCENT... [flags]"},
+		{"healthcheck", "canaryd healthcheck [flags]"},
+	} {
+		var out, errb bytes.Buffer
+		if code := run([]string{c.cmd, "-h"}, &out, &errb); code != 0 {
+			t.Errorf("%s -h: exit %d", c.cmd, code)
+		}
+		for _, want := range []string{"Usage:\n  " + c.usage, "Examples:\n  canaryd " + c.cmd, "-h, --help"} {
+			if !strings.Contains(out.String(), want) {
+				t.Errorf("%s -h lacks %q:\n%s", c.cmd, want, out.String())
+			}
+		}
+	}
+	var out, errb bytes.Buffer
+	run([]string{"healthcheck", "-h"}, &out, &errb)
+	if strings.Contains(out.String(), "--output") {
+		t.Error("healthcheck -h lists --output, which it has no use for")
+	}
+	for _, shell := range []string{"bash", "zsh", "fish"} {
+		out.Reset()
+		if code := run([]string{"completion", shell}, &out, &errb); code != 0 || !strings.Contains(out.String(), "canaryd") || out.Len() < 1000 {
+			t.Errorf("completion %s: exit %d, %d bytes", shell, code, out.Len())
+		}
+	}
+	good := writeConfig(t, "routes:\n  - name: web\n    pools:\n      - { name: a, weight: 100, instances: [\"127.0.0.1:1\"] }\n")
+	for _, args := range [][]string{{"validate", good}, {"validate", "--config", good}, {"validate", "-config", good}, {"validate", "-config=" + good}} {
+		out.Reset()
+		if code := run(args, &out, &errb); code != 0 || !strings.Contains(out.String(), "ok (1 routes") {
+			t.Errorf("%v: exit %d %q %q", args, code, out.String(), errb.String())
+		}
+	}
+	errb.Reset()
+	if code := run([]string{"validate", filepath.Join(t.TempDir(), "missing.yaml")}, &out, &errb); code != 1 || !strings.Contains(errb.String(), "missing.yaml") {
+		t.Errorf("validate of a missing file: exit %d %q", code, errb.String())
 	}
 }
 

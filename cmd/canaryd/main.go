@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"runtime"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -31,63 +30,8 @@ import (
 // version is set at build time: -ldflags "-X main.version=v1.2.3".
 var version = ""
 
-const usage = `canaryd: a self-hosted canary router.
-
-Usage:
-  canaryd run      [--config config.yaml]   serve the proxy
-  canaryd validate [--config config.yaml]   check a config file, print every problem
-  canaryd demo     [flags]                  demo pools + proxy + load, on the shipped config
-  canaryd backend  --listen ADDR --pool NAME  one demo backend instance
-  canaryd load     --url URL [--rate 50]      steady demo traffic, printing the split seen
-  canaryd status   [ROUTE] [--watch]        routes, weights, health, rollouts (admin API)
-  canaryd promote|abort|pause|resume ROUTE  steer a route's rollout (admin API)
-  canaryd weight   ROUTE POOL=PCT...        set a route's weights by hand (admin API)
-  canaryd healthcheck                       exit 0 when the admin /readyz says ready
-  canaryd version
-
-Run 'canaryd COMMAND -h' for a command's flags.
-`
-
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
-}
-
-// run returns the exit code: 0 ok, 1 failure, 2 usage error.
-func run(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return 2
-	}
-	cmd, args := args[0], args[1:]
-	switch cmd {
-	case "run":
-		return cmdRun(args, stderr)
-	case "validate":
-		return cmdValidate(args, stdout, stderr)
-	case "demo":
-		return cmdDemo(args, stdout, stderr)
-	case "backend":
-		return cmdBackend(args, stderr)
-	case "load":
-		return cmdLoad(args, stdout, stderr)
-	case "status":
-		return cmdStatus(args, stdout, stderr)
-	case "promote", "abort", "pause", "resume":
-		return cmdControl(cmd, args, stdout, stderr)
-	case "weight":
-		return cmdWeight(args, stdout, stderr)
-	case "healthcheck":
-		return cmdHealthcheck(args, stdout, stderr)
-	case "version", "--version", "-v":
-		fmt.Fprintf(stdout, "canaryd %s %s %s/%s\n", buildVersion(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
-		return 0
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
-		return 0
-	default:
-		fmt.Fprintf(stderr, "canaryd: unknown command %q\n\n%s", cmd, usage)
-		return 2
-	}
 }
 
 func buildVersion() string {
@@ -132,32 +76,22 @@ func (l *logFlags) build() (*zap.Logger, error) {
 	return zc.Build()
 }
 
-// setup adds the log flags to fs, parses args and builds the logger. A
-// non-zero code means: stop and exit with it (the message is written).
-func setup(fs *flag.FlagSet, args []string, stderr io.Writer, logFormat string) (*zap.Logger, int) {
-	var lf logFlags
-	lf.register(fs, logFormat)
-	if !parse(fs, args, stderr) {
-		return nil, 2
-	}
-	log, err := lf.build()
+// logFlagsOn adds the log flags to fs; logger builds the logger once they
+// are parsed. A non-zero code means: stop and exit with it (the message is
+// written).
+func logFlagsOn(fs *flag.FlagSet, format string) *logFlags {
+	lf := &logFlags{}
+	lf.register(fs, format)
+	return lf
+}
+
+func (l *logFlags) logger(name string, stderr io.Writer) (*zap.Logger, int) {
+	log, err := l.build()
 	if err != nil {
-		fmt.Fprintf(stderr, "canaryd %s: %v\n", fs.Name(), err)
+		fmt.Fprintf(stderr, "canaryd %s: %v\n", name, err)
 		return nil, 2
 	}
 	return log, 0
-}
-
-func parse(fs *flag.FlagSet, args []string, stderr io.Writer) bool {
-	fs.SetOutput(stderr)
-	if err := fs.Parse(args); err != nil {
-		return false
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "canaryd %s: unexpected argument %q\n", fs.Name(), fs.Arg(0))
-		return false
-	}
-	return true
 }
 
 // signalContext ends on SIGINT or SIGTERM; a second signal kills at once.
@@ -170,35 +104,37 @@ func signalContext() (context.Context, func()) {
 	return ctx, stop
 }
 
-func cmdRun(args []string, stderr io.Writer) int {
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+func cmdRun(fs *flag.FlagSet, _, stderr io.Writer) func([]string) int {
 	path := fs.String("config", "config.yaml", "config file")
-	log, code := setup(fs, args, stderr, "json")
-	if code != 0 {
-		return code
+	lf := logFlagsOn(fs, "json")
+	return func([]string) int {
+		log, code := lf.logger("run", stderr)
+		if code != 0 {
+			return code
+		}
+		defer log.Sync()
+		cfg, data, err := config.Load(*path)
+		if err != nil {
+			log.Error("cannot start: bad config", zap.String("config", *path), zap.Error(err))
+			return 1
+		}
+		ctx, stop := signalContext()
+		defer stop()
+		srv, err := app.New(cfg, app.Options{ConfigPath: *path, ConfigData: data, Logger: log})
+		if err == nil {
+			err = srv.Listen()
+		}
+		if err != nil {
+			log.Error("cannot start", zap.Error(err))
+			return 1
+		}
+		go forwardSIGHUP(ctx, srv)
+		if err := srv.Serve(ctx); err != nil {
+			log.Error("canaryd stopped with an error", zap.Error(err))
+			return 1
+		}
+		return 0
 	}
-	defer log.Sync()
-	cfg, data, err := config.Load(*path)
-	if err != nil {
-		log.Error("cannot start: bad config", zap.String("config", *path), zap.Error(err))
-		return 1
-	}
-	ctx, stop := signalContext()
-	defer stop()
-	srv, err := app.New(cfg, app.Options{ConfigPath: *path, ConfigData: data, Logger: log})
-	if err == nil {
-		err = srv.Listen()
-	}
-	if err != nil {
-		log.Error("cannot start", zap.Error(err))
-		return 1
-	}
-	go forwardSIGHUP(ctx, srv)
-	if err := srv.Serve(ctx); err != nil {
-		log.Error("canaryd stopped with an error", zap.Error(err))
-		return 1
-	}
-	return 0
 }
 
 // forwardSIGHUP turns each SIGHUP into a reload; the outcome is logged by
@@ -217,68 +153,69 @@ func forwardSIGHUP(ctx context.Context, srv *app.Server) {
 	}
 }
 
-func cmdValidate(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
-	path := fs.String("config", "config.yaml", "config file")
-	if !parse(fs, args, stderr) {
-		return 2
-	}
-	cfg, _, err := config.Load(*path)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return 1
-	}
-	pools, instances := 0, 0
-	for _, r := range cfg.Routes {
-		pools += len(r.Pools)
-		for _, p := range r.Pools {
-			instances += len(p.Instances)
+func cmdValidate(fs *flag.FlagSet, stdout, stderr io.Writer) func([]string) int {
+	path := fs.String("config", "config.yaml", "config file (or name it as the argument)")
+	return func(args []string) int {
+		if len(args) == 1 {
+			*path = args[0]
 		}
+		cfg, _, err := config.Load(*path)
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		pools, instances := 0, 0
+		for _, r := range cfg.Routes {
+			pools += len(r.Pools)
+			for _, p := range r.Pools {
+				instances += len(p.Instances)
+			}
+		}
+		fmt.Fprintf(stdout, "%s: ok (%d routes, %d pools, %d instances; listen %s)\n", *path, len(cfg.Routes), pools, instances, cfg.Listen)
+		return 0
 	}
-	fmt.Fprintf(stdout, "%s: ok (%d routes, %d pools, %d instances; listen %s)\n", *path, len(cfg.Routes), pools, instances, cfg.Listen)
-	return 0
 }
 
-func cmdBackend(args []string, stderr io.Writer) int {
-	fs := flag.NewFlagSet("backend", flag.ContinueOnError)
+func cmdBackend(fs *flag.FlagSet, _, stderr io.Writer) func([]string) int {
 	listen := fs.String("listen", "127.0.0.1:9001", "address to serve on")
 	pool := fs.String("pool", "blue", "pool name to report")
 	latency := fs.Duration("latency", 0, "added latency per answer")
 	errRate := fs.Float64("error-rate", 0, "fraction of answers that are 500 (0..1)")
 	failPath := fs.String("fail-path", "", "answer 500 to every request whose path starts with this")
-	log, code := setup(fs, args, stderr, "json")
-	if code != 0 {
-		return code
+	lf := logFlagsOn(fs, "json")
+	return func([]string) int {
+		log, code := lf.logger("backend", stderr)
+		if code != 0 {
+			return code
+		}
+		ctx, stop := signalContext()
+		defer stop()
+		b := demo.Backend{Pool: *pool, Instance: *listen, Latency: *latency, ErrorRate: *errRate, FailPath: *failPath}
+		bs := []demoBackend{{*listen, b}}
+		lns, err := listenBackends(bs)
+		if err != nil {
+			log.Error("backend cannot start; is something else on that port? choose another with --listen", zap.Error(err))
+			return 1
+		}
+		if err := serveBackends(ctx, log, bs, lns); err != nil {
+			log.Error("backend failed", zap.Error(err))
+			return 1
+		}
+		return 0
 	}
-	ctx, stop := signalContext()
-	defer stop()
-	b := demo.Backend{Pool: *pool, Instance: *listen, Latency: *latency, ErrorRate: *errRate, FailPath: *failPath}
-	bs := []demoBackend{{*listen, b}}
-	lns, err := listenBackends(bs)
-	if err != nil {
-		log.Error("backend cannot start; is something else on that port? choose another with --listen", zap.Error(err))
-		return 1
-	}
-	if err := serveBackends(ctx, log, bs, lns); err != nil {
-		log.Error("backend failed", zap.Error(err))
-		return 1
-	}
-	return 0
 }
 
-func cmdLoad(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("load", flag.ContinueOnError)
+func cmdLoad(fs *flag.FlagSet, stdout, _ io.Writer) func([]string) int {
 	url := fs.String("url", "http://127.0.0.1:8080/", "where to send requests")
 	rate := fs.Int("rate", 50, "requests per second")
 	every := fs.Duration("every", 5*time.Second, "how often to print the split")
-	if !parse(fs, args, stderr) {
-		return 2
+	return func([]string) int {
+		ctx, stop := signalContext()
+		defer stop()
+		client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+		demo.Load(ctx, client, *url, *rate, *every, func(s demo.Split) { fmt.Fprintln(stdout, s) })
+		return 0
 	}
-	ctx, stop := signalContext()
-	defer stop()
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
-	demo.Load(ctx, client, *url, *rate, *every, func(s demo.Split) { fmt.Fprintln(stdout, s) })
-	return 0
 }
 
 type demoBackend struct {
@@ -364,8 +301,7 @@ func shiftPorts(cfg *config.Config, base int) error {
 	return bad
 }
 
-func cmdDemo(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+func cmdDemo(fs *flag.FlagSet, stdout, stderr io.Writer) func([]string) int {
 	listen := fs.String("listen", "", "proxy address (default: the shipped config's listen)")
 	adminListen := fs.String("admin", "", "admin address (default: the shipped config's admin.listen)")
 	canaryErrors := fs.Float64("canary-errors", 0, "fraction of the last pool's answers that are 500 (0..1)")
@@ -373,116 +309,119 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	duration := fs.Duration("duration", 0, "stop after this long (0: until Ctrl-C)")
 	stepEvery := fs.Duration("interval", 5*time.Second, "rollout analysis interval")
 	backendPort := fs.Int("backend-port", 0, "port of the first demo backend; the others follow it as in the shipped config (default: the config's, 9001)")
-	log, code := setup(fs, args, stderr, "console")
-	if code != 0 {
-		return code
-	}
-	defer log.Sync()
-	cfg, err := config.Parse("embedded config.yaml", canaryd.DefaultConfig())
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return 1
-	}
-	if *listen != "" {
-		cfg.Listen = *listen
-	}
-	// The demo walks its rollout in about half a minute, and keeps its
-	// state out of the working directory.
-	for i := range cfg.Routes {
-		if ro := cfg.Routes[i].Rollout; ro != nil {
-			ro.Interval = config.Duration(*stepEvery)
+	lf := logFlagsOn(fs, "console")
+	return func([]string) int {
+		log, code := lf.logger("demo", stderr)
+		if code != 0 {
+			return code
 		}
-	}
-	stateDir, err := os.MkdirTemp("", "canaryd-demo-state")
-	if err != nil {
-		fmt.Fprintln(stderr, "canaryd demo:", err)
-		return 1
-	}
-	defer os.RemoveAll(stateDir)
-	cfg.StateDir = stateDir
-	if *adminListen != "" {
-		cfg.Admin.Listen = *adminListen
-	}
-	if *backendPort != 0 {
-		if err := shiftPorts(cfg, *backendPort); err != nil {
-			fmt.Fprintln(stderr, "canaryd demo:", err)
-			return 2
+		defer log.Sync()
+		cfg, err := config.Parse("embedded config.yaml", canaryd.DefaultConfig())
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
 		}
-	}
-
-	ctx, stop := signalContext()
-	defer stop()
-	if *duration > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, *duration)
-		defer cancel()
-	}
-
-	var backends []demoBackend
-	for _, r := range cfg.Routes {
-		for i, p := range r.Pools {
-			for _, in := range p.Instances {
-				b := demo.Backend{Pool: p.Name, Instance: in, Latency: 2 * time.Millisecond}
-				if i == len(r.Pools)-1 && len(r.Pools) > 1 {
-					b.ErrorRate = *canaryErrors
-				}
-				backends = append(backends, demoBackend{in, b})
+		if *listen != "" {
+			cfg.Listen = *listen
+		}
+		// The demo walks its rollout in about half a minute, and keeps its
+		// state out of the working directory.
+		for i := range cfg.Routes {
+			if ro := cfg.Routes[i].Rollout; ro != nil {
+				ro.Interval = config.Duration(*stepEvery)
 			}
 		}
-	}
-	// Every port is bound before the banner: a port another process holds
-	// fails the demo at once, with advice that works for the demo.
-	lns, err := listenBackends(backends)
-	if err != nil {
-		fmt.Fprintf(stderr, "canaryd demo cannot start: %v\n  another process holds a demo port (an earlier demo still running?): stop it, or move the demo's backends with --backend-port 19001\n", err)
-		return 1
-	}
-	srv, err := app.New(cfg, app.Options{Logger: log})
-	if err == nil {
-		err = srv.Listen()
-	}
-	if err != nil {
-		for _, l := range lns {
-			l.Close()
-		}
-		fmt.Fprintf(stderr, "canaryd demo cannot start: %v\n  in the demo, move the proxy and the admin listener with --listen 127.0.0.1:18080 --admin 127.0.0.1:19901\n", err)
-		return 1
-	}
-	bctx, stopBackends := context.WithCancel(context.Background())
-	defer stopBackends()
-	berr := make(chan error, 1)
-	go func() { berr <- serveBackends(bctx, log.Named("demo"), backends, lns) }()
-	proxyURL := "http://" + srv.ProxyAddr().String()
-	fmt.Fprintf(stdout, "canaryd demo: proxy %s", proxyURL)
-	if a := srv.AdminAddr(); a != nil {
-		fmt.Fprintf(stdout, "\n  dashboard http://%s/   (canaryd status --watch --admin %s)", a, a)
-	}
-	fmt.Fprintf(stdout, "\n  try: curl -s %s/   |   curl -s -H 'X-Canary-Pool: green' %s/\n  Ctrl-C stops.\n", proxyURL, proxyURL)
-
-	if *rate > 0 {
-		client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
-		go demo.Load(ctx, client, proxyURL+"/", *rate, 2*time.Second, func(s demo.Split) {
-			fmt.Fprintln(stdout, "  split", strings.TrimPrefix(s.String(), "last "))
-		})
-	}
-	done := make(chan int, 1)
-	go func() {
-		if err := srv.Serve(ctx); err != nil {
-			log.Error("proxy stopped with an error", zap.Error(err))
-			done <- 1
-			return
-		}
-		done <- 0
-	}()
-	select {
-	case code = <-done:
-	case err := <-berr:
+		stateDir, err := os.MkdirTemp("", "canaryd-demo-state")
 		if err != nil {
-			log.Error("demo backends failed", zap.Error(err))
-			code = 1
+			fmt.Fprintln(stderr, "canaryd demo:", err)
+			return 1
 		}
-		stop()
-		<-done
+		defer os.RemoveAll(stateDir)
+		cfg.StateDir = stateDir
+		if *adminListen != "" {
+			cfg.Admin.Listen = *adminListen
+		}
+		if *backendPort != 0 {
+			if err := shiftPorts(cfg, *backendPort); err != nil {
+				fmt.Fprintln(stderr, "canaryd demo:", err)
+				return 2
+			}
+		}
+
+		ctx, stop := signalContext()
+		defer stop()
+		if *duration > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, *duration)
+			defer cancel()
+		}
+
+		var backends []demoBackend
+		for _, r := range cfg.Routes {
+			for i, p := range r.Pools {
+				for _, in := range p.Instances {
+					b := demo.Backend{Pool: p.Name, Instance: in, Latency: 2 * time.Millisecond}
+					if i == len(r.Pools)-1 && len(r.Pools) > 1 {
+						b.ErrorRate = *canaryErrors
+					}
+					backends = append(backends, demoBackend{in, b})
+				}
+			}
+		}
+		// Every port is bound before the banner: a port another process holds
+		// fails the demo at once, with advice that works for the demo.
+		lns, err := listenBackends(backends)
+		if err != nil {
+			fmt.Fprintf(stderr, "canaryd demo cannot start: %v\n  another process holds a demo port (an earlier demo still running?): stop it, or move the demo's backends with --backend-port 19001\n", err)
+			return 1
+		}
+		srv, err := app.New(cfg, app.Options{Logger: log})
+		if err == nil {
+			err = srv.Listen()
+		}
+		if err != nil {
+			for _, l := range lns {
+				l.Close()
+			}
+			fmt.Fprintf(stderr, "canaryd demo cannot start: %v\n  in the demo, move the proxy and the admin listener with --listen 127.0.0.1:18080 --admin 127.0.0.1:19901\n", err)
+			return 1
+		}
+		bctx, stopBackends := context.WithCancel(context.Background())
+		defer stopBackends()
+		berr := make(chan error, 1)
+		go func() { berr <- serveBackends(bctx, log.Named("demo"), backends, lns) }()
+		proxyURL := "http://" + srv.ProxyAddr().String()
+		fmt.Fprintf(stdout, "canaryd demo: proxy %s", proxyURL)
+		if a := srv.AdminAddr(); a != nil {
+			fmt.Fprintf(stdout, "\n  dashboard http://%s/   (canaryd status --watch --admin %s)", a, a)
+		}
+		fmt.Fprintf(stdout, "\n  try: curl -s %s/   |   curl -s -H 'X-Canary-Pool: green' %s/\n  Ctrl-C stops.\n", proxyURL, proxyURL)
+
+		if *rate > 0 {
+			client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+			go demo.Load(ctx, client, proxyURL+"/", *rate, 2*time.Second, func(s demo.Split) {
+				fmt.Fprintln(stdout, "  split", strings.TrimPrefix(s.String(), "last "))
+			})
+		}
+		done := make(chan int, 1)
+		go func() {
+			if err := srv.Serve(ctx); err != nil {
+				log.Error("proxy stopped with an error", zap.Error(err))
+				done <- 1
+				return
+			}
+			done <- 0
+		}()
+		select {
+		case code = <-done:
+		case err := <-berr:
+			if err != nil {
+				log.Error("demo backends failed", zap.Error(err))
+				code = 1
+			}
+			stop()
+			<-done
+		}
+		return code
 	}
-	return code
 }

@@ -354,14 +354,22 @@ func TestRolloutResumesAfterRestart(t *testing.T) {
 	if st = c2.status(t, "web"); st.CanaryWeight != 50 {
 		t.Errorf("weight edit changed the rollout: canary %.0f%%", st.CanaryWeight)
 	}
+	// Pausing what is paused already is not a failure.
+	out, err := exec.Command(binary, "pause", "web", "--admin", adminAddr).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "web: already paused, nothing to do") {
+		t.Errorf("canaryd pause of a paused rollout: %v %s", err, out)
+	}
 	// The CLI steps it past the gate.
-	out, err := exec.Command(binary, "resume", "web", "--admin", adminAddr).CombinedOutput()
+	out, err = exec.Command(binary, "resume", "web", "--admin", adminAddr).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "web: promoted, step 3, canary 100.00%") {
 		t.Errorf("canaryd resume: %v %s", err, out)
 	}
 	out, err = exec.Command(binary, "status", "web", "--admin", adminAddr).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "rollout canary blue → green: promoted, step 3 of 3") {
 		t.Errorf("canaryd status: %v\n%s", err, out)
+	}
+	if out, err := exec.Command(binary, "promote", "web", "--admin", adminAddr).CombinedOutput(); err != nil || !strings.Contains(string(out), "already promoted") {
+		t.Errorf("canaryd promote of a promoted rollout: %v %s", err, out)
 	}
 	out, err = exec.Command(binary, "status", "--admin", adminAddr, "--output", "json").CombinedOutput()
 	var routes2 []admin.RouteView
