@@ -112,6 +112,10 @@ type PoolView struct {
 	Panic           bool           `json:"panic"`
 	Instances       []InstanceView `json:"instances"`
 	LastMinute      Traffic        `json:"last_minute"`
+	// RecentRate is the pool's requests per second over the last 10
+	// seconds (or since its stats began): what it serves now, where
+	// LastMinute still holds traffic from before a weight change.
+	RecentRate float64 `json:"recent_rate"`
 	// PreviewRequests (and PreviewErrors of them) named this pool by the
 	// force header or cookie, since the pool's stats began.
 	PreviewRequests uint64 `json:"preview_requests"`
@@ -127,7 +131,13 @@ type InstanceView struct {
 
 // Traffic summarizes a span of a pool's requests.
 type Traffic struct {
-	Requests  uint64  `json:"requests"`
+	// Seconds is the span the numbers cover: the minute, or less when the
+	// pool's stats are younger than that.
+	Seconds float64 `json:"seconds"`
+	// RatePerSecond is Requests over Seconds (never over a minute the
+	// process has not lived).
+	RatePerSecond float64 `json:"rate_per_second"`
+	Requests      uint64  `json:"requests"`
 	Errors    uint64  `json:"errors"`
 	Cancelled uint64  `json:"cancelled"`
 	ErrorRate float64 `json:"error_rate"`

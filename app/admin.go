@@ -60,10 +60,13 @@ func (s *Server) routeView(r *balancer.Route, version int) admin.RouteView {
 		}
 		if st, ok := p.Tag.(*metrics.PoolStats); ok {
 			c := st.Last(time.Minute)
+			secs, rate := rateOf(c)
 			pv.LastMinute = admin.Traffic{
+				Seconds: secs, RatePerSecond: rate,
 				Requests: c.Requests, Errors: c.Errors, Cancelled: c.Cancelled, ErrorRate: c.ErrorRate(),
 				P50Ms: float64(c.Quantile(0.5).Microseconds()) / 1000, P99Ms: float64(c.Quantile(0.99).Microseconds()) / 1000,
 			}
+			_, pv.RecentRate = rateOf(st.Last(recentSpan))
 			pr := st.Traffic().Preview
 			pv.PreviewRequests, pv.PreviewErrors = pr.Requests, pr.Errors
 		}
@@ -73,6 +76,17 @@ func (s *Server) routeView(r *balancer.Route, version int) admin.RouteView {
 		rv.Rollout = &st
 	}
 	return rv
+}
+
+// recentSpan is what "now" means for a pool's request rate.
+const recentSpan = 10 * time.Second
+
+// rateOf is the span a reading covers and its requests per second. The
+// span is the reading's own (shorter than asked while the pool's stats
+// are young), and at least a second, so a first request is not a burst.
+func rateOf(c metrics.Counts) (seconds, perSecond float64) {
+	seconds = c.To.Sub(c.From).Seconds()
+	return seconds, float64(c.Requests) / max(seconds, 1)
 }
 
 // Control steers a route's rollout for the admin API.

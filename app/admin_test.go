@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"canaryd/admin"
 	"canaryd/config"
@@ -266,6 +267,28 @@ routes: [{ name: web, pools: [{ name: blue, weight: 100, instances: ["127.0.0.1:
 		}
 		if warned != tc.warn {
 			t.Errorf("admin on %s: warned %v, want %v", tc.listen, warned, tc.warn)
+		}
+	}
+}
+
+// A pool's rate is over the time its stats cover, never over a minute the
+// process has not lived, and at least a second.
+func TestRateOf(t *testing.T) {
+	t0 := time.Now()
+	for _, tc := range []struct {
+		span     time.Duration
+		requests uint64
+		secs     float64
+		rate     float64
+	}{
+		{16 * time.Second, 3040, 16, 190}, // 16 s old: 190/s, not 3040/60 = 50.7
+		{time.Minute, 600, 60, 10},
+		{200 * time.Millisecond, 5, 0.2, 5}, // at least a second
+		{0, 0, 0, 0},
+	} {
+		secs, rate := rateOf(metrics.Counts{From: t0, To: t0.Add(tc.span), Requests: tc.requests})
+		if secs != tc.secs || rate != tc.rate {
+			t.Errorf("%v, %d requests: %v s, %v/s; want %v s, %v/s", tc.span, tc.requests, secs, rate, tc.secs, tc.rate)
 		}
 	}
 }

@@ -105,12 +105,12 @@ function routeCard(r, series) {
       el("td", {}, el("span", { class: "swatch", style: { background: colorOf(p.name) } }), p.name),
       el("td", { "data-weight": p.name }, p.weight + "%", p.effective_weight !== p.weight ? ` (serving ${p.effective_weight}%)` : "", p.panic ? " panic" : ""),
       el("td", { class: healthy === p.instances.length ? "healthy" : "unhealthy" }, `${healthy}/${p.instances.length} healthy`),
-      el("td", {}, (p.last_minute.requests / 60).toFixed(1) + " req/s"),
+      el("td", { "data-rate": p.name, title: "over the last 10 s" }, p.recent_rate.toFixed(1) + " req/s"),
       el("td", {}, fmt(p.last_minute.error_rate, "%")),
       el("td", {}, "p99 " + fmt(p.last_minute.p99_ms, "ms")),
       el("td", { class: "muted", "data-preview": p.name }, p.preview_requests ? `${p.preview_requests} preview (${p.preview_errors} failed)` : ""));
   });
-  card.append(el("table", {}, el("tr", {}, ...["pool", "weight", "instances", "last minute", "errors", "latency", "preview"].map((h) => el("th", {}, h))), rows));
+  card.append(el("table", {}, el("tr", {}, ...["pool", "weight", "instances", "now", "errors (last minute)", "latency (last minute)", "preview"].map((h) => el("th", {}, h))), rows));
 
   card.append(el("h3", {}, "last 5 minutes"));
   card.append(el("div", { class: "charts" },

@@ -179,8 +179,14 @@ func printRoute(w io.Writer, r admin.RouteView) {
 		if p.PreviewRequests > 0 {
 			preview = fmt.Sprintf("  %d preview (%d failed)", p.PreviewRequests, p.PreviewErrors)
 		}
-		fmt.Fprintf(w, "  %-10s %6.2f%% [%s] %d/%d healthy  %5.1f req/s  %5.2f%% errors  p99 %.1fms%s\n",
-			p.Name, p.Weight, bar, healthy, len(p.Instances), float64(p.LastMinute.Requests)/60, 100*p.LastMinute.ErrorRate, p.LastMinute.P99Ms, preview)
+		// What the pool serves when health has moved its share: a pool at
+		// 50% with no healthy instance serves 0%.
+		serving := ""
+		if p.EffectiveWeight != p.Weight {
+			serving = fmt.Sprintf(" serving %.2f%%", p.EffectiveWeight)
+		}
+		fmt.Fprintf(w, "  %-10s %6.2f%%%s [%s] %d/%d healthy  %5.1f req/s now  last %s: %5.2f%% errors  p99 %.1fms%s\n",
+			p.Name, p.Weight, serving, bar, healthy, len(p.Instances), p.RecentRate, span(p.LastMinute.Seconds), 100*p.LastMinute.ErrorRate, p.LastMinute.P99Ms, preview)
 	}
 	if ro := r.Rollout; ro != nil {
 		next := ""
@@ -205,6 +211,14 @@ func printRoute(w io.Writer, r admin.RouteView) {
 			fmt.Fprintf(w, "    %-13s %-20s %s\n", result, v.Check, v.Reason)
 		}
 	}
+}
+
+// span names the time a reading covers: "1m", or "16s" for a young pool.
+func span(seconds float64) string {
+	if seconds >= 59.5 {
+		return "1m"
+	}
+	return fmt.Sprintf("%.0fs", seconds)
 }
 
 // cmdControl runs promote, abort, pause or resume.

@@ -1,0 +1,31 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"canaryd/admin"
+)
+
+// The status line says what a pool serves now: its effective weight when
+// health moved its share, the rate of the last 10 s, and the span its
+// minute figures cover when the pool is younger than a minute.
+func TestPrintRouteHonestNumbers(t *testing.T) {
+	var b bytes.Buffer
+	printRoute(&b, admin.RouteView{Name: "web", PathPrefix: "/", Pools: []admin.PoolView{
+		{Name: "blue", Weight: 50, EffectiveWeight: 100, Instances: []admin.InstanceView{{Healthy: true}}, RecentRate: 190,
+			LastMinute: admin.Traffic{Seconds: 16, RatePerSecond: 190, Requests: 3040}},
+		{Name: "green", Weight: 50, EffectiveWeight: 0, Instances: []admin.InstanceView{{Healthy: false}}, RecentRate: 0,
+			LastMinute: admin.Traffic{Seconds: 60, Requests: 4890}},
+	}})
+	out := b.String()
+	for _, want := range []string{
+		"blue        50.00% serving 100.00%", "190.0 req/s now  last 16s:",
+		"green       50.00% serving 0.00%", "0/1 healthy    0.0 req/s now  last 1m:",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status lacks %q:\n%s", want, out)
+		}
+	}
+}
