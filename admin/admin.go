@@ -138,11 +138,11 @@ type Traffic struct {
 	// process has not lived).
 	RatePerSecond float64 `json:"rate_per_second"`
 	Requests      uint64  `json:"requests"`
-	Errors    uint64  `json:"errors"`
-	Cancelled uint64  `json:"cancelled"`
-	ErrorRate float64 `json:"error_rate"`
-	P50Ms     float64 `json:"p50_ms"`
-	P99Ms     float64 `json:"p99_ms"`
+	Errors        uint64  `json:"errors"`
+	Cancelled     uint64  `json:"cancelled"`
+	ErrorRate     float64 `json:"error_rate"`
+	P50Ms         float64 `json:"p50_ms"`
+	P99Ms         float64 `json:"p99_ms"`
 }
 
 // New returns the admin handler.
