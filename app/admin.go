@@ -136,7 +136,7 @@ func (s *Server) SetWeights(route string, weights map[string]float64) (admin.Wei
 		return admin.WeightsResult{}, fmt.Errorf("%w: %q", admin.ErrUnknownRoute, route)
 	}
 	if r.Rollout != nil {
-		return admin.WeightsResult{}, fmt.Errorf("%w: route %q has a rollout, which sets its weights; abort it (stable back to 100) or remove the rollout block first", admin.ErrConflict, route)
+		return admin.WeightsResult{}, fmt.Errorf("%w: route %q has a rollout, which sets the weights of %s and %s in every phase (after an abort or a promotion too); remove the rollout block from the config to set weights by hand", admin.ErrConflict, route, r.Rollout.Stable, r.Rollout.Canary)
 	}
 	bp := map[string]int{}
 	sum := 0

@@ -215,7 +215,7 @@ func (s *Server) reloadOnce(source string) ReloadResult {
 	res.Result = metrics.ReloadApplied
 	s.reloadMetrics.Record(res.Result, res.Hash, res.At)
 	s.log.Info("config applied", zap.String("source", source), zap.String("hash", res.Hash),
-		zap.Strings("weights", weightSummary(cfg)), zap.Int("instances_removed", len(removed)))
+		zap.Strings("weights_served", s.servedWeights()), zap.Int("instances_removed", len(removed)))
 	recovered()
 	s.drain(removed)
 	return res
@@ -239,7 +239,7 @@ func (s *Server) warnManagedWeights(next *config.Config) {
 		}
 		for _, p := range r.Pools {
 			if w, ok := was[p.Name]; ok && w != p.Weight && (p.Name == r.Rollout.Stable || p.Name == r.Rollout.Canary) {
-				s.log.Warn("weight edit not applied: the route's rollout sets its weights; abort it or remove the rollout block to set them by hand",
+				s.log.Warn("weight edit not applied: the route's rollout sets its stable and canary weights in every phase (after an abort or a promotion too); remove the rollout block to set them by hand",
 					zap.String("route", r.Name), zap.String("pool", p.Name), zap.String("file_weight", p.Weight.String()))
 			}
 		}
@@ -306,12 +306,15 @@ func hashOf(data []byte) string {
 	return hex.EncodeToString(sum[:8])
 }
 
-func weightSummary(cfg *config.Config) []string {
+// servedWeights is each route's weights as the live table serves them
+// (a rollout's or set by hand, not necessarily the file's): "web:
+// blue=95 green=5".
+func (s *Server) servedWeights() []string {
 	var out []string
-	for _, r := range cfg.Routes {
+	for _, r := range s.router.Load().Routes() {
 		parts := make([]string, 0, len(r.Pools))
 		for _, p := range r.Pools {
-			parts = append(parts, p.Name+"="+p.Weight.String())
+			parts = append(parts, p.Name+"="+config.Percent(p.Weight).String())
 		}
 		out = append(out, r.Name+": "+strings.Join(parts, " "))
 	}

@@ -431,7 +431,7 @@ routes:
 	}
 	p.cmd.Process.Signal(syscall.SIGHUP)
 	m := p.waitLog(t, "config applied")
-	if m["source"] != "SIGHUP" || fmt.Sprint(m["weights"]) != "[web: blue=40 green=60]" {
+	if m["source"] != "SIGHUP" || fmt.Sprint(m["weights_served"]) != "[web: blue=40 green=60]" {
 		t.Errorf("applied log: %v", m)
 	}
 	p.cmd.Process.Signal(syscall.SIGTERM)

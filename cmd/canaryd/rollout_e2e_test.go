@@ -350,7 +350,10 @@ func TestRolloutResumesAfterRestart(t *testing.T) {
 	if err := os.WriteFile(c.cfgPath, []byte(edited), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	c2.p.waitLog(t, "weight edit not applied: the route's rollout sets its weights; abort it or remove the rollout block to set them by hand")
+	c2.p.waitLog(t, "weight edit not applied: the route's rollout sets its stable and canary weights in every phase (after an abort or a promotion too); remove the rollout block to set them by hand")
+	if m := c2.p.waitLog(t, "config applied"); fmt.Sprint(m["weights_served"]) != "[web: blue=50 green=50]" {
+		t.Errorf("config applied logs %v; want the weights served (the rollout's 50/50), not the file's 70/30", m["weights_served"])
+	}
 	if st = c2.status(t, "web"); st.CanaryWeight != 50 {
 		t.Errorf("weight edit changed the rollout: canary %.0f%%", st.CanaryWeight)
 	}
@@ -492,5 +495,52 @@ func TestPrometheusDrivenRollout(t *testing.T) {
 	}
 	if !passed {
 		t.Error("the good canary was promoted without a passing Prometheus verdict")
+	}
+}
+
+// Every way out a weights refusal names works: with a rollout block the
+// rollout owns the weights (an abort does not hand them back, and the
+// message does not pretend it does); removing the block, as the message
+// says, lets canaryd weight set them.
+func TestWeightAdviceWorks(t *testing.T) {
+	blue, green := backendProc(t, "blue"), backendProc(t, "green")
+	c := runCanaryd(t, t.TempDir(), freeAddr(t), webRoute(blue, green, `{ steps: [10, 100], interval: 1m }`))
+	weight := func() (string, error) {
+		out, err := exec.Command(binary, "weight", "web", "blue=50", "green=50", "--admin", c.admin).CombinedOutput()
+		return string(out), err
+	}
+	const advice = "remove the rollout block from the config to set weights by hand"
+	if out, err := weight(); err == nil || !strings.Contains(out, advice) || strings.Contains(out, "abort it") {
+		t.Fatalf("weight with a rollout: %v %s", err, out)
+	}
+	if out, err := exec.Command(binary, "abort", "web", "--admin", c.admin).CombinedOutput(); err != nil {
+		t.Fatalf("abort: %v %s", err, out)
+	}
+	if out, err := weight(); err == nil || !strings.Contains(out, advice) {
+		t.Fatalf("weight after abort: %v %s (the rollout still owns the weights)", err, out)
+	}
+	// The advice: remove the block.
+	data, _ := os.ReadFile(c.cfgPath)
+	var kept []string
+	for _, line := range strings.Split(string(data), "\n") {
+		if !strings.HasPrefix(line, "    rollout:") {
+			kept = append(kept, line)
+		}
+	}
+	if err := os.WriteFile(c.cfgPath, []byte(strings.Join(kept, "\n")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.p.waitLog(t, "config applied")
+	if out, err := weight(); err != nil || !strings.Contains(out, "web: weights blue=50 green=50") {
+		t.Fatalf("weight once the block is gone: %v %s", err, out)
+	}
+	green50 := 0
+	for i := 0; i < 100; i++ {
+		if _, pool := get(t, c.proxy+"/", nil); pool == "green" {
+			green50++
+		}
+	}
+	if green50 < 48 || green50 > 52 {
+		t.Errorf("%d of 100 requests to green after weight 50/50", green50)
 	}
 }
