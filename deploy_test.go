@@ -771,3 +771,24 @@ func mustReadFile(t *testing.T, p string) []byte {
 	}
 	return b
 }
+
+// Every example config validates, says how to check it, and the shipped
+// config.yaml says what running it does.
+func TestExampleConfigs(t *testing.T) {
+	files, _ := filepath.Glob("examples/configs/*.yaml")
+	if len(files) < 5 {
+		t.Fatalf("%d example configs, want at least 5", len(files))
+	}
+	for _, f := range files {
+		data := mustReadFile(t, f)
+		if _, err := config.Parse(f, data); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+		if !strings.Contains(string(data), "canaryd validate "+f) {
+			t.Errorf("%s does not say how to check it (canaryd validate %s)", f, f)
+		}
+	}
+	if head := strings.ReplaceAll(string(mustReadFile(t, "config.yaml"))[:600], "\n# ", " "); !strings.Contains(head, "starts an automatic rollout") {
+		t.Errorf("config.yaml's header does not say that running it starts a rollout:\n%s", head)
+	}
+}

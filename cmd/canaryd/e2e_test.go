@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -294,8 +295,7 @@ func TestValidateCommand(t *testing.T) {
 // README's first command: the demo serves, splits and stops cleanly.
 func TestDemoCommand(t *testing.T) {
 	long(t)
-	_, base, _ := net.SplitHostPort(freeAddr(t))
-	cmd := exec.Command(binary, "demo", "--duration", "5s", "--listen", freeAddr(t), "--admin", freeAddr(t), "--rate", "100", "--backend-port", base)
+	cmd := exec.Command(binary, "demo", "--duration", "5s", "--listen", freeAddr(t), "--admin", freeAddr(t), "--rate", "100", "--backend-port", demoBase(t))
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("demo: %v\n%s", err, out)
@@ -323,7 +323,7 @@ func TestDemoPortConflicts(t *testing.T) {
 		advice string
 	}{
 		{[]string{"--backend-port", port, "--listen", freeAddr(t), "--admin", freeAddr(t)}, "--backend-port"},
-		{[]string{"--backend-port", freePort(t), "--listen", held.Addr().String(), "--admin", freeAddr(t)}, "--listen"},
+		{[]string{"--backend-port", demoBase(t), "--listen", held.Addr().String(), "--admin", freeAddr(t)}, "--listen"},
 	} {
 		start := time.Now()
 		out, err := exec.Command(binary, append([]string{"demo", "--duration", "20s"}, tc.args...)...).CombinedOutput()
@@ -340,10 +340,27 @@ func TestDemoPortConflicts(t *testing.T) {
 	}
 }
 
-// freePort is a free loopback port (its number only).
-func freePort(t *testing.T) string {
-	_, p, _ := net.SplitHostPort(freeAddr(t))
-	return p
+// demoBase is a port p where p, p+1 and p+10 (the demo backends' ports
+// with --backend-port p) are free now.
+func demoBase(t *testing.T) string {
+	t.Helper()
+	for i := 0; i < 100; i++ {
+		p := 20000 + rand.IntN(40000)
+		ok := true
+		for _, d := range []int{0, 1, 10} {
+			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p+d))
+			if err != nil {
+				ok = false
+				break
+			}
+			l.Close()
+		}
+		if ok {
+			return fmt.Sprint(p)
+		}
+	}
+	t.Fatal("no free port range for the demo backends")
+	return ""
 }
 
 func TestUsageErrors(t *testing.T) {
