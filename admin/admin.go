@@ -13,6 +13,7 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -149,7 +150,12 @@ type Traffic struct {
 func New(o Options) http.Handler {
 	mux := http.NewServeMux()
 	api := http.NewServeMux() // /api/ and the dashboard: browser-reachable, Host-checked
-	mux.Handle("/api/", o.hostCheck(api))
+	// The dashboard asks for a token only when mutations need one.
+	tokenRequired := strconv.FormatBool(o.Token != "")
+	mux.Handle("/api/", o.hostCheck(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Canaryd-Token-Required", tokenRequired)
+		api.ServeHTTP(w, r)
+	})))
 	if o.Dashboard != nil {
 		mux.Handle("GET /{$}", o.hostCheck(o.Dashboard))
 		mux.Handle("GET /ui/", o.hostCheck(o.Dashboard))

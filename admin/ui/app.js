@@ -46,40 +46,111 @@ async function api(method, path) {
   return body;
 }
 
-// chart draws one metric of every pool as lines, with a max label.
-function chart(title, series, pick, unit, colorOf) {
-  const W = 300, H = 110, P = 18;
-  const s = svg("svg", { class: "chart", viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", "data-chart": title });
-  let max = 0, n = 0;
-  for (const pts of Object.values(series)) {
-    n = Math.max(n, pts.length);
-    for (const p of pts) max = Math.max(max, pick(p));
-  }
+// chart draws one value of every pool over the time span [from, to]:
+// real time on the x axis (a tick each minute, labelled with the clock),
+// the value on the y axis (0 and the maximum, labelled). Points are placed
+// by their time, so 20 s of data fill 20 s of the axis, not its width. A
+// single point is drawn as a dot, so a chart is never blank while data
+// exists.
+function chart(title, series, pick, unit, colorOf, from, to, opts = {}) {
+  const W = 320, H = 130, L = 34, R = 6, T = 16, B = 18;
+  const s = svg("svg", { class: "chart", viewBox: `0 0 ${W} ${H}`, "data-chart": title });
+  let max = opts.max || 0;
+  for (const pts of Object.values(series)) for (const p of pts) max = Math.max(max, pick(p));
   const shown = max;
   if (max === 0) max = 1;
-  for (let i = 1; i <= 3; i++) {
-    const y = P + ((H - 2 * P) * i) / 4;
-    s.append(svg("line", { class: "grid", x1: 0, x2: W, y1: y, y2: y }));
+  const x = (t) => L + ((W - L - R) * (t - from)) / (to - from || 1);
+  const y = (v) => H - B - ((H - T - B) * v) / max;
+  // y axis: 0, half and the top, labelled.
+  for (const f of [0, 0.5, 1]) {
+    s.append(svg("line", { class: "grid", x1: L, x2: W - R, y1: y(max * f), y2: y(max * f) }));
+    const lbl = svg("text", { class: "axis y", x: L - 3, y: y(max * f) + 3, "text-anchor": "end" });
+    lbl.textContent = f === 0 ? "0" : fmt(shown * f, unit, true);
+    s.append(lbl);
   }
-  const label = svg("text", { class: "axis", x: 4, y: 11 });
-  label.textContent = `${title} (max ${fmt(shown, unit)})`;
+  // x axis: a tick each minute, with its clock time.
+  const xaxis = svg("g", { class: "xaxis", "data-axis": "time" });
+  for (let t = Math.ceil(from / 60000) * 60000; t <= to; t += 60000) {
+    xaxis.append(svg("line", { class: "tick", x1: x(t), x2: x(t), y1: H - B, y2: H - B + 3 }));
+    // Labels near an edge are anchored inside the chart, not cut by it.
+    const anchor = x(t) > W - R - 22 ? "end" : x(t) < L + 22 ? "start" : "middle";
+    const lbl = svg("text", { class: "axis x", x: x(t), y: H - 4, "text-anchor": anchor });
+    lbl.textContent = new Date(t).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    xaxis.append(lbl);
+  }
+  s.append(xaxis);
+  const label = svg("text", { class: "title", x: L, y: 11 });
+  label.textContent = title;
   s.append(label);
   for (const [pool, pts] of Object.entries(series)) {
-    if (pts.length < 2) continue;
-    const d = pts.map((p, i) => {
-      const x = (W * i) / (n - 1 || 1);
-      const y = H - P / 2 - ((H - 2 * P) * pick(p)) / max;
-      return (i ? "L" : "M") + x.toFixed(1) + "," + y.toFixed(1);
-    }).join(" ");
+    const shownPts = pts.filter((p) => p.t >= from);
+    if (shownPts.length === 0) continue;
+    if (shownPts.length === 1) {
+      s.append(svg("circle", { class: "dot", cx: x(shownPts[0].t), cy: y(pick(shownPts[0])), r: 2.5, fill: colorOf(pool), "data-pool": pool }));
+      continue;
+    }
+    const d = shownPts.map((p, i) => (i ? "L" : "M") + x(p.t).toFixed(1) + "," + y(pick(p)).toFixed(1)).join(" ");
     s.append(svg("path", { class: "line", d, stroke: colorOf(pool), "data-pool": pool }));
   }
   return s;
 }
 
-function fmt(v, unit) {
+// weightSeries is each pool's weight over [from, to]: from the rollout's
+// history (each transition's canary weight), else the weights as they are.
+function weightSeries(r, from, to) {
+  const out = {};
+  const ro = r.rollout;
+  for (const p of r.pools) out[p.name] = [];
+  if (!ro) {
+    for (const p of r.pools) out[p.name] = [{ t: from, w: p.weight }, { t: to, w: p.weight }];
+    return out;
+  }
+  // The canary weight in force at each moment, as a step function.
+  const events = ro.history.map((e) => ({ t: new Date(e.at).getTime(), w: e.weight_bp / 100 })).sort((a, b) => a.t - b.t);
+  let w = events.length && events[0].t <= from ? events[0].w : 0;
+  for (const e of events) if (e.t <= from) w = e.w;
+  const steps = [{ t: from, w }];
+  for (const e of events) {
+    if (e.t <= from || e.t > to) continue;
+    steps.push({ t: e.t, w: steps[steps.length - 1].w }, { t: e.t, w: e.w });
+  }
+  steps.push({ t: to, w: ro.canary_weight });
+  for (const p of r.pools) {
+    if (p.name === ro.canary) out[p.name] = steps;
+    else if (p.name === ro.stable) out[p.name] = steps.map((s) => ({ t: s.t, w: 100 - s.w }));
+    else out[p.name] = [{ t: from, w: 0 }, { t: to, w: 0 }];
+  }
+  return out;
+}
+
+// stepStrip shows the rollout's steps, the current one marked.
+function stepStrip(ro) {
+  const strip = el("ol", { class: "steps", "data-steps": ro.route });
+  if (ro.shadow) strip.append(el("li", { class: "step current", "data-step": "shadow" }, "shadow"));
+  ro.steps.forEach((w, i) => {
+    const n = i + 1;
+    let cls = "step";
+    if (!ro.shadow && n < ro.step) cls += " done";
+    if (!ro.shadow && n === ro.step) cls += " current " + ro.phase;
+    if (ro.phase === "promoted") cls = "step done";
+    strip.append(el("li", { class: cls, "data-step": String(n) }, w + "%"));
+  });
+  return strip;
+}
+
+// enabled says which actions mean something in a phase.
+const enabledIn = {
+  promote: ["progressing", "paused", "shadowing"],
+  abort: ["progressing", "paused", "shadowing"],
+  pause: ["progressing", "shadowing"],
+  resume: ["paused"],
+};
+
+function fmt(v, unit, short) {
   if (unit === "%") return (v * 100).toFixed(v < 0.01 ? 2 : 1) + "%";
-  if (unit === "ms") return v.toFixed(v < 10 ? 2 : 0) + " ms";
-  return v.toFixed(1) + " " + unit;
+  if (unit === "w%") return v.toFixed(0) + "%";
+  if (unit === "ms") return v.toFixed(v < 10 ? 1 : 0) + (short ? "ms" : " ms");
+  return v.toFixed(v < 10 ? 1 : 0) + (short ? "" : " " + unit);
 }
 
 function since(t) {
@@ -90,7 +161,7 @@ function since(t) {
 function routeCard(r, series) {
   const colorOf = (pool) => COLORS[r.pools.findIndex((p) => p.name === pool) % COLORS.length];
   const card = el("section", { class: "route", "data-route": r.name });
-  card.append(el("h2", {}, `route ${r.name} `, el("span", { class: "muted" }, (r.host || "*") + r.path_prefix)));
+  card.append(el("h2", {}, `route ${r.name} `, el("span", { class: "muted" }, `(${r.host || ""}${r.path_prefix})`)));
 
   const split = el("div", { class: "split", "data-split": r.name });
   for (const p of r.pools) {
@@ -112,11 +183,19 @@ function routeCard(r, series) {
   });
   card.append(el("table", {}, el("tr", {}, ...["pool", "weight", "instances", "now", "errors (last minute)", "latency (last minute)", "preview"].map((h) => el("th", {}, h))), rows));
 
+  // The charts span the last 5 minutes of real time, whatever part of it
+  // holds data.
+  const to = Date.now(), from = to - 5 * 60 * 1000;
+  const pts = {};
+  for (const [pool, ps] of Object.entries(series)) pts[pool] = ps.map((p) => ({ ...p, t: new Date(p.at).getTime() }));
+  const withTraffic = {};
+  for (const [pool, ps] of Object.entries(pts)) withTraffic[pool] = ps.filter((p) => p.has_traffic);
   card.append(el("h3", {}, "last 5 minutes"));
   card.append(el("div", { class: "charts" },
-    chart("requests/s", series, (p) => p.rps, "/s", colorOf),
-    chart("error rate", series, (p) => p.error_rate, "%", colorOf),
-    chart("p99", series, (p) => p.p99_ms, "ms", colorOf)));
+    chart("weight %", weightSeries(r, from, to), (p) => p.w, "w%", colorOf, from, to, { max: 100 }),
+    chart("requests/s", pts, (p) => p.rps, "/s", colorOf, from, to),
+    chart("error rate", withTraffic, (p) => p.error_rate, "%", colorOf, from, to),
+    chart("p99 latency", withTraffic, (p) => p.p99_ms, "ms", colorOf, from, to)));
 
   const ro = r.rollout;
   if (ro) {
@@ -124,8 +203,11 @@ function routeCard(r, series) {
     const next = ro.phase === "progressing" || ro.phase === "shadowing"
       ? ` · step began ${since(ro.step_started)} ago` + (ro.next_analysis ? `, next analysis in ${Math.max(0, Math.round((new Date(ro.next_analysis) - Date.now()) / 1000))}s` : "")
       : "";
+    card.append(stepStrip(ro));
+    // A rollout that is failing analyses says so on its badge.
+    const failing = ro.failures > 0 && (ro.phase === "progressing" || ro.phase === "shadowing") ? " failing" : "";
     card.append(el("p", {},
-      el("span", { class: "phase " + ro.phase, "data-phase": r.name }, ro.phase.replace("_", " ")),
+      el("span", { class: "phase " + ro.phase + failing, "data-phase": r.name }, ro.phase.replace("_", " ") + (failing ? ` (${ro.failures}/${ro.failure_limit} failed)` : "")),
       ro.shadow
         ? ` ${ro.strategy} ${ro.stable} → ${ro.canary}: shadow phase, copies of ${ro.shadow_percent}% of requests, no live traffic, failures ${ro.failures}/${ro.failure_limit}${next}`
         : ` ${ro.strategy} ${ro.stable} → ${ro.canary}: step ${ro.step} of ${ro.steps.length} (canary ${ro.canary_weight}%), failures ${ro.failures}/${ro.failure_limit}${next}`));
@@ -133,7 +215,8 @@ function routeCard(r, series) {
     const actions = el("div", { class: "actions" });
     for (const a of ["promote", "abort", "pause", "resume"]) {
       actions.append(el("button", {
-        "data-action": a, "data-route": r.name,
+        "data-action": a, "data-route": r.name, disabled: !enabledIn[a].includes(ro.phase),
+        title: enabledIn[a].includes(ro.phase) ? "" : `nothing to ${a} while ${ro.phase.replace("_", " ")}`,
         onclick: async () => {
           try {
             const st = await api("POST", `/api/v1/routes/${encodeURIComponent(r.name)}/${a}`);
@@ -164,9 +247,13 @@ async function refresh() {
   if (busy) return;
   busy = true;
   try {
-    const routes = await api("GET", "/api/v1/routes");
+    const resp = await fetch("/api/v1/routes");
+    if (!resp.ok) throw new Error(resp.statusText);
+    // The token box is there only when mutations need a token.
+    document.querySelector(".token").hidden = resp.headers.get("X-Canaryd-Token-Required") !== "true";
+    const routes = await resp.json();
     const cards = await Promise.all(routes.map(async (r) => {
-      const series = await api("GET", `/api/v1/routes/${encodeURIComponent(r.name)}/series?last=5m&step=5s`).catch(() => ({}));
+      const series = await api("GET", `/api/v1/routes/${encodeURIComponent(r.name)}/series?last=5m&step=2s`).catch(() => ({}));
       return routeCard(r, series);
     }));
     document.getElementById("routes").replaceChildren(...cards);

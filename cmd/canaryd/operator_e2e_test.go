@@ -9,12 +9,15 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"canaryd/admin"
 
+	cdplog "github.com/chromedp/cdproto/log"
+	cdpruntime "github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 )
 
@@ -184,10 +187,50 @@ func TestDashboardInBrowser(t *testing.T) {
 			t.Fatalf("browser, %s: %v", what, err)
 		}
 	}
+	// Every console error, uncaught exception and browser log error (a CSP
+	// violation among them) fails the test.
+	var consoleMu sync.Mutex
+	var consoleErrors []string
+	chromedp.Listen(ctx, func(ev any) {
+		consoleMu.Lock()
+		defer consoleMu.Unlock()
+		switch ev := ev.(type) {
+		case *cdpruntime.EventConsoleAPICalled:
+			if ev.Type == cdpruntime.ConsoleAPICalledTypeError {
+				consoleErrors = append(consoleErrors, fmt.Sprint("console.error ", ev.Args))
+			}
+		case *cdpruntime.EventExceptionThrown:
+			consoleErrors = append(consoleErrors, "exception "+ev.ExceptionDetails.Text)
+		case *cdplog.EventEntryAdded:
+			if ev.Entry.Level == cdplog.EntryLevelError {
+				consoleErrors = append(consoleErrors, "log "+ev.Entry.Text)
+			}
+		}
+	})
+	dir := os.Getenv("CANARYD_ARTIFACTS")
+	if dir == "" {
+		dir = filepath.Join("..", "..", "artifacts")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	screenshot := func(name string) {
+		t.Helper()
+		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)) // 100: PNG; below it, JPEG
+		if err != nil {
+			t.Fatal(err)
+		}
+		shot, _ := filepath.Abs(filepath.Join(dir, name))
+		if err := os.WriteFile(shot, png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("screenshot: %s", shot)
+	}
 	do("open the dashboard", chromedp.Navigate("http://"+adminAddr+"/"),
 		chromedp.WaitVisible(`tr[data-pool="blue"]`), chromedp.WaitVisible(`tr[data-pool="green"]`))
-	// The charts fill once the window has a few seconds of snapshots.
-	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`document.querySelectorAll('svg.chart path.line').length >= 2`)); err != nil {
+	// The charts fill once the window has a few seconds of snapshots; the
+	// weight chart is drawn from the start.
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`document.querySelectorAll('svg.chart[data-chart="requests/s"] path.line').length >= 2`)); err != nil {
 		t.Fatalf("browser, charts: %v", err)
 	}
 	pools, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`Array.from(document.querySelectorAll('tr[data-pool]')).map(e => e.dataset.pool)`))
@@ -198,6 +241,27 @@ func TestDashboardInBrowser(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Time axes with clock labels, a weight chart, and the step strip with
+	// the current step marked; the token box hidden (the demo has no
+	// token); resume disabled while the rollout progresses.
+	page, err := chromedp.Run(ctx, chromedp.Evaluate[map[string]any](`({
+		axes: document.querySelectorAll('svg.chart g[data-axis="time"] text').length,
+		axisLabel: (document.querySelector('svg.chart g[data-axis="time"] text') || {}).textContent || "",
+		weightLines: document.querySelectorAll('svg.chart[data-chart="weight %"] path.line').length,
+		steps: Array.from(document.querySelectorAll('ol.steps li')).map(e => e.textContent).join(" "),
+		current: (document.querySelector('ol.steps li.current') || {}).textContent || "",
+		tokenHidden: document.querySelector('.token').hidden,
+		resumeDisabled: document.querySelector('button[data-action="resume"]').disabled,
+		abortDisabled: document.querySelector('button[data-action="abort"]').disabled,
+	})`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if page["axes"].(float64) < 4*4 || !strings.Contains(fmt.Sprint(page["axisLabel"]), ":") || page["weightLines"].(float64) < 2 ||
+		page["steps"] != "5% 25% 50% 100%" || page["current"] == "" || page["tokenHidden"] != true || page["resumeDisabled"] != true || page["abortDisabled"] != false {
+		t.Errorf("dashboard: %v; want time axes with clock labels on the 4 charts, a weight line per pool, the step strip 5%% 25%% 50%% 100%% with a current step, no token box, resume disabled and abort enabled", page)
+	}
+	screenshot("dashboard-rollout.png")
 	preview, err := chromedp.Run(ctx, chromedp.Text(`td[data-preview="green"]`))
 	if err != nil || !strings.HasPrefix(preview, "5 preview (0 failed)") {
 		t.Errorf("the dashboard's preview count for green: %q (%v)", preview, err)
@@ -207,26 +271,30 @@ func TestDashboardInBrowser(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)) // 100: PNG; below it, JPEG
-	if err != nil {
-		t.Fatal(err)
-	}
 	if strings.Join(pools, ",") != "blue,green" || lines < 2 || phase != "rolled back" {
 		t.Errorf("dashboard showed pools %v, %d chart lines, phase %q", pools, lines, phase)
 	}
 	if demoPhase(t, adminAddr) != "rolled_back" {
 		t.Error("the click did not roll the demo back")
 	}
-	dir := os.Getenv("CANARYD_ARTIFACTS")
-	if dir == "" {
-		dir = filepath.Join("..", "..", "artifacts")
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`document.querySelector('button[data-action="abort"]').disabled`)); err != nil {
+		t.Errorf("abort still enabled after the rollback: %v", err)
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
+	screenshot("dashboard-rolled-back.png")
+	screenshot("dashboard.png")
+
+	// A second demo (its own ports), promoted by its button.
+	admin2, _ := demoProcs(t, "--interval", "2s", "--backend-port", demoBase(t))
+	do("open the second dashboard", chromedp.Navigate("http://"+admin2+"/"), chromedp.WaitVisible(`button[data-action="promote"]`))
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`document.querySelectorAll('svg.chart[data-chart="requests/s"] path.line').length >= 1`)); err != nil {
+		t.Fatalf("browser, second dashboard charts: %v", err)
 	}
-	shot, _ := filepath.Abs(filepath.Join(dir, "dashboard.png"))
-	if err := os.WriteFile(shot, png, 0o644); err != nil {
-		t.Fatal(err)
+	do("promote", chromedp.Click(`button[data-action="promote"]`), chromedp.WaitVisible(`[data-phase="web"].promoted`))
+	screenshot("dashboard-promoted.png")
+	consoleMu.Lock()
+	defer consoleMu.Unlock()
+	if len(consoleErrors) > 0 {
+		t.Errorf("browser console errors: %v", consoleErrors)
 	}
-	t.Logf("screenshot: %s", shot)
+
 }
