@@ -28,6 +28,25 @@ func h2cBackend(t *testing.T, h http.Handler) string {
 	return s.Listener.Addr().String()
 }
 
+// tlsInstance is an HTTPS (and HTTP/2) instance with a certificate of ca
+// for name; with clientCA it requires a client certificate of that CA.
+// Failed handshakes are expected (a wrong CA, on purpose): not logged.
+func tlsInstance(t *testing.T, ca *testcerts.CA, name string, clientCA *testcerts.CA) *httptest.Server {
+	t.Helper()
+	s := httptest.NewUnstartedServer(protoHandler)
+	c, k := ca.Leaf(t, name)
+	pair, _ := tls.X509KeyPair(c, k)
+	s.TLS = &tls.Config{Certificates: []tls.Certificate{pair}}
+	if clientCA != nil {
+		s.TLS.ClientAuth, s.TLS.ClientCAs = tls.RequireAndVerifyClientCert, clientCA.Pool
+	}
+	s.EnableHTTP2 = true
+	s.Config.ErrorLog = log.New(io.Discard, "", 0)
+	s.StartTLS()
+	t.Cleanup(s.Close)
+	return s
+}
+
 var protoHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Trailer", "X-Checksum")
 	fmt.Fprintf(w, "%s tls=%v", r.Proto, r.TLS != nil)
@@ -39,21 +58,14 @@ var protoHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request)
 // (the instance requires one), and HTTP/1.1; HTTP/1.1 and HTTP/2 clients
 // reach each, trailers intact to HTTP/2 clients. (An HTTP/2 instance may
 // send trailers after a Content-Length, which HTTP/1.1 cannot carry: an
-// HTTP/1.1 client gets them only from an HTTP/1.1 pool, as with nginx.) A new CA file in place is used without a
-// config change or a restart.
+// HTTP/1.1 client gets them only from an HTTP/1.1 pool, as with nginx.) A
+// new CA file in place is used without a config change or a restart.
 func TestPoolProtocolsAndUpstreamTLS(t *testing.T) {
 	dir := t.TempDir()
 	instCA, clientCA := testcerts.NewCA(t, "instances' CA"), testcerts.NewCA(t, "canaryd's client CA")
 	// The h2 instance: TLS, a certificate for inst.test only, and it
 	// wants a client certificate of clientCA.
-	h2 := httptest.NewUnstartedServer(protoHandler)
-	ic, ik := instCA.Leaf(t, "inst.test")
-	pair, _ := tls.X509KeyPair(ic, ik)
-	h2.TLS = &tls.Config{Certificates: []tls.Certificate{pair}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: clientCA.Pool}
-	h2.EnableHTTP2 = true
-	h2.Config.ErrorLog = log.New(io.Discard, "", 0) // the wrong-CA phase's handshake errors are expected
-	h2.StartTLS()
-	t.Cleanup(h2.Close)
+	h2 := tlsInstance(t, instCA, "inst.test", clientCA)
 	wrongCA := testcerts.NewCA(t, "not the instances' CA")
 	caFile := wrongCA.WriteCA(t, dir, "upstream-ca") // fixed below, live
 	cc, ck := clientCA.WriteLeaf(t, dir, "canaryd-client", "canaryd")
@@ -174,13 +186,7 @@ func TestWebSocketAndSSEOverTLS(t *testing.T) {
 func TestWatchFollowsNewTLSFiles(t *testing.T) {
 	dir := t.TempDir()
 	ca, wrong := testcerts.NewCA(t, "instances' CA"), testcerts.NewCA(t, "wrong CA")
-	inst := httptest.NewUnstartedServer(protoHandler)
-	ic, ik := ca.Leaf(t, "127.0.0.1")
-	pair, _ := tls.X509KeyPair(ic, ik)
-	inst.TLS = &tls.Config{Certificates: []tls.Certificate{pair}}
-	inst.Config.ErrorLog = log.New(io.Discard, "", 0) // handshakes fail until the CA is right
-	inst.StartTLS()
-	t.Cleanup(inst.Close)
+	inst := tlsInstance(t, ca, "127.0.0.1", nil)
 	first, second := wrong.WriteCA(t, dir, "first"), wrong.WriteCA(t, dir, "second")
 	cfg := func(caFile string) string {
 		return fmt.Sprintf(`
