@@ -72,8 +72,11 @@ routes:
 		return resp.StatusCode
 	}
 	proxyURL, readyURL := "http://"+srv.ProxyAddr().String(), "http://"+srv.AdminAddr().String()+"/readyz"
-	if s := status(readyURL); s != 200 {
-		t.Fatalf("readyz before drain: %d", s)
+	// Serve turns ready once everything runs (a moment after it starts).
+	for end := time.Now().Add(5 * time.Second); status(readyURL) != 200; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("readyz before drain: %d", status(readyURL))
+		}
 	}
 	slow := make(chan int, 1)
 	go func() { slow <- status(proxyURL + "/slow") }()
