@@ -209,7 +209,6 @@ type clientSet struct {
 	hash  string
 	roots *x509.CertPool // nil: the system's
 	cert  *tls.Certificate
-	info  []Cert
 }
 
 // NewClient loads o's files; an error names the file that failed.
@@ -254,18 +253,15 @@ func (c *Client) Reload() (changed bool, err error) {
 		i = 1
 	}
 	if c.opts.CertFile != "" {
-		cert, info, err := pair(Pair{c.opts.CertFile, c.opts.KeyFile}, contents[i], contents[i+1])
+		cert, _, err := pair(Pair{c.opts.CertFile, c.opts.KeyFile}, contents[i], contents[i+1])
 		if err != nil {
 			return false, err
 		}
-		set.cert, set.info = cert, []Cert{info}
+		set.cert = cert
 	}
 	c.cur.Store(set)
 	return true, nil
 }
-
-// Certificates describes the client certificate, if any.
-func (c *Client) Certificates() []Cert { return append([]Cert(nil), c.cur.Load().info...) }
 
 // Config is the tls.Config to dial instances with. Verification is done
 // by VerifyConnection against the roots current at the handshake, so that
