@@ -30,40 +30,6 @@ import (
 	"go.uber.org/zap"
 )
 
-// RouteSpecs compiles a validated config's routes into balancer specs.
-func RouteSpecs(cfg *config.Config) ([]balancer.RouteSpec, error) {
-	specs := make([]balancer.RouteSpec, 0, len(cfg.Routes))
-	for _, r := range cfg.Routes {
-		s := balancer.RouteSpec{
-			Name: r.Name, Host: r.Match.Host, PathPrefix: r.Match.PathPrefix,
-			PreserveHost: r.PreservesHost(),
-			StickyHeader: r.Sticky.Header, StickyCookie: r.Sticky.Cookie,
-			ForceHeader: r.Force.Header, ForceCookie: r.Force.Cookie,
-			ForceFrom: r.Force.Allowed(), ForceSecret: r.Force.Secret(), ForceSecretHeader: r.Force.SecretHeader,
-		}
-		if r.Balance == config.BalanceLeastRequest {
-			s.Policy = balancer.LeastRequest
-		}
-		for _, p := range r.Pools {
-			h := r.PoolHealth(p)
-			ps := balancer.PoolSpec{
-				Name: p.Name, Weight: p.Weight.BasisPoints(),
-				PanicThreshold: *h.PanicThreshold, SlowStart: h.SlowStart.D(),
-			}
-			for _, raw := range p.Instances {
-				u, err := config.ParseInstance(raw)
-				if err != nil {
-					return nil, fmt.Errorf("route %q pool %q: %w", r.Name, p.Name, err)
-				}
-				ps.Instances = append(ps.Instances, u)
-			}
-			s.Pools = append(s.Pools, ps)
-		}
-		specs = append(specs, s)
-	}
-	return specs, nil
-}
-
 // Options wires a Server. The zero value serves cfg without reloading.
 type Options struct {
 	// ConfigPath is the file to watch and reload. Default "": no reloading
@@ -110,6 +76,10 @@ type Server struct {
 	cfg         *config.Config
 	appliedHash string
 	rollouts    *rollout.Manager
+	// overrides are the weights the rollouts impose (or the cluster's
+	// leader), pushed by them (SetOverride) and by reloads (Sync's
+	// result). Guarded by applyMu.
+	overrides map[string]rollout.Override
 	// manual holds weights set through the API, by route; guarded by
 	// applyMu. versions counts them.
 	manual   map[string]manualWeights
@@ -205,12 +175,12 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 	}
 	s.checker = health.New(router, healthEvents{log: log.Named("health"), metrics: s.healthMetrics, router: router, weights: s.publishRouteWeights})
 	s.rollouts = rollout.NewManager(rollout.Deps{
-		Apply: s, Counters: s, Pools: s.checker,
+		Sink: s, Counters: s, Pools: s.checker,
 		Metrics:  metrics.NewRollouts(o.Registry),
 		Log:      log.Named("rollout"),
 		StateDir: cfg.StateDir,
 	})
-	s.rollouts.Sync(cfg.Routes)
+	s.overrides = s.rollouts.Sync(cfg.Routes)
 	s.rollouts.SetWebhooks(cfg.Routes)
 	specs, err := s.routeSpecs(cfg)
 	if err != nil {
@@ -275,74 +245,6 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 		}
 	}
 	return s, nil
-}
-
-// routeSpecs compiles cfg, puts in the weights the rollouts impose, and
-// tags each route and pool with its metrics (dropping the metrics of pools
-// cfg no longer has).
-func (s *Server) routeSpecs(cfg *config.Config) ([]balancer.RouteSpec, error) {
-	specs, err := RouteSpecs(cfg)
-	if err != nil {
-		return nil, err
-	}
-	overrides := s.rollouts.Overrides()
-	keep := map[string][]string{}
-	for i := range specs {
-		r := &specs[i]
-		r.Tag = s.requests.Pool(r.Name, metrics.NoPool)
-		o, managed := overrides[r.Name]
-		s.setMirror(r, &cfg.Routes[i], o, managed)
-		if managed {
-			r.StickyLow = o.Canary
-		}
-		hand, byHand := s.manual[r.Name]
-		for j := range r.Pools {
-			p := &r.Pools[j]
-			p.Tag = s.requests.Pool(r.Name, p.Name)
-			conn, err := s.connFor(cfg.Routes[i].Pools[j])
-			if err != nil {
-				return nil, fmt.Errorf("route %q: %w", r.Name, err)
-			}
-			if conn != nil {
-				p.Transport = conn.proxy
-			}
-			keep[r.Name] = append(keep[r.Name], p.Name)
-			if byHand && !managed {
-				p.Weight = hand.weights[p.Name]
-			}
-			if managed {
-				switch p.Name {
-				case o.Canary:
-					p.Weight = o.CanaryBP
-				case o.Stable:
-					p.Weight = balancer.Slots - o.CanaryBP
-				default:
-					p.Weight = 0
-				}
-			}
-		}
-	}
-	s.requests.Retain(keep)
-	s.shadows.Retain(keep)
-	return specs, nil
-}
-
-// ApplyRolloutWeights rebuilds the table with the weights the rollouts
-// impose now. Rollout controllers call it after every step.
-func (s *Server) ApplyRolloutWeights() error {
-	s.applyMu.Lock()
-	defer s.applyMu.Unlock()
-	specs, err := s.routeSpecs(s.cfg)
-	if err != nil {
-		return err
-	}
-	if _, err := s.router.Apply(specs); err != nil {
-		return err
-	}
-	s.retireMirrors(specs)
-	s.retireConns(specs)
-	s.publishWeights()
-	return nil
 }
 
 // PoolTraffic is a pool's cumulative request counts, weighted and preview

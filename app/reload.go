@@ -197,7 +197,7 @@ func (s *Server) reloadOnce(source string) ReloadResult {
 	}
 	s.warnManagedWeights(cfg)
 	s.reconcileManual(cfg)
-	s.rollouts.Sync(cfg.Routes)
+	s.overrides = s.rollouts.Sync(cfg.Routes)
 	s.rollouts.SetWebhooks(cfg.Routes)
 	specs, err := s.routeSpecs(cfg)
 	if err != nil {

@@ -43,6 +43,9 @@ type Config struct {
 	Reload Reload `yaml:"reload"`
 	// AccessLog writes one JSON line per request. Default off.
 	AccessLog AccessLog `yaml:"access_log"`
+	// Cluster makes replicas act as one router on etcd (docs/cluster.md).
+	// Default none: a single process that needs no etcd.
+	Cluster *Cluster `yaml:"cluster"`
 	// Routes are matched by host and longest path prefix. At least one.
 	// Routes are what a live reload changes; every other section needs a
 	// restart (see docs/config.md).

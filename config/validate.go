@@ -97,6 +97,9 @@ func (c *Config) applyDefaults() {
 	setInt(&c.AccessLog.Sample, 1)
 	setDur(&c.Reload.Debounce, DefaultReloadDebounce)
 	setDur(&c.Reload.PollInterval, DefaultReloadPollInterval)
+	if c.Cluster != nil {
+		c.Cluster.applyDefaults()
+	}
 	for i := range c.Routes {
 		r := &c.Routes[i]
 		setStr(&r.Match.PathPrefix, "/")
@@ -275,6 +278,7 @@ func RestartNeeded(running, next *Config) []string {
 	check("reload", running.Reload, next.Reload)
 	check("access_log", running.AccessLog, next.AccessLog)
 	check("state_dir", running.StateDir, next.StateDir)
+	check("cluster", running.Cluster, next.Cluster)
 	return diffs
 }
 
@@ -393,6 +397,9 @@ func (v *validator) config(c *Config) {
 		if c.Admin.Listen == c.Listen && !strings.HasSuffix(c.Listen, ":0") {
 			v.add(path{"admin", "listen"}, "%q is also the proxy listen address; give the admin listener its own port", c.Admin.Listen)
 		}
+	}
+	if c.Cluster != nil {
+		v.cluster(c.Cluster)
 	}
 	if c.Server.MaxRequestBodyBytes < 0 {
 		v.add(path{"server", "max_request_body_bytes"}, "must be 0 (no cap) or more")

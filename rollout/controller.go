@@ -2,6 +2,7 @@ package rollout
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -24,6 +25,7 @@ type controller struct {
 
 	mu       sync.Mutex
 	spec     *config.Rollout
+	release  string // the config's release (Release)
 	st       State
 	prom     *promChecker
 	baseC    metrics.Traffic // canary counts when the evidence began
@@ -47,11 +49,15 @@ type Override struct {
 	CanaryBP       int // the stable pool gets the rest
 	// Shadowing: the route mirrors to the canary (rollout.shadow).
 	Shadowing bool
+	// Seq orders the overrides of one manager: a Sink keeps the highest.
+	Seq uint64
 }
 
+// publishWeight sets what the table should carry from the state. The
+// Sink gets it at the next commit. c.mu held.
 func (c *controller) publishWeight() {
 	shadowing := c.st.Shadow && (c.st.Phase == Shadowing || c.st.Phase == Paused)
-	c.weight.Store(&Override{Stable: c.st.Stable, Canary: c.st.Canary, CanaryBP: c.st.Weight, Shadowing: shadowing})
+	c.weight.Store(&Override{Stable: c.st.Stable, Canary: c.st.Canary, CanaryBP: c.st.Weight, Shadowing: shadowing, Seq: c.m.seq.Add(1)})
 }
 
 func (c *controller) steps() []int {
@@ -186,24 +192,52 @@ func (c *controller) analysisEvent(now time.Time, reason string, vs []Verdict) {
 }
 
 // commit applies what a transition changed: weights to the table, state to
-// disk. Called without c.mu.
+// the store. Traffic moving toward stable is served at once; traffic moving
+// toward the canary only once the state is saved, so that in a cluster a
+// deposed leader's decision (a fenced write that fails) reaches no one.
+// Called without c.mu.
 func (c *controller) commit() {
-	if err := c.m.deps.Apply.ApplyRolloutWeights(); err != nil {
-		c.log.Error("applying rollout weights failed", zap.String("route", c.route), zap.Error(err))
+	o := c.weight.Load()
+	if o == nil {
+		c.persist()
+		return
 	}
-	c.persist()
+	if o.CanaryBP == 0 && !o.Shadowing {
+		c.push(o)
+		c.persist()
+		return
+	}
+	if err := c.persist(); errors.Is(err, ErrNotLeader) {
+		return
+	}
+	c.push(o)
 }
 
-func (c *controller) persist() {
+func (c *controller) push(o *Override) {
+	if c.m.deps.Sink != nil {
+		c.m.deps.Sink.SetOverride(c.route, *o)
+	}
+}
+
+// persist saves the state; only ErrNotLeader is returned (any other
+// failure is logged: the decision stands, a restart would not resume it).
+func (c *controller) persist() error {
 	c.persistM.Lock()
 	defer c.persistM.Unlock()
 	c.mu.Lock()
 	st := c.st
 	st.History = append([]Event(nil), c.st.History...)
 	c.mu.Unlock()
-	if err := save(c.m.deps.StateDir, &st); err != nil {
+	err := c.m.deps.Store.Save(&st)
+	switch {
+	case errors.Is(err, ErrNotLeader):
+		c.log.Warn("rollout decision dropped: this member lost the leadership before saving it", zap.String("route", c.route),
+			zap.String("phase", st.Phase), zap.Int("step", st.StepIndex+1))
+		return err
+	case err != nil:
 		c.log.Error("cannot save rollout state; a restart would not resume it", zap.String("route", c.route), zap.Error(err))
 	}
+	return nil
 }
 
 func (c *controller) run(ctx context.Context) {

@@ -120,7 +120,7 @@ func webRoutes(t testing.TB, rolloutBlock string) []config.Route {
 // newTestManager is a manager of route "web" on synthetic traffic.
 func newTestManager(t testing.TB, traffic *sim, rolloutBlock string) (*Manager, *controller) {
 	t.Helper()
-	m := NewManager(Deps{Apply: noApply{}, Counters: traffic, Pools: allUp{},
+	m := NewManager(Deps{Counters: traffic, Pools: allUp{},
 		Metrics: metrics.NewRollouts(prometheus.NewRegistry()), StateDir: t.TempDir()})
 	m.Sync(webRoutes(t, rolloutBlock))
 	return m, m.get("web")

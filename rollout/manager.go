@@ -18,12 +18,6 @@ import (
 	"go.uber.org/zap"
 )
 
-// Applier re-applies the weights every rollout imposes (Manager.Overrides)
-// to the routing table. The app implements it.
-type Applier interface {
-	ApplyRolloutWeights() error
-}
-
 // Counters reads a pool's cumulative request counts (exact to the
 // request), weighted and preview traffic apart.
 type Counters interface {
@@ -40,13 +34,21 @@ type Pools interface {
 
 // Deps are what rollouts need from the rest of canaryd.
 type Deps struct {
-	Apply    Applier
+	// Sink gets every change of a rollout's weights. Default: none (the
+	// caller reads Sync's result and Overrides).
+	Sink     Sink
 	Counters Counters
 	Pools    Pools
 	Metrics  *metrics.Rollouts
 	Log      *zap.Logger
-	// StateDir keeps one JSON file per route.
+	// Store keeps the states. Default: Files{StateDir}.
+	Store Store
+	// StateDir keeps one JSON file per route when Store is nil.
 	StateDir string
+	// Clustered: the manager starts as a follower. Its controllers decide
+	// only between Lead and Follow; meanwhile it serves the states the
+	// leader writes (Adopt).
+	Clustered bool
 }
 
 // ErrNoRollout is returned for a route without a rollout.
@@ -64,11 +66,19 @@ type Manager struct {
 	// halted is set by Stop: no controller decides any more.
 	halted atomic.Bool
 
+	// seq numbers the overrides published, so a Sink can drop one that
+	// arrives after a newer one.
+	seq atomic.Uint64
+
 	mu      sync.Mutex
 	ctrls   map[string]*controller
 	stops   map[string]context.CancelFunc
 	started bool
 	stopped bool
+	// leading: the controllers decide (always, outside a cluster).
+	leading bool
+	// leader is the member id given to Lead, for the history.
+	leader string
 }
 
 // NewManager returns a manager; Sync tells it the routes, Start runs them.
@@ -76,12 +86,16 @@ func NewManager(d Deps) *Manager {
 	if d.Log == nil {
 		d.Log = zap.NewNop()
 	}
+	if d.Store == nil {
+		d.Store = Files{Dir: d.StateDir}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Manager{
 		deps: d, ctx: ctx, cancel: cancel,
 		notifier: newNotifier(d.Log.Named("webhook")),
 		ctrls:    map[string]*controller{},
 		stops:    map[string]context.CancelFunc{},
+		leading:  !d.Clustered,
 	}
 }
 
@@ -107,8 +121,9 @@ func Release(r *config.Route) string {
 // for a controller: a running one picks up its new spec at its next tick. A
 // route whose release changed starts over at the first step; a route seen
 // for the first time resumes its saved state if that was of the same
-// release. After Sync, Overrides gives the weights to apply.
-func (m *Manager) Sync(routes []config.Route) {
+// release. It returns the weights every rollout imposes now (those of
+// later changes go to the Sink).
+func (m *Manager) Sync(routes []config.Route) map[string]Override {
 	var toSave []*controller
 	defer func() {
 		for _, c := range toSave {
@@ -120,7 +135,7 @@ func (m *Manager) Sync(routes []config.Route) {
 	if m.stopped {
 		// The process is draining (Stop): a reload that lands now starts
 		// no release and moves no step; the saved states stand.
-		return
+		return m.overrides()
 	}
 	seen := map[string]bool{}
 	for i := range routes {
@@ -134,26 +149,18 @@ func (m *Manager) Sync(routes []config.Route) {
 		now := time.Now()
 		c := m.ctrls[r.Name]
 		if c == nil {
-			c = &controller{m: m, route: r.Name, log: m.deps.Log, wake: make(chan struct{}, 1), spec: &spec}
+			c = &controller{m: m, route: r.Name, log: m.deps.Log, wake: make(chan struct{}, 1), spec: &spec, release: release}
 			c.setProm()
 			c.mu.Lock()
-			saved, err := load(m.deps.StateDir, r.Name)
+			saved, err := m.deps.Store.Load(r.Name)
 			switch {
+			case !m.leading:
+				c.follow(saved, release)
 			case err != nil:
 				m.deps.Log.Error("rollout state unreadable; starting the release afresh", zap.String("route", r.Name), zap.Error(err))
 				c.startRelease(now, release, "new release (saved state unreadable)")
 			case saved != nil && saved.Release == release:
-				c.st = *saved
-				if c.st.Shadow && spec.Shadow == nil {
-					c.leaveShadow(now, "the shadow phase was removed from the config; canary to %s%% (live)", nil)
-				}
-				c.st.StepStarted = now // in-process counts restart with the process
-				if c.st.StepIndex >= len(spec.Steps) {
-					c.st.StepIndex = len(spec.Steps) - 1
-				}
-				c.resetBase(now)
-				c.publishWeight()
-				c.transition(now, c.st.Phase, fmt.Sprintf("resumed after restart at step %d (canary %.2f%%)", c.st.StepIndex+1, float64(c.st.Weight)/100), nil)
+				c.resume(now, saved, "resumed after restart")
 			case saved != nil:
 				c.st.History = saved.History
 				c.startRelease(now, release, fmt.Sprintf("new release %s (saved state was of %s)", release, saved.Release))
@@ -162,15 +169,20 @@ func (m *Manager) Sync(routes []config.Route) {
 			}
 			c.mu.Unlock()
 			m.ctrls[r.Name] = c
-			toSave = append(toSave, c)
-			if m.started && !m.stopped {
+			if m.leading {
+				toSave = append(toSave, c)
+			}
+			if m.started && !m.stopped && m.leading {
 				m.launch(c)
 			}
 			continue
 		}
 		c.mu.Lock()
 		c.spec = &spec
+		c.release = release
 		switch {
+		case !m.leading:
+			// The leader decides what a changed route means.
 		case c.st.Release != release:
 			c.startRelease(now, release, "new release "+release+": the canary's instances or the pools changed")
 			toSave = append(toSave, c)
@@ -194,12 +206,15 @@ func (m *Manager) Sync(routes []config.Route) {
 			delete(m.stops, name)
 		}
 		delete(m.ctrls, name)
-		if err := remove(m.deps.StateDir, name); err != nil {
-			m.deps.Log.Warn("cannot remove rollout state", zap.String("route", name), zap.Error(err))
+		if m.leading {
+			if err := m.deps.Store.Remove(name); err != nil {
+				m.deps.Log.Warn("cannot remove rollout state", zap.String("route", name), zap.Error(err))
+			}
 		}
 		m.deps.Metrics.ForgetRollout(name, Phases)
 		c.log.Info("rollout removed from the config; the file's weights apply", zap.String("route", name))
 	}
+	return m.overrides()
 }
 
 func (c *controller) setProm() {
@@ -220,6 +235,11 @@ func (c *controller) setProm() {
 func (m *Manager) Overrides() map[string]Override {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return m.overrides()
+}
+
+// overrides: m.mu held.
+func (m *Manager) overrides() map[string]Override {
 	out := make(map[string]Override, len(m.ctrls))
 	for name, c := range m.ctrls {
 		if o := c.weight.Load(); o != nil {
@@ -239,7 +259,7 @@ func (m *Manager) Start() {
 	m.started = true
 	m.wg.Add(1)
 	go func() { defer m.wg.Done(); m.notifier.run(m.ctx) }()
-	if m.stopped {
+	if m.stopped || !m.leading {
 		return
 	}
 	for _, c := range m.ctrls {
@@ -318,11 +338,16 @@ func (m *Manager) Status(route string) (Status, error) {
 	return c.status(), nil
 }
 
-// Control runs promote, abort, pause or resume on a route's rollout.
+// Control runs promote, abort, pause or resume on a route's rollout. In a
+// cluster only the leader runs it (ErrNotLeader elsewhere: send the
+// command to the leader).
 func (m *Manager) Control(route, action string) (Status, error) {
 	c := m.get(route)
 	if c == nil {
 		return Status{}, ErrNoRollout
+	}
+	if !m.Leading() {
+		return c.status(), ErrNotLeader
 	}
 	if err := c.control(action); err != nil {
 		return c.status(), err

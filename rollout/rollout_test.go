@@ -179,15 +179,11 @@ type allUp struct{}
 
 func (allUp) PoolSummary(string, string) (int, int, int) { return 1, 1, 0 }
 
-type noApply struct{}
-
-func (noApply) ApplyRolloutWeights() error { return nil }
-
 // A handful of crafted failing requests cannot roll back a release: the
 // sample gate and the comparison over the whole step hold.
 func TestFewCraftedFailuresDoNotRollBack(t *testing.T) {
 	traffic := newSim()
-	m := NewManager(Deps{Apply: noApply{}, Counters: traffic, Pools: allUp{},
+	m := NewManager(Deps{Counters: traffic, Pools: allUp{},
 		Metrics: metrics.NewRollouts(prometheus.NewRegistry()), StateDir: t.TempDir()})
 	cfg, _ := config.Parse("a.yaml", []byte(`routes:
   - name: web
@@ -219,7 +215,7 @@ func TestFewCraftedFailuresDoNotRollBack(t *testing.T) {
 func TestStateSavedAtomicallyAndResumed(t *testing.T) {
 	dir := t.TempDir()
 	traffic := newSim()
-	deps := Deps{Apply: noApply{}, Counters: traffic, Pools: allUp{}, Metrics: metrics.NewRollouts(prometheus.NewRegistry()), StateDir: dir}
+	deps := Deps{Counters: traffic, Pools: allUp{}, Metrics: metrics.NewRollouts(prometheus.NewRegistry()), StateDir: dir}
 	cfg, _ := config.Parse("s.yaml", []byte(`routes:
   - name: web
     rollout: { stable: blue, canary: green, steps: [10, 50, 100], min_requests: 10 }
@@ -266,7 +262,7 @@ func TestStateSavedAtomicallyAndResumed(t *testing.T) {
 
 func TestControls(t *testing.T) {
 	traffic := newSim()
-	m := NewManager(Deps{Apply: noApply{}, Counters: traffic, Pools: allUp{}, Metrics: metrics.NewRollouts(prometheus.NewRegistry()), StateDir: t.TempDir()})
+	m := NewManager(Deps{Counters: traffic, Pools: allUp{}, Metrics: metrics.NewRollouts(prometheus.NewRegistry()), StateDir: t.TempDir()})
 	cfg, _ := config.Parse("c.yaml", []byte(`routes:
   - name: web
     rollout: { stable: blue, canary: green, steps: [10, 50, 100], pause_before: [50] }
@@ -328,7 +324,7 @@ func TestWebhookAndMetrics(t *testing.T) {
 	defer hook.Close()
 	reg := prometheus.NewRegistry()
 	traffic := newSim()
-	m := NewManager(Deps{Apply: noApply{}, Counters: traffic, Pools: allUp{}, Metrics: metrics.NewRollouts(reg), StateDir: t.TempDir()})
+	m := NewManager(Deps{Counters: traffic, Pools: allUp{}, Metrics: metrics.NewRollouts(reg), StateDir: t.TempDir()})
 	routes := webRoutes(t, `{ stable: blue, canary: green, steps: [10, 100], min_requests: 10, webhook: { url: "`+hook.URL+`", timeout: 1s, retries: 2 } }`)
 	m.SetWebhooks(routes)
 	m.Start()

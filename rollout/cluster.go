@@ -1,0 +1,171 @@
+package rollout
+
+import (
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Cluster mode. Every member has a manager with the same routes; one, the
+// leader, runs the controllers, and the others show and serve the states
+// it writes. A follower's state changes only through Adopt.
+
+// Leading reports whether this manager's controllers decide.
+func (m *Manager) Leading() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.leading
+}
+
+// Lead makes this member's controllers decide, from the states the store
+// holds now (the last leader's): each rollout resumes at its step with its
+// weights, its evidence restarted (the counts before are the old leader's
+// to judge). member names this member in the history.
+func (m *Manager) Lead(member string) {
+	var ctrls []*controller
+	m.mu.Lock()
+	if m.leading || m.stopped {
+		m.mu.Unlock()
+		return
+	}
+	m.leading, m.leader = true, member
+	for _, c := range m.ctrls {
+		ctrls = append(ctrls, c)
+	}
+	m.mu.Unlock()
+	now := time.Now()
+	for _, c := range ctrls {
+		saved, err := m.deps.Store.Load(c.route)
+		c.mu.Lock()
+		release := c.release
+		switch {
+		case err != nil:
+			c.log.Error("rollout state unreadable; starting the release afresh", zap.String("route", c.route), zap.Error(err))
+			c.startRelease(now, release, "new release (the cluster's state was unreadable)")
+		case saved != nil && saved.Release == release:
+			c.resume(now, saved, "resumed by new leader "+member)
+		case saved != nil:
+			c.st.History = saved.History
+			c.startRelease(now, release, fmt.Sprintf("new release %s (the cluster's state was of %s)", release, saved.Release))
+		default:
+			c.startRelease(now, release, "new release "+release)
+		}
+		c.mu.Unlock()
+		c.commit()
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.leading || m.stopped {
+		return
+	}
+	for _, c := range m.ctrls {
+		if m.started && m.stops[c.route] == nil {
+			m.launch(c)
+		}
+	}
+}
+
+// Follow stops this member's controllers deciding (it lost the leadership
+// or is leaving); the data plane keeps the weights it serves. It waits for
+// a decision under way to end (its write is fenced off anyway).
+func (m *Manager) Follow() {
+	m.mu.Lock()
+	if !m.leading {
+		m.mu.Unlock()
+		return
+	}
+	m.leading = false
+	for name, stop := range m.stops {
+		stop()
+		delete(m.stops, name)
+	}
+	m.mu.Unlock()
+	m.ctrlWG.Wait()
+}
+
+// Adopt serves the state the leader wrote for a route on a follower: the
+// status and the metrics tell it, and the Sink gets its weights. On the
+// leader it does nothing (its own controllers wrote it).
+func (m *Manager) Adopt(st State) {
+	m.mu.Lock()
+	c := m.ctrls[st.Route]
+	leading := m.leading
+	m.mu.Unlock()
+	if c == nil || leading {
+		return
+	}
+	c.mu.Lock()
+	if st.Release != c.release {
+		// This member's config names another release: until the configs
+		// agree (the leader pauses on drift), its own file decides.
+		c.mu.Unlock()
+		c.log.Warn("the cluster's rollout state is of another release than this member's config; keeping this member's weights",
+			zap.String("route", st.Route), zap.String("cluster_release", st.Release), zap.String("release", c.release))
+		return
+	}
+	c.st = st
+	c.publishWeight()
+	m.deps.Metrics.SetRollout(c.route, c.st.StepIndex+1, c.st.Phase, Phases)
+	m.deps.Metrics.SetRoles(c.route, c.st.Stable, c.st.Canary)
+	o := c.weight.Load()
+	c.mu.Unlock()
+	c.push(o)
+}
+
+// RestartEvidence starts a route's evidence afresh from now: the leader
+// calls it once every member serves the step's weights, so no request
+// served at the old weights is judged as the new step's. late names the
+// members that did not confirm in time ("" when all did).
+func (m *Manager) RestartEvidence(route, late string) {
+	c := m.get(route)
+	if c == nil {
+		return
+	}
+	now := time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.st.Phase != Progressing && c.st.Phase != Shadowing {
+		return
+	}
+	c.resetEvidence(now)
+	if late != "" {
+		c.analysisEvent(now, "members "+late+" did not confirm the step's weights in time; the step's evidence starts anyway", nil)
+		c.log.Warn("members did not confirm the step's weights in time; evidence starts anyway", zap.String("route", route), zap.String("members", late))
+	}
+}
+
+// follow sets a new controller of a follower from the cluster's state.
+// c.mu held.
+func (c *controller) follow(saved *State, release string) {
+	if saved != nil && saved.Release == release {
+		c.st = *saved
+		c.publishWeight()
+		c.m.deps.Metrics.SetRollout(c.route, c.st.StepIndex+1, c.st.Phase, Phases)
+		c.m.deps.Metrics.SetRoles(c.route, c.st.Stable, c.st.Canary)
+		return
+	}
+	// Nothing from a leader yet: the file's weights serve until one
+	// writes (moving toward the canary needs the leader).
+	c.st = State{Route: c.route, Release: release, Strategy: c.spec.Strategy, Stable: c.spec.Stable, Canary: c.spec.Canary,
+		Phase: Idle, Reason: "waiting for the cluster's leader to write this rollout's state"}
+}
+
+// resume continues a saved state of the same release: same phase, step
+// and weights; the evidence and the tripwire start now (in-process counts
+// restart with the process, and a new leader sums from its start). c.mu
+// held.
+func (c *controller) resume(now time.Time, saved *State, why string) {
+	c.st = *saved
+	spec := c.spec
+	if c.st.Shadow && spec.Shadow == nil {
+		c.leaveShadow(now, "the shadow phase was removed from the config; canary to %s%% (live)", nil)
+	}
+	c.st.StepStarted = now
+	if c.st.StepIndex >= len(spec.Steps) {
+		c.st.StepIndex = len(spec.Steps) - 1
+	}
+	c.resetBase(now)
+	c.publishWeight()
+	c.transition(now, c.st.Phase, fmt.Sprintf("%s at step %d (canary %.2f%%)", why, c.st.StepIndex+1, float64(c.st.Weight)/100), nil)
+}
