@@ -136,4 +136,3 @@ func (s *Server) applyLocked() error {
 	s.publishWeights()
 	return nil
 }
-

@@ -1,0 +1,565 @@
+// Package cluster makes canaryd replicas act as one router on etcd v3:
+// membership, the election of the one member that runs the rollouts,
+// the leader's fenced state, members' acknowledgements, summable
+// counters and operator commands, all under /canaryd/<name>/ (see
+// docs/cluster.md). It is nothing but etcd's own primitives: leases,
+// transactions, watches and the concurrency package's election.
+package cluster
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"canaryd/config"
+	"canaryd/metrics"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+	"go.uber.org/zap"
+)
+
+// Handler is what a member does with what the cluster tells it. Calls
+// come from the cluster's goroutines, one at a time per kind, never with
+// a cluster lock held.
+type Handler interface {
+	// Lead: this member won the election and its fenced writes work;
+	// Follow: it lost the leadership, or resigned.
+	Lead()
+	Follow()
+	// State is the leader's latest state of a route (on every member,
+	// the leader too). The member serves it before State returns; the
+	// cluster then acknowledges it.
+	State(route string, data []byte)
+	// Command runs an operator's command sent to any member (on the
+	// leader only).
+	Command(route, action string) error
+	// Drift names the live members whose settings of a route differ
+	// from the leader's; nil when they all agree (on the leader only).
+	Drift(route string, members []string)
+	// Settled: every live member confirmed the route's latest weights,
+	// except those in late (which did not in time); on the leader only.
+	Settled(route string, late []string)
+	// Partitioned: this member was cut off from etcd for
+	// partition_timeout (true), or it reaches etcd again (false).
+	Partitioned(bool)
+	// Stats are this member's cumulative counters since it started.
+	Stats() []PoolStats
+}
+
+// Info describes this member to the others.
+type Info struct {
+	Addr    string `json:"addr"`
+	Admin   string `json:"admin"`
+	Version string `json:"version"`
+	// ConfigHash is the hash of the member's routes; Routes has each
+	// route's (config drift is judged route by route).
+	ConfigHash string            `json:"config_hash"`
+	Routes     map[string]string `json:"routes"`
+}
+
+// memberDoc is the value of members/<id>.
+type memberDoc struct {
+	Info
+	Boot    string    `json:"boot"`
+	Started time.Time `json:"started"`
+}
+
+// stateDoc is the value of state/<route>: the rollout state as the
+// rollout package encodes it, and who wrote it when.
+type stateDoc struct {
+	By      string          `json:"by"`
+	At      time.Time       `json:"at"`
+	State   json.RawMessage `json:"state"`
+	Weights bool            `json:"weights_changed,omitempty"`
+}
+
+// commandDoc is the value of commands/<route>/<id>.
+type commandDoc struct {
+	Action string `json:"action"`
+	From   string `json:"from"`
+	Done   bool   `json:"done,omitempty"`
+	Error  string `json:"error,omitempty"`
+}
+
+// Options configure a Cluster.
+type Options struct {
+	// Config is the cluster block, defaulted.
+	Config config.Cluster
+	// Member is this member's id (Config.Member or a generated one).
+	Member string
+	Info   Info
+	// Handler gets what the cluster learns. Required.
+	Handler Handler
+	Log     *zap.Logger
+	Metrics *metrics.Cluster
+	// Clock for tests; default time.Now.
+	Now func() time.Time
+}
+
+// Timing. Members confirm weights within ackTimeout or the step's
+// evidence starts without them; the leader checks its duties every
+// dutyEvery; counters are flushed every flushBusy while a rollout is under
+// way and every flushIdle otherwise.
+const (
+	ackTimeout  = 2 * time.Second
+	dutyEvery   = 100 * time.Millisecond
+	flushBusy   = time.Second
+	flushIdle   = 10 * time.Second
+	probeEvery  = 500 * time.Millisecond
+	opTimeout   = 2 * time.Second
+	retryPause  = 300 * time.Millisecond
+	commandWait = 10 * time.Second
+)
+
+// Cluster is this member's part in the cluster.
+type Cluster struct {
+	o      Options
+	log    *zap.Logger
+	cli    *clientv3.Client
+	prefix string
+	boot   string
+
+	ctx    context.Context // ends at Close
+	cancel context.CancelFunc
+	// campaignCtx ends at Resign: no more campaigning.
+	campaignCtx    context.Context
+	stopCampaign   context.CancelFunc
+	wg, campaignWG sync.WaitGroup
+	deposed        chan struct{} // a fenced write failed (cap 1)
+	cmdSeq         uint64
+
+	mu       sync.Mutex
+	sess     *concurrency.Session // nil while none
+	election *concurrency.Election
+	leading  bool
+	mirror   *mirror
+	// connected: the last read of etcd succeeded; lastOK is when.
+	connected   bool
+	lastOK      time.Time
+	partitioned bool
+	// pending are the leader's writes waiting for acknowledgements.
+	pending map[string]pendingAck
+	// executed commands (key@revision), so one is run once.
+	executed map[string]bool
+	drift    map[string]string // route → members, as last reported
+	info     Info
+}
+
+type pendingAck struct {
+	rev   int64
+	since time.Time
+}
+
+// New connects lazily: etcd unreachable at start is a normal state (the
+// member serves its file's weights and keeps trying).
+func New(o Options) (*Cluster, error) {
+	if o.Log == nil {
+		o.Log = zap.NewNop()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Metrics == nil {
+		return nil, errors.New("cluster: Options.Metrics is required")
+	}
+	cc := clientv3.Config{
+		Endpoints:            o.Config.Etcd.Endpoints,
+		DialTimeout:          o.Config.Etcd.DialTimeout.D(),
+		DialKeepAliveTime:    2 * time.Second,
+		DialKeepAliveTimeout: 2 * time.Second,
+		// The client's own retries are logged at warn level many times a
+		// second while etcd is away; this member's logs say it once.
+		Logger: o.Log.Named("etcd").WithOptions(zap.IncreaseLevel(zap.ErrorLevel)),
+		// Never RejectOldCluster: a 3.7 client then refuses a 3.4 server.
+	}
+	if t := o.Config.Etcd.TLS; t.Enabled() {
+		tc, err := etcdTLS(t)
+		if err != nil {
+			return nil, err
+		}
+		cc.TLS = tc
+	}
+	cli, err := clientv3.New(cc)
+	if err != nil {
+		return nil, fmt.Errorf("cluster.etcd: %w", err)
+	}
+	var b [6]byte
+	rand.Read(b[:])
+	ctx, cancel := context.WithCancel(context.Background())
+	cctx, ccancel := context.WithCancel(ctx)
+	c := &Cluster{
+		o: o, log: o.Log, cli: cli, prefix: "/canaryd/" + o.Config.Name + "/", boot: hex.EncodeToString(b[:]),
+		ctx: ctx, cancel: cancel, campaignCtx: cctx, stopCampaign: ccancel,
+		deposed: make(chan struct{}, 1), mirror: newMirror(o.Member), pending: map[string]pendingAck{},
+		executed: map[string]bool{}, drift: map[string]string{}, info: o.Info,
+	}
+	return c, nil
+}
+
+func etcdTLS(t config.ClusterTLS) (*tls.Config, error) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if t.CAFile != "" {
+		pem, err := os.ReadFile(t.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("cluster.etcd.tls.ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("cluster.etcd.tls.ca_file %s has no PEM certificate", t.CAFile)
+		}
+		tc.RootCAs = pool
+	}
+	if t.CertFile != "" {
+		pair, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("cluster.etcd.tls: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{pair}
+	}
+	return tc, nil
+}
+
+// Member is this member's id.
+func (c *Cluster) Member() string { return c.o.Member }
+
+// Start runs the member: the watch of the cluster's keys, the session
+// and the campaign, the flushes and probes.
+func (c *Cluster) Start() {
+	c.wg.Add(3)
+	go func() { defer c.wg.Done(); c.watchLoop() }()
+	go func() { defer c.wg.Done(); c.probeLoop() }()
+	go func() { defer c.wg.Done(); c.dutyLoop() }()
+	c.campaignWG.Add(1)
+	go func() { defer c.campaignWG.Done(); c.sessionLoop() }()
+}
+
+// Resign ends this member's part in the election, for a process about to
+// drain: a leader resigns at once (another member leads within moments,
+// not a session_ttl), and its session's keys go. The watch goes on, so
+// the drain serves the cluster's weights.
+func (c *Cluster) Resign() {
+	c.stopCampaign()
+	c.campaignWG.Wait()
+}
+
+// Close stops everything (after Resign).
+func (c *Cluster) Close() {
+	c.Resign()
+	c.cancel()
+	c.wg.Wait()
+	c.cli.Close()
+}
+
+func (c *Cluster) key(parts ...string) string {
+	k := c.prefix
+	for i, p := range parts {
+		if i > 0 {
+			k += "/"
+		}
+		k += p
+	}
+	return k
+}
+
+// sessionLoop keeps a session (a lease that holds this member's keys),
+// the member key on it, and a campaign for leadership.
+func (c *Cluster) sessionLoop() {
+	ctx := c.campaignCtx
+	for ctx.Err() == nil {
+		sess, err := concurrency.NewSession(c.cli, concurrency.WithTTL(int(c.o.Config.SessionTTL.D()/time.Second)), concurrency.WithContext(c.ctx))
+		if err != nil {
+			pause(ctx, retryPause)
+			continue
+		}
+		c.mu.Lock()
+		c.sess = sess
+		c.mu.Unlock()
+		if err := c.putMember(ctx, sess); err != nil {
+			c.dropSession(sess, false)
+			pause(ctx, retryPause)
+			continue
+		}
+		el := concurrency.NewElection(sess, c.key("election")+"/")
+		cctx, cancel := context.WithCancel(ctx)
+		won := make(chan error, 1)
+		go func() { won <- el.Campaign(cctx, c.o.Member) }()
+		select {
+		case err := <-won:
+			if err != nil {
+				cancel()
+				c.dropSession(sess, true)
+				continue
+			}
+			c.lead(el)
+			select {
+			case <-sess.Done():
+				c.log.Warn("cluster session lost; no longer the leader", zap.String("member", c.o.Member))
+			case <-c.deposed:
+				c.log.Warn("deposed: a fenced write failed; no longer the leader", zap.String("member", c.o.Member))
+			case <-ctx.Done():
+			}
+			c.unlead()
+			if ctx.Err() != nil {
+				rctx, rcancel := context.WithTimeout(c.ctx, opTimeout)
+				if err := el.Resign(rctx); err != nil {
+					c.log.Warn("resigning the leadership failed; the others take over when the session expires", zap.Error(err))
+				}
+				rcancel()
+			}
+		case <-sess.Done():
+		case <-ctx.Done():
+		}
+		cancel()
+		c.dropSession(sess, ctx.Err() != nil)
+	}
+}
+
+// dropSession forgets a session; revoke ends its lease at once (this
+// member's keys go now, not at the TTL).
+func (c *Cluster) dropSession(sess *concurrency.Session, revoke bool) {
+	c.mu.Lock()
+	if c.sess == sess {
+		c.sess = nil
+	}
+	c.mu.Unlock()
+	if revoke {
+		sess.Close()
+	} else {
+		sess.Orphan()
+	}
+}
+
+func (c *Cluster) putMember(ctx context.Context, sess *concurrency.Session) error {
+	c.mu.Lock()
+	doc := memberDoc{Info: c.info, Boot: c.boot, Started: c.o.Now()}
+	c.mu.Unlock()
+	b, _ := json.Marshal(doc)
+	octx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	_, err := c.cli.Put(octx, c.key("members", c.o.Member), string(b), clientv3.WithLease(sess.Lease()))
+	return err
+}
+
+// SetInfo updates what the others see of this member (a reload changed
+// its routes).
+func (c *Cluster) SetInfo(info Info) {
+	c.mu.Lock()
+	c.info = info
+	sess := c.sess
+	c.mu.Unlock()
+	if sess != nil {
+		if err := c.putMember(c.ctx, sess); err != nil {
+			c.log.Warn("cannot publish this member's new config hash; the next session will", zap.Error(err))
+		}
+	}
+}
+
+func (c *Cluster) lead(el *concurrency.Election) {
+	// Read the states as they are now: the old leader's last writes may
+	// not have reached this member's watch yet.
+	octx, cancel := context.WithTimeout(c.ctx, opTimeout)
+	resp, err := c.cli.Get(octx, c.key("state")+"/", clientv3.WithPrefix())
+	cancel()
+	c.mu.Lock()
+	if err == nil {
+		for _, kv := range resp.Kvs {
+			c.mirror.putState(c.prefix, kv)
+		}
+	}
+	c.election, c.leading = el, true
+	c.pending = map[string]pendingAck{}
+	c.drift = map[string]string{}
+	c.mu.Unlock()
+	select {
+	case <-c.deposed:
+	default:
+	}
+	c.o.Metrics.Leader(true)
+	c.log.Info("cluster leader: this member runs the rollouts", zap.String("member", c.o.Member), zap.Int64("election_revision", el.Rev()))
+	c.o.Handler.Lead()
+}
+
+func (c *Cluster) unlead() {
+	c.mu.Lock()
+	c.leading, c.election = false, nil
+	c.mu.Unlock()
+	c.o.Metrics.Leader(false)
+	c.o.Handler.Follow()
+	c.log.Info("cluster follower: this member serves the leader's weights", zap.String("member", c.o.Member))
+}
+
+// Leading reports whether this member leads.
+func (c *Cluster) Leading() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.leading
+}
+
+// ErrFenced is SaveState's error when this member is not the leader, or
+// lost the leadership: nothing was written.
+var ErrFenced = errors.New("not the cluster's leader: the write was fenced off")
+
+// SaveState writes a route's state, only while this member's leadership
+// holds (a transaction guarded by its election key's revision: a deposed
+// leader's late write fails). weights says whether the state moves
+// traffic; the members' acknowledgements of it are then awaited.
+func (c *Cluster) SaveState(route string, state []byte, weights bool) error {
+	c.mu.Lock()
+	el := c.election
+	c.mu.Unlock()
+	if el == nil {
+		return ErrFenced
+	}
+	b, _ := json.Marshal(stateDoc{By: c.o.Member, At: c.o.Now(), State: state, Weights: weights})
+	ctx, cancel := context.WithTimeout(c.ctx, opTimeout)
+	defer cancel()
+	resp, err := c.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(el.Key()), "=", el.Rev())).
+		Then(clientv3.OpPut(c.key("state", route), string(b))).
+		Commit()
+	if err != nil {
+		// Unknown outcome (etcd away or without quorum): the decision is
+		// not served. A leader that cannot write loses its session soon.
+		return fmt.Errorf("%w (%v)", ErrFenced, err)
+	}
+	if !resp.Succeeded {
+		select {
+		case c.deposed <- struct{}{}:
+		default:
+		}
+		return ErrFenced
+	}
+	c.mu.Lock()
+	c.mirror.setState(route, state, resp.Header.Revision, c.o.Now())
+	if weights {
+		c.pending[route] = pendingAck{rev: resp.Header.Revision, since: c.o.Now()}
+	}
+	c.mu.Unlock()
+	return nil
+}
+
+// LoadState is a route's latest state as this member knows it; nil when
+// none.
+func (c *Cluster) LoadState(route string) []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if s, ok := c.mirror.states[route]; ok {
+		return s.data
+	}
+	return nil
+}
+
+// DeleteState forgets a route's state (fenced, as SaveState).
+func (c *Cluster) DeleteState(route string) error {
+	c.mu.Lock()
+	el := c.election
+	c.mu.Unlock()
+	if el == nil {
+		return ErrFenced
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, opTimeout)
+	defer cancel()
+	resp, err := c.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(el.Key()), "=", el.Rev())).
+		Then(clientv3.OpDelete(c.key("state", route))).Commit()
+	if err != nil || !resp.Succeeded {
+		return ErrFenced
+	}
+	return nil
+}
+
+// Traffic is the cluster's cumulative counts of a pool: every other
+// member's last flush (those gone included, so the sums never go back),
+// plus local, this member's own live counts.
+func (c *Cluster) Traffic(route, pool string, local metrics.Traffic) metrics.Traffic {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := c.mirror.sum(c.o.Member, route, pool)
+	addCounts(&local.Weighted, &s.Traffic.Weighted)
+	addCounts(&local.Preview, &s.Traffic.Preview)
+	return local
+}
+
+// Shadow is Traffic's sum for a route's copies to a pool.
+func (c *Cluster) Shadow(route, pool string, local metrics.Shadow) metrics.Shadow {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := c.mirror.sum(c.o.Member, route, pool)
+	addCounts(&local.Copies, &s.Shadow.Copies)
+	addCounts(&local.Primaries, &s.Shadow.Primaries)
+	local.Compared += s.Shadow.Compared
+	local.Mismatches += s.Shadow.Mismatches
+	return local
+}
+
+func addCounts(c, o *metrics.Counts) {
+	c.Requests += o.Requests
+	c.Errors += o.Errors
+	c.Cancelled += o.Cancelled
+	for i := range c.Latency {
+		c.Latency[i] += o.Latency[i]
+	}
+}
+
+// Command sends an operator's command to the leader and waits for it to
+// run (up to ctx's end, at most commandWait). It returns the leader's
+// error, if any.
+func (c *Cluster) Command(ctx context.Context, route, action string) error {
+	c.mu.Lock()
+	sess := c.sess
+	c.cmdSeq++
+	key := c.key("commands", route, fmt.Sprintf("%s.%s.%d", c.o.Member, c.boot, c.cmdSeq))
+	c.mu.Unlock()
+	if sess == nil {
+		return errors.New("this member is not connected to the cluster's etcd; send the command to another member, or retry when it reconnects")
+	}
+	ctx, cancel := context.WithTimeout(ctx, commandWait)
+	defer cancel()
+	b, _ := json.Marshal(commandDoc{Action: action, From: c.o.Member})
+	// Bound to this member's session: a command whose sender died goes
+	// with it.
+	if _, err := c.cli.Put(ctx, key, string(b), clientv3.WithLease(sess.Lease())); err != nil {
+		return fmt.Errorf("sending the command to the cluster: %w", err)
+	}
+	defer func() {
+		dctx, dcancel := context.WithTimeout(c.ctx, opTimeout)
+		c.cli.Delete(dctx, key)
+		dcancel()
+	}()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		c.mu.Lock()
+		d, ok := c.mirror.commands[key]
+		c.mu.Unlock()
+		if ok && d.doc.Done {
+			if d.doc.Error != "" {
+				return errors.New(d.doc.Error)
+			}
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("the cluster's leader did not run the command within %v (is there a leader? see GET /api/v1/cluster): %w", commandWait, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+func pause(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

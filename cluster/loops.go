@@ -1,0 +1,286 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"go.uber.org/zap"
+)
+
+// watchLoop keeps the mirror: one read of every key, then a watch from
+// that read's revision. A watch that ends (compacted, etcd without a
+// leader, connection lost) starts over with a new read.
+func (c *Cluster) watchLoop() {
+	for c.ctx.Err() == nil {
+		gctx, cancel := context.WithTimeout(c.ctx, opTimeout)
+		resp, err := c.cli.Get(gctx, c.prefix, clientv3.WithPrefix())
+		cancel()
+		if err != nil {
+			pause(c.ctx, retryPause)
+			continue
+		}
+		c.mu.Lock()
+		changed := c.mirror.load(c.prefix, resp.Kvs)
+		c.mu.Unlock()
+		c.applyStates(changed)
+		// WithRequireLeader: an etcd member cut off from its quorum ends
+		// the watch instead of going quiet.
+		wctx, wcancel := context.WithCancel(clientv3.WithRequireLeader(c.ctx))
+		wch := c.cli.Watch(wctx, c.prefix, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
+		for wr := range wch {
+			if err := wr.Err(); err != nil {
+				if errors.Is(err, rpctypes.ErrCompacted) {
+					c.log.Info("cluster watch compacted; reading the keys again", zap.Int64("compact_revision", wr.CompactRevision))
+				}
+				break
+			}
+			changed = changed[:0]
+			c.mu.Lock()
+			for _, ev := range wr.Events {
+				if ev.Type == clientv3.EventTypeDelete {
+					c.mirror.del(c.prefix, string(ev.Kv.Key))
+				} else if r := c.mirror.put(c.prefix, ev.Kv); r != "" {
+					changed = append(changed, r)
+				}
+			}
+			c.mu.Unlock()
+			c.applyStates(changed)
+		}
+		wcancel()
+	}
+}
+
+// applyStates serves the routes' new states, then acknowledges them (with
+// a flush of the counters in the same transaction, so that the leader's
+// sums hold every request served at the old weights once it sees the
+// acknowledgement).
+func (c *Cluster) applyStates(routes []string) {
+	if len(routes) == 0 {
+		return
+	}
+	sort.Strings(routes)
+	for _, r := range routes {
+		c.mu.Lock()
+		st, ok := c.mirror.states[r]
+		c.mu.Unlock()
+		if !ok {
+			continue
+		}
+		c.o.Handler.State(r, st.data)
+		c.mu.Lock()
+		leading, sess := c.leading, c.sess
+		c.mu.Unlock()
+		if leading {
+			continue // the leader serves its own decisions as it makes them
+		}
+		if !st.at.IsZero() {
+			c.o.Metrics.Lag(r, max(0, c.o.Now().Sub(st.at).Seconds()))
+		}
+		if sess == nil {
+			continue
+		}
+		stats, _ := json.Marshal(encodeStats(c.boot, c.o.Handler.Stats()))
+		ctx, cancel := context.WithTimeout(c.ctx, opTimeout)
+		_, err := c.cli.Txn(ctx).Then(
+			clientv3.OpPut(c.key("stats", c.o.Member), string(stats), clientv3.WithLease(sess.Lease())),
+			clientv3.OpPut(c.key("acks", r, c.o.Member), strconv.FormatInt(st.rev, 10), clientv3.WithLease(sess.Lease())),
+		).Commit()
+		cancel()
+		if err != nil {
+			c.log.Warn("cannot confirm the leader's weights; it starts the step's evidence without this member", zap.String("route", r), zap.Error(err))
+		}
+	}
+}
+
+// probeLoop reads this member's key every probeEvery: connected is
+// whether that works (through etcd's quorum: a linearizable read). Cut
+// off for partition_timeout, the member says so to its Handler. It also
+// flushes the counters.
+func (c *Cluster) probeLoop() {
+	tick := time.NewTicker(probeEvery)
+	defer tick.Stop()
+	start := c.o.Now()
+	c.mu.Lock()
+	c.lastOK = start
+	c.mu.Unlock()
+	var lastFlush time.Time
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-tick.C:
+		}
+		ctx, cancel := context.WithTimeout(c.ctx, probeEvery*2)
+		_, err := c.cli.Get(ctx, c.key("members", c.o.Member))
+		cancel()
+		now := c.o.Now()
+		c.mu.Lock()
+		was, wasPart := c.connected, c.partitioned
+		c.connected = err == nil
+		if err == nil {
+			c.lastOK = now
+			c.partitioned = false
+		} else if now.Sub(c.lastOK) >= c.o.Config.PartitionTimeout.D() {
+			c.partitioned = true
+		}
+		part, sess, busy := c.partitioned, c.sess, c.mirror.busy()
+		c.mu.Unlock()
+		c.o.Metrics.Connected(err == nil)
+		switch {
+		case was && err != nil:
+			c.log.Warn("cluster: etcd unreachable; serving the last weights", zap.Error(err),
+				zap.Duration("partition_timeout", c.o.Config.PartitionTimeout.D()), zap.String("on_partition", c.o.Config.OnPartition))
+		case !was && err == nil:
+			c.log.Info("cluster: etcd reachable", zap.String("member", c.o.Member))
+		}
+		if part != wasPart {
+			c.o.Handler.Partitioned(part)
+		}
+		every := flushIdle
+		if busy {
+			every = flushBusy
+		}
+		if err == nil && sess != nil && now.Sub(lastFlush) >= every {
+			if c.flush(sess) == nil {
+				lastFlush = now
+			}
+		}
+	}
+}
+
+func (c *Cluster) flush(sess interface{ Lease() clientv3.LeaseID }) error {
+	b, _ := json.Marshal(encodeStats(c.boot, c.o.Handler.Stats()))
+	ctx, cancel := context.WithTimeout(c.ctx, opTimeout)
+	defer cancel()
+	_, err := c.cli.Put(ctx, c.key("stats", c.o.Member), string(b), clientv3.WithLease(sess.Lease()))
+	return err
+}
+
+// dutyLoop does the leader's part: it tells when members have confirmed
+// a write, runs the commands sent to any member, and watches for config
+// drift.
+func (c *Cluster) dutyLoop() {
+	tick := time.NewTicker(dutyEvery)
+	defer tick.Stop()
+	var lastDrift time.Time
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-tick.C:
+		}
+		c.mu.Lock()
+		c.o.Metrics.Members(len(c.mirror.members))
+		leading := c.leading
+		c.mu.Unlock()
+		if !leading {
+			continue
+		}
+		c.settle()
+		c.runCommands()
+		if now := c.o.Now(); now.Sub(lastDrift) >= time.Second {
+			lastDrift = now
+			c.checkDrift()
+		}
+	}
+}
+
+// settle reports the writes every live member has confirmed, or that
+// waited ackTimeout.
+func (c *Cluster) settle() {
+	type done struct {
+		route string
+		late  []string
+	}
+	var out []done
+	now := c.o.Now()
+	c.mu.Lock()
+	for route, p := range c.pending {
+		var late []string
+		for id := range c.mirror.members {
+			if id != c.o.Member && c.mirror.acks[route][id] < p.rev {
+				late = append(late, id)
+			}
+		}
+		timedOut := now.Sub(p.since) >= ackTimeout
+		if len(late) == 0 || timedOut {
+			sort.Strings(late)
+			out = append(out, done{route, late})
+			delete(c.pending, route)
+			c.o.Metrics.Lag(route, now.Sub(p.since).Seconds())
+		}
+	}
+	c.mu.Unlock()
+	for _, d := range out {
+		c.o.Handler.Settled(d.route, d.late)
+	}
+}
+
+func (c *Cluster) runCommands() {
+	type cmd struct {
+		key string
+		commandEntry
+	}
+	var todo []cmd
+	c.mu.Lock()
+	for k, e := range c.mirror.commands {
+		id := k + "@" + strconv.FormatInt(e.rev, 10)
+		if e.doc.Done || c.executed[id] {
+			continue
+		}
+		c.executed[id] = true
+		todo = append(todo, cmd{k, e})
+	}
+	c.mu.Unlock()
+	for _, t := range todo {
+		err := c.o.Handler.Command(t.route, t.doc.Action)
+		t.doc.Done = true
+		if err != nil {
+			t.doc.Error = err.Error()
+		}
+		c.log.Info("cluster command run", zap.String("route", t.route), zap.String("action", t.doc.Action),
+			zap.String("from", t.doc.From), zap.Error(err))
+		b, _ := json.Marshal(t.doc)
+		ctx, cancel := context.WithTimeout(c.ctx, opTimeout)
+		// The sender's lease stays on the key (IgnoreLease): it goes with
+		// the sender.
+		c.cli.Put(ctx, t.key, string(b), clientv3.WithIgnoreLease())
+		cancel()
+	}
+}
+
+// checkDrift compares every live member's route settings with the
+// leader's, route by route, and reports the changes.
+func (c *Cluster) checkDrift() {
+	type report struct {
+		route   string
+		members []string
+	}
+	var out []report
+	c.mu.Lock()
+	for route, mine := range c.info.Routes {
+		var differ []string
+		for id, m := range c.mirror.members {
+			if id != c.o.Member && m.Routes[route] != mine {
+				differ = append(differ, id)
+			}
+		}
+		sort.Strings(differ)
+		key := strings.Join(differ, ",")
+		if c.drift[route] != key {
+			c.drift[route] = key
+			out = append(out, report{route, differ})
+		}
+	}
+	c.mu.Unlock()
+	for _, r := range out {
+		c.o.Handler.Drift(r.route, r.members)
+	}
+}
