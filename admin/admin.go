@@ -49,6 +49,34 @@ type Options struct {
 	AllowedHosts []string
 	// Dashboard serves the web UI at /. Default: not served.
 	Dashboard http.Handler
+	// Cluster is this member's view of its cluster, for GET
+	// /api/v1/cluster. Default nil: a single process (the endpoint says
+	// so with 404).
+	Cluster func() ClusterView
+}
+
+// ClusterView is GET /api/v1/cluster.
+type ClusterView struct {
+	Name      string `json:"name"`
+	Member    string `json:"member"`
+	Leader    string `json:"leader"`
+	Connected bool   `json:"connected"`
+	// Partitioned: cut off from etcd for partition_timeout or more.
+	Partitioned bool `json:"partitioned"`
+	// States is the sequence of each route's latest state.
+	States  map[string]int64    `json:"states"`
+	Members []ClusterMemberView `json:"members"`
+}
+
+// ClusterMemberView is one live member.
+type ClusterMemberView struct {
+	ID         string `json:"id"`
+	Addr       string `json:"addr"`
+	Admin      string `json:"admin"`
+	Version    string `json:"version"`
+	ConfigHash string `json:"config_hash"`
+	// Acked is the state sequence the member serves, by route.
+	Acked map[string]int64 `json:"acked"`
 }
 
 // Routes is what the routes API reads and steers.
@@ -185,6 +213,13 @@ func New(o Options) http.Handler {
 			writeJSON(w, status, res)
 		}))
 	}
+	api.HandleFunc("GET /api/v1/cluster", func(w http.ResponseWriter, _ *http.Request) {
+		if o.Cluster == nil {
+			writeError(w, http.StatusNotFound, "this canaryd is a single process: its config has no cluster block (docs/cluster.md)")
+			return
+		}
+		writeJSON(w, http.StatusOK, o.Cluster())
+	})
 	if o.Routes != nil {
 		api.HandleFunc("GET /api/v1/routes", func(w http.ResponseWriter, _ *http.Request) {
 			writeJSON(w, http.StatusOK, o.Routes.Routes())

@@ -94,7 +94,13 @@ func (s *Server) Control(route, action string) (*rollout.Status, error) {
 	if s.router.Load().Route(route) == nil {
 		return nil, admin.ErrUnknownRoute
 	}
-	st, err := s.rollouts.Control(route, action)
+	var st rollout.Status
+	var err error
+	if s.cluster != nil {
+		st, err = s.clusterControl(route, action)
+	} else {
+		st, err = s.rollouts.Control(route, action)
+	}
 	if errors.Is(err, rollout.ErrNoRollout) {
 		return nil, err
 	}

@@ -18,6 +18,7 @@ import (
 
 	"canaryd/admin"
 	"canaryd/balancer"
+	"canaryd/cluster"
 	"canaryd/config"
 	"canaryd/health"
 	"canaryd/metrics"
@@ -45,6 +46,9 @@ type Options struct {
 	// OnReload is called after every reload attempt, on the reload
 	// goroutine. Default nil.
 	OnReload func(ReloadResult)
+	// Version is this build's, shown to the other cluster members.
+	// Default "".
+	Version string
 }
 
 // Server is one canaryd process: proxy listener, admin listener, router,
@@ -80,6 +84,11 @@ type Server struct {
 	// leader), pushed by them (SetOverride) and by reloads (Sync's
 	// result). Guarded by applyMu.
 	overrides map[string]rollout.Override
+	// cluster is this member's part in a cluster; nil for a single
+	// process. partitioned: cut off from it for partition_timeout, with
+	// on_partition stable (guarded by applyMu).
+	cluster     *cluster.Cluster
+	partitioned bool
 	// manual holds weights set through the API, by route; guarded by
 	// applyMu. versions counts them.
 	manual   map[string]manualWeights
@@ -174,12 +183,23 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 		s.accessLog = log.Named("access").WithOptions(zap.WithCaller(false))
 	}
 	s.checker = health.New(router, healthEvents{log: log.Named("health"), metrics: s.healthMetrics, router: router, weights: s.publishRouteWeights})
-	s.rollouts = rollout.NewManager(rollout.Deps{
+	if err := s.setupCluster(cfg, o.Registry); err != nil {
+		return nil, err
+	}
+	deps := rollout.Deps{
 		Sink: s, Counters: s, Pools: s.checker,
 		Metrics:  metrics.NewRollouts(o.Registry),
 		Log:      log.Named("rollout"),
 		StateDir: cfg.StateDir,
-	})
+	}
+	if s.cluster != nil {
+		// The leader judges every member's traffic and writes the state
+		// to etcd; the others serve what it writes.
+		deps.Clustered = true
+		deps.Store = &clusterStore{c: s.cluster, last: map[string][2]int{}}
+		deps.Counters = clusterCounts{s}
+	}
+	s.rollouts = rollout.NewManager(deps)
 	s.overrides = s.rollouts.Sync(cfg.Routes)
 	s.rollouts.SetWebhooks(cfg.Routes)
 	specs, err := s.routeSpecs(cfg)
@@ -239,6 +259,7 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 				Routes:       s,
 				AllowedHosts: cfg.Admin.AllowedHosts,
 				Dashboard:    admin.Dashboard(),
+				Cluster:      s.clusterViewFunc(),
 			}),
 			ReadHeaderTimeout: 5 * time.Second,
 			IdleTimeout:       60 * time.Second,
@@ -348,6 +369,13 @@ func (s *Server) Serve(ctx context.Context) error {
 	go func() { defer s.background.Done(); s.router.Run(rctx, s.publishRoutes) }()
 	s.checker.Start()
 	s.rollouts.Start()
+	if s.cluster != nil {
+		s.applyMu.Lock()
+		info := s.clusterInfo(s.cfg)
+		s.applyMu.Unlock()
+		s.cluster.SetInfo(info)
+		s.cluster.Start()
+	}
 	s.background.Add(1)
 	go func() { defer s.background.Done(); s.requests.Run(rctx) }()
 	if s.opts.ConfigPath != "" {
@@ -379,6 +407,11 @@ func (s *Server) Serve(ctx context.Context) error {
 	// judging it would step or pause on nothing. (A reload still running
 	// is ignored by them from here on.)
 	s.rollouts.Stop()
+	if s.cluster != nil {
+		// After the last state is saved, before the drain: another
+		// member leads at once, not a session_ttl later.
+		s.cluster.Resign()
+	}
 	close(s.stopping)
 	dctx, cancel := context.WithTimeout(context.Background(), s.static.Server.DrainTimeout.D())
 	defer cancel()
@@ -402,6 +435,9 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.redirect.Close()
 	}
 	s.background.Wait()
+	if s.cluster != nil {
+		s.cluster.Close()
+	}
 	s.rollouts.Close()
 	s.closeMirrors()
 	s.checker.Close()

@@ -66,6 +66,9 @@ func (s *Server) routeSpecs(cfg *config.Config) ([]balancer.RouteSpec, error) {
 		r := &specs[i]
 		r.Tag = s.requests.Pool(r.Name, metrics.NoPool)
 		o, managed := overrides[r.Name]
+		if managed && s.partitioned && o.UnderWay {
+			o.CanaryBP, o.Shadowing = 0, false
+		}
 		s.setMirror(r, &cfg.Routes[i], o, managed)
 		if managed {
 			r.StickyLow = o.Canary

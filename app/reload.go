@@ -212,6 +212,12 @@ func (s *Server) reloadOnce(source string) ReloadResult {
 	s.publishWeights()
 	s.syncHealth(cfg)
 	s.cfg, s.appliedHash = cfg, res.Hash
+	if s.cluster != nil {
+		// The leader compares members' route settings (config drift).
+		info := s.clusterInfo(cfg)
+		s.background.Add(1)
+		go func() { defer s.background.Done(); s.cluster.SetInfo(info) }()
+	}
 	res.Result = metrics.ReloadApplied
 	s.reloadMetrics.Record(res.Result, res.Hash, res.At)
 	s.log.Info("config applied", zap.String("source", source), zap.String("hash", res.Hash),

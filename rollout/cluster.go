@@ -2,6 +2,7 @@ package rollout
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -168,4 +169,39 @@ func (c *controller) resume(now time.Time, saved *State, why string) {
 	c.resetBase(now)
 	c.publishWeight()
 	c.transition(now, c.st.Phase, fmt.Sprintf("%s at step %d (canary %.2f%%)", why, c.st.StepIndex+1, float64(c.st.Weight)/100), nil)
+}
+
+// Drift pauses a route's rollout while members' settings of it differ
+// (members names them; the leader calls it), and resumes it once they
+// agree again (members empty), if it was drift that paused it.
+func (m *Manager) Drift(route string, members []string) {
+	c := m.get(route)
+	if c == nil || !m.Leading() {
+		return
+	}
+	now := time.Now()
+	c.mu.Lock()
+	from := c.st.Phase
+	switch {
+	case len(members) > 0 && (from == Progressing || from == Shadowing):
+		c.st.Phase, c.st.Drift = Paused, true
+		c.publishWeight()
+		c.transition(now, from, fmt.Sprintf("paused: the config of route %s differs on members %s; make their files agree (it resumes by itself)",
+			route, strings.Join(members, ", ")), nil)
+	case len(members) == 0 && from == Paused && c.st.Drift:
+		c.st.Drift = false
+		c.st.Phase = Progressing
+		if c.st.Shadow {
+			c.st.Phase = Shadowing
+		}
+		c.st.Inconclusive, c.st.Gathering = 0, 0
+		c.resetEvidence(now)
+		c.publishWeight()
+		c.transition(now, from, "resumed: every member has the same config of the route again", nil)
+	default:
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	c.commit()
 }

@@ -49,6 +49,9 @@ type Override struct {
 	CanaryBP       int // the stable pool gets the rest
 	// Shadowing: the route mirrors to the canary (rollout.shadow).
 	Shadowing bool
+	// UnderWay: the rollout is progressing, paused or shadowing (a
+	// partitioned cluster member sends these routes to stable).
+	UnderWay bool
 	// Seq orders the overrides of one manager: a Sink keeps the highest.
 	Seq uint64
 }
@@ -57,7 +60,8 @@ type Override struct {
 // Sink gets it at the next commit. c.mu held.
 func (c *controller) publishWeight() {
 	shadowing := c.st.Shadow && (c.st.Phase == Shadowing || c.st.Phase == Paused)
-	c.weight.Store(&Override{Stable: c.st.Stable, Canary: c.st.Canary, CanaryBP: c.st.Weight, Shadowing: shadowing, Seq: c.m.seq.Add(1)})
+	underWay := c.st.Phase == Progressing || c.st.Phase == Paused || c.st.Phase == Shadowing
+	c.weight.Store(&Override{Stable: c.st.Stable, Canary: c.st.Canary, CanaryBP: c.st.Weight, Shadowing: shadowing, UnderWay: underWay, Seq: c.m.seq.Add(1)})
 }
 
 func (c *controller) steps() []int {
@@ -512,6 +516,7 @@ func (c *controller) control(action string) error {
 		case Paused:
 			next := c.st.StepIndex + 1
 			c.st.Phase = Progressing
+			c.st.Drift = false
 			switch {
 			case c.st.AtGate && c.st.Shadow:
 				c.leaveShadow(now, "resumed past the gate; canary to %s%% (live)", nil)

@@ -300,9 +300,13 @@ func (m *Manager) Stop() {
 	for _, c := range m.ctrls {
 		ctrls = append(ctrls, c)
 	}
+	leading := m.leading
 	m.mu.Unlock()
 	m.ctrlWG.Wait()
 	for _, c := range ctrls {
+		if !leading {
+			continue // a follower's states are the leader's to save
+		}
 		c.persist()
 		st := c.status()
 		c.log.Info("rollout stopped deciding; state saved", zap.String("route", c.route), zap.String("phase", st.Phase),

@@ -43,6 +43,9 @@ type State struct {
 	Failures  int `json:"failures"`
 	// AtGate: paused at a manual gate (pause_before); resume goes past it.
 	AtGate bool `json:"at_gate,omitempty"`
+	// Drift: paused by the cluster's leader because members' configs of
+	// the route differ; it resumes by itself when they agree again.
+	Drift bool `json:"drift,omitempty"`
 	// Shadow: in the shadow phase (shadowing, or paused in it); the live
 	// steps have not begun.
 	Shadow       bool `json:"shadow,omitempty"`

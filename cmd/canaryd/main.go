@@ -120,7 +120,7 @@ func cmdRun(fs *flag.FlagSet, _, stderr io.Writer) func([]string) int {
 		}
 		ctx, stop := signalContext()
 		defer stop()
-		srv, err := app.New(cfg, app.Options{ConfigPath: *path, ConfigData: data, Logger: log})
+		srv, err := app.New(cfg, app.Options{ConfigPath: *path, ConfigData: data, Logger: log, Version: buildVersion()})
 		if err == nil {
 			err = srv.Listen()
 		}

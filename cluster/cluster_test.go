@@ -1,0 +1,244 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"canaryd/config"
+	"canaryd/internal/etcdtest"
+	"canaryd/metrics"
+
+	"github.com/prometheus/client_golang/prometheus"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/goleak"
+)
+
+// recorder is a Handler that records what the cluster tells it and
+// answers commands from a table.
+type recorder struct {
+	mu       sync.Mutex
+	leading  bool
+	states   map[string]string
+	settled  map[string][]string
+	commands []string
+	drift    map[string][]string
+	stats    []PoolStats
+	cmdErr   error
+}
+
+func newRecorder() *recorder {
+	return &recorder{states: map[string]string{}, settled: map[string][]string{}, drift: map[string][]string{}}
+}
+
+func (r *recorder) Lead()   { r.mu.Lock(); r.leading = true; r.mu.Unlock() }
+func (r *recorder) Follow() { r.mu.Lock(); r.leading = false; r.mu.Unlock() }
+func (r *recorder) State(route string, data []byte) {
+	r.mu.Lock()
+	r.states[route] = string(data)
+	r.mu.Unlock()
+}
+func (r *recorder) Command(route, action string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.commands = append(r.commands, route+" "+action)
+	return r.cmdErr
+}
+func (r *recorder) Drift(route string, members []string) {
+	r.mu.Lock()
+	r.drift[route] = members
+	r.mu.Unlock()
+}
+func (r *recorder) Settled(route string, late []string) {
+	r.mu.Lock()
+	r.settled[route] = append([]string{"settled"}, late...)
+	r.mu.Unlock()
+}
+func (r *recorder) Partitioned(bool) {}
+func (r *recorder) Stats() []PoolStats {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]PoolStats(nil), r.stats...)
+}
+
+func (r *recorder) read(f func(*recorder) bool) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return f(r)
+}
+
+func member(t *testing.T, endpoints []string, id string, h Handler, routes map[string]string) *Cluster {
+	t.Helper()
+	c, err := New(Options{
+		Config: config.Cluster{Name: "t", Etcd: config.ClusterEtcd{Endpoints: endpoints, DialTimeout: config.Duration(2 * time.Second)},
+			SessionTTL: config.Duration(2 * time.Second), PartitionTimeout: config.Duration(30 * time.Second), OnPartition: "stable"},
+		Member: id, Handler: h, Metrics: metrics.NewCluster(prometheus.NewRegistry()),
+		Info: Info{Addr: id, Routes: routes},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Start()
+	return c
+}
+
+// leakOpts: the etcd processes' own goroutines (output copies and waits)
+// live until the test's cleanup, after the leak check.
+var leakOpts = []goleak.Option{goleak.IgnoreCurrent(),
+	goleak.IgnoreAnyFunction("os/exec.(*Cmd).writerDescriptor.func1"), goleak.IgnoreAnyFunction("canaryd/internal/etcdtest.(*Member).Start.func1")}
+
+func eventually(t *testing.T, within time.Duration, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %v: %s", within, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func counts(req, errs uint64) metrics.Traffic {
+	var tr metrics.Traffic
+	tr.Weighted.Requests, tr.Weighted.Errors = req, errs
+	tr.Weighted.Latency[10] = req
+	return tr
+}
+
+// Two members on a real three-member etcd: one leads; its state reaches
+// the other, which acknowledges it with its counts; the leader sums them;
+// commands sent to the follower run on the leader; drift is reported; a
+// deposed leader's write is fenced off.
+func TestTwoMembers(t *testing.T) {
+	defer goleak.VerifyNone(t, leakOpts...)
+	etcd := etcdtest.Start(t, 3)
+	ha, hb := newRecorder(), newRecorder()
+	a := member(t, etcd.Endpoints(), "a", ha, map[string]string{"web": "h1"})
+	eventually(t, 10*time.Second, "a leads", func() bool { return a.Leading() })
+	hb.stats = []PoolStats{{Route: "web", Pool: "green", Traffic: counts(40, 3)}}
+	b := member(t, etcd.Endpoints(), "b", hb, map[string]string{"web": "h2"})
+	defer b.Close()
+	defer a.Close()
+	eventually(t, 5*time.Second, "b is a member", func() bool { return len(a.View().Members) == 2 })
+	if b.Leading() {
+		t.Fatal("two leaders")
+	}
+
+	// The leader's write reaches b, which acknowledges it.
+	if err := a.SaveState("web", []byte(`{"phase":"progressing","weight_bp":500}`), true); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 3*time.Second, "b gets the state", func() bool {
+		return hb.read(func(r *recorder) bool { return strings.Contains(r.states["web"], `"weight_bp":500`) })
+	})
+	eventually(t, 3*time.Second, "a hears b's acknowledgement", func() bool {
+		return ha.read(func(r *recorder) bool { return len(r.settled["web"]) == 1 })
+	})
+	// With it came b's counts: the leader's sum is b's plus its own.
+	got := a.Traffic("web", "green", counts(10, 1))
+	if got.Weighted.Requests != 50 || got.Weighted.Errors != 4 || got.Weighted.Latency[10] != 50 {
+		t.Fatalf("summed traffic = %d requests, %d errors, bucket %d; want 50, 4, 50", got.Weighted.Requests, got.Weighted.Errors, got.Weighted.Latency[10])
+	}
+	if v := b.View(); v.Leader != "a" || v.Members[1].Acked["web"] == 0 {
+		t.Fatalf("b's view: %+v", v)
+	}
+
+	// A command sent to b runs on a, and its error comes back.
+	if err := b.Command(context.Background(), "web", "pause"); err != nil {
+		t.Fatal(err)
+	}
+	ha.mu.Lock()
+	ha.cmdErr = errors.New("cannot promote a rollout that is rolled_back")
+	ha.mu.Unlock()
+	if err := b.Command(context.Background(), "web", "promote"); err == nil || !strings.Contains(err.Error(), "rolled_back") {
+		t.Fatalf("command error = %v", err)
+	}
+	if !ha.read(func(r *recorder) bool { return strings.Join(r.commands, ",") == "web pause,web promote" }) {
+		t.Fatalf("commands run on the leader: %v", ha.commands)
+	}
+	if !hb.read(func(r *recorder) bool { return len(r.commands) == 0 }) {
+		t.Fatal("a follower ran a command")
+	}
+
+	// b's route settings differ from a's: drift names b.
+	eventually(t, 3*time.Second, "drift reported", func() bool {
+		return ha.read(func(r *recorder) bool { return strings.Join(r.drift["web"], ",") == "b" })
+	})
+	b.SetInfo(Info{Addr: "b", Routes: map[string]string{"web": "h1"}})
+	eventually(t, 3*time.Second, "drift over", func() bool {
+		return ha.read(func(r *recorder) bool { d, ok := r.drift["web"]; return ok && len(d) == 0 })
+	})
+
+	// Depose a behind its back: its election key goes (as when its lease
+	// expires in a partition). b leads, and a's late write fails.
+	cli, err := clientv3.New(clientv3.Config{Endpoints: etcd.Endpoints(), DialTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	a.mu.Lock()
+	lease := a.sess.Lease()
+	a.mu.Unlock()
+	if _, err := cli.Revoke(context.Background(), lease); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.SaveState("web", []byte(`{"phase":"progressing","weight_bp":2500}`), true); !errors.Is(err, ErrFenced) {
+		t.Fatalf("deposed leader's write: %v, want ErrFenced", err)
+	}
+	eventually(t, 5*time.Second, "b leads", func() bool { return b.Leading() })
+	eventually(t, 5*time.Second, "a follows", func() bool { return !a.Leading() })
+	resp, err := cli.Get(context.Background(), "/canaryd/t/state/web")
+	if err != nil || len(resp.Kvs) != 1 || strings.Contains(string(resp.Kvs[0].Value), "2500") {
+		t.Fatalf("the deposed write landed: %v %v", resp, err)
+	}
+	if err := b.SaveState("web", []byte(`{"phase":"progressing","weight_bp":2500}`), true); err != nil {
+		t.Fatalf("new leader's write: %v", err)
+	}
+}
+
+// SIGTERM's path: a leader that resigns is replaced at once, not after
+// its session's TTL.
+func TestResignHandsOverAtOnce(t *testing.T) {
+	defer goleak.VerifyNone(t, leakOpts...)
+	etcd := etcdtest.Start(t, 1)
+	ha, hb := newRecorder(), newRecorder()
+	a := member(t, etcd.Endpoints(), "a", ha, nil)
+	eventually(t, 10*time.Second, "a leads", func() bool { return a.Leading() })
+	b := member(t, etcd.Endpoints(), "b", hb, nil)
+	defer b.Close()
+	eventually(t, 5*time.Second, "b is a member", func() bool { return len(a.View().Members) == 2 })
+	start := time.Now()
+	a.Resign()
+	eventually(t, time.Second, "b leads within a second", func() bool { return b.Leading() })
+	t.Logf("new leader %v after the resignation", time.Since(start).Round(time.Millisecond))
+	a.Close()
+	if ha.read(func(r *recorder) bool { return r.leading }) {
+		t.Fatal("a's handler still leads")
+	}
+}
+
+// The sums never go back: a member that leaves (its flush expires with
+// its lease) or boots again keeps its old counts in the sum.
+func TestSumsAreMonotonic(t *testing.T) {
+	m := newMirror("self")
+	doc := func(boot string, req uint64) statsDoc {
+		return encodeStats(boot, []PoolStats{{Route: "web", Pool: "green", Traffic: counts(req, 0)}})
+	}
+	m.stats["b"] = doc("1", 100)
+	m.stats["self"] = doc("x", 1000) // counted live by the caller, never here
+	if got := m.sum("self", "web", "green").Traffic.Weighted.Requests; got != 100 {
+		t.Fatalf("sum = %d, want 100", got)
+	}
+	m.del("/p/", "/p/stats/b") // b's lease expired
+	m.del("/p/", "/p/stats/self")
+	if got := m.sum("self", "web", "green").Traffic.Weighted.Requests; got != 100 {
+		t.Fatalf("after b left, sum = %d, want 100", got)
+	}
+	m.stats["b"] = doc("2", 7) // b again, a new boot: a new series
+	if got := m.sum("self", "web", "green").Traffic.Weighted.Requests; got != 107 {
+		t.Fatalf("after b's reboot, sum = %d, want 107", got)
+	}
+}
