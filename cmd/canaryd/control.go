@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"sort"
 	"strings"
 	"time"
 
@@ -159,10 +160,48 @@ func showStatus(c *adminClient, route string, stdout, stderr io.Writer) int {
 		enc.Encode(routes)
 		return 0
 	}
+	// In a cluster, who leads and what each member serves come first.
+	var cv admin.ClusterView
+	if err := c.do(http.MethodGet, "/api/v1/cluster", &cv); err == nil {
+		printCluster(stdout, cv)
+	}
 	for _, r := range routes {
 		printRoute(stdout, r)
 	}
 	return 0
+}
+
+// printCluster shows the leader, the members and what each serves: the
+// sequence of each route's state it acknowledged, against the latest.
+func printCluster(w io.Writer, v admin.ClusterView) {
+	conn := "connected"
+	switch {
+	case v.Partitioned:
+		conn = "PARTITIONED (past partition_timeout)"
+	case !v.Connected:
+		conn = "NOT CONNECTED to etcd"
+	}
+	leader := v.Leader
+	if leader == "" {
+		leader = "(none)"
+	}
+	fmt.Fprintf(w, "cluster %s: member %s, leader %s, %s, %d members\n", v.Name, v.Member, leader, conn, len(v.Members))
+	for _, m := range v.Members {
+		var acks []string
+		for route, seq := range v.States {
+			state := "behind"
+			if m.Acked[route] >= seq {
+				state = "current"
+			}
+			acks = append(acks, fmt.Sprintf("%s %s", route, state))
+		}
+		sort.Strings(acks)
+		role := "follower"
+		if m.ID == v.Leader {
+			role = "leader"
+		}
+		fmt.Fprintf(w, "  %-20s %-8s %-21s config %s  %s\n", m.ID, role, m.Addr, m.ConfigHash, strings.Join(acks, ", "))
+	}
 }
 
 func printRoute(w io.Writer, r admin.RouteView) {
