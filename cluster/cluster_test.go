@@ -10,11 +10,14 @@ import (
 
 	"canaryd/config"
 	"canaryd/internal/etcdtest"
+	"canaryd/internal/tcpproxy"
 	"canaryd/metrics"
 
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/goleak"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // recorder is a Handler that records what the cluster tells it and
@@ -72,7 +75,12 @@ func (r *recorder) read(f func(*recorder) bool) bool {
 
 func member(t *testing.T, endpoints []string, id string, h Handler, routes map[string]string) *Cluster {
 	t.Helper()
-	c, err := New(Options{
+	return memberLog(t, endpoints, id, h, routes, nil)
+}
+
+func memberLog(t *testing.T, endpoints []string, id string, h Handler, routes map[string]string, log *zap.Logger) *Cluster {
+	t.Helper()
+	c, err := New(Options{Log: log,
 		Config: config.Cluster{Name: "t", Etcd: config.ClusterEtcd{Endpoints: endpoints, DialTimeout: config.Duration(2 * time.Second)},
 			SessionTTL: config.Duration(2 * time.Second), PartitionTimeout: config.Duration(30 * time.Second), OnPartition: "stable"},
 		Member: id, Handler: h, Metrics: metrics.NewCluster(prometheus.NewRegistry()),
@@ -240,5 +248,53 @@ func TestSumsAreMonotonic(t *testing.T) {
 	m.stats["b"] = doc("2", 7) // b again, a new boot: a new series
 	if got := m.sum("self", "web", "green").Traffic.Weighted.Requests; got != 107 {
 		t.Fatalf("after b's reboot, sum = %d, want 107", got)
+	}
+}
+
+// A member whose watch falls behind a compaction (cut off while the
+// leader wrote and etcd compacted) reads the keys again and serves the
+// latest state.
+func TestCompactedWatchRereads(t *testing.T) {
+	defer goleak.VerifyNone(t, leakOpts...)
+	etcd := etcdtest.Start(t, 1)
+	link := tcpproxy.Start(t, etcd.Endpoints()...)
+	defer link.Close()
+	ha, hb := newRecorder(), newRecorder()
+	a := member(t, etcd.Endpoints(), "a", ha, nil)
+	defer a.Close()
+	eventually(t, 10*time.Second, "a leads", func() bool { return a.Leading() })
+	core, logs := observer.New(zap.InfoLevel)
+	b := memberLog(t, []string{link.Addr()}, "b", hb, nil, zap.New(core))
+	defer b.Close()
+	if err := a.SaveState("web", []byte(`{"weight_bp":100}`), false); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 3*time.Second, "b gets the first state", func() bool {
+		return hb.read(func(r *recorder) bool { return strings.Contains(r.states["web"], `100`) })
+	})
+	link.Block()
+	for _, w := range []string{"200", "300", "400"} {
+		if err := a.SaveState("web", []byte(`{"weight_bp":`+w+`}`), false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: etcd.Endpoints(), DialTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	resp, err := cli.Get(context.Background(), "/canaryd/t/state/web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Compact(context.Background(), resp.Header.Revision); err != nil {
+		t.Fatal(err)
+	}
+	link.Unblock()
+	eventually(t, 15*time.Second, "b gets the latest state", func() bool {
+		return hb.read(func(r *recorder) bool { return strings.Contains(r.states["web"], `400`) })
+	})
+	if logs.FilterMessageSnippet("compacted").Len() == 0 {
+		t.Error("b did not log the compaction: the test did not take the path it is about")
 	}
 }

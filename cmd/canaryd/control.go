@@ -8,8 +8,8 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"strconv"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
