@@ -200,6 +200,13 @@ func TestInvalidConfigs(t *testing.T) {
 		{"fast path not a bool", "upstream: { fast_path: maybe }\n" + route(twoPools), []string{`"maybe" is a string where true or false is expected`}, 1},
 		{"poll too often", "reload: { poll_interval: 10ms }\n" + route(twoPools), []string{"reload.poll_interval", "shorter than 1s"}, 1},
 		{"two documents", route(twoPools) + "---\nlisten: \":1\"\n", []string{"more than one YAML document"}, 0},
+		{"cluster without name", "cluster: { member: m1 }\n" + route(twoPools), []string{"cluster.name", "required"}, 1},
+		{"cluster bad name", "cluster: { name: \"a b\" }\n" + route(twoPools), []string{"cluster.name", "may only use"}, 1},
+		{"cluster short ttl", "cluster: { name: edge, session_ttl: 1s }\n" + route(twoPools), []string{"cluster.session_ttl", "shorter than 2s"}, 1},
+		{"cluster fractional ttl", "cluster: { name: edge, session_ttl: 2500ms }\n" + route(twoPools), []string{"cluster.session_ttl", "whole seconds"}, 1},
+		{"cluster partition under ttl", "cluster: { name: edge, session_ttl: 10s, partition_timeout: 5s }\n" + route(twoPools), []string{"cluster.partition_timeout", "shorter than session_ttl"}, 1},
+		{"cluster bad on_partition", "cluster: { name: edge, on_partition: panic }\n" + route(twoPools), []string{"cluster.on_partition", `"stable"`}, 1},
+		{"cluster unknown key", "cluster: { name: edge, leader: me }\n" + route(twoPools), []string{"leader"}, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse("bad.yaml", []byte(tc.yaml))
@@ -296,6 +303,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("routes: [{name: a, pools: [{name: b, weight: 100, instances: [\"h:1\"]}]}]"))
 	f.Add([]byte("routes:\n- name: x\n  pools:\n  - {name: p, weight: 33.33, instances: [a:1]}\n  - {name: q, weight: 66.67, instances: [b:2]}\n"))
 	f.Add([]byte("{{{"))
+	f.Add([]byte("cluster: {name: edge, member: m1, etcd: {endpoints: [\"127.0.0.1:2379\"]}, session_ttl: 3s, on_partition: hold}\n" + route(twoPools)))
 	f.Add([]byte("routes: &a [*a]"))
 	f.Add([]byte("trusted_proxies: [10.0.0.1]\n" + route("    force: { header: X-Canary-Pool, allow_from: [trusted_proxies, \"::1\", \"192.0.2.0/24\"], secret_header: X-S }\n"+twoPools)))
 	f.Add([]byte(route("    mirror: { pool: green, percent: 5, compare: [status, body], max_body_bytes: 10, ignore_headers: [Date] }\n" + twoPools)))
