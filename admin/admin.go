@@ -182,6 +182,10 @@ func New(o Options) http.Handler {
 	tokenRequired := strconv.FormatBool(o.Token != "")
 	mux.Handle("/api/", o.hostCheck(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Canaryd-Token-Required", tokenRequired)
+		if o.Cluster != nil {
+			// The dashboard asks for the cluster's view only of a member.
+			w.Header().Set("X-Canaryd-Cluster", "true")
+		}
 		api.ServeHTTP(w, r)
 	})))
 	if o.Dashboard != nil {

@@ -242,6 +242,27 @@ function routeCard(r, series) {
   return card;
 }
 
+// clusterPanel shows a cluster member's view: who leads, whether this
+// member reaches etcd, and which state each member serves.
+function clusterPanel(v) {
+  const conn = v.partitioned ? el("span", { class: "bad" }, "partitioned (past partition_timeout: routes under way serve stable here)")
+    : v.connected ? el("span", { class: "healthy" }, "connected") : el("span", { class: "bad" }, "not connected to etcd: serving the last weights");
+  const routes = Object.keys(v.states || {}).sort();
+  const rows = v.members.map((m) => el("tr", {},
+    el("td", {}, m.id + (m.id === v.member ? " (this one)" : "")),
+    el("td", { class: "role " + (m.id === v.leader ? "leader" : "") }, m.id === v.leader ? "leader" : "follower"),
+    el("td", {}, m.addr), el("td", { class: "muted" }, m.config_hash),
+    el("td", {}, routes.map((r) => {
+      const current = (m.acked[r] || 0) >= v.states[r];
+      return el("span", { class: "acked " + (current ? "current" : "behind") }, `${r} ${current ? "current" : "behind"} `);
+    }))));
+  return [
+    el("h2", {}, `cluster ${v.name}`, " ", el("span", { class: "muted" }, `· member ${v.member} · leader ${v.leader || "(none)"} · `), conn,
+      el("span", { class: "muted" }, ` · ${v.members.length} members`)),
+    el("table", {}, el("tr", {}, ["member", "role", "address", "config", "serves"].map((h) => el("th", {}, h))), rows),
+  ];
+}
+
 let busy = false;
 async function refresh() {
   if (busy) return;
@@ -252,6 +273,12 @@ async function refresh() {
     // The token box is there only when mutations need a token.
     document.querySelector(".token").hidden = resp.headers.get("X-Canaryd-Token-Required") !== "true";
     const routes = await resp.json();
+    const panel = document.getElementById("cluster");
+    if (resp.headers.get("X-Canaryd-Cluster") === "true") {
+      const v = await api("GET", "/api/v1/cluster");
+      panel.replaceChildren(...clusterPanel(v));
+      panel.hidden = false;
+    }
     const cards = await Promise.all(routes.map(async (r) => {
       const series = await api("GET", `/api/v1/routes/${encodeURIComponent(r.name)}/series?last=5m&step=2s`).catch(() => ({}));
       return routeCard(r, series);

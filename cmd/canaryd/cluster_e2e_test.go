@@ -1,12 +1,14 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -16,6 +18,8 @@ import (
 	"canaryd/internal/etcdtest"
 	"canaryd/internal/tcpproxy"
 	"canaryd/rollout"
+
+	"github.com/chromedp/chromedp"
 )
 
 // A cluster on one machine: three real etcd members, three canaryd
@@ -468,4 +472,57 @@ func runCLI(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	out, err := exec.Command(binary, args...).CombinedOutput()
 	return string(out), err
+}
+
+// A follower's dashboard shows the cluster: the leader, every member and
+// whether each serves the latest state; a button pressed there reaches
+// the leader.
+func TestClusterDashboard(t *testing.T) {
+	chromium, err := exec.LookPath("chromium")
+	if err != nil {
+		if os.Getenv("CANARYD_REQUIRE_CHROMIUM") != "" {
+			t.Fatal("chromium is not installed; run ./scripts/test.sh, which installs it")
+		}
+		t.Skip("chromium not installed (./scripts/test.sh installs it)")
+	}
+	tc := startCluster(t, nil, "", `{ steps: [10, 50, 100], interval: 1m, min_requests: 30 }`)
+	lead := tc.leader(t, 15*time.Second)
+	f := tc.others(lead)[0]
+	waitWeight(t, f, 10, 5*time.Second)
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromium), chromedp.NoSandbox, chromedp.Headless, chromedp.DisableGPU,
+		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-background-networking", true),
+		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1300, 1100))
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer cancelAlloc()
+	ctx, cancel := chromedp.NewContext(actx)
+	defer cancel()
+	ctx, cancelT := context.WithTimeout(ctx, 60*time.Second)
+	defer cancelT()
+	if err := chromedp.Do(ctx, chromedp.Navigate("http://"+f.run.admin+"/"), chromedp.WaitVisible(`#cluster table`),
+		chromedp.WaitVisible(`button[data-action="pause"]`)); err != nil {
+		t.Fatalf("browser: %v", err)
+	}
+	text, err := chromedp.Run(ctx, chromedp.Text(`#cluster`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"cluster " + tc.name, "leader " + lead.id, "connected", "3 members", f.id + " (this one)", "web current"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("cluster panel lacks %q:\n%s", want, text)
+		}
+	}
+	dir := os.Getenv("CANARYD_ARTIFACTS")
+	if dir == "" {
+		dir = filepath.Join("..", "..", "artifacts")
+	}
+	if png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)); err == nil {
+		os.WriteFile(filepath.Join(dir, "dashboard-cluster.png"), png, 0o644)
+	}
+	if err := chromedp.Do(ctx, chromedp.Click(`button[data-action="pause"]`), chromedp.WaitVisible(`[data-phase="web"].paused`)); err != nil {
+		t.Fatalf("browser, pause on a follower: %v", err)
+	}
+	if st := lead.run.waitPhase(t, "web", rollout.Paused, 3*time.Second); st.Reason != "paused by operator" {
+		t.Errorf("leader after the follower's button: %s", st.Reason)
+	}
 }
