@@ -141,6 +141,9 @@ func (s *Server) SetWeights(route string, weights map[string]float64) (admin.Wei
 	if !ok {
 		return admin.WeightsResult{}, fmt.Errorf("%w: %q", admin.ErrUnknownRoute, route)
 	}
+	if s.cluster != nil {
+		return admin.WeightsResult{}, fmt.Errorf("%w: this canaryd is a member of cluster %q, and weights set by hand would apply to this member only; change the weights in the config file of every member (they must agree), or give the route a rollout", admin.ErrConflict, s.static.Cluster.Name)
+	}
 	if r.Rollout != nil {
 		return admin.WeightsResult{}, fmt.Errorf("%w: route %q has a rollout, which sets the weights of %s and %s in every phase (after an abort or a promotion too); remove the rollout block from the config to set weights by hand", admin.ErrConflict, route, r.Rollout.Stable, r.Rollout.Canary)
 	}

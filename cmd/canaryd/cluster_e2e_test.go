@@ -526,3 +526,13 @@ func TestClusterDashboard(t *testing.T) {
 		t.Errorf("leader after the follower's button: %s", st.Reason)
 	}
 }
+
+// Weights set by hand would hold on one member only: in a cluster the
+// API refuses them and says what to do instead.
+func TestClusterRefusesManualWeights(t *testing.T) {
+	tc := startCluster(t, nil, "", `{ steps: [10, 50, 100], interval: 1m, min_requests: 30 }`)
+	out, err := runCLI(t, "weight", "web", "blue=50", "green=50", "--admin", tc.members[0].run.admin)
+	if err == nil || !strings.Contains(out, "this member only") || !strings.Contains(out, "config file of every member") {
+		t.Errorf("canaryd weight on a cluster member: %v\n%s", err, out)
+	}
+}
