@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -445,10 +447,20 @@ func TestClusterConfigDriftPauses(t *testing.T) {
 	}
 }
 
-// Operator commands sent to a follower run on the leader, and the CLI's
-// status shows the cluster.
+// Operator commands sent to a follower run on the leader; each event's
+// webhook is sent once, by the leader; the CLI's status shows the cluster.
 func TestClusterCommandsOnAnyMember(t *testing.T) {
-	tc := startCluster(t, nil, "", `{ steps: [10, 50, 100], interval: 1m, min_requests: 30 }`)
+	var mu sync.Mutex
+	var events []string
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var e struct{ To, Reason string }
+		json.NewDecoder(r.Body).Decode(&e)
+		mu.Lock()
+		events = append(events, e.To+": "+e.Reason)
+		mu.Unlock()
+	}))
+	defer hook.Close()
+	tc := startCluster(t, nil, "", `{ steps: [10, 50, 100], interval: 1m, min_requests: 30, webhook: { url: "`+hook.URL+`" } }`)
 	lead := tc.leader(t, 15*time.Second)
 	f := tc.others(lead)[0]
 	waitWeight(t, f, 10, 5*time.Second)
@@ -461,6 +473,17 @@ func TestClusterCommandsOnAnyMember(t *testing.T) {
 		if st := m.run.status(t, "web"); st.Phase != rollout.Promoted {
 			t.Errorf("member %s: %s", m.id, st.Phase)
 		}
+	}
+	// A command the state refuses gets the leader's answer.
+	if out, err := runCLI(t, "pause", "web", "--admin", f.run.admin); err == nil || !strings.Contains(out, "cannot pause a rollout that is promoted") {
+		t.Errorf("pause of a promoted rollout on a follower: %v\n%s", err, out)
+	}
+	time.Sleep(time.Second)
+	mu.Lock()
+	got := strings.Join(events, "\n")
+	mu.Unlock()
+	if strings.Count(got, "progressing: new release") != 1 || strings.Count(got, "promoted: promoted by operator") != 1 || len(events) != 2 {
+		t.Errorf("webhooks received (want each event once):\n%s", got)
 	}
 	out, err = runCLI(t, "status", "--admin", f.run.admin)
 	if err != nil || !strings.Contains(out, "cluster "+tc.name) || !strings.Contains(out, "leader "+lead.id) {
