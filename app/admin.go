@@ -237,8 +237,16 @@ func (s *Server) Series(route string, last, step time.Duration) (map[string][]ad
 		if !ok {
 			continue
 		}
+		series := st.Series(last, step)
+		if s.cluster != nil {
+			// A rollout under way: the whole cluster's traffic, as the
+			// leader's analysis judges it.
+			if cs, ok := s.cluster.Series(route, p.Name, last, step); ok {
+				series = cs
+			}
+		}
 		pts := []admin.Point{}
-		for _, pt := range st.Series(last, step) {
+		for _, pt := range series {
 			ap := admin.Point{At: pt.At, HasTraffic: pt.Requests > 0}
 			if secs := pt.Span.Seconds(); secs > 0 {
 				ap.RPS = float64(pt.Requests) / secs

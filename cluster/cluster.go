@@ -152,6 +152,7 @@ type Cluster struct {
 	executed map[string]bool
 	drift    map[string]string // route → members, as last reported
 	info     Info
+	history  history
 }
 
 type pendingAck struct {
@@ -200,7 +201,7 @@ func New(o Options) (*Cluster, error) {
 		o: o, log: o.Log, cli: cli, prefix: "/canaryd/" + o.Config.Name + "/", boot: hex.EncodeToString(b[:]),
 		ctx: ctx, cancel: cancel, campaignCtx: cctx, stopCampaign: ccancel,
 		deposed: make(chan struct{}, 1), mirror: newMirror(o.Member), pending: map[string]pendingAck{},
-		executed: map[string]bool{}, drift: map[string]string{}, info: o.Info,
+		executed: map[string]bool{}, drift: map[string]string{}, info: o.Info, history: history{},
 	}
 	return c, nil
 }
@@ -234,7 +235,8 @@ func (c *Cluster) Member() string { return c.o.Member }
 // Start runs the member: the watch of the cluster's keys, the session
 // and the campaign, the flushes and probes.
 func (c *Cluster) Start() {
-	c.wg.Add(3)
+	c.wg.Add(4)
+	go func() { defer c.wg.Done(); c.historyLoop() }()
 	go func() { defer c.wg.Done(); c.watchLoop() }()
 	go func() { defer c.wg.Done(); c.probeLoop() }()
 	go func() { defer c.wg.Done(); c.dutyLoop() }()

@@ -172,8 +172,21 @@ func TestClusterFollowersTrafficPromotes(t *testing.T) {
 	// new value.
 	firstSeen := map[float64]map[string]time.Time{}
 	deadline := time.Now().Add(90 * time.Second)
+	leaderCharted := false
 	for done := false; !done && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		done = true
+		// The leader serves no request, yet its charts show the cluster's
+		// traffic while the rollout is under way.
+		if !leaderCharted && firstSeen[10] != nil {
+			var series map[string][]admin.Point
+			if resp, err := http.Get("http://" + lead.run.admin + "/api/v1/routes/web/series?last=1m&step=1s"); err == nil {
+				json.NewDecoder(resp.Body).Decode(&series)
+				resp.Body.Close()
+			}
+			for _, pt := range series["blue"] {
+				leaderCharted = leaderCharted || pt.RPS > 10
+			}
+		}
 		for _, m := range tc.members {
 			w, err := greenWeight(t, m.run.admin)
 			if err != nil {
@@ -208,6 +221,9 @@ func TestClusterFollowersTrafficPromotes(t *testing.T) {
 		if hi.Sub(lo) > time.Second {
 			t.Errorf("canary %v%%: members converged in %v, over 1s", w, hi.Sub(lo))
 		}
+	}
+	if !leaderCharted {
+		t.Error("the leader's charts never showed the followers' traffic")
 	}
 	// Every member tells the same story.
 	for _, m := range tc.members {
