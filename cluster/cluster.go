@@ -277,7 +277,19 @@ func (c *Cluster) key(parts ...string) string {
 func (c *Cluster) sessionLoop() {
 	ctx := c.campaignCtx
 	for ctx.Err() == nil {
-		sess, err := concurrency.NewSession(c.cli, concurrency.WithTTL(int(c.o.Config.SessionTTL.D()/time.Second)), concurrency.WithContext(c.ctx))
+		// The lease is granted under a timeout (the client would wait for
+		// etcd as long as it is away, and a resignation with it); the
+		// session then lives until Close, so that resigning can still
+		// revoke it.
+		ttl := int(c.o.Config.SessionTTL.D() / time.Second)
+		gctx, gcancel := context.WithTimeout(ctx, opTimeout)
+		lease, err := c.cli.Grant(gctx, int64(ttl))
+		gcancel()
+		if err != nil {
+			pause(ctx, retryPause)
+			continue
+		}
+		sess, err := concurrency.NewSession(c.cli, concurrency.WithLease(lease.ID), concurrency.WithTTL(ttl), concurrency.WithContext(c.ctx))
 		if err != nil {
 			pause(ctx, retryPause)
 			continue

@@ -397,6 +397,16 @@ func TestClusterPartitionedFollower(t *testing.T) {
 	f.link.Unblock()
 	back := waitWeight(t, f, 10, 10*time.Second)
 	t.Logf("back in touch: the cluster's 10%% again after %v", back.Round(10*time.Millisecond))
+	// Cut off again, it still stops promptly on SIGTERM: nothing waits
+	// for etcd.
+	f.link.Block()
+	time.Sleep(time.Second)
+	stopAt := time.Now()
+	f.run.p.cmd.Process.Signal(syscall.SIGTERM)
+	if err := f.run.p.wait(t, 15*time.Second); err != nil {
+		t.Errorf("exit after SIGTERM while partitioned: %v", err)
+	}
+	t.Logf("a partitioned member stopped %v after SIGTERM", time.Since(stopAt).Round(10*time.Millisecond))
 }
 
 // Two of three etcd members stopped: no quorum, nothing advances, traffic
