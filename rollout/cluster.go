@@ -39,19 +39,7 @@ func (m *Manager) Lead(member string) {
 	for _, c := range ctrls {
 		saved, err := m.deps.Store.Load(c.route)
 		c.mu.Lock()
-		release := c.release
-		switch {
-		case err != nil:
-			c.log.Error("rollout state unreadable; starting the release afresh", zap.String("route", c.route), zap.Error(err))
-			c.startRelease(now, release, "new release (the cluster's state was unreadable)")
-		case saved != nil && saved.Release == release:
-			c.resume(now, saved, "resumed by new leader "+member)
-		case saved != nil:
-			c.st.History = saved.History
-			c.startRelease(now, release, fmt.Sprintf("new release %s (the cluster's state was of %s)", release, saved.Release))
-		default:
-			c.startRelease(now, release, "new release "+release)
-		}
+		c.fromSaved(now, saved, err, "the cluster's state", "resumed by new leader "+member)
 		c.mu.Unlock()
 		c.commit()
 	}
@@ -133,6 +121,24 @@ func (m *Manager) RestartEvidence(route, late string) {
 	if late != "" {
 		c.analysisEvent(now, "members "+late+" did not confirm the step's weights in time; the step's evidence starts anyway", nil)
 		c.log.Warn("members did not confirm the step's weights in time; evidence starts anyway", zap.String("route", route), zap.String("members", late))
+	}
+}
+
+// fromSaved takes over a route from its saved state: the same release
+// resumes where it was (why says so), another release or none starts
+// afresh. where names the store in the history. c.mu held.
+func (c *controller) fromSaved(now time.Time, saved *State, err error, where, why string) {
+	switch {
+	case err != nil:
+		c.log.Error("rollout state unreadable; starting the release afresh", zap.String("route", c.route), zap.Error(err))
+		c.startRelease(now, c.release, "new release ("+where+" unreadable)")
+	case saved != nil && saved.Release == c.release:
+		c.resume(now, saved, why)
+	case saved != nil:
+		c.st.History = saved.History
+		c.startRelease(now, c.release, fmt.Sprintf("new release %s (%s was of %s)", c.release, where, saved.Release))
+	default:
+		c.startRelease(now, c.release, "new release "+c.release)
 	}
 }
 

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"sort"
 	"strings"
 	"sync"
@@ -153,19 +152,10 @@ func (m *Manager) Sync(routes []config.Route) map[string]Override {
 			c.setProm()
 			c.mu.Lock()
 			saved, err := m.deps.Store.Load(r.Name)
-			switch {
-			case !m.leading:
+			if m.leading {
+				c.fromSaved(now, saved, err, "saved state", "resumed after restart")
+			} else {
 				c.follow(saved, release)
-			case err != nil:
-				m.deps.Log.Error("rollout state unreadable; starting the release afresh", zap.String("route", r.Name), zap.Error(err))
-				c.startRelease(now, release, "new release (saved state unreadable)")
-			case saved != nil && saved.Release == release:
-				c.resume(now, saved, "resumed after restart")
-			case saved != nil:
-				c.st.History = saved.History
-				c.startRelease(now, release, fmt.Sprintf("new release %s (saved state was of %s)", release, saved.Release))
-			default:
-				c.startRelease(now, release, "new release "+release)
 			}
 			c.mu.Unlock()
 			m.ctrls[r.Name] = c
