@@ -212,9 +212,24 @@ func (c *controller) commit() {
 		return
 	}
 	if err := c.persist(); errors.Is(err, ErrNotLeader) {
+		c.revert()
 		return
 	}
 	c.push(o)
+}
+
+// revert goes back to the saved state after a write was fenced off: the
+// decision is void, and what this member shows is the cluster's truth.
+// Nothing is pushed (the table still serves the saved weights).
+func (c *controller) revert() {
+	saved, err := c.m.deps.Store.Load(c.route)
+	if err != nil || saved == nil {
+		return
+	}
+	c.mu.Lock()
+	c.st = *saved
+	c.publishWeight()
+	c.mu.Unlock()
 }
 
 func (c *controller) push(o *Override) {
