@@ -34,6 +34,10 @@ type ReloadResult struct {
 type Options struct {
 	// Ready reports whether the proxy takes traffic. Required.
 	Ready func() bool
+	// Broken names what stopped working for good (a background loop that
+	// panicked), "" while all is well: /healthz then answers 503 with it,
+	// so that an orchestrator replaces the process. Default nil: healthy.
+	Broken func() string
 	// Metrics serves /metrics. Default: not served.
 	Metrics http.Handler
 	// Reload runs one config reload and reports it. Default: the reload
@@ -193,6 +197,12 @@ func New(o Options) http.Handler {
 		mux.Handle("GET /ui/", o.hostCheck(o.Dashboard))
 	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if o.Broken != nil {
+			if b := o.Broken(); b != "" {
+				text(w, http.StatusServiceUnavailable, "broken: "+b)
+				return
+			}
+		}
 		text(w, http.StatusOK, "ok")
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {

@@ -4,6 +4,7 @@
 package app
 
 import (
+	"canaryd/panics"
 	"context"
 	"errors"
 	"fmt"
@@ -70,6 +71,12 @@ type Server struct {
 	// owned by the reload goroutine.
 	healthKeys map[instanceKey]bool
 	ready      atomic.Bool
+	// broken is the first component that panicked (panicked); panics
+	// counts them.
+	broken atomic.Pointer[string]
+	panics *metrics.Panics
+	// reloadGone closes when the reload goroutine ends.
+	reloadGone chan struct{}
 
 	// static is the config as started; its non-route settings are the ones
 	// in force until a restart (RestartNeeded rejects changes to them).
@@ -158,6 +165,8 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 		healthMetrics: metrics.NewHealth(o.Registry),
 		requests:      metrics.NewRequests(o.Registry),
 		reloads:       make(chan reloadRequest),
+		reloadGone:    make(chan struct{}),
+		panics:        metrics.NewPanics(o.Registry),
 		stopping:      make(chan struct{}),
 		manual:        map[string]manualWeights{},
 		versions:      map[string]int{},
@@ -183,6 +192,7 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 		s.accessLog = log.Named("access").WithOptions(zap.WithCaller(false))
 	}
 	s.checker = health.New(router, healthEvents{log: log.Named("health"), metrics: s.healthMetrics, router: router, weights: s.publishRouteWeights})
+	s.checker.SetPanicHandler(s.panicked)
 	if err := s.setupCluster(cfg, o.Registry); err != nil {
 		return nil, err
 	}
@@ -191,6 +201,7 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 		Metrics:  metrics.NewRollouts(o.Registry),
 		Log:      log.Named("rollout"),
 		StateDir: cfg.StateDir,
+		OnPanic:  s.panicked,
 	}
 	if s.cluster != nil {
 		// The leader judges every member's traffic and writes the state
@@ -251,6 +262,7 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 		s.admin = &http.Server{
 			Handler: admin.New(admin.Options{
 				Ready:   s.ready.Load,
+				Broken:  s.brokenBy,
 				Metrics: promhttp.HandlerFor(o.Registry, promhttp.HandlerOpts{ErrorLog: zap.NewStdLog(log.Named("metrics"))}),
 				Reload: func(ctx context.Context) admin.ReloadResult {
 					return s.Reload(ctx, "admin API").admin()
@@ -366,7 +378,10 @@ func (s *Server) Serve(ctx context.Context) error {
 	// Availability changes are published by one goroutine from here on,
 	// off the goroutines (probes, requests) that decide them.
 	s.background.Add(1)
-	go func() { defer s.background.Done(); s.router.Run(rctx, s.publishRoutes) }()
+	go func() {
+		defer s.background.Done()
+		panics.Guard(s.panicked, "availability publisher", func() { s.router.Run(rctx, s.publishRoutes) })
+	}()
 	s.checker.Start()
 	s.rollouts.Start()
 	if s.cluster != nil {
@@ -377,11 +392,21 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.cluster.Start()
 	}
 	s.background.Add(1)
-	go func() { defer s.background.Done(); s.requests.Run(rctx) }()
+	go func() {
+		defer s.background.Done()
+		panics.Guard(s.panicked, "metrics windows", func() { s.requests.Run(rctx) })
+	}()
 	if s.opts.ConfigPath != "" {
 		s.background.Add(2)
-		go func() { defer s.background.Done(); s.reloadLoop(rctx) }()
-		go func() { defer s.background.Done(); s.watchLoop(rctx) }()
+		go func() {
+			defer s.background.Done()
+			defer close(s.reloadGone)
+			panics.Guard(s.panicked, "reload loop", func() { s.reloadLoop(rctx) })
+		}()
+		go func() {
+			defer s.background.Done()
+			panics.Guard(s.panicked, "config watcher", func() { s.watchLoop(rctx) })
+		}()
 	}
 	s.ready.Store(true)
 	fields := []zap.Field{zap.String("listen", s.proxyLn.Addr().String()), zap.Int("routes", len(s.static.Routes)),
@@ -406,11 +431,11 @@ func (s *Server) Serve(ctx context.Context) error {
 	// they have now: the drain sees no new traffic, and a controller
 	// judging it would step or pause on nothing. (A reload still running
 	// is ignored by them from here on.)
-	s.rollouts.Stop()
+	s.bounded("rollouts stop", s.rollouts.Stop)
 	if s.cluster != nil {
 		// After the last state is saved, before the drain: another
 		// member leads at once, not a session_ttl later.
-		s.cluster.Resign()
+		s.bounded("cluster resignation", s.cluster.Resign)
 	}
 	close(s.stopping)
 	dctx, cancel := context.WithTimeout(context.Background(), s.static.Server.DrainTimeout.D())
@@ -436,9 +461,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	s.background.Wait()
 	if s.cluster != nil {
-		s.cluster.Close()
+		s.bounded("cluster close", s.cluster.Close)
 	}
-	s.rollouts.Close()
+	s.bounded("rollouts close", s.rollouts.Close)
 	s.closeMirrors()
 	s.checker.Close()
 	s.applyMu.Lock()
@@ -448,14 +473,6 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.applyMu.Unlock()
 	s.log.Info("stopped")
 	return serveErr
-}
-
-// recoverPanic keeps a background goroutine's panic from killing the
-// proxy: it is logged with its stack, and the goroutine ends.
-func (s *Server) recoverPanic(what string) {
-	if p := recover(); p != nil {
-		s.log.Error("panic in "+what, zap.Any("panic", p), zap.Stack("stack"))
-	}
 }
 
 func serveOn(srv *http.Server, ln net.Listener, name string, errs chan<- error) {

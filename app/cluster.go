@@ -50,7 +50,7 @@ func (s *Server) setupCluster(cfg *config.Config, reg prometheus.Registerer) err
 	member := MemberID(cfg.Cluster)
 	c, err := cluster.New(cluster.Options{
 		Config: *cfg.Cluster, Member: member, Handler: clusterEvents{s},
-		Log: s.log.Named("cluster"), Metrics: metrics.NewCluster(reg),
+		Log: s.log.Named("cluster"), Metrics: metrics.NewCluster(reg), OnPanic: s.panicked,
 	})
 	if err != nil {
 		return err

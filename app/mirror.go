@@ -1,6 +1,7 @@
 package app
 
 import (
+	"canaryd/panics"
 	"fmt"
 	"slices"
 	"sync"
@@ -49,6 +50,7 @@ func (s *Server) setMirror(spec *balancer.RouteSpec, r *config.Route, o rollout.
 		PreserveHost: r.PreservesHost(),
 	}
 	key := fmt.Sprintf("%s %+v", pool, po)
+	po.OnPanic = s.panicked // after the key: a func has no stable text
 	e := s.mirrors[r.Name]
 	if e == nil || e.key != key {
 		if e != nil {
@@ -78,7 +80,10 @@ func (s *Server) retireMirrors(specs []balancer.RouteSpec) {
 	for _, m := range s.retired {
 		if !used[m] {
 			s.background.Add(1)
-			go func() { defer s.background.Done(); m.Close() }() // never under the table's lock
+			go func() { // never under the table's lock
+				defer s.background.Done()
+				panics.Guard(s.panicked, "mirror close", m.Close)
+			}()
 		}
 	}
 	s.retired = s.retired[:0]
@@ -91,7 +96,7 @@ func (s *Server) closeMirrors() {
 	var wg sync.WaitGroup
 	for name, e := range s.mirrors {
 		wg.Add(1)
-		go func() { defer wg.Done(); e.m.Close() }()
+		go func() { defer wg.Done(); panics.Guard(s.panicked, "mirror close", e.m.Close) }()
 		delete(s.mirrors, name)
 	}
 	wg.Wait()

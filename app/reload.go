@@ -1,6 +1,7 @@
 package app
 
 import (
+	"canaryd/panics"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -49,23 +50,29 @@ func (s *Server) Reload(ctx context.Context, source string) ReloadResult {
 		return ReloadResult{Result: metrics.ReloadFailed, Source: source, Err: errors.New("this canaryd has no config file to reload (embedded config)"), At: time.Now()}
 	}
 	req := reloadRequest{source: source, reply: make(chan ReloadResult, 1)}
+	failed := func(err error) ReloadResult {
+		return ReloadResult{Result: metrics.ReloadFailed, Source: source, Err: err, At: time.Now()}
+	}
 	select {
 	case s.reloads <- req:
+	case <-s.reloadGone:
+		return failed(errReloadLoopGone)
 	case <-ctx.Done():
-		return ReloadResult{Result: metrics.ReloadFailed, Source: source, Err: ctx.Err(), At: time.Now()}
+		return failed(ctx.Err())
 	}
 	select {
 	case res := <-req.reply:
 		return res
+	case <-s.reloadGone:
+		return failed(errReloadLoopGone)
 	case <-ctx.Done():
-		return ReloadResult{Result: metrics.ReloadFailed, Source: source, Err: ctx.Err(), At: time.Now()}
+		return failed(ctx.Err())
 	}
 }
 
 // reloadLoop serves reload requests until ctx ends. The file watcher and
 // the poll feed it without waiting; SIGHUP and the admin API wait.
 func (s *Server) reloadLoop(ctx context.Context) {
-	defer s.recoverPanic("reload loop")
 	poll := time.NewTicker(s.static.Reload.PollInterval.D())
 	defer poll.Stop()
 	for {
@@ -102,7 +109,6 @@ func (s *Server) reloadLoop(ctx context.Context) {
 // file and of the TLS files it names. When a reload changes that set of
 // files, the watch restarts on the new one.
 func (s *Server) watchLoop(ctx context.Context) {
-	defer s.recoverPanic("config watcher")
 	s.applyMu.Lock()
 	files := s.tlsFiles()
 	s.applyMu.Unlock()
@@ -111,7 +117,10 @@ func (s *Server) watchLoop(ctx context.Context) {
 		done := make(chan error, 1)
 		paths := append([]string{s.opts.ConfigPath}, files...)
 		go func() {
-			done <- config.WatchFiles(wctx, paths, s.static.Reload.Debounce.D(), func(reason string) {
+			err := errWatcherPanicked
+			defer func() { done <- err }()
+			defer panics.Recover(s.panicked, "config file watch")
+			err = config.WatchFiles(wctx, paths, s.static.Reload.Debounce.D(), func(reason string) {
 				select {
 				case s.reloads <- reloadRequest{source: "file watch: " + reason}:
 				case <-wctx.Done():
@@ -216,7 +225,10 @@ func (s *Server) reloadOnce(source string) ReloadResult {
 		// The leader compares members' route settings (config drift).
 		info := s.clusterInfo(cfg)
 		s.background.Add(1)
-		go func() { defer s.background.Done(); s.cluster.SetInfo(info) }()
+		go func() {
+			defer s.background.Done()
+			panics.Guard(s.panicked, "cluster info", func() { s.cluster.SetInfo(info) })
+		}()
 	}
 	res.Result = metrics.ReloadApplied
 	s.reloadMetrics.Record(res.Result, res.Hash, res.At)
@@ -263,7 +275,7 @@ func (s *Server) drain(removed []*balancer.Instance) {
 	s.background.Add(1)
 	go func() {
 		defer s.background.Done()
-		defer s.recoverPanic("instance drain")
+		defer panics.Recover(s.panicked, "instance drain")
 		deadline := time.Now().Add(s.static.Server.DrainTimeout.D())
 		tick := time.NewTicker(20 * time.Millisecond)
 		defer tick.Stop()

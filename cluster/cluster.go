@@ -7,6 +7,7 @@
 package cluster
 
 import (
+	"canaryd/panics"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -103,6 +104,9 @@ type Options struct {
 	Metrics *metrics.Cluster
 	// Clock for tests; default time.Now.
 	Now func() time.Time
+	// OnPanic hears of a panic in the member's goroutines (default:
+	// printed to stderr).
+	OnPanic panics.Handler
 }
 
 // Timing. Members confirm weights within ackTimeout or the step's
@@ -236,12 +240,13 @@ func (c *Cluster) Member() string { return c.o.Member }
 // and the campaign, the flushes and probes.
 func (c *Cluster) Start() {
 	c.wg.Add(4)
-	go func() { defer c.wg.Done(); c.historyLoop() }()
-	go func() { defer c.wg.Done(); c.watchLoop() }()
-	go func() { defer c.wg.Done(); c.probeLoop() }()
-	go func() { defer c.wg.Done(); c.dutyLoop() }()
+	h := c.o.OnPanic
+	go func() { defer c.wg.Done(); panics.Guard(h, "cluster history", c.historyLoop) }()
+	go func() { defer c.wg.Done(); panics.Guard(h, "cluster watch", c.watchLoop) }()
+	go func() { defer c.wg.Done(); panics.Guard(h, "cluster probe", c.probeLoop) }()
+	go func() { defer c.wg.Done(); panics.Guard(h, "cluster duties", c.dutyLoop) }()
 	c.campaignWG.Add(1)
-	go func() { defer c.campaignWG.Done(); c.sessionLoop() }()
+	go func() { defer c.campaignWG.Done(); panics.Guard(h, "cluster session", c.sessionLoop) }()
 }
 
 // Resign ends this member's part in the election, for a process about to
@@ -305,7 +310,10 @@ func (c *Cluster) sessionLoop() {
 		el := concurrency.NewElection(sess, c.key("election")+"/")
 		cctx, cancel := context.WithCancel(ctx)
 		won := make(chan error, 1)
-		go func() { won <- el.Campaign(cctx, c.o.Member) }()
+		go func() {
+			defer panics.Recover(c.o.OnPanic, "cluster campaign")
+			won <- el.Campaign(cctx, c.o.Member)
+		}()
 		select {
 		case err := <-won:
 			if err != nil {

@@ -298,3 +298,60 @@ func TestCompactedWatchRereads(t *testing.T) {
 		t.Error("b did not log the compaction: the test did not take the path it is about")
 	}
 }
+
+// boomHandler panics where told: in State (the watch), Command (the
+// leader's duties).
+type boomHandler struct {
+	*recorder
+	state, command bool
+}
+
+func (b boomHandler) State(route string, data []byte) {
+	if b.state {
+		panic("injected")
+	}
+	b.recorder.State(route, data)
+}
+
+func (b boomHandler) Command(route, action string) error {
+	if b.command {
+		panic("injected")
+	}
+	return b.recorder.Command(route, action)
+}
+
+// A panic in a member's watch and in the leader's duties reaches the
+// panic handler.
+func TestPanicsOfClusterLoopsReachTheHandler(t *testing.T) {
+	defer goleak.VerifyNone(t, leakOpts...)
+	etcd := etcdtest.Start(t, 1)
+	var mu sync.Mutex
+	got := map[string]bool{}
+	onPanic := func(component string, _ any, _ []byte) { mu.Lock(); got[component] = true; mu.Unlock() }
+	start := func(id string, h Handler) *Cluster {
+		c, err := New(Options{
+			Config: config.Cluster{Name: "p", Etcd: config.ClusterEtcd{Endpoints: etcd.Endpoints(), DialTimeout: config.Duration(2 * time.Second)},
+				SessionTTL: config.Duration(2 * time.Second), PartitionTimeout: config.Duration(30 * time.Second), OnPartition: "stable"},
+			Member: id, Handler: h, Metrics: metrics.NewCluster(prometheus.NewRegistry()), OnPanic: onPanic,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Start()
+		return c
+	}
+	a := start("a", boomHandler{recorder: newRecorder(), command: true})
+	defer a.Close()
+	eventually(t, 10*time.Second, "a leads", func() bool { return a.Leading() })
+	b := start("b", boomHandler{recorder: newRecorder(), state: true})
+	defer b.Close()
+	eventually(t, 5*time.Second, "b is a member", func() bool { return len(a.View().Members) == 2 })
+	if err := a.SaveState("web", []byte(`{"phase":"progressing"}`), false); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	b.Command(ctx, "web", "pause") // a's duties panic running it: b's wait times out
+	has := func(c string) bool { mu.Lock(); defer mu.Unlock(); return got[c] }
+	eventually(t, 5*time.Second, "both panics handled", func() bool { return has("cluster watch") && has("cluster duties") })
+}

@@ -8,6 +8,7 @@
 package health
 
 import (
+	"canaryd/panics"
 	"context"
 	"fmt"
 	"net/http"
@@ -104,7 +105,13 @@ type Checker struct {
 	// out are the ejected instances: the sweep looks at them only.
 	out     map[*Instance]struct{}
 	started bool
+	// onPanic gets a panic of a probe or the sweeper (SetPanicHandler).
+	onPanic panics.Handler
 }
+
+// SetPanicHandler sets who hears of a panic in the checker's goroutines
+// (default: printed to stderr). Call it before Start.
+func (c *Checker) SetPanicHandler(h panics.Handler) { c.onPanic = h }
 
 type poolKey struct{ route, pool string }
 
@@ -326,6 +333,7 @@ func (c *Checker) eject(u *upstream.Instance, reason string) {
 // all of them: no timer per ejection, let alone per failed request.
 func (c *Checker) sweepLoop() {
 	defer c.wg.Done()
+	defer panics.Recover(c.onPanic, "health sweeper")
 	t := time.NewTicker(c.sweepEvery)
 	defer t.Stop()
 	for {

@@ -1,6 +1,7 @@
 package health
 
 import (
+	"canaryd/panics"
 	"context"
 	"fmt"
 	"io"
@@ -80,6 +81,7 @@ func (p *prober) check(ctx context.Context, target *url.URL, cfg Config) string 
 // nothing. While it is down, probes come every UnhealthyInterval.
 func (c *Checker) probeLoop(ctx context.Context, in *Instance, target *url.URL, cfg Config) {
 	defer c.wg.Done()
+	defer panics.Recover(c.onPanic, "health probe")
 	passes, fails := 0, 0
 	// The first probe goes out within one jitter of the start, so that a
 	// restart does not probe every instance at the same instant.

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"canaryd/panics"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -75,6 +76,8 @@ type MirrorOptions struct {
 	CompareMaxBytes             int64
 	// PreserveHost sends the client's Host, as the route does.
 	PreserveHost bool
+	// OnPanic hears of a panic in a worker (default: printed to stderr).
+	OnPanic panics.Handler
 }
 
 // Mirror sends copies of a route's requests to a pool and compares their
@@ -251,6 +254,7 @@ func (m *Mirror) enqueue(j *mirrorJob) {
 
 func (m *Mirror) work() {
 	defer m.wg.Done()
+	defer panics.Recover(m.opts.OnPanic, "mirror worker")
 	for {
 		select {
 		case <-m.done:

@@ -297,3 +297,29 @@ func BenchmarkMirrorClientLatency(b *testing.B) {
 		})
 	}
 }
+
+type boomObserver struct{}
+
+func (boomObserver) ObserveShadow(*ShadowOutcome) { panic("injected") }
+
+// A panic in a mirror worker reaches the panic handler.
+func TestMirrorWorkerPanicReachesTheHandler(t *testing.T) {
+	blue, _ := instance(t, answerText("ok", 200))
+	green, _ := instance(t, answerText("ok", 200))
+	got := make(chan string, 1)
+	tr := NewTransport(TransportOptions{})
+	m := NewMirror(MirrorOptions{Concurrency: 1, OnPanic: func(c string, _ any, _ []byte) { got <- c }}, tr, boomObserver{}, nil)
+	defer m.Close()
+	s := routeSpec(t, pool{"blue", 10000, []string{blue}}, pool{"green", 0, []string{green}})
+	s.MirrorPool, s.MirrorShare, s.MirrorTag = "green", 10000, m
+	r := newRig(t, Options{Transport: tr}, s)
+	r.do(t, http.MethodGet, "/", "", nil)
+	select {
+	case c := <-got:
+		if c != "mirror worker" {
+			t.Fatalf("component %q", c)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the worker's panic was not handed over")
+	}
+}

@@ -310,32 +310,11 @@ const (
 // judge runs one analysis and decides on it; analyse saves what it
 // changed (the calibration simulation runs judge alone).
 func (c *controller) judge(ctx context.Context) judgement {
-	c.mu.Lock()
-	if (c.st.Phase != Progressing && c.st.Phase != Shadowing) || c.m.halted.Load() {
-		c.mu.Unlock()
+	spec, st, prom, s, minRequests, ok := c.evidence()
+	if !ok {
 		return unchanged
 	}
-	spec, st := c.spec, c.st
-	prom := c.prom
-	var s sample
-	minRequests := spec.MinRequests
-	if st.Shadow && spec.Shadow != nil {
-		// The shadow phase judges the copies against the real answers to
-		// the same requests, and how often the two differ.
-		sh := c.m.deps.Counters.ShadowTraffic(c.route, st.Canary).Sub(c.baseSh)
-		s = sample{canary: sh.Copies, stable: sh.Primaries, shadow: &sh}
-		minRequests = spec.Shadow.MinRequests
-		prom = nil // PromQL checks read live traffic, which the canary has none of yet
-	} else {
-		cn := c.m.deps.Counters.PoolTraffic(c.route, st.Canary).Sub(c.baseC)
-		sn := c.m.deps.Counters.PoolTraffic(c.route, st.Stable).Sub(c.baseS)
-		s = sample{canary: c.judged(cn), stable: c.judged(sn)}
-		if spec.Strategy != config.StrategyBlueGreen {
-			s.preview = &cn.Preview
-		}
-	}
 	since := st.EvidenceSince
-	c.mu.Unlock()
 
 	s.canaryTotal, s.canaryAvailable, _ = c.m.deps.Pools.PoolSummary(c.route, st.Canary)
 	vs, gate := embeddedChecks(spec, minRequests, s)
@@ -360,6 +339,36 @@ func (c *controller) judge(ctx context.Context) judgement {
 		return changedWeights
 	}
 	return changedState
+}
+
+// evidence is what the next analysis judges: the spec and state it runs
+// on, the counts since the evidence began, and the Prometheus checker;
+// ok is false when the rollout is not judged now. The lock is released by
+// defer (the counts are a dependency's, which may panic).
+func (c *controller) evidence() (spec *config.Rollout, st State, prom *promChecker, s sample, minRequests int, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if (c.st.Phase != Progressing && c.st.Phase != Shadowing) || c.m.halted.Load() {
+		return nil, State{}, nil, sample{}, 0, false
+	}
+	spec, st, prom = c.spec, c.st, c.prom
+	minRequests = spec.MinRequests
+	if st.Shadow && spec.Shadow != nil {
+		// The shadow phase judges the copies against the real answers to
+		// the same requests, and how often the two differ.
+		sh := c.m.deps.Counters.ShadowTraffic(c.route, st.Canary).Sub(c.baseSh)
+		s = sample{canary: sh.Copies, stable: sh.Primaries, shadow: &sh}
+		minRequests = spec.Shadow.MinRequests
+		prom = nil // PromQL checks read live traffic, which the canary has none of yet
+	} else {
+		cn := c.m.deps.Counters.PoolTraffic(c.route, st.Canary).Sub(c.baseC)
+		sn := c.m.deps.Counters.PoolTraffic(c.route, st.Stable).Sub(c.baseS)
+		s = sample{canary: c.judged(cn), stable: c.judged(sn)}
+		if spec.Strategy != config.StrategyBlueGreen {
+			s.preview = &cn.Preview
+		}
+	}
+	return spec, st, prom, s, minRequests, true
 }
 
 // decide acts on one analysis. It returns whether the weights or phase
@@ -463,14 +472,24 @@ func (c *controller) rollback(now time.Time, reason string, vs []Verdict) {
 
 // checkTripwire rolls back at once on an error burst of the canary.
 func (c *controller) checkTripwire(now time.Time) {
+	if c.tripwireFired(now) {
+		c.commit()
+	}
+}
+
+// tripwireFired takes one tripwire reading and rolls back when it fires.
+// The lock is released by defer: a panic of a dependency read under it
+// must not leave it held (package panics recovers the goroutine, and the
+// drain still saves the state).
+func (c *controller) tripwireFired(now time.Time) bool {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	t := c.spec.Tripwire
 	active := (c.st.Phase == Progressing || c.st.Phase == Shadowing || c.st.Phase == Paused) && !t.Disabled && !c.m.halted.Load()
 	cn, sn := c.tripCounts(c.m.deps.Counters.PoolTraffic(c.route, c.st.Canary), c.m.deps.Counters.PoolTraffic(c.route, c.st.Stable),
 		c.m.deps.Counters.ShadowTraffic(c.route, c.st.Canary))
 	if !active {
-		c.mu.Unlock()
-		return
+		return false
 	}
 	r := tripReading{at: now, cReq: cn.Requests, cErr: cn.Errors, sReq: sn.Requests, sErr: sn.Errors}
 	// The base is the newest reading at least a window old (or the release's
@@ -487,13 +506,11 @@ func (c *controller) checkTripwire(now time.Time) {
 	base := c.trip[0]
 	v, fire := tripwire(t, r.cReq-base.cReq, r.cErr-base.cErr, r.sReq-base.sReq, r.sErr-base.sErr, now.Sub(base.at))
 	if !fire {
-		c.mu.Unlock()
-		return
+		return false
 	}
 	c.trip = c.trip[len(c.trip)-1:]
 	c.rollback(now, v.Reason, []Verdict{v})
-	c.mu.Unlock()
-	c.commit()
+	return true
 }
 
 // control runs an operator's command.

@@ -1,6 +1,7 @@
 package rollout
 
 import (
+	"canaryd/panics"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -44,6 +45,10 @@ type Deps struct {
 	Store Store
 	// StateDir keeps one JSON file per route when Store is nil.
 	StateDir string
+	// OnPanic hears of a panic in a controller or the webhook notifier
+	// (default: printed to stderr). A controller that panicked is gone:
+	// its rollout is frozen at its current weights.
+	OnPanic panics.Handler
 	// Clustered: the manager starts as a follower. Its controllers decide
 	// only between Lead and Follow; meanwhile it serves the states the
 	// leader writes (Adopt).
@@ -248,7 +253,11 @@ func (m *Manager) Start() {
 	}
 	m.started = true
 	m.wg.Add(1)
-	go func() { defer m.wg.Done(); m.notifier.run(m.ctx) }()
+	go func() {
+		defer m.wg.Done()
+		defer panics.Recover(m.deps.OnPanic, "webhook notifier")
+		m.notifier.run(m.ctx)
+	}()
 	if m.stopped || !m.leading {
 		return
 	}
@@ -263,11 +272,7 @@ func (m *Manager) launch(c *controller) {
 	m.ctrlWG.Add(1)
 	go func() {
 		defer m.ctrlWG.Done()
-		defer func() {
-			if p := recover(); p != nil {
-				c.log.Error("rollout controller panicked; the rollout is frozen at its current weights", zap.String("route", c.route), zap.Any("panic", p), zap.Stack("stack"))
-			}
-		}()
+		defer panics.Recover(m.deps.OnPanic, "rollout controller")
 		c.run(ctx)
 	}()
 }
