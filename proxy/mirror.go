@@ -1,8 +1,8 @@
 package proxy
 
 import (
-	"canaryd/panics"
 	"bytes"
+	"canaryd/panics"
 	"context"
 	"crypto/sha256"
 	"errors"
