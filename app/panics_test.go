@@ -45,8 +45,13 @@ func TestPanicInReloadLoopTurnsProcessBroken(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	if code, _ := status("/readyz"); code != 200 {
-		t.Fatalf("readyz before the panic: %d", code)
+	// Serve turns ready a moment after it starts.
+	for end := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if code, _ := status("/readyz"); code == 200 {
+			break
+		} else if time.Now().After(end) {
+			t.Fatalf("readyz before the panic: %d", code)
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
