@@ -89,7 +89,7 @@ type Routes interface {
 	// Route is one route's view; false when there is no such route.
 	Route(name string) (RouteView, bool)
 	// Control runs promote, abort, pause or resume on a route's rollout.
-	Control(route, action string) (*rollout.Status, error)
+	Control(route string, action rollout.Action) (*rollout.Status, error)
 	// SetWeights sets a route's weights by hand (percent by pool).
 	SetWeights(route string, weights map[string]float64) (WeightsResult, error)
 	// Series is a route's recent traffic per pool, for the dashboard.
@@ -277,11 +277,9 @@ func New(o Options) http.Handler {
 			writeJSON(w, http.StatusOK, res)
 		}))
 		api.Handle("POST /api/v1/routes/{route}/{action}", o.mutation(func(w http.ResponseWriter, r *http.Request) {
-			action := r.PathValue("action")
-			switch action {
-			case "promote", "abort", "pause", "resume":
-			default:
-				writeError(w, http.StatusNotFound, fmt.Sprintf("no action %q; use promote, abort, pause or resume", action))
+			action, err := rollout.ParseAction(r.PathValue("action"))
+			if err != nil {
+				writeError(w, http.StatusNotFound, "no such action: "+err.Error())
 				return
 			}
 			st, err := o.Routes.Control(r.PathValue("route"), action)

@@ -18,7 +18,7 @@ type weightsOnly struct{}
 
 func (weightsOnly) Routes() []RouteView            { return nil }
 func (weightsOnly) Route(string) (RouteView, bool) { return RouteView{}, false }
-func (weightsOnly) Control(string, string) (*rollout.Status, error) {
+func (weightsOnly) Control(string, rollout.Action) (*rollout.Status, error) {
 	return nil, rollout.ErrNoRollout
 }
 func (weightsOnly) Series(string, time.Duration, time.Duration) (map[string][]Point, error) {

@@ -90,7 +90,7 @@ func rateOf(c metrics.Counts) (seconds, perSecond float64) {
 }
 
 // Control steers a route's rollout for the admin API.
-func (s *Server) Control(route, action string) (*rollout.Status, error) {
+func (s *Server) Control(route string, action rollout.Action) (*rollout.Status, error) {
 	if s.router.Load().Route(route) == nil {
 		return nil, admin.ErrUnknownRoute
 	}
@@ -168,7 +168,7 @@ func (s *Server) SetWeights(route string, weights map[string]float64) (admin.Wei
 			return admin.WeightsResult{}, fmt.Errorf("%w: route %q has no pool %q", admin.ErrInvalid, route, k)
 		}
 	}
-	if sum != 10000 {
+	if sum != balancer.Slots {
 		return admin.WeightsResult{}, fmt.Errorf("%w: weights sum to %s%%, not 100", admin.ErrInvalid, config.Percent(sum))
 	}
 	s.manual[route] = manualWeights{weights: bp, file: fileWeights(r)}

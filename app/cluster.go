@@ -113,7 +113,11 @@ func (e clusterEvents) State(route string, data []byte) {
 }
 
 func (e clusterEvents) Command(route, action string) error {
-	_, err := e.s.rollouts.Control(route, action)
+	a, err := rollout.ParseAction(action)
+	if err != nil {
+		return err // a member of another version sent it
+	}
+	_, err = e.s.rollouts.Control(route, a)
 	return err
 }
 
@@ -225,11 +229,11 @@ func (cc clusterCounts) ShadowTraffic(route, pool string) metrics.Shadow {
 
 // clusterControl runs an operator's command: here on the leader, else
 // through etcd on the leader.
-func (s *Server) clusterControl(route, action string) (rollout.Status, error) {
+func (s *Server) clusterControl(route string, action rollout.Action) (rollout.Status, error) {
 	if s.rollouts.Leading() {
 		return s.rollouts.Control(route, action)
 	}
-	err := s.cluster.Command(context.Background(), route, action)
+	err := s.cluster.Command(context.Background(), route, action.String())
 	st, serr := s.rollouts.Status(route)
 	if serr != nil {
 		return st, serr

@@ -665,7 +665,11 @@ type Percent int
 // not add a misleading "weights sum to ..." on top of the real problem.
 const invalidPercent Percent = -1
 
-// BasisPoints is the weight in 1/100 of a percent (0..10000).
+// Full is 100%: the whole of a route's traffic, in basis points. It is
+// balancer.Slots too (a test holds them equal).
+const Full Percent = 10000
+
+// BasisPoints is the weight in 1/100 of a percent (0..Full).
 func (p Percent) BasisPoints() int { return int(p) }
 
 func (p Percent) String() string {
@@ -698,7 +702,7 @@ func ParsePercent(s string) (Percent, error) {
 		}
 	}
 	bp := w*100 + f
-	if bp > 10000 {
+	if Percent(bp) > Full {
 		return 0, fmt.Errorf("%q is above 100", s)
 	}
 	return Percent(bp), nil

@@ -107,7 +107,7 @@ func (c *Config) applyDefaults() {
 		setStr(&r.Force.SecretHeader, DefaultForceSecretHeader)
 		if m := r.Mirror; m != nil {
 			if m.Percent == 0 {
-				m.Percent = 10000
+				m.Percent = Full
 			}
 			m.Shadow.applyDefaults()
 		}
@@ -168,22 +168,22 @@ func (ro *Rollout) applyDefaults() {
 		ro.Step = 1000
 	}
 	if ro.Max == 0 {
-		ro.Max = 10000
+		ro.Max = Full
 	}
 	if len(ro.Steps) == 0 {
 		switch {
 		case ro.Strategy == StrategyBlueGreen:
-			ro.Steps = []Percent{0, 10000}
+			ro.Steps = []Percent{0, Full}
 		case fromStep && ro.Step > 0:
-			for w := ro.Step; w < ro.Max && w < 10000; w += ro.Step {
+			for w := ro.Step; w < ro.Max && w < Full; w += ro.Step {
 				ro.Steps = append(ro.Steps, w)
 			}
-			if ro.Max < 10000 {
+			if ro.Max < Full {
 				ro.Steps = append(ro.Steps, ro.Max)
 			}
-			ro.Steps = append(ro.Steps, 10000)
+			ro.Steps = append(ro.Steps, Full)
 		default:
-			ro.Steps = []Percent{100, 500, 2500, 5000, 10000}
+			ro.Steps = []Percent{100, 500, 2500, 5000, Full}
 		}
 	}
 	setDur(&ro.Interval, 30*time.Second)
@@ -709,7 +709,7 @@ func (v *validator) route(rp path, r *Route) {
 		if !found {
 			v.add(append(mp, "pool"), "%q is not a pool of route %q; name the pool that gets the copies", m.Pool, r.Name)
 		}
-		if m.Percent < 0 || m.Percent > 10000 {
+		if m.Percent < 0 || m.Percent > Full {
 			v.add(append(mp, "percent"), "must be from 0.01 to 100")
 		}
 		if r.Rollout != nil && r.Rollout.Shadow != nil {
@@ -767,7 +767,7 @@ func (v *validator) route(rp path, r *Route) {
 			v.add(append(rp, "health", "active", "grpc"), "gRPC health probes need HTTP/2, and pool %q speaks http1; set its protocol to h2c (or h2)", p.Name)
 		}
 	}
-	if sumKnown && sum != 10000 {
+	if sumKnown && sum != Full.BasisPoints() {
 		v.add(append(rp, "pools"), "weights of route %q sum to %s%%, not 100; adjust them so they add up to exactly 100", r.Name, Percent(sum))
 	}
 }
@@ -806,7 +806,7 @@ func (v *validator) rollout(p path, r *Route) {
 		}
 		prev = w
 	}
-	if n := len(ro.Steps); n > 0 && ro.Steps[n-1] != 10000 {
+	if n := len(ro.Steps); n > 0 && ro.Steps[n-1] != Full {
 		v.add(at("steps"), "the last step is %s%%; it must be 100", ro.Steps[n-1])
 	}
 	if ro.Strategy == StrategyBlueGreen && (len(ro.Steps) != 2 || ro.Steps[0] != 0) {
@@ -838,7 +838,7 @@ func (v *validator) rollout(p path, r *Route) {
 		v.add(at("max_gathering"), "must be at least 1")
 	}
 	if sh := ro.Shadow; sh != nil {
-		if sh.Percent < 1 || sh.Percent > 10000 {
+		if sh.Percent < 1 || sh.Percent > Full {
 			v.add(at("shadow", "percent"), "must be from 0.01 to 100")
 		}
 		if sh.MinRequests < 1 {

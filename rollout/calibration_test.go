@@ -136,9 +136,10 @@ const compareOnly = `{ stable: blue, canary: green, steps: [5, 25, 50, 100], min
       analysis: { compare_to_stable: {} } }`
 
 type outcome struct {
-	phase, reason string
-	analyses      int
-	canaryServed  uint64
+	phase        Phase
+	reason       string
+	analyses     int
+	canaryServed uint64
 	// failedBefore: failed analyses at the step, on evidence without the
 	// crafted burst, when the burst came.
 	failedBefore int
@@ -223,8 +224,8 @@ func simulate(t testing.TB, seed uint64, sc scenario) outcome {
 }
 
 // runs simulates n seeded rollouts of a scenario and tallies their ends.
-func runs(t testing.TB, n int, seed0 uint64, sc scenario) (map[string]int, []outcome) {
-	got := map[string]int{}
+func runs(t testing.TB, n int, seed0 uint64, sc scenario) (map[Phase]int, []outcome) {
+	got := map[Phase]int{}
 	var all []outcome
 	for seed := seed0; seed < seed0+uint64(n); seed++ {
 		o := simulate(t, seed, sc)
@@ -234,7 +235,7 @@ func runs(t testing.TB, n int, seed0 uint64, sc scenario) (map[string]int, []out
 	return got, all
 }
 
-func reasonsOf(all []outcome, phase string, max int) string {
+func reasonsOf(all []outcome, phase Phase, max int) string {
 	var rs []string
 	for _, o := range all {
 		if o.phase == phase && len(rs) < max {

@@ -95,7 +95,7 @@ func (m *Manager) Adopt(st State) {
 	}
 	c.st = st
 	c.publishWeight()
-	m.deps.Metrics.SetRollout(c.route, c.st.StepIndex+1, c.st.Phase, Phases)
+	m.deps.Metrics.SetRollout(c.route, c.st.StepIndex+1, c.st.Phase.String(), phaseNames)
 	m.deps.Metrics.SetRoles(c.route, c.st.Stable, c.st.Canary)
 	o := c.weight.Load()
 	c.mu.Unlock()
@@ -148,7 +148,7 @@ func (c *controller) follow(saved *State, release string) {
 	if saved != nil && saved.Release == release {
 		c.st = *saved
 		c.publishWeight()
-		c.m.deps.Metrics.SetRollout(c.route, c.st.StepIndex+1, c.st.Phase, Phases)
+		c.m.deps.Metrics.SetRollout(c.route, c.st.StepIndex+1, c.st.Phase.String(), phaseNames)
 		c.m.deps.Metrics.SetRoles(c.route, c.st.Stable, c.st.Canary)
 		return
 	}

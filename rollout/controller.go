@@ -60,7 +60,7 @@ type Override struct {
 // Sink gets it at the next commit. c.mu held.
 func (c *controller) publishWeight() {
 	shadowing := c.st.Shadow && (c.st.Phase == Shadowing || c.st.Phase == Paused)
-	underWay := c.st.Phase == Progressing || c.st.Phase == Paused || c.st.Phase == Shadowing
+	underWay := c.st.Phase.UnderWay()
 	c.weight.Store(&Override{Stable: c.st.Stable, Canary: c.st.Canary, CanaryBP: c.st.Weight, Shadowing: shadowing, UnderWay: underWay, Seq: c.m.seq.Add(1)})
 }
 
@@ -124,7 +124,7 @@ func (c *controller) enterStep(now time.Time, i int) {
 	// The step's evidence starts now; the tripwire's window runs on
 	// across steps (a failure rate does not depend on the weight).
 	c.resetEvidence(now)
-	if c.st.Weight == 10000 {
+	if c.st.Weight == config.Full.BasisPoints() {
 		c.st.Phase = Promoted
 	}
 	c.publishWeight()
@@ -174,14 +174,14 @@ func (c *controller) judged(t metrics.Traffic) metrics.Counts {
 
 // transition records an event from phase `from` to the current state, and
 // queues its side effects (metrics, log, webhook). c.mu held.
-func (c *controller) transition(now time.Time, from, reason string, vs []Verdict) {
+func (c *controller) transition(now time.Time, from Phase, reason string, vs []Verdict) {
 	c.st.Reason = reason
 	c.st.UpdatedAt = now
 	e := Event{At: now, Kind: KindTransition, From: from, To: c.st.Phase, Step: c.st.StepIndex + 1, WeightBP: c.st.Weight, Reason: reason, Verdicts: vs}
 	c.st.record(e)
-	c.m.deps.Metrics.SetRollout(c.route, c.st.StepIndex+1, c.st.Phase, Phases)
+	c.m.deps.Metrics.SetRollout(c.route, c.st.StepIndex+1, c.st.Phase.String(), phaseNames)
 	c.m.deps.Metrics.SetRoles(c.route, c.st.Stable, c.st.Canary)
-	c.log.Info("rollout "+c.st.Phase, zap.String("route", c.route), zap.String("from", from),
+	c.log.Info("rollout "+c.st.Phase.String(), zap.String("route", c.route), zap.Stringer("from", from),
 		zap.Int("step", c.st.StepIndex+1), zap.Float64("canary_weight", float64(c.st.Weight)/100),
 		zap.String("reason", reason), zap.Any("verdicts", vs))
 	c.m.notifier.send(c.route, e)
@@ -251,7 +251,7 @@ func (c *controller) persist() error {
 	switch {
 	case errors.Is(err, ErrNotLeader):
 		c.log.Warn("rollout decision dropped: this member lost the leadership before saving it", zap.String("route", c.route),
-			zap.String("phase", st.Phase), zap.Int("step", st.StepIndex+1))
+			zap.Stringer("phase", st.Phase), zap.Int("step", st.StepIndex+1))
 		return err
 	case err != nil:
 		c.log.Error("cannot save rollout state; a restart would not resume it", zap.String("route", c.route), zap.Error(err))
@@ -485,7 +485,7 @@ func (c *controller) tripwireFired(now time.Time) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	t := c.spec.Tripwire
-	active := (c.st.Phase == Progressing || c.st.Phase == Shadowing || c.st.Phase == Paused) && !t.Disabled && !c.m.halted.Load()
+	active := c.st.Phase.UnderWay() && !t.Disabled && !c.m.halted.Load()
 	cn, sn := c.tripCounts(c.m.deps.Counters.PoolTraffic(c.route, c.st.Canary), c.m.deps.Counters.PoolTraffic(c.route, c.st.Stable),
 		c.m.deps.Counters.ShadowTraffic(c.route, c.st.Canary))
 	if !active {
@@ -514,13 +514,13 @@ func (c *controller) tripwireFired(now time.Time) bool {
 }
 
 // control runs an operator's command.
-func (c *controller) control(action string) error {
+func (c *controller) control(action Action) error {
 	now := time.Now()
 	c.mu.Lock()
 	from := c.st.Phase
 	var err error
 	switch action {
-	case "promote":
+	case Promote:
 		if from != Progressing && from != Shadowing && from != Paused {
 			err = fmt.Errorf("cannot promote a rollout that is %s", from)
 			break
@@ -528,7 +528,7 @@ func (c *controller) control(action string) error {
 		c.st.Shadow = false
 		c.enterStep(now, len(c.spec.Steps)-1)
 		c.transition(now, from, "promoted by operator", nil)
-	case "abort":
+	case Abort:
 		// Honoured during a drain too: sending everyone back to stable is
 		// the operator's call, and the state saved is the rolled back one.
 		if from != Progressing && from != Shadowing && from != Paused && from != Promoted {
@@ -536,14 +536,14 @@ func (c *controller) control(action string) error {
 			break
 		}
 		c.rollback(now, "aborted by operator", nil)
-	case "pause":
+	case Pause:
 		if from != Progressing && from != Shadowing {
 			err = fmt.Errorf("cannot pause a rollout that is %s", from)
 			break
 		}
 		c.st.Phase = Paused
 		c.transition(now, from, "paused by operator", nil)
-	case "resume":
+	case Resume:
 		switch from {
 		case Paused:
 			next := c.st.StepIndex + 1
@@ -586,7 +586,7 @@ type Status struct {
 	Strategy     string    `json:"strategy"`
 	Stable       string    `json:"stable"`
 	Canary       string    `json:"canary"`
-	Phase        string    `json:"phase"`
+	Phase        Phase     `json:"phase"`
 	Reason       string    `json:"reason"`
 	Step         int       `json:"step"`
 	Steps        []float64 `json:"steps"`
@@ -619,7 +619,7 @@ func (c *controller) status() Status {
 	s := Status{
 		Route: c.route, Strategy: c.spec.Strategy, Stable: c.st.Stable, Canary: c.st.Canary,
 		Phase: c.st.Phase, Reason: c.st.Reason, Step: c.st.StepIndex + 1,
-		CanaryWeight: float64(c.st.Weight) / 100, StableWeight: float64(10000-c.st.Weight) / 100,
+		CanaryWeight: float64(c.st.Weight) / 100, StableWeight: float64(config.Full.BasisPoints()-c.st.Weight) / 100,
 		Failures: c.st.Failures, FailureLimit: c.spec.FailureLimit,
 		Inconclusive: c.st.Inconclusive, MaxInconclusive: c.spec.MaxInconclusive,
 		Gathering: c.st.Gathering, MaxGathering: c.spec.MaxGathering,

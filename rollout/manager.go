@@ -206,7 +206,7 @@ func (m *Manager) Sync(routes []config.Route) map[string]Override {
 				m.deps.Log.Warn("cannot remove rollout state", zap.String("route", name), zap.Error(err))
 			}
 		}
-		m.deps.Metrics.ForgetRollout(name, Phases)
+		m.deps.Metrics.ForgetRollout(name, phaseNames)
 		c.log.Info("rollout removed from the config; the file's weights apply", zap.String("route", name))
 	}
 	return m.overrides()
@@ -304,7 +304,7 @@ func (m *Manager) Stop() {
 		}
 		c.persist()
 		st := c.status()
-		c.log.Info("rollout stopped deciding; state saved", zap.String("route", c.route), zap.String("phase", st.Phase),
+		c.log.Info("rollout stopped deciding; state saved", zap.String("route", c.route), zap.Stringer("phase", st.Phase),
 			zap.Int("step", st.Step), zap.Float64("canary_weight", st.CanaryWeight))
 	}
 }
@@ -340,7 +340,7 @@ func (m *Manager) Status(route string) (Status, error) {
 // Control runs promote, abort, pause or resume on a route's rollout. In a
 // cluster only the leader runs it (ErrNotLeader elsewhere: send the
 // command to the leader).
-func (m *Manager) Control(route, action string) (Status, error) {
+func (m *Manager) Control(route string, action Action) (Status, error) {
 	c := m.get(route)
 	if c == nil {
 		return Status{}, ErrNoRollout

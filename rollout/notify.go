@@ -63,7 +63,7 @@ func (n *notifier) send(route string, e Event) {
 	select {
 	case n.queue <- hookEvent{hook: h, payload: body}:
 	default:
-		n.log.Warn("webhook queue full; event dropped", zap.String("route", route), zap.String("to", e.To))
+		n.log.Warn("webhook queue full; event dropped", zap.String("route", route), zap.Stringer("to", e.To))
 	}
 }
 

@@ -271,7 +271,7 @@ func TestControls(t *testing.T) {
       - { name: green, weight: 0, instances: ["127.0.0.1:2"] }
 `))
 	m.Sync(cfg.Routes)
-	step := func(action, wantPhase string, wantWeight float64) {
+	step := func(action Action, wantPhase Phase, wantWeight float64) {
 		t.Helper()
 		st, err := m.Control("web", action)
 		if err != nil || st.Phase != wantPhase || st.CanaryWeight != wantWeight {
@@ -362,7 +362,7 @@ func TestWebhookAndMetrics(t *testing.T) {
 			}
 		}
 	}
-	if state[RolledBack] != 1 || state[Progressing] != 0 {
+	if state[RolledBack.String()] != 1 || state[Progressing.String()] != 0 {
 		t.Errorf("canaryd_rollout_state: %v", state)
 	}
 }

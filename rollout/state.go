@@ -9,20 +9,70 @@ import (
 	"time"
 )
 
+// Phase is where a rollout is. Its JSON and its metric label are the
+// names below.
+type Phase string
+
 // Phases of a rollout.
 const (
-	Idle = "idle"
+	Idle Phase = "idle"
 	// Shadowing: the rollout's shadow phase, before any live step: the
 	// canary has no live traffic and gets copies of requests.
-	Shadowing   = "shadowing"
-	Progressing = "progressing"
-	Paused      = "paused"
-	Promoted    = "promoted"
-	RolledBack  = "rolled_back"
+	Shadowing   Phase = "shadowing"
+	Progressing Phase = "progressing"
+	Paused      Phase = "paused"
+	Promoted    Phase = "promoted"
+	RolledBack  Phase = "rolled_back"
 )
 
-// Phases lists every phase (for the state metric).
-var Phases = []string{Idle, Shadowing, Progressing, Paused, Promoted, RolledBack}
+func (p Phase) String() string { return string(p) }
+
+// UnderWay reports whether a rollout in this phase may still move traffic
+// by itself or by a resume: progressing, paused or shadowing.
+func (p Phase) UnderWay() bool { return p == Progressing || p == Paused || p == Shadowing }
+
+// phaseNames lists every phase's name (for the state metric).
+var phaseNames = []string{string(Idle), string(Shadowing), string(Progressing), string(Paused), string(Promoted), string(RolledBack)}
+
+// Action is an operator's command to a rollout.
+type Action string
+
+// Actions, as the API's paths and the CLI's commands name them.
+const (
+	Promote Action = "promote"
+	Abort   Action = "abort"
+	Pause   Action = "pause"
+	Resume  Action = "resume"
+)
+
+// Actions lists every action.
+var Actions = []Action{Promote, Abort, Pause, Resume}
+
+func (a Action) String() string { return string(a) }
+
+// ParseAction is the action of a name, or an error that lists them.
+func ParseAction(s string) (Action, error) {
+	for _, a := range Actions {
+		if string(a) == s {
+			return a, nil
+		}
+	}
+	return "", fmt.Errorf("unknown action %q; use promote, abort, pause or resume", s)
+}
+
+// Done is the phase an action leaves a rollout in when it succeeds
+// (resume: none fixed), so that asking it again can say "already".
+func (a Action) Done() (Phase, bool) {
+	switch a {
+	case Promote:
+		return Promoted, true
+	case Abort:
+		return RolledBack, true
+	case Pause:
+		return Paused, true
+	}
+	return "", false
+}
 
 // maxHistory bounds the transitions kept in a state file.
 const maxHistory = 200
@@ -35,7 +85,7 @@ type State struct {
 	Strategy string `json:"strategy"`
 	Stable   string `json:"stable"`
 	Canary   string `json:"canary"`
-	Phase    string `json:"phase"`
+	Phase    Phase  `json:"phase"`
 	// StepIndex into the rollout's steps; Weight is the canary's weight in
 	// basis points now (0 after a rollback, 10000 once promoted).
 	StepIndex int `json:"step_index"`
@@ -81,8 +131,8 @@ type Event struct {
 	// Repeats counts later analyses with the same outcome folded into
 	// this event (its time and verdicts are the last one's).
 	Repeats  int       `json:"repeats,omitempty"`
-	From     string    `json:"from"`
-	To       string    `json:"to"`
+	From     Phase     `json:"from"`
+	To       Phase     `json:"to"`
 	Step     int       `json:"step"`
 	WeightBP int       `json:"weight_bp"`
 	Reason   string    `json:"reason"`

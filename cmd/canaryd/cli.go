@@ -9,6 +9,8 @@ import (
 	"runtime"
 	"strings"
 
+	"canaryd/rollout"
+
 	"github.com/spf13/cobra"
 )
 
@@ -117,15 +119,17 @@ default 127.0.0.1:9901) and --token-file (env CANARYD_TOKEN_FILE).`
 				fmt.Fprintf(stdout, "canaryd %s %s %s/%s\n", buildVersion(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 			}},
 	)
-	for _, a := range []struct{ name, what string }{
-		{"promote", "Promote the rollout's canary to 100% now"},
-		{"abort", "Roll the rollout back: stable to 100%"},
-		{"pause", "Pause the rollout at its step (already paused: nothing to do)"},
-		{"resume", "Resume a paused rollout"},
-	} {
-		root.AddCommand(command(&cobra.Command{Use: a.name + " ROUTE", Short: a.what + " (admin API)", Long: a.what + "." + admin,
-			Example: "  canaryd " + a.name + " web",
-			Args:    args(cobra.ExactArgs(1), "canaryd "+a.name+" ROUTE (e.g. canaryd "+a.name+" web)")}, cmdControl(a.name), stdout, stderr))
+	what := map[rollout.Action]string{
+		rollout.Promote: "Promote the rollout's canary to 100% now",
+		rollout.Abort:   "Roll the rollout back: stable to 100%",
+		rollout.Pause:   "Pause the rollout at its step (already paused: nothing to do)",
+		rollout.Resume:  "Resume a paused rollout",
+	}
+	for _, a := range rollout.Actions {
+		name := a.String()
+		root.AddCommand(command(&cobra.Command{Use: name + " ROUTE", Short: what[a] + " (admin API)", Long: what[a] + "." + admin,
+			Example: "  canaryd " + name + " web",
+			Args:    args(cobra.ExactArgs(1), "canaryd "+name+" ROUTE (e.g. canaryd "+name+" web)")}, cmdControl(a), stdout, stderr))
 	}
 	return root
 }

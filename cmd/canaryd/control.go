@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"canaryd/admin"
+	"canaryd/rollout"
 )
 
 // adminClient talks to a running canaryd's admin API.
@@ -261,7 +262,7 @@ func span(seconds float64) string {
 }
 
 // cmdControl runs promote, abort, pause or resume.
-func cmdControl(action string) func(fs *flag.FlagSet, stdout, stderr io.Writer) func([]string) int {
+func cmdControl(action rollout.Action) func(fs *flag.FlagSet, stdout, stderr io.Writer) func([]string) int {
 	return func(fs *flag.FlagSet, stdout, stderr io.Writer) func([]string) int {
 		client := adminFlags(fs)
 		return func(args []string) int {
@@ -271,17 +272,13 @@ func cmdControl(action string) func(fs *flag.FlagSet, stdout, stderr io.Writer) 
 				fmt.Fprintf(stderr, "canaryd %s: %v\n", action, err)
 				return 2
 			}
-			var st struct {
-				Phase        string  `json:"phase"`
-				Step         int     `json:"step"`
-				CanaryWeight float64 `json:"canary_weight"`
-				Reason       string  `json:"reason"`
-			}
-			if err := c.do(http.MethodPost, "/api/v1/routes/"+route+"/"+action, &st); err != nil {
+			var st rollout.Status
+			if err := c.do(http.MethodPost, "/api/v1/routes/"+route+"/"+action.String(), &st); err != nil {
 				// Asking for what already is (pausing a paused rollout) is not a
 				// failure: say so, and succeed.
 				var rv admin.RouteView
-				if c.do(http.MethodGet, "/api/v1/routes/"+route, &rv) == nil && rv.Rollout != nil && rv.Rollout.Phase == alreadyPhase[action] {
+				done, ok := action.Done()
+				if ok && c.do(http.MethodGet, "/api/v1/routes/"+route, &rv) == nil && rv.Rollout != nil && rv.Rollout.Phase == done {
 					fmt.Fprintf(stdout, "%s: already %s, nothing to do\n", route, rv.Rollout.Phase)
 					return 0
 				}
@@ -297,9 +294,6 @@ func cmdControl(action string) func(fs *flag.FlagSet, stdout, stderr io.Writer) 
 		}
 	}
 }
-
-// alreadyPhase is the phase in which an action has nothing left to do.
-var alreadyPhase = map[string]string{"pause": "paused", "abort": "rolled_back", "promote": "promoted"}
 
 // cmdWeight sets a route's weights by hand: canaryd weight web blue=90 green=10.
 func cmdWeight(fs *flag.FlagSet, stdout, stderr io.Writer) func([]string) int {

@@ -104,7 +104,7 @@ func TestGRPCCanaryRollouts(t *testing.T) {
 		tripwire  string
 		interval  string // between analyses: long when the tripwire alone is to act
 		tls       bool
-		want      string
+		want      rollout.Phase
 		check     string // the verdict that decided
 	}{
 		{"tripwire", 1, "{ window: 2s, min_requests: 20 }", "1m", false, rollout.RolledBack, "tripwire"},

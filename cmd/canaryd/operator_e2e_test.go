@@ -77,7 +77,7 @@ func demoPhase(t *testing.T, adminAddr string) string {
 	if json.NewDecoder(resp.Body).Decode(&rv) != nil || rv.Rollout == nil {
 		return ""
 	}
-	return rv.Rollout.Phase
+	return rv.Rollout.Phase.String()
 }
 
 func waitDemo(t *testing.T, adminAddr, phase string, within time.Duration) time.Duration {

@@ -65,7 +65,7 @@ func (c *canaryRun) status(t *testing.T, route string) rollout.Status {
 	return *rv.Rollout
 }
 
-func (c *canaryRun) waitPhase(t *testing.T, route, phase string, within time.Duration) rollout.Status {
+func (c *canaryRun) waitPhase(t *testing.T, route string, phase rollout.Phase, within time.Duration) rollout.Status {
 	t.Helper()
 	var st rollout.Status
 	for end := time.Now().Add(within); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {

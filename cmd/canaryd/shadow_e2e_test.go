@@ -52,7 +52,7 @@ func phases(st rollout.Status) string {
 	var out []string
 	for _, e := range st.History {
 		if e.Kind == rollout.KindTransition {
-			out = append(out, e.To)
+			out = append(out, e.To.String())
 		}
 	}
 	return strings.Join(out, " ")
