@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"canaryd/admin"
+	"canaryd/adminclient"
 	"canaryd/internal/etcdtest"
 	"canaryd/internal/tcpproxy"
 	"canaryd/rollout"
@@ -76,16 +77,7 @@ func startCluster(t *testing.T, greenArgs []string, extra, rolloutBlock string) 
 
 func clusterView(t *testing.T, adminAddr string) (admin.ClusterView, error) {
 	t.Helper()
-	resp, err := http.Get("http://" + adminAddr + "/api/v1/cluster")
-	if err != nil {
-		return admin.ClusterView{}, err
-	}
-	defer resp.Body.Close()
-	var v admin.ClusterView
-	if resp.StatusCode != 200 {
-		return v, fmt.Errorf("GET /api/v1/cluster: %s", resp.Status)
-	}
-	return v, json.NewDecoder(resp.Body).Decode(&v)
+	return adminclient.New(adminAddr, "").Cluster()
 }
 
 // leader waits until the given members agree on a leader among them and
@@ -131,13 +123,8 @@ next:
 
 // greenWeight is the canary's weight a member serves, from its live table.
 func greenWeight(t *testing.T, adminAddr string) (float64, error) {
-	resp, err := http.Get("http://" + adminAddr + "/api/v1/routes/web")
+	rv, err := adminclient.New(adminAddr, "").Route("web")
 	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	var rv admin.RouteView
-	if err := json.NewDecoder(resp.Body).Decode(&rv); err != nil {
 		return 0, err
 	}
 	for _, p := range rv.Pools {

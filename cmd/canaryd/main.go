@@ -8,13 +8,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"runtime/debug"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -191,13 +188,13 @@ func cmdBackend(fs *flag.FlagSet, _, stderr io.Writer) func([]string) int {
 		ctx, stop := signalContext()
 		defer stop()
 		b := demo.Backend{Pool: *pool, Instance: *listen, Latency: *latency, ErrorRate: *errRate, FailPath: *failPath}
-		bs := []demoBackend{{*listen, b}}
-		lns, err := listenBackends(bs)
+		bs := []demo.Bound{{Addr: *listen, Backend: b}}
+		lns, err := demo.Listen(bs)
 		if err != nil {
 			log.Error("backend cannot start; is something else on that port? choose another with --listen", zap.Error(err))
 			return 1
 		}
-		if err := serveBackends(ctx, log, bs, lns); err != nil {
+		if err := demo.Serve(ctx, log, bs, lns); err != nil {
 			log.Error("backend failed", zap.Error(err))
 			return 1
 		}
@@ -218,89 +215,6 @@ func cmdLoad(fs *flag.FlagSet, stdout, _ io.Writer) func([]string) int {
 	}
 }
 
-type demoBackend struct {
-	addr string
-	b    demo.Backend
-}
-
-// listenBackends binds every demo backend's port, so that a port held by
-// another process fails the demo before anything is announced.
-func listenBackends(bs []demoBackend) ([]net.Listener, error) {
-	var lns []net.Listener
-	for _, d := range bs {
-		ln, err := net.Listen("tcp", d.addr)
-		if err != nil {
-			for _, l := range lns {
-				l.Close()
-			}
-			return nil, fmt.Errorf("demo backend %s (pool %s): %w", d.addr, d.b.Pool, err)
-		}
-		lns = append(lns, ln)
-	}
-	return lns, nil
-}
-
-// serveBackends serves each backend on its listener until ctx ends.
-func serveBackends(ctx context.Context, log *zap.Logger, bs []demoBackend, lns []net.Listener) error {
-	var servers []*http.Server
-	errs := make(chan error, len(bs))
-	for i, d := range bs {
-		srv := &http.Server{Handler: d.b, ReadHeaderTimeout: 5 * time.Second}
-		servers = append(servers, srv)
-		ln := lns[i]
-		go func() {
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				errs <- err
-			}
-		}()
-		log.Info("demo backend up", zap.String("pool", d.b.Pool), zap.String("listen", d.addr))
-	}
-	go func() {
-		<-ctx.Done()
-		for _, s := range servers {
-			s.Close()
-		}
-	}()
-	select {
-	case <-ctx.Done():
-		return nil
-	case err := <-errs:
-		return err
-	}
-}
-
-// shiftPorts moves the demo's instances so that the lowest port is base,
-// the others keeping their distance from it.
-func shiftPorts(cfg *config.Config, base int) error {
-	lowest := 0
-	each := func(f func(p *config.Pool, i int, host string, port int)) {
-		for r := range cfg.Routes {
-			for p := range cfg.Routes[r].Pools {
-				pool := &cfg.Routes[r].Pools[p]
-				for i, in := range pool.Instances {
-					host, ps, _ := net.SplitHostPort(in)
-					port, _ := strconv.Atoi(ps)
-					f(pool, i, host, port)
-				}
-			}
-		}
-	}
-	each(func(_ *config.Pool, _ int, _ string, port int) {
-		if lowest == 0 || port < lowest {
-			lowest = port
-		}
-	})
-	var bad error
-	each(func(p *config.Pool, i int, host string, port int) {
-		n := port - lowest + base
-		if n < 1 || n > 65535 {
-			bad = fmt.Errorf("--backend-port %d puts a backend on port %d; choose a port from 1 to %d", base, n, 65535-(port-lowest))
-		}
-		p.Instances[i] = net.JoinHostPort(host, strconv.Itoa(n))
-	})
-	return bad
-}
-
 func cmdDemo(fs *flag.FlagSet, stdout, stderr io.Writer) func([]string) int {
 	listen := fs.String("listen", "", "proxy address (default: the shipped config's listen)")
 	adminListen := fs.String("admin", "", "admin address (default: the shipped config's admin.listen)")
@@ -316,38 +230,6 @@ func cmdDemo(fs *flag.FlagSet, stdout, stderr io.Writer) func([]string) int {
 			return code
 		}
 		defer log.Sync()
-		cfg, err := config.Parse("embedded config.yaml", canaryd.DefaultConfig())
-		if err != nil {
-			fmt.Fprintln(stderr, err)
-			return 1
-		}
-		if *listen != "" {
-			cfg.Listen = *listen
-		}
-		// The demo walks its rollout in about half a minute, and keeps its
-		// state out of the working directory.
-		for i := range cfg.Routes {
-			if ro := cfg.Routes[i].Rollout; ro != nil {
-				ro.Interval = config.Duration(*stepEvery)
-			}
-		}
-		stateDir, err := os.MkdirTemp("", "canaryd-demo-state")
-		if err != nil {
-			fmt.Fprintln(stderr, "canaryd demo:", err)
-			return 1
-		}
-		defer os.RemoveAll(stateDir)
-		cfg.StateDir = stateDir
-		if *adminListen != "" {
-			cfg.Admin.Listen = *adminListen
-		}
-		if *backendPort != 0 {
-			if err := shiftPorts(cfg, *backendPort); err != nil {
-				fmt.Fprintln(stderr, "canaryd demo:", err)
-				return 2
-			}
-		}
-
 		ctx, stop := signalContext()
 		defer stop()
 		if *duration > 0 {
@@ -355,73 +237,19 @@ func cmdDemo(fs *flag.FlagSet, stdout, stderr io.Writer) func([]string) int {
 			ctx, cancel = context.WithTimeout(ctx, *duration)
 			defer cancel()
 		}
-
-		var backends []demoBackend
-		for _, r := range cfg.Routes {
-			for i, p := range r.Pools {
-				for _, in := range p.Instances {
-					b := demo.Backend{Pool: p.Name, Instance: in, Latency: 2 * time.Millisecond}
-					if i == len(r.Pools)-1 && len(r.Pools) > 1 {
-						b.ErrorRate = *canaryErrors
-					}
-					backends = append(backends, demoBackend{in, b})
-				}
-			}
-		}
-		// Every port is bound before the banner: a port another process holds
-		// fails the demo at once, with advice that works for the demo.
-		lns, err := listenBackends(backends)
-		if err != nil {
-			fmt.Fprintf(stderr, "canaryd demo cannot start: %v\n  another process holds a demo port (an earlier demo still running?): stop it, or move the demo's backends with --backend-port 19001\n", err)
+		err := demo.Run(ctx, demo.Options{
+			Config: canaryd.DefaultConfig(), Listen: *listen, Admin: *adminListen, CanaryErrors: *canaryErrors,
+			Rate: *rate, Interval: *stepEvery, BackendPort: *backendPort, Out: stdout, Log: log,
+		})
+		var usage demo.UsageError
+		switch {
+		case errors.As(err, &usage):
+			fmt.Fprintln(stderr, "canaryd demo:", err)
+			return 2
+		case err != nil:
+			fmt.Fprintln(stderr, err)
 			return 1
 		}
-		srv, err := app.New(cfg, app.Options{Logger: log})
-		if err == nil {
-			err = srv.Listen()
-		}
-		if err != nil {
-			for _, l := range lns {
-				l.Close()
-			}
-			fmt.Fprintf(stderr, "canaryd demo cannot start: %v\n  in the demo, move the proxy and the admin listener with --listen 127.0.0.1:18080 --admin 127.0.0.1:19901\n", err)
-			return 1
-		}
-		bctx, stopBackends := context.WithCancel(context.Background())
-		defer stopBackends()
-		berr := make(chan error, 1)
-		go func() { berr <- serveBackends(bctx, log.Named("demo"), backends, lns) }()
-		proxyURL := "http://" + srv.ProxyAddr().String()
-		fmt.Fprintf(stdout, "canaryd demo: proxy %s", proxyURL)
-		if a := srv.AdminAddr(); a != nil {
-			fmt.Fprintf(stdout, "\n  dashboard http://%s/   (canaryd status --watch --admin %s)", a, a)
-		}
-		fmt.Fprintf(stdout, "\n  try: curl -s %s/   |   curl -s -H 'X-Canary-Pool: green' %s/\n  Ctrl-C stops.\n", proxyURL, proxyURL)
-
-		if *rate > 0 {
-			client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
-			go demo.Load(ctx, client, proxyURL+"/", *rate, 2*time.Second, func(s demo.Split) {
-				fmt.Fprintln(stdout, "  split", strings.TrimPrefix(s.String(), "last "))
-			})
-		}
-		done := make(chan int, 1)
-		go func() {
-			if err := srv.Serve(ctx); err != nil {
-				log.Error("proxy stopped with an error", zap.Error(err))
-				done <- 1
-				return
-			}
-			done <- 0
-		}()
-		select {
-		case code = <-done:
-		case err := <-berr:
-			if err != nil {
-				log.Error("demo backends failed", zap.Error(err))
-				code = 1
-			}
-			stop()
-			<-done
-		}
-		return code
+		return 0
 	}
 }

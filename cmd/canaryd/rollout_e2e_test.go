@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"canaryd/admin"
+	"canaryd/adminclient"
 	"canaryd/rollout"
 )
 
@@ -53,13 +54,8 @@ func startCanaryd(t *testing.T, cfg string) *canaryRun {
 
 func (c *canaryRun) status(t *testing.T, route string) rollout.Status {
 	t.Helper()
-	resp, err := http.Get("http://" + c.admin + "/api/v1/routes/" + route)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var rv admin.RouteView
-	if err := json.NewDecoder(resp.Body).Decode(&rv); err != nil || rv.Rollout == nil {
+	rv, err := adminclient.New(c.admin, "").Route(route)
+	if err != nil || rv.Rollout == nil {
 		t.Fatalf("route %s: %v (%+v)", route, err, rv)
 	}
 	return *rv.Rollout

@@ -1,4 +1,4 @@
-package main
+package adminclient
 
 import (
 	"bytes"
@@ -13,7 +13,7 @@ import (
 // minute figures cover when the pool is younger than a minute.
 func TestPrintRouteHonestNumbers(t *testing.T) {
 	var b bytes.Buffer
-	printRoute(&b, admin.RouteView{Name: "web", PathPrefix: "/", Pools: []admin.PoolView{
+	WriteRoute(&b, admin.RouteView{Name: "web", PathPrefix: "/", Pools: []admin.PoolView{
 		{Name: "blue", Weight: 50, EffectiveWeight: 100, Instances: []admin.InstanceView{{Healthy: true}}, RecentRate: 190,
 			LastMinute: admin.Traffic{Seconds: 16, RatePerSecond: 190, Requests: 3040}},
 		{Name: "green", Weight: 50, EffectiveWeight: 0, Instances: []admin.InstanceView{{Healthy: false}}, RecentRate: 0,

@@ -1,0 +1,134 @@
+// Package adminclient talks to a running canaryd's admin API (docs/
+// admin-api.md): the CLI's commands and the end-to-end tests use it, and
+// it renders the answers as the CLI prints them.
+package adminclient
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"canaryd/admin"
+	"canaryd/rollout"
+)
+
+// Client is one admin API. The zero value is not usable: use New.
+type Client struct {
+	base  string
+	token string
+	http  *http.Client
+}
+
+// New is a client of the admin API at addr (host:port or a URL); token is
+// the bearer token of mutations ("" when the admin has none).
+func New(addr, token string) *Client {
+	if !strings.Contains(addr, "://") {
+		addr = "http://" + addr
+	}
+	return &Client{base: strings.TrimSuffix(addr, "/"), token: token, http: &http.Client{Timeout: 10 * time.Second}}
+}
+
+// Base is the API's URL.
+func (c *Client) Base() string { return c.base }
+
+// Error is an answer other than 2xx: its status and the API's message.
+type Error struct {
+	Status  int
+	Message string
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("%s (%d)", e.Message, e.Status) }
+
+// NotFound reports whether err is a 404 of the API (an unknown route, or
+// an endpoint a single process does not serve).
+func NotFound(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Status == http.StatusNotFound
+}
+
+// Routes is GET /api/v1/routes.
+func (c *Client) Routes() ([]admin.RouteView, error) {
+	var out []admin.RouteView
+	return out, c.do(http.MethodGet, "/api/v1/routes", nil, &out)
+}
+
+// Route is GET /api/v1/routes/{route}.
+func (c *Client) Route(name string) (admin.RouteView, error) {
+	var out admin.RouteView
+	return out, c.do(http.MethodGet, "/api/v1/routes/"+name, nil, &out)
+}
+
+// Cluster is GET /api/v1/cluster (NotFound for a single process).
+func (c *Client) Cluster() (admin.ClusterView, error) {
+	var out admin.ClusterView
+	return out, c.do(http.MethodGet, "/api/v1/cluster", nil, &out)
+}
+
+// Control is POST /api/v1/routes/{route}/{action}.
+func (c *Client) Control(route string, a rollout.Action) (rollout.Status, error) {
+	var out rollout.Status
+	return out, c.do(http.MethodPost, "/api/v1/routes/"+route+"/"+a.String(), nil, &out)
+}
+
+// SetWeights is PUT /api/v1/routes/{route}/weights.
+func (c *Client) SetWeights(route string, weights map[string]float64) (admin.WeightsResult, error) {
+	body, err := json.Marshal(weights)
+	if err != nil {
+		return admin.WeightsResult{}, err
+	}
+	var out admin.WeightsResult
+	return out, c.do(http.MethodPut, "/api/v1/routes/"+route+"/weights", body, &out)
+}
+
+// Ready asks /readyz: nil when the proxy takes traffic.
+func (c *Client) Ready() error {
+	resp, err := c.http.Get(c.base + "/readyz")
+	if err != nil {
+		return c.unreachable(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("not ready: %s", resp.Status)
+	}
+	return nil
+}
+
+func (c *Client) unreachable(err error) error {
+	return fmt.Errorf("admin API at %s: %v (is canaryd running? see --admin)", c.base, err)
+}
+
+// do sends a request (body as JSON if any) and decodes a JSON answer into
+// v; an error answer becomes an *Error with the API's message.
+func (c *Client) do(method, path string, body []byte, v any) error {
+	req, err := http.NewRequest(method, c.base+path, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return c.unreachable(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	if resp.StatusCode/100 != 2 {
+		var e struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(data, &e) == nil && e.Error != "" {
+			return &Error{Status: resp.StatusCode, Message: e.Error}
+		}
+		return &Error{Status: resp.StatusCode, Message: "admin API answered " + resp.Status}
+	}
+	return json.Unmarshal(data, v)
+}

@@ -1,0 +1,102 @@
+package adminclient
+
+import (
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+
+	"canaryd/admin"
+)
+
+// WriteCluster shows the leader, the members and what each serves: the
+// sequence of each route's state it acknowledged, against the latest.
+func WriteCluster(w io.Writer, v admin.ClusterView) {
+	conn := "connected"
+	switch {
+	case v.Partitioned:
+		conn = "PARTITIONED (past partition_timeout)"
+	case !v.Connected:
+		conn = "NOT CONNECTED to etcd"
+	}
+	leader := v.Leader
+	if leader == "" {
+		leader = "(none)"
+	}
+	fmt.Fprintf(w, "cluster %s: member %s, leader %s, %s, %d members\n", v.Name, v.Member, leader, conn, len(v.Members))
+	for _, m := range v.Members {
+		var acks []string
+		for route, seq := range v.States {
+			state := "behind"
+			if m.Acked[route] >= seq {
+				state = "current"
+			}
+			acks = append(acks, fmt.Sprintf("%s %s", route, state))
+		}
+		sort.Strings(acks)
+		role := "follower"
+		if m.ID == v.Leader {
+			role = "leader"
+		}
+		fmt.Fprintf(w, "  %-20s %-8s %-21s config %s  %s\n", m.ID, role, m.Addr, m.ConfigHash, strings.Join(acks, ", "))
+	}
+}
+
+// WriteRoute shows a route as `canaryd status` prints it: each pool's
+// weight, health, rate and errors, and the rollout with its last verdicts.
+func WriteRoute(w io.Writer, r admin.RouteView) {
+	fmt.Fprintf(w, "route %s (%s%s)\n", r.Name, r.Host, r.PathPrefix)
+	for _, p := range r.Pools {
+		healthy := 0
+		for _, in := range p.Instances {
+			if in.Healthy {
+				healthy++
+			}
+		}
+		bar := strings.Repeat("#", int(p.Weight/5+0.5)) + strings.Repeat(".", 20-int(p.Weight/5+0.5))
+		preview := ""
+		if p.PreviewRequests > 0 {
+			preview = fmt.Sprintf("  %d preview (%d failed)", p.PreviewRequests, p.PreviewErrors)
+		}
+		// What the pool serves when health has moved its share: a pool at
+		// 50% with no healthy instance serves 0%.
+		serving := ""
+		if p.EffectiveWeight != p.Weight {
+			serving = fmt.Sprintf(" serving %.2f%%", p.EffectiveWeight)
+		}
+		fmt.Fprintf(w, "  %-10s %6.2f%%%s [%s] %d/%d healthy  %5.1f req/s now  last %s: %5.2f%% errors  p99 %.1fms%s\n",
+			p.Name, p.Weight, serving, bar, healthy, len(p.Instances), p.RecentRate, span(p.LastMinute.Seconds), 100*p.LastMinute.ErrorRate, p.LastMinute.P99Ms, preview)
+	}
+	if ro := r.Rollout; ro != nil {
+		next := ""
+		if !ro.NextAnalysis.IsZero() {
+			next = fmt.Sprintf(", next analysis in %v", time.Until(ro.NextAnalysis).Round(time.Second))
+		}
+		if ro.Shadow {
+			fmt.Fprintf(w, "  rollout %s %s → %s: %s, shadow phase: copies of %.2f%% of requests, no live traffic, failures %d/%d%s\n",
+				ro.Strategy, ro.Stable, ro.Canary, ro.Phase, ro.ShadowPercent, ro.Failures, ro.FailureLimit, next)
+		} else {
+			fmt.Fprintf(w, "  rollout %s %s → %s: %s, step %d of %d (canary %.2f%%), failures %d/%d%s\n",
+				ro.Strategy, ro.Stable, ro.Canary, ro.Phase, ro.Step, len(ro.Steps), ro.CanaryWeight, ro.Failures, ro.FailureLimit, next)
+		}
+		if ro.Reason != "" {
+			fmt.Fprintf(w, "    %s\n", ro.Reason)
+		}
+		for _, v := range ro.LastVerdicts {
+			result := string(v.Result)
+			if v.Advisory {
+				result += " (advisory)"
+			}
+			fmt.Fprintf(w, "    %-13s %-20s %s\n", result, v.Check, v.Reason)
+		}
+	}
+}
+
+// span names the time a reading covers: "1m", or "16s" for a young pool.
+func span(seconds float64) string {
+	if seconds >= 59.5 {
+		return "1m"
+	}
+	return fmt.Sprintf("%.0fs", seconds)
+}
