@@ -41,7 +41,7 @@ func FuzzWeightsBody(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body string) {
 		req := httptest.NewRequest(http.MethodPut, "/api/v1/routes/web/weights", strings.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
-		req.Host = "127.0.0.1:9901" // the admin's own address (the Host check is tested in app)
+		req.Host = "127.0.0.1:9901" // the admin's own address (TestTokenAndHost checks Host)
 		w := httptest.NewRecorder()
 		h.ServeHTTP(w, req)
 		switch w.Code {
