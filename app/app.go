@@ -141,14 +141,7 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 	}
 	log := o.Logger
 	router := balancer.NewRouter()
-	var trusted []netip.Prefix
-	for _, s := range cfg.TrustedProxies {
-		p, err := config.ParseTrusted(s)
-		if err != nil {
-			return nil, err
-		}
-		trusted = append(trusted, p)
-	}
+	trusted := cfg.Trusted()
 	token := ""
 	if cfg.Admin.TokenFile != "" {
 		b, err := os.ReadFile(cfg.Admin.TokenFile)

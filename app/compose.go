@@ -38,13 +38,7 @@ func RouteSpecs(cfg *config.Config) ([]balancer.RouteSpec, error) {
 				Name: p.Name, Weight: p.Weight.BasisPoints(),
 				PanicThreshold: *h.PanicThreshold, SlowStart: h.SlowStart.D(),
 			}
-			for _, raw := range p.Instances {
-				u, err := config.ParseInstance(raw)
-				if err != nil {
-					return nil, fmt.Errorf("route %q pool %q: %w", r.Name, p.Name, err)
-				}
-				ps.Instances = append(ps.Instances, u)
-			}
+			ps.Instances = append(ps.Instances, p.URLs()...)
 			s.Pools = append(s.Pools, ps)
 		}
 		specs = append(specs, s)

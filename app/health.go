@@ -14,7 +14,7 @@ import (
 
 // healthConfig turns a pool's effective health block into health.Config.
 func healthConfig(h config.Health) health.Config {
-	lo, hi, _ := config.ParseStatusRange(h.Active.ExpectedStatus) // validated
+	lo, hi := h.Active.ExpectedRange()
 	return health.Config{
 		ProbePath:           h.Active.Path,
 		GRPC:                h.Active.GRPC,

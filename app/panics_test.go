@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -29,8 +30,13 @@ func TestPanicInReloadLoopTurnsProcessBroken(t *testing.T) {
 		t.Fatal(err)
 	}
 	reg := metrics.NewRegistry()
+	var armed atomic.Bool // a file event at start may reload before the test is ready
 	srv, err := New(cfg, Options{ConfigPath: path, ConfigData: data, Registry: reg,
-		OnReload: func(ReloadResult) { panic("injected") }})
+		OnReload: func(ReloadResult) {
+			if armed.Load() {
+				panic("injected")
+			}
+		}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,6 +61,7 @@ func TestPanicInReloadLoopTurnsProcessBroken(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	armed.Store(true)
 	srv.Reload(ctx, "test") // its OnReload panics
 	start := time.Now()
 	res := srv.Reload(ctx, "test again")

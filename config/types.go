@@ -9,6 +9,7 @@ package config
 import (
 	"fmt"
 	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -43,6 +44,8 @@ type Config struct {
 	Reload Reload `yaml:"reload"`
 	// AccessLog writes one JSON line per request. Default off.
 	AccessLog AccessLog `yaml:"access_log"`
+	// trusted is TrustedProxies parsed (Trusted).
+	trusted []netip.Prefix
 	// Cluster makes replicas act as one router on etcd (docs/cluster.md).
 	// Default none: a single process that needs no etcd.
 	Cluster *Cluster `yaml:"cluster"`
@@ -182,6 +185,32 @@ const (
 	ClientAuthRequire       = "require"
 	ClientAuthVerifyIfGiven = "verify_if_given"
 )
+
+// Trusted is trusted_proxies parsed.
+func (c *Config) Trusted() []netip.Prefix { return c.trusted }
+
+// URLs are the pool's instances parsed, in their order (canonical: see
+// ParseInstance).
+func (p Pool) URLs() []*url.URL { return p.urls }
+
+// SetInstances replaces a pool's instances (the demo moves its ports),
+// keeping URLs in step.
+func (p *Pool) SetInstances(instances []string) error {
+	urls := make([]*url.URL, 0, len(instances))
+	for _, in := range instances {
+		u, err := ParseInstance(in)
+		if err != nil {
+			return fmt.Errorf("pool %q: %w", p.Name, err)
+		}
+		urls = append(urls, u)
+	}
+	p.Instances, p.urls = instances, urls
+	return nil
+}
+
+// ExpectedRange is expected_status parsed: the lowest and highest passing
+// status.
+func (a ActiveHealth) ExpectedRange() (lo, hi int) { return a.statusLo, a.statusHi }
 
 // Enabled reports whether the listener serves TLS.
 func (t TLS) Enabled() bool { return t.CertFile != "" || len(t.Certificates) > 0 }
@@ -503,6 +532,8 @@ type ActiveHealth struct {
 	// ExpectedStatus is the passing status range, "200-399" or "200".
 	// Default "200-399".
 	ExpectedStatus string `yaml:"expected_status"`
+	// statusLo and statusHi are ExpectedStatus parsed (ExpectedRange).
+	statusLo, statusHi int
 	// Jitter spreads probes by up to this percent of the interval, so that
 	// instances are not probed in lockstep. Default 10.
 	Jitter *int `yaml:"jitter"`
@@ -572,6 +603,8 @@ type Pool struct {
 	// roots, the instance's host as the name (upstream.insecure_skip_verify
 	// aside).
 	TLS *UpstreamTLS `yaml:"tls"`
+	// urls are Instances parsed (URLs).
+	urls []*url.URL
 }
 
 // Pool protocols.

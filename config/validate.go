@@ -430,6 +430,7 @@ func (v *validator) config(c *Config) {
 		}
 		v.trusted = append(v.trusted, p)
 	}
+	c.trusted = v.trusted
 	v.tls(c)
 	v.http2(&c.Server.HTTP2)
 	if c.Server.ProxyProtocol && len(c.TrustedProxies) == 0 {
@@ -749,6 +750,7 @@ func (v *validator) route(rp path, r *Route) {
 		}
 		seen := map[string]int{}
 		schemes := map[string]bool{}
+		p.urls = p.urls[:0]
 		for k, in := range p.Instances {
 			ip := append(append(path{}, pp...), "instances", k)
 			u, err := ParseInstance(in)
@@ -756,6 +758,7 @@ func (v *validator) route(rp path, r *Route) {
 				v.add(ip, "%v", err)
 				continue
 			}
+			p.urls = append(p.urls, u)
 			if first, dup := seen[u.String()]; dup {
 				v.add(ip, "%q is already instances[%d] of this pool; list each instance once", in, first)
 			}
@@ -925,8 +928,10 @@ func (v *validator) health(hp path, h *Health) {
 	if a.Fall < 1 || a.Fall > 100 {
 		v.add(append(ap, "fall"), "%d is not from 1 to 100", a.Fall)
 	}
-	if _, _, err := ParseStatusRange(a.ExpectedStatus); err != nil {
+	if lo, hi, err := ParseStatusRange(a.ExpectedStatus); err != nil {
 		v.add(append(ap, "expected_status"), "%v", err)
+	} else {
+		h.Active.statusLo, h.Active.statusHi = lo, hi
 	}
 	if *a.Jitter < 0 || *a.Jitter > 50 {
 		v.add(append(ap, "jitter"), "%d%% is not from 0 to 50", *a.Jitter)

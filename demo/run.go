@@ -239,12 +239,24 @@ func shiftPorts(cfg *config.Config, base int) error {
 		}
 	})
 	var bad error
+	moved := map[*config.Pool][]string{}
 	each(func(p *config.Pool, i int, host string, port int) {
 		n := port - lowest + base
 		if n < 1 || n > 65535 {
 			bad = fmt.Errorf("--backend-port %d puts a backend on port %d; choose a port from 1 to %d", base, n, 65535-(port-lowest))
 		}
-		p.Instances[i] = net.JoinHostPort(host, strconv.Itoa(n))
+		if moved[p] == nil {
+			moved[p] = append([]string(nil), p.Instances...)
+		}
+		moved[p][i] = net.JoinHostPort(host, strconv.Itoa(n))
 	})
-	return bad
+	if bad != nil {
+		return bad
+	}
+	for p, instances := range moved {
+		if err := p.SetInstances(instances); err != nil {
+			return err
+		}
+	}
+	return nil
 }

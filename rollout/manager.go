@@ -109,10 +109,8 @@ func Release(r *config.Route) string {
 	var inst []string
 	for _, p := range r.Pools {
 		if p.Name == r.Rollout.Canary {
-			for _, raw := range p.Instances {
-				if u, err := config.ParseInstance(raw); err == nil {
-					inst = append(inst, u.String())
-				}
+			for _, u := range p.URLs() {
+				inst = append(inst, u.String())
 			}
 		}
 	}
