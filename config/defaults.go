@@ -1,0 +1,248 @@
+package config
+
+import (
+	"time"
+)
+
+// Defaults, in one place. docs/config.md repeats them; keep both in step.
+const (
+	DefaultListen                 = ":8080"
+	DefaultAdminListen            = "127.0.0.1:9901"
+	DefaultReadHeaderTimeout      = 10 * time.Second
+	DefaultIdleTimeout            = 120 * time.Second
+	DefaultMaxHeaderBytes         = 64 << 10
+	DefaultDrainTimeout           = 30 * time.Second
+	DefaultDialTimeout            = 2 * time.Second
+	DefaultResponseHeaderTimeout  = 30 * time.Second
+	DefaultMaxIdleConnsPerHost    = 256
+	DefaultIdleConnTimeout        = 90 * time.Second
+	DefaultMaxResponseHeaderBytes = 64 << 10
+	// MaxResponseHeaderBytesLimit is the largest max_response_header_bytes:
+	// a head is held in memory whole while it is read.
+	MaxResponseHeaderBytesLimit = 1 << 20
+	DefaultReloadDebounce       = 100 * time.Millisecond
+	DefaultReloadPollInterval   = 30 * time.Second
+	DefaultProbeInterval        = 5 * time.Second
+	DefaultProbeTimeout         = 2 * time.Second
+	DefaultRise                 = 2
+	DefaultFall                 = 3
+	DefaultExpectedStatus       = "200-399"
+	DefaultJitterPercent        = 10
+	DefaultConsecutiveFailures  = 5
+	DefaultEjectFor             = 30 * time.Second
+	DefaultMaxEjectFor          = 5 * time.Minute
+	DefaultMaxEjectedPercent    = 50
+	DefaultPanicThreshold       = 50
+	DefaultTripwireWindow       = 10 * time.Second
+	DefaultForceSecretHeader    = "X-Canary-Secret"
+	DefaultShadowHeader         = "X-Canary-Shadow"
+	// TripwireResolution is how often the tripwire reads the counters;
+	// MinTripwireWindow is the shortest window it can honour.
+	TripwireResolution            = time.Second
+	MinTripwireWindow             = time.Second
+	DefaultH2MaxConcurrentStreams = 100
+	DefaultH2StreamBuffer         = 256 << 10
+	DefaultH2ConnBuffer           = 1 << 20
+	DefaultH2PingTimeout          = 15 * time.Second
+	DefaultH2WriteByteTimeout     = 30 * time.Second
+	DefaultTLSMinVersion          = "1.2"
+	// AdminOff disables the admin listener.
+	AdminOff = "off"
+	// MaxPools bounds pools per route (the schedule stores a byte per slot).
+	MaxPools = 255
+)
+
+func (c *Config) applyDefaults() {
+	setStr(&c.Listen, DefaultListen)
+	setStr(&c.Admin.Listen, DefaultAdminListen)
+	setStr(&c.StateDir, "./state")
+	setDur(&c.Server.ReadHeaderTimeout, DefaultReadHeaderTimeout)
+	setDur(&c.Server.IdleTimeout, DefaultIdleTimeout)
+	setInt(&c.Server.MaxHeaderBytes, DefaultMaxHeaderBytes)
+	setDur(&c.Server.DrainTimeout, DefaultDrainTimeout)
+	setDur(&c.Upstream.DialTimeout, DefaultDialTimeout)
+	setDur(&c.Upstream.ResponseHeaderTimeout, DefaultResponseHeaderTimeout)
+	setInt(&c.Upstream.MaxIdleConnsPerHost, DefaultMaxIdleConnsPerHost)
+	setDur(&c.Upstream.IdleConnTimeout, DefaultIdleConnTimeout)
+	if c.Upstream.MaxResponseHeaderBytes == 0 {
+		c.Upstream.MaxResponseHeaderBytes = DefaultMaxResponseHeaderBytes
+	}
+	setBoolPtr(&c.Upstream.FastPath, true)
+	h2 := &c.Server.HTTP2
+	setInt(&h2.MaxConcurrentStreams, DefaultH2MaxConcurrentStreams)
+	setInt(&h2.MaxReceiveBufferPerStream, DefaultH2StreamBuffer)
+	setInt(&h2.MaxReceiveBufferPerConnection, DefaultH2ConnBuffer)
+	setDur(&h2.PingTimeout, DefaultH2PingTimeout)
+	setDur(&h2.WriteByteTimeout, DefaultH2WriteByteTimeout)
+	setStr(&c.TLS.MinVersion, DefaultTLSMinVersion)
+	if c.TLS.ClientCAFile != "" {
+		setStr(&c.TLS.ClientAuth, ClientAuthRequire)
+	}
+	if len(c.GRPC.ErrorCodes) == 0 {
+		c.GRPC.ErrorCodes = []string{"UNKNOWN", "DEADLINE_EXCEEDED", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS"}
+	}
+	setInt(&c.AccessLog.Sample, 1)
+	setDur(&c.Reload.Debounce, DefaultReloadDebounce)
+	setDur(&c.Reload.PollInterval, DefaultReloadPollInterval)
+	if c.Cluster != nil {
+		c.Cluster.applyDefaults()
+	}
+	for i := range c.Routes {
+		r := &c.Routes[i]
+		setStr(&r.Match.PathPrefix, "/")
+		setStr(&r.Balance, BalanceRoundRobin)
+		setStr(&r.Force.SecretHeader, DefaultForceSecretHeader)
+		if m := r.Mirror; m != nil {
+			if m.Percent == 0 {
+				m.Percent = Full
+			}
+			m.Shadow.applyDefaults()
+		}
+		r.Health.applyDefaults()
+		if r.Rollout != nil {
+			r.Rollout.applyDefaults()
+		}
+		for j := range r.Pools {
+			setStr(&r.Pools[j].Protocol, ProtocolHTTP1)
+			if h := r.Pools[j].Health; h != nil {
+				h.applyDefaults()
+			}
+		}
+	}
+}
+
+func (o *MirrorOptions) applyDefaults() {
+	if len(o.Methods) == 0 {
+		o.Methods = []string{"GET", "HEAD", "OPTIONS"}
+	}
+	setStr(&o.Header, DefaultShadowHeader)
+	setInt(&o.Queue, 256)
+	setInt(&o.Concurrency, 16)
+	setDur(&o.Timeout, 10*time.Second)
+	if len(o.Compare) == 0 {
+		o.Compare = []string{CompareStatus}
+	}
+	if o.CompareMaxBytes == 0 {
+		o.CompareMaxBytes = 1 << 20
+	}
+	if o.IgnoreHeaders == nil {
+		o.IgnoreHeaders = []string{"Date", "Server", "Age", "Expires", "Last-Modified", "Etag", "Set-Cookie", "X-Request-Id",
+			"Content-Length", "Transfer-Encoding", "Connection", "Keep-Alive"}
+	}
+}
+
+func (h *Health) applyDefaults() {
+	a := &h.Active
+	setDur(&a.Interval, DefaultProbeInterval)
+	setDur(&a.UnhealthyInterval, a.Interval.D())
+	setDur(&a.Timeout, DefaultProbeTimeout)
+	setInt(&a.Rise, DefaultRise)
+	setInt(&a.Fall, DefaultFall)
+	setStr(&a.ExpectedStatus, DefaultExpectedStatus)
+	setIntPtr(&a.Jitter, DefaultJitterPercent)
+	p := &h.Passive
+	setIntPtr(&p.ConsecutiveFailures, DefaultConsecutiveFailures)
+	setDur(&p.EjectFor, DefaultEjectFor)
+	setDur(&p.MaxEjectFor, DefaultMaxEjectFor)
+	setIntPtr(&p.MaxEjectedPercent, DefaultMaxEjectedPercent)
+	setIntPtr(&h.PanicThreshold, DefaultPanicThreshold)
+}
+
+func (ro *Rollout) applyDefaults() {
+	setStr(&ro.Strategy, StrategyCanary)
+	fromStep := ro.Step != 0 || ro.Strategy == StrategyLinear
+	if ro.Step == 0 {
+		ro.Step = 1000
+	}
+	if ro.Max == 0 {
+		ro.Max = Full
+	}
+	if len(ro.Steps) == 0 {
+		switch {
+		case ro.Strategy == StrategyBlueGreen:
+			ro.Steps = []Percent{0, Full}
+		case fromStep && ro.Step > 0:
+			for w := ro.Step; w < ro.Max && w < Full; w += ro.Step {
+				ro.Steps = append(ro.Steps, w)
+			}
+			if ro.Max < Full {
+				ro.Steps = append(ro.Steps, ro.Max)
+			}
+			ro.Steps = append(ro.Steps, Full)
+		default:
+			ro.Steps = []Percent{100, 500, 2500, 5000, Full}
+		}
+	}
+	setDur(&ro.Interval, 30*time.Second)
+	setInt(&ro.MinRequests, 200)
+	setInt(&ro.FailureLimit, 2)
+	setInt(&ro.MaxInconclusive, 10)
+	setInt(&ro.MaxGathering, 200)
+	if ro.Analysis.Confidence == 0 {
+		ro.Analysis.Confidence = 0.95
+	}
+	setDur(&ro.Tripwire.Window, DefaultTripwireWindow)
+	setInt(&ro.Tripwire.MinRequests, 20)
+	if ro.Tripwire.MaxErrorRate == 0 {
+		ro.Tripwire.MaxErrorRate = 0.5
+	}
+	if c := ro.Analysis.CompareToStable; c != nil {
+		if c.Confidence == 0 {
+			c.Confidence = 0.99
+		}
+		if c.MaxRatio == 0 {
+			c.MaxRatio = 1.5
+		}
+		if c.MinDifference == nil {
+			d := 0.005
+			c.MinDifference = &d
+		}
+		setDur(&c.MinLatencyDifference, 10*time.Millisecond)
+	}
+	if p := ro.Analysis.Prometheus; p != nil {
+		setDur(&p.Timeout, 5*time.Second)
+	}
+	setDur(&ro.Webhook.Timeout, 5*time.Second)
+	setIntPtr(&ro.Webhook.Retries, 3)
+	if sh := ro.Shadow; sh != nil {
+		if sh.Percent == 0 {
+			sh.Percent = 1000
+		}
+		setInt(&sh.MinRequests, ro.MinRequests)
+		if sh.MaxMismatchRate == nil {
+			d := 0.05
+			sh.MaxMismatchRate = &d
+		}
+		sh.Options.applyDefaults()
+	}
+}
+
+func setIntPtr(p **int, d int) {
+	if *p == nil {
+		*p = &d
+	}
+}
+
+func setBoolPtr(p **bool, d bool) {
+	if *p == nil {
+		*p = &d
+	}
+}
+
+func setStr(p *string, d string) {
+	if *p == "" {
+		*p = d
+	}
+}
+
+func setDur(p *Duration, d time.Duration) {
+	if *p == 0 {
+		*p = Duration(d)
+	}
+}
+
+func setInt(p *int, d int) {
+	if *p == 0 {
+		*p = d
+	}
+}

@@ -1,0 +1,203 @@
+package config
+
+import (
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+func (v *validator) rollout(p path, r *Route) {
+	ro := r.Rollout
+	at := func(k ...any) path { return append(append(path{}, p...), k...) }
+	switch ro.Strategy {
+	case StrategyCanary, StrategyLinear, StrategyBlueGreen:
+	default:
+		v.add(at("strategy"), "%q is not a strategy; use canary, linear or blue_green", ro.Strategy)
+	}
+	pools := map[string]bool{}
+	for _, pl := range r.Pools {
+		pools[pl.Name] = true
+	}
+	for _, k := range []struct{ key, name string }{{"stable", ro.Stable}, {"canary", ro.Canary}} {
+		if k.name == "" {
+			v.add(at(k.key), "missing; name the route's %s pool", k.key)
+		} else if !pools[k.name] {
+			v.add(at(k.key), "%q is not a pool of route %q", k.name, r.Name)
+		}
+	}
+	if ro.Stable != "" && ro.Stable == ro.Canary {
+		v.add(at("canary"), "stable and canary are both %q", ro.Stable)
+	}
+	for _, pl := range r.Pools {
+		if pl.Name != ro.Stable && pl.Name != ro.Canary && pl.Weight != 0 {
+			v.add(at("stable"), "pool %q has weight %s; in a route with a rollout, pools other than stable and canary must have weight 0", pl.Name, pl.Weight)
+		}
+	}
+	prev := Percent(-1)
+	for i, w := range ro.Steps {
+		if w <= prev {
+			v.add(at("steps", i), "%s%% does not rise above the step before it", w)
+		}
+		prev = w
+	}
+	if n := len(ro.Steps); n > 0 && ro.Steps[n-1] != Full {
+		v.add(at("steps"), "the last step is %s%%; it must be 100", ro.Steps[n-1])
+	}
+	if ro.Strategy == StrategyBlueGreen && (len(ro.Steps) != 2 || ro.Steps[0] != 0) {
+		v.add(at("steps"), "blue_green has no steps of its own (preview at 0, then 100); remove steps")
+	}
+	if ro.Step <= 0 {
+		v.add(at("step"), "must be above 0")
+	}
+	if ro.Interval.D() < 100*time.Millisecond {
+		v.add(at("interval"), "%v is shorter than 100ms", ro.Interval)
+	}
+	if ro.MinRequests < 1 {
+		v.add(at("min_requests"), "must be at least 1: no step is judged on no traffic")
+	}
+	if ro.FailureLimit < 1 {
+		v.add(at("failure_limit"), "must be at least 1")
+	}
+	if ro.MaxInconclusive < 1 {
+		v.add(at("max_inconclusive"), "must be at least 1")
+	}
+	if t := ro.Tripwire; t.MaxErrorRate <= 0 || t.MaxErrorRate > 1 || t.MinRequests < 1 {
+		v.add(at("tripwire"), "max_error_rate must be in (0, 1] and min_requests at least 1")
+	}
+	if t := ro.Tripwire; !t.Disabled && t.Window.D() < MinTripwireWindow {
+		v.add(at("tripwire", "window"), "%v is shorter than %v: the tripwire reads the counters every %v and needs two readings a window apart; use %v or more (default %v), or set tripwire.disabled: true",
+			t.Window, MinTripwireWindow, TripwireResolution, MinTripwireWindow, DefaultTripwireWindow)
+	}
+	if ro.MaxGathering < 1 {
+		v.add(at("max_gathering"), "must be at least 1")
+	}
+	if sh := ro.Shadow; sh != nil {
+		if sh.Percent < 1 || sh.Percent > Full {
+			v.add(at("shadow", "percent"), "must be from 0.01 to 100")
+		}
+		if sh.MinRequests < 1 {
+			v.add(at("shadow", "min_requests"), "must be at least 1")
+		}
+		if r := *sh.MaxMismatchRate; r < 0 || r > 1 {
+			v.add(at("shadow", "max_mismatch_rate"), "%v is not a rate from 0 to 1", r)
+		}
+		v.mirrorOptions(at("shadow"), &sh.Options)
+	}
+	if c := ro.Analysis.Confidence; c < 0.5 || c >= 1 {
+		v.add(at("analysis", "confidence"), "%v is not in [0.5, 1)", c)
+	}
+	a := ro.Analysis
+	if a.MaxErrorRate != nil && (*a.MaxErrorRate < 0 || *a.MaxErrorRate > 1) {
+		v.add(at("analysis", "max_error_rate"), "%v is not a rate from 0 to 1", *a.MaxErrorRate)
+	}
+	if c := a.CompareToStable; c != nil {
+		if c.Confidence < 0.5 || c.Confidence >= 1 {
+			v.add(at("analysis", "compare_to_stable", "confidence"), "%v is not in [0.5, 1)", c.Confidence)
+		}
+		if c.MaxRatio < 1 {
+			v.add(at("analysis", "compare_to_stable", "max_ratio"), "%v is below 1", c.MaxRatio)
+		}
+		if *c.MinDifference < 0 || *c.MinDifference > 1 {
+			v.add(at("analysis", "compare_to_stable", "min_difference"), "%v is not a rate from 0 to 1", *c.MinDifference)
+		}
+	}
+	if pa := a.Prometheus; pa != nil {
+		if u, err := url.Parse(pa.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			v.add(at("analysis", "prometheus", "url"), "%q is not an http(s) URL", pa.URL)
+		}
+		if len(pa.Checks) == 0 {
+			v.add(at("analysis", "prometheus", "checks"), "no checks; list at least one query")
+		}
+		names := map[string]bool{}
+		for i, c := range pa.Checks {
+			cp := at("analysis", "prometheus", "checks", i)
+			if c.Name == "" || names[c.Name] {
+				v.add(append(cp, "name"), "each check needs a unique name")
+			}
+			names[c.Name] = true
+			if strings.TrimSpace(c.Query) == "" {
+				v.add(append(cp, "query"), "empty query")
+			}
+			if c.Min == nil && c.Max == nil {
+				v.add(cp, "set min, max or both")
+			}
+		}
+	}
+	if ro.Webhook.URL != "" {
+		if u, err := url.Parse(ro.Webhook.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			v.add(at("webhook", "url"), "%q is not an http(s) URL", ro.Webhook.URL)
+		}
+	}
+	if *ro.Webhook.Retries < 0 || *ro.Webhook.Retries > 10 {
+		v.add(at("webhook", "retries"), "%d is not from 0 to 10", *ro.Webhook.Retries)
+	}
+}
+
+func (v *validator) health(hp path, h *Health) {
+	a := h.Active
+	ap := append(append(path{}, hp...), "active")
+	if a.GRPC && a.Path != "" {
+		v.add(append(ap, "path"), "a gRPC probe asks grpc.health.v1.Health/Check, not a path; remove path (or grpc)")
+	}
+	if a.GRPCService != "" && !a.GRPC {
+		v.add(append(ap, "grpc_service"), "is for gRPC probes; set grpc: true too")
+	}
+	if a.Probing() {
+		if a.Path != "" && !strings.HasPrefix(a.Path, "/") {
+			v.add(append(ap, "path"), "%q must start with /", a.Path)
+		}
+		if a.Timeout.D() >= a.Interval.D() || a.Timeout.D() > a.UnhealthyInterval.D() {
+			v.add(append(ap, "timeout"), "%v must be shorter than interval (%v) and not longer than unhealthy_interval (%v)", a.Timeout, a.Interval, a.UnhealthyInterval)
+		}
+		if a.Interval.D() < 100*time.Millisecond || a.UnhealthyInterval.D() < 100*time.Millisecond {
+			v.add(append(ap, "interval"), "probe intervals must be at least 100ms")
+		}
+	}
+	if a.Rise < 1 || a.Rise > 100 {
+		v.add(append(ap, "rise"), "%d is not from 1 to 100", a.Rise)
+	}
+	if a.Fall < 1 || a.Fall > 100 {
+		v.add(append(ap, "fall"), "%d is not from 1 to 100", a.Fall)
+	}
+	if lo, hi, err := ParseStatusRange(a.ExpectedStatus); err != nil {
+		v.add(append(ap, "expected_status"), "%v", err)
+	} else {
+		h.Active.statusLo, h.Active.statusHi = lo, hi
+	}
+	if *a.Jitter < 0 || *a.Jitter > 50 {
+		v.add(append(ap, "jitter"), "%d%% is not from 0 to 50", *a.Jitter)
+	}
+	pp := append(append(path{}, hp...), "passive")
+	if *h.Passive.ConsecutiveFailures < 0 {
+		v.add(append(pp, "consecutive_failures"), "must be 0 (off) or more")
+	}
+	if h.Passive.Consecutive5xx < 0 {
+		v.add(append(pp, "consecutive_5xx"), "must be 0 (off) or more")
+	}
+	if h.Passive.MaxEjectFor.D() < h.Passive.EjectFor.D() {
+		v.add(append(pp, "max_eject_for"), "%v is shorter than eject_for (%v)", h.Passive.MaxEjectFor, h.Passive.EjectFor)
+	}
+	if m := *h.Passive.MaxEjectedPercent; m < 0 || m > 100 {
+		v.add(append(pp, "max_ejected_percent"), "%d is not from 0 to 100", m)
+	}
+	if t := *h.PanicThreshold; t < 0 || t > 100 {
+		v.add(append(hp, "panic_threshold"), "%d is not from 0 (off) to 100", t)
+	}
+}
+
+// ParseStatusRange reads "200" or "200-399".
+func ParseStatusRange(s string) (lo, hi int, err error) {
+	a, b, isRange := strings.Cut(strings.TrimSpace(s), "-")
+	lo, err1 := strconv.Atoi(strings.TrimSpace(a))
+	hi = lo
+	var err2 error
+	if isRange {
+		hi, err2 = strconv.Atoi(strings.TrimSpace(b))
+	}
+	if err1 != nil || err2 != nil || lo < 100 || hi > 599 || lo > hi {
+		return 0, 0, fmt.Errorf("%q is not a status or range such as 200 or 200-399", s)
+	}
+	return lo, hi, nil
+}
