@@ -4,6 +4,36 @@ import (
 	"time"
 )
 
+// Rollout defaults (rollout.*).
+const (
+	DefaultRolloutStep                 Percent = 1000 // linear: 10% a step
+	DefaultRolloutInterval                     = 30 * time.Second
+	DefaultMinRequests                         = 200
+	DefaultFailureLimit                        = 2
+	DefaultMaxInconclusive                     = 10
+	DefaultMaxGathering                        = 200
+	DefaultConfidence                          = 0.95
+	DefaultTripwireMinRequests                 = 20
+	DefaultTripwireMaxErrorRate                = 0.5
+	DefaultCompareConfidence                   = 0.99
+	DefaultCompareMaxRatio                     = 1.5
+	DefaultCompareMinDifference                = 0.005
+	DefaultCompareMinLatencyDifference         = 10 * time.Millisecond
+	DefaultPromTimeout                         = 5 * time.Second
+	DefaultWebhookTimeout                      = 5 * time.Second
+	DefaultWebhookRetries                      = 3
+	DefaultShadowPercent               Percent = 1000
+	DefaultShadowMaxMismatchRate               = 0.05
+	DefaultMirrorQueue                         = 256
+	DefaultMirrorConcurrency                   = 16
+	DefaultMirrorTimeout                       = 10 * time.Second
+	DefaultCompareMaxBytes                     = 1 << 20
+)
+
+// DefaultRolloutSteps are a canary's steps: 1, 5, 25, 50, 100% (a new
+// slice at every call: no package state).
+func DefaultRolloutSteps() []Percent { return []Percent{100, 500, 2500, 5000, Full} }
+
 // Defaults, in one place. docs/config.md repeats them; keep both in step.
 const (
 	DefaultListen                 = ":8080"
@@ -116,14 +146,14 @@ func (o *MirrorOptions) applyDefaults() {
 		o.Methods = []string{"GET", "HEAD", "OPTIONS"}
 	}
 	setStr(&o.Header, DefaultShadowHeader)
-	setInt(&o.Queue, 256)
-	setInt(&o.Concurrency, 16)
-	setDur(&o.Timeout, 10*time.Second)
+	setInt(&o.Queue, DefaultMirrorQueue)
+	setInt(&o.Concurrency, DefaultMirrorConcurrency)
+	setDur(&o.Timeout, DefaultMirrorTimeout)
 	if len(o.Compare) == 0 {
 		o.Compare = []string{CompareStatus}
 	}
 	if o.CompareMaxBytes == 0 {
-		o.CompareMaxBytes = 1 << 20
+		o.CompareMaxBytes = DefaultCompareMaxBytes
 	}
 	if o.IgnoreHeaders == nil {
 		o.IgnoreHeaders = []string{"Date", "Server", "Age", "Expires", "Last-Modified", "Etag", "Set-Cookie", "X-Request-Id",
@@ -152,7 +182,7 @@ func (ro *Rollout) applyDefaults() {
 	setStr(&ro.Strategy, StrategyCanary)
 	fromStep := ro.Step != 0 || ro.Strategy == StrategyLinear
 	if ro.Step == 0 {
-		ro.Step = 1000
+		ro.Step = DefaultRolloutStep
 	}
 	if ro.Max == 0 {
 		ro.Max = Full
@@ -170,47 +200,47 @@ func (ro *Rollout) applyDefaults() {
 			}
 			ro.Steps = append(ro.Steps, Full)
 		default:
-			ro.Steps = []Percent{100, 500, 2500, 5000, Full}
+			ro.Steps = DefaultRolloutSteps()
 		}
 	}
-	setDur(&ro.Interval, 30*time.Second)
-	setInt(&ro.MinRequests, 200)
-	setInt(&ro.FailureLimit, 2)
-	setInt(&ro.MaxInconclusive, 10)
-	setInt(&ro.MaxGathering, 200)
+	setDur(&ro.Interval, DefaultRolloutInterval)
+	setInt(&ro.MinRequests, DefaultMinRequests)
+	setInt(&ro.FailureLimit, DefaultFailureLimit)
+	setInt(&ro.MaxInconclusive, DefaultMaxInconclusive)
+	setInt(&ro.MaxGathering, DefaultMaxGathering)
 	if ro.Analysis.Confidence == 0 {
-		ro.Analysis.Confidence = 0.95
+		ro.Analysis.Confidence = DefaultConfidence
 	}
 	setDur(&ro.Tripwire.Window, DefaultTripwireWindow)
-	setInt(&ro.Tripwire.MinRequests, 20)
+	setInt(&ro.Tripwire.MinRequests, DefaultTripwireMinRequests)
 	if ro.Tripwire.MaxErrorRate == 0 {
-		ro.Tripwire.MaxErrorRate = 0.5
+		ro.Tripwire.MaxErrorRate = DefaultTripwireMaxErrorRate
 	}
 	if c := ro.Analysis.CompareToStable; c != nil {
 		if c.Confidence == 0 {
-			c.Confidence = 0.99
+			c.Confidence = DefaultCompareConfidence
 		}
 		if c.MaxRatio == 0 {
-			c.MaxRatio = 1.5
+			c.MaxRatio = DefaultCompareMaxRatio
 		}
 		if c.MinDifference == nil {
-			d := 0.005
+			d := DefaultCompareMinDifference
 			c.MinDifference = &d
 		}
-		setDur(&c.MinLatencyDifference, 10*time.Millisecond)
+		setDur(&c.MinLatencyDifference, DefaultCompareMinLatencyDifference)
 	}
 	if p := ro.Analysis.Prometheus; p != nil {
-		setDur(&p.Timeout, 5*time.Second)
+		setDur(&p.Timeout, DefaultPromTimeout)
 	}
-	setDur(&ro.Webhook.Timeout, 5*time.Second)
-	setIntPtr(&ro.Webhook.Retries, 3)
+	setDur(&ro.Webhook.Timeout, DefaultWebhookTimeout)
+	setIntPtr(&ro.Webhook.Retries, DefaultWebhookRetries)
 	if sh := ro.Shadow; sh != nil {
 		if sh.Percent == 0 {
-			sh.Percent = 1000
+			sh.Percent = DefaultShadowPercent
 		}
 		setInt(&sh.MinRequests, ro.MinRequests)
 		if sh.MaxMismatchRate == nil {
-			d := 0.05
+			d := DefaultShadowMaxMismatchRate
 			sh.MaxMismatchRate = &d
 		}
 		sh.Options.applyDefaults()

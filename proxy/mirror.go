@@ -106,6 +106,15 @@ type Mirror struct {
 	lastLog atomic.Int64
 }
 
+// The zero MirrorOptions' values (the config's defaults too: a test in app
+// holds them equal).
+const (
+	DefaultMirrorQueue       = 256
+	DefaultMirrorConcurrency = 16
+	DefaultMirrorTimeout     = 10 * time.Second
+	DefaultCompareMaxBytes   = 1 << 20
+)
+
 // NewMirror starts a mirror's workers. next sends the copies (the proxy's
 // transport); obs may be nil.
 func NewMirror(o MirrorOptions, next http.RoundTripper, obs ShadowObserver, log *zap.Logger) *Mirror {
@@ -116,16 +125,16 @@ func NewMirror(o MirrorOptions, next http.RoundTripper, obs ShadowObserver, log 
 		o.Header = "X-Canary-Shadow"
 	}
 	if o.Queue <= 0 {
-		o.Queue = 256
+		o.Queue = DefaultMirrorQueue
 	}
 	if o.Concurrency <= 0 {
-		o.Concurrency = 16
+		o.Concurrency = DefaultMirrorConcurrency
 	}
 	if o.Timeout <= 0 {
-		o.Timeout = 10 * time.Second
+		o.Timeout = DefaultMirrorTimeout
 	}
 	if o.CompareMaxBytes <= 0 {
-		o.CompareMaxBytes = 1 << 20
+		o.CompareMaxBytes = DefaultCompareMaxBytes
 	}
 	if log == nil {
 		log = zap.NewNop()

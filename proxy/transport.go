@@ -63,6 +63,16 @@ const (
 // listener's max_header_bytes. http.Transport's own default is 10 MiB.
 const DefaultMaxResponseHeaderBytes = 64 << 10
 
+// The zero TransportOptions' other values. canaryd passes the config's
+// (config.Default*, the same: a test in app holds them equal); these
+// serve callers without a config, such as tests.
+const (
+	DefaultDialTimeout           = 2 * time.Second
+	DefaultResponseHeaderTimeout = 30 * time.Second
+	DefaultIdleConnTimeout       = 90 * time.Second
+	DefaultMaxIdleConnsPerHost   = 256
+)
+
 // Max1xx bounds the informational answers (1xx but 101) passed on to the
 // client before the final one, on both paths; one more is a 502.
 // (http.Transport alone has no such count under ReverseProxy: it bounds
@@ -92,11 +102,11 @@ func NewTransport(o TransportOptions) *Transport {
 			*d = v
 		}
 	}
-	def(&o.DialTimeout, 2*time.Second)
-	def(&o.ResponseHeaderTimeout, 30*time.Second)
-	def(&o.IdleConnTimeout, 90*time.Second)
+	def(&o.DialTimeout, DefaultDialTimeout)
+	def(&o.ResponseHeaderTimeout, DefaultResponseHeaderTimeout)
+	def(&o.IdleConnTimeout, DefaultIdleConnTimeout)
 	if o.MaxIdleConnsPerHost <= 0 {
-		o.MaxIdleConnsPerHost = 256
+		o.MaxIdleConnsPerHost = DefaultMaxIdleConnsPerHost
 	}
 	if o.MaxResponseHeaderBytes <= 0 {
 		o.MaxResponseHeaderBytes = DefaultMaxResponseHeaderBytes
