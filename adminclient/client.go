@@ -6,7 +6,6 @@ package adminclient
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -33,9 +32,6 @@ func New(addr, token string) *Client {
 	return &Client{base: strings.TrimSuffix(addr, "/"), token: token, http: &http.Client{Timeout: 10 * time.Second}}
 }
 
-// Base is the API's URL.
-func (c *Client) Base() string { return c.base }
-
 // Error is an answer other than 2xx: its status and the API's message.
 type Error struct {
 	Status  int
@@ -43,13 +39,6 @@ type Error struct {
 }
 
 func (e *Error) Error() string { return fmt.Sprintf("%s (%d)", e.Message, e.Status) }
-
-// NotFound reports whether err is a 404 of the API (an unknown route, or
-// an endpoint a single process does not serve).
-func NotFound(err error) bool {
-	var e *Error
-	return errors.As(err, &e) && e.Status == http.StatusNotFound
-}
 
 // Routes is GET /api/v1/routes.
 func (c *Client) Routes() ([]admin.RouteView, error) {

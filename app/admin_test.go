@@ -208,7 +208,7 @@ func TestConcurrentAdminMutations(t *testing.T) {
 	if rv.WeightsVersion != 50 || rv.Pools[0].Weight != last.v1 || a.srv.router.Load().Route("api").Pools[0].Weight != int(last.v1*100) {
 		t.Errorf("in force: version %d, v1 %.0f%%; the last change was version %d with v1 %.0f%%", rv.WeightsVersion, rv.Pools[0].Weight, last.version, last.v1)
 	}
-	if st, err := a.srv.Rollouts().Status("web"); err != nil || (st.Phase != "paused" && st.Phase != "progressing") {
+	if st, err := a.srv.rollouts.Status("web"); err != nil || (st.Phase != "paused" && st.Phase != "progressing") {
 		t.Errorf("rollout after concurrent pause/resume: %+v %v", st.Phase, err)
 	}
 }

@@ -279,9 +279,6 @@ func (s *Server) PoolTraffic(route, pool string) metrics.Traffic {
 	return s.requests.Pool(route, pool).Traffic()
 }
 
-// Rollouts is the rollout manager (for tests and the admin surface).
-func (s *Server) Rollouts() *rollout.Manager { return s.rollouts }
-
 // publishWeights exports the live table's configured and effective weights.
 func (s *Server) publishWeights() { s.publishRoutes(s.router.Load().Routes()) }
 
@@ -301,12 +298,6 @@ func (s *Server) publishRouteWeights(route string) {
 		s.publishRoutes([]*balancer.Route{r})
 	}
 }
-
-// Requests is the per-pool request accounting (for tests and the rollout).
-func (s *Server) Requests() *metrics.Requests { return s.requests }
-
-// Router is the live routing state (for tests and the admin surface).
-func (s *Server) Router() *balancer.Router { return s.router }
 
 // Listen binds the listeners, so that a port conflict fails before anything
 // is served.

@@ -80,7 +80,7 @@ routes:
 	}
 	slow := make(chan int, 1)
 	go func() { slow <- status(proxyURL + "/slow") }()
-	for end := time.Now().Add(5 * time.Second); srv.Router().Load().Route("web").Pools[0].Instances[0].InFlight() == 0; {
+	for end := time.Now().Add(5 * time.Second); srv.router.Load().Route("web").Pools[0].Instances[0].InFlight() == 0; {
 		if time.Now().After(end) {
 			t.Fatal("slow request never reached the instance")
 		}

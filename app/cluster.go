@@ -25,10 +25,10 @@ import (
 // become rollout and weight changes, and the rollouts' states and counts
 // go to it.
 
-// MemberID is the member id a cluster block gives, or the default: the
+// memberID is the member id a cluster block gives, or the default: the
 // host name with a random suffix (new at every start, so a restarted
 // replica is a new member and its old keys expire with its old lease).
-func MemberID(c *config.Cluster) string {
+func memberID(c *config.Cluster) string {
 	if c.Member != "" {
 		return c.Member
 	}
@@ -47,7 +47,7 @@ func (s *Server) setupCluster(cfg *config.Config, reg prometheus.Registerer) err
 	if cfg.Cluster == nil {
 		return nil
 	}
-	member := MemberID(cfg.Cluster)
+	member := memberID(cfg.Cluster)
 	c, err := cluster.New(cluster.Options{
 		Config: *cfg.Cluster, Member: member, Handler: clusterEvents{s},
 		Log: s.log.Named("cluster"), Metrics: metrics.NewCluster(reg), OnPanic: s.panicked,

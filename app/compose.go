@@ -18,8 +18,8 @@ import (
 // partitioned member's fallback to stable). Later inputs win: file, then
 // manual, then rollout. Nothing here calls back into its inputs.
 
-// RouteSpecs compiles a validated config's routes into balancer specs.
-func RouteSpecs(cfg *config.Config) ([]balancer.RouteSpec, error) {
+// configSpecs compiles a validated config's routes into balancer specs.
+func configSpecs(cfg *config.Config) ([]balancer.RouteSpec, error) {
 	specs := make([]balancer.RouteSpec, 0, len(cfg.Routes))
 	for _, r := range cfg.Routes {
 		s := balancer.RouteSpec{
@@ -50,7 +50,7 @@ func RouteSpecs(cfg *config.Config) ([]balancer.RouteSpec, error) {
 // tags each route and pool with its metrics (dropping the metrics of pools
 // cfg no longer has).
 func (s *Server) routeSpecs(cfg *config.Config) ([]balancer.RouteSpec, error) {
-	specs, err := RouteSpecs(cfg)
+	specs, err := configSpecs(cfg)
 	if err != nil {
 		return nil, err
 	}

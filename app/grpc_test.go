@@ -166,7 +166,7 @@ routes:
 			break
 		}
 	}
-	stats := r.srv.Requests().Pool("rpc", "a").Now()
+	stats := r.srv.requests.Pool("rpc", "a").Now()
 	codesSeen := series(scrape(t, r.admin)["canaryd_grpc_requests_total"], "grpc_code")
 	httpCodes := series(scrape(t, r.admin)["canaryd_requests_total"], "code")
 	t.Logf("grpc codes %v, http codes %v, window: %d requests %d errors", codesSeen, httpCodes, stats.Requests, stats.Errors)
@@ -179,7 +179,7 @@ routes:
 	}
 	// Two more UNAVAILABLE from bad make five gateway failures in a row.
 	bad.FailWith(codes.Unavailable)
-	for i := 0; i < 6 && r.srv.Router().Load().Route("rpc").Pools[0].Instances[0].Available(); i++ {
+	for i := 0; i < 6 && r.srv.router.Load().Route("rpc").Pools[0].Instances[0].Available(); i++ {
 		client.UnaryCall(ctx, &testpb.SimpleRequest{})
 		client.UnaryCall(ctx, &testpb.SimpleRequest{})
 	}

@@ -101,7 +101,7 @@ func (b *restartable) restart() {
 }
 
 func (r *rig) instance(pool, addr string) *balancer.Instance {
-	for _, rt := range r.srv.Router().Load().Routes() {
+	for _, rt := range r.srv.router.Load().Routes() {
 		for _, p := range rt.Pools {
 			for _, in := range p.Instances {
 				if p.Name == pool && in.URL.Host == addr {
@@ -265,7 +265,7 @@ func TestWholePoolDown(t *testing.T) {
 	if bad != 0 || ok == 0 {
 		t.Errorf("after the canary pool's ejection: %d ok, %d failed (first: %s)", ok, bad, first)
 	}
-	if p := r.srv.Router().Load().Route("web").Pools[0]; p.Effective != balancer.Slots {
+	if p := r.srv.router.Load().Route("web").Pools[0]; p.Effective != balancer.Slots {
 		t.Errorf("blue's effective share %d bp, want all of it", p.Effective)
 	}
 
@@ -313,7 +313,7 @@ func TestPanicMode(t *testing.T) {
 	}
 	// An instance's flag flips just before the table that follows from it
 	// is published: wait for the table.
-	for end := time.Now().Add(5 * time.Second); !r.srv.Router().Load().Route("web").Pools[0].Panic; time.Sleep(5 * time.Millisecond) {
+	for end := time.Now().Add(5 * time.Second); !r.srv.router.Load().Route("web").Pools[0].Panic; time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(end) {
 			t.Fatal("pool with 1 of 4 available is not in panic mode")
 		}

@@ -146,7 +146,7 @@ routes:
 			t.Errorf("%s: %d %q (read error %v); want %d %q cut=%v", tc.path, resp.StatusCode, body, err, tc.status, tc.body, tc.cutShort)
 		}
 	}
-	if got := r.srv.Requests().Pool("rpc", "a").Now(); got.Errors < 3 {
+	if got := r.srv.requests.Pool("rpc", "a").Now(); got.Errors < 3 {
 		t.Errorf("window: %+v; the 502s are errors", got)
 	}
 }

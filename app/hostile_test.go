@@ -138,7 +138,7 @@ func TestHostileRequests(t *testing.T) {
 	if code := rawExchange(t, addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); code != 200 {
 		t.Errorf("a normal request after all that: %d", code)
 	}
-	if in := r.srv.Router().Load().Route("web").Pools[0].Instances[0]; !in.Available() {
+	if in := r.srv.router.Load().Route("web").Pools[0].Instances[0]; !in.Available() {
 		t.Error("hostile clients got a healthy instance ejected")
 	}
 }
@@ -175,7 +175,7 @@ func TestRequestBodyLimit(t *testing.T) {
 	if code := post(io.LimitReader(zeros{}, 900<<10), -1); code != 200 {
 		t.Errorf("900 KiB under the limit: %d", code)
 	}
-	if in := r.srv.Router().Load().Route("web").Pools[0].Instances[0]; !in.Available() {
+	if in := r.srv.router.Load().Route("web").Pools[0].Instances[0]; !in.Available() {
 		t.Error("oversized uploads got the instance ejected")
 	}
 }

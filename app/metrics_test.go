@@ -158,7 +158,7 @@ routes:
 	}{
 		{"web", "blue", 37, 7, 0}, {"web", "green", 24, 4, 5}, {"api", "dead", 6, 6, 0},
 	} {
-		n := r.srv.Requests().Pool(c.route, c.pool).Now()
+		n := r.srv.requests.Pool(c.route, c.pool).Now()
 		if n.Requests != c.requests || n.Errors != c.errors || n.Cancelled != c.cancelled {
 			t.Errorf("%s/%s window: %d requests, %d errors, %d cancelled; want %d, %d, %d",
 				c.route, c.pool, n.Requests, n.Errors, n.Cancelled, c.requests, c.errors, c.cancelled)
@@ -194,9 +194,9 @@ func TestWindowQuantilesThroughProxy(t *testing.T) {
 		truth = append(truth, time.Since(start))
 	}
 	sort.Slice(truth, func(i, j int) bool { return truth[i] < truth[j] })
-	var c = r.srv.Requests().Pool("web", "blue").Now()
+	var c = r.srv.requests.Pool("web", "blue").Now()
 	for end := time.Now().Add(2 * time.Second); c.Requests < 300 && time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
-		c = r.srv.Requests().Pool("web", "blue").Now()
+		c = r.srv.requests.Pool("web", "blue").Now()
 	}
 	for _, c2 := range []struct {
 		q     float64

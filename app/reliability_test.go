@@ -341,7 +341,7 @@ func TestEveryMutationNeedsTheToken(t *testing.T) {
 			}
 		}
 	}
-	if st, _ := a.srv.Rollouts().Status("web"); st.Phase != "progressing" {
+	if st, _ := a.srv.rollouts.Status("web"); st.Phase != "progressing" {
 		t.Errorf("refused calls changed the rollout: %s", st.Phase)
 	}
 	cfg := defaultConfig(t)

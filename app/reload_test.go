@@ -163,7 +163,7 @@ func (r *rig) quiet(result string, d time.Duration) {
 }
 
 func (r *rig) greenWeight() int {
-	return r.srv.Router().Load().Route("web").Pools[1].Weight / 100
+	return r.srv.router.Load().Route("web").Pools[1].Weight / 100
 }
 
 func (r *rig) gauge(name string) float64 {

@@ -35,7 +35,7 @@ type Pools interface {
 // Deps are what rollouts need from the rest of canaryd.
 type Deps struct {
 	// Sink gets every change of a rollout's weights. Default: none (the
-	// caller reads Sync's result and Overrides).
+	// caller reads Sync's result).
 	Sink     Sink
 	Counters Counters
 	Pools    Pools
@@ -222,13 +222,6 @@ func (c *controller) setProm() {
 		}
 		c.prom = p
 	}
-}
-
-// Overrides returns the weights each rollout imposes, by route.
-func (m *Manager) Overrides() map[string]Override {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.overrides()
 }
 
 // overrides: m.mu held.

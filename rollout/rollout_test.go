@@ -229,7 +229,7 @@ func TestStateSavedAtomicallyAndResumed(t *testing.T) {
 	traffic.add("blue", 900, 0)
 	m.get("web").analyse(context.Background())
 	m.get("web").persist()
-	if o := m.Overrides()["web"]; o.CanaryBP != 5000 {
+	if o := overridesOf(m)["web"]; o.CanaryBP != 5000 {
 		t.Fatalf("after one passing analysis the canary is at %d bp", o.CanaryBP)
 	}
 	entries, _ := os.ReadDir(dir)
@@ -365,4 +365,11 @@ func TestWebhookAndMetrics(t *testing.T) {
 	if state[RolledBack.String()] != 1 || state[Progressing.String()] != 0 {
 		t.Errorf("canaryd_rollout_state: %v", state)
 	}
+}
+
+// overridesOf is what Sync would return now.
+func overridesOf(m *Manager) map[string]Override {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.overrides()
 }

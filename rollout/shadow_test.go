@@ -18,7 +18,7 @@ func TestShadowPhasePasses(t *testing.T) {
 	if st := c.status(); st.Phase != Shadowing || !st.Shadow || st.ShadowPercent != 20 || st.CanaryWeight != 0 {
 		t.Fatalf("start: %s, shadow %v at %v%%, canary %v%%", st.Phase, st.Shadow, st.ShadowPercent, st.CanaryWeight)
 	}
-	if o := m.Overrides()["web"]; !o.Shadowing || o.CanaryBP != 0 {
+	if o := overridesOf(m)["web"]; !o.Shadowing || o.CanaryBP != 0 {
 		t.Fatalf("override at start: %+v", o)
 	}
 	traffic.add("blue", 5000, 0) // live traffic: all stable
@@ -28,7 +28,7 @@ func TestShadowPhasePasses(t *testing.T) {
 	if st.Phase != Progressing || st.Shadow || st.CanaryWeight != 10 || !strings.Contains(st.Reason, "shadow phase passed; canary to 10% (live)") {
 		t.Fatalf("after a good shadow phase: %s at %v%% (%s)", st.Phase, st.CanaryWeight, st.Reason)
 	}
-	if o := m.Overrides()["web"]; o.Shadowing || o.CanaryBP != 1000 {
+	if o := overridesOf(m)["web"]; o.Shadowing || o.CanaryBP != 1000 {
 		t.Errorf("override after the shadow phase: %+v", o)
 	}
 	last := st.History[len(st.History)-1]
@@ -57,7 +57,7 @@ func TestShadowPhaseFails(t *testing.T) {
 			if st.Phase != RolledBack || !strings.Contains(st.Reason, tc.check) {
 				t.Fatalf("%s: %s (%s)", tc.name, st.Phase, st.Reason)
 			}
-			if o := m.Overrides()["web"]; o.Shadowing || o.CanaryBP != 0 {
+			if o := overridesOf(m)["web"]; o.Shadowing || o.CanaryBP != 0 {
 				t.Errorf("override after the rollback: %+v", o)
 			}
 		})
@@ -81,7 +81,7 @@ func TestShadowControls(t *testing.T) {
 	if st, err := m.Control("web", "pause"); err != nil || st.Phase != Paused || !st.Shadow {
 		t.Fatalf("pause: %s %v", st.Phase, err)
 	}
-	if o := m.Overrides()["web"]; !o.Shadowing {
+	if o := overridesOf(m)["web"]; !o.Shadowing {
 		t.Error("a paused shadow phase stopped mirroring")
 	}
 	if st, err := m.Control("web", "resume"); err != nil || st.Phase != Shadowing {
@@ -90,7 +90,7 @@ func TestShadowControls(t *testing.T) {
 	if st, err := m.Control("web", "promote"); err != nil || st.Phase != Promoted || st.Shadow || st.CanaryWeight != 100 {
 		t.Fatalf("promote from the shadow phase: %s %v", st.Phase, err)
 	}
-	if o := m.Overrides()["web"]; o.Shadowing {
+	if o := overridesOf(m)["web"]; o.Shadowing {
 		t.Error("still mirroring after promotion")
 	}
 }
