@@ -1,0 +1,73 @@
+package rollout
+
+import (
+	"fmt"
+	"time"
+)
+
+// control runs an operator's command.
+func (c *controller) control(action Action) error {
+	now := time.Now()
+	c.mu.Lock()
+	from := c.st.Phase
+	var err error
+	switch action {
+	case Promote:
+		if from != Progressing && from != Shadowing && from != Paused {
+			err = fmt.Errorf("cannot promote a rollout that is %s", from)
+			break
+		}
+		c.st.Shadow = false
+		c.enterStep(now, len(c.spec.Steps)-1)
+		c.transition(now, from, "promoted by operator", nil)
+	case Abort:
+		// Honoured during a drain too: sending everyone back to stable is
+		// the operator's call, and the state saved is the rolled back one.
+		if from != Progressing && from != Shadowing && from != Paused && from != Promoted {
+			err = fmt.Errorf("cannot abort a rollout that is %s", from)
+			break
+		}
+		c.rollback(now, "aborted by operator", nil)
+	case Pause:
+		if from != Progressing && from != Shadowing {
+			err = fmt.Errorf("cannot pause a rollout that is %s", from)
+			break
+		}
+		c.st.Phase = Paused
+		c.transition(now, from, "paused by operator", nil)
+	case Resume:
+		switch from {
+		case Paused:
+			next := c.st.StepIndex + 1
+			c.st.Phase = Progressing
+			c.st.Drift = false
+			switch {
+			case c.st.AtGate && c.st.Shadow:
+				c.leaveShadow(now, "resumed past the gate; canary to %s%% (live)", nil)
+			case c.st.Shadow:
+				c.st.Phase = Shadowing
+				c.st.Inconclusive, c.st.Gathering = 0, 0
+				c.transition(now, from, "resumed by operator (shadow phase)", nil)
+			case c.st.AtGate && next < len(c.spec.Steps):
+				c.enterStep(now, next)
+				c.transition(now, from, fmt.Sprintf("resumed past the gate; canary to %s%%", c.spec.Steps[next]), nil)
+			default:
+				c.st.Inconclusive, c.st.Gathering = 0, 0
+				c.transition(now, from, "resumed by operator", nil)
+			}
+			c.publishWeight()
+		case RolledBack:
+			c.startRelease(now, c.st.Release, "retry of a rolled back release, by operator")
+		default:
+			err = fmt.Errorf("cannot resume a rollout that is %s", from)
+		}
+	default:
+		err = fmt.Errorf("unknown action %q; use promote, abort, pause or resume", action)
+	}
+	c.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	c.commit()
+	return nil
+}
