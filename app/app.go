@@ -139,21 +139,49 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 	if o.Registry == nil {
 		o.Registry = metrics.NewRegistry()
 	}
-	log := o.Logger
-	router := balancer.NewRouter()
-	trusted := cfg.Trusted()
-	token := ""
-	if cfg.Admin.TokenFile != "" {
-		b, err := os.ReadFile(cfg.Admin.TokenFile)
-		if err != nil {
-			return nil, fmt.Errorf("admin.token_file: %w", err)
-		}
-		if token = strings.TrimSpace(string(b)); token == "" {
-			return nil, fmt.Errorf("admin.token_file %s is empty; put the token in it or remove the key", cfg.Admin.TokenFile)
-		}
+	token, err := readToken(cfg.Admin.TokenFile)
+	if err != nil {
+		return nil, err
 	}
+	s := newServer(cfg, o, token)
+	if err := s.setupCluster(cfg, o.Registry); err != nil {
+		return nil, err
+	}
+	s.setupRollouts(cfg, o.Registry)
+	if err := s.applyFirst(cfg); err != nil {
+		return nil, err
+	}
+	if err := s.setupProxy(cfg); err != nil {
+		return nil, err
+	}
+	if err := s.setupFrontDoor(cfg); err != nil {
+		return nil, err
+	}
+	s.setupAdmin(cfg)
+	return s, nil
+}
+
+// readToken reads admin.token_file ("" without one).
+func readToken(file string) (string, error) {
+	if file == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("admin.token_file: %w", err)
+	}
+	token := strings.TrimSpace(string(b))
+	if token == "" {
+		return "", fmt.Errorf("admin.token_file %s is empty; put the token in it or remove the key", file)
+	}
+	return token, nil
+}
+
+// newServer holds the parts that need nothing but the config.
+func newServer(cfg *config.Config, o Options, token string) *Server {
+	router := balancer.NewRouter()
 	s := &Server{
-		opts: o, log: log, router: router, cfg: cfg, static: *cfg,
+		opts: o, log: o.Logger, router: router, cfg: cfg, static: *cfg,
 		reloadMetrics: metrics.NewReloads(o.Registry),
 		healthMetrics: metrics.NewHealth(o.Registry),
 		requests:      metrics.NewRequests(o.Registry),
@@ -169,7 +197,7 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 		conns:         map[string]*poolConn{},
 		tlsMetrics:    metrics.NewTLS(o.Registry),
 		watchFiles:    make(chan []string, 1),
-		trusted:       trusted,
+		trusted:       cfg.Trusted(),
 		transport: proxy.NewTransport(proxy.TransportOptions{
 			DialTimeout:            cfg.Upstream.DialTimeout.D(),
 			ResponseHeaderTimeout:  cfg.Upstream.ResponseHeaderTimeout.D(),
@@ -182,17 +210,20 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 	}
 	if cfg.AccessLog.Enabled {
 		// No caller: it would name logAccess, the same line every time.
-		s.accessLog = log.Named("access").WithOptions(zap.WithCaller(false))
+		s.accessLog = s.log.Named("access").WithOptions(zap.WithCaller(false))
 	}
-	s.checker = health.New(router, healthEvents{log: log.Named("health"), metrics: s.healthMetrics, router: router, weights: s.publishRouteWeights})
+	s.checker = health.New(router, healthEvents{log: s.log.Named("health"), metrics: s.healthMetrics, router: router, weights: s.publishRouteWeights})
 	s.checker.SetPanicHandler(s.panicked)
-	if err := s.setupCluster(cfg, o.Registry); err != nil {
-		return nil, err
-	}
+	return s
+}
+
+// setupRollouts creates the rollout manager: on its own, or in a cluster
+// a follower until elected.
+func (s *Server) setupRollouts(cfg *config.Config, reg prometheus.Registerer) {
 	deps := rollout.Deps{
 		Sink: s, Counters: s, Pools: s.checker,
-		Metrics:  metrics.NewRollouts(o.Registry),
-		Log:      log.Named("rollout"),
+		Metrics:  metrics.NewRollouts(reg),
+		Log:      s.log.Named("rollout"),
 		StateDir: cfg.StateDir,
 		OnPanic:  s.panicked,
 	}
@@ -204,26 +235,35 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 		deps.Counters = clusterCounts{s}
 	}
 	s.rollouts = rollout.NewManager(deps)
+}
+
+// applyFirst builds the first routing table.
+func (s *Server) applyFirst(cfg *config.Config) error {
 	s.overrides = s.rollouts.Sync(cfg.Routes)
 	s.rollouts.SetWebhooks(cfg.Routes)
 	specs, err := s.routeSpecs(cfg)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	if _, err := router.Apply(specs); err != nil {
-		return nil, fmt.Errorf("build routing table: %w", err)
+	if _, err := s.router.Apply(specs); err != nil {
+		return fmt.Errorf("build routing table: %w", err)
 	}
 	s.retireMirrors(specs)
 	s.retireConns(specs)
 	s.publishWeights()
-	if o.ConfigData != nil {
-		s.appliedHash = hashOf(o.ConfigData)
+	if s.opts.ConfigData != nil {
+		s.appliedHash = hashOf(s.opts.ConfigData)
 	}
 	s.reloadMetrics.Loaded(s.appliedHash, time.Now())
 	s.syncHealth(cfg)
-	h := proxy.New(router, proxy.Options{
-		Logger:         log.Named("proxy"),
-		TrustedProxies: trusted,
+	return nil
+}
+
+// setupProxy creates the proxy handler and its http.Server.
+func (s *Server) setupProxy(cfg *config.Config) error {
+	h := proxy.New(s.router, proxy.Options{
+		Logger:         s.log.Named("proxy"),
+		TrustedProxies: s.trusted,
 		Transport:      s.transport,
 		Observer:       outcomes{s},
 		CountBytes:     cfg.AccessLog.Enabled,
@@ -233,9 +273,9 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 	})
 	// The server's own complaints (TLS handshakes, bad requests it
 	// rejects) are worth a warning, not an error: clients cause them.
-	errorLog, err := zap.NewStdLogAt(log.Named("http"), zap.WarnLevel)
+	errorLog, err := zap.NewStdLogAt(s.log.Named("http"), zap.WarnLevel)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	s.proxy = &http.Server{
 		Handler:           h,
@@ -248,29 +288,31 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 		// ReadHeaderTimeout and IdleTimeout (and on HTTP/2 by
 		// server.http2's write_byte_timeout and stream limit).
 	}
-	if err := s.setupFrontDoor(cfg); err != nil {
-		return nil, err
+	return nil
+}
+
+// setupAdmin creates the admin listener's server (none when off).
+func (s *Server) setupAdmin(cfg *config.Config) {
+	if cfg.Admin.Listen == config.AdminOff {
+		return
 	}
-	if cfg.Admin.Listen != config.AdminOff {
-		s.admin = &http.Server{
-			Handler: admin.New(admin.Options{
-				Ready:   s.ready.Load,
-				Broken:  s.brokenBy,
-				Metrics: promhttp.HandlerFor(o.Registry, promhttp.HandlerOpts{ErrorLog: zap.NewStdLog(log.Named("metrics"))}),
-				Reload: func(ctx context.Context) admin.ReloadResult {
-					return s.Reload(ctx, "admin API").admin()
-				},
-				Token:        token,
-				Routes:       s,
-				AllowedHosts: cfg.Admin.AllowedHosts,
-				Dashboard:    admin.Dashboard(),
-				Cluster:      s.clusterViewFunc(),
-			}),
-			ReadHeaderTimeout: 5 * time.Second,
-			IdleTimeout:       60 * time.Second,
-		}
+	s.admin = &http.Server{
+		Handler: admin.New(admin.Options{
+			Ready:   s.ready.Load,
+			Broken:  s.brokenBy,
+			Metrics: promhttp.HandlerFor(s.opts.Registry, promhttp.HandlerOpts{ErrorLog: zap.NewStdLog(s.log.Named("metrics"))}),
+			Reload: func(ctx context.Context) admin.ReloadResult {
+				return s.Reload(ctx, "admin API").admin()
+			},
+			Token:        s.token,
+			Routes:       s,
+			AllowedHosts: cfg.Admin.AllowedHosts,
+			Dashboard:    admin.Dashboard(),
+			Cluster:      s.clusterViewFunc(),
+		}),
+		ReadHeaderTimeout: 5 * time.Second,
+		IdleTimeout:       60 * time.Second,
 	}
-	return s, nil
 }
 
 // PoolTraffic is a pool's cumulative request counts, weighted and preview
@@ -359,6 +401,24 @@ func (s *Server) Serve(ctx context.Context) error {
 		go serveOn(s.redirect, s.redirectLn, "redirect", errs)
 	}
 	rctx, stopReloads := context.WithCancel(context.Background())
+	s.startBackground(rctx)
+	s.ready.Store(true)
+	s.logServing()
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errs:
+	}
+	s.ready.Store(false)
+	stopReloads()
+	s.drainAndStop()
+	return serveErr
+}
+
+// startBackground starts the goroutines that run beside the listeners,
+// each under the panic policy, until rctx ends.
+func (s *Server) startBackground(rctx context.Context) {
 	// Availability changes are published by one goroutine from here on,
 	// off the goroutines (probes, requests) that decide them.
 	s.background.Add(1)
@@ -392,7 +452,9 @@ func (s *Server) Serve(ctx context.Context) error {
 			panics.Guard(s.panicked, "config watcher", func() { s.watchLoop(rctx) })
 		}()
 	}
-	s.ready.Store(true)
+}
+
+func (s *Server) logServing() {
 	fields := []zap.Field{zap.String("listen", s.proxyLn.Addr().String()), zap.Int("routes", len(s.static.Routes)),
 		zap.Bool("upstream_fast_path", *s.static.Upstream.FastPath), zap.Bool("tls", s.certs != nil),
 		zap.Bool("h2c", s.static.Server.H2C), zap.Bool("proxy_protocol", s.static.Server.ProxyProtocol)}
@@ -403,14 +465,12 @@ func (s *Server) Serve(ctx context.Context) error {
 		fields = append(fields, zap.String("admin", s.adminLn.Addr().String()))
 	}
 	s.log.Info("canaryd serving", fields...)
+}
 
-	var serveErr error
-	select {
-	case <-ctx.Done():
-	case serveErr = <-errs:
-	}
-	s.ready.Store(false)
-	stopReloads()
+// drainAndStop is the shutdown after readiness turned false: decisions
+// stop and are saved, a cluster leader resigns, the listener closes and
+// the requests in flight get drain_timeout, then everything else stops.
+func (s *Server) drainAndStop() {
 	// Rollouts stop deciding before the drain begins, and save the state
 	// they have now: the drain sees no new traffic, and a controller
 	// judging it would step or pause on nothing. (A reload still running
@@ -456,7 +516,6 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	s.applyMu.Unlock()
 	s.log.Info("stopped")
-	return serveErr
 }
 
 func serveOn(srv *http.Server, ln net.Listener, name string, errs chan<- error) {
