@@ -235,63 +235,7 @@ func New(o Options) http.Handler {
 		writeJSON(w, http.StatusOK, o.Cluster())
 	})
 	if o.Routes != nil {
-		api.HandleFunc("GET /api/v1/routes", func(w http.ResponseWriter, _ *http.Request) {
-			writeJSON(w, http.StatusOK, o.Routes.Routes())
-		})
-		api.HandleFunc("GET /api/v1/routes/{route}", func(w http.ResponseWriter, r *http.Request) {
-			// One route's view, not all of them filtered: with thousands of
-			// routes, the whole list is a lot of work for one answer.
-			if rv, ok := o.Routes.Route(r.PathValue("route")); ok {
-				writeJSON(w, http.StatusOK, rv)
-				return
-			}
-			writeError(w, http.StatusNotFound, fmt.Sprintf("no route %q", r.PathValue("route")))
-		})
-		api.HandleFunc("GET /api/v1/routes/{route}/series", func(w http.ResponseWriter, r *http.Request) {
-			last, step := 5*time.Minute, 5*time.Second
-			if v, err := time.ParseDuration(r.URL.Query().Get("last")); err == nil && v > 0 && v <= 10*time.Minute {
-				last = v
-			}
-			if v, err := time.ParseDuration(r.URL.Query().Get("step")); err == nil && v >= time.Second && v <= time.Minute {
-				step = v
-			}
-			series, err := o.Routes.Series(r.PathValue("route"), last, step)
-			if err != nil {
-				writeErr(w, err)
-				return
-			}
-			writeJSON(w, http.StatusOK, series)
-		})
-		api.Handle("PUT /api/v1/routes/{route}/weights", o.mutation(func(w http.ResponseWriter, r *http.Request) {
-			var weights map[string]float64
-			dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
-			if err := dec.Decode(&weights); err != nil {
-				writeError(w, http.StatusBadRequest, "body must be a JSON object of pool → percent, e.g. {\"blue\": 90, \"green\": 10}: "+err.Error())
-				return
-			}
-			res, err := o.Routes.SetWeights(r.PathValue("route"), weights)
-			if err != nil {
-				writeErr(w, err)
-				return
-			}
-			writeJSON(w, http.StatusOK, res)
-		}))
-		api.Handle("POST /api/v1/routes/{route}/{action}", o.mutation(func(w http.ResponseWriter, r *http.Request) {
-			action, err := rollout.ParseAction(r.PathValue("action"))
-			if err != nil {
-				writeError(w, http.StatusNotFound, "no such action: "+err.Error())
-				return
-			}
-			st, err := o.Routes.Control(r.PathValue("route"), action)
-			switch {
-			case errors.Is(err, ErrUnknownRoute), errors.Is(err, rollout.ErrNoRollout):
-				writeError(w, http.StatusNotFound, fmt.Sprintf("route %q: %v", r.PathValue("route"), err))
-			case err != nil:
-				writeError(w, http.StatusConflict, err.Error())
-			default:
-				writeJSON(w, http.StatusOK, st)
-			}
-		}))
+		o.routesAPI(api)
 	}
 	return mux
 }
@@ -330,6 +274,67 @@ func (o Options) hostCheck(h http.Handler) http.Handler {
 		}
 		h.ServeHTTP(w, r)
 	})
+}
+
+// routesAPI serves /api/v1/routes and everything under it.
+func (o Options) routesAPI(api *http.ServeMux) {
+	api.HandleFunc("GET /api/v1/routes", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, o.Routes.Routes())
+	})
+	api.HandleFunc("GET /api/v1/routes/{route}", func(w http.ResponseWriter, r *http.Request) {
+		// One route's view, not all of them filtered: with thousands of
+		// routes, the whole list is a lot of work for one answer.
+		if rv, ok := o.Routes.Route(r.PathValue("route")); ok {
+			writeJSON(w, http.StatusOK, rv)
+			return
+		}
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no route %q", r.PathValue("route")))
+	})
+	api.HandleFunc("GET /api/v1/routes/{route}/series", func(w http.ResponseWriter, r *http.Request) {
+		last, step := 5*time.Minute, 5*time.Second
+		if v, err := time.ParseDuration(r.URL.Query().Get("last")); err == nil && v > 0 && v <= 10*time.Minute {
+			last = v
+		}
+		if v, err := time.ParseDuration(r.URL.Query().Get("step")); err == nil && v >= time.Second && v <= time.Minute {
+			step = v
+		}
+		series, err := o.Routes.Series(r.PathValue("route"), last, step)
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, series)
+	})
+	api.Handle("PUT /api/v1/routes/{route}/weights", o.mutation(func(w http.ResponseWriter, r *http.Request) {
+		var weights map[string]float64
+		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
+		if err := dec.Decode(&weights); err != nil {
+			writeError(w, http.StatusBadRequest, "body must be a JSON object of pool → percent, e.g. {\"blue\": 90, \"green\": 10}: "+err.Error())
+			return
+		}
+		res, err := o.Routes.SetWeights(r.PathValue("route"), weights)
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, res)
+	}))
+	api.Handle("POST /api/v1/routes/{route}/{action}", o.mutation(func(w http.ResponseWriter, r *http.Request) {
+		action, err := rollout.ParseAction(r.PathValue("action"))
+		if err != nil {
+			writeError(w, http.StatusNotFound, "no such action: "+err.Error())
+			return
+		}
+		st, err := o.Routes.Control(r.PathValue("route"), action)
+		switch {
+		case errors.Is(err, ErrUnknownRoute), errors.Is(err, rollout.ErrNoRollout):
+			writeError(w, http.StatusNotFound, fmt.Sprintf("route %q: %v", r.PathValue("route"), err))
+		case err != nil:
+			writeError(w, http.StatusConflict, err.Error())
+		default:
+			writeJSON(w, http.StatusOK, st)
+		}
+	}))
 }
 
 func writeError(w http.ResponseWriter, status int, msg string) {
