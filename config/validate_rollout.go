@@ -11,30 +11,7 @@ import (
 func (v *validator) rollout(p path, r *Route) {
 	ro := r.Rollout
 	at := func(k ...any) path { return append(append(path{}, p...), k...) }
-	switch ro.Strategy {
-	case StrategyCanary, StrategyLinear, StrategyBlueGreen:
-	default:
-		v.add(at("strategy"), "%q is not a strategy; use canary, linear or blue_green", ro.Strategy)
-	}
-	pools := map[string]bool{}
-	for _, pl := range r.Pools {
-		pools[pl.Name] = true
-	}
-	for _, k := range []struct{ key, name string }{{"stable", ro.Stable}, {"canary", ro.Canary}} {
-		if k.name == "" {
-			v.add(at(k.key), "missing; name the route's %s pool", k.key)
-		} else if !pools[k.name] {
-			v.add(at(k.key), "%q is not a pool of route %q", k.name, r.Name)
-		}
-	}
-	if ro.Stable != "" && ro.Stable == ro.Canary {
-		v.add(at("canary"), "stable and canary are both %q", ro.Stable)
-	}
-	for _, pl := range r.Pools {
-		if pl.Name != ro.Stable && pl.Name != ro.Canary && pl.Weight != 0 {
-			v.add(at("stable"), "pool %q has weight %s; in a route with a rollout, pools other than stable and canary must have weight 0", pl.Name, pl.Weight)
-		}
-	}
+	v.rolloutPools(at, r)
 	prev := Percent(-1)
 	for i, w := range ro.Steps {
 		if w <= prev {
@@ -85,46 +62,7 @@ func (v *validator) rollout(p path, r *Route) {
 		}
 		v.mirrorOptions(at("shadow"), &sh.Options)
 	}
-	if c := ro.Analysis.Confidence; c < 0.5 || c >= 1 {
-		v.add(at("analysis", "confidence"), "%v is not in [0.5, 1)", c)
-	}
-	a := ro.Analysis
-	if a.MaxErrorRate != nil && (*a.MaxErrorRate < 0 || *a.MaxErrorRate > 1) {
-		v.add(at("analysis", "max_error_rate"), "%v is not a rate from 0 to 1", *a.MaxErrorRate)
-	}
-	if c := a.CompareToStable; c != nil {
-		if c.Confidence < 0.5 || c.Confidence >= 1 {
-			v.add(at("analysis", "compare_to_stable", "confidence"), "%v is not in [0.5, 1)", c.Confidence)
-		}
-		if c.MaxRatio < 1 {
-			v.add(at("analysis", "compare_to_stable", "max_ratio"), "%v is below 1", c.MaxRatio)
-		}
-		if *c.MinDifference < 0 || *c.MinDifference > 1 {
-			v.add(at("analysis", "compare_to_stable", "min_difference"), "%v is not a rate from 0 to 1", *c.MinDifference)
-		}
-	}
-	if pa := a.Prometheus; pa != nil {
-		if u, err := url.Parse(pa.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			v.add(at("analysis", "prometheus", "url"), "%q is not an http(s) URL", pa.URL)
-		}
-		if len(pa.Checks) == 0 {
-			v.add(at("analysis", "prometheus", "checks"), "no checks; list at least one query")
-		}
-		names := map[string]bool{}
-		for i, c := range pa.Checks {
-			cp := at("analysis", "prometheus", "checks", i)
-			if c.Name == "" || names[c.Name] {
-				v.add(append(cp, "name"), "each check needs a unique name")
-			}
-			names[c.Name] = true
-			if strings.TrimSpace(c.Query) == "" {
-				v.add(append(cp, "query"), "empty query")
-			}
-			if c.Min == nil && c.Max == nil {
-				v.add(cp, "set min, max or both")
-			}
-		}
-	}
+	v.analysis(at("analysis"), &ro.Analysis)
 	if ro.Webhook.URL != "" {
 		if u, err := url.Parse(ro.Webhook.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			v.add(at("webhook", "url"), "%q is not an http(s) URL", ro.Webhook.URL)
@@ -184,6 +122,79 @@ func (v *validator) health(hp path, h *Health) {
 	}
 	if t := *h.PanicThreshold; t < 0 || t > 100 {
 		v.add(append(hp, "panic_threshold"), "%d is not from 0 (off) to 100", t)
+	}
+}
+
+// rolloutPools checks a rollout's strategy and the pools it names.
+func (v *validator) rolloutPools(at func(k ...any) path, r *Route) {
+	ro := r.Rollout
+	switch ro.Strategy {
+	case StrategyCanary, StrategyLinear, StrategyBlueGreen:
+	default:
+		v.add(at("strategy"), "%q is not a strategy; use canary, linear or blue_green", ro.Strategy)
+	}
+	pools := map[string]bool{}
+	for _, pl := range r.Pools {
+		pools[pl.Name] = true
+	}
+	for _, k := range []struct{ key, name string }{{"stable", ro.Stable}, {"canary", ro.Canary}} {
+		if k.name == "" {
+			v.add(at(k.key), "missing; name the route's %s pool", k.key)
+		} else if !pools[k.name] {
+			v.add(at(k.key), "%q is not a pool of route %q", k.name, r.Name)
+		}
+	}
+	if ro.Stable != "" && ro.Stable == ro.Canary {
+		v.add(at("canary"), "stable and canary are both %q", ro.Stable)
+	}
+	for _, pl := range r.Pools {
+		if pl.Name != ro.Stable && pl.Name != ro.Canary && pl.Weight != 0 {
+			v.add(at("stable"), "pool %q has weight %s; in a route with a rollout, pools other than stable and canary must have weight 0", pl.Name, pl.Weight)
+		}
+	}
+}
+
+// analysis checks a rollout's analysis block.
+func (v *validator) analysis(p path, a *Analysis) {
+	at := func(k ...any) path { return append(append(path{}, p...), k...) }
+	if c := a.Confidence; c < 0.5 || c >= 1 {
+		v.add(at("confidence"), "%v is not in [0.5, 1)", c)
+	}
+	if a.MaxErrorRate != nil && (*a.MaxErrorRate < 0 || *a.MaxErrorRate > 1) {
+		v.add(at("max_error_rate"), "%v is not a rate from 0 to 1", *a.MaxErrorRate)
+	}
+	if c := a.CompareToStable; c != nil {
+		if c.Confidence < 0.5 || c.Confidence >= 1 {
+			v.add(at("compare_to_stable", "confidence"), "%v is not in [0.5, 1)", c.Confidence)
+		}
+		if c.MaxRatio < 1 {
+			v.add(at("compare_to_stable", "max_ratio"), "%v is below 1", c.MaxRatio)
+		}
+		if *c.MinDifference < 0 || *c.MinDifference > 1 {
+			v.add(at("compare_to_stable", "min_difference"), "%v is not a rate from 0 to 1", *c.MinDifference)
+		}
+	}
+	if pa := a.Prometheus; pa != nil {
+		if u, err := url.Parse(pa.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			v.add(at("prometheus", "url"), "%q is not an http(s) URL", pa.URL)
+		}
+		if len(pa.Checks) == 0 {
+			v.add(at("prometheus", "checks"), "no checks; list at least one query")
+		}
+		names := map[string]bool{}
+		for i, c := range pa.Checks {
+			cp := at("prometheus", "checks", i)
+			if c.Name == "" || names[c.Name] {
+				v.add(append(cp, "name"), "each check needs a unique name")
+			}
+			names[c.Name] = true
+			if strings.TrimSpace(c.Query) == "" {
+				v.add(append(cp, "query"), "empty query")
+			}
+			if c.Min == nil && c.Max == nil {
+				v.add(cp, "set min, max or both")
+			}
+		}
 	}
 }
 
