@@ -383,6 +383,25 @@ func (v *validator) listenAddr(p path, addr string) {
 	}
 }
 
+// mirror checks a route's mirror block.
+func (v *validator) mirror(mp path, r *Route) {
+	m := r.Mirror
+	found := false
+	for _, p := range r.Pools {
+		found = found || p.Name == m.Pool
+	}
+	if !found {
+		v.add(append(mp, "pool"), "%q is not a pool of route %q; name the pool that gets the copies", m.Pool, r.Name)
+	}
+	if m.Percent < 0 || m.Percent > Full {
+		v.add(append(mp, "percent"), "must be from 0.01 to 100")
+	}
+	if r.Rollout != nil && r.Rollout.Shadow != nil {
+		v.add(mp, "the route's rollout has a shadow phase, which mirrors to its canary; keep one of the two")
+	}
+	v.mirrorOptions(mp, &m.Shadow)
+}
+
 func (v *validator) route(rp path, r *Route) {
 	v.name(append(rp, "name"), "route", r.Name)
 	if !strings.HasPrefix(r.Match.PathPrefix, "/") {
@@ -404,24 +423,9 @@ func (v *validator) route(rp path, r *Route) {
 	v.token(append(rp, "force", "header"), r.Force.Header)
 	v.token(append(rp, "force", "cookie"), r.Force.Cookie)
 	v.force(append(rp, "force"), &r.Force)
-	if m := r.Mirror; m != nil {
-		mp := append(append(path{}, rp...), "mirror")
-		found := false
-		for _, p := range r.Pools {
-			found = found || p.Name == m.Pool
-		}
-		if !found {
-			v.add(append(mp, "pool"), "%q is not a pool of route %q; name the pool that gets the copies", m.Pool, r.Name)
-		}
-		if m.Percent < 0 || m.Percent > Full {
-			v.add(append(mp, "percent"), "must be from 0.01 to 100")
-		}
-		if r.Rollout != nil && r.Rollout.Shadow != nil {
-			v.add(mp, "the route's rollout has a shadow phase, which mirrors to its canary; keep one of the two")
-		}
-		v.mirrorOptions(mp, &m.Shadow)
+	if r.Mirror != nil {
+		v.mirror(append(append(path{}, rp...), "mirror"), r)
 	}
-
 	v.health(append(rp, "health"), &r.Health)
 	if len(r.Pools) == 0 {
 		v.add(append(rp, "pools"), "no pools; a route needs at least one pool with instances")
