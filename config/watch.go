@@ -38,6 +38,9 @@ type watched struct {
 // WatchFiles is Watch for several files (the config and the certificate
 // files it names) on one inotify instance: notify runs when any of them
 // may have changed.
+//
+// It is one function, a little over 80 lines, on purpose: the watcher, the
+// watched files and the debounce timer are the state of one select loop.
 func WatchFiles(ctx context.Context, paths []string, debounce time.Duration, notify func(reason string)) error {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {

@@ -151,22 +151,9 @@ func (m *Manager) Sync(routes []config.Route) map[string]Override {
 		now := time.Now()
 		c := m.ctrls[r.Name]
 		if c == nil {
-			c = &controller{m: m, route: r.Name, log: m.deps.Log, wake: make(chan struct{}, 1), spec: &spec, release: release}
-			c.setProm()
-			c.mu.Lock()
-			saved, err := m.deps.Store.Load(r.Name)
-			if m.leading {
-				c.fromSaved(now, saved, err, "saved state", "resumed after restart")
-			} else {
-				c.follow(saved, release)
-			}
-			c.mu.Unlock()
-			m.ctrls[r.Name] = c
+			c = m.newController(now, r.Name, &spec, release)
 			if m.leading {
 				toSave = append(toSave, c)
-			}
-			if m.started && !m.stopped && m.leading {
-				m.launch(c)
 			}
 			continue
 		}
@@ -208,6 +195,27 @@ func (m *Manager) Sync(routes []config.Route) map[string]Override {
 		c.log.Info("rollout removed from the config; the file's weights apply", zap.String("route", name))
 	}
 	return m.overrides()
+}
+
+// newController takes a route's rollout on: from its saved state on the
+// leader (or a single process), from the cluster's on a follower; and
+// runs it if the manager runs. m.mu held.
+func (m *Manager) newController(now time.Time, route string, spec *config.Rollout, release string) *controller {
+	c := &controller{m: m, route: route, log: m.deps.Log, wake: make(chan struct{}, 1), spec: spec, release: release}
+	c.setProm()
+	c.mu.Lock()
+	saved, err := m.deps.Store.Load(route)
+	if m.leading {
+		c.fromSaved(now, saved, err, "saved state", "resumed after restart")
+	} else {
+		c.follow(saved, release)
+	}
+	c.mu.Unlock()
+	m.ctrls[route] = c
+	if m.started && !m.stopped && m.leading {
+		m.launch(c)
+	}
+	return c
 }
 
 func (c *controller) setProm() {

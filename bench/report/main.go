@@ -21,6 +21,8 @@ type run struct {
 	cpuUsPerReq   float64
 }
 
+// main reads the benchmark's raw results and prints the report, top to
+// bottom as the report reads (a tool's script; its length is its table).
 func main() {
 	results := flag.String("results", "", "results.tsv from bench/run.sh")
 	clk := flag.Float64("ticks", 100, "clock ticks per second (getconf CLK_TCK)")

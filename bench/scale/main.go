@@ -46,6 +46,9 @@ func main() {
 	}
 }
 
+// run is one scale benchmark, its phases in order (generate, start, load,
+// reload, measure): a script read top to bottom, longer than 80 lines on
+// purpose.
 func run(routes int, probed, busy float64, rate, reloads int, dur time.Duration) error {
 	work, err := os.MkdirTemp("", "canaryd-scale-")
 	if err != nil {
