@@ -58,7 +58,7 @@ func (s *Server) routeView(r *balancer.Route, version int) admin.RouteView {
 		for _, in := range p.Instances {
 			pv.Instances = append(pv.Instances, admin.InstanceView{Addr: in.Addr, Healthy: in.Available(), InFlight: in.InFlight()})
 		}
-		if st, ok := p.Tag.(*metrics.PoolStats); ok {
+		if st := poolStats(p.Tag); st != nil {
 			c := st.Last(time.Minute)
 			secs, rate := rateOf(c)
 			pv.LastMinute = admin.Traffic{
@@ -233,8 +233,8 @@ func (s *Server) Series(route string, last, step time.Duration) (map[string][]ad
 	}
 	out := map[string][]admin.Point{}
 	for _, p := range r.Pools {
-		st, ok := p.Tag.(*metrics.PoolStats)
-		if !ok {
+		st := poolStats(p.Tag)
+		if st == nil {
 			continue
 		}
 		series := st.Series(last, step)

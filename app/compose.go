@@ -46,6 +46,15 @@ func configSpecs(cfg *config.Config) ([]balancer.RouteSpec, error) {
 	return specs, nil
 }
 
+// poolStats is the stats a route or pool of the table carries: routeSpecs
+// tags each with its *metrics.PoolStats. The balancer keeps the tag
+// untyped (it imports only the standard library and upstream); this is the
+// one place that reads it back. nil for an untagged one.
+func poolStats(tag any) *metrics.PoolStats {
+	st, _ := tag.(*metrics.PoolStats)
+	return st
+}
+
 // routeSpecs compiles cfg, puts in the weights the rollouts impose, and
 // tags each route and pool with its metrics (dropping the metrics of pools
 // cfg no longer has).

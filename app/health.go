@@ -92,9 +92,9 @@ type outcomes struct{ s *Server }
 func (o outcomes) Observe(out *proxy.Outcome) {
 	var stats *metrics.PoolStats
 	if out.Pool != nil {
-		stats, _ = out.Pool.Tag.(*metrics.PoolStats)
+		stats = poolStats(out.Pool.Tag)
 	} else if out.Route != nil {
-		stats, _ = out.Route.Tag.(*metrics.PoolStats)
+		stats = poolStats(out.Route.Tag)
 	}
 	switch {
 	case stats == nil:
