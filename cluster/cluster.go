@@ -505,9 +505,7 @@ func (c *Cluster) DeleteState(route string) error {
 func (c *Cluster) Traffic(route, pool string, local metrics.Traffic) metrics.Traffic {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	s := c.mirror.sum(c.o.Member, route, pool)
-	addCounts(&local.Weighted, &s.Traffic.Weighted)
-	addCounts(&local.Preview, &s.Traffic.Preview)
+	local.Add(c.mirror.sum(c.o.Member, route, pool).Traffic)
 	return local
 }
 
@@ -515,21 +513,8 @@ func (c *Cluster) Traffic(route, pool string, local metrics.Traffic) metrics.Tra
 func (c *Cluster) Shadow(route, pool string, local metrics.Shadow) metrics.Shadow {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	s := c.mirror.sum(c.o.Member, route, pool)
-	addCounts(&local.Copies, &s.Shadow.Copies)
-	addCounts(&local.Primaries, &s.Shadow.Primaries)
-	local.Compared += s.Shadow.Compared
-	local.Mismatches += s.Shadow.Mismatches
+	local.Add(c.mirror.sum(c.o.Member, route, pool).Shadow)
 	return local
-}
-
-func addCounts(c, o *metrics.Counts) {
-	c.Requests += o.Requests
-	c.Errors += o.Errors
-	c.Cancelled += o.Cancelled
-	for i := range c.Latency {
-		c.Latency[i] += o.Latency[i]
-	}
 }
 
 // Command sends an operator's command to the leader and waits for it to

@@ -63,7 +63,7 @@ func (c *Cluster) sampleHistory(now time.Time) {
 		all := p.Traffic.All()
 		s := c.mirror.sum(c.o.Member, p.Route, p.Pool)
 		others := s.Traffic.All()
-		addCounts(&all, &others)
+		all.Add(&others)
 		ring := append(c.history[k], sample{at: now, counts: all})
 		for len(ring) > 0 && now.Sub(ring[0].at) > historyLength {
 			ring = ring[1:]

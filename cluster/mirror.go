@@ -213,12 +213,8 @@ func (m *mirror) sum(self, route, pool string) PoolStats {
 		s.add(d)
 	}
 	if e := s[k]; e != nil {
-		addCounts(&out.Traffic.Weighted, &e.Traffic.Weighted)
-		addCounts(&out.Traffic.Preview, &e.Traffic.Preview)
-		addCounts(&out.Shadow.Copies, &e.Shadow.Copies)
-		addCounts(&out.Shadow.Primaries, &e.Shadow.Primaries)
-		out.Shadow.Compared += e.Shadow.Compared
-		out.Shadow.Mismatches += e.Shadow.Mismatches
+		out.Traffic.Add(e.Traffic)
+		out.Shadow.Add(e.Shadow)
 	}
 	return out
 }

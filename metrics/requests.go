@@ -259,8 +259,14 @@ type Traffic struct {
 // All is every request of the pool.
 func (t Traffic) All() Counts {
 	c := t.Weighted
-	c.add(&t.Preview)
+	c.Add(&t.Preview)
 	return c
+}
+
+// Add adds o to t (Counts.Add, both halves).
+func (t *Traffic) Add(o Traffic) {
+	t.Weighted.Add(&o.Weighted)
+	t.Preview.Add(&o.Preview)
 }
 
 // Sub returns t minus an earlier reading of the same pool.

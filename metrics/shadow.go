@@ -125,6 +125,14 @@ type Shadow struct {
 	Compared, Mismatches uint64
 }
 
+// Add adds o to s.
+func (s *Shadow) Add(o Shadow) {
+	s.Copies.Add(&o.Copies)
+	s.Primaries.Add(&o.Primaries)
+	s.Compared += o.Compared
+	s.Mismatches += o.Mismatches
+}
+
 // Sub returns s minus an earlier reading of the same stats.
 func (s Shadow) Sub(earlier Shadow) Shadow {
 	s.Copies.sub(&earlier.Copies)

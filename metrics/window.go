@@ -98,7 +98,9 @@ func (c *Counts) Quantile(q float64) time.Duration {
 	return lo
 }
 
-func (c *Counts) add(o *Counts) {
+// Add adds o to c: counts of the same pool from elsewhere (another
+// member of a cluster). The buckets are fixed, so sums are exact.
+func (c *Counts) Add(o *Counts) {
 	c.Requests += o.Requests
 	c.Errors += o.Errors
 	c.Cancelled += o.Cancelled
@@ -209,7 +211,7 @@ func newWindow(now time.Time) *window {
 func (w *window) now(at time.Time) Counts {
 	c := w.weighted.counts(w.created, at)
 	pv := w.preview.counts(w.created, at)
-	c.add(&pv)
+	c.Add(&pv)
 	return c
 }
 
