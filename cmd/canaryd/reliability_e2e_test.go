@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"canaryd/admin"
+	"canaryd/config"
 )
 
 func instanceHealthy(t *testing.T, adminAddr, route, addr string) bool {
@@ -51,8 +52,12 @@ func waitHealthy(t *testing.T, adminAddr, route, addr string, want bool, within 
 	return 0
 }
 
-// kill -9 of one of two stable backend processes under steady load: at most
-// 0.1% of requests fail, it is taken out, and after a restart it is back.
+// kill -9 of one of two stable backend processes under steady load: it is
+// taken out, and after a restart it is back. What fails is bounded by a
+// count, not a share of the load (a share moves with the machine's speed:
+// 5 of 4,404 was 0.114% on a loaded 2-core machine): the requests already
+// on their way to it when it died (at most the load's 8 workers) and the
+// consecutive failures that eject it (the default 5).
 func TestKill9BackendUnderLoad(t *testing.T) {
 	a, b := freeAddr(t), freeAddr(t)
 	pa := start(t, "backend", "--listen", a, "--pool", "blue")
@@ -65,7 +70,8 @@ func TestKill9BackendUnderLoad(t *testing.T) {
     pools:
       - { name: blue, weight: 100, instances: [%q, %q] }
 `, a, b))
-	g := startLoad(c.proxy+"/", 8, nil)
+	const workers, ejectAfter = 8, config.DefaultConsecutiveFailures
+	g := startLoad(c.proxy+"/", workers, nil)
 	time.Sleep(500 * time.Millisecond)
 	pa.cmd.Process.Signal(syscall.SIGKILL)
 	out := waitHealthy(t, adminAddr, "web", a, false, 10*time.Second)
@@ -76,8 +82,8 @@ func TestKill9BackendUnderLoad(t *testing.T) {
 	g.halt()
 	total, failed := g.total.Load(), g.failed.Load()
 	t.Logf("kill -9 → out of rotation %v; restart → back %v; %d of %d requests failed", out.Round(time.Millisecond), back.Round(time.Millisecond), failed, total)
-	if float64(failed) > 0.001*float64(total) {
-		t.Errorf("%d of %d requests failed (%.3f%%), want at most 0.1%%", failed, total, 100*float64(failed)/float64(total))
+	if failed > workers+ejectAfter {
+		t.Errorf("%d of %d requests failed, want at most %d (the requests in flight to it, and the failures that eject it)", failed, total, workers+ejectAfter)
 	}
 }
 
@@ -230,7 +236,8 @@ func TestSoak(t *testing.T) {
 	}
 	c := runCanaryd(t, t.TempDir(), adminAddr, routes("start"))
 	pid := c.p.cmd.Process.Pid
-	g := startLoad(c.proxy+"/", 8, nil)
+	const workers, ejectAfter = 8, config.DefaultConsecutiveFailures
+	g := startLoad(c.proxy+"/", workers, nil)
 	defer g.halt()
 	time.Sleep(3 * time.Second)
 	warm := struct {
