@@ -6,26 +6,35 @@ import (
 	"strings"
 )
 
+// liveSection reports whether a top-level field of Config is applied live
+// by a reload. Every other section needs a restart: RestartNeeded derives
+// the list from the struct, so a new section is flagged until it is named
+// here (and made to reload).
+func liveSection(field string) bool { return field == "Routes" }
+
 // RestartNeeded lists the settings that differ between a running config and
-// a new one and that only take effect on restart: listeners, timeouts,
-// upstream tuning, trusted proxies, reload tuning. Routes reload live.
+// a new one and that only take effect on restart: every section but the
+// routes (listeners, timeouts, upstream tuning, trusted proxies, reload
+// tuning, the cluster...).
 func RestartNeeded(running, next *Config) []string {
 	var diffs []string
-	check := func(name string, a, b any) {
-		diffs = append(diffs, fieldDiffs(name, reflect.ValueOf(a), reflect.ValueOf(b))...)
+	a, b := reflect.ValueOf(running).Elem(), reflect.ValueOf(next).Elem()
+	for i, f := range reflect.VisibleFields(a.Type()) {
+		if !f.IsExported() || liveSection(f.Name) {
+			continue
+		}
+		diffs = append(diffs, fieldDiffs(yamlName(f), a.Field(i), b.Field(i))...)
 	}
-	check("listen", running.Listen, next.Listen)
-	check("admin", running.Admin, next.Admin)
-	check("server", running.Server, next.Server)
-	check("upstream", running.Upstream, next.Upstream)
-	check("tls", running.TLS, next.TLS)
-	check("grpc", running.GRPC, next.GRPC)
-	check("trusted_proxies", running.TrustedProxies, next.TrustedProxies)
-	check("reload", running.Reload, next.Reload)
-	check("access_log", running.AccessLog, next.AccessLog)
-	check("state_dir", running.StateDir, next.StateDir)
-	check("cluster", running.Cluster, next.Cluster)
 	return diffs
+}
+
+// yamlName is a field's key in the file.
+func yamlName(f reflect.StructField) string {
+	tag, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+	if tag == "" || tag == "-" {
+		return f.Name
+	}
+	return tag
 }
 
 // fieldDiffs names each setting that differs between a and b by its YAML
@@ -42,11 +51,7 @@ func fieldDiffs(name string, a, b reflect.Value) []string {
 			if !f.IsExported() {
 				continue
 			}
-			tag, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-			if tag == "" || tag == "-" {
-				tag = f.Name
-			}
-			out = append(out, fieldDiffs(name+"."+tag, a.Field(i), b.Field(i))...)
+			out = append(out, fieldDiffs(name+"."+yamlName(f), a.Field(i), b.Field(i))...)
 		}
 		return out
 	}
