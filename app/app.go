@@ -4,7 +4,6 @@
 package app
 
 import (
-	"canaryd/panics"
 	"context"
 	"errors"
 	"fmt"
@@ -16,6 +15,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"canaryd/panics"
 
 	"canaryd/admin"
 	"canaryd/balancer"
@@ -52,82 +53,61 @@ type Options struct {
 	Version string
 }
 
-// Server is one canaryd process: proxy listener, admin listener, router,
-// and the reload goroutine that owns every change to the config.
+// Server is one canaryd process: proxy listener, admin listener, the
+// lifecycle, the reload goroutine, and the admin view. Every change to the
+// routing table goes through its pipeline.
 type Server struct {
-	opts          Options
-	log           *zap.Logger
-	router        *balancer.Router
-	transport     *proxy.Transport
-	proxy         *http.Server
-	admin         *http.Server
+	// Set by New and never changed after.
+	opts      Options
+	log       *zap.Logger
+	static    config.Config // as started: what needs a restart stays so
+	router    *balancer.Router
+	pipe      *pipeline
+	rollouts  *rollout.Manager
+	cluster   *cluster.Cluster // nil for a single process
+	transport *proxy.Transport
+	checker   *health.Checker
+	token     string
+	trusted   []netip.Prefix
+	accessLog *zap.Logger // nil when off
+	// certs is the listener's TLS material; nil without TLS. redirect
+	// answers plain HTTP with a redirect to https (nil: none).
+	certs    *tlsfiles.Server
+	redirect *http.Server
+	proxy    *http.Server
+	admin    *http.Server
+
 	reloadMetrics *metrics.Reloads
 	healthMetrics *metrics.Health
 	requests      *metrics.Requests
-	accessLog     *zap.Logger // nil when off
-	accessSeq     atomic.Uint64
-	checker       *health.Checker
-	// healthKeys are the instances whose health metric is exported;
-	// owned by the reload goroutine.
-	healthKeys map[instanceKey]bool
-	ready      atomic.Bool
-	// broken is the first component that panicked (panicked); panics
-	// counts them.
+	shadows       *metrics.Shadows
+	tlsMetrics    *metrics.TLS
+	panics        *metrics.Panics
+
+	// Atomics, read and written by any goroutine.
+	accessSeq atomic.Uint64
+	ready     atomic.Bool
+	// broken is the first component that panicked (panicked).
 	broken atomic.Pointer[string]
-	panics *metrics.Panics
-	// reloadGone closes when the reload goroutine ends.
-	reloadGone chan struct{}
 
-	// static is the config as started; its non-route settings are the ones
-	// in force until a restart (RestartNeeded rejects changes to them).
-	static config.Config
-	// applyMu serializes every build of the routing table (reloads, rollout
-	// weight changes) and guards cfg and appliedHash.
-	applyMu     sync.Mutex
-	cfg         *config.Config
-	appliedHash string
-	rollouts    *rollout.Manager
-	// overrides are the weights the rollouts impose (or the cluster's
-	// leader), pushed by them (SetOverride) and by reloads (Sync's
-	// result). Guarded by applyMu.
-	overrides map[string]rollout.Override
-	// cluster is this member's part in a cluster; nil for a single
-	// process. partitioned: cut off from it for partition_timeout, with
-	// on_partition stable (guarded by applyMu).
-	cluster     *cluster.Cluster
-	partitioned bool
-	// manual holds weights set through the API, by route; guarded by
-	// applyMu. versions counts them.
-	manual   map[string]manualWeights
-	versions map[string]int
-	token    string
-	// mirrors are the routes' running mirrors, by route; retired ones are
-	// closed once a table without them is applied. Guarded by applyMu.
-	mirrors map[string]*mirrorEntry
-	retired []*proxy.Mirror
-	shadows *metrics.Shadows
-	// conns are the pools' transports by settings (connFor). Guarded by
-	// applyMu.
-	conns map[string]*poolConn
-	// certs is the listener's TLS material; nil without TLS. redirect
-	// answers plain HTTP with a redirect to https (nil: none).
-	certs      *tlsfiles.Server
-	redirect   *http.Server
-	tlsMetrics *metrics.TLS
-	// reloadFailing: the last config reload failed. Reload goroutine.
+	// Owned by the reload goroutine (and New before it starts).
+	// reloadFailing: the last config reload failed. tlsProblem is the
+	// last TLS reload's failure ("" when none), so that a broken file is
+	// reported once, not at every poll.
 	reloadFailing bool
-	// tlsProblem is the last TLS reload's failure ("" when none), so that
-	// a broken file is reported once, not at every poll. Reload goroutine.
-	tlsProblem string
-	// watchFiles receives the TLS files to watch when a reload changed
-	// them (cap 1: the newest wins).
-	watchFiles chan []string
-	trusted    []netip.Prefix
+	tlsProblem    string
 
+	// Channels between the goroutines. reloads carries reload requests
+	// to the reload goroutine; reloadGone closes when it ends; watchFiles
+	// carries the TLS files to watch when a reload changed them (cap 1:
+	// the newest wins); stopping closes when the drain begins.
 	reloads    chan reloadRequest
+	reloadGone chan struct{}
+	watchFiles chan []string
 	stopping   chan struct{}
 	background sync.WaitGroup
 
+	// Set by Listen.
 	proxyLn, adminLn, redirectLn net.Listener
 }
 
@@ -147,10 +127,16 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 	if err := s.setupCluster(cfg, o.Registry); err != nil {
 		return nil, err
 	}
+	s.setupPipeline(cfg)
 	s.setupRollouts(cfg, o.Registry)
-	if err := s.applyFirst(cfg); err != nil {
+	hash := ""
+	if o.ConfigData != nil {
+		hash = hashOf(o.ConfigData)
+	}
+	if err := s.pipe.first(cfg, hash); err != nil {
 		return nil, err
 	}
+	s.reloadMetrics.Loaded(hash, time.Now())
 	if err := s.setupProxy(cfg); err != nil {
 		return nil, err
 	}
@@ -181,7 +167,7 @@ func readToken(file string) (string, error) {
 func newServer(cfg *config.Config, o Options, token string) *Server {
 	router := balancer.NewRouter()
 	s := &Server{
-		opts: o, log: o.Logger, router: router, cfg: cfg, static: *cfg,
+		opts: o, log: o.Logger, router: router, static: *cfg,
 		reloadMetrics: metrics.NewReloads(o.Registry),
 		healthMetrics: metrics.NewHealth(o.Registry),
 		requests:      metrics.NewRequests(o.Registry),
@@ -189,39 +175,44 @@ func newServer(cfg *config.Config, o Options, token string) *Server {
 		reloadGone:    make(chan struct{}),
 		panics:        metrics.NewPanics(o.Registry),
 		stopping:      make(chan struct{}),
-		manual:        map[string]manualWeights{},
-		versions:      map[string]int{},
 		token:         token,
-		mirrors:       map[string]*mirrorEntry{},
 		shadows:       metrics.NewShadows(o.Registry),
-		conns:         map[string]*poolConn{},
 		tlsMetrics:    metrics.NewTLS(o.Registry),
 		watchFiles:    make(chan []string, 1),
 		trusted:       cfg.Trusted(),
-		transport: proxy.NewTransport(proxy.TransportOptions{
-			DialTimeout:            cfg.Upstream.DialTimeout.D(),
-			ResponseHeaderTimeout:  cfg.Upstream.ResponseHeaderTimeout.D(),
-			MaxIdleConnsPerHost:    cfg.Upstream.MaxIdleConnsPerHost,
-			IdleConnTimeout:        cfg.Upstream.IdleConnTimeout.D(),
-			InsecureSkipVerify:     cfg.Upstream.InsecureSkipVerify,
-			MaxResponseHeaderBytes: cfg.Upstream.MaxResponseHeaderBytes,
-			DisableFastPath:        !*cfg.Upstream.FastPath,
-		}),
+		transport:     proxy.NewTransport(transportOptions(cfg.Upstream)),
 	}
 	if cfg.AccessLog.Enabled {
 		// No caller: it would name logAccess, the same line every time.
 		s.accessLog = s.log.Named("access").WithOptions(zap.WithCaller(false))
 	}
-	s.checker = health.New(router, healthEvents{log: s.log.Named("health"), metrics: s.healthMetrics, router: router, weights: s.publishRouteWeights})
-	s.checker.SetPanicHandler(s.panicked)
 	return s
+}
+
+// setupPipeline creates the health checker and the pipeline that owns
+// every change to the table (after setupCluster: it needs to know).
+func (s *Server) setupPipeline(cfg *config.Config) {
+	var pipe *pipeline
+	publishRoute := func(route string) {
+		if r := s.router.Load().Route(route); r != nil {
+			pipe.publish([]*balancer.Route{r})
+		}
+	}
+	s.checker = health.New(s.router, healthEvents{log: s.log.Named("health"), metrics: s.healthMetrics, router: s.router, weights: publishRoute})
+	s.checker.SetPanicHandler(s.panicked)
+	pipe = newPipeline(pipelineDeps{
+		log: s.log, static: cfg, router: s.router, requests: s.requests, shadows: s.shadows,
+		checker: s.checker, health: s.healthMetrics, transport: s.transport, clustered: s.cluster != nil,
+		onPanic: s.panicked, background: &s.background, stopping: s.stopping,
+	})
+	s.pipe = pipe
 }
 
 // setupRollouts creates the rollout manager: on its own, or in a cluster
 // a follower until elected.
 func (s *Server) setupRollouts(cfg *config.Config, reg prometheus.Registerer) {
 	deps := rollout.Deps{
-		Sink: s, Counters: s, Pools: s.checker,
+		Sink: s.pipe, Counters: s, Pools: s.checker,
 		Metrics:  metrics.NewRollouts(reg),
 		Log:      s.log.Named("rollout"),
 		StateDir: cfg.StateDir,
@@ -235,28 +226,7 @@ func (s *Server) setupRollouts(cfg *config.Config, reg prometheus.Registerer) {
 		deps.Counters = clusterCounts{s}
 	}
 	s.rollouts = rollout.NewManager(deps)
-}
-
-// applyFirst builds the first routing table.
-func (s *Server) applyFirst(cfg *config.Config) error {
-	s.overrides = s.rollouts.Sync(cfg.Routes)
-	s.rollouts.SetWebhooks(cfg.Routes)
-	specs, err := s.routeSpecs(cfg)
-	if err != nil {
-		return err
-	}
-	if _, err := s.router.Apply(specs); err != nil {
-		return fmt.Errorf("build routing table: %w", err)
-	}
-	s.retireMirrors(specs)
-	s.retireConns(specs)
-	s.publishWeights()
-	if s.opts.ConfigData != nil {
-		s.appliedHash = hashOf(s.opts.ConfigData)
-	}
-	s.reloadMetrics.Loaded(s.appliedHash, time.Now())
-	s.syncHealth(cfg)
-	return nil
+	s.pipe.setRollouts(s.rollouts)
 }
 
 // setupProxy creates the proxy handler and its http.Server.
@@ -319,26 +289,6 @@ func (s *Server) setupAdmin(cfg *config.Config) {
 // apart (for rollouts).
 func (s *Server) PoolTraffic(route, pool string) metrics.Traffic {
 	return s.requests.Pool(route, pool).Traffic()
-}
-
-// publishWeights exports the live table's configured and effective weights.
-func (s *Server) publishWeights() { s.publishRoutes(s.router.Load().Routes()) }
-
-// publishRoutes exports the weights of some routes (the router's
-// publisher tells which it recompiled).
-func (s *Server) publishRoutes(routes []*balancer.Route) {
-	for _, r := range routes {
-		for _, p := range r.Pools {
-			s.requests.SetWeights(r.Name, p.Name, p.Weight, p.Effective)
-		}
-	}
-}
-
-// publishRouteWeights exports one route's weights from the live table.
-func (s *Server) publishRouteWeights(route string) {
-	if r := s.router.Load().Route(route); r != nil {
-		s.publishRoutes([]*balancer.Route{r})
-	}
 }
 
 // Listen binds the listeners, so that a port conflict fails before anything
@@ -424,15 +374,12 @@ func (s *Server) startBackground(rctx context.Context) {
 	s.background.Add(1)
 	go func() {
 		defer s.background.Done()
-		panics.Guard(s.panicked, "availability publisher", func() { s.router.Run(rctx, s.publishRoutes) })
+		panics.Guard(s.panicked, "availability publisher", func() { s.router.Run(rctx, s.pipe.publish) })
 	}()
 	s.checker.Start()
 	s.rollouts.Start()
 	if s.cluster != nil {
-		s.applyMu.Lock()
-		info := s.clusterInfo(s.cfg)
-		s.applyMu.Unlock()
-		s.cluster.SetInfo(info)
+		s.cluster.SetInfo(s.clusterInfo(s.pipe.config()))
 		s.cluster.Start()
 	}
 	s.background.Add(1)
@@ -508,13 +455,9 @@ func (s *Server) drainAndStop() {
 		s.bounded("cluster close", s.cluster.Close)
 	}
 	s.bounded("rollouts close", s.rollouts.Close)
-	s.closeMirrors()
+	s.pipe.closeMirrors()
 	s.checker.Close()
-	s.applyMu.Lock()
-	for _, t := range s.transports() {
-		t.CloseIdleConnections()
-	}
-	s.applyMu.Unlock()
+	s.pipe.closeIdle()
 	s.log.Info("stopped")
 }
 

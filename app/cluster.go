@@ -132,24 +132,13 @@ func (e clusterEvents) Settled(route string, late []string) {
 // locally); back in touch, the cluster's state serves again.
 func (e clusterEvents) Partitioned(p bool) {
 	s := e.s
-	s.applyMu.Lock()
-	defer s.applyMu.Unlock()
 	if s.static.Cluster.OnPartition != config.OnPartitionStable {
 		if p {
 			s.log.Warn("cut off from the cluster for partition_timeout; on_partition is hold: serving the last weights")
 		}
 		return
 	}
-	s.partitioned = p
-	if err := s.applyLocked(); err != nil {
-		s.log.Error("applying the partition's weights failed", zap.Error(err))
-	}
-	if p {
-		s.log.Warn("cut off from the cluster for partition_timeout: routes with a rollout under way go to their stable pool on this member",
-			zap.Strings("weights_served", s.servedWeights()))
-	} else {
-		s.log.Info("back in touch with the cluster: serving its weights again", zap.Strings("weights_served", s.servedWeights()))
-	}
+	s.pipe.setPartitioned(p)
 }
 
 func (e clusterEvents) Stats() []cluster.PoolStats {

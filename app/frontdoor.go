@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"canaryd/balancer"
 	"canaryd/config"
 	"canaryd/metrics"
 	"canaryd/proxy"
@@ -141,112 +140,21 @@ func (s *Server) publishCerts() {
 	s.tlsMetrics.Serving(certs)
 }
 
-// poolConn is how a pool's instances are reached: a transport for its
-// protocol and TLS, one for its probes, and the TLS files both read. Pools
-// with the same settings share one, and a reload that keeps the settings
-// keeps it (and its connections).
-type poolConn struct {
-	key   string
-	proxy *proxy.Transport
-	probe *proxy.Transport
-	tls   *tlsfiles.Client // nil: no TLS files
-}
-
-// connFor returns p's poolConn, making it the first time; nil for a plain
-// HTTP/1.1 pool without a tls block, which takes the default transport.
-// applyMu held (or in New).
-func (s *Server) connFor(p config.Pool) (*poolConn, error) {
-	if p.Protocol == config.ProtocolHTTP1 && p.TLS == nil {
-		return nil, nil
-	}
-	key := p.Protocol
-	if p.TLS != nil {
-		key += fmt.Sprintf(" %+v", *p.TLS)
-	}
-	if c := s.conns[key]; c != nil {
-		return c, nil
-	}
-	up := s.static.Upstream
-	o := proxy.TransportOptions{
-		DialTimeout:            up.DialTimeout.D(),
-		ResponseHeaderTimeout:  up.ResponseHeaderTimeout.D(),
-		MaxIdleConnsPerHost:    up.MaxIdleConnsPerHost,
-		IdleConnTimeout:        up.IdleConnTimeout.D(),
-		InsecureSkipVerify:     up.InsecureSkipVerify,
-		MaxResponseHeaderBytes: up.MaxResponseHeaderBytes,
-		DisableFastPath:        !*up.FastPath,
-		Protocol:               p.Protocol,
-	}
-	c := &poolConn{key: key}
-	if t := p.TLS; t != nil {
-		var err error
-		c.tls, err = tlsfiles.NewClient(tlsfiles.ClientOptions{
-			CAFile: t.CAFile, ServerName: t.ServerName, CertFile: t.CertFile, KeyFile: t.KeyFile,
-			InsecureSkipVerify: t.InsecureSkipVerify || up.InsecureSkipVerify,
-		})
-		if err != nil {
-			return nil, fmt.Errorf("pool %q tls: %w", p.Name, err)
-		}
-		o.TLS = c.tls.Config()
-	}
-	c.proxy = proxy.NewTransport(o)
-	// Probes have their own connections: they never wait behind the
-	// proxy's streams, nor hold one of its idle slots.
-	o.MaxIdleConnsPerHost, o.DisableFastPath = 1, true
-	c.probe = proxy.NewTransport(o)
-	s.conns[key] = c
-	return c, nil
-}
-
-// retireConns closes the idle connections of the pool transports the
-// table just applied no longer uses (requests in flight on them finish).
-// applyMu held.
-func (s *Server) retireConns(specs []balancer.RouteSpec) {
-	used := map[http.RoundTripper]bool{}
-	for _, sp := range specs {
-		for _, p := range sp.Pools {
-			used[p.Transport] = true
-		}
-	}
-	for k, c := range s.conns {
-		if !used[c.proxy] {
-			delete(s.conns, k)
-			c.proxy.CloseIdleConnections()
-			c.probe.CloseIdleConnections()
-		}
-	}
-}
-
-// transports lists every transport to instances: the default and each
-// pool's. applyMu held.
-func (s *Server) transports() []*proxy.Transport {
-	ts := []*proxy.Transport{s.transport}
-	for _, c := range s.conns {
-		ts = append(ts, c.proxy, c.probe)
-	}
-	return ts
-}
-
-// tlsFiles lists the certificate, key and CA files to watch, sorted.
-// applyMu held.
+// tlsFiles lists the certificate, key and CA files to watch, sorted:
+// the listener's and the pools'. On the reload goroutine (or before it).
 func (s *Server) tlsFiles() []string {
 	var fs []string
 	if s.certs != nil {
 		fs = append(fs, s.certs.Files()...)
 	}
-	for _, c := range s.conns {
-		if c.tls != nil {
-			fs = append(fs, c.tls.Files()...)
-		}
-	}
+	fs = append(fs, s.pipe.poolTLSFiles()...)
 	slices.Sort(fs)
 	return slices.Compact(fs)
 }
 
 // reloadTLS re-reads every TLS file and swaps in what changed and is
 // sound; what is broken keeps its previous material serving, with one
-// error logged and counted per new problem. On the reload goroutine, with
-// applyMu held.
+// error logged and counted per new problem. On the reload goroutine.
 func (s *Server) reloadTLS(source string) {
 	var problems []string
 	applied := false
@@ -261,18 +169,11 @@ func (s *Server) reloadTLS(source string) {
 			s.log.Info("listener certificates reloaded", zap.String("source", source), zap.Any("certificates", s.certs.Certificates()))
 		}
 	}
-	for _, c := range s.conns {
-		if c.tls == nil {
-			continue
-		}
-		changed, err := c.tls.Reload()
-		switch {
-		case err != nil:
-			problems = append(problems, "upstream "+c.key+": "+err.Error())
-		case changed:
-			applied = true
-			s.log.Info("upstream TLS files reloaded", zap.String("source", source), zap.String("pool_settings", c.key))
-		}
+	poolProblems, poolApplied := s.pipe.reloadPoolTLS()
+	problems = append(problems, poolProblems...)
+	for _, key := range poolApplied {
+		applied = true
+		s.log.Info("upstream TLS files reloaded", zap.String("source", source), zap.String("pool_settings", key))
 	}
 	why := strings.Join(problems, "; ")
 	switch {

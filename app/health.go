@@ -8,6 +8,7 @@ import (
 	"canaryd/health"
 	"canaryd/metrics"
 	"canaryd/proxy"
+	"canaryd/upstream"
 
 	"go.uber.org/zap"
 )
@@ -16,71 +17,71 @@ import (
 func healthConfig(h config.Health) health.Config {
 	lo, hi := h.Active.ExpectedRange()
 	return health.Config{
-		ProbePath:           h.Active.Path,
-		GRPC:                h.Active.GRPC,
-		GRPCService:         h.Active.GRPCService,
-		Interval:            h.Active.Interval.D(),
-		UnhealthyInterval:   h.Active.UnhealthyInterval.D(),
-		Timeout:             h.Active.Timeout.D(),
-		Rise:                h.Active.Rise,
-		Fall:                h.Active.Fall,
-		StatusLo:            lo,
-		StatusHi:            hi,
-		JitterPercent:       *h.Active.Jitter,
-		ConsecutiveFailures: *h.Passive.ConsecutiveFailures,
-		Consecutive5xx:      h.Passive.Consecutive5xx,
-		EjectFor:            h.Passive.EjectFor.D(),
-		MaxEjectFor:         h.Passive.MaxEjectFor.D(),
-		MaxEjectedPercent:   *h.Passive.MaxEjectedPercent,
+		ProbePath:         h.Active.Path,
+		GRPC:              h.Active.GRPC,
+		GRPCService:       h.Active.GRPCService,
+		Interval:          h.Active.Interval.D(),
+		UnhealthyInterval: h.Active.UnhealthyInterval.D(),
+		Timeout:           h.Active.Timeout.D(),
+		Rise:              h.Active.Rise,
+		Fall:              h.Active.Fall,
+		StatusLo:          lo,
+		StatusHi:          hi,
+		JitterPercent:     *h.Active.Jitter,
+		Passive: upstream.Passive{
+			ConsecutiveFailures: *h.Passive.ConsecutiveFailures,
+			Consecutive5xx:      h.Passive.Consecutive5xx,
+			EjectFor:            h.Passive.EjectFor.D(),
+			MaxEjectFor:         h.Passive.MaxEjectFor.D(),
+			MaxEjectedPercent:   *h.Passive.MaxEjectedPercent,
+		},
 	}
 }
 
-type instanceKey struct{ route, pool, addr string }
-
-// syncHealth hands the instances of the live table to the checker: each
-// target is the balancer's own record of the instance, where health keeps
-// its state, so the request path needs no map from one to the other.
-// Called with the table for cfg already live, on the reload goroutine (or
-// before Serve).
-func (s *Server) syncHealth(cfg *config.Config) {
-	live := s.router.Load()
+// syncHealthLocked hands the instances of the live table to the checker:
+// each target is the balancer's own record of the instance, where health
+// keeps its state, so the request path needs no map from one to the
+// other. Called with the table for p.cfg live. p.mu held.
+func (p *pipeline) syncHealthLocked() {
+	cfg := p.cfg
+	live := p.router.Load()
 	var targets []health.Target
 	for _, r := range cfg.Routes {
 		route := live.Route(r.Name)
 		if route == nil {
 			continue
 		}
-		for _, p := range route.Pools {
+		for _, pl := range route.Pools {
 			var cp config.Pool
 			for _, q := range r.Pools {
-				if q.Name == p.Name {
+				if q.Name == pl.Name {
 					cp = q
 				}
 			}
 			hc := healthConfig(r.PoolHealth(cp))
-			if conn, err := s.connFor(cp); err == nil && conn != nil {
-				hc.Transport = conn.probe // made by routeSpecs already
+			if conn, err := p.connForLocked(cp); err == nil && conn != nil {
+				hc.Transport = conn.probe // made by specLocked already
 			}
-			for _, in := range p.Instances {
-				targets = append(targets, health.Target{Route: r.Name, Pool: p.Name, Addr: in.Addr, URL: in.URL, Config: hc, Instance: in})
+			for _, in := range pl.Instances {
+				targets = append(targets, health.Target{Route: r.Name, Pool: pl.Name, Addr: in.Addr, URL: in.URL, Config: hc, Instance: in})
 			}
 		}
 	}
-	recs := s.checker.Sync(targets)
-	keys := make(map[instanceKey]bool, len(recs))
+	recs := p.checker.Sync(targets)
+	keys := make(map[upstream.Key]bool, len(recs))
 	for i, t := range targets {
-		k := instanceKey{t.Route, t.Pool, t.Addr}
+		k := t.Instance.Key()
 		keys[k] = true
-		if !s.healthKeys[k] {
-			s.healthMetrics.Set(k.route, k.pool, k.addr, recs[i].Available())
+		if !p.healthKeys[k] {
+			p.health.Set(k.Route, k.Pool, k.Addr, recs[i].Available())
 		}
 	}
-	for k := range s.healthKeys {
+	for k := range p.healthKeys {
 		if !keys[k] {
-			s.healthMetrics.Forget(k.route, k.pool, k.addr)
+			p.health.Forget(k.Route, k.Pool, k.Addr)
 		}
 	}
-	s.healthKeys = keys
+	p.healthKeys = keys
 }
 
 // outcomes is the proxy's Observer: it feeds the request metrics, passive
@@ -166,7 +167,7 @@ func (e healthEvents) Transition(t health.Transition) {
 	e.weights(t.Route) // the transition moved shares between the route's pools
 	fields := []zap.Field{
 		zap.String("route", t.Route), zap.String("pool", t.Pool), zap.String("instance", t.Addr),
-		zap.String("source", t.Source), zap.String("reason", t.Reason),
+		zap.Stringer("source", t.Source), zap.String("reason", t.Reason),
 	}
 	if r := e.router.Load().Route(t.Route); r != nil {
 		for _, p := range r.Pools {
@@ -179,7 +180,7 @@ func (e healthEvents) Transition(t health.Transition) {
 		e.log.Info("instance back in rotation", fields...)
 		return
 	}
-	if t.Source == "passive" {
+	if t.Source == health.Passive {
 		e.metrics.Ejected(t.Route, t.Pool, t.Addr)
 		fields = append(fields, zap.Stringer("ejected_for", t.EjectedFor)) // "30s", not a bare 30
 		e.log.Warn("instance ejected", fields...)

@@ -354,7 +354,7 @@ func TestEjectionLogHasUnit(t *testing.T) {
 	core, logs := observer.New(zapcore.InfoLevel)
 	reg := metrics.NewRegistry()
 	e := healthEvents{log: zap.New(core), metrics: metrics.NewHealth(reg), router: balancer.NewRouter(), weights: func(string) {}}
-	e.Transition(health.Transition{Target: health.Target{Route: "web", Pool: "blue", Addr: "127.0.0.1:1"}, Source: "passive", EjectedFor: 30 * time.Second})
+	e.Transition(health.Transition{Target: health.Target{Route: "web", Pool: "blue", Addr: "127.0.0.1:1"}, Source: health.Passive, EjectedFor: 30 * time.Second})
 	entries := logs.FilterMessage("instance ejected").All()
 	if len(entries) != 1 || entries[0].ContextMap()["ejected_for"] != "30s" {
 		t.Fatalf("ejection lines %v; want ejected_for \"30s\"", entries)

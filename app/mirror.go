@@ -1,10 +1,11 @@
 package app
 
 import (
-	"canaryd/panics"
-	"fmt"
+	"reflect"
 	"slices"
 	"sync"
+
+	"canaryd/panics"
 
 	"canaryd/balancer"
 	"canaryd/config"
@@ -14,31 +15,40 @@ import (
 )
 
 // mirrorEntry is a route's running mirror and the settings it was made
-// with: a table build that asks for the same settings reuses it.
+// with: a build that asks for the same settings reuses it. The settings
+// are compared whole (reflect.DeepEqual), so no field can be left out of
+// the comparison.
 type mirrorEntry struct {
-	key string
-	m   *proxy.Mirror
+	pool string
+	opts proxy.MirrorOptions // without OnPanic: a func compares unequal
+	m    *proxy.Mirror
 }
 
 // mirrorFor is the mirror a route's requests go to now: its rollout's
 // shadow phase (copies to the canary), else its mirror block; ok false
 // when it mirrors nothing.
-func mirrorFor(r *config.Route, o rollout.Override, managed bool) (pool string, share int, opts config.MirrorOptions, ok bool) {
+func mirrorFor(r *config.Route, o rollout.Override, managed bool) (pool string, share int, opts config.ShadowOptions, ok bool) {
 	if managed && o.Shadowing && r.Rollout != nil && r.Rollout.Shadow != nil {
 		sh := r.Rollout.Shadow
 		return o.Canary, sh.Percent.BasisPoints(), sh.Options, true
 	}
 	if m := r.Mirror; m != nil {
-		return m.Pool, m.Percent.BasisPoints(), m.Shadow, true
+		return m.Pool, m.Percent.BasisPoints(), m.Options, true
 	}
-	return "", 0, config.MirrorOptions{}, false
+	return "", 0, config.ShadowOptions{}, false
 }
 
-// setMirror points a route spec at its mirror, starting one when the
-// settings are new. applyMu held.
-func (s *Server) setMirror(spec *balancer.RouteSpec, r *config.Route, o rollout.Override, managed bool) {
+// setMirrorLocked points a route spec at its mirror, starting one when
+// the settings are new; a route that mirrors nothing now retires its
+// mirror. p.mu held.
+func (p *pipeline) setMirrorLocked(spec *balancer.RouteSpec, r *config.Route, o rollout.Override, managed bool) {
+	e := p.mirrors[r.Name]
 	pool, share, opts, ok := mirrorFor(r, o, managed)
 	if !ok {
+		if e != nil {
+			p.retired = append(p.retired, e.m)
+			delete(p.mirrors, r.Name)
+		}
 		return
 	}
 	po := proxy.MirrorOptions{
@@ -49,65 +59,60 @@ func (s *Server) setMirror(spec *balancer.RouteSpec, r *config.Route, o rollout.
 		IgnoreHeaders:  opts.IgnoreHeaders, CompareMaxBytes: opts.CompareMaxBytes,
 		PreserveHost: r.PreservesHost(),
 	}
-	key := fmt.Sprintf("%s %+v", pool, po)
-	po.OnPanic = s.panicked // after the key: a func has no stable text
-	e := s.mirrors[r.Name]
-	if e == nil || e.key != key {
+	if e == nil || e.pool != pool || !reflect.DeepEqual(e.opts, po) {
 		if e != nil {
-			s.retired = append(s.retired, e.m)
+			p.retired = append(p.retired, e.m)
 		}
-		e = &mirrorEntry{key: key, m: proxy.NewMirror(po, s.transport, shadowOutcomes{s}, s.log.Named("shadow"))}
-		s.mirrors[r.Name] = e
+		withPanic := po
+		withPanic.OnPanic = p.onPanic
+		e = &mirrorEntry{pool: pool, opts: po, m: proxy.NewMirror(withPanic, p.transport, shadowOutcomes{p.shadows}, p.log.Named("shadow"))}
+		p.mirrors[r.Name] = e
 	}
 	spec.MirrorPool, spec.MirrorShare, spec.MirrorTag = pool, share, e.m
 }
 
-// retireMirrors closes the mirrors the table just applied no longer uses
-// (copies still queued for them are dropped and counted). applyMu held.
-func (s *Server) retireMirrors(specs []balancer.RouteSpec) {
-	used := map[*proxy.Mirror]bool{}
-	for _, sp := range specs {
-		if m, ok := sp.MirrorTag.(*proxy.Mirror); ok {
-			used[m] = true
+// retireMirrorsLocked closes the mirrors the table just applied no longer
+// uses (copies still queued for them are dropped and counted): those
+// setMirrorLocked replaced, and with a new config cfg those of the routes
+// it no longer has. p.mu held.
+func (p *pipeline) retireMirrorsLocked(cfg *config.Config) {
+	if cfg != nil {
+		for name, e := range p.mirrors {
+			if _, ok := p.byName[name]; !ok {
+				p.retired = append(p.retired, e.m)
+				delete(p.mirrors, name)
+			}
 		}
 	}
-	for name, e := range s.mirrors {
-		if !used[e.m] {
-			s.retired = append(s.retired, e.m)
-			delete(s.mirrors, name)
-		}
+	for _, m := range p.retired {
+		p.background.Add(1)
+		go func() { // never under the table's lock
+			defer p.background.Done()
+			panics.Guard(p.onPanic, "mirror close", m.Close)
+		}()
 	}
-	for _, m := range s.retired {
-		if !used[m] {
-			s.background.Add(1)
-			go func() { // never under the table's lock
-				defer s.background.Done()
-				panics.Guard(s.panicked, "mirror close", m.Close)
-			}()
-		}
-	}
-	s.retired = s.retired[:0]
+	p.retired = p.retired[:0]
 }
 
 // closeMirrors stops every mirror (at shutdown).
-func (s *Server) closeMirrors() {
-	s.applyMu.Lock()
-	defer s.applyMu.Unlock()
+func (p *pipeline) closeMirrors() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	var wg sync.WaitGroup
-	for name, e := range s.mirrors {
+	for name, e := range p.mirrors {
 		wg.Add(1)
-		go func() { defer wg.Done(); panics.Guard(s.panicked, "mirror close", e.m.Close) }()
-		delete(s.mirrors, name)
+		go func() { defer wg.Done(); panics.Guard(p.onPanic, "mirror close", e.m.Close) }()
+		delete(p.mirrors, name)
 	}
 	wg.Wait()
 }
 
 // shadowOutcomes is the mirrors' observer: it feeds the shadow metrics and
 // the counts a rollout's shadow phase judges.
-type shadowOutcomes struct{ s *Server }
+type shadowOutcomes struct{ shadows *metrics.Shadows }
 
 func (o shadowOutcomes) ObserveShadow(out *proxy.ShadowOutcome) {
-	st := o.s.shadows.Pool(out.Route.Name, out.Pool.Name)
+	st := o.shadows.Pool(out.Route.Name, out.Pool.Name)
 	if out.Dropped {
 		st.Dropped()
 		return

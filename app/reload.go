@@ -1,7 +1,6 @@
 package app
 
 import (
-	"canaryd/panics"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -9,11 +8,11 @@ import (
 	"fmt"
 	"os"
 	"slices"
-	"strings"
 	"time"
 
+	"canaryd/panics"
+
 	"canaryd/admin"
-	"canaryd/balancer"
 	"canaryd/config"
 	"canaryd/metrics"
 
@@ -87,10 +86,8 @@ func (s *Server) reloadLoop(ctx context.Context) {
 		res := s.reloadOnce(req.source)
 		// The certificate, key and CA files are re-read on every trigger:
 		// they change without the config file (cert-manager, certbot).
-		s.applyMu.Lock()
 		s.reloadTLS(req.source)
 		files := s.tlsFiles()
-		s.applyMu.Unlock()
 		select {
 		case <-s.watchFiles: // drop a set not yet taken: this one is newer
 		default:
@@ -109,9 +106,7 @@ func (s *Server) reloadLoop(ctx context.Context) {
 // file and of the TLS files it names. When a reload changes that set of
 // files, the watch restarts on the new one.
 func (s *Server) watchLoop(ctx context.Context) {
-	s.applyMu.Lock()
 	files := s.tlsFiles()
-	s.applyMu.Unlock()
 	for {
 		wctx, cancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
@@ -179,17 +174,17 @@ func (s *Server) reloadOnce(source string) ReloadResult {
 				zap.String("config", s.opts.ConfigPath), zap.String("hash", res.Hash), zap.String("result", res.Result))
 		}
 	}
-	s.applyMu.Lock()
-	defer s.applyMu.Unlock()
 	data, err := os.ReadFile(s.opts.ConfigPath)
 	if err != nil {
 		return fail(fmt.Errorf("read %s: %w", s.opts.ConfigPath, err))
 	}
 	res.Hash = hashOf(data)
 	cfg, err := config.Parse(s.opts.ConfigPath, data)
-	// Unchanged: the same file, and the same files it names (a rotated
-	// force.secret_file is picked up by SIGHUP or the admin reload).
-	if res.Hash == s.appliedHash && err == nil && sameSecrets(s.cfg, cfg) {
+	if err != nil {
+		return fail(err)
+	}
+	removed, err := s.pipe.reload(cfg, res.Hash)
+	if errors.Is(err, errUnchanged) {
 		res.Result = metrics.ReloadUnchanged
 		s.reloadMetrics.Record(res.Result, res.Hash, res.At)
 		if ce := s.log.Check(zap.DebugLevel, "config unchanged"); ce != nil {
@@ -201,26 +196,6 @@ func (s *Server) reloadOnce(source string) ReloadResult {
 	if err != nil {
 		return fail(err)
 	}
-	if diffs := config.RestartNeeded(s.cfg, cfg); len(diffs) > 0 {
-		return fail(fmt.Errorf("this file changes settings that need a restart: %s; restart canaryd to apply it (nothing of it was applied, the running config keeps serving)", strings.Join(diffs, "; ")))
-	}
-	s.warnManagedWeights(cfg)
-	s.reconcileManual(cfg)
-	s.overrides = s.rollouts.Sync(cfg.Routes)
-	s.rollouts.SetWebhooks(cfg.Routes)
-	specs, err := s.routeSpecs(cfg)
-	if err != nil {
-		return fail(err)
-	}
-	removed, err := s.router.Apply(specs)
-	if err != nil {
-		return fail(err)
-	}
-	s.retireMirrors(specs)
-	s.retireConns(specs)
-	s.publishWeights()
-	s.syncHealth(cfg)
-	s.cfg, s.appliedHash = cfg, res.Hash
 	if s.cluster != nil {
 		// The leader compares members' route settings (config drift).
 		info := s.clusterInfo(cfg)
@@ -233,122 +208,12 @@ func (s *Server) reloadOnce(source string) ReloadResult {
 	res.Result = metrics.ReloadApplied
 	s.reloadMetrics.Record(res.Result, res.Hash, res.At)
 	s.log.Info("config applied", zap.String("source", source), zap.String("hash", res.Hash),
-		zap.Strings("weights_served", s.servedWeights()), zap.Int("instances_removed", len(removed)))
+		zap.Strings("weights_served", servedWeights(s.router.Load())), zap.Int("instances_removed", removed))
 	recovered()
-	s.drain(removed)
 	return res
-}
-
-// warnManagedWeights says so when a file edits the weights of pools that a
-// running rollout owns: those edits are not applied (docs/rollouts.md).
-func (s *Server) warnManagedWeights(next *config.Config) {
-	running := map[string]config.Route{}
-	for _, r := range s.cfg.Routes {
-		running[r.Name] = r
-	}
-	for _, r := range next.Routes {
-		old, ok := running[r.Name]
-		if !ok || r.Rollout == nil || old.Rollout == nil {
-			continue
-		}
-		was := map[string]config.Percent{}
-		for _, p := range old.Pools {
-			was[p.Name] = p.Weight
-		}
-		for _, p := range r.Pools {
-			if w, ok := was[p.Name]; ok && w != p.Weight && (p.Name == r.Rollout.Stable || p.Name == r.Rollout.Canary) {
-				s.log.Warn("weight edit not applied: the route's rollout sets its stable and canary weights in every phase (after an abort or a promotion too); remove the rollout block to set them by hand",
-					zap.String("route", r.Name), zap.String("pool", p.Name), zap.String("file_weight", p.Weight.String()))
-			}
-		}
-	}
-}
-
-// drain waits for removed instances to finish their in-flight requests (no
-// new request reaches them: they are in no table any more), then closes
-// their connections. One goroutine per reload, not per instance.
-func (s *Server) drain(removed []*balancer.Instance) {
-	if len(removed) == 0 {
-		return
-	}
-	transports := s.transports()
-	s.background.Add(1)
-	go func() {
-		defer s.background.Done()
-		defer panics.Recover(s.panicked, "instance drain")
-		deadline := time.Now().Add(s.static.Server.DrainTimeout.D())
-		tick := time.NewTicker(20 * time.Millisecond)
-		defer tick.Stop()
-		for _, in := range removed {
-			for in.InFlight() > 0 && time.Now().Before(deadline) {
-				select {
-				case <-tick.C:
-				case <-s.stopping:
-					return
-				}
-			}
-			left := in.InFlight()
-			closed := 0
-			if !s.inUse(in.URL.Host) {
-				for _, t := range transports {
-					closed += t.CloseConnsTo(in.URL.Host)
-				}
-			}
-			lvl := zap.InfoLevel
-			if left > 0 {
-				lvl = zap.WarnLevel
-			}
-			s.log.Log(lvl, "removed instance drained", zap.String("route", in.Route), zap.String("pool", in.Pool),
-				zap.String("instance", in.Addr), zap.Int64("still_in_flight", left), zap.Int("connections_closed", closed))
-		}
-	}()
-}
-
-// inUse reports whether host:port is still an instance somewhere in the
-// live table (the same address may serve another pool or route).
-func (s *Server) inUse(hostport string) bool {
-	for _, r := range s.router.Load().Routes() {
-		for _, p := range r.Pools {
-			for _, in := range p.Instances {
-				if in.URL.Host == hostport {
-					return true
-				}
-			}
-		}
-	}
-	return false
 }
 
 func hashOf(data []byte) string {
 	sum := sha256.Sum256(data)
 	return hex.EncodeToString(sum[:8])
-}
-
-// servedWeights is each route's weights as the live table serves them
-// (a rollout's or set by hand, not necessarily the file's): "web:
-// blue=95 green=5".
-func (s *Server) servedWeights() []string {
-	var out []string
-	for _, r := range s.router.Load().Routes() {
-		parts := make([]string, 0, len(r.Pools))
-		for _, p := range r.Pools {
-			parts = append(parts, p.Name+"="+config.Percent(p.Weight).String())
-		}
-		out = append(out, r.Name+": "+strings.Join(parts, " "))
-	}
-	return out
-}
-
-// sameSecrets reports whether two configs carry the same force secrets,
-// route by route.
-func sameSecrets(a, b *config.Config) bool {
-	if len(a.Routes) != len(b.Routes) {
-		return false
-	}
-	for i := range a.Routes {
-		if a.Routes[i].Force.Secret() != b.Routes[i].Force.Secret() {
-			return false
-		}
-	}
-	return true
 }

@@ -195,7 +195,7 @@ func TestForcedPoolWithoutInstanceIsNotRedirected(t *testing.T) {
 	s := spec(t, "r", 1, 5000, 5000)
 	s.ForceHeader = "X-Canary-Pool"
 	rt := newRouter(t, s)
-	if _, err := rt.SetAvailable("r", "p1", "http://127.0.0.1:10100", false); err != nil {
+	if _, err := setAvailable(rt, "r", "p1", "http://127.0.0.1:10100", false); err != nil {
 		t.Fatal(err)
 	}
 	p, in := rt.Load().Route("r").Pick(http.Header{"X-Canary-Pool": {"p1"}})
@@ -208,7 +208,7 @@ func TestUnavailableInstancesAndPools(t *testing.T) {
 	rt := newRouter(t, spec(t, "r", 2, 5000, 3000, 2000))
 	set := func(pool string, port int, up bool) {
 		t.Helper()
-		if _, err := rt.SetAvailable("r", pool, fmt.Sprintf("http://127.0.0.1:%d", port), up); err != nil {
+		if _, err := setAvailable(rt, "r", pool, fmt.Sprintf("http://127.0.0.1:%d", port), up); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -253,7 +253,7 @@ func TestUnavailableInstancesAndPools(t *testing.T) {
 
 func TestWeightZeroPoolIsNoFallback(t *testing.T) {
 	rt := newRouter(t, spec(t, "r", 1, Slots, 0))
-	rt.SetAvailable("r", "p0", "http://127.0.0.1:10000", false)
+	setAvailable(rt, "r", "p0", "http://127.0.0.1:10000", false)
 	if p, in := rt.Load().Route("r").Pick(nil); in != nil {
 		t.Errorf("stable down, canary at 0: picked %s, want none (503)", p.Name)
 	}
@@ -262,20 +262,20 @@ func TestWeightZeroPoolIsNoFallback(t *testing.T) {
 func TestSetAvailableReportsTransitionsOnly(t *testing.T) {
 	rt := newRouter(t, spec(t, "r", 1, Slots))
 	before := rt.Load()
-	if ch, _ := rt.SetAvailable("r", "p0", "http://127.0.0.1:10000", true); ch || rt.Load() != before {
+	if ch, _ := setAvailable(rt, "r", "p0", "http://127.0.0.1:10000", true); ch || rt.Load() != before {
 		t.Error("marking an available instance available published a table")
 	}
-	if ch, _ := rt.SetAvailable("r", "p0", "http://127.0.0.1:10000", false); !ch || rt.Load() == before {
+	if ch, _ := setAvailable(rt, "r", "p0", "http://127.0.0.1:10000", false); !ch || rt.Load() == before {
 		t.Error("a real transition did not publish")
 	}
-	if _, err := rt.SetAvailable("r", "p0", "http://127.0.0.1:1", false); err == nil {
+	if _, err := setAvailable(rt, "r", "p0", "http://127.0.0.1:1", false); err == nil {
 		t.Error("unknown instance accepted")
 	}
 }
 
 func TestApplyKeepsInstanceStateAndReportsRemoved(t *testing.T) {
 	rt := newRouter(t, spec(t, "r", 2, Slots))
-	rt.SetAvailable("r", "p0", "http://127.0.0.1:10001", false)
+	setAvailable(rt, "r", "p0", "http://127.0.0.1:10001", false)
 	old := rt.Load().Route("r").Pools[0].Instances[0]
 	old.Acquire()
 
@@ -424,7 +424,7 @@ func TestConcurrentPicksDuringSwaps(t *testing.T) {
 		if _, err := rt.Apply([]RouteSpec{spec(t, "r", 2, Slots-w, w)}); err != nil {
 			t.Fatal(err)
 		}
-		rt.SetAvailable("r", "p0", "http://127.0.0.1:10000", i%2 == 0)
+		setAvailable(rt, "r", "p0", "http://127.0.0.1:10000", i%2 == 0)
 	}
 	close(stop)
 	wg.Wait()
@@ -499,7 +499,7 @@ func TestPanicModeSpreadsOverAllInstances(t *testing.T) {
 			s.Pools[0].PanicThreshold = tc.threshold
 			rt := newRouter(t, s)
 			for k := 0; k < tc.down; k++ {
-				rt.SetAvailable("r", "p0", fmt.Sprintf("http://127.0.0.1:%d", 10000+k), false)
+				setAvailable(rt, "r", "p0", fmt.Sprintf("http://127.0.0.1:%d", 10000+k), false)
 			}
 			r := rt.Load().Route("r")
 			if r.Pools[0].Panic != tc.panic {
@@ -527,7 +527,7 @@ func TestSlowStartRampsUp(t *testing.T) {
 	s.Pools[0].SlowStart = 400 * time.Millisecond
 	rt := newRouter(t, s)
 	const addr = "http://127.0.0.1:10001"
-	rt.SetAvailable("r", "p0", addr, false)
+	setAvailable(rt, "r", "p0", addr, false)
 	share := func() float64 {
 		r := rt.Load().Route("r")
 		n := 0
@@ -538,7 +538,7 @@ func TestSlowStartRampsUp(t *testing.T) {
 		}
 		return float64(n) / 4000
 	}
-	rt.SetAvailable("r", "p0", addr, true)
+	setAvailable(rt, "r", "p0", addr, true)
 	early := share()
 	time.Sleep(450 * time.Millisecond)
 	late := share()
@@ -652,7 +652,7 @@ func FuzzStickyKey(f *testing.F) {
 // taking all of it.
 func TestRoundRobinSharesAnUnavailableInstancesTurns(t *testing.T) {
 	rt := newRouter(t, spec(t, "r", 3, 9000, 1000))
-	if _, err := rt.SetAvailable("r", "p0", "http://127.0.0.1:10000", false); err != nil {
+	if _, err := setAvailable(rt, "r", "p0", "http://127.0.0.1:10000", false); err != nil {
 		t.Fatal(err)
 	}
 	r := rt.Load().Route("r")
@@ -715,3 +715,18 @@ func TestForceRestrictions(t *testing.T) {
 // cycle, as the schedule was before it was compacted: the reference the
 // compact schedule is tested against.
 func smoothSchedule(weights []int) []uint8 { return swrr(weights, Slots) }
+
+// setAvailable marks the instance at addr of a route's pool in the live
+// table; an error when the table has no such instance.
+func setAvailable(rt *Router, route, pool, addr string, up bool) (bool, error) {
+	if r := rt.Load().Route(route); r != nil {
+		for _, p := range r.Pools {
+			for _, in := range p.Instances {
+				if p.Name == pool && in.Addr == addr {
+					return rt.SetAvailable(in, up), nil
+				}
+			}
+		}
+	}
+	return false, fmt.Errorf("no instance %s in route %q pool %q", addr, route, pool)
+}

@@ -22,26 +22,27 @@ type Instance = upstream.Instance
 // from the last by a route shares every other route with it.
 type Router struct {
 	table atomic.Pointer[Table]
+	kick  chan struct{} // a publish is due (cap 1)
 
-	mu        sync.Mutex
-	specs     map[string]RouteSpec // by route name, as last applied
-	applied   bool
-	instances map[instanceKey]*Instance
+	// mu guards the fields below it.
+	mu      sync.Mutex
+	specs   map[string]RouteSpec // by route name, as last applied
+	applied bool
+	// instances are the records in the table, by route: a change of one
+	// route looks at that route's only.
+	instances map[string]map[upstream.Key]*Instance
 	// dirty routes have an availability change not yet in the table.
 	// With a publisher running (Run), SetAvailable only flips the
 	// instance and marks its route; the publisher recompiles the marked
 	// routes, coalescing bursts, off the caller's goroutine.
 	dirty     map[string]bool
-	kick      chan struct{}
 	running   bool
 	published func(routes []*Route)
 }
 
-type instanceKey struct{ route, pool, addr string }
-
 // NewRouter returns a router with an empty table (every Match is nil).
 func NewRouter() *Router {
-	r := &Router{instances: map[instanceKey]*Instance{}, specs: map[string]RouteSpec{}, dirty: map[string]bool{}, kick: make(chan struct{}, 1)}
+	r := &Router{instances: map[string]map[upstream.Key]*Instance{}, specs: map[string]RouteSpec{}, dirty: map[string]bool{}, kick: make(chan struct{}, 1)}
 	r.table.Store(&Table{byName: map[string]int{}})
 	return r
 }
@@ -50,32 +51,46 @@ func NewRouter() *Router {
 // never blocks.
 func (r *Router) Load() *Table { return r.table.Load() }
 
-// Apply builds a table from specs and publishes it. A route whose spec is
-// unchanged (and has no availability change pending) is not recompiled:
-// the new table shares it. Instances present before keep their state; new
-// ones start available, and slow-start (if their pool has it) unless this
-// is the first table. It returns the instances that are no longer in any
-// route (to drain); on error nothing changes.
+// instanceSource hands out instance records for one build: the record a
+// route already has for a (pool, address), else a new one (slow-starting
+// when it joins a serving table). used collects what the build took.
+type instanceSource struct {
+	r       *Router
+	initial bool
+	now     int64
+	used    map[string]map[upstream.Key]*Instance
+}
+
+func (src *instanceSource) get(route, pool string, u *url.URL) *Instance {
+	k := upstream.Key{Route: route, Pool: pool, Addr: u.String()}
+	m := src.used[route]
+	if m == nil {
+		m = map[upstream.Key]*Instance{}
+		src.used[route] = m
+	}
+	in := m[k]
+	if in == nil {
+		if in = src.r.instances[route][k]; in == nil {
+			in = upstream.New(route, pool, u)
+			if !src.initial {
+				in.StartRamp(src.now) // joins a serving pool: slow start
+			}
+		}
+		m[k] = in
+	}
+	return in
+}
+
+// Apply builds a table from specs (every route) and publishes it. A route
+// whose spec is unchanged (and has no availability change pending) is not
+// recompiled: the new table shares it. Instances present before keep
+// their state; new ones start available, and slow-start (if their pool has
+// it) unless this is the first table. It returns the instances that are no
+// longer in any route (to drain); on error nothing changes.
 func (r *Router) Apply(specs []RouteSpec) (removed []*Instance, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	used := map[instanceKey]*Instance{}
-	initial := !r.applied
-	now := time.Now().UnixNano()
-	get := func(route, pool string, u *url.URL) *Instance {
-		k := instanceKey{route, pool, u.String()}
-		in := used[k]
-		if in == nil {
-			if in = r.instances[k]; in == nil {
-				in = upstream.New(route, pool, u)
-				if !initial {
-					in.StartRamp(now) // joins a serving pool: slow start
-				}
-			}
-			used[k] = in
-		}
-		return in
-	}
+	src := &instanceSource{r: r, initial: !r.applied, now: time.Now().UnixNano(), used: map[string]map[upstream.Key]*Instance{}}
 	old := r.table.Load()
 	reuse := func(s RouteSpec) *Route {
 		prev, ok := r.specs[s.Name]
@@ -84,13 +99,15 @@ func (r *Router) Apply(specs []RouteSpec) (removed []*Instance, err error) {
 		}
 		return old.Route(s.Name)
 	}
-	t, err := compile(specs, get, reuse)
+	t, err := compile(specs, src.get, reuse)
 	if err != nil {
 		return nil, err
 	}
-	for k, in := range r.instances {
-		if used[k] == nil {
-			removed = append(removed, in)
+	for route, ins := range r.instances {
+		for k, in := range ins {
+			if src.used[route][k] == nil {
+				removed = append(removed, in)
+			}
 		}
 	}
 	r.specs = make(map[string]RouteSpec, len(specs))
@@ -98,38 +115,87 @@ func (r *Router) Apply(specs []RouteSpec) (removed []*Instance, err error) {
 		r.specs[s.Name] = copySpec(s)
 	}
 	r.applied = true
-	r.instances = used
+	r.instances = src.used
 	clear(r.dirty)
 	r.table.Store(t)
 	return removed, nil
 }
 
-// SetAvailable marks an instance available or not, and reports whether
-// that changed anything. A change publishes a table with the route
-// recompiled (the pool's share redistributed, panic mode evaluated): at
-// once when no publisher runs, else by the publisher, within a
-// millisecond. Picks skip an unavailable instance from the moment it is
-// marked. An instance that comes back starts its slow start.
-func (r *Router) SetAvailable(route, pool, addr string, up bool) (changed bool, err error) {
+// Update replaces the routes of specs, each by name, in the live table and
+// leaves every other route as it is: shared, not recompiled, not even
+// looked at, so its cost is that of the routes given, whatever the size of
+// the table. A spec equal to the route's last one is skipped. Each route
+// must be in the table with the same host and path prefix (a new route or
+// a new match needs Apply: the match index changes). It returns the
+// instances those routes no longer have; on error nothing changes.
+func (r *Router) Update(specs []RouteSpec) (removed []*Instance, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	in := r.instances[instanceKey{route, pool, addr}]
-	if in == nil {
-		return false, fmt.Errorf("no instance %s in route %q pool %q", addr, route, pool)
+	src := &instanceSource{r: r, initial: !r.applied, now: time.Now().UnixNano(), used: map[string]map[upstream.Key]*Instance{}}
+	var routes []*Route
+	var done []RouteSpec
+	for _, s := range specs {
+		prev, ok := r.specs[s.Name]
+		switch {
+		case !ok:
+			return nil, fmt.Errorf("route %q is not in the table (a new route is applied with the whole config)", s.Name)
+		case prev.Host != s.Host || prev.PathPrefix != s.PathPrefix:
+			return nil, fmt.Errorf("route %q: a new host or path prefix is applied with the whole config", s.Name)
+		case !r.dirty[s.Name] && sameSpec(prev, s):
+			continue
+		}
+		rt, err := compileRoute(s, src.get)
+		if err != nil {
+			return nil, fmt.Errorf("route %q: %w", s.Name, err)
+		}
+		routes, done = append(routes, rt), append(done, s)
 	}
+	if len(routes) == 0 {
+		return nil, nil
+	}
+	t := r.table.Load()
+	for i, rt := range routes {
+		name := rt.Name
+		for k, in := range r.instances[name] {
+			if src.used[name][k] == nil {
+				removed = append(removed, in)
+			}
+		}
+		r.instances[name] = src.used[name]
+		r.specs[name] = copySpec(done[i])
+		delete(r.dirty, name)
+		t = t.with(rt)
+	}
+	r.table.Store(t)
+	return removed, nil
+}
+
+// SetAvailable marks an instance (a record of the live table) available
+// or not, and reports whether that changed anything. A change publishes a
+// table with its route recompiled (the pool's share redistributed, panic
+// mode evaluated): at once when no publisher runs, else by the publisher,
+// within a millisecond. Picks skip an unavailable instance from the moment
+// it is marked. An instance that comes back starts its slow start. A
+// record no longer in the table changes nothing that is served.
+func (r *Router) SetAvailable(in *Instance, up bool) (changed bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if !in.SetAvailable(up) {
-		return false, nil
+		return false
 	}
-	r.dirty[route] = true
+	if r.instances[in.Route][in.Key()] != in {
+		return true // removed from the table: nothing to recompile
+	}
+	r.dirty[in.Route] = true
 	if r.running {
 		select {
 		case r.kick <- struct{}{}:
 		default: // a publish is already due; it will see this route too
 		}
-		return true, nil
+		return true
 	}
 	r.publish()
-	return true, nil
+	return true
 }
 
 // Run publishes availability changes until ctx ends: SetAvailable then
@@ -171,7 +237,7 @@ func (r *Router) publish() []*Route {
 	t := r.table.Load()
 	var done []*Route
 	get := func(route, pool string, u *url.URL) *Instance {
-		return r.instances[instanceKey{route, pool, u.String()}]
+		return r.instances[route][upstream.Key{Route: route, Pool: pool, Addr: u.String()}]
 	}
 	for name := range r.dirty {
 		s, ok := r.specs[name]

@@ -31,7 +31,7 @@ func TestOneRouteChangeLeavesTheOthersAlone(t *testing.T) {
 	rt := newRouter(t, specs...)
 	before := rt.Load()
 	in := before.Route("r7").Pools[0].Instances[2]
-	if changed, err := rt.SetAvailable("r7", "p0", in.Addr, false); !changed || err != nil {
+	if changed, err := setAvailable(rt, "r7", "p0", in.Addr, false); !changed || err != nil {
 		t.Fatal(changed, err)
 	}
 	after := rt.Load()
@@ -70,7 +70,7 @@ func TestPublisherPublishesOffTheCaller(t *testing.T) {
 	defer func() { cancel(); <-done }()
 	waitRunning(t, rt)
 	in := rt.Load().Route("r3").Pools[0].Instances[0]
-	if changed, _ := rt.SetAvailable("r3", "p0", in.Addr, false); !changed {
+	if changed, _ := setAvailable(rt, "r3", "p0", in.Addr, false); !changed {
 		t.Fatal("no change")
 	}
 	select {
@@ -115,7 +115,7 @@ func BenchmarkHealthPublish(b *testing.B) {
 	for b.Loop() {
 		prev := rt.Load().Route("r5000")
 		start := time.Now()
-		rt.SetAvailable("r5000", "p0", in.Addr, up)
+		setAvailable(rt, "r5000", "p0", in.Addr, up)
 		for rt.Load().Route("r5000") == prev { // until the route is republished
 			runtime.Gosched()
 		}

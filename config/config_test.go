@@ -1,7 +1,6 @@
 package config
 
 import (
-	"canaryd/grpccode"
 	"errors"
 	"fmt"
 	"os"
@@ -10,6 +9,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"canaryd/grpccode"
+	"canaryd/upstream"
 )
 
 const validYAML = `
@@ -91,7 +93,7 @@ func TestDefaultsOnMinimalConfig(t *testing.T) {
 	if got.TLS.Enabled() || got.TLS.MinVersion != "1.2" || got.GRPC.Errors() != grpccode.DefaultErrors {
 		t.Errorf("tls and grpc defaults: %+v %+v", got.TLS, got.GRPC)
 	}
-	if r := cfg.Routes[0]; r.Match.PathPrefix != "/" || r.Balance != BalanceRoundRobin || r.Pools[0].Protocol != ProtocolHTTP1 {
+	if r := cfg.Routes[0]; r.Match.PathPrefix != "/" || r.Balance != BalanceRoundRobin || r.Pools[0].Protocol != upstream.HTTP1 {
 		t.Errorf("route defaults: %+v", r)
 	}
 }

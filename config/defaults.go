@@ -2,6 +2,8 @@ package config
 
 import (
 	"time"
+
+	"canaryd/upstream"
 )
 
 // Rollout defaults (rollout.*).
@@ -36,17 +38,19 @@ func DefaultRolloutSteps() []Percent { return []Percent{100, 500, 2500, 5000, Fu
 
 // Defaults, in one place. docs/config.md repeats them; keep both in step.
 const (
-	DefaultListen                 = ":8080"
-	DefaultAdminListen            = "127.0.0.1:9901"
-	DefaultReadHeaderTimeout      = 10 * time.Second
-	DefaultIdleTimeout            = 120 * time.Second
-	DefaultMaxHeaderBytes         = 64 << 10
-	DefaultDrainTimeout           = 30 * time.Second
-	DefaultDialTimeout            = 2 * time.Second
-	DefaultResponseHeaderTimeout  = 30 * time.Second
-	DefaultMaxIdleConnsPerHost    = 256
-	DefaultIdleConnTimeout        = 90 * time.Second
-	DefaultMaxResponseHeaderBytes = 64 << 10
+	DefaultListen            = ":8080"
+	DefaultAdminListen       = "127.0.0.1:9901"
+	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultIdleTimeout       = 120 * time.Second
+	DefaultMaxHeaderBytes    = 64 << 10
+	DefaultDrainTimeout      = 30 * time.Second
+	// The upstream block's defaults are package upstream's (one home:
+	// the proxy's zero values are the same constants).
+	DefaultDialTimeout            = upstream.DefaultDialTimeout
+	DefaultResponseHeaderTimeout  = upstream.DefaultResponseHeaderTimeout
+	DefaultMaxIdleConnsPerHost    = upstream.DefaultMaxIdleConnsPerHost
+	DefaultIdleConnTimeout        = upstream.DefaultIdleConnTimeout
+	DefaultMaxResponseHeaderBytes = upstream.DefaultMaxResponseHeaderBytes
 	// MaxResponseHeaderBytesLimit is the largest max_response_header_bytes:
 	// a head is held in memory whole while it is read.
 	MaxResponseHeaderBytesLimit = 1 << 20
@@ -126,14 +130,16 @@ func (c *Config) applyDefaults() {
 			if m.Percent == 0 {
 				m.Percent = Full
 			}
-			m.Shadow.applyDefaults()
+			m.Options.applyDefaults()
 		}
 		r.Health.applyDefaults()
 		if r.Rollout != nil {
 			r.Rollout.applyDefaults()
 		}
 		for j := range r.Pools {
-			setStr(&r.Pools[j].Protocol, ProtocolHTTP1)
+			if r.Pools[j].Protocol == "" {
+				r.Pools[j].Protocol = upstream.HTTP1
+			}
 			if h := r.Pools[j].Health; h != nil {
 				h.applyDefaults()
 			}
@@ -141,7 +147,7 @@ func (c *Config) applyDefaults() {
 	}
 }
 
-func (o *MirrorOptions) applyDefaults() {
+func (o *ShadowOptions) applyDefaults() {
 	if len(o.Methods) == 0 {
 		o.Methods = []string{"GET", "HEAD", "OPTIONS"}
 	}

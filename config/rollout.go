@@ -6,8 +6,6 @@
 // from a validated Config, never the other way round.
 package config
 
-import ()
-
 // Shadow is a rollout's shadow phase: before any live step, the canary
 // gets copies of a share of the route's requests, judged like a step.
 type Shadow struct {
@@ -20,7 +18,7 @@ type Shadow struct {
 	// analysis' confidence interval. Default 0.05.
 	MaxMismatchRate *float64 `yaml:"max_mismatch_rate"`
 	// Options are as for routes[].mirror.
-	Options MirrorOptions `yaml:",inline"`
+	Options ShadowOptions `yaml:",inline"`
 }
 
 // Rollout strategies.

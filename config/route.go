@@ -9,6 +9,8 @@ package config
 import (
 	"net/netip"
 	"net/url"
+
+	"canaryd/upstream"
 )
 
 // Route is a set of pools that share traffic by weight.
@@ -50,13 +52,13 @@ type Mirror struct {
 	Pool string `yaml:"pool"`
 	// Percent of the route's (eligible) requests copied. Default 100.
 	Percent Percent `yaml:"percent"`
-	// Shadow is the mirroring settings shared with rollout.shadow.
-	Shadow MirrorOptions `yaml:",inline"`
+	// Options are the shadow copies' settings, shared with rollout.shadow.
+	Options ShadowOptions `yaml:",inline"`
 }
 
-// MirrorOptions are how copies are made, sent and compared; both
+// ShadowOptions are how copies are made, sent and compared; both
 // routes[].mirror and rollout.shadow take them.
-type MirrorOptions struct {
+type ShadowOptions struct {
 	// Methods copied. Default GET, HEAD and OPTIONS (safe methods: a copy
 	// must not do anything twice).
 	Methods []string `yaml:"methods"`
@@ -189,7 +191,7 @@ type Pool struct {
 	// https:// instances) or "h2c" (HTTP/2 without TLS, prior knowledge:
 	// http:// instances; what a gRPC server without TLS speaks). Default
 	// "http1".
-	Protocol string `yaml:"protocol"`
+	Protocol upstream.Protocol `yaml:"protocol"`
 	// TLS to https:// instances. Default: verified against the system's
 	// roots, the instance's host as the name (upstream.insecure_skip_verify
 	// aside).
@@ -197,13 +199,6 @@ type Pool struct {
 	// urls are Instances parsed (URLs).
 	urls []*url.URL
 }
-
-// Pool protocols.
-const (
-	ProtocolHTTP1 = "http1"
-	ProtocolH2    = "h2"
-	ProtocolH2C   = "h2c"
-)
 
 // UpstreamTLS is how a pool's https:// instances are verified and what
 // they are shown. Its files are reloaded live, like the listener's.

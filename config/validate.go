@@ -11,6 +11,7 @@ import (
 
 	"canaryd/grpccode"
 	"canaryd/tlsfiles"
+	"canaryd/upstream"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -178,7 +179,7 @@ const (
 	CompareBody    = "body"
 )
 
-func (v *validator) mirrorOptions(p path, o *MirrorOptions) {
+func (v *validator) shadowOptions(p path, o *ShadowOptions) {
 	at := func(k ...any) path { return append(append(path{}, p...), k...) }
 	for i, m := range o.Methods {
 		if !IsMethodToken(m) {
@@ -343,17 +344,17 @@ func (v *validator) http2(h *HTTP2) {
 func (v *validator) pool(pp path, p *Pool, schemes map[string]bool) {
 	at := func(k ...any) path { return append(append(path{}, pp...), k...) }
 	switch p.Protocol {
-	case ProtocolHTTP1:
-	case ProtocolH2:
+	case upstream.HTTP1:
+	case upstream.H2:
 		if schemes["http"] {
 			v.add(at("protocol"), "h2 is HTTP/2 over TLS, for https:// instances; use h2c for plain http:// instances")
 		}
-	case ProtocolH2C:
+	case upstream.H2C:
 		if schemes["https"] {
 			v.add(at("protocol"), "h2c is HTTP/2 without TLS, for http:// instances; use h2 for https:// instances")
 		}
 	default:
-		v.add(at("protocol"), "%q is not a protocol; use %s, %s or %s", p.Protocol, ProtocolHTTP1, ProtocolH2, ProtocolH2C)
+		v.add(at("protocol"), "%q is not a protocol; use %s, %s or %s", p.Protocol, upstream.HTTP1, upstream.H2, upstream.H2C)
 	}
 	if t := p.TLS; t != nil {
 		if schemes["http"] {
@@ -364,7 +365,7 @@ func (v *validator) pool(pp path, p *Pool, schemes map[string]bool) {
 			v.add(at("tls"), "%v", err)
 		}
 	}
-	if h := p.Health; h != nil && h.Active.GRPC && p.Protocol == ProtocolHTTP1 {
+	if h := p.Health; h != nil && h.Active.GRPC && p.Protocol == upstream.HTTP1 {
 		v.add(at("health", "active", "grpc"), "gRPC health probes need HTTP/2; set the pool's protocol to h2c (or h2 for https:// instances)")
 	}
 }
@@ -399,7 +400,7 @@ func (v *validator) mirror(mp path, r *Route) {
 	if r.Rollout != nil && r.Rollout.Shadow != nil {
 		v.add(mp, "the route's rollout has a shadow phase, which mirrors to its canary; keep one of the two")
 	}
-	v.mirrorOptions(mp, &m.Shadow)
+	v.shadowOptions(mp, &m.Options)
 }
 
 func (v *validator) route(rp path, r *Route) {
@@ -473,7 +474,7 @@ func (v *validator) route(rp path, r *Route) {
 			schemes[u.Scheme] = true
 		}
 		v.pool(pp, p, schemes)
-		if p.Health == nil && r.Health.Active.GRPC && p.Protocol == ProtocolHTTP1 {
+		if p.Health == nil && r.Health.Active.GRPC && p.Protocol == upstream.HTTP1 {
 			v.add(append(rp, "health", "active", "grpc"), "gRPC health probes need HTTP/2, and pool %q speaks http1; set its protocol to h2c (or h2)", p.Name)
 		}
 	}

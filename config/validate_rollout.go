@@ -60,7 +60,7 @@ func (v *validator) rollout(p path, r *Route) {
 		if r := *sh.MaxMismatchRate; r < 0 || r > 1 {
 			v.add(at("shadow", "max_mismatch_rate"), "%v is not a rate from 0 to 1", r)
 		}
-		v.mirrorOptions(at("shadow"), &sh.Options)
+		v.shadowOptions(at("shadow"), &sh.Options)
 	}
 	v.analysis(at("analysis"), &ro.Analysis)
 	if ro.Webhook.URL != "" {

@@ -8,7 +8,6 @@
 package health
 
 import (
-	"canaryd/panics"
 	"context"
 	"fmt"
 	"net/http"
@@ -16,12 +15,14 @@ import (
 	"sync"
 	"time"
 
+	"canaryd/panics"
+
 	"canaryd/upstream"
 )
 
 // Setter receives availability changes.
 type Setter interface {
-	SetAvailable(route, pool, addr string, up bool) (changed bool, err error)
+	SetAvailable(in *upstream.Instance, up bool) (changed bool)
 }
 
 // Events receives what health does, for logs and metrics. Calls come from
@@ -38,10 +39,34 @@ type Events interface {
 type Transition struct {
 	Target
 	Up     bool
-	Source string // "active", "passive" or "sync"
+	Source Source
 	Reason string
 	// EjectedFor is the ejection's length (passive, down only).
 	EjectedFor time.Duration
+}
+
+// Source is what decided a transition.
+type Source uint8
+
+const (
+	// Active probes.
+	Active Source = iota + 1
+	// Passive ejection (or its end).
+	Passive
+	// Sync: a change of settings (probes turned off).
+	Sync
+)
+
+func (s Source) String() string {
+	switch s {
+	case Active:
+		return "active"
+	case Passive:
+		return "passive"
+	case Sync:
+		return "sync"
+	}
+	return "unknown"
 }
 
 // Target is one instance to judge.
@@ -64,23 +89,18 @@ type Config struct {
 	GRPCService string
 	// Transport sends the probes (the pool's protocol and TLS); nil: the
 	// checker's own HTTP/1.1 client. Compared by identity.
-	Transport           http.RoundTripper
-	Interval            time.Duration
-	UnhealthyInterval   time.Duration
-	Timeout             time.Duration
-	Rise, Fall          int
-	StatusLo, StatusHi  int
-	JitterPercent       int
-	ConsecutiveFailures int // gateway failures; 0: off
-	Consecutive5xx      int // 0: off
-	EjectFor            time.Duration
-	MaxEjectFor         time.Duration
-	MaxEjectedPercent   int
+	Transport          http.RoundTripper
+	Interval           time.Duration
+	UnhealthyInterval  time.Duration
+	Timeout            time.Duration
+	Rise, Fall         int
+	StatusLo, StatusHi int
+	JitterPercent      int
+	// Passive is passive ejection's settings.
+	Passive upstream.Passive
 }
 
 func (c Config) probing() bool { return c.ProbePath != "" || c.GRPC }
-
-type key struct{ route, pool, addr string }
 
 // Checker judges a set of instances. Sync tells it which; Close stops it.
 type Checker struct {
@@ -97,7 +117,7 @@ type Checker struct {
 	// mu serializes decisions (ejections, probe transitions, sync), never
 	// the request path's counting.
 	mu        sync.Mutex
-	instances map[key]*Instance
+	instances map[upstream.Key]*Instance
 	// pools indexes instances by route and pool: an ejection's
 	// max_ejected_percent and a rollout's PoolSummary count one pool, not
 	// every instance of every route.
@@ -122,7 +142,7 @@ func New(s Setter, e Events) *Checker {
 		setter: s, events: e, prober: newProber(),
 		ctx: ctx, cancel: cancel,
 		sweepEvery: 100 * time.Millisecond,
-		instances:  map[key]*Instance{},
+		instances:  map[upstream.Key]*Instance{},
 		pools:      map[poolKey][]*Instance{},
 		out:        map[*Instance]struct{}{},
 	}
@@ -172,8 +192,15 @@ type Instance struct {
 	u *upstream.Instance
 	h *upstream.Health // &u.Health
 
-	// Guarded by c.mu.
+	// Guarded by c.mu: what the checker decides, never read on the
+	// request path.
 	stopProbe context.CancelFunc
+	// up is the availability last reported.
+	up bool
+	// ejectedUntil ends the current ejection; unejectedAt is when the
+	// last one ended; ejections counts the recent ones (the backoff).
+	ejectedUntil, unejectedAt time.Time
+	ejections                 int
 }
 
 // Available is the instance's availability as health judges it.
@@ -184,11 +211,6 @@ func available(h *upstream.Health) bool { return !h.Ejected.Load() && !h.ProbeDo
 // Ejected reports whether passive ejection has the instance out.
 func (in *Instance) Ejected() bool { return in.h.Ejected.Load() }
 
-func passiveOf(c Config) upstream.Passive {
-	return upstream.Passive{ConsecutiveFailures: c.ConsecutiveFailures, Consecutive5xx: c.Consecutive5xx,
-		EjectFor: c.EjectFor, MaxEjectFor: c.MaxEjectFor, MaxEjectedPercent: c.MaxEjectedPercent}
-}
-
 // Sync makes the checker judge exactly targets: records of instances that
 // stay are kept (availability, ejection history), new ones start
 // available, records of instances no longer listed are dropped with their
@@ -198,9 +220,9 @@ func (c *Checker) Sync(targets []Target) []*Instance {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	out := make([]*Instance, len(targets))
-	keep := map[key]bool{}
+	keep := map[upstream.Key]bool{}
 	for i, t := range targets {
-		k := key{t.Route, t.Pool, t.Addr}
+		k := upstream.Key{Route: t.Route, Pool: t.Pool, Addr: t.Addr}
 		keep[k] = true
 		if t.Instance == nil {
 			if old := c.instances[k]; old != nil {
@@ -217,8 +239,7 @@ func (c *Checker) Sync(targets []Target) []*Instance {
 			if in != nil && in.stopProbe != nil {
 				in.stopProbe()
 			}
-			in = &Instance{Target: t, c: c, u: t.Instance, h: &t.Instance.Health}
-			in.h.Up = true
+			in = &Instance{Target: t, c: c, u: t.Instance, h: &t.Instance.Health, up: true}
 			c.instances[k] = in
 		case in.Config != t.Config && in.stopProbe != nil:
 			in.stopProbe() // restarted below with the new settings
@@ -226,12 +247,12 @@ func (c *Checker) Sync(targets []Target) []*Instance {
 		}
 		in.Target = t
 		cfg := t.Config
-		p := passiveOf(cfg)
+		p := cfg.Passive
 		in.h.Passive.Store(&p)
 		if !cfg.probing() && in.h.ProbeDown.Load() {
 			// Probes were turned off: nothing will ever bring it back.
 			in.h.ProbeDown.Store(false)
-			c.report(in, "sync", "active probes turned off", 0)
+			c.report(in, Sync, "active probes turned off", 0)
 		}
 		c.startProbe(in)
 		out[i] = in
@@ -297,7 +318,7 @@ func (c *Checker) eject(u *upstream.Instance, reason string) {
 	h := &u.Health
 	h.ConsecGateway.Store(0)
 	h.Consec5xx.Store(0)
-	in := c.instances[key{u.Route, u.Pool, u.Addr}]
+	in := c.instances[u.Key()]
 	if h.Ejected.Load() || in == nil || in.u != u {
 		return // already out, or no longer configured
 	}
@@ -314,19 +335,19 @@ func (c *Checker) eject(u *upstream.Instance, reason string) {
 		return
 	}
 	now := time.Now()
-	if !h.UnejectedAt.IsZero() && now.Sub(h.UnejectedAt) > cfg.MaxEjectFor {
-		h.Ejections = 0 // behaved for long enough: forget the history
+	if !in.unejectedAt.IsZero() && now.Sub(in.unejectedAt) > cfg.MaxEjectFor {
+		in.ejections = 0 // behaved for long enough: forget the history
 	}
-	h.Ejections++
-	d := time.Duration(h.Ejections) * cfg.EjectFor
+	in.ejections++
+	d := time.Duration(in.ejections) * cfg.EjectFor
 	if d > cfg.MaxEjectFor {
 		d = cfg.MaxEjectFor
 	}
-	h.EjectedUntil = now.Add(d)
+	in.ejectedUntil = now.Add(d)
 	h.ProbeFailedSinceEjection.Store(h.ProbeDown.Load())
 	h.Ejected.Store(true)
 	c.out[in] = struct{}{}
-	c.report(in, "passive", reason, d)
+	c.report(in, Passive, reason, d)
 }
 
 // sweepLoop returns ejected instances whose time is up. One goroutine for
@@ -343,12 +364,12 @@ func (c *Checker) sweepLoop() {
 		case now := <-t.C:
 			c.mu.Lock()
 			for in := range c.out {
-				if !now.Before(in.h.EjectedUntil) {
+				if !now.Before(in.ejectedUntil) {
 					delete(c.out, in)
 					in.h.Ejected.Store(false)
-					in.h.UnejectedAt = now
-					if c.instances[key{in.Route, in.Pool, in.Addr}] == in {
-						c.report(in, "passive", "ejection over", 0)
+					in.unejectedAt = now
+					if c.instances[in.u.Key()] == in {
+						c.report(in, Passive, "ejection over", 0)
 					}
 				}
 			}
@@ -358,12 +379,12 @@ func (c *Checker) sweepLoop() {
 }
 
 // report tells the Setter and Events when availability changed. c.mu held.
-func (c *Checker) report(in *Instance, source, reason string, ejectedFor time.Duration) {
+func (c *Checker) report(in *Instance, source Source, reason string, ejectedFor time.Duration) {
 	up := in.Available()
-	if up == in.h.Up {
+	if up == in.up {
 		return
 	}
-	in.h.Up = up
+	in.up = up
 	if up {
 		// Failures counted before the instance went out (by probes, say,
 		// before passive ejection reached its threshold) say nothing about
@@ -371,9 +392,9 @@ func (c *Checker) report(in *Instance, source, reason string, ejectedFor time.Du
 		in.h.ConsecGateway.Store(0)
 		in.h.Consec5xx.Store(0)
 	}
-	// The only error is an instance the balancer no longer has: a reload
-	// removed it, and the next Sync drops this record too.
-	_, _ = c.setter.SetAvailable(in.Route, in.Pool, in.Addr, up)
+	// An instance the balancer no longer has (a reload removed it, and
+	// the next Sync drops this record too) changes nothing served.
+	c.setter.SetAvailable(in.u, up)
 	c.events.Transition(Transition{Target: in.Target, Up: up, Source: source, Reason: reason, EjectedFor: ejectedFor})
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"canaryd/balancer"
 	"canaryd/health"
+	"canaryd/upstream"
 
 	"go.uber.org/goleak"
 )
@@ -45,7 +46,7 @@ func passive() health.Config {
 	return health.Config{
 		Interval: time.Second, UnhealthyInterval: time.Second, Timeout: 500 * time.Millisecond,
 		Rise: 2, Fall: 3, StatusLo: 200, StatusHi: 399,
-		ConsecutiveFailures: 5, EjectFor: 300 * time.Millisecond, MaxEjectFor: 700 * time.Millisecond, MaxEjectedPercent: 50,
+		Passive: upstream.Passive{ConsecutiveFailures: 5, EjectFor: 300 * time.Millisecond, MaxEjectFor: 700 * time.Millisecond, MaxEjectedPercent: 50},
 	}
 }
 
@@ -69,6 +70,11 @@ func newWorld(t *testing.T, cfg health.Config, urls ...string) *world {
 	}
 	if _, err := w.router.Apply([]balancer.RouteSpec{{Name: "r", PathPrefix: "/", Pools: []balancer.PoolSpec{ps}}}); err != nil {
 		t.Fatal(err)
+	}
+	// As canaryd does: each target is the table's own record of the
+	// instance, which health's verdicts flip.
+	for i, in := range w.router.Load().Route("r").Pools[0].Instances {
+		w.targets[i].Instance = in
 	}
 	w.checker = health.New(w.router, w.ev)
 	t.Cleanup(w.checker.Close)
@@ -150,7 +156,7 @@ func TestActiveProbeFallAndRise(t *testing.T) {
 	// The router hears of a transition just before Events does.
 	eventually(t, time.Second, "two events", func() bool { return len(w.ev.transitions()) == 2 })
 	tr := w.ev.transitions()
-	if len(tr) != 2 || tr[0].Up || !tr[1].Up || tr[0].Source != "active" {
+	if len(tr) != 2 || tr[0].Up || !tr[1].Up || tr[0].Source != health.Active {
 		t.Errorf("transitions: %+v", tr)
 	}
 }
@@ -193,7 +199,7 @@ func TestPassiveEjection(t *testing.T) {
 	}
 	var passiveDown int
 	for _, tr := range w.ev.transitions() {
-		if !tr.Up && tr.Source == "passive" {
+		if !tr.Up && tr.Source == health.Passive {
 			passiveDown++
 		}
 	}
@@ -204,8 +210,8 @@ func TestPassiveEjection(t *testing.T) {
 
 func TestConsecutive5xxEjection(t *testing.T) {
 	cfg := passive()
-	cfg.ConsecutiveFailures = 0
-	cfg.Consecutive5xx = 3
+	cfg.Passive.ConsecutiveFailures = 0
+	cfg.Passive.Consecutive5xx = 3
 	w := newWorld(t, cfg, "http://127.0.0.1:1", "http://127.0.0.1:2")
 	// A 502 is a 5xx too, but a success breaks the run.
 	for i := 0; i < 10; i++ {
@@ -240,7 +246,7 @@ func TestMaxEjectedPercent(t *testing.T) {
 	}
 	// A single instance may always be ejected, whatever the percent.
 	cfg := passive()
-	cfg.MaxEjectedPercent = 0
+	cfg.Passive.MaxEjectedPercent = 0
 	one := newWorld(t, cfg, "http://127.0.0.1:9")
 	for i := 0; i < 5; i++ {
 		one.recs[0].Observe(502, true, false)
@@ -307,7 +313,7 @@ func TestRecoveringProbesLiftEjection(t *testing.T) {
 	var failing atomic.Bool
 	s, _ := probed(t, func(int64) bool { return failing.Load() })
 	cfg := activeCfg()
-	cfg.EjectFor, cfg.MaxEjectFor = time.Hour, time.Hour
+	cfg.Passive.EjectFor, cfg.Passive.MaxEjectFor = time.Hour, time.Hour
 	w := newWorld(t, cfg, s.URL)
 	for i := 0; i < 5; i++ {
 		w.recs[0].Observe(502, true, false)

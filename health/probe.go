@@ -1,7 +1,6 @@
 package health
 
 import (
-	"canaryd/panics"
 	"context"
 	"fmt"
 	"io"
@@ -10,6 +9,8 @@ import (
 	"net/http"
 	"net/url"
 	"time"
+
+	"canaryd/panics"
 )
 
 // maxProbeBody bounds what a probe reads of an answer: enough to let the
@@ -133,10 +134,10 @@ func (c *Checker) setProbe(in *Instance, down bool, reason string) {
 	in.h.ProbeDown.Store(down)
 	if !down && in.h.Ejected.Load() {
 		in.h.Ejected.Store(false)
-		in.h.UnejectedAt = time.Now()
+		in.unejectedAt = time.Now()
 		reason += "; passive ejection lifted"
 	}
-	c.report(in, "active", reason, 0)
+	c.report(in, Active, reason, 0)
 }
 
 // jitter returns d plus up to pct percent of d, at random.

@@ -236,8 +236,8 @@ func TestMirrorWithoutInstance(t *testing.T) {
 	s := routeSpec(t, pool{"blue", 10000, []string{blue}}, pool{"green", 0, []string{"http://" + deadAddr(t)}})
 	s.MirrorPool, s.MirrorShare, s.MirrorTag = "green", 10000, m
 	r := newRig(t, Options{Transport: tr}, s)
-	if _, err := r.router.SetAvailable("web", "green", s.Pools[1].Instances[0].String(), false); err != nil {
-		t.Fatal(err)
+	if !r.router.SetAvailable(r.router.Load().Route("web").Pools[1].Instances[0], false) {
+		t.Fatal("green's instance was already out")
 	}
 	r.do(t, http.MethodGet, "/", "", nil)
 	waitFor(t, "the copy", func() bool { return len(rec.all()) == 1 })

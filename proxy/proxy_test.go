@@ -327,8 +327,8 @@ func TestErrorMapping(t *testing.T) {
 	t.Run("503 no available instance", func(t *testing.T) {
 		be := backend(t, "blue")
 		r := newRig(t, Options{Logger: log}, routeSpec(t, pool{"blue", 10000, []string{be.URL}}))
-		if _, err := r.router.SetAvailable("web", "blue", be.URL, false); err != nil {
-			t.Fatal(err)
+		if !r.router.SetAvailable(r.router.Load().Route("web").Pools[0].Instances[0], false) {
+			t.Fatal("blue's instance was already out")
 		}
 		if resp, _ := r.get(t, "/", nil); resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("X-Request-Id") == "" {
 			t.Errorf("status %d", resp.StatusCode)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"canaryd/proxy/internal/h1"
+	"canaryd/upstream"
 )
 
 // TransportOptions tunes connections to instances. Zero values take the
@@ -40,37 +41,23 @@ type TransportOptions struct {
 	// of the lean HTTP/1.1 path (proxy/internal/h1). Default false: the
 	// fast path carries the bodiless idempotent requests to http instances.
 	DisableFastPath bool
-	// Protocol spoken: ProtocolHTTP1 (HTTP/1.1, over TLS to https
-	// instances), ProtocolH2 (HTTP/2 over TLS, ALPN h2 only: an instance
-	// that does not negotiate it fails) or ProtocolH2C (HTTP/2 with prior
-	// knowledge, no TLS). Only HTTP/1.1 has the fast path. Default HTTP/1.1.
-	Protocol string
+	// Protocol spoken (see upstream.Protocol). Only HTTP/1.1 has the fast
+	// path. Default "": upstream.HTTP1.
+	Protocol upstream.Protocol
 	// TLS dials https instances; nil: verified against the system's roots
 	// (InsecureSkipVerify aside). http.Transport sets the server name to
 	// the instance's host when it has none.
 	TLS *tls.Config
 }
 
-// Protocols of TransportOptions.Protocol (config's pool protocols).
+// The zero TransportOptions' values are upstream's defaults, the config's
+// too (upstream.Default*): declared once, there.
 const (
-	ProtocolHTTP1 = "http1"
-	ProtocolH2    = "h2"
-	ProtocolH2C   = "h2c"
-)
-
-// DefaultMaxResponseHeaderBytes is TransportOptions.MaxResponseHeaderBytes's
-// default: 64 KiB, about Envoy's default (60 KiB) and the same as the
-// listener's max_header_bytes. http.Transport's own default is 10 MiB.
-const DefaultMaxResponseHeaderBytes = 64 << 10
-
-// The zero TransportOptions' other values. canaryd passes the config's
-// (config.Default*, the same: a test in app holds them equal); these
-// serve callers without a config, such as tests.
-const (
-	DefaultDialTimeout           = 2 * time.Second
-	DefaultResponseHeaderTimeout = 30 * time.Second
-	DefaultIdleConnTimeout       = 90 * time.Second
-	DefaultMaxIdleConnsPerHost   = 256
+	DefaultDialTimeout            = upstream.DefaultDialTimeout
+	DefaultResponseHeaderTimeout  = upstream.DefaultResponseHeaderTimeout
+	DefaultIdleConnTimeout        = upstream.DefaultIdleConnTimeout
+	DefaultMaxIdleConnsPerHost    = upstream.DefaultMaxIdleConnsPerHost
+	DefaultMaxResponseHeaderBytes = upstream.DefaultMaxResponseHeaderBytes
 )
 
 // Max1xx bounds the informational answers (1xx but 101) passed on to the
@@ -115,7 +102,7 @@ func NewTransport(o TransportOptions) *Transport {
 		conns:  map[string]map[*trackedConn]struct{}{},
 		dialer: &net.Dialer{Timeout: o.DialTimeout, KeepAlive: 30 * time.Second},
 	}
-	if !o.DisableFastPath && (o.Protocol == "" || o.Protocol == ProtocolHTTP1) {
+	if !o.DisableFastPath && (o.Protocol == "" || o.Protocol == upstream.HTTP1) {
 		t.fast = h1.New(h1.Options{
 			Dial:           func(ctx context.Context, addr string) (net.Conn, error) { return t.dial(ctx, "tcp", addr) },
 			HeaderTimeout:  o.ResponseHeaderTimeout,
@@ -143,14 +130,14 @@ func NewTransport(o TransportOptions) *Transport {
 		t.std.TLSClientConfig = &tls.Config{InsecureSkipVerify: o.InsecureSkipVerify} //nolint:gosec // opt-in, documented
 	}
 	switch o.Protocol {
-	case ProtocolH2:
+	case upstream.H2:
 		t.std.Protocols.SetHTTP2(true)
-	case ProtocolH2C:
+	case upstream.H2C:
 		t.std.Protocols.SetUnencryptedHTTP2(true)
 	default:
 		t.std.Protocols.SetHTTP1(true)
 	}
-	if o.Protocol == ProtocolH2 || o.Protocol == ProtocolH2C {
+	if o.Protocol == upstream.H2 || o.Protocol == upstream.H2C {
 		// Go's defaults but one: a stuck instance connection is found by
 		// PING rather than by every stream on it timing out.
 		t.std.HTTP2 = &http.HTTP2Config{SendPingTimeout: 15 * time.Second, PingTimeout: 15 * time.Second}

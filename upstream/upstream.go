@@ -35,6 +35,13 @@ type Instance struct {
 	Health Health
 }
 
+// Key names an instance: the same address in two pools (or routes) is
+// two instances, each with its own record.
+type Key struct{ Route, Pool, Addr string }
+
+// Key is the instance's name.
+func (in *Instance) Key() Key { return Key{in.Route, in.Pool, in.Addr} }
+
 // New returns the record of a new instance, available.
 func New(route, pool string, u *url.URL) *Instance {
 	return &Instance{Route: route, Pool: pool, URL: u, Addr: u.String()}
@@ -73,9 +80,10 @@ func (in *Instance) StartRamp(now int64) { in.rampStart.Store(now) }
 // EndRamp ends the slow start that began at start, if it is still that one.
 func (in *Instance) EndRamp(start int64) { in.rampStart.CompareAndSwap(start, 0) }
 
-// Health is what package health keeps on an instance. The atomics are
-// read and moved on the request path; the rest belongs to health's
-// checker and is guarded by its lock.
+// Health is what the request path reads and moves of package health's
+// state of an instance: atomics only. What health decides under its own
+// lock (ejection history, the availability it last reported) stays on
+// health's handle of the instance, in package health.
 type Health struct {
 	// ConsecGateway and Consec5xx count consecutive gateway failures and
 	// 5xx answers of live traffic.
@@ -87,15 +95,12 @@ type Health struct {
 	// probes do. ProbeFailedSinceEjection: a probe failed during the
 	// current ejection.
 	Ejected, ProbeDown, ProbeFailedSinceEjection atomic.Bool
-
-	// Guarded by the checker's lock.
-	Up           bool // last availability reported
-	EjectedUntil time.Time
-	UnejectedAt  time.Time
-	Ejections    int
 }
 
-// Passive is passive ejection's settings (config.PassiveHealth's meaning).
+// Passive is passive ejection's settings, parsed: the one runtime form of
+// config.PassiveHealth (whose comments give each field's meaning and
+// default), read by health's checker and, through the record, on the
+// request path.
 type Passive struct {
 	ConsecutiveFailures int // 0: off
 	Consecutive5xx      int // 0: off
