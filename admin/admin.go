@@ -22,7 +22,8 @@ import (
 
 // ReloadResult is the answer to POST /api/v1/reload.
 type ReloadResult struct {
-	// Result is "applied", "unchanged" or "failed".
+	// Result is "applied", "unchanged" or "failed" (the label of
+	// canaryd_config_reloads_total).
 	Result string `json:"result"`
 	// Hash is the first 16 hex digits of the file's SHA-256, when read.
 	Hash string `json:"hash,omitempty"`
@@ -221,7 +222,7 @@ func New(o Options) http.Handler {
 			defer cancel()
 			res := o.Reload(ctx)
 			status := http.StatusOK
-			if res.Result == "failed" {
+			if res.Error != "" { // a failed reload says why
 				status = http.StatusUnprocessableEntity
 			}
 			writeJSON(w, status, res)

@@ -7,7 +7,7 @@ import (
 
 	"canaryd/admin"
 	"canaryd/balancer"
-	"canaryd/metrics"
+	"canaryd/evidence"
 	"canaryd/rollout"
 )
 
@@ -38,7 +38,7 @@ func (s *Server) routeView(r *balancer.Route, version int) admin.RouteView {
 		for _, in := range p.Instances {
 			pv.Instances = append(pv.Instances, admin.InstanceView{Addr: in.Addr, Healthy: in.Available(), InFlight: in.InFlight()})
 		}
-		if st := poolStats(p.Tag); st != nil {
+		if st := p.Stats; st != nil {
 			c := st.Last(time.Minute)
 			secs, rate := rateOf(c)
 			pv.LastMinute = admin.Traffic{
@@ -64,7 +64,7 @@ const recentSpan = 10 * time.Second
 // rateOf is the span a reading covers and its requests per second. The
 // span is the reading's own (shorter than asked while the pool's stats
 // are young), and at least a second, so a first request is not a burst.
-func rateOf(c metrics.Counts) (seconds, perSecond float64) {
+func rateOf(c evidence.Counts) (seconds, perSecond float64) {
 	seconds = c.To.Sub(c.From).Seconds()
 	return seconds, float64(c.Requests) / max(seconds, 1)
 }
@@ -101,7 +101,7 @@ func (s *Server) Series(route string, last, step time.Duration) (map[string][]ad
 	}
 	out := map[string][]admin.Point{}
 	for _, p := range r.Pools {
-		st := poolStats(p.Tag)
+		st := p.Stats
 		if st == nil {
 			continue
 		}

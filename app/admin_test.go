@@ -15,6 +15,7 @@ import (
 
 	"canaryd/admin"
 	"canaryd/config"
+	"canaryd/evidence"
 	"canaryd/metrics"
 
 	"go.uber.org/zap"
@@ -286,7 +287,7 @@ func TestRateOf(t *testing.T) {
 		{200 * time.Millisecond, 5, 0.2, 5}, // at least a second
 		{0, 0, 0, 0},
 	} {
-		secs, rate := rateOf(metrics.Counts{From: t0, To: t0.Add(tc.span), Requests: tc.requests})
+		secs, rate := rateOf(evidence.Counts{From: t0, To: t0.Add(tc.span), Requests: tc.requests})
 		if secs != tc.secs || rate != tc.rate {
 			t.Errorf("%v, %d requests: %v s, %v/s; want %v s, %v/s", tc.span, tc.requests, secs, rate, tc.secs, tc.rate)
 		}

@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"canaryd/evidence"
 	"canaryd/panics"
 
 	"canaryd/admin"
@@ -287,7 +288,7 @@ func (s *Server) setupAdmin(cfg *config.Config) {
 
 // PoolTraffic is a pool's cumulative request counts, weighted and preview
 // apart (for rollouts).
-func (s *Server) PoolTraffic(route, pool string) metrics.Traffic {
+func (s *Server) PoolTraffic(route, pool string) evidence.Traffic {
 	return s.requests.Pool(route, pool).Traffic()
 }
 

@@ -14,6 +14,7 @@ import (
 	"canaryd/admin"
 	"canaryd/cluster"
 	"canaryd/config"
+	"canaryd/evidence"
 	"canaryd/metrics"
 	"canaryd/rollout"
 
@@ -112,12 +113,8 @@ func (e clusterEvents) State(route string, data []byte) {
 	e.s.rollouts.Adopt(st)
 }
 
-func (e clusterEvents) Command(route, action string) error {
-	a, err := rollout.ParseAction(action)
-	if err != nil {
-		return err // a member of another version sent it
-	}
-	_, err = e.s.rollouts.Control(route, a)
+func (e clusterEvents) Command(route string, action rollout.Action) error {
+	_, err := e.s.rollouts.Control(route, action)
 	return err
 }
 
@@ -208,11 +205,11 @@ func (cs *clusterStore) Remove(route string) error {
 // clusterCounts are the leader's evidence: every member's counts summed.
 type clusterCounts struct{ s *Server }
 
-func (cc clusterCounts) PoolTraffic(route, pool string) metrics.Traffic {
+func (cc clusterCounts) PoolTraffic(route, pool string) evidence.Traffic {
 	return cc.s.cluster.Traffic(route, pool, cc.s.PoolTraffic(route, pool))
 }
 
-func (cc clusterCounts) ShadowTraffic(route, pool string) metrics.Shadow {
+func (cc clusterCounts) ShadowTraffic(route, pool string) evidence.Shadow {
 	return cc.s.cluster.Shadow(route, pool, cc.s.ShadowTraffic(route, pool))
 }
 
@@ -222,7 +219,7 @@ func (s *Server) clusterControl(route string, action rollout.Action) (rollout.St
 	if s.rollouts.Leading() {
 		return s.rollouts.Control(route, action)
 	}
-	err := s.cluster.Command(context.Background(), route, action.String())
+	err := s.cluster.Command(context.Background(), route, action)
 	st, serr := s.rollouts.Status(route)
 	if serr != nil {
 		return st, serr

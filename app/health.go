@@ -5,6 +5,7 @@ import (
 
 	"canaryd/balancer"
 	"canaryd/config"
+	"canaryd/evidence"
 	"canaryd/health"
 	"canaryd/metrics"
 	"canaryd/proxy"
@@ -91,11 +92,11 @@ func (p *pipeline) syncHealthLocked() {
 type outcomes struct{ s *Server }
 
 func (o outcomes) Observe(out *proxy.Outcome) {
-	var stats *metrics.PoolStats
+	var stats *evidence.Pool
 	if out.Pool != nil {
-		stats = poolStats(out.Pool.Tag)
+		stats = out.Pool.Stats
 	} else if out.Route != nil {
-		stats = poolStats(out.Route.Tag)
+		stats = out.Route.Stats
 	}
 	switch {
 	case stats == nil:

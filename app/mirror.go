@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sync"
 
+	"canaryd/evidence"
 	"canaryd/panics"
 
 	"canaryd/balancer"
@@ -68,7 +69,7 @@ func (p *pipeline) setMirrorLocked(spec *balancer.RouteSpec, r *config.Route, o 
 		e = &mirrorEntry{pool: pool, opts: po, m: proxy.NewMirror(withPanic, p.transport, shadowOutcomes{p.shadows}, p.log.Named("shadow"))}
 		p.mirrors[r.Name] = e
 	}
-	spec.MirrorPool, spec.MirrorShare, spec.MirrorTag = pool, share, e.m
+	spec.MirrorPool, spec.MirrorShare, spec.Mirror = pool, share, e.m
 }
 
 // retireMirrorsLocked closes the mirrors the table just applied no longer
@@ -122,6 +123,6 @@ func (o shadowOutcomes) ObserveShadow(out *proxy.ShadowOutcome) {
 
 // ShadowTraffic is the shadow traffic a route sends to a pool (for
 // rollouts).
-func (s *Server) ShadowTraffic(route, pool string) metrics.Shadow {
+func (s *Server) ShadowTraffic(route, pool string) evidence.Shadow {
 	return s.shadows.Pool(route, pool).Shadow()
 }

@@ -21,7 +21,7 @@ import (
 
 // ReloadResult is one reload attempt's outcome.
 type ReloadResult struct {
-	Result string // metrics.ReloadApplied, ReloadUnchanged or ReloadFailed
+	Result metrics.ReloadOutcome
 	Source string // what triggered it: file event, poll, SIGHUP, admin API
 	Hash   string // of the file read; "" if it could not be read
 	Err    error  // why it failed
@@ -29,7 +29,7 @@ type ReloadResult struct {
 }
 
 func (r ReloadResult) admin() admin.ReloadResult {
-	a := admin.ReloadResult{Result: r.Result, Hash: r.Hash}
+	a := admin.ReloadResult{Result: string(r.Result), Hash: r.Hash}
 	if r.Err != nil {
 		a.Error = r.Err.Error()
 	}
@@ -171,7 +171,7 @@ func (s *Server) reloadOnce(source string) ReloadResult {
 		if s.reloadFailing {
 			s.reloadFailing = false
 			s.log.Info("config file readable and valid again", zap.String("source", source),
-				zap.String("config", s.opts.ConfigPath), zap.String("hash", res.Hash), zap.String("result", res.Result))
+				zap.String("config", s.opts.ConfigPath), zap.String("hash", res.Hash), zap.String("result", string(res.Result)))
 		}
 	}
 	data, err := os.ReadFile(s.opts.ConfigPath)

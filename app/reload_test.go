@@ -130,7 +130,7 @@ func startRig(t *testing.T, path string) *rig {
 
 // next waits for the next reload result with the given outcome, skipping
 // others; it fails after within.
-func (r *rig) next(result string, within time.Duration) ReloadResult {
+func (r *rig) next(result metrics.ReloadOutcome, within time.Duration) ReloadResult {
 	r.t.Helper()
 	deadline := time.After(within)
 	for {
@@ -147,7 +147,7 @@ func (r *rig) next(result string, within time.Duration) ReloadResult {
 }
 
 // quiet asserts that no reload with the given outcome happens for d.
-func (r *rig) quiet(result string, d time.Duration) {
+func (r *rig) quiet(result metrics.ReloadOutcome, d time.Duration) {
 	r.t.Helper()
 	deadline := time.After(d)
 	for {

@@ -41,15 +41,6 @@ func configSpec(r *config.Route) balancer.RouteSpec {
 	return s
 }
 
-// poolStats is the stats a route or pool of the table carries: specLocked
-// tags each with its *metrics.PoolStats. The balancer keeps the tag
-// untyped (it imports only the standard library and upstream); this is the
-// one place that reads it back. nil for an untagged one.
-func poolStats(tag any) *metrics.PoolStats {
-	st, _ := tag.(*metrics.PoolStats)
-	return st
-}
-
 // specsLocked builds every route of cfg and drops the metrics of the
 // pools cfg no longer has. p.mu held.
 func (p *pipeline) specsLocked(cfg *config.Config) ([]balancer.RouteSpec, error) {
@@ -72,11 +63,11 @@ func (p *pipeline) specsLocked(cfg *config.Config) ([]balancer.RouteSpec, error)
 }
 
 // specLocked builds one route: the file's spec, the weights the inputs
-// impose, its mirror, its pools' transports, and its metrics as tags.
+// impose, its mirror, its pools' transports, and its records of requests.
 // p.mu held.
 func (p *pipeline) specLocked(r *config.Route) (balancer.RouteSpec, error) {
 	s := configSpec(r)
-	s.Tag = p.requests.Pool(r.Name, metrics.NoPool)
+	s.Stats = p.requests.Pool(r.Name, metrics.NoPool)
 	o, managed := p.overrides[r.Name]
 	if managed && p.partitioned && o.UnderWay {
 		o.CanaryBP, o.Shadowing = 0, false
@@ -88,7 +79,7 @@ func (p *pipeline) specLocked(r *config.Route) (balancer.RouteSpec, error) {
 	hand, byHand := p.manual[r.Name]
 	for j := range s.Pools {
 		ps := &s.Pools[j]
-		ps.Tag = p.requests.Pool(r.Name, ps.Name)
+		ps.Stats = p.requests.Pool(r.Name, ps.Name)
 		conn, err := p.connForLocked(r.Pools[j])
 		if err != nil {
 			return balancer.RouteSpec{}, fmt.Errorf("route %q: %w", r.Name, err)

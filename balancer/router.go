@@ -273,14 +273,14 @@ func sameSpec(a, b RouteSpec) bool {
 	if a.Name != b.Name || a.Host != b.Host || a.PathPrefix != b.PathPrefix || a.PreserveHost != b.PreserveHost || a.Policy != b.Policy ||
 		a.StickyHeader != b.StickyHeader || a.StickyCookie != b.StickyCookie || a.ForceHeader != b.ForceHeader || a.ForceCookie != b.ForceCookie ||
 		a.ForceSecret != b.ForceSecret || a.ForceSecretHeader != b.ForceSecretHeader || a.StickyLow != b.StickyLow ||
-		a.MirrorPool != b.MirrorPool || a.MirrorShare != b.MirrorShare || a.MirrorTag != b.MirrorTag || a.Tag != b.Tag ||
+		a.MirrorPool != b.MirrorPool || a.MirrorShare != b.MirrorShare || a.Mirror != b.Mirror || a.Stats != b.Stats ||
 		!slices.Equal(a.ForceFrom, b.ForceFrom) || len(a.Pools) != len(b.Pools) {
 		return false
 	}
 	for i := range a.Pools {
 		p, q := a.Pools[i], b.Pools[i]
 		if p.Name != q.Name || p.Weight != q.Weight || p.PanicThreshold != q.PanicThreshold || p.SlowStart != q.SlowStart ||
-			p.Tag != q.Tag || p.Transport != q.Transport || len(p.Instances) != len(q.Instances) {
+			p.Stats != q.Stats || p.Transport != q.Transport || len(p.Instances) != len(q.Instances) {
 			return false
 		}
 		for k := range p.Instances {

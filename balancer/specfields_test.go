@@ -7,6 +7,8 @@ import (
 	"reflect"
 	"testing"
 	"time"
+
+	"canaryd/evidence"
 )
 
 // sameSpec and copySpec are written out field by field, for speed and for
@@ -26,10 +28,10 @@ func TestEveryFieldOfASpecIsApplied(t *testing.T) {
 			StickyHeader: "X-User", ForceHeader: "X-Pool", ForceCookie: "pool",
 			ForceFrom:   []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")},
 			ForceSecret: "s", ForceSecretHeader: "X-Secret", StickyLow: "green",
-			MirrorPool: "green", MirrorShare: 100, MirrorTag: new(int), Tag: new(int),
+			MirrorPool: "green", MirrorShare: 100, Mirror: &testMirror{}, Stats: &evidence.Pool{},
 			Pools: []PoolSpec{
-				{Name: "blue", Weight: 9000, Instances: []*url.URL{u1}, PanicThreshold: 50, SlowStart: time.Second, Tag: new(int), Transport: &http.Transport{}},
-				{Name: "green", Weight: 1000, Instances: []*url.URL{u2}, Tag: new(int), Transport: &http.Transport{}},
+				{Name: "blue", Weight: 9000, Instances: []*url.URL{u1}, PanicThreshold: 50, SlowStart: time.Second, Stats: &evidence.Pool{}, Transport: &http.Transport{}},
+				{Name: "green", Weight: 1000, Instances: []*url.URL{u2}, Stats: &evidence.Pool{}, Transport: &http.Transport{}},
 			},
 		}
 	}
@@ -50,9 +52,9 @@ func TestEveryFieldOfASpecIsApplied(t *testing.T) {
 		"MirrorShare":          func(s *RouteSpec) { s.MirrorShare = 200 },
 		"ForceSecretHeader":    func(s *RouteSpec) { s.ForceSecretHeader = "X-Other" },
 		"Pools.Transport":      func(s *RouteSpec) { s.Pools[0].Transport = &http.Transport{} },
-		"Pools.Tag":            func(s *RouteSpec) { s.Pools[0].Tag = new(int) },
-		"MirrorTag":            func(s *RouteSpec) { s.MirrorTag = new(int) },
-		"Tag":                  func(s *RouteSpec) { s.Tag = new(int) },
+		"Pools.Stats":          func(s *RouteSpec) { s.Pools[0].Stats = &evidence.Pool{} },
+		"Mirror":               func(s *RouteSpec) { s.Mirror = &testMirror{} },
+		"Stats":                func(s *RouteSpec) { s.Stats = &evidence.Pool{} },
 	}
 	var edits []string
 	for _, f := range reflect.VisibleFields(reflect.TypeFor[RouteSpec]()) {
@@ -142,3 +144,8 @@ func slicesContains(xs []string, x string) bool {
 	}
 	return false
 }
+
+// testMirror is a Mirror by identity: each one is another.
+type testMirror struct{ _ int }
+
+func (*testMirror) Close() {}

@@ -18,6 +18,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"canaryd/evidence"
 )
 
 // Slots is the length of a route's pool schedule and the number of sticky
@@ -56,17 +58,22 @@ type RouteSpec struct {
 	// StickyLow names the pool that owns the lowest sticky buckets (a
 	// rollout's canary); default: the last pool listed.
 	StickyLow string
-	// MirrorPool names the pool that gets copies of MirrorShare basis
-	// points of the route's requests; "" for none. MirrorTag is opaque to
-	// the balancer, carried into the Route: the builder's mirror (its
-	// queue and settings).
+	// MirrorPool names the pool that gets shadow copies of MirrorShare
+	// basis points of the route's requests; "" for none. Mirror sends
+	// them: carried into the Route.
 	MirrorPool  string
 	MirrorShare int
-	MirrorTag   any
-	// Tag is opaque to the balancer and carried into the Route: the
-	// builder's per-route data (metrics for requests no pool took).
-	Tag any
+	Mirror      Mirror
+	// Stats is the route's record of the requests no pool took, carried
+	// into the Route.
+	Stats *evidence.Pool
 }
+
+// Mirror sends a route's shadow copies: package proxy's *Mirror, made by
+// the table's builder and used by the proxy. The balancer carries it from
+// the spec to the route untouched and compares it by identity; Close is
+// what its maker calls when no table uses it any more.
+type Mirror interface{ Close() }
 
 // PoolSpec describes one pool of a route.
 type PoolSpec struct {
@@ -79,10 +86,10 @@ type PoolSpec struct {
 	// SlowStart ramps an instance's share up over this window after it
 	// becomes available. 0: off.
 	SlowStart time.Duration
-	// Tag is opaque to the balancer and carried into the Pool: the
-	// builder's per-pool data (cached metric children), so the request path
-	// needs no lookup to reach it.
-	Tag any
+	// Stats is the pool's record of its requests (its windows and
+	// metrics), carried into the Pool, so the request path needs no lookup
+	// to reach it.
+	Stats *evidence.Pool
 	// Transport reaches the pool's instances (its protocol and TLS); nil:
 	// the proxy's default. Carried into the Pool, compared by identity.
 	Transport http.RoundTripper
@@ -135,12 +142,12 @@ type Route struct {
 	PreserveHost bool
 	// Pools in config order.
 	Pools []*Pool
-	// Tag is RouteSpec.Tag.
-	Tag any
-	// Mirror is the pool that gets copies (nil: none), and MirrorTag
-	// RouteSpec.MirrorTag.
-	Mirror    *Pool
-	MirrorTag any
+	// Stats is RouteSpec.Stats.
+	Stats *evidence.Pool
+	// MirrorPool is the pool that gets shadow copies (nil: none), and
+	// Mirror RouteSpec.Mirror, which sends them.
+	MirrorPool *Pool
+	Mirror     Mirror
 
 	mirrorShare  int
 	mirrorCursor atomic.Uint64
@@ -195,8 +202,8 @@ type Pool struct {
 	// Panic is true when too few instances are available (PanicThreshold):
 	// picks then ignore availability and spread over all instances.
 	Panic bool
-	// Tag is PoolSpec.Tag.
-	Tag any
+	// Stats is PoolSpec.Stats.
+	Stats *evidence.Pool
 	// Transport is PoolSpec.Transport.
 	Transport http.RoundTripper
 
@@ -281,7 +288,7 @@ func compileRoute(s RouteSpec, get func(route, pool string, u *url.URL) *Instanc
 	}
 	r := &Route{
 		Name: s.Name, Host: s.Host, PathPrefix: s.PathPrefix, PreserveHost: s.PreserveHost,
-		Tag:          s.Tag,
+		Stats:        s.Stats,
 		policy:       s.Policy,
 		stickyHeader: http.CanonicalHeaderKey(s.StickyHeader), stickyCookie: s.StickyCookie,
 		forceHeader: http.CanonicalHeaderKey(s.ForceHeader), forceCookie: s.ForceCookie,
@@ -305,7 +312,7 @@ func compileRoute(s RouteSpec, get func(route, pool string, u *url.URL) *Instanc
 			return nil, fmt.Errorf("pool %q has no instances", ps.Name)
 		}
 		sum += ps.Weight
-		p := &Pool{Name: ps.Name, Weight: ps.Weight, Tag: ps.Tag, Transport: ps.Transport, policy: s.Policy, slowStart: int64(ps.SlowStart)}
+		p := &Pool{Name: ps.Name, Weight: ps.Weight, Stats: ps.Stats, Transport: ps.Transport, policy: s.Policy, slowStart: int64(ps.SlowStart)}
 		for _, u := range ps.Instances {
 			p.Instances = append(p.Instances, get(s.Name, ps.Name, u))
 		}
@@ -345,16 +352,16 @@ func compileRoute(s RouteSpec, get func(route, pool string, u *url.URL) *Instanc
 	if s.MirrorPool != "" {
 		for _, p := range r.Pools {
 			if p.Name == s.MirrorPool {
-				r.Mirror = p
+				r.MirrorPool = p
 			}
 		}
-		if r.Mirror == nil {
+		if r.MirrorPool == nil {
 			return nil, fmt.Errorf("mirror pool %q is not a pool of the route", s.MirrorPool)
 		}
 		if s.MirrorShare < 1 || s.MirrorShare > Slots {
 			return nil, fmt.Errorf("mirror share %d bp out of range", s.MirrorShare)
 		}
-		r.mirrorShare, r.MirrorTag = s.MirrorShare, s.MirrorTag
+		r.mirrorShare, r.Mirror = s.MirrorShare, s.Mirror
 	}
 	return r, nil
 }
@@ -363,7 +370,7 @@ func compileRoute(s RouteSpec, get func(route, pool string, u *url.URL) *Instanc
 // mirroring) is one to copy. The share is exact, like the schedule's: of
 // any 10,000 consecutive calls, MirrorShare say yes, evenly spread.
 func (r *Route) MirrorTake() bool {
-	if r.Mirror == nil {
+	if r.MirrorPool == nil {
 		return false
 	}
 	n := r.mirrorCursor.Add(1)

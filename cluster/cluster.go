@@ -7,7 +7,6 @@
 package cluster
 
 import (
-	"canaryd/panics"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -20,8 +19,11 @@ import (
 	"sync"
 	"time"
 
+	"canaryd/evidence"
+	"canaryd/panics"
+	"canaryd/rollout"
+
 	"canaryd/config"
-	"canaryd/metrics"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
@@ -42,7 +44,7 @@ type Handler interface {
 	State(route string, data []byte)
 	// Command runs an operator's command sent to any member (on the
 	// leader only).
-	Command(route, action string) error
+	Command(route string, action rollout.Action) error
 	// Drift names the live members whose settings of a route differ
 	// from the leader's; nil when they all agree (on the leader only).
 	Drift(route string, members []string)
@@ -85,10 +87,19 @@ type stateDoc struct {
 
 // commandDoc is the value of commands/<route>/<id>.
 type commandDoc struct {
-	Action string `json:"action"`
-	From   string `json:"from"`
-	Done   bool   `json:"done,omitempty"`
-	Error  string `json:"error,omitempty"`
+	Action rollout.Action `json:"action"`
+	From   string         `json:"from"`
+	Done   bool           `json:"done,omitempty"`
+	Error  string         `json:"error,omitempty"`
+}
+
+// Metrics receives what the member exports (package metrics' Cluster:
+// the canaryd_cluster_* series).
+type Metrics interface {
+	Connected(ok bool)
+	Leader(ok bool)
+	Members(n int)
+	Lag(route string, seconds float64)
 }
 
 // Options configure a Cluster.
@@ -101,7 +112,7 @@ type Options struct {
 	// Handler gets what the cluster learns. Required.
 	Handler Handler
 	Log     *zap.Logger
-	Metrics *metrics.Cluster
+	Metrics Metrics
 	// Clock for tests; default time.Now.
 	Now func() time.Time
 	// OnPanic hears of a panic in the member's goroutines (default:
@@ -502,7 +513,7 @@ func (c *Cluster) DeleteState(route string) error {
 // Traffic is the cluster's cumulative counts of a pool: every other
 // member's last flush (those gone included, so the sums never go back),
 // plus local, this member's own live counts.
-func (c *Cluster) Traffic(route, pool string, local metrics.Traffic) metrics.Traffic {
+func (c *Cluster) Traffic(route, pool string, local evidence.Traffic) evidence.Traffic {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	local.Add(c.mirror.sum(c.o.Member, route, pool).Traffic)
@@ -510,7 +521,7 @@ func (c *Cluster) Traffic(route, pool string, local metrics.Traffic) metrics.Tra
 }
 
 // Shadow is Traffic's sum for a route's copies to a pool.
-func (c *Cluster) Shadow(route, pool string, local metrics.Shadow) metrics.Shadow {
+func (c *Cluster) Shadow(route, pool string, local evidence.Shadow) evidence.Shadow {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	local.Add(c.mirror.sum(c.o.Member, route, pool).Shadow)
@@ -520,7 +531,7 @@ func (c *Cluster) Shadow(route, pool string, local metrics.Shadow) metrics.Shado
 // Command sends an operator's command to the leader and waits for it to
 // run (up to ctx's end, at most commandWait). It returns the leader's
 // error, if any.
-func (c *Cluster) Command(ctx context.Context, route, action string) error {
+func (c *Cluster) Command(ctx context.Context, route string, action rollout.Action) error {
 	c.mu.Lock()
 	sess := c.sess
 	c.cmdSeq++

@@ -9,9 +9,11 @@ import (
 	"time"
 
 	"canaryd/config"
+	"canaryd/evidence"
 	"canaryd/internal/etcdtest"
 	"canaryd/internal/tcpproxy"
 	"canaryd/metrics"
+	"canaryd/rollout"
 
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -44,10 +46,10 @@ func (r *recorder) State(route string, data []byte) {
 	r.states[route] = string(data)
 	r.mu.Unlock()
 }
-func (r *recorder) Command(route, action string) error {
+func (r *recorder) Command(route string, action rollout.Action) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.commands = append(r.commands, route+" "+action)
+	r.commands = append(r.commands, route+" "+string(action))
 	return r.cmdErr
 }
 func (r *recorder) Drift(route string, members []string) {
@@ -109,8 +111,8 @@ func eventually(t *testing.T, within time.Duration, what string, ok func() bool)
 	}
 }
 
-func counts(req, errs uint64) metrics.Traffic {
-	var tr metrics.Traffic
+func counts(req, errs uint64) evidence.Traffic {
+	var tr evidence.Traffic
 	tr.Weighted.Requests, tr.Weighted.Errors = req, errs
 	tr.Weighted.Latency[10] = req
 	return tr
@@ -155,13 +157,13 @@ func TestTwoMembers(t *testing.T) {
 	}
 
 	// A command sent to b runs on a, and its error comes back.
-	if err := b.Command(context.Background(), "web", "pause"); err != nil {
+	if err := b.Command(context.Background(), "web", rollout.Pause); err != nil {
 		t.Fatal(err)
 	}
 	ha.mu.Lock()
 	ha.cmdErr = errors.New("cannot promote a rollout that is rolled_back")
 	ha.mu.Unlock()
-	if err := b.Command(context.Background(), "web", "promote"); err == nil || !strings.Contains(err.Error(), "rolled_back") {
+	if err := b.Command(context.Background(), "web", rollout.Promote); err == nil || !strings.Contains(err.Error(), "rolled_back") {
 		t.Fatalf("command error = %v", err)
 	}
 	if !ha.read(func(r *recorder) bool { return strings.Join(r.commands, ",") == "web pause,web promote" }) {
@@ -313,7 +315,7 @@ func (b boomHandler) State(route string, data []byte) {
 	b.recorder.State(route, data)
 }
 
-func (b boomHandler) Command(route, action string) error {
+func (b boomHandler) Command(route string, action rollout.Action) error {
 	if b.command {
 		panic("injected")
 	}
@@ -351,7 +353,7 @@ func TestPanicsOfClusterLoopsReachTheHandler(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	b.Command(ctx, "web", "pause") // a's duties panic running it: b's wait times out
+	b.Command(ctx, "web", rollout.Pause) // a's duties panic running it: b's wait times out
 	has := func(c string) bool { mu.Lock(); defer mu.Unlock(); return got[c] }
 	eventually(t, 5*time.Second, "both panics handled", func() bool { return has("cluster watch") && has("cluster duties") })
 }

@@ -3,7 +3,7 @@ package cluster
 import (
 	"time"
 
-	"canaryd/metrics"
+	"canaryd/evidence"
 )
 
 // The cluster's recent traffic, for the dashboard's charts: every member
@@ -18,7 +18,7 @@ const (
 
 type sample struct {
 	at     time.Time
-	counts metrics.Counts
+	counts evidence.Counts
 }
 
 // history is guarded by Cluster.mu.
@@ -80,7 +80,7 @@ func (c *Cluster) sampleHistory(now time.Time) {
 // Series is a pool's cluster-wide traffic over the last `last` in spans of
 // step, oldest first; false when the cluster keeps none for the route (no
 // rollout under way: the member's own windows tell the same).
-func (c *Cluster) Series(route, pool string, last, step time.Duration) ([]metrics.Point, bool) {
+func (c *Cluster) Series(route, pool string, last, step time.Duration) ([]evidence.Point, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	ring, ok := c.history[poolKey{route, pool}]
@@ -89,16 +89,16 @@ func (c *Cluster) Series(route, pool string, last, step time.Duration) ([]metric
 	}
 	step = max(step, historyEvery)
 	// at is the newest sample at or before t.
-	at := func(t time.Time) (metrics.Counts, bool) {
+	at := func(t time.Time) (evidence.Counts, bool) {
 		for i := len(ring) - 1; i >= 0; i-- {
 			if !ring[i].at.After(t) {
 				return ring[i].counts, true
 			}
 		}
-		return metrics.Counts{}, false
+		return evidence.Counts{}, false
 	}
 	end := ring[len(ring)-1].at
-	var out []metrics.Point
+	var out []evidence.Point
 	for i := 0; i < int(last/step); i++ {
 		to := end.Add(-time.Duration(i) * step)
 		from := to.Add(-step)
@@ -108,7 +108,7 @@ func (c *Cluster) Series(route, pool string, last, step time.Duration) ([]metric
 			break
 		}
 		d := b.Sub(a)
-		out = append(out, metrics.Point{At: to, Span: step, Requests: d.Requests, Errors: d.Errors, P99: d.Quantile(0.99)})
+		out = append(out, evidence.Point{At: to, Span: step, Requests: d.Requests, Errors: d.Errors, P99: d.Quantile(0.99)})
 	}
 	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
 		out[i], out[j] = out[j], out[i]

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"canaryd/rollout"
+
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
@@ -240,12 +242,17 @@ func (c *Cluster) runCommands() {
 	}
 	c.mu.Unlock()
 	for _, t := range todo {
-		err := c.o.Handler.Command(t.route, t.doc.Action)
+		// An action this version does not know (a member of another sent
+		// it) is refused with the list of those it knows.
+		a, err := rollout.ParseAction(string(t.doc.Action))
+		if err == nil {
+			err = c.o.Handler.Command(t.route, a)
+		}
 		t.doc.Done = true
 		if err != nil {
 			t.doc.Error = err.Error()
 		}
-		c.log.Info("cluster command run", zap.String("route", t.route), zap.String("action", t.doc.Action),
+		c.log.Info("cluster command run", zap.String("route", t.route), zap.String("action", string(t.doc.Action)),
 			zap.String("from", t.doc.From), zap.Error(err))
 		b, _ := json.Marshal(t.doc)
 		ctx, cancel := context.WithTimeout(c.ctx, opTimeout)

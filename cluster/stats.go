@@ -1,18 +1,16 @@
 package cluster
 
-import (
-	"canaryd/metrics"
-)
+import "canaryd/evidence"
 
 // PoolStats is one pool's cumulative counters on one member since it
 // started: summable across members (fixed latency buckets, no quantiles).
 type PoolStats struct {
 	Route, Pool string
-	Traffic     metrics.Traffic
-	Shadow      metrics.Shadow
+	Traffic     evidence.Traffic
+	Shadow      evidence.Shadow
 }
 
-// wireCounts is metrics.Counts as flushed: the latency buckets sparse
+// wireCounts is evidence.Counts as flushed: the latency buckets sparse
 // (index, count), since most of the 370 are empty.
 type wireCounts struct {
 	R uint64      `json:"r,omitempty"`
@@ -39,7 +37,7 @@ type statsDoc struct {
 	Pools []wirePool `json:"pools"`
 }
 
-func toWire(c *metrics.Counts) wireCounts {
+func toWire(c *evidence.Counts) wireCounts {
 	w := wireCounts{R: c.Requests, E: c.Errors, C: c.Cancelled}
 	for i, n := range c.Latency {
 		if n != 0 {
@@ -51,12 +49,12 @@ func toWire(c *metrics.Counts) wireCounts {
 
 // addWire adds flushed counts to c; bucket indices out of range (a
 // member of another version) are dropped.
-func addWire(c *metrics.Counts, w wireCounts) {
+func addWire(c *evidence.Counts, w wireCounts) {
 	c.Requests += w.R
 	c.Errors += w.E
 	c.Cancelled += w.C
 	for _, b := range w.L {
-		if b[0] < metrics.LatencyBuckets {
+		if b[0] < evidence.LatencyBuckets {
 			c.Latency[b[0]] += b[1]
 		}
 	}

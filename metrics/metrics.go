@@ -16,11 +16,15 @@ func NewRegistry() *prometheus.Registry {
 	return reg
 }
 
-// Reload results, the values of canaryd_config_reloads_total's label.
+// ReloadOutcome is a reload attempt's result: the values of
+// canaryd_config_reloads_total's label, and the admin API's answer.
+type ReloadOutcome string
+
+// The reload results.
 const (
-	ReloadApplied   = "applied"
-	ReloadUnchanged = "unchanged"
-	ReloadFailed    = "failed"
+	ReloadApplied   ReloadOutcome = "applied"
+	ReloadUnchanged ReloadOutcome = "unchanged"
+	ReloadFailed    ReloadOutcome = "failed"
 )
 
 // Reloads exports the outcome of config reloads.
@@ -52,8 +56,8 @@ func NewReloads(reg prometheus.Registerer) *Reloads {
 		}, []string{"hash"}),
 	}
 	reg.MustRegister(r.successful, r.successTS, r.total, r.info)
-	for _, res := range []string{ReloadApplied, ReloadUnchanged, ReloadFailed} {
-		r.total.WithLabelValues(res) // export zeros, so rate() works from the start
+	for _, res := range []ReloadOutcome{ReloadApplied, ReloadUnchanged, ReloadFailed} {
+		r.total.WithLabelValues(string(res)) // export zeros, so rate() works from the start
 	}
 	return r
 }
@@ -68,8 +72,8 @@ func (r *Reloads) Loaded(hash string, at time.Time) {
 
 // Record counts one reload attempt. An unchanged file is the one being
 // served, so it also means success.
-func (r *Reloads) Record(result, hash string, at time.Time) {
-	r.total.WithLabelValues(result).Inc()
+func (r *Reloads) Record(result ReloadOutcome, hash string, at time.Time) {
+	r.total.WithLabelValues(string(result)).Inc()
 	switch result {
 	case ReloadApplied:
 		r.Loaded(hash, at)

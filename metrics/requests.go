@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"canaryd/evidence"
 	"canaryd/grpccode"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,9 +21,10 @@ var DurationBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .2
 // the route without an available instance).
 const NoPool = ""
 
-// Requests holds the per-pool request metrics: the Prometheus series and
-// the in-process windows. A pool's stats outlive reloads that keep the pool,
-// so a window is not reset by a config edit.
+// Requests holds the per-pool request records (evidence.Pool: the
+// in-process windows) and exports them as Prometheus series. A pool's
+// record outlives reloads that keep the pool, so a window is not reset by
+// a config edit.
 type Requests struct {
 	total     *prometheus.CounterVec
 	preview   *prometheus.CounterVec
@@ -31,8 +33,9 @@ type Requests struct {
 	weight    *prometheus.GaugeVec
 	effective *prometheus.GaugeVec
 
+	// mu guards pools. now is the clock of the records (a test's own).
 	mu    sync.Mutex
-	pools map[poolKey]*PoolStats
+	pools map[poolKey]*evidence.Pool
 	now   func() time.Time
 }
 
@@ -66,26 +69,23 @@ func NewRequests(reg prometheus.Registerer) *Requests {
 			Name: "canaryd_pool_effective_weight",
 			Help: "The pool's share of the schedule in percent, after the shares of pools without available instances moved.",
 		}, []string{"route", "pool"}),
-		pools: map[poolKey]*PoolStats{},
+		pools: map[poolKey]*evidence.Pool{},
 		now:   time.Now,
 	}
 	reg.MustRegister(m.total, m.preview, m.grpc, m.duration, m.weight, m.effective)
 	return m
 }
 
-// Pool returns the stats of a route's pool, creating them the first time.
+// Pool returns the record of a route's pool, creating it the first time.
 // Use NoPool for requests that found no pool.
-func (m *Requests) Pool(route, pool string) *PoolStats {
+func (m *Requests) Pool(route, pool string) *evidence.Pool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	k := poolKey{route, pool}
 	if p := m.pools[k]; p != nil {
 		return p
 	}
-	p := &PoolStats{
-		Route: route, Pool: pool, m: m,
-		win: newWindow(m.now()),
-	}
+	p := evidence.NewPool(route, pool, func() time.Time { return m.now() }, &poolSeries{route: route, pool: pool, m: m})
 	m.pools[k] = p
 	return p
 }
@@ -127,7 +127,7 @@ func (m *Requests) SetWeights(route, pool string, weight, effective int) {
 // Run snapshots every pool's window once per WindowResolution until ctx
 // ends. One goroutine serves all pools.
 func (m *Requests) Run(ctx context.Context) {
-	t := time.NewTicker(WindowResolution)
+	t := time.NewTicker(evidence.WindowResolution)
 	defer t.Stop()
 	for {
 		select {
@@ -141,21 +141,21 @@ func (m *Requests) Run(ctx context.Context) {
 
 func (m *Requests) snapshot(now time.Time) {
 	m.mu.Lock()
-	pools := make([]*PoolStats, 0, len(m.pools))
+	pools := make([]*evidence.Pool, 0, len(m.pools))
 	for _, p := range m.pools {
 		pools = append(pools, p)
 	}
 	m.mu.Unlock()
 	for _, p := range pools {
-		p.win.snapshot(now)
+		p.Snapshot(now)
 	}
 }
 
-// PoolStats is one pool's request accounting. Observe is the request path.
-type PoolStats struct {
-	Route, Pool string
-
-	m *Requests
+// poolSeries is one pool's Prometheus children: the Exporter of its
+// evidence.Pool.
+type poolSeries struct {
+	route, pool string
+	m           *Requests
 	// codes and pcodes cache the children of canaryd_requests_total and
 	// canaryd_preview_requests_total by status, allocated on the first
 	// request of each kind (an idle pool does not pay for them).
@@ -166,52 +166,29 @@ type PoolStats struct {
 	duration atomic.Pointer[observer]
 	// grpcCodes caches the children of canaryd_grpc_requests_total.
 	grpcCodes atomic.Pointer[[grpccode.Count]atomic.Pointer[counter]]
-	win       *window
 }
 
 type counter struct{ prometheus.Counter }
 
 type observer struct{ prometheus.Observer }
 
-// Observe records one request: its status as sent (499 when the client
-// went away) and its duration. No lock and, once a status has been seen,
-// no allocation.
-func (p *PoolStats) Observe(status int, d time.Duration) {
-	p.observe(status, status, d, false)
-}
-
-// observe counts status (as sent) in the Prometheus series and counted
-// (the status canaryd judges by) in the window.
-func (p *PoolStats) observe(status, counted int, d time.Duration, preview bool) {
+// Request counts one answer: no lock and, once a status has been seen, no
+// allocation.
+func (p *poolSeries) Request(status int, d time.Duration, preview bool) {
 	p.code(&p.codes, p.m.total, status).Inc()
 	o := p.duration.Load()
 	if o == nil {
-		p.duration.CompareAndSwap(nil, &observer{p.m.duration.WithLabelValues(p.Route, p.Pool)})
+		p.duration.CompareAndSwap(nil, &observer{p.m.duration.WithLabelValues(p.route, p.pool)})
 		o = p.duration.Load()
 	}
 	o.Observe(d.Seconds())
-	p.win.record(counted, d, preview)
 	if preview {
 		p.code(&p.pcodes, p.m.preview, status).Inc()
 	}
 }
 
-// ObservePreview records one request that named this pool by the force
-// header or cookie: counted as Observe does, and as a preview.
-func (p *PoolStats) ObservePreview(status int, d time.Duration) {
-	p.observe(status, status, d, true)
-}
-
-// ObserveGRPC records a gRPC call: status is the HTTP status sent (200
-// for any call answered), code its grpc-status. A call that failed (its
-// code in the error set) counts in the window, and so in rollouts, as the
-// code's HTTP equivalent (UNAVAILABLE as 503...).
-func (p *PoolStats) ObserveGRPC(status int, code grpccode.Code, failed bool, d time.Duration, preview bool) {
-	counted := status
-	if failed {
-		counted = code.HTTPStatus()
-	}
-	p.observe(status, counted, d, preview)
+// GRPC counts a gRPC call by its grpc-status.
+func (p *poolSeries) GRPC(code grpccode.Code) {
 	codes := p.grpcCodes.Load()
 	if codes == nil {
 		p.grpcCodes.CompareAndSwap(nil, new([grpccode.Count]atomic.Pointer[counter]))
@@ -222,7 +199,7 @@ func (p *PoolStats) ObserveGRPC(status int, code grpccode.Code, failed bool, d t
 	}
 	c := codes[code].Load()
 	if c == nil {
-		codes[code].CompareAndSwap(nil, &counter{p.m.grpc.WithLabelValues(p.Route, p.Pool, code.String())})
+		codes[code].CompareAndSwap(nil, &counter{p.m.grpc.WithLabelValues(p.route, p.pool, code.String())})
 		c = codes[code].Load()
 	}
 	c.Inc()
@@ -230,7 +207,7 @@ func (p *PoolStats) ObserveGRPC(status int, code grpccode.Code, failed bool, d t
 
 type statusCounters [600]atomic.Pointer[counter]
 
-func (p *PoolStats) code(cache *atomic.Pointer[statusCounters], vec *prometheus.CounterVec, status int) *counter {
+func (p *poolSeries) code(cache *atomic.Pointer[statusCounters], vec *prometheus.CounterVec, status int) *counter {
 	codes := cache.Load()
 	if codes == nil {
 		cache.CompareAndSwap(nil, new(statusCounters))
@@ -242,67 +219,9 @@ func (p *PoolStats) code(cache *atomic.Pointer[statusCounters], vec *prometheus.
 	if c := codes[status].Load(); c != nil {
 		return c
 	}
-	c := &counter{vec.WithLabelValues(p.Route, p.Pool, strconv.Itoa(status))}
+	c := &counter{vec.WithLabelValues(p.route, p.pool, strconv.Itoa(status))}
 	if !codes[status].CompareAndSwap(nil, c) {
 		c = codes[status].Load()
 	}
 	return c
 }
-
-// Traffic is a pool's cumulative counts split by how its requests chose
-// it: by the schedule or a sticky key (Weighted), or by naming the pool
-// (Preview).
-type Traffic struct {
-	Weighted, Preview Counts
-}
-
-// All is every request of the pool.
-func (t Traffic) All() Counts {
-	c := t.Weighted
-	c.Add(&t.Preview)
-	return c
-}
-
-// Add adds o to t (Counts.Add, both halves).
-func (t *Traffic) Add(o Traffic) {
-	t.Weighted.Add(&o.Weighted)
-	t.Preview.Add(&o.Preview)
-}
-
-// Sub returns t minus an earlier reading of the same pool.
-func (t Traffic) Sub(earlier Traffic) Traffic {
-	t.Weighted.sub(&earlier.Weighted)
-	t.Preview.sub(&earlier.Preview)
-	return t
-}
-
-// Traffic returns the pool's counts since its stats were created, exact
-// to the request, split into weighted and preview.
-func (p *PoolStats) Traffic() Traffic {
-	now := p.m.now()
-	return Traffic{Weighted: p.win.weighted.counts(p.win.created, now), Preview: p.win.preview.counts(p.win.created, now)}
-}
-
-// Now returns the counts since the stats were created, exact to the
-// request. Subtract two of them (Sub) for an exact span, such as a rollout
-// step.
-func (p *PoolStats) Now() Counts { return p.win.now(p.m.now()) }
-
-// Since returns the counts from t until now, to WindowResolution.
-func (p *PoolStats) Since(t time.Time) Counts { return p.win.since(t, p.m.now()) }
-
-// Last returns the counts of the last d, to WindowResolution.
-func (p *PoolStats) Last(d time.Duration) Counts {
-	now := p.m.now()
-	return p.win.since(now.Add(-d), now)
-}
-
-// Sub returns c minus an earlier reading of the same pool.
-func (c Counts) Sub(earlier Counts) Counts {
-	c.sub(&earlier)
-	return c
-}
-
-// Series returns the pool's traffic over the last `last` in spans of step
-// (to WindowResolution), oldest first.
-func (p *PoolStats) Series(last, step time.Duration) []Point { return p.win.series(last, step) }

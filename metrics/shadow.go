@@ -5,6 +5,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"canaryd/evidence"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -86,7 +88,7 @@ type ShadowStats struct {
 	created time.Time
 	// copies are the copies' answers; primaries the real answers to the
 	// same requests, so the two compare over exactly the same traffic.
-	copies, primaries    cumulative
+	copies, primaries    evidence.Counter
 	compared, mismatches atomic.Uint64
 
 	sent, dropped, mismatch, errors prometheus.Counter
@@ -105,7 +107,7 @@ func (st *ShadowStats) Observe(status int, d time.Duration, primaryStatus int, p
 	}
 	// The primary first: a reading (Shadow) takes the copies first, so it
 	// never holds a copy whose primary it lacks.
-	st.primaries.record(primaryStatus, primary)
+	st.primaries.Record(primaryStatus, primary)
 	if compared {
 		st.compared.Add(1)
 		if mismatch {
@@ -113,41 +115,15 @@ func (st *ShadowStats) Observe(status int, d time.Duration, primaryStatus int, p
 			st.mismatch.Inc()
 		}
 	}
-	st.copies.record(status, d)
-}
-
-// Shadow is a route's shadow traffic to one pool, cumulative.
-type Shadow struct {
-	// Copies are the copies' answers, Primaries the real ones to the same
-	// requests.
-	Copies, Primaries Counts
-	// Compared answers, and the Mismatches among them.
-	Compared, Mismatches uint64
-}
-
-// Add adds o to s.
-func (s *Shadow) Add(o Shadow) {
-	s.Copies.Add(&o.Copies)
-	s.Primaries.Add(&o.Primaries)
-	s.Compared += o.Compared
-	s.Mismatches += o.Mismatches
-}
-
-// Sub returns s minus an earlier reading of the same stats.
-func (s Shadow) Sub(earlier Shadow) Shadow {
-	s.Copies.sub(&earlier.Copies)
-	s.Primaries.sub(&earlier.Primaries)
-	s.Compared -= earlier.Compared
-	s.Mismatches -= earlier.Mismatches
-	return s
+	st.copies.Record(status, d)
 }
 
 // Shadow reads the counts.
-func (st *ShadowStats) Shadow() Shadow {
+func (st *ShadowStats) Shadow() evidence.Shadow {
 	now := time.Now()
-	c := st.copies.counts(st.created, now)
-	return Shadow{
-		Copies: c, Primaries: st.primaries.counts(st.created, now),
+	c := st.copies.Counts(st.created, now)
+	return evidence.Shadow{
+		Copies: c, Primaries: st.primaries.Counts(st.created, now),
 		Compared: st.compared.Load(), Mismatches: st.mismatches.Load(),
 	}
 }

@@ -41,8 +41,8 @@ func NewTLS(reg prometheus.Registerer) *TLS {
 		}),
 	}
 	reg.MustRegister(t.expiry, t.reloads, t.successful, t.refused)
-	t.reloads.WithLabelValues(ReloadApplied)
-	t.reloads.WithLabelValues(ReloadFailed)
+	t.reloads.WithLabelValues(string(ReloadApplied))
+	t.reloads.WithLabelValues(string(ReloadFailed))
 	t.successful.Set(1)
 	return t
 }
@@ -58,11 +58,11 @@ func (t *TLS) Serving(certs []TLSCert) {
 // Reloaded records a reload of TLS files: ok, or failed.
 func (t *TLS) Reloaded(ok bool) {
 	if ok {
-		t.reloads.WithLabelValues(ReloadApplied).Inc()
+		t.reloads.WithLabelValues(string(ReloadApplied)).Inc()
 		t.successful.Set(1)
 		return
 	}
-	t.reloads.WithLabelValues(ReloadFailed).Inc()
+	t.reloads.WithLabelValues(string(ReloadFailed)).Inc()
 	t.successful.Set(0)
 }
 

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bytes"
-	"canaryd/panics"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -18,6 +17,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"canaryd/panics"
 
 	"canaryd/balancer"
 
@@ -168,7 +169,7 @@ func (m *Mirror) Close() {
 	for {
 		select {
 		case j := <-m.q:
-			m.observe(&ShadowOutcome{Route: j.route, Pool: j.route.Mirror, Dropped: true, RequestID: j.id})
+			m.observe(&ShadowOutcome{Route: j.route, Pool: j.route.MirrorPool, Dropped: true, RequestID: j.id})
 		default:
 			return
 		}
@@ -251,13 +252,13 @@ type readCloser struct {
 // never blocks: a full queue drops the copy.
 func (m *Mirror) enqueue(j *mirrorJob) {
 	if m.closed.Load() {
-		m.observe(&ShadowOutcome{Route: j.route, Pool: j.route.Mirror, Dropped: true, RequestID: j.id})
+		m.observe(&ShadowOutcome{Route: j.route, Pool: j.route.MirrorPool, Dropped: true, RequestID: j.id})
 		return
 	}
 	select {
 	case m.q <- j:
 	default:
-		m.observe(&ShadowOutcome{Route: j.route, Pool: j.route.Mirror, Dropped: true, RequestID: j.id})
+		m.observe(&ShadowOutcome{Route: j.route, Pool: j.route.MirrorPool, Dropped: true, RequestID: j.id})
 	}
 }
 
@@ -280,7 +281,7 @@ var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy
 
 // send sends one copy and compares its answer with the real one.
 func (m *Mirror) send(j *mirrorJob) {
-	pool := j.route.Mirror
+	pool := j.route.MirrorPool
 	out := &ShadowOutcome{Route: j.route, Pool: pool, RequestID: j.id, PrimaryStatus: j.primaryStatus, PrimaryDuration: j.primaryDur, Status: http.StatusBadGateway}
 	defer m.observe(out)
 	inst := pool.Pick()

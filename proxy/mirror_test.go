@@ -58,7 +58,7 @@ func mirrorRig(t *testing.T, blue, green string, share int, o MirrorOptions) (*r
 	m := NewMirror(o, tr, rec, nil)
 	t.Cleanup(m.Close)
 	s := routeSpec(t, pool{"blue", 10000, []string{blue}}, pool{"green", 0, []string{green}})
-	s.MirrorPool, s.MirrorShare, s.MirrorTag = "green", share, m
+	s.MirrorPool, s.MirrorShare, s.Mirror = "green", share, m
 	return newRig(t, Options{Transport: tr}, s), m, rec
 }
 
@@ -234,7 +234,7 @@ func TestMirrorWithoutInstance(t *testing.T) {
 	m := NewMirror(MirrorOptions{}, tr, rec, nil)
 	defer m.Close()
 	s := routeSpec(t, pool{"blue", 10000, []string{blue}}, pool{"green", 0, []string{"http://" + deadAddr(t)}})
-	s.MirrorPool, s.MirrorShare, s.MirrorTag = "green", 10000, m
+	s.MirrorPool, s.MirrorShare, s.Mirror = "green", 10000, m
 	r := newRig(t, Options{Transport: tr}, s)
 	if !r.router.SetAvailable(r.router.Load().Route("web").Pools[1].Instances[0], false) {
 		t.Fatal("green's instance was already out")
@@ -274,7 +274,7 @@ func BenchmarkMirrorClientLatency(b *testing.B) {
 			if mirrored {
 				m := NewMirror(MirrorOptions{}, tr, nil, nil)
 				defer m.Close()
-				s.MirrorPool, s.MirrorShare, s.MirrorTag = "green", 10000, m
+				s.MirrorPool, s.MirrorShare, s.Mirror = "green", 10000, m
 			}
 			r := newRig(b, Options{Transport: tr, Observer: nopObserver{}}, s)
 			lat := make([]time.Duration, 0, b.N)
@@ -311,7 +311,7 @@ func TestMirrorWorkerPanicReachesTheHandler(t *testing.T) {
 	m := NewMirror(MirrorOptions{Concurrency: 1, OnPanic: func(c string, _ any, _ []byte) { got <- c }}, tr, boomObserver{}, nil)
 	defer m.Close()
 	s := routeSpec(t, pool{"blue", 10000, []string{blue}}, pool{"green", 0, []string{green}})
-	s.MirrorPool, s.MirrorShare, s.MirrorTag = "green", 10000, m
+	s.MirrorPool, s.MirrorShare, s.Mirror = "green", 10000, m
 	r := newRig(t, Options{Transport: tr}, s)
 	r.do(t, http.MethodGet, "/", "", nil)
 	select {

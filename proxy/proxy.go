@@ -264,8 +264,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st := h.states.Get().(*state)
 	st.call = call{route: route, pool: pool, inst: inst, forced: forced, id: id, idValue: [1]string{id}, in: r, closeAfter: closeAfter}
 	inst.Acquire()
-	if route.Mirror != nil && pool != route.Mirror { // a copy to the pool that answers compares nothing
-		if m, ok := route.MirrorTag.(*Mirror); ok {
+	if route.MirrorPool != nil && pool != route.MirrorPool { // a copy to the pool that answers compares nothing
+		// The route's Mirror is one this package made (NewMirror): the
+		// table's builder has no other to give.
+		if m, ok := route.Mirror.(*Mirror); ok {
 			if st.job = m.prepare(route, r, id); st.job != nil {
 				st.mirror = m
 				if m.opts.CompareBody {

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"canaryd/config"
-	"canaryd/metrics"
+	"canaryd/evidence"
 )
 
 // Result of one check.
@@ -50,13 +50,13 @@ type Verdict struct {
 // sample is what an analysis judges: counts since the evidence began (the
 // step's start, or the last failed analysis: see controller.decide).
 type sample struct {
-	canary, stable metrics.Counts
+	canary, stable evidence.Counts
 	// preview is the canary's forced traffic over the same span, when it is
 	// judged apart (canary and linear rollouts).
-	preview *metrics.Counts
+	preview *evidence.Counts
 	// shadow is set in the shadow phase: canary and stable are then the
 	// copies and the real answers to the same requests.
-	shadow *metrics.Shadow
+	shadow *evidence.Shadow
 	// canaryAvailable instances of the canary pool, -1 when unknown.
 	canaryAvailable, canaryTotal int
 }
@@ -122,7 +122,7 @@ func embeddedChecks(ro *config.Rollout, minRequests int, s sample) (vs []Verdict
 // names the pool), not by the schedule: a handful aimed at a path that
 // fails only on the canary would otherwise decide the step. So they are
 // shown, and decide nothing.
-func previewVerdict(p *metrics.Counts) Verdict {
+func previewVerdict(p *evidence.Counts) Verdict {
 	v := Verdict{Check: "preview", Advisory: true, Value: p.ErrorRate(),
 		Reason: fmt.Sprintf("%d forced (preview) requests to the canary, %d failed (%s); judged apart: preview traffic is chosen by clients and decides no weighted step",
 			p.Requests, p.Errors, fmtPct(p.ErrorRate()))}
@@ -168,7 +168,7 @@ func pct(e, n uint64) float64 {
 // when the difference is significant at the confidence *and* the canary's
 // p50 or p99 exceeds ratio × stable's by more than minDiff. A significant
 // but small slowdown passes.
-func compareLatency(c, s *metrics.Counts, confidence, ratio float64, minDiff time.Duration) Verdict {
+func compareLatency(c, s *evidence.Counts, confidence, ratio float64, minDiff time.Duration) Verdict {
 	u, z := mannWhitney(c.Latency[:], s.Latency[:])
 	p := 1 - normalCDF(z) // small when the canary is slower
 	c50, s50 := c.Quantile(0.5), s.Quantile(0.5)

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"canaryd/metrics"
+	"canaryd/evidence"
 )
 
 // The calibration of the judge, as tests: seeded simulated rollouts run
@@ -69,10 +69,10 @@ func (m latencyModel) probs() []float64 {
 	mix := func(d time.Duration) float64 {
 		return (1-m.slowShare)*cdf(d, 1) + m.slowShare*cdf(d, m.slowFactor)
 	}
-	p := make([]float64, metrics.LatencyBuckets)
+	p := make([]float64, evidence.LatencyBuckets)
 	for i := range p {
-		lo, hi := metrics.BucketBounds(i)
-		if i == metrics.LatencyBuckets-1 {
+		lo, hi := evidence.BucketBounds(i)
+		if i == evidence.LatencyBuckets-1 {
 			p[i] = 1 - mix(lo)
 			continue
 		}
@@ -83,7 +83,7 @@ func (m latencyModel) probs() []float64 {
 
 // draw adds n requests to c's latency histogram: a multinomial draw as a
 // chain of binomials, bucket by bucket.
-func draw(r *rand.Rand, c *metrics.Counts, n uint64, probs []float64) {
+func draw(r *rand.Rand, c *evidence.Counts, n uint64, probs []float64) {
 	rest := 1.0
 	for i, p := range probs {
 		if n == 0 {
@@ -158,7 +158,7 @@ func simulate(t testing.TB, seed uint64, sc scenario) outcome {
 	_, c := newTestManager(t, traffic, sc.rollout)
 	now := time.Now()
 	var out outcome
-	add := func(c *metrics.Counts, n uint64, pm poolModel) {
+	add := func(c *evidence.Counts, n uint64, pm poolModel) {
 		c.Requests += n
 		c.Errors += binom(r, n, pm.errRate)
 		draw(r, c, n, pm.latency)

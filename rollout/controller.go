@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"canaryd/config"
-	"canaryd/metrics"
+	"canaryd/evidence"
 
 	"go.uber.org/zap"
 )
@@ -28,9 +28,9 @@ type controller struct {
 	release  string // the config's release (Release)
 	st       State
 	prom     *promChecker
-	baseC    metrics.Traffic // canary counts when the evidence began
-	baseS    metrics.Traffic
-	baseSh   metrics.Shadow // and the copies to the canary
+	baseC    evidence.Traffic // canary counts when the evidence began
+	baseS    evidence.Traffic
+	baseSh   evidence.Shadow // and the copies to the canary
 	trip     []tripReading
 	persistM sync.Mutex
 
@@ -141,7 +141,7 @@ func (c *controller) resetBase(now time.Time) {
 // tripCounts is what the tripwire watches: in the shadow phase the copies
 // and the real answers to the same requests, else the judged traffic.
 // c.mu held.
-func (c *controller) tripCounts(ct, st metrics.Traffic, sh metrics.Shadow) (canary, stable metrics.Counts) {
+func (c *controller) tripCounts(ct, st evidence.Traffic, sh evidence.Shadow) (canary, stable evidence.Counts) {
 	if c.st.Shadow {
 		return sh.Copies, sh.Primaries
 	}
@@ -165,7 +165,7 @@ func (c *controller) resetEvidence(now time.Time) {
 // them aimed at a failing path must not decide a step. In blue_green the
 // canary has no weight before the switch and the preview is the evidence
 // by design (force.allow_from and force.secret_file keep it honest).
-func (c *controller) judged(t metrics.Traffic) metrics.Counts {
+func (c *controller) judged(t evidence.Traffic) evidence.Counts {
 	if c.spec.Strategy == config.StrategyBlueGreen {
 		return t.All()
 	}

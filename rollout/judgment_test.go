@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"canaryd/config"
+	"canaryd/evidence"
 	"canaryd/metrics"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -61,13 +62,13 @@ func TestBoundVerdict(t *testing.T) {
 }
 
 // hist fills a histogram with n requests at each latency.
-func hist(at map[time.Duration]uint64) metrics.Counts {
-	var c metrics.Counts
+func hist(at map[time.Duration]uint64) evidence.Counts {
+	var c evidence.Counts
 	for d, n := range at {
 		c.Requests += n
 		b := 0
-		for i := 0; i < metrics.LatencyBuckets; i++ {
-			if lo, hi := metrics.BucketBounds(i); d >= lo && d < hi {
+		for i := 0; i < evidence.LatencyBuckets; i++ {
+			if lo, hi := evidence.BucketBounds(i); d >= lo && d < hi {
 				b = i
 			}
 		}

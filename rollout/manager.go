@@ -1,7 +1,6 @@
 package rollout
 
 import (
-	"canaryd/panics"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -12,8 +11,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"canaryd/evidence"
+	"canaryd/panics"
+
 	"canaryd/config"
-	"canaryd/metrics"
 
 	"go.uber.org/zap"
 )
@@ -21,15 +22,24 @@ import (
 // Counters reads a pool's cumulative request counts (exact to the
 // request), weighted and preview traffic apart.
 type Counters interface {
-	PoolTraffic(route, pool string) metrics.Traffic
+	PoolTraffic(route, pool string) evidence.Traffic
 	// ShadowTraffic is the copies a route mirrors to pool, with the real
 	// answers to the same requests.
-	ShadowTraffic(route, pool string) metrics.Shadow
+	ShadowTraffic(route, pool string) evidence.Shadow
 }
 
 // Pools reports a pool's instances: total, available, ejected.
 type Pools interface {
 	PoolSummary(route, pool string) (total, available, ejected int)
+}
+
+// Metrics receives what rollouts export (package metrics' Rollouts:
+// canaryd_rollout_step, canaryd_rollout_state and the verdicts). Required.
+type Metrics interface {
+	SetRoles(route, stable, canary string)
+	SetRollout(route string, step int, state string, all []string)
+	Verdict(route, check, result string)
+	ForgetRollout(route string, all []string)
 }
 
 // Deps are what rollouts need from the rest of canaryd.
@@ -39,7 +49,7 @@ type Deps struct {
 	Sink     Sink
 	Counters Counters
 	Pools    Pools
-	Metrics  *metrics.Rollouts
+	Metrics  Metrics
 	Log      *zap.Logger
 	// Store keeps the states. Default: Files{StateDir}.
 	Store Store

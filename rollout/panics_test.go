@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"canaryd/config"
+	"canaryd/evidence"
 	"canaryd/metrics"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,7 +21,7 @@ type boomCounters struct {
 	armed atomic.Bool
 }
 
-func (b *boomCounters) PoolTraffic(route, pool string) metrics.Traffic {
+func (b *boomCounters) PoolTraffic(route, pool string) evidence.Traffic {
 	if b.armed.Load() {
 		panic("injected")
 	}

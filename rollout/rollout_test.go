@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"canaryd/config"
+	"canaryd/evidence"
 	"canaryd/metrics"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -39,8 +40,8 @@ func TestMannWhitney(t *testing.T) {
 	}
 }
 
-func counts(latency map[int]uint64, req, errs uint64) metrics.Counts {
-	c := metrics.Counts{Requests: req, Errors: errs}
+func counts(latency map[int]uint64, req, errs uint64) evidence.Counts {
+	c := evidence.Counts{Requests: req, Errors: errs}
 	for b, n := range latency {
 		c.Latency[b] = n
 	}
@@ -105,19 +106,19 @@ func TestTripwire(t *testing.T) {
 // sim is synthetic traffic for the simulation: cumulative counts per pool.
 type sim struct {
 	mu sync.Mutex
-	c  map[string]*metrics.Traffic
-	sh map[string]*metrics.Shadow
+	c  map[string]*evidence.Traffic
+	sh map[string]*evidence.Shadow
 }
 
-func newSim() *sim { return &sim{c: map[string]*metrics.Traffic{}, sh: map[string]*metrics.Shadow{}} }
+func newSim() *sim { return &sim{c: map[string]*evidence.Traffic{}, sh: map[string]*evidence.Shadow{}} }
 
-func (s *sim) ShadowTraffic(route, pool string) metrics.Shadow {
+func (s *sim) ShadowTraffic(route, pool string) evidence.Shadow {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if c := s.sh[pool]; c != nil {
 		return *c
 	}
-	return metrics.Shadow{}
+	return evidence.Shadow{}
 }
 
 // addShadow counts n copies to a pool, errs of them failed (and their
@@ -127,7 +128,7 @@ func (s *sim) addShadow(pool string, n, errs, mismatched uint64) {
 	defer s.mu.Unlock()
 	c := s.sh[pool]
 	if c == nil {
-		c = &metrics.Shadow{}
+		c = &evidence.Shadow{}
 		s.sh[pool] = c
 	}
 	addCounts(&c.Copies, n, errs)
@@ -136,19 +137,19 @@ func (s *sim) addShadow(pool string, n, errs, mismatched uint64) {
 	c.Mismatches += mismatched
 }
 
-func (s *sim) PoolTraffic(route, pool string) metrics.Traffic {
+func (s *sim) PoolTraffic(route, pool string) evidence.Traffic {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if c := s.c[pool]; c != nil {
 		return *c
 	}
-	return metrics.Traffic{}
+	return evidence.Traffic{}
 }
 
-func (s *sim) pool(name string) *metrics.Traffic {
+func (s *sim) pool(name string) *evidence.Traffic {
 	c := s.c[name]
 	if c == nil {
-		c = &metrics.Traffic{}
+		c = &evidence.Traffic{}
 		s.c[name] = c
 	}
 	return c
@@ -169,7 +170,7 @@ func (s *sim) addPreview(pool string, n, errs uint64) {
 	addCounts(&s.pool(pool).Preview, n, errs)
 }
 
-func addCounts(c *metrics.Counts, n, errs uint64) {
+func addCounts(c *evidence.Counts, n, errs uint64) {
 	c.Requests += n
 	c.Errors += errs
 	c.Latency[100] += n

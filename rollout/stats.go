@@ -5,7 +5,7 @@ import (
 	"math"
 	"time"
 
-	"canaryd/metrics"
+	"canaryd/evidence"
 )
 
 // zFor is the two-sided normal quantile of a confidence level: 1.96 for
@@ -82,13 +82,13 @@ func fmtPct(p float64) string {
 // d counts in proportion to the part of it above d (the same linear
 // interpolation Quantile uses), so the count does not jump by a whole
 // bucket as d moves through it.
-func slowerThan(c *metrics.Counts, d time.Duration) float64 {
+func slowerThan(c *evidence.Counts, d time.Duration) float64 {
 	var k float64
 	for i, n := range c.Latency {
 		if n == 0 {
 			continue
 		}
-		lo, hi := metrics.BucketBounds(i)
+		lo, hi := evidence.BucketBounds(i)
 		switch {
 		case lo >= d:
 			k += float64(n)
@@ -99,7 +99,7 @@ func slowerThan(c *metrics.Counts, d time.Duration) float64 {
 	return k
 }
 
-func latencyTotal(c *metrics.Counts) float64 {
+func latencyTotal(c *evidence.Counts) float64 {
 	var n uint64
 	for _, x := range c.Latency {
 		n += x
@@ -112,7 +112,7 @@ func latencyTotal(c *metrics.Counts) float64 {
 // gets the same interval as the error rate, and a p99 over the bound on a
 // few hundred requests (where the p99 is two or three requests) is
 // inconclusive until the evidence says which side it is on.
-func latencyBound(c *metrics.Counts, bound time.Duration, confidence float64) Verdict {
+func latencyBound(c *evidence.Counts, bound time.Duration, confidence float64) Verdict {
 	n := latencyTotal(c)
 	k := slowerThan(c, bound)
 	v := boundVerdict("latency_p99", k, n, 0.01, confidence,
@@ -132,7 +132,7 @@ func latencyBound(c *metrics.Counts, bound time.Duration, confidence float64) Ve
 // the canary's p99 past ratio × stable's and minDiff above it, so a
 // significant but small change passes, and a canary whose p99 is under
 // that bound with confidence passes however its share compares.
-func compareTail(c, s *metrics.Counts, confidence, ratio float64, minDiff time.Duration) Verdict {
+func compareTail(c, s *evidence.Counts, confidence, ratio float64, minDiff time.Duration) Verdict {
 	s99, c99 := s.Quantile(0.99), c.Quantile(0.99)
 	kc, nc := slowerThan(c, s99), latencyTotal(c)
 	ks, ns := slowerThan(s, s99), latencyTotal(s)

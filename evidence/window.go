@@ -1,4 +1,10 @@
-package metrics
+// Package evidence is what canaryd knows of a pool's traffic, in process:
+// lock-free counters and windows the request path writes (Pool), and the
+// counts rollouts judge and the cluster sums (Counts, Traffic, Shadow).
+// It imports only the standard library (and grpccode), so that rollout,
+// cluster and balancer use it without Prometheus; package metrics exports
+// the same requests to Prometheus through the Exporter a Pool is given.
+package evidence
 
 import (
 	"math/bits"
@@ -109,6 +115,12 @@ func (c *Counts) Add(o *Counts) {
 	}
 }
 
+// Sub returns c minus an earlier reading of the same counts.
+func (c Counts) Sub(earlier Counts) Counts {
+	c.sub(&earlier)
+	return c
+}
+
 func (c *Counts) sub(old *Counts) {
 	c.Requests -= old.Requests
 	c.Errors -= old.Errors
@@ -124,21 +136,23 @@ func (c *Counts) sub(old *Counts) {
 const (
 	WindowResolution = time.Second
 	WindowLength     = 10 * time.Minute
-	// windowSlots is how many one-second snapshots a window holds at most.
-	windowSlots = int(WindowLength/WindowResolution) + 1
+	// WindowSlots is how many one-second snapshots a window holds at most.
+	WindowSlots = int(WindowLength/WindowResolution) + 1
 )
 
-// cumulative counts requests with atomic adds and no clock. Its latency
+// Counter counts requests with atomic adds and no clock. Its latency
 // buckets are allocated on the first request, so a pool that never sees
-// one costs a few words.
-type cumulative struct {
+// one costs a few words. The zero value is ready.
+type Counter struct {
 	requests  atomic.Uint64
 	errors    atomic.Uint64
 	cancelled atomic.Uint64
 	latency   atomic.Pointer[[LatencyBuckets]atomic.Uint64]
 }
 
-func (w *cumulative) record(status int, d time.Duration) {
+// Record counts one answer: status 499 is a request cancelled (the client
+// went away), >= 500 an error.
+func (w *Counter) Record(status int, d time.Duration) {
 	if status == 499 {
 		w.cancelled.Add(1)
 		return
@@ -155,7 +169,8 @@ func (w *cumulative) record(status int, d time.Duration) {
 	lat[bucketOf(d)].Add(1)
 }
 
-func (w *cumulative) counts(from, to time.Time) Counts {
+// Counts reads the counter, stamped with the span it covers.
+func (w *Counter) Counts(from, to time.Time) Counts {
 	c := Counts{From: from, To: to, Requests: w.requests.Load(), Errors: w.errors.Load(), Cancelled: w.cancelled.Load()}
 	if lat := w.latency.Load(); lat != nil {
 		for i := range c.Latency {
@@ -167,7 +182,7 @@ func (w *cumulative) counts(from, to time.Time) Counts {
 
 // total is the number of events counted, of every kind: it changes
 // whenever anything does (for the snapshots' "unchanged" test).
-func (w *cumulative) total() uint64 {
+func (w *Counter) total() uint64 {
 	return w.requests.Load() + w.cancelled.Load()
 }
 
@@ -180,7 +195,7 @@ func (w *cumulative) total() uint64 {
 type window struct {
 	// Weighted and preview requests are counted apart (a rollout judges
 	// them apart) and summed for every other reader.
-	weighted, preview cumulative
+	weighted, preview Counter
 
 	created time.Time
 	mu      sync.RWMutex // guards the fields below; taken by the ticker and readers only
@@ -209,18 +224,18 @@ func newWindow(now time.Time) *window {
 }
 
 func (w *window) now(at time.Time) Counts {
-	c := w.weighted.counts(w.created, at)
-	pv := w.preview.counts(w.created, at)
+	c := w.weighted.Counts(w.created, at)
+	pv := w.preview.Counts(w.created, at)
 	c.Add(&pv)
 	return c
 }
 
 func (w *window) record(status int, d time.Duration, preview bool) {
 	if preview {
-		w.preview.record(status, d)
+		w.preview.Record(status, d)
 		return
 	}
-	w.weighted.record(status, d)
+	w.weighted.Record(status, d)
 }
 
 // snapshot keeps the counters as of at, when they changed.
