@@ -10,6 +10,7 @@ import (
 	"slices"
 	"time"
 
+	"canaryd/filewatch"
 	"canaryd/panics"
 
 	"canaryd/admin"
@@ -115,7 +116,7 @@ func (s *Server) watchLoop(ctx context.Context) {
 			err := errWatcherPanicked
 			defer func() { done <- err }()
 			defer panics.Recover(s.panicked, "config file watch")
-			err = config.WatchFiles(wctx, paths, s.static.Reload.Debounce.D(), func(reason string) {
+			err = filewatch.Files(wctx, paths, s.static.Reload.Debounce.D(), func(reason string) {
 				select {
 				case s.reloads <- reloadRequest{source: "file watch: " + reason}:
 				case <-wctx.Done():

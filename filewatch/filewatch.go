@@ -1,4 +1,10 @@
-package config
+// Package filewatch tells when files may have changed, for every way a
+// file changes: written in place, replaced by rename (editors, mv),
+// deleted and created again, or swapped under a symlink (a Kubernetes
+// ConfigMap or Secret mount). It imports the standard library and
+// fsnotify only: the config file and the TLS files it names are watched
+// through it.
+package filewatch
 
 import (
 	"context"
@@ -26,22 +32,22 @@ import (
 // that an edit made before it was armed is not missed. Watch returns an
 // error only if the watch cannot start.
 func Watch(ctx context.Context, path string, debounce time.Duration, notify func(reason string)) error {
-	return WatchFiles(ctx, []string{path}, debounce, notify)
+	return Files(ctx, []string{path}, debounce, notify)
 }
 
-// watched is one file of WatchFiles: where it is and what it resolves to.
+// watched is one file of Files: where it is and what it resolves to.
 type watched struct {
 	abs, dir, base string
 	target         string // the resolved path; "" when missing
 }
 
-// WatchFiles is Watch for several files (the config and the certificate
+// Files is Watch for several files (the config and the certificate
 // files it names) on one inotify instance: notify runs when any of them
 // may have changed.
 //
 // It is one function, a little over 80 lines, on purpose: the watcher, the
 // watched files and the debounce timer are the state of one select loop.
-func WatchFiles(ctx context.Context, paths []string, debounce time.Duration, notify func(reason string)) error {
+func Files(ctx context.Context, paths []string, debounce time.Duration, notify func(reason string)) error {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		return fmt.Errorf("watch %s: %w (raise fs.inotify.max_user_instances?)", strings.Join(paths, ", "), err)
