@@ -156,7 +156,7 @@ type Cluster struct {
 	sess     *concurrency.Session // nil while none
 	election *concurrency.Election
 	leading  bool
-	mirror   *mirror
+	cache    *cache
 	// connected: the last read of etcd succeeded; lastOK is when.
 	connected   bool
 	lastOK      time.Time
@@ -215,7 +215,7 @@ func New(o Options) (*Cluster, error) {
 	c := &Cluster{
 		o: o, log: o.Log, cli: cli, prefix: "/canaryd/" + o.Config.Name + "/", boot: hex.EncodeToString(b[:]),
 		ctx: ctx, cancel: cancel, campaignCtx: cctx, stopCampaign: ccancel,
-		deposed: make(chan struct{}, 1), mirror: newMirror(o.Member), pending: map[string]pendingAck{},
+		deposed: make(chan struct{}, 1), cache: newCache(o.Member), pending: map[string]pendingAck{},
 		executed: map[string]bool{}, drift: map[string]string{}, info: o.Info, history: history{},
 	}
 	return c, nil
@@ -405,7 +405,7 @@ func (c *Cluster) lead(el *concurrency.Election) {
 	c.mu.Lock()
 	if err == nil {
 		for _, kv := range resp.Kvs {
-			c.mirror.putState(c.prefix, kv)
+			c.cache.putState(c.prefix, kv)
 		}
 	}
 	c.election, c.leading = el, true
@@ -472,7 +472,7 @@ func (c *Cluster) SaveState(route string, state []byte, weights bool) error {
 		return ErrFenced
 	}
 	c.mu.Lock()
-	c.mirror.setState(route, state, resp.Header.Revision, c.o.Now())
+	c.cache.setState(route, state, resp.Header.Revision, c.o.Now())
 	if weights {
 		c.pending[route] = pendingAck{rev: resp.Header.Revision, since: c.o.Now()}
 	}
@@ -485,7 +485,7 @@ func (c *Cluster) SaveState(route string, state []byte, weights bool) error {
 func (c *Cluster) LoadState(route string) []byte {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if s, ok := c.mirror.states[route]; ok {
+	if s, ok := c.cache.states[route]; ok {
 		return s.data
 	}
 	return nil
@@ -516,7 +516,7 @@ func (c *Cluster) DeleteState(route string) error {
 func (c *Cluster) Traffic(route, pool string, local evidence.Traffic) evidence.Traffic {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	local.Add(c.mirror.sum(c.o.Member, route, pool).Traffic)
+	local.Add(c.cache.sum(c.o.Member, route, pool).Traffic)
 	return local
 }
 
@@ -524,7 +524,7 @@ func (c *Cluster) Traffic(route, pool string, local evidence.Traffic) evidence.T
 func (c *Cluster) Shadow(route, pool string, local evidence.Shadow) evidence.Shadow {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	local.Add(c.mirror.sum(c.o.Member, route, pool).Shadow)
+	local.Add(c.cache.sum(c.o.Member, route, pool).Shadow)
 	return local
 }
 
@@ -557,7 +557,7 @@ func (c *Cluster) Command(ctx context.Context, route string, action rollout.Acti
 	defer tick.Stop()
 	for {
 		c.mu.Lock()
-		d, ok := c.mirror.commands[key]
+		d, ok := c.cache.commands[key]
 		c.mu.Unlock()
 		if ok && d.doc.Done {
 			if d.doc.Error != "" {

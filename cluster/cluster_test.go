@@ -233,7 +233,7 @@ func TestResignHandsOverAtOnce(t *testing.T) {
 // The sums never go back: a member that leaves (its flush expires with
 // its lease) or boots again keeps its old counts in the sum.
 func TestSumsAreMonotonic(t *testing.T) {
-	m := newMirror("self")
+	m := newCache("self")
 	doc := func(boot string, req uint64) statsDoc {
 		return encodeStats(boot, []PoolStats{{Route: "web", Pool: "green", Traffic: counts(req, 0)}})
 	}

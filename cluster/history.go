@@ -40,7 +40,7 @@ func (c *Cluster) historyLoop() {
 func (c *Cluster) sampleHistory(now time.Time) {
 	c.mu.Lock()
 	busy := map[string]bool{}
-	for r, s := range c.mirror.states {
+	for r, s := range c.cache.states {
 		if s.busy {
 			busy[r] = true
 		}
@@ -61,7 +61,7 @@ func (c *Cluster) sampleHistory(now time.Time) {
 		}
 		k := poolKey{p.Route, p.Pool}
 		all := p.Traffic.All()
-		s := c.mirror.sum(c.o.Member, p.Route, p.Pool)
+		s := c.cache.sum(c.o.Member, p.Route, p.Pool)
 		others := s.Traffic.All()
 		all.Add(&others)
 		ring := append(c.history[k], sample{at: now, counts: all})

@@ -16,7 +16,7 @@ import (
 	"go.uber.org/zap"
 )
 
-// watchLoop keeps the mirror: one read of every key, then a watch from
+// watchLoop keeps the cache: one read of every key, then a watch from
 // that read's revision. A watch that ends (compacted, etcd without a
 // leader, connection lost) starts over with a new read.
 func (c *Cluster) watchLoop() {
@@ -29,7 +29,7 @@ func (c *Cluster) watchLoop() {
 			continue
 		}
 		c.mu.Lock()
-		changed := c.mirror.load(c.prefix, resp.Kvs)
+		changed := c.cache.load(c.prefix, resp.Kvs)
 		c.mu.Unlock()
 		c.applyStates(changed)
 		// WithRequireLeader: an etcd member cut off from its quorum ends
@@ -47,8 +47,8 @@ func (c *Cluster) watchLoop() {
 			c.mu.Lock()
 			for _, ev := range wr.Events {
 				if ev.Type == clientv3.EventTypeDelete {
-					c.mirror.del(c.prefix, string(ev.Kv.Key))
-				} else if r := c.mirror.put(c.prefix, ev.Kv); r != "" {
+					c.cache.del(c.prefix, string(ev.Kv.Key))
+				} else if r := c.cache.put(c.prefix, ev.Kv); r != "" {
 					changed = append(changed, r)
 				}
 			}
@@ -70,7 +70,7 @@ func (c *Cluster) applyStates(routes []string) {
 	sort.Strings(routes)
 	for _, r := range routes {
 		c.mu.Lock()
-		st, ok := c.mirror.states[r]
+		st, ok := c.cache.states[r]
 		c.mu.Unlock()
 		if !ok {
 			continue
@@ -132,7 +132,7 @@ func (c *Cluster) probeLoop() {
 		} else if now.Sub(c.lastOK) >= c.o.Config.PartitionTimeout.D() {
 			c.partitioned = true
 		}
-		part, sess, busy := c.partitioned, c.sess, c.mirror.busy()
+		part, sess, busy := c.partitioned, c.sess, c.cache.busy()
 		c.mu.Unlock()
 		c.o.Metrics.Connected(err == nil)
 		switch {
@@ -179,7 +179,7 @@ func (c *Cluster) dutyLoop() {
 		case <-tick.C:
 		}
 		c.mu.Lock()
-		c.o.Metrics.Members(len(c.mirror.members))
+		c.o.Metrics.Members(len(c.cache.members))
 		leading := c.leading
 		c.mu.Unlock()
 		if !leading {
@@ -206,8 +206,8 @@ func (c *Cluster) settle() {
 	c.mu.Lock()
 	for route, p := range c.pending {
 		var late []string
-		for id := range c.mirror.members {
-			if id != c.o.Member && c.mirror.acks[route][id] < p.rev {
+		for id := range c.cache.members {
+			if id != c.o.Member && c.cache.acks[route][id] < p.rev {
 				late = append(late, id)
 			}
 		}
@@ -232,7 +232,7 @@ func (c *Cluster) runCommands() {
 	}
 	var todo []cmd
 	c.mu.Lock()
-	for k, e := range c.mirror.commands {
+	for k, e := range c.cache.commands {
 		id := k + "@" + strconv.FormatInt(e.rev, 10)
 		if e.doc.Done || c.executed[id] {
 			continue
@@ -274,7 +274,7 @@ func (c *Cluster) checkDrift() {
 	c.mu.Lock()
 	for route, mine := range c.info.Routes {
 		var differ []string
-		for id, m := range c.mirror.members {
+		for id, m := range c.cache.members {
 			if id != c.o.Member && m.Routes[route] != mine {
 				differ = append(differ, id)
 			}

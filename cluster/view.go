@@ -27,24 +27,24 @@ type MemberView struct {
 func (c *Cluster) View() View {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	v := View{Name: c.o.Config.Name, Member: c.o.Member, Leader: c.mirror.leader(), Leading: c.leading,
+	v := View{Name: c.o.Config.Name, Member: c.o.Member, Leader: c.cache.leader(), Leading: c.leading,
 		Connected: c.connected, Partitioned: c.partitioned, States: map[string]int64{}}
 	if c.leading {
 		v.Leader = c.o.Member
 	}
-	for r, s := range c.mirror.states {
+	for r, s := range c.cache.states {
 		v.States[r] = s.rev
 	}
-	for id, m := range c.mirror.members {
+	for id, m := range c.cache.members {
 		mv := MemberView{ID: id, Addr: m.Addr, Admin: m.Admin, Version: m.Version, Boot: m.Boot, ConfigHash: m.ConfigHash, Acked: map[string]int64{}}
-		for r, acks := range c.mirror.acks {
+		for r, acks := range c.cache.acks {
 			if n, ok := acks[id]; ok {
 				mv.Acked[r] = n
 			}
 		}
 		if id == v.Leader {
 			// The leader serves what it writes.
-			for r, s := range c.mirror.states {
+			for r, s := range c.cache.states {
 				mv.Acked[r] = s.rev
 			}
 		}

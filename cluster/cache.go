@@ -9,9 +9,9 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 )
 
-// mirror is this member's copy of the cluster's keys, kept by one watch.
+// cache is this member's copy of the cluster's keys, kept by one watch.
 // Guarded by Cluster.mu.
-type mirror struct {
+type cache struct {
 	self     string // this member: its own series are counted live, not here
 	members  map[string]memberDoc
 	election map[string]electionEntry // key → candidate
@@ -42,17 +42,17 @@ type commandEntry struct {
 	rev   int64
 }
 
-func newMirror(self string) *mirror {
-	m := &mirror{self: self, retired: sums{}}
+func newCache(self string) *cache {
+	m := &cache{self: self, retired: sums{}}
 	m.reset()
 	return m
 }
 
-// load replaces the mirror by a fresh read of every key (at start, and
+// load replaces the cache by a fresh read of every key (at start, and
 // after a watch that fell behind a compaction). It returns the routes
 // whose state changed. A flush series missing from the read, or of
 // another boot, is retired: the sums never go back.
-func (m *mirror) load(prefix string, kvs []*mvccpb.KeyValue) []string {
+func (m *cache) load(prefix string, kvs []*mvccpb.KeyValue) []string {
 	oldStats, oldStates := m.stats, m.states
 	m.reset()
 	m.states = oldStates
@@ -79,7 +79,7 @@ func (m *mirror) load(prefix string, kvs []*mvccpb.KeyValue) []string {
 	return changed
 }
 
-func (m *mirror) reset() {
+func (m *cache) reset() {
 	m.members = map[string]memberDoc{}
 	m.election = map[string]electionEntry{}
 	m.states = map[string]stateEntry{}
@@ -90,7 +90,7 @@ func (m *mirror) reset() {
 
 // put applies a key's new value; it returns the route of a state that
 // changed ("" otherwise).
-func (m *mirror) put(prefix string, kv *mvccpb.KeyValue) (route string) {
+func (m *cache) put(prefix string, kv *mvccpb.KeyValue) (route string) {
 	kind, rest, _ := strings.Cut(strings.TrimPrefix(string(kv.Key), prefix), "/")
 	switch kind {
 	case "members":
@@ -130,9 +130,9 @@ func (m *mirror) put(prefix string, kv *mvccpb.KeyValue) (route string) {
 	return ""
 }
 
-// putState records a state/ key unless the mirror has a newer one; it
+// putState records a state/ key unless the cache has a newer one; it
 // reports whether it changed.
-func (m *mirror) putState(prefix string, kv *mvccpb.KeyValue) bool {
+func (m *cache) putState(prefix string, kv *mvccpb.KeyValue) bool {
 	route := strings.TrimPrefix(string(kv.Key), prefix+"state/")
 	if old, ok := m.states[route]; ok && old.rev >= kv.ModRevision {
 		return false
@@ -145,7 +145,7 @@ func (m *mirror) putState(prefix string, kv *mvccpb.KeyValue) bool {
 	return true
 }
 
-func (m *mirror) setState(route string, data []byte, rev int64, at time.Time) {
+func (m *cache) setState(route string, data []byte, rev int64, at time.Time) {
 	if old, ok := m.states[route]; ok && old.rev >= rev {
 		return
 	}
@@ -157,7 +157,7 @@ func (m *mirror) setState(route string, data []byte, rev int64, at time.Time) {
 	m.states[route] = stateEntry{data: data, rev: rev, at: at, busy: busy}
 }
 
-func (m *mirror) del(prefix string, key string) {
+func (m *cache) del(prefix string, key string) {
 	kind, rest, _ := strings.Cut(strings.TrimPrefix(key, prefix), "/")
 	switch kind {
 	case "members":
@@ -180,14 +180,14 @@ func (m *mirror) del(prefix string, key string) {
 }
 
 // retire keeps the last counts of another member's series that ended.
-func (m *mirror) retire(id string, d statsDoc) {
+func (m *cache) retire(id string, d statsDoc) {
 	if id != m.self {
 		m.retired.add(d)
 	}
 }
 
 // leader is the member whose election key is oldest ("" when none).
-func (m *mirror) leader() string {
+func (m *cache) leader() string {
 	best, id := int64(0), ""
 	for _, e := range m.election {
 		if best == 0 || e.rev < best {
@@ -199,7 +199,7 @@ func (m *mirror) leader() string {
 
 // sum is the counts of a pool on every member but self: their latest
 // flushes and the retired series.
-func (m *mirror) sum(self, route, pool string) PoolStats {
+func (m *cache) sum(self, route, pool string) PoolStats {
 	s := sums{}
 	k := poolKey{route, pool}
 	var out PoolStats
@@ -219,7 +219,7 @@ func (m *mirror) sum(self, route, pool string) PoolStats {
 	return out
 }
 
-func (m *mirror) busy() bool {
+func (m *cache) busy() bool {
 	for _, s := range m.states {
 		if s.busy {
 			return true
