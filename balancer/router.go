@@ -194,7 +194,7 @@ func (r *Router) SetAvailable(in *Instance, up bool) (changed bool) {
 		}
 		return true
 	}
-	r.publish()
+	r.publishLocked()
 	return true
 }
 
@@ -209,7 +209,7 @@ func (r *Router) Run(ctx context.Context, published func(routes []*Route)) {
 	defer func() {
 		r.mu.Lock()
 		r.running = false
-		r.publish() // nothing marked is left behind
+		r.publishLocked() // nothing marked is left behind
 		r.mu.Unlock()
 	}()
 	for {
@@ -218,7 +218,7 @@ func (r *Router) Run(ctx context.Context, published func(routes []*Route)) {
 			return
 		case <-r.kick:
 			r.mu.Lock()
-			routes := r.publish()
+			routes := r.publishLocked()
 			cb := r.published
 			r.mu.Unlock()
 			if cb != nil && len(routes) > 0 {
@@ -230,7 +230,7 @@ func (r *Router) Run(ctx context.Context, published func(routes []*Route)) {
 
 // publish recompiles the dirty routes and stores a table sharing every
 // other route. r.mu held.
-func (r *Router) publish() []*Route {
+func (r *Router) publishLocked() []*Route {
 	if len(r.dirty) == 0 {
 		return nil
 	}

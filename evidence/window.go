@@ -247,7 +247,7 @@ func (w *window) snapshot(at time.Time) {
 	if n := len(w.snaps); n > 0 {
 		last := &w.snaps[n-1]
 		if last.requests+last.cancelled == total {
-			w.trim(at)
+			w.trimLocked(at)
 			return
 		}
 	} else if total == 0 {
@@ -261,12 +261,12 @@ func (w *window) snapshot(at time.Time) {
 		}
 	}
 	w.snaps = append(w.snaps, sn)
-	w.trim(at)
+	w.trimLocked(at)
 }
 
 // trim drops the snapshots older than WindowLength but the newest of
 // them. w.mu held.
-func (w *window) trim(at time.Time) {
+func (w *window) trimLocked(at time.Time) {
 	cut := at.Add(-WindowLength)
 	k := 0
 	for k+1 < len(w.snaps) && !w.snaps[k+1].at.After(cut) {
@@ -289,7 +289,7 @@ func (sn *snapshot) dense() Counts {
 
 // at returns the index of the newest snapshot taken at or before t, -1
 // when there is none. w.mu held.
-func (w *window) at(t time.Time) int {
+func (w *window) atLocked(t time.Time) int {
 	return sort.Search(len(w.snaps), func(k int) bool { return w.snaps[k].at.After(t) }) - 1
 }
 
@@ -302,7 +302,7 @@ func (w *window) since(t, now time.Time) Counts {
 	}
 	w.mu.RLock()
 	defer w.mu.RUnlock()
-	k := w.at(t)
+	k := w.atLocked(t)
 	if k < 0 {
 		if w.trimmed && len(w.snaps) > 0 {
 			c.Partial = true
@@ -341,7 +341,7 @@ func (w *window) series(last, step time.Duration) []Point {
 		}
 	}
 	countsAt := func(t time.Time) Counts {
-		if k := w.at(t); k >= 0 {
+		if k := w.atLocked(t); k >= 0 {
 			return w.snaps[k].dense()
 		}
 		return Counts{}

@@ -160,12 +160,12 @@ func (c *Checker) Start() {
 	c.wg.Add(1)
 	go c.sweepLoop()
 	for _, in := range c.instances {
-		c.startProbe(in)
+		c.startProbeLocked(in)
 	}
 }
 
 // startProbe launches in's probe loop if it has one to run. c.mu held.
-func (c *Checker) startProbe(in *Instance) {
+func (c *Checker) startProbeLocked(in *Instance) {
 	if !c.started || !in.Config.probing() || in.stopProbe != nil {
 		return
 	}
@@ -252,9 +252,9 @@ func (c *Checker) Sync(targets []Target) []*Instance {
 		if !cfg.probing() && in.h.ProbeDown.Load() {
 			// Probes were turned off: nothing will ever bring it back.
 			in.h.ProbeDown.Store(false)
-			c.report(in, Sync, "active probes turned off", 0)
+			c.reportLocked(in, Sync, "active probes turned off", 0)
 		}
-		c.startProbe(in)
+		c.startProbeLocked(in)
 		out[i] = in
 	}
 	for k, in := range c.instances {
@@ -347,7 +347,7 @@ func (c *Checker) eject(u *upstream.Instance, reason string) {
 	h.ProbeFailedSinceEjection.Store(h.ProbeDown.Load())
 	h.Ejected.Store(true)
 	c.out[in] = struct{}{}
-	c.report(in, Passive, reason, d)
+	c.reportLocked(in, Passive, reason, d)
 }
 
 // sweepLoop returns ejected instances whose time is up. One goroutine for
@@ -369,7 +369,7 @@ func (c *Checker) sweepLoop() {
 					in.h.Ejected.Store(false)
 					in.unejectedAt = now
 					if c.instances[in.u.Key()] == in {
-						c.report(in, Passive, "ejection over", 0)
+						c.reportLocked(in, Passive, "ejection over", 0)
 					}
 				}
 			}
@@ -379,7 +379,7 @@ func (c *Checker) sweepLoop() {
 }
 
 // report tells the Setter and Events when availability changed. c.mu held.
-func (c *Checker) report(in *Instance, source Source, reason string, ejectedFor time.Duration) {
+func (c *Checker) reportLocked(in *Instance, source Source, reason string, ejectedFor time.Duration) {
 	up := in.Available()
 	if up == in.up {
 		return

@@ -137,7 +137,7 @@ func (c *Checker) setProbe(in *Instance, down bool, reason string) {
 		in.unejectedAt = time.Now()
 		reason += "; passive ejection lifted"
 	}
-	c.report(in, Active, reason, 0)
+	c.reportLocked(in, Active, reason, 0)
 }
 
 // jitter returns d plus up to pct percent of d, at random.

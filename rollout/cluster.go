@@ -39,7 +39,7 @@ func (m *Manager) Lead(member string) {
 	for _, c := range ctrls {
 		saved, err := m.deps.Store.Load(c.route)
 		c.mu.Lock()
-		c.fromSaved(now, saved, err, "the cluster's state", "resumed by new leader "+member)
+		c.fromSavedLocked(now, saved, err, "the cluster's state", "resumed by new leader "+member)
 		c.mu.Unlock()
 		c.commit()
 	}
@@ -94,7 +94,7 @@ func (m *Manager) Adopt(st State) {
 		return
 	}
 	c.st = st
-	c.publishWeight()
+	c.publishWeightLocked()
 	m.deps.Metrics.SetRollout(c.route, c.st.StepIndex+1, c.st.Phase.String(), phaseNames)
 	m.deps.Metrics.SetRoles(c.route, c.st.Stable, c.st.Canary)
 	o := c.weight.Load()
@@ -117,9 +117,9 @@ func (m *Manager) RestartEvidence(route, late string) {
 	if c.st.Phase != Progressing && c.st.Phase != Shadowing {
 		return
 	}
-	c.resetEvidence(now)
+	c.resetEvidenceLocked(now)
 	if late != "" {
-		c.analysisEvent(now, "members "+late+" did not confirm the step's weights in time; the step's evidence starts anyway", nil)
+		c.analysisEventLocked(now, "members "+late+" did not confirm the step's weights in time; the step's evidence starts anyway", nil)
 		c.log.Warn("members did not confirm the step's weights in time; evidence starts anyway", zap.String("route", route), zap.String("members", late))
 	}
 }
@@ -127,27 +127,27 @@ func (m *Manager) RestartEvidence(route, late string) {
 // fromSaved takes over a route from its saved state: the same release
 // resumes where it was (why says so), another release or none starts
 // afresh. where names the store in the history. c.mu held.
-func (c *controller) fromSaved(now time.Time, saved *State, err error, where, why string) {
+func (c *controller) fromSavedLocked(now time.Time, saved *State, err error, where, why string) {
 	switch {
 	case err != nil:
 		c.log.Error("rollout state unreadable; starting the release afresh", zap.String("route", c.route), zap.Error(err))
-		c.startRelease(now, c.release, "new release ("+where+" unreadable)")
+		c.startReleaseLocked(now, c.release, "new release ("+where+" unreadable)")
 	case saved != nil && saved.Release == c.release:
 		c.resume(now, saved, why)
 	case saved != nil:
 		c.st.History = saved.History
-		c.startRelease(now, c.release, fmt.Sprintf("new release %s (%s was of %s)", c.release, where, saved.Release))
+		c.startReleaseLocked(now, c.release, fmt.Sprintf("new release %s (%s was of %s)", c.release, where, saved.Release))
 	default:
-		c.startRelease(now, c.release, "new release "+c.release)
+		c.startReleaseLocked(now, c.release, "new release "+c.release)
 	}
 }
 
 // follow sets a new controller of a follower from the cluster's state.
 // c.mu held.
-func (c *controller) follow(saved *State, release string) {
+func (c *controller) followLocked(saved *State, release string) {
 	if saved != nil && saved.Release == release {
 		c.st = *saved
-		c.publishWeight()
+		c.publishWeightLocked()
 		c.m.deps.Metrics.SetRollout(c.route, c.st.StepIndex+1, c.st.Phase.String(), phaseNames)
 		c.m.deps.Metrics.SetRoles(c.route, c.st.Stable, c.st.Canary)
 		return
@@ -173,8 +173,8 @@ func (c *controller) resume(now time.Time, saved *State, why string) {
 		c.st.StepIndex = len(spec.Steps) - 1
 	}
 	c.resetBase(now)
-	c.publishWeight()
-	c.transition(now, c.st.Phase, fmt.Sprintf("%s at step %d (canary %.2f%%)", why, c.st.StepIndex+1, float64(c.st.Weight)/100), nil)
+	c.publishWeightLocked()
+	c.transitionLocked(now, c.st.Phase, fmt.Sprintf("%s at step %d (canary %.2f%%)", why, c.st.StepIndex+1, float64(c.st.Weight)/100), nil)
 }
 
 // Drift pauses a route's rollout while members' settings of it differ
@@ -191,8 +191,8 @@ func (m *Manager) Drift(route string, members []string) {
 	switch {
 	case len(members) > 0 && (from == Progressing || from == Shadowing):
 		c.st.Phase, c.st.Drift = Paused, true
-		c.publishWeight()
-		c.transition(now, from, fmt.Sprintf("paused: the config of route %s differs on members %s; make their files agree (it resumes by itself)",
+		c.publishWeightLocked()
+		c.transitionLocked(now, from, fmt.Sprintf("paused: the config of route %s differs on members %s; make their files agree (it resumes by itself)",
 			route, strings.Join(members, ", ")), nil)
 	case len(members) == 0 && from == Paused && c.st.Drift:
 		c.st.Drift = false
@@ -201,9 +201,9 @@ func (m *Manager) Drift(route string, members []string) {
 			c.st.Phase = Shadowing
 		}
 		c.st.Inconclusive, c.st.Gathering = 0, 0
-		c.resetEvidence(now)
-		c.publishWeight()
-		c.transition(now, from, "resumed: every member has the same config of the route again", nil)
+		c.resetEvidenceLocked(now)
+		c.publishWeightLocked()
+		c.transitionLocked(now, from, "resumed: every member has the same config of the route again", nil)
 	default:
 		c.mu.Unlock()
 		return

@@ -18,8 +18,8 @@ func (c *controller) control(action Action) error {
 			break
 		}
 		c.st.Shadow = false
-		c.enterStep(now, len(c.spec.Steps)-1)
-		c.transition(now, from, "promoted by operator", nil)
+		c.enterStepLocked(now, len(c.spec.Steps)-1)
+		c.transitionLocked(now, from, "promoted by operator", nil)
 	case Abort:
 		// Honoured during a drain too: sending everyone back to stable is
 		// the operator's call, and the state saved is the rolled back one.
@@ -27,14 +27,14 @@ func (c *controller) control(action Action) error {
 			err = fmt.Errorf("cannot abort a rollout that is %s", from)
 			break
 		}
-		c.rollback(now, "aborted by operator", nil)
+		c.rollbackLocked(now, "aborted by operator", nil)
 	case Pause:
 		if from != Progressing && from != Shadowing {
 			err = fmt.Errorf("cannot pause a rollout that is %s", from)
 			break
 		}
 		c.st.Phase = Paused
-		c.transition(now, from, "paused by operator", nil)
+		c.transitionLocked(now, from, "paused by operator", nil)
 	case Resume:
 		switch from {
 		case Paused:
@@ -47,17 +47,17 @@ func (c *controller) control(action Action) error {
 			case c.st.Shadow:
 				c.st.Phase = Shadowing
 				c.st.Inconclusive, c.st.Gathering = 0, 0
-				c.transition(now, from, "resumed by operator (shadow phase)", nil)
+				c.transitionLocked(now, from, "resumed by operator (shadow phase)", nil)
 			case c.st.AtGate && next < len(c.spec.Steps):
-				c.enterStep(now, next)
-				c.transition(now, from, fmt.Sprintf("resumed past the gate; canary to %s%%", c.spec.Steps[next]), nil)
+				c.enterStepLocked(now, next)
+				c.transitionLocked(now, from, fmt.Sprintf("resumed past the gate; canary to %s%%", c.spec.Steps[next]), nil)
 			default:
 				c.st.Inconclusive, c.st.Gathering = 0, 0
-				c.transition(now, from, "resumed by operator", nil)
+				c.transitionLocked(now, from, "resumed by operator", nil)
 			}
-			c.publishWeight()
+			c.publishWeightLocked()
 		case RolledBack:
-			c.startRelease(now, c.st.Release, "retry of a rolled back release, by operator")
+			c.startReleaseLocked(now, c.st.Release, "retry of a rolled back release, by operator")
 		default:
 			err = fmt.Errorf("cannot resume a rollout that is %s", from)
 		}

@@ -58,7 +58,7 @@ type Override struct {
 
 // publishWeight sets what the table should carry from the state. The
 // Sink gets it at the next commit. c.mu held.
-func (c *controller) publishWeight() {
+func (c *controller) publishWeightLocked() {
 	shadowing := c.st.Shadow && (c.st.Phase == Shadowing || c.st.Phase == Paused)
 	underWay := c.st.Phase.UnderWay()
 	c.weight.Store(&Override{Stable: c.st.Stable, Canary: c.st.Canary, CanaryBP: c.st.Weight, Shadowing: shadowing, UnderWay: underWay, Seq: c.m.seq.Add(1)})
@@ -74,7 +74,7 @@ func (c *controller) steps() []int {
 
 // startRelease begins a rollout of the current release at its first step.
 // c.mu held.
-func (c *controller) startRelease(now time.Time, release, reason string) {
+func (c *controller) startReleaseLocked(now time.Time, release, reason string) {
 	from := c.st.Phase
 	if from == "" {
 		from = Idle
@@ -84,14 +84,14 @@ func (c *controller) startRelease(now time.Time, release, reason string) {
 		Stable: c.spec.Stable, Canary: c.spec.Canary, History: c.st.History,
 	}
 	c.st.Phase = Progressing
-	c.enterStep(now, 0)
+	c.enterStepLocked(now, 0)
 	if c.spec.Shadow != nil {
 		// The shadow phase first: no live traffic, copies only.
 		c.st.Phase, c.st.Shadow, c.st.Weight = Shadowing, true, 0
-		c.publishWeight()
+		c.publishWeightLocked()
 	}
 	c.resetBase(now)
-	c.transition(now, from, reason, nil)
+	c.transitionLocked(now, from, reason, nil)
 }
 
 // leaveShadow ends the shadow phase: the first live step begins, with its
@@ -101,13 +101,13 @@ func (c *controller) leaveShadow(now time.Time, reason string, vs []Verdict) {
 	from := c.st.Phase
 	c.st.Shadow = false
 	c.st.Phase = Progressing
-	c.enterStep(now, 0)
+	c.enterStepLocked(now, 0)
 	c.resetBase(now)
-	c.transition(now, from, fmt.Sprintf(reason, c.spec.Steps[0]), vs)
+	c.transitionLocked(now, from, fmt.Sprintf(reason, c.spec.Steps[0]), vs)
 }
 
 // enterStep moves to step i and restarts the step's counts. c.mu held.
-func (c *controller) enterStep(now time.Time, i int) {
+func (c *controller) enterStepLocked(now time.Time, i int) {
 	steps := c.steps()
 	if i >= len(steps) {
 		i = len(steps) - 1
@@ -123,25 +123,25 @@ func (c *controller) enterStep(now time.Time, i int) {
 	c.st.Failures = 0
 	// The step's evidence starts now; the tripwire's window runs on
 	// across steps (a failure rate does not depend on the weight).
-	c.resetEvidence(now)
+	c.resetEvidenceLocked(now)
 	if c.st.Weight == config.Full.BasisPoints() {
 		c.st.Phase = Promoted
 	}
-	c.publishWeight()
+	c.publishWeightLocked()
 }
 
 // resetBase starts the step's evidence, and the tripwire's, from now. c.mu
 // held.
 func (c *controller) resetBase(now time.Time) {
-	c.resetEvidence(now)
-	cn, sn := c.tripCounts(c.baseC, c.baseS, c.baseSh)
+	c.resetEvidenceLocked(now)
+	cn, sn := c.tripCountsLocked(c.baseC, c.baseS, c.baseSh)
 	c.trip = []tripReading{{at: now, cReq: cn.Requests, cErr: cn.Errors, sReq: sn.Requests, sErr: sn.Errors}}
 }
 
 // tripCounts is what the tripwire watches: in the shadow phase the copies
 // and the real answers to the same requests, else the judged traffic.
 // c.mu held.
-func (c *controller) tripCounts(ct, st evidence.Traffic, sh evidence.Shadow) (canary, stable evidence.Counts) {
+func (c *controller) tripCountsLocked(ct, st evidence.Traffic, sh evidence.Shadow) (canary, stable evidence.Counts) {
 	if c.st.Shadow {
 		return sh.Copies, sh.Primaries
 	}
@@ -152,7 +152,7 @@ func (c *controller) tripCounts(ct, st evidence.Traffic, sh evidence.Shadow) (ca
 // runs when a step begins and after every failed analysis: each failure
 // that counts towards failure_limit then rests on requests no other
 // failure saw, so one burst fails one analysis at most. c.mu held.
-func (c *controller) resetEvidence(now time.Time) {
+func (c *controller) resetEvidenceLocked(now time.Time) {
 	c.baseC = c.m.deps.Counters.PoolTraffic(c.route, c.st.Canary)
 	c.baseS = c.m.deps.Counters.PoolTraffic(c.route, c.st.Stable)
 	c.baseSh = c.m.deps.Counters.ShadowTraffic(c.route, c.st.Canary)
@@ -174,7 +174,7 @@ func (c *controller) judged(t evidence.Traffic) evidence.Counts {
 
 // transition records an event from phase `from` to the current state, and
 // queues its side effects (metrics, log, webhook). c.mu held.
-func (c *controller) transition(now time.Time, from Phase, reason string, vs []Verdict) {
+func (c *controller) transitionLocked(now time.Time, from Phase, reason string, vs []Verdict) {
 	c.st.Reason = reason
 	c.st.UpdatedAt = now
 	e := Event{At: now, Kind: KindTransition, From: from, To: c.st.Phase, Step: c.st.StepIndex + 1, WeightBP: c.st.Weight, Reason: reason, Verdicts: vs}
@@ -189,7 +189,7 @@ func (c *controller) transition(now time.Time, from Phase, reason string, vs []V
 
 // analysisEvent records an analysis that held the step (failed, gathering
 // or inconclusive) in the history, with its verdicts. c.mu held.
-func (c *controller) analysisEvent(now time.Time, reason string, vs []Verdict) {
+func (c *controller) analysisEventLocked(now time.Time, reason string, vs []Verdict) {
 	c.st.Reason = reason
 	c.st.UpdatedAt = now
 	c.st.record(Event{At: now, Kind: KindAnalysis, From: c.st.Phase, To: c.st.Phase, Step: c.st.StepIndex + 1, WeightBP: c.st.Weight, Reason: reason, Verdicts: vs})
@@ -228,7 +228,7 @@ func (c *controller) revert() {
 	}
 	c.mu.Lock()
 	c.st = *saved
-	c.publishWeight()
+	c.publishWeightLocked()
 	c.mu.Unlock()
 }
 
@@ -335,7 +335,7 @@ func (c *controller) judge(ctx context.Context) judgement {
 			c.m.deps.Metrics.Verdict(c.route, v.Check, string(v.Result))
 		}
 	}
-	if c.decide(time.Now(), vs) {
+	if c.decideLocked(time.Now(), vs) {
 		return changedWeights
 	}
 	return changedState
@@ -374,7 +374,7 @@ func (c *controller) evidence() (spec *config.Rollout, st State, prom *promCheck
 // decide acts on one analysis. It returns whether the weights or phase
 // changed; every analysis that holds the step goes into the history too.
 // c.mu held.
-func (c *controller) decide(now time.Time, vs []Verdict) bool {
+func (c *controller) decideLocked(now time.Time, vs []Verdict) bool {
 	c.st.LastVerdicts = vs
 	from := c.st.Phase
 	var fails, inconclusive, gathering []string
@@ -395,18 +395,18 @@ func (c *controller) decide(now time.Time, vs []Verdict) bool {
 		c.st.Failures++
 		c.st.Inconclusive, c.st.Gathering = 0, 0
 		if c.st.Failures >= spec.FailureLimit {
-			c.rollback(now, fmt.Sprintf("%d failed analyses (failure_limit %d): %s", c.st.Failures, spec.FailureLimit, strings.Join(fails, "; ")), vs)
+			c.rollbackLocked(now, fmt.Sprintf("%d failed analyses (failure_limit %d): %s", c.st.Failures, spec.FailureLimit, strings.Join(fails, "; ")), vs)
 			return true
 		}
-		c.resetEvidence(now)
-		c.analysisEvent(now, fmt.Sprintf("analysis failed (%d of failure_limit %d); holding the step, and its evidence starts afresh: %s",
+		c.resetEvidenceLocked(now)
+		c.analysisEventLocked(now, fmt.Sprintf("analysis failed (%d of failure_limit %d); holding the step, and its evidence starts afresh: %s",
 			c.st.Failures, spec.FailureLimit, strings.Join(fails, "; ")), vs)
 		c.log.Warn("rollout analysis failed; holding the step", zap.String("route", c.route),
 			zap.Int("failures", c.st.Failures), zap.Int("failure_limit", spec.FailureLimit), zap.Strings("failed", fails))
 		return false
 	case len(inconclusive) > 0:
 		c.st.Inconclusive++
-		return c.hold(now, c.st.Inconclusive, spec.MaxInconclusive, inconclusive, vs,
+		return c.holdLocked(now, c.st.Inconclusive, spec.MaxInconclusive, inconclusive, vs,
 			"%d inconclusive analyses in a row (max_inconclusive): %s; resume when fixed",
 			"analysis inconclusive (%d of max_inconclusive %d); holding the step: %s")
 	case len(gathering) > 0:
@@ -414,7 +414,7 @@ func (c *controller) decide(now time.Time, vs []Verdict) bool {
 		// grow (that is what gives the interval checks their power).
 		c.st.Inconclusive = 0
 		c.st.Gathering++
-		return c.hold(now, c.st.Gathering, spec.MaxGathering, gathering, vs,
+		return c.holdLocked(now, c.st.Gathering, spec.MaxGathering, gathering, vs,
 			"undecided after %d analyses (max_gathering): %s; resume to keep gathering, or promote or abort",
 			"analysis held to gather evidence (%d of max_gathering %d): %s")
 	}
@@ -429,7 +429,7 @@ func (c *controller) decide(now time.Time, vs []Verdict) bool {
 		if g == spec.Steps[next] {
 			c.st.Phase = Paused
 			c.st.AtGate = true
-			c.transition(now, from, fmt.Sprintf("manual gate before %s%%: analysis passed; run `canaryd resume %s` to go on", g, c.route), vs)
+			c.transitionLocked(now, from, fmt.Sprintf("manual gate before %s%%: analysis passed; run `canaryd resume %s` to go on", g, c.route), vs)
 			return true
 		}
 	}
@@ -437,37 +437,37 @@ func (c *controller) decide(now time.Time, vs []Verdict) bool {
 		c.leaveShadow(now, "shadow phase passed; canary to %s%% (live)", vs)
 		return true
 	}
-	c.enterStep(now, next)
-	c.transition(now, from, fmt.Sprintf("analysis passed; canary to %s%%", spec.Steps[next]), vs)
+	c.enterStepLocked(now, next)
+	c.transitionLocked(now, from, fmt.Sprintf("analysis passed; canary to %s%%", spec.Steps[next]), vs)
 	return true
 }
 
 // hold keeps the step after an analysis that did not decide, the n-th in a
 // row of its kind: it records the analysis, or pauses the rollout when n
 // reaches max. It returns whether the phase changed. c.mu held.
-func (c *controller) hold(now time.Time, n, max int, why []string, vs []Verdict, pauseFmt, holdFmt string) bool {
+func (c *controller) holdLocked(now time.Time, n, max int, why []string, vs []Verdict, pauseFmt, holdFmt string) bool {
 	if n >= max {
 		from := c.st.Phase
 		c.st.Phase = Paused
-		c.publishWeight()
-		c.transition(now, from, fmt.Sprintf(pauseFmt, n, strings.Join(why, "; ")), vs)
+		c.publishWeightLocked()
+		c.transitionLocked(now, from, fmt.Sprintf(pauseFmt, n, strings.Join(why, "; ")), vs)
 		return true
 	}
-	c.analysisEvent(now, fmt.Sprintf(holdFmt, n, max, strings.Join(why, "; ")), vs)
+	c.analysisEventLocked(now, fmt.Sprintf(holdFmt, n, max, strings.Join(why, "; ")), vs)
 	return false
 }
 
 // rollback sends all traffic back to stable. vs are the verdicts that
 // caused it; they stay the last verdicts, so that status shows why (none
 // for an operator's abort, whose reason says it). c.mu held.
-func (c *controller) rollback(now time.Time, reason string, vs []Verdict) {
+func (c *controller) rollbackLocked(now time.Time, reason string, vs []Verdict) {
 	from := c.st.Phase
 	c.st.Phase = RolledBack
 	c.st.Weight = 0
 	c.st.Shadow = false
 	c.st.LastVerdicts = vs
-	c.publishWeight()
-	c.transition(now, from, reason, vs)
+	c.publishWeightLocked()
+	c.transitionLocked(now, from, reason, vs)
 }
 
 // checkTripwire rolls back at once on an error burst of the canary.
@@ -486,7 +486,7 @@ func (c *controller) tripwireFired(now time.Time) bool {
 	defer c.mu.Unlock()
 	t := c.spec.Tripwire
 	active := c.st.Phase.UnderWay() && !t.Disabled && !c.m.halted.Load()
-	cn, sn := c.tripCounts(c.m.deps.Counters.PoolTraffic(c.route, c.st.Canary), c.m.deps.Counters.PoolTraffic(c.route, c.st.Stable),
+	cn, sn := c.tripCountsLocked(c.m.deps.Counters.PoolTraffic(c.route, c.st.Canary), c.m.deps.Counters.PoolTraffic(c.route, c.st.Stable),
 		c.m.deps.Counters.ShadowTraffic(c.route, c.st.Canary))
 	if !active {
 		return false
@@ -509,6 +509,6 @@ func (c *controller) tripwireFired(now time.Time) bool {
 		return false
 	}
 	c.trip = c.trip[len(c.trip)-1:]
-	c.rollback(now, v.Reason, []Verdict{v})
+	c.rollbackLocked(now, v.Reason, []Verdict{v})
 	return true
 }

@@ -147,7 +147,7 @@ func (m *Manager) Sync(routes []config.Route) map[string]Override {
 	if m.stopped {
 		// The process is draining (Stop): a reload that lands now starts
 		// no release and moves no step; the saved states stand.
-		return m.overrides()
+		return m.overridesLocked()
 	}
 	seen := map[string]bool{}
 	for i := range routes {
@@ -161,7 +161,7 @@ func (m *Manager) Sync(routes []config.Route) map[string]Override {
 		now := time.Now()
 		c := m.ctrls[r.Name]
 		if c == nil {
-			c = m.newController(now, r.Name, &spec, release)
+			c = m.newControllerLocked(now, r.Name, &spec, release)
 			if m.leading {
 				toSave = append(toSave, c)
 			}
@@ -174,7 +174,7 @@ func (m *Manager) Sync(routes []config.Route) map[string]Override {
 		case !m.leading:
 			// The leader decides what a changed route means.
 		case c.st.Release != release:
-			c.startRelease(now, release, "new release "+release+": the canary's instances or the pools changed")
+			c.startReleaseLocked(now, release, "new release "+release+": the canary's instances or the pools changed")
 			toSave = append(toSave, c)
 		case c.st.Shadow && spec.Shadow == nil:
 			c.leaveShadow(now, "the shadow phase was removed from the config; canary to %s%% (live)", nil)
@@ -204,21 +204,21 @@ func (m *Manager) Sync(routes []config.Route) map[string]Override {
 		m.deps.Metrics.ForgetRollout(name, phaseNames)
 		c.log.Info("rollout removed from the config; the file's weights apply", zap.String("route", name))
 	}
-	return m.overrides()
+	return m.overridesLocked()
 }
 
 // newController takes a route's rollout on: from its saved state on the
 // leader (or a single process), from the cluster's on a follower; and
 // runs it if the manager runs. m.mu held.
-func (m *Manager) newController(now time.Time, route string, spec *config.Rollout, release string) *controller {
+func (m *Manager) newControllerLocked(now time.Time, route string, spec *config.Rollout, release string) *controller {
 	c := &controller{m: m, route: route, log: m.deps.Log, wake: make(chan struct{}, 1), spec: spec, release: release}
 	c.setProm()
 	c.mu.Lock()
 	saved, err := m.deps.Store.Load(route)
 	if m.leading {
-		c.fromSaved(now, saved, err, "saved state", "resumed after restart")
+		c.fromSavedLocked(now, saved, err, "saved state", "resumed after restart")
 	} else {
-		c.follow(saved, release)
+		c.followLocked(saved, release)
 	}
 	c.mu.Unlock()
 	m.ctrls[route] = c
@@ -242,8 +242,8 @@ func (c *controller) setProm() {
 	}
 }
 
-// overrides: m.mu held.
-func (m *Manager) overrides() map[string]Override {
+// overridesLocked is every rollout's override, by route. m.mu held.
+func (m *Manager) overridesLocked() map[string]Override {
 	out := make(map[string]Override, len(m.ctrls))
 	for name, c := range m.ctrls {
 		if o := c.weight.Load(); o != nil {

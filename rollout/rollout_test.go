@@ -372,5 +372,5 @@ func TestWebhookAndMetrics(t *testing.T) {
 func overridesOf(m *Manager) map[string]Override {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.overrides()
+	return m.overridesLocked()
 }
