@@ -125,8 +125,10 @@ type change struct {
 }
 
 // applyLocked is the apply sequence, the one place it is written. On
-// error the table is unchanged (and so are cfg and its hash). It returns
-// how many instances left the table (they drain). p.mu held.
+// error the table, cfg and its hash are unchanged (the rollouts have been
+// synced with the new config: they hold its settings until the next
+// apply). It returns how many instances left the table (they drain).
+// p.mu held.
 func (p *pipeline) applyLocked(ch change) (removedCount int, err error) {
 	cfg := p.cfg
 	if ch.cfg != nil {
@@ -144,6 +146,7 @@ func (p *pipeline) applyLocked(ch change) (removedCount int, err error) {
 			return 0, fmt.Errorf("build routing table: %w", err)
 		}
 		p.cfg, p.appliedHash, p.byName = cfg, ch.hash, routeIndex(cfg)
+		p.retainLocked(cfg)
 		p.retireMirrorsLocked(cfg)
 		p.retireConnsLocked(specs)
 		p.publish(p.router.Load().Routes())

@@ -41,25 +41,30 @@ func configSpec(r *config.Route) balancer.RouteSpec {
 	return s
 }
 
-// specsLocked builds every route of cfg and drops the metrics of the
-// pools cfg no longer has. p.mu held.
+// specsLocked builds every route of cfg. p.mu held.
 func (p *pipeline) specsLocked(cfg *config.Config) ([]balancer.RouteSpec, error) {
 	specs := make([]balancer.RouteSpec, 0, len(cfg.Routes))
-	keep := make(map[string][]string, len(cfg.Routes))
 	for i := range cfg.Routes {
-		r := &cfg.Routes[i]
-		s, err := p.specLocked(r)
+		s, err := p.specLocked(&cfg.Routes[i])
 		if err != nil {
 			return nil, err
 		}
 		specs = append(specs, s)
+	}
+	return specs, nil
+}
+
+// retainLocked drops the records and series of the pools cfg no longer
+// has. p.mu held, cfg's table live.
+func (p *pipeline) retainLocked(cfg *config.Config) {
+	keep := make(map[string][]string, len(cfg.Routes))
+	for _, r := range cfg.Routes {
 		for _, pl := range r.Pools {
 			keep[r.Name] = append(keep[r.Name], pl.Name)
 		}
 	}
 	p.requests.Retain(keep)
 	p.shadows.Retain(keep)
-	return specs, nil
 }
 
 // specLocked builds one route: the file's spec, the weights the inputs
