@@ -150,9 +150,10 @@ type Cluster struct {
 	stopCampaign   context.CancelFunc
 	wg, campaignWG sync.WaitGroup
 	deposed        chan struct{} // a fenced write failed (cap 1)
-	cmdSeq         uint64
 
+	// mu guards the fields below it.
 	mu       sync.Mutex
+	cmdSeq   uint64               // numbers this member's commands
 	sess     *concurrency.Session // nil while none
 	election *concurrency.Election
 	leading  bool

@@ -23,17 +23,23 @@ type controller struct {
 	log   *zap.Logger
 	wake  chan struct{} // spec or release changed; buffered 1, never blocks
 
-	mu       sync.Mutex
-	spec     *config.Rollout
-	release  string // the config's release (Release)
-	st       State
-	prom     *promChecker
-	baseC    evidence.Traffic // canary counts when the evidence began
-	baseS    evidence.Traffic
-	baseSh   evidence.Shadow // and the copies to the canary
-	trip     []tripReading
+	// mu guards the fields below it; functions that need it held end in
+	// Locked.
+	mu      sync.Mutex
+	spec    *config.Rollout
+	release string // the config's release (Release)
+	st      State
+	prom    *promChecker
+	baseC   evidence.Traffic // canary counts when the evidence began
+	baseS   evidence.Traffic
+	baseSh  evidence.Shadow // and the copies to the canary
+	trip    []tripReading
+
+	// persistM serializes the saves of the state (outside mu: a save
+	// may wait on etcd).
 	persistM sync.Mutex
 
+	// Atomics, read without a lock.
 	weight atomic.Pointer[Override] // what the table should carry now
 	nextAt atomic.Int64             // unix ns of the next analysis tick
 }

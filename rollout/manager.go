@@ -84,6 +84,7 @@ type Manager struct {
 	// arrives after a newer one.
 	seq atomic.Uint64
 
+	// mu guards the fields below it.
 	mu      sync.Mutex
 	ctrls   map[string]*controller
 	stops   map[string]context.CancelFunc
