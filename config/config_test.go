@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -305,6 +306,9 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("routes: [{name: a, pools: [{name: b, weight: 100, instances: [\"h:1\"]}]}]"))
 	f.Add([]byte("routes:\n- name: x\n  pools:\n  - {name: p, weight: 33.33, instances: [a:1]}\n  - {name: q, weight: 66.67, instances: [b:2]}\n"))
 	f.Add([]byte("{{{"))
+	f.Add([]byte("listen: \":8080\"\nroutes:\n  - name: web\n    pools:\n      - { name: blue weight: 100 }\n"))
+	f.Add([]byte("listen: ':8080\nroutes: []\n"))
+	f.Add([]byte("routes:\n  - name: web\n\tpools: []\n"))
 	f.Add([]byte("cluster: {name: edge, member: m1, etcd: {endpoints: [\"127.0.0.1:2379\"]}, session_ttl: 3s, on_partition: hold}\n" + route(twoPools)))
 	f.Add([]byte("routes: &a [*a]"))
 	f.Add([]byte("trusted_proxies: [10.0.0.1]\n" + route("    force: { header: X-Canary-Pool, allow_from: [trusted_proxies, \"::1\", \"192.0.2.0/24\"], secret_header: X-S }\n"+twoPools)))
@@ -317,6 +321,16 @@ func FuzzParse(f *testing.F) {
 			var ce *Error
 			if !errors.As(err, &ce) || len(ce.Problems) == 0 {
 				t.Fatalf("error is not a problem list: %v", err)
+			}
+			// A syntax error's line is found again by syntaxProblem: it
+			// is in the file. (YAML breaks lines at LF, CR, NEL, LS and
+			// PS: a bound on the lines it can count.)
+			lines := 1 + bytes.Count(data, []byte{'\n'}) + bytes.Count(data, []byte{'\r'}) +
+				bytes.Count(data, []byte("\u0085")) + bytes.Count(data, []byte("\u2028")) + bytes.Count(data, []byte("\u2029"))
+			for _, p := range ce.Problems {
+				if strings.HasPrefix(p.Msg, "YAML syntax: ") && p.Line > lines {
+					t.Fatalf("problem on line %d of a file of at most %d lines: %s", p.Line, lines, p)
+				}
 			}
 			return
 		}

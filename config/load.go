@@ -82,7 +82,7 @@ func Load(path string) (*Config, []byte, error) {
 func Parse(name string, data []byte) (*Config, error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, &Error{File: name, Problems: []Problem{syntaxProblem(err)}}
+		return nil, &Error{File: name, Problems: []Problem{syntaxProblem(err, data)}}
 	}
 	if root.Kind == 0 || len(root.Content) == 0 {
 		return nil, &Error{File: name, Problems: []Problem{{Msg: "file is empty; it needs at least one route"}}}
@@ -102,7 +102,7 @@ func Parse(name string, data []byte) (*Config, error) {
 			typeProblems = append(typeProblems, typeProblem(m))
 		}
 	case err != nil:
-		return nil, &Error{File: name, Problems: []Problem{syntaxProblem(err)}}
+		return nil, &Error{File: name, Problems: []Problem{syntaxProblem(err, data)}}
 	default:
 		var extra yaml.Node
 		if dec.Decode(&extra) != io.EOF {
@@ -147,13 +147,79 @@ func typeProblem(m string) Problem {
 	return p
 }
 
-func syntaxProblem(err error) Problem {
+// syntaxProblem turns a YAML syntax error into a problem on the line at
+// fault. The library names the line where the construct around the problem
+// began, and counts it from 0 for some errors and from 1 for others: a
+// missing comma on line 8 said "line 7", a tab on line 6 "line 5"; and
+// for a construct that begins on line 1 (a quote never closed) it names
+// where the file ended instead. So the line is found again: the first
+// prefix of the file that fails with the same complaint ends on the line
+// at fault. The prefixes tried are the first line (when the library named
+// the end), then from the line named on, at most syntaxScan of them; past
+// that, the library's line stands.
+func syntaxProblem(err error, data []byte) Problem {
 	p := Problem{Msg: err.Error()}
-	if g := lineRe.FindStringSubmatch(p.Msg); g != nil {
-		p.Line, _ = strconv.Atoi(g[1])
-		p.Msg = "YAML syntax: " + g[2]
+	g := lineRe.FindStringSubmatch(p.Msg)
+	if g == nil {
+		return p
+	}
+	p.Line, _ = strconv.Atoi(g[1])
+	p.Msg = "YAML syntax: " + g[2]
+	if p.Line >= bytes.Count(data, []byte{'\n'}) && firstLineFails(data, g[2]) {
+		p.Line = 1 // the library pointed at the end: the construct began on line 1
+	} else if at := faultLine(data, g[2], max(p.Line, 1)); at > 0 {
+		p.Line = at
 	}
 	return p
+}
+
+// firstLineFails reports whether the file's first line alone fails to
+// parse with the complaint msg.
+func firstLineFails(data []byte, msg string) bool {
+	if i := bytes.IndexByte(data, '\n'); i >= 0 {
+		data = data[:i+1]
+	}
+	var n yaml.Node
+	err := yaml.Unmarshal(data, &n)
+	if err == nil {
+		return false
+	}
+	g := lineRe.FindStringSubmatch(err.Error())
+	return g != nil && g[2] == msg
+}
+
+// syntaxScan bounds how many lines faultLine tries past the library's.
+const syntaxScan = 100
+
+// faultLine is the first line, from `from` on, whose prefix of data fails
+// to parse with the complaint msg; 0 when none within syntaxScan lines.
+func faultLine(data []byte, msg string, from int) int {
+	end, line := 0, 1
+	for line < from && end < len(data) { // skip to the end of line from-1
+		i := bytes.IndexByte(data[end:], '\n')
+		if i < 0 {
+			return 0
+		}
+		end += i + 1
+		line++
+	}
+	for ; line < from+syntaxScan && end < len(data); line++ {
+		i := bytes.IndexByte(data[end:], '\n')
+		if i < 0 {
+			end = len(data)
+		} else {
+			end += i + 1
+		}
+		var n yaml.Node
+		err := yaml.Unmarshal(data[:end], &n)
+		if err == nil {
+			continue
+		}
+		if g := lineRe.FindStringSubmatch(err.Error()); g != nil && g[2] == msg {
+			return line
+		}
+	}
+	return 0
 }
 
 func sectionName(goType string) string {

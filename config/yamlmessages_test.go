@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 
 	"go.yaml.in/yaml/v3"
@@ -78,4 +79,38 @@ func rawYAMLMessage(doc string) string {
 		return err.Error()
 	}
 	return ""
+}
+
+// A syntax error names the line at fault, not the line where the YAML
+// library's construct began (it said line 7 for a missing comma on line 8,
+// and line 5 for a tab on line 6).
+func TestSyntaxErrorsNameTheirLine(t *testing.T) {
+	head := "listen: \":8080\"\nadmin: { listen: \"127.0.0.1:9901\" }\nroutes:\n  - name: web\n    pools:\n"
+	for _, tc := range []struct {
+		name, doc string
+		line      int
+	}{
+		{"a missing comma (line 8)", head +
+			"      - { name: blue, weight: 90, instances: [\"127.0.0.1:9001\"] }\n" +
+			"      - { name: green, weight: 10, instances: [\"127.0.0.1:9011\"] }\n" +
+			"      - { name: teal weight: 0, instances: [\"127.0.0.1:9012\"] }\n", 8},
+		{"a tab in the indentation (line 6)", "listen: \":8080\"\nroutes:\n  - name: web\n    pools:\n      - name: blue\n\tweight: 100\n", 6},
+		{"a tab after the indentation (line 7)", "listen: \":8080\"\nroutes:\n  - name: web\n    pools:\n      - name: blue\n        weight: 100\n\t        instances: [a]\n", 7},
+		{"a tab in a block (line 4)", "listen: \":8080\"\nadmin:\n  listen: x\n\ttoken_file: y\n", 4},
+		{"a missing comma in a flow list (line 6)", "listen: \":8080\"\nroutes:\n  - name: web\n    pools: [\n      { name: blue, weight: 100 },\n      { name: green weight: 0 }\n    ]\n", 6},
+		{"a key out of its block (line 7)", "listen: \":8080\"\nroutes:\n  - name: web\n    pools:\n      - name: blue\n        weight: 100\n      name: x\n", 7},
+		{"a quote never closed (line 1)", "listen: ':8080\nroutes: []\n", 1},
+		{"an unclosed list (line 2)", "listen: \":8080\"\ntrusted_proxies: [10.0.0.1\nroutes: []\n", 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("t.yaml", []byte(tc.doc))
+			var ce *Error
+			if !errors.As(err, &ce) || len(ce.Problems) != 1 {
+				t.Fatalf("Parse: %v", err)
+			}
+			if p := ce.Problems[0]; p.Line != tc.line || !strings.HasPrefix(p.Msg, "YAML syntax: ") {
+				t.Errorf("%s, want line %d", p, tc.line)
+			}
+		})
+	}
 }
