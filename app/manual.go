@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 	"reflect"
+	"slices"
+	"strconv"
 	"strings"
 
 	"go.uber.org/zap"
@@ -45,11 +47,28 @@ func (p *pipeline) setManual(route string, weights map[string]float64) (admin.We
 	if r.Rollout != nil {
 		return admin.WeightsResult{}, fmt.Errorf("%w: route %q has a rollout, which sets the weights of %s and %s in every phase (after an abort or a promotion too); remove the rollout block from the config to set weights by hand", admin.ErrConflict, route, r.Rollout.Stable, r.Rollout.Canary)
 	}
-	bp := map[string]int{}
-	sum := 0
-	var names []string
+	names := make([]string, 0, len(r.Pools))
 	for _, pl := range r.Pools {
 		names = append(names, pl.Name)
+	}
+	// A pool the route does not have is the first thing to say: it is
+	// the typo (v3 for v2), and the pools missing follow from it.
+	var unknown []string
+	for k := range weights {
+		if !slices.Contains(names, k) {
+			unknown = append(unknown, k)
+		}
+	}
+	if len(unknown) > 0 {
+		slices.Sort(unknown)
+		for i, u := range unknown {
+			unknown[i] = strconv.Quote(u)
+		}
+		return admin.WeightsResult{}, fmt.Errorf("%w: route %q has no pool %s; its pools are %s", admin.ErrInvalid, route, strings.Join(unknown, ", "), strings.Join(names, ", "))
+	}
+	bp := map[string]int{}
+	sum := 0
+	for _, pl := range r.Pools {
 		v, ok := weights[pl.Name]
 		if !ok {
 			return admin.WeightsResult{}, fmt.Errorf("%w: no weight for pool %q; give every pool of the route (%s)", admin.ErrInvalid, pl.Name, strings.Join(names, ", "))
@@ -60,11 +79,6 @@ func (p *pipeline) setManual(route string, weights map[string]float64) (admin.We
 		}
 		bp[pl.Name] = int(math.Round(x))
 		sum += bp[pl.Name]
-	}
-	for k := range weights {
-		if _, ok := bp[k]; !ok {
-			return admin.WeightsResult{}, fmt.Errorf("%w: route %q has no pool %q", admin.ErrInvalid, route, k)
-		}
 	}
 	if sum != balancer.Slots {
 		return admin.WeightsResult{}, fmt.Errorf("%w: weights sum to %s%%, not 100", admin.ErrInvalid, config.Percent(sum))
