@@ -1,6 +1,7 @@
 package app
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"reflect"
@@ -45,7 +46,7 @@ func (p *pipeline) setManual(route string, weights map[string]float64) (admin.We
 		return admin.WeightsResult{}, fmt.Errorf("%w: this canaryd is a member of cluster %q, and weights set by hand would apply to this member only; change the weights in the config file of every member (they must agree), or give the route a rollout", admin.ErrConflict, p.static.Cluster.Name)
 	}
 	if r.Rollout != nil {
-		return admin.WeightsResult{}, fmt.Errorf("%w: route %q has a rollout, which sets the weights of %s and %s in every phase (after an abort or a promotion too); remove the rollout block from the config to set weights by hand", admin.ErrConflict, route, r.Rollout.Stable, r.Rollout.Canary)
+		return admin.WeightsResult{}, fmt.Errorf("%w: route %q has a rollout, which sets the weights of %s and %s in every phase (after an abort or a promotion too); to set weights by hand, write the weights served (canaryd status) in the file's pools and remove the rollout block", admin.ErrConflict, route, r.Rollout.Stable, r.Rollout.Canary)
 	}
 	names := make([]string, 0, len(r.Pools))
 	for _, pl := range r.Pools {
@@ -153,9 +154,53 @@ func (p *pipeline) warnManagedWeightsLocked(next *config.Config) {
 		}
 		for _, pl := range r.Pools {
 			if w, ok := was[pl.Name]; ok && w != pl.Weight && (pl.Name == r.Rollout.Stable || pl.Name == r.Rollout.Canary) {
-				p.log.Warn("weight edit not applied: the route's rollout sets its stable and canary weights in every phase (after an abort or a promotion too); remove the rollout block to set them by hand",
+				p.log.Warn("weight edit not applied: the route's rollout sets its stable and canary weights in every phase (after an abort or a promotion too); to set weights by hand, write the weights served (canaryd status) in the file's pools and remove the rollout block",
 					zap.String("route", r.Name), zap.String("pool", pl.Name), zap.String("file_weight", pl.Weight.String()))
 			}
 		}
 	}
+}
+
+// checkRolloutRemovalLocked refuses a config that removes a route's
+// rollout block while the weights served differ from the file's: the
+// file's would apply at once and move traffic nobody asked to move (after
+// a promotion, back to the old pool that is about to be deleted; after a
+// rollback, back to the canary). The file stays the one truth, and a
+// restart serves what it says, so the refusal asks for the served weights
+// to be written in the file first (or in the same edit). p.mu held.
+func (p *pipeline) checkRolloutRemovalLocked(next *config.Config) error {
+	t := p.router.Load()
+	var problems []string
+	for _, r := range next.Routes {
+		old, ok := p.routeLocked(r.Name)
+		live := t.Route(r.Name)
+		if !ok || old.Rollout == nil || r.Rollout != nil || live == nil {
+			continue
+		}
+		file := fileWeights(r)
+		moves := false
+		var served, write []string
+		servedBy := map[string]bool{}
+		for _, pl := range live.Pools {
+			servedBy[pl.Name] = true
+			served = append(served, pl.Name+"="+config.Percent(pl.Weight).String())
+			if _, kept := file[pl.Name]; kept {
+				write = append(write, pl.Name+": "+config.Percent(pl.Weight).String())
+			}
+			moves = moves || file[pl.Name] != pl.Weight
+		}
+		for name, w := range file {
+			if !servedBy[name] && w != 0 {
+				moves = true // a new pool the file gives traffic
+			}
+		}
+		if moves {
+			problems = append(problems, fmt.Sprintf("route %q: removing its rollout block would move traffic from the weights served (%s) to the file's; set the file's weights to %s first, or in the same edit",
+				r.Name, strings.Join(served, " "), strings.Join(write, ", ")))
+		}
+	}
+	if len(problems) > 0 {
+		return errors.New(strings.Join(problems, "; "))
+	}
+	return nil
 }

@@ -214,6 +214,9 @@ func (p *pipeline) reload(cfg *config.Config, hash string) (removed int, err err
 	if diffs := config.RestartNeeded(p.cfg, cfg); len(diffs) > 0 {
 		return 0, fmt.Errorf("this file changes settings that need a restart: %s; restart canaryd to apply it (nothing of it was applied, the running config keeps serving)", strings.Join(diffs, "; "))
 	}
+	if err := p.checkRolloutRemovalLocked(cfg); err != nil {
+		return 0, err
+	}
 	p.warnManagedWeightsLocked(cfg)
 	p.reconcileManualLocked(cfg)
 	return p.applyLocked(change{cfg: cfg, hash: hash})

@@ -346,7 +346,7 @@ func TestRolloutResumesAfterRestart(t *testing.T) {
 	if err := os.WriteFile(c.cfgPath, []byte(edited), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	c2.p.waitLog(t, "weight edit not applied: the route's rollout sets its stable and canary weights in every phase (after an abort or a promotion too); remove the rollout block to set them by hand")
+	c2.p.waitLog(t, "weight edit not applied: the route's rollout sets its stable and canary weights in every phase (after an abort or a promotion too); to set weights by hand, write the weights served (canaryd status) in the file's pools and remove the rollout block")
 	if m := c2.p.waitLog(t, "config applied"); fmt.Sprint(m["weights_served"]) != "[web: blue=50 green=50]" {
 		t.Errorf("config applied logs %v; want the weights served (the rollout's 50/50), not the file's 70/30", m["weights_served"])
 	}
@@ -496,8 +496,11 @@ func TestPrometheusDrivenRollout(t *testing.T) {
 
 // Every way out a weights refusal names works: with a rollout block the
 // rollout owns the weights (an abort does not hand them back, and the
-// message does not pretend it does); removing the block, as the message
-// says, lets canaryd weight set them.
+// message does not pretend it does); writing the weights served in the
+// file and removing the block, as the message says, lets canaryd weight
+// set them. (Here the file's weights are the ones served after the abort:
+// removing the block moves nothing. Otherwise the reload is refused:
+// app's TestRemovingARolloutNeverMovesTrafficSilently.)
 func TestWeightAdviceWorks(t *testing.T) {
 	blue, green := backendProc(t, "blue"), backendProc(t, "green")
 	c := runCanaryd(t, t.TempDir(), freeAddr(t), webRoute(blue, green, `{ steps: [10, 100], interval: 1m }`))
@@ -505,7 +508,7 @@ func TestWeightAdviceWorks(t *testing.T) {
 		out, err := exec.Command(binary, "weight", "web", "blue=50", "green=50", "--admin", c.admin).CombinedOutput()
 		return string(out), err
 	}
-	const advice = "remove the rollout block from the config to set weights by hand"
+	const advice = "to set weights by hand, write the weights served (canaryd status) in the file's pools and remove the rollout block"
 	if out, err := weight(); err == nil || !strings.Contains(out, advice) || strings.Contains(out, "abort it") {
 		t.Fatalf("weight with a rollout: %v %s", err, out)
 	}
@@ -515,7 +518,8 @@ func TestWeightAdviceWorks(t *testing.T) {
 	if out, err := weight(); err == nil || !strings.Contains(out, advice) {
 		t.Fatalf("weight after abort: %v %s (the rollout still owns the weights)", err, out)
 	}
-	// The advice: remove the block.
+	// The advice: the weights served (blue 100, green 0: the file's
+	// already) in the file, and the block removed.
 	data, _ := os.ReadFile(c.cfgPath)
 	var kept []string
 	for _, line := range strings.Split(string(data), "\n") {
