@@ -161,6 +161,9 @@ type InstanceView struct {
 	Addr     string `json:"addr"`
 	Healthy  bool   `json:"healthy"`
 	InFlight int64  `json:"in_flight"`
+	// Why says what took it out of rotation ("active: 3 probes in a row
+	// failed; last: GET /healthz: status 404…"); empty while healthy.
+	Why string `json:"why,omitempty"`
 }
 
 // Traffic summarizes a span of a pool's requests.

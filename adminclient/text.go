@@ -67,6 +67,7 @@ func WriteRoute(w io.Writer, r admin.RouteView) {
 		}
 		fmt.Fprintf(w, "  %-10s %6.2f%%%s [%s] %d/%d healthy  %5.1f req/s now  last %s: %5.2f%% errors  p99 %.1fms%s\n",
 			p.Name, p.Weight, serving, bar, healthy, len(p.Instances), p.RecentRate, span(p.LastMinute.Seconds), 100*p.LastMinute.ErrorRate, p.LastMinute.P99Ms, preview)
+		writeOut(w, p)
 	}
 	if ro := r.Rollout; ro != nil {
 		next := ""
@@ -90,6 +91,34 @@ func WriteRoute(w io.Writer, r admin.RouteView) {
 			}
 			fmt.Fprintf(w, "    %-13s %-20s %s\n", result, v.Check, v.Reason)
 		}
+	}
+}
+
+// writeOut says why a pool's instances are out of rotation, one line per
+// reason: "2 of 2 v1 instances out: active: 3 probes in a row failed;
+// last: GET /healthz: status 404…".
+func writeOut(w io.Writer, p admin.PoolView) {
+	var reasons []string
+	count := map[string]int{}
+	for _, in := range p.Instances {
+		if in.Healthy {
+			continue
+		}
+		why := in.Why
+		if why == "" {
+			why = "out of rotation"
+		}
+		if count[why] == 0 {
+			reasons = append(reasons, why)
+		}
+		count[why]++
+	}
+	for _, why := range reasons {
+		noun := "instances"
+		if len(p.Instances) == 1 {
+			noun = "instance"
+		}
+		fmt.Fprintf(w, "    %d of %d %s %s out: %s\n", count[why], len(p.Instances), p.Name, noun, why)
 	}
 }
 

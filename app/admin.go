@@ -36,7 +36,11 @@ func (s *Server) routeView(r *balancer.Route, version int) admin.RouteView {
 	for _, p := range r.Pools {
 		pv := admin.PoolView{Name: p.Name, Weight: float64(p.Weight) / 100, EffectiveWeight: float64(p.Effective) / 100, Panic: p.Panic}
 		for _, in := range p.Instances {
-			pv.Instances = append(pv.Instances, admin.InstanceView{Addr: in.Addr, Healthy: in.Available(), InFlight: in.InFlight()})
+			iv := admin.InstanceView{Addr: in.Addr, Healthy: in.Available(), InFlight: in.InFlight()}
+			if !iv.Healthy {
+				iv.Why = s.checker.Why(in)
+			}
+			pv.Instances = append(pv.Instances, iv)
 		}
 		if st := p.Stats; st != nil {
 			c := st.Last(time.Minute)

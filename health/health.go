@@ -195,8 +195,10 @@ type Instance struct {
 	// Guarded by c.mu: what the checker decides, never read on the
 	// request path.
 	stopProbe context.CancelFunc
-	// up is the availability last reported.
-	up bool
+	// up is the availability last reported; why says what took the
+	// instance out, while it is out.
+	up  bool
+	why string
 	// ejectedUntil ends the current ejection; unejectedAt is when the
 	// last one ended; ejections counts the recent ones (the backoff).
 	ejectedUntil, unejectedAt time.Time
@@ -384,7 +386,10 @@ func (c *Checker) reportLocked(in *Instance, source Source, reason string, eject
 	if up == in.up {
 		return
 	}
-	in.up = up
+	in.up, in.why = up, ""
+	if !up {
+		in.why = source.String() + ": " + reason
+	}
 	if up {
 		// Failures counted before the instance went out (by probes, say,
 		// before passive ejection reached its threshold) say nothing about
@@ -396,6 +401,18 @@ func (c *Checker) reportLocked(in *Instance, source Source, reason string, eject
 	// the next Sync drops this record too) changes nothing served.
 	c.setter.SetAvailable(in.u, up)
 	c.events.Transition(Transition{Target: in.Target, Up: up, Source: source, Reason: reason, EjectedFor: ejectedFor})
+}
+
+// Why says what took an instance out of rotation ("active: 3 probes in a
+// row failed; last: …"); "" while it is in, or for an instance this
+// checker does not judge.
+func (c *Checker) Why(u *upstream.Instance) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if in := c.instances[u.Key()]; in != nil && in.u == u {
+		return in.why
+	}
+	return ""
 }
 
 // PoolSummary counts a pool's instances: total, available, ejected.

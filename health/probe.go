@@ -72,7 +72,13 @@ func (p *prober) check(ctx context.Context, target *url.URL, cfg Config) string 
 	io.CopyN(io.Discard, resp.Body, maxProbeBody)
 	resp.Body.Close()
 	if resp.StatusCode < cfg.StatusLo || resp.StatusCode > cfg.StatusHi {
-		return fmt.Sprintf("GET %s: status %d, want %d-%d", cfg.ProbePath, resp.StatusCode, cfg.StatusLo, cfg.StatusHi)
+		why := fmt.Sprintf("GET %s: status %d, want %d-%d", cfg.ProbePath, resp.StatusCode, cfg.StatusLo, cfg.StatusHi)
+		if resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusMethodNotAllowed {
+			// The likeliest cause by far: a server with no such path (any
+			// server that is not an app with a health endpoint).
+			why += " (the instance has no such path: set health.active.path to one it answers, such as /, or remove health.active)"
+		}
+		return why
 	}
 	return ""
 }

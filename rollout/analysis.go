@@ -57,17 +57,27 @@ type sample struct {
 	// shadow is set in the shadow phase: canary and stable are then the
 	// copies and the real answers to the same requests.
 	shadow *evidence.Shadow
-	// canaryAvailable instances of the canary pool, -1 when unknown.
+	// canaryAvailable instances of the canary pool, -1 when unknown; and
+	// the stable pool's.
 	canaryAvailable, canaryTotal int
+	stableAvailable, stableTotal int
 }
 
 // embeddedChecks judges the in-process numbers. With fewer than
 // min_requests canary requests it returns one inconclusive verdict: no
 // other check means anything yet.
 func embeddedChecks(ro *config.Rollout, minRequests int, s sample) (vs []Verdict, gateMet bool) {
-	if s.canaryTotal > 0 && s.canaryAvailable == 0 {
+	switch {
+	case s.canaryTotal > 0 && s.canaryAvailable == 0 && s.stableTotal > 0 && s.stableAvailable == 0:
+		// Every instance of both pools is out: a health or config problem
+		// (a probe path the instances do not answer, say), not the
+		// canary's. It decides nothing, and once fixed it has cost the
+		// release nothing.
+		vs = append(vs, Verdict{Check: "canary_available", Result: Inconclusive, Value: 0,
+			Reason: fmt.Sprintf("no instance of either pool is available (canary %d, stable %d configured, all out of rotation): a health or config problem, not the canary's; canaryd status says why", s.canaryTotal, s.stableTotal)})
+	case s.canaryTotal > 0 && s.canaryAvailable == 0:
 		vs = append(vs, Verdict{Check: "canary_available", Result: Fail, Value: 0,
-			Reason: fmt.Sprintf("no canary instance is available (%d configured, all out of rotation)", s.canaryTotal)})
+			Reason: fmt.Sprintf("no canary instance is available (%d configured, all out of rotation) while stable has %d of %d", s.canaryTotal, s.stableAvailable, s.stableTotal)})
 	}
 	n := s.canary.Requests
 	what := "canary requests"

@@ -323,6 +323,7 @@ func (c *controller) judge(ctx context.Context) judgement {
 	since := st.EvidenceSince
 
 	s.canaryTotal, s.canaryAvailable, _ = c.m.deps.Pools.PoolSummary(c.route, st.Canary)
+	s.stableTotal, s.stableAvailable, _ = c.m.deps.Pools.PoolSummary(c.route, st.Stable)
 	vs, gate := embeddedChecks(spec, minRequests, s)
 	if gate && prom != nil {
 		vs = append(vs, prom.run(ctx, spec.Analysis.Prometheus.Checks, c.route, st.Stable, st.Canary, time.Since(since))...)

@@ -346,3 +346,38 @@ func TestBoundFailureProbability(t *testing.T) {
 		t.Errorf("the interval bound is not far safer than the plain threshold: %.3g against %.3g", pFail(0.005, 149), plain)
 	}
 }
+
+// canary_available fails a canary whose every instance is out while the
+// stable pool serves; when no instance of either pool is available, the
+// problem is health or config (a probe path nobody answers), not the
+// canary's: the check is inconclusive and counts no failure.
+func TestCanaryAvailableBlamesOnlyTheCanary(t *testing.T) {
+	ro := &config.Rollout{}
+	for _, tc := range []struct {
+		name               string
+		canaryUp, canaryOf int
+		stableUp, stableOf int
+		want               Result
+		none               bool // no canary_available verdict at all
+	}{
+		{"the canary down, stable serving", 0, 1, 2, 2, Fail, false},
+		{"both pools down", 0, 1, 0, 2, Inconclusive, false},
+		{"the canary up", 1, 1, 0, 2, "", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			vs, _ := embeddedChecks(ro, 100, sample{canaryAvailable: tc.canaryUp, canaryTotal: tc.canaryOf, stableAvailable: tc.stableUp, stableTotal: tc.stableOf})
+			var got *Verdict
+			for i := range vs {
+				if vs[i].Check == "canary_available" {
+					got = &vs[i]
+				}
+			}
+			switch {
+			case tc.none && got != nil:
+				t.Fatalf("canary_available %s: %s", got.Result, got.Reason)
+			case !tc.none && (got == nil || got.Result != tc.want):
+				t.Fatalf("canary_available %+v, want %s", got, tc.want)
+			}
+		})
+	}
+}

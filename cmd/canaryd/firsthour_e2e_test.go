@@ -1,0 +1,102 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"canaryd/rollout"
+)
+
+// pythonServer starts Python's own http.server on a loopback port,
+// serving a directory with one index.html that says name: a server nobody
+// here wrote, with no /healthz.
+func pythonServer(t *testing.T, name string) string {
+	t.Helper()
+	py, err := exec.LookPath("python3")
+	if err != nil {
+		if os.Getenv("CANARYD_REQUIRE_PYTHON") != "" {
+			t.Fatal("python3 not found, and CANARYD_REQUIRE_PYTHON is set")
+		}
+		t.Skip("python3 not found")
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "index.html"), []byte(name+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	addr := freeAddr(t)
+	host, port, _ := net.SplitHostPort(addr)
+	cmd := exec.Command(py, "-m", "http.server", port, "--bind", host, "--directory", dir)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return addr
+		}
+	}
+	t.Fatalf("python3 -m http.server on %s did not start", addr)
+	return ""
+}
+
+// Getting started with servers nobody here wrote: Python's http.server
+// answers no /healthz. canaryd status says so, instance by instance, with
+// the fix; an outage of every pool is no rollout failure (nothing rolls
+// back while it lasts); and once the probe path is fixed the instances come
+// back and the release goes on to promotion.
+func TestYourOwnServersWithAProbePathTheyLack(t *testing.T) {
+	v1a, v1b, v2 := pythonServer(t, "v1"), pythonServer(t, "v1"), pythonServer(t, "v2")
+	route := func(path string) string {
+		return fmt.Sprintf(`  - name: shop
+    health:
+      active: { path: %s, interval: 300ms, unhealthy_interval: 300ms, timeout: 250ms, rise: 1, fall: 2 }
+    pools:
+      - { name: v1, weight: 100, instances: [%q, %q] }
+      - { name: v2, weight: 0, instances: [%q] }
+    rollout: { stable: v1, canary: v2, steps: [50, 100], interval: 1s, min_requests: 20, analysis: { max_error_rate: 0.05 } }
+`, path, v1a, v1b, v2)
+	}
+	c := runCanaryd(t, t.TempDir(), freeAddr(t), route("/healthz"))
+	g := startLoad(c.proxy+"/", 2, nil)
+	defer g.halt()
+
+	statusText := func() string {
+		out, _ := exec.Command(binary, "status", "shop", "--admin", c.admin).CombinedOutput()
+		return string(out)
+	}
+	var text string
+	for end := time.Now().Add(15 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		if text = statusText(); strings.Contains(text, "2 of 2 v1 instances out") && strings.Contains(text, "1 of 1 v2 instance out") {
+			break
+		}
+	}
+	for _, want := range []string{"2 of 2 v1 instances out: active: 2 probes in a row failed; last: GET /healthz: status 404", "set health.active.path to one it answers, such as /"} {
+		if !strings.Contains(text, want) {
+			t.Fatalf("canaryd status lacks %q:\n%s", want, text)
+		}
+	}
+	// The outage lasts a few analyses: none of them is a failure.
+	time.Sleep(3 * time.Second)
+	if st := c.status(t, "shop"); st.Phase == rollout.RolledBack || st.Failures > 0 {
+		t.Fatalf("an outage of every pool counted against the release: %s, %d failures (%s)", st.Phase, st.Failures, st.Reason)
+	}
+	// The fix the message names.
+	if err := os.WriteFile(c.cfgPath, []byte(strings.Replace(mustRead(t, c.cfgPath), "path: /healthz", "path: /", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.p.waitLog(t, "config applied")
+	st := c.waitPhase(t, "shop", rollout.Promoted, 30*time.Second)
+	if st.Failures > 0 {
+		t.Errorf("promoted with %d failures", st.Failures)
+	}
+	if text := statusText(); strings.Contains(text, " out: ") {
+		t.Errorf("instances still out once the probe path is right:\n%s", text)
+	}
+}
