@@ -73,7 +73,9 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return fmt.Errorf("canaryd demo cannot start: %w\n  another process holds a demo port (an earlier demo still running?): stop it, or move the demo's backends with --backend-port 19001", err)
 	}
-	srv, err := app.New(cfg, app.Options{Logger: o.Log})
+	log, release := hold(o.Log)
+	defer release()
+	srv, err := app.New(cfg, app.Options{Logger: log})
 	if err == nil {
 		err = srv.Listen()
 	}
@@ -88,14 +90,16 @@ func Run(ctx context.Context, o Options) error {
 	berr := make(chan error, 1)
 	go func() {
 		defer panics.Recover(nil, "demo backends")
-		berr <- Serve(bctx, o.Log.Named("demo"), backends, lns)
+		berr <- Serve(bctx, log.Named("demo"), backends, lns)
 	}()
 	proxyURL := "http://" + srv.ProxyAddr().String()
-	fmt.Fprintf(o.Out, "canaryd demo: proxy %s", proxyURL)
+	banner := fmt.Sprintf("canaryd demo: proxy %s", proxyURL)
 	if a := srv.AdminAddr(); a != nil {
-		fmt.Fprintf(o.Out, "\n  dashboard http://%s/   (canaryd status --watch --admin %s)", a, a)
+		banner += fmt.Sprintf("\n  dashboard http://%s/   (canaryd status --watch --admin %s)", a, a)
 	}
-	fmt.Fprintf(o.Out, "\n  try: curl -s %s/   |   curl -s -H 'X-Canary-Pool: green' %s/\n  Ctrl-C stops.\n", proxyURL, proxyURL)
+	banner += fmt.Sprintf("\n  try: curl -s %s/   |   curl -s -H 'X-Canary-Pool: green' %s/\n  Ctrl-C stops.\n", proxyURL, proxyURL)
+	io.WriteString(o.Out, banner) // one write: no log line amid it
+	release()                     // what canaryd logged while it started, after the banner
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 	if o.Rate > 0 {

@@ -123,7 +123,7 @@ default 127.0.0.1:9901) and --token-file (env CANARYD_TOKEN_FILE).`
 		rollout.Promote: "Promote the rollout's canary to 100% now",
 		rollout.Abort:   "Roll the rollout back: stable to 100%",
 		rollout.Pause:   "Pause the rollout at its step (already paused: nothing to do)",
-		rollout.Resume:  "Resume a paused rollout",
+		rollout.Resume:  "Resume a paused rollout, or retry a rolled-back release from its first step",
 	}
 	for _, a := range rollout.Actions {
 		name := a.String()

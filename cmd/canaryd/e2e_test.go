@@ -306,6 +306,13 @@ func TestDemoCommand(t *testing.T) {
 			t.Errorf("demo output lacks %q:\n%s", want, s)
 		}
 	}
+	// The banner comes first and whole: what canaryd logs while it starts
+	// (the rollout's first step, the backends) comes after it.
+	lines := strings.SplitN(s, "\n", 5)
+	if len(lines) < 4 || !strings.HasPrefix(lines[0], "canaryd demo: proxy http://") || !strings.HasPrefix(lines[1], "  dashboard http://") ||
+		!strings.HasPrefix(lines[2], "  try: curl") || lines[3] != "  Ctrl-C stops." {
+		t.Errorf("the banner is not the first four lines:\n%s", s)
+	}
 }
 
 // A demo port held by another process fails the demo at once, before the
@@ -401,6 +408,11 @@ func TestCLIConventions(t *testing.T) {
 				t.Errorf("%s -h lacks %q:\n%s", c.cmd, want, out.String())
 			}
 		}
+	}
+	// resume's help says what it does with a rolled-back release.
+	var rh, rherr bytes.Buffer
+	if run([]string{"resume", "-h"}, &rh, &rherr); !strings.Contains(rh.String(), "retry a rolled-back release") {
+		t.Errorf("resume -h does not say it retries a rolled-back release:\n%s", rh.String())
 	}
 	var out, errb bytes.Buffer
 	run([]string{"healthcheck", "-h"}, &out, &errb)
