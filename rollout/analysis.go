@@ -179,14 +179,14 @@ func pct(e, n uint64) float64 {
 // p50 or p99 exceeds ratio × stable's by more than minDiff. A significant
 // but small slowdown passes.
 func compareLatency(c, s *evidence.Counts, confidence, ratio float64, minDiff time.Duration) Verdict {
-	u, z := mannWhitney(c.Latency[:], s.Latency[:])
+	_, z := mannWhitney(c.Latency[:], s.Latency[:])
 	p := 1 - normalCDF(z) // small when the canary is slower
 	c50, s50 := c.Quantile(0.5), s.Quantile(0.5)
 	c99, s99 := c.Quantile(0.99), s.Quantile(0.99)
 	r50, r99 := ratioOf(c50, s50), ratioOf(c99, s99)
 	v := Verdict{Check: "compare_latency", Value: p, Threshold: 1 - confidence,
-		Reason: fmt.Sprintf("Mann-Whitney U=%.0f, one-sided p=%.4g; p50 %v vs %v (×%.2f), p99 %v vs %v (×%.2f); fails above ×%.2g and +%v",
-			u, p, c50.Round(time.Microsecond), s50.Round(time.Microsecond), r50, c99.Round(time.Microsecond), s99.Round(time.Microsecond), r99, ratio, minDiff)}
+		Reason: fmt.Sprintf("canary p50 %v vs stable %v (×%.2f), p99 %v vs %v (×%.2f); chance the canary is this much slower by luck: %.4g (a rank test over every request); fails when that is under %.2g and p50 or p99 is over ×%.2g and +%v",
+			c50.Round(10*time.Microsecond), s50.Round(10*time.Microsecond), r50, c99.Round(10*time.Microsecond), s99.Round(10*time.Microsecond), r99, p, 1-confidence, ratio, minDiff)}
 	v.Result = Pass
 	worse50 := r50 > ratio && c50-s50 > minDiff
 	worse99 := r99 > ratio && c99-s99 > minDiff

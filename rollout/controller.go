@@ -414,16 +414,16 @@ func (c *controller) decideLocked(now time.Time, vs []Verdict) bool {
 	case len(inconclusive) > 0:
 		c.st.Inconclusive++
 		return c.holdLocked(now, c.st.Inconclusive, spec.MaxInconclusive, inconclusive, vs,
-			"%d inconclusive analyses in a row (max_inconclusive): %s; resume when fixed",
-			"analysis inconclusive (%d of max_inconclusive %d); holding the step: %s")
+			"no data to judge in %d analyses in a row (the most rollout.max_inconclusive allows): %s; resume when fixed",
+			"no data to judge yet (analysis %d of at most %d in a row before pausing); holding the step: %s")
 	case len(gathering) > 0:
 		// Evidence is coming in but does not decide yet: hold, and let it
 		// grow (that is what gives the interval checks their power).
 		c.st.Inconclusive = 0
 		c.st.Gathering++
 		return c.holdLocked(now, c.st.Gathering, spec.MaxGathering, gathering, vs,
-			"undecided after %d analyses (max_gathering): %s; resume to keep gathering, or promote or abort",
-			"analysis held to gather evidence (%d of max_gathering %d): %s")
+			"still undecided after %d analyses at this step (the most rollout.max_gathering allows): %s; resume to keep gathering, or promote or abort",
+			"holding the step to gather more requests (analysis %d of at most %d before pausing): %s")
 	}
 	next := c.st.StepIndex + 1
 	if c.st.Shadow {

@@ -3,6 +3,7 @@ package rollout
 import (
 	"context"
 	"math"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -379,5 +380,22 @@ func TestCanaryAvailableBlamesOnlyTheCanary(t *testing.T) {
 				t.Fatalf("canary_available %+v, want %s", got, tc.want)
 			}
 		})
+	}
+}
+
+// Verdicts read as sentences: whole requests (a count read across a
+// latency bucket is interpolated, "46.1 of 4614" read as nonsense), no
+// test statistic to decode ("Mann-Whitney U=598674").
+func TestReasonsReadAsSentences(t *testing.T) {
+	stable := hist(map[time.Duration]uint64{30 * time.Millisecond: 4900, 40 * time.Millisecond: 4900, 41 * time.Millisecond: 200})
+	canary := hist(map[time.Duration]uint64{30 * time.Millisecond: 490, 40 * time.Millisecond: 460, 41 * time.Millisecond: 20, 120 * time.Millisecond: 30})
+	fraction := regexp.MustCompile(`\d\.\d+ of \d`)
+	for _, v := range []Verdict{
+		compareTail(&canary, &stable, 0.99, 1.5, 10*time.Millisecond),
+		compareLatency(&canary, &stable, 0.99, 1.5, 10*time.Millisecond),
+	} {
+		if fraction.MatchString(v.Reason) || strings.Contains(v.Reason, "U=") || strings.Contains(v.Reason, "Mann-Whitney") {
+			t.Errorf("%s: %s", v.Check, v.Reason)
+		}
 	}
 }

@@ -57,12 +57,10 @@ func boundVerdict(check string, k, n, max, confidence float64, what string) Verd
 	return v
 }
 
-func fmtCount(k float64) string {
-	if k == math.Trunc(k) {
-		return fmt.Sprintf("%.0f", k)
-	}
-	return fmt.Sprintf("%.1f", k)
-}
+// fmtCount prints a count of requests. A count read across a latency
+// bucket is interpolated, so it can have a fraction; a person reads
+// requests whole.
+func fmtCount(k float64) string { return fmt.Sprintf("%.0f", math.Round(k)) }
 
 // fmtPct prints a proportion as a percentage with the digits that matter.
 func fmtPct(p float64) string {
@@ -142,9 +140,9 @@ func compareTail(c, s *evidence.Counts, confidence, ratio float64, minDiff time.
 		effect = l
 	}
 	v := Verdict{Check: "compare_tail", Value: pWorse, Threshold: confidence,
-		Reason: fmt.Sprintf("requests slower than stable's p99 %v: canary %s of %.0f (%s), stable %s of %.0f (%s); P(canary share > %.2g × stable's) = %.4f; canary p99 %v, fails above %v",
-			s99.Round(time.Microsecond), fmtCount(kc), nc, fmtPct(kc/math.Max(nc, 1)), fmtCount(ks), ns, fmtPct(ks/math.Max(ns, 1)),
-			ratio, pWorse, c99.Round(time.Microsecond), effect.Round(time.Microsecond))}
+		Reason: fmt.Sprintf("slower than stable's p99 (%v): %s of the canary's requests (%s of %.0f) and %s of stable's (%s of %.0f); chance the canary's share is over %.2g× stable's: %.4f; canary p99 %v, fails above %v",
+			s99.Round(10*time.Microsecond), fmtPct(kc/math.Max(nc, 1)), fmtCount(kc), nc, fmtPct(ks/math.Max(ns, 1)), fmtCount(ks), ns,
+			ratio, pWorse, c99.Round(10*time.Microsecond), effect.Round(10*time.Microsecond))}
 	// The canary's p99 is under the effect bound with confidence when at
 	// most 1% of its requests are slower than the bound, by the interval
 	// the threshold checks use. (Its point estimate alone is not enough on
