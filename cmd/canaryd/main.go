@@ -125,7 +125,14 @@ func cmdRun(fs *flag.FlagSet, _, stderr io.Writer) func([]string) int {
 			log.Error("cannot start", zap.Error(err))
 			return 1
 		}
-		go forwardSIGHUP(ctx, srv)
+		// SIGHUP is caught before anything is served: one that arrives
+		// while the process starts (systemctl reload right after start)
+		// reloads, where Go's default would end the process (or, with
+		// SIGHUP ignored as under nohup, drop it).
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		go forwardSIGHUP(ctx, srv, hup)
 		if err := srv.Serve(ctx); err != nil {
 			log.Error("canaryd stopped with an error", zap.Error(err))
 			return 1
@@ -136,10 +143,7 @@ func cmdRun(fs *flag.FlagSet, _, stderr io.Writer) func([]string) int {
 
 // forwardSIGHUP turns each SIGHUP into a reload; the outcome is logged by
 // the reload itself.
-func forwardSIGHUP(ctx context.Context, srv *app.Server) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+func forwardSIGHUP(ctx context.Context, srv *app.Server, hup <-chan os.Signal) {
 	for {
 		select {
 		case <-ctx.Done():
