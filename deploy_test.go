@@ -788,6 +788,13 @@ func TestExampleConfigs(t *testing.T) {
 			t.Errorf("%s does not say how to check it (canaryd validate %s)", f, f)
 		}
 	}
+	// The cluster recipes' configs are valid too (the fast lane's check;
+	// TestVMClusterRecipe and the compose test run them).
+	for _, f := range []string{"examples/vm-cluster/canaryd.yaml", "examples/cluster/canaryd.yaml"} {
+		if _, err := config.Parse(f, mustReadFile(t, f)); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
 	if head := strings.ReplaceAll(string(mustReadFile(t, "config.yaml"))[:600], "\n# ", " "); !strings.Contains(head, "starts an automatic rollout") {
 		t.Errorf("config.yaml's header does not say that running it starts a rollout:\n%s", head)
 	}
