@@ -93,10 +93,13 @@ type Server struct {
 
 	// Owned by the reload goroutine (and New before it starts).
 	// reloadFailing: the last config reload failed. tlsProblem is the
-	// last TLS reload's failure ("" when none), so that a broken file is
-	// reported once, not at every poll.
-	reloadFailing bool
-	tlsProblem    string
+	// TLS files' failure reported as an error ("" when none), so that a
+	// broken file is reported once, not at every poll; tlsPending is one
+	// seen since tlsPendingSince and not yet reported (reloadTLS).
+	reloadFailing   bool
+	tlsProblem      string
+	tlsPending      string
+	tlsPendingSince time.Time
 
 	// Channels between the goroutines. reloads carries reload requests
 	// to the reload goroutine; reloadGone closes when it ends; watchFiles

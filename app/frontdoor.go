@@ -152,10 +152,19 @@ func (s *Server) tlsFiles() []string {
 	return slices.Compact(fs)
 }
 
+// tlsGrace is how long TLS files may fail to make a sound pair before it
+// is an error: a rotation writes the certificate and the key one after
+// the other (certbot, cert-manager, a deploy script), and between the two
+// writes the pair does not match. Within it the problem is a WARN and the
+// files are looked at again; past it, one ERROR.
+const tlsGrace = time.Second
+
 // reloadTLS re-reads every TLS file and swaps in what changed and is
-// sound; what is broken keeps its previous material serving, with one
-// error logged and counted per new problem. On the reload goroutine.
-func (s *Server) reloadTLS(source string) {
+// sound; what is broken keeps its previous material serving. A new
+// problem is a WARN, and reloadTLS asks (true) for another look after
+// tlsGrace; a problem still there then is one ERROR, counted, until the
+// files are fixed. On the reload goroutine.
+func (s *Server) reloadTLS(source string) (recheck bool) {
 	var problems []string
 	applied := false
 	if s.certs != nil {
@@ -176,15 +185,31 @@ func (s *Server) reloadTLS(source string) {
 		s.log.Info("upstream TLS files reloaded", zap.String("source", source), zap.String("pool_settings", key))
 	}
 	why := strings.Join(problems, "; ")
+	now := time.Now()
 	switch {
-	case why != "" && why != s.tlsProblem:
+	case why == "":
+		if applied || s.tlsProblem != "" {
+			s.tlsMetrics.Reloaded(true)
+		}
+		if s.tlsProblem != "" || s.tlsPending != "" {
+			s.log.Info("TLS files make sound pairs again", zap.String("source", source))
+		}
+		s.tlsProblem, s.tlsPending = "", ""
+	case why == s.tlsProblem:
+		s.tlsMetrics.Failing() // the same problem, already reported
+	case why != s.tlsPending:
+		// New: perhaps a rotation half done. Look again after the grace.
+		s.tlsPending, s.tlsPendingSince = why, now
+		s.log.Warn("TLS files changed but do not make a sound pair yet (a rotation writes the certificate and the key one after the other); the previous ones keep serving, looking again in "+tlsGrace.String(),
+			zap.String("source", source), zap.String("error", why))
+		return true
+	case now.Sub(s.tlsPendingSince) < tlsGrace:
+		return true
+	default:
+		s.tlsProblem, s.tlsPending = why, ""
 		s.tlsMetrics.Reloaded(false)
 		s.log.Error("TLS file reload failed; the previous certificates keep serving until the files are fixed",
-			zap.String("source", source), zap.String("error", why))
-	case why != "":
-		s.tlsMetrics.Failing() // the same problem, already reported
-	case applied || s.tlsProblem != "":
-		s.tlsMetrics.Reloaded(true)
+			zap.String("source", source), zap.String("error", why), zap.Duration("failing_for", now.Sub(s.tlsPendingSince).Round(time.Millisecond)))
 	}
-	s.tlsProblem = why
+	return false
 }

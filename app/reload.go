@@ -75,6 +75,9 @@ func (s *Server) Reload(ctx context.Context, source string) ReloadResult {
 func (s *Server) reloadLoop(ctx context.Context) {
 	poll := time.NewTicker(s.static.Reload.PollInterval.D())
 	defer poll.Stop()
+	// recheck fires when TLS files that did not make a sound pair are due
+	// another look (tlsGrace); nil while none is pending.
+	var recheck <-chan time.Time
 	for {
 		var req reloadRequest
 		select {
@@ -83,11 +86,16 @@ func (s *Server) reloadLoop(ctx context.Context) {
 		case req = <-s.reloads:
 		case <-poll.C:
 			req = reloadRequest{source: "poll"}
+		case <-recheck:
+			req = reloadRequest{source: "TLS recheck"}
 		}
 		res := s.reloadOnce(req.source)
 		// The certificate, key and CA files are re-read on every trigger:
 		// they change without the config file (cert-manager, certbot).
-		s.reloadTLS(req.source)
+		recheck = nil
+		if s.reloadTLS(req.source) {
+			recheck = time.After(tlsGrace)
+		}
 		files := s.tlsFiles()
 		select {
 		case <-s.watchFiles: // drop a set not yet taken: this one is newer
