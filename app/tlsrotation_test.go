@@ -43,7 +43,9 @@ routes:
 		t.Fatal(err)
 	}
 	serveFor(t, srv)
-	errors := func() int { return logs.FilterMessage("TLS file reload failed; the previous certificates keep serving until the files are fixed").Len() }
+	errorLines := func() int {
+		return logs.FilterMessage("TLS file reload failed; the previous certificates keep serving until the files are fixed").Len()
+	}
 	waitFor(t, 5*time.Second, func() bool { return len(srv.tlsFiles()) == 2 })
 
 	// The certificate first; the key 300ms later (past the debounce: the
@@ -55,7 +57,7 @@ routes:
 	testcerts.Write(t, keyPath, key2)
 	waitFor(t, 5*time.Second, func() bool { return logs.FilterMessage("listener certificates reloaded").Len() > 0 })
 	time.Sleep(tlsGrace + 500*time.Millisecond) // past any recheck
-	if n := errors(); n != 0 {
+	if n := errorLines(); n != 0 {
 		t.Fatalf("an expected cert-then-key rotation logged %d ERROR lines", n)
 	}
 
@@ -63,10 +65,10 @@ routes:
 	// looks follow.
 	cert3, _ := ca.Leaf(t, "site.test")
 	testcerts.Write(t, certPath, cert3)
-	waitFor(t, 5*time.Second, func() bool { return errors() == 1 })
+	waitFor(t, 5*time.Second, func() bool { return errorLines() == 1 })
 	srv.Reload(t.Context(), "test")
 	srv.Reload(t.Context(), "test")
-	if n := errors(); n != 1 {
+	if n := errorLines(); n != 1 {
 		t.Fatalf("a broken pair logged %d ERROR lines, want 1", n)
 	}
 }
