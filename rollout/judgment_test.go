@@ -122,7 +122,13 @@ func webRoutes(t testing.TB, rolloutBlock string) []config.Route {
 // newTestManager is a manager of route "web" on synthetic traffic.
 func newTestManager(t testing.TB, traffic *sim, rolloutBlock string) (*Manager, *controller) {
 	t.Helper()
-	m := NewManager(Deps{Counters: traffic, Pools: allUp{},
+	return newTestManagerWith(t, traffic, rolloutBlock, allUp{})
+}
+
+// newTestManagerWith is newTestManager with the pools' instances given.
+func newTestManagerWith(t testing.TB, traffic *sim, rolloutBlock string, pools Pools) (*Manager, *controller) {
+	t.Helper()
+	m := NewManager(Deps{Counters: traffic, Pools: pools,
 		Metrics: metrics.NewRollouts(prometheus.NewRegistry()), StateDir: t.TempDir()})
 	m.Sync(webRoutes(t, rolloutBlock))
 	return m, m.get("web")
