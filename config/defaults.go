@@ -171,7 +171,10 @@ func (h *Health) applyDefaults() {
 	a := &h.Active
 	setDur(&a.Interval, DefaultProbeInterval)
 	setDur(&a.UnhealthyInterval, a.Interval.D())
-	setDur(&a.Timeout, DefaultProbeTimeout)
+	// The default timeout fits the intervals given: 2s, or half the
+	// shorter interval when that is less (interval: 2s alone was refused,
+	// its default timeout not shorter than it).
+	setDur(&a.Timeout, min(DefaultProbeTimeout, a.Interval.D()/2, a.UnhealthyInterval.D()))
 	setInt(&a.Rise, DefaultRise)
 	setInt(&a.Fall, DefaultFall)
 	setStr(&a.ExpectedStatus, DefaultExpectedStatus)

@@ -4,6 +4,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Every top-level section of the config is either reloaded live (the
@@ -69,4 +70,27 @@ func TestEverySectionReloadsOrNeedsARestart(t *testing.T) {
 
 func sprintf2(format, a, b string) string {
 	return strings.Replace(strings.Replace(format, "%s", a, 1), "%s", b, 1)
+}
+
+// A probe interval alone is enough: the default timeout (2s) shrinks to
+// half of it when that is shorter, instead of refusing interval: 2s.
+func TestProbeTimeoutFitsTheInterval(t *testing.T) {
+	for _, tc := range []struct {
+		active string
+		want   time.Duration
+	}{
+		{"{ path: /, interval: 2s }", time.Second},
+		{"{ path: /, interval: 10s }", 2 * time.Second},
+		{"{ path: /, interval: 5s, unhealthy_interval: 500ms }", 500 * time.Millisecond},
+		{"{ path: /, interval: 2s, timeout: 1500ms }", 1500 * time.Millisecond},
+	} {
+		cfg, err := Parse("t.yaml", []byte("routes:\n  - name: web\n    health:\n      active: "+tc.active+"\n    pools:\n      - { name: a, weight: 100, instances: [\"127.0.0.1:1\"] }\n"))
+		if err != nil {
+			t.Errorf("%s: %v", tc.active, err)
+			continue
+		}
+		if got := cfg.Routes[0].Health.Active.Timeout.D(); got != tc.want {
+			t.Errorf("%s: timeout %v, want %v", tc.active, got, tc.want)
+		}
+	}
 }

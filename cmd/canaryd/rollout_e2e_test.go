@@ -166,10 +166,21 @@ func TestRolloutHealthyCanaryPromotes(t *testing.T) {
 	c := runCanaryd(t, t.TempDir(), freeAddr(t), webRoute(blue, green,
 		`{ steps: [10, 50, 100], interval: 300ms, min_requests: 30,
        analysis: { max_error_rate: 0.05, max_latency_p99: 1s, compare_to_stable: { min_latency_difference: 100ms } } }`))
+	// The split is checked against the weight the table serves (the
+	// route view's pool weight): the rollout's status names a step the
+	// moment it is decided, and the table follows a few milliseconds later
+	// (after the state is saved), which a loaded machine makes visible.
+	served := func() (step int, phase rollout.Phase, green float64) {
+		rv, err := adminclient.New(c.admin, "").Route("web")
+		if err != nil || rv.Rollout == nil {
+			t.Fatalf("route web: %v", err)
+		}
+		return rv.Rollout.Step, rv.Rollout.Phase, rv.Pools[1].Weight
+	}
 	checked := map[float64]int{}
 	for end := time.Now().Add(60 * time.Second); time.Now().Before(end); {
-		before := c.status(t, "web")
-		if before.Phase == rollout.Promoted {
+		step, phase, weight := served()
+		if phase == rollout.Promoted {
 			break
 		}
 		green := 0
@@ -178,11 +189,10 @@ func TestRolloutHealthyCanaryPromotes(t *testing.T) {
 				green++
 			}
 		}
-		after := c.status(t, "web")
-		if after.Step == before.Step && after.Phase == rollout.Progressing {
-			checked[before.CanaryWeight]++
-			if d := float64(green) - before.CanaryWeight; d > 2 || d < -2 {
-				t.Errorf("at canary %.0f%%: %d of 100 requests went to green", before.CanaryWeight, green)
+		if step2, phase2, weight2 := served(); step2 == step && phase2 == rollout.Progressing && weight2 == weight && phase == rollout.Progressing {
+			checked[weight]++
+			if d := float64(green) - weight; d > 2 || d < -2 {
+				t.Errorf("at canary %.0f%%: %d of 100 requests went to green", weight, green)
 			}
 		}
 	}
@@ -198,6 +208,13 @@ func TestRolloutHealthyCanaryPromotes(t *testing.T) {
 	}
 	if checked[10] == 0 || checked[50] == 0 {
 		t.Errorf("split checked at %v; want both steps", checked)
+	}
+	for end := time.Now().Add(2 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, _, w := served(); w == 100 {
+			break
+		} else if time.Now().After(end) {
+			t.Fatalf("promoted, and the table serves green at %.0f%% 2s later", w)
+		}
 	}
 	if _, pool := get(t, c.proxy+"/", nil); pool != "green" {
 		t.Errorf("after promotion a request went to %s", pool)
