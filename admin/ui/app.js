@@ -47,35 +47,46 @@ async function api(method, path) {
 }
 
 // chart draws one value of every pool over the time span [from, to]:
-// real time on the x axis (a tick each minute, labelled with the clock),
-// the value on the y axis (0 and the maximum, labelled). Points are placed
-// by their time, so 20 s of data fill 20 s of the axis, not its width. A
-// single point is drawn as a dot, so a chart is never blank while data
-// exists.
+// real time on the x axis (ticks at a round step that fits the span,
+// labelled with the clock, a label left out rather than drawn over
+// another), the value on the y axis (0, half and the top, each labelled
+// with its unit). Points are placed by their time, so 20 s of data fill
+// 20 s of the axis, not its width. A single point is drawn as a dot, so a
+// chart is never blank while data exists. With nothing to show but zeros,
+// the y axis spans opts.empty (1% of errors, 10 ms), so its labels still
+// differ and read as what they are.
 function chart(title, series, pick, unit, colorOf, from, to, opts = {}) {
-  const W = 320, H = 130, L = 34, R = 6, T = 16, B = 18;
-  const s = svg("svg", { class: "chart", viewBox: `0 0 ${W} ${H}`, "data-chart": title });
+  const W = 320, H = 130, L = 40, R = 6, T = 16, B = 18;
+  const s = svg("svg", { class: "chart", viewBox: `0 0 ${W} ${H}`, "data-chart": title, "data-from": String(from), "data-to": String(to) });
   let max = opts.max || 0;
-  for (const pts of Object.values(series)) for (const p of pts) max = Math.max(max, pick(p));
-  const shown = max;
-  if (max === 0) max = 1;
+  for (const pts of Object.values(series)) for (const p of pts) if (p.t >= from) max = Math.max(max, pick(p));
+  if (max === 0) max = opts.empty || 1;
   const x = (t) => L + ((W - L - R) * (t - from)) / (to - from || 1);
   const y = (v) => H - B - ((H - T - B) * v) / max;
   // y axis: 0, half and the top, labelled.
   for (const f of [0, 0.5, 1]) {
     s.append(svg("line", { class: "grid", x1: L, x2: W - R, y1: y(max * f), y2: y(max * f) }));
     const lbl = svg("text", { class: "axis y", x: L - 3, y: y(max * f) + 3, "text-anchor": "end" });
-    lbl.textContent = f === 0 ? "0" : fmt(shown * f, unit, true);
+    lbl.textContent = fmt(max * f, unit, true);
     s.append(lbl);
   }
-  // x axis: a tick each minute, with its clock time.
+  // x axis: the roundest step that gives at most five ticks.
+  const span = to - from;
+  const step = [5e3, 10e3, 15e3, 30e3, 60e3, 120e3, 300e3].find((st) => span / st <= 5) || 300e3;
   const xaxis = svg("g", { class: "xaxis", "data-axis": "time" });
-  for (let t = Math.ceil(from / 60000) * 60000; t <= to; t += 60000) {
+  const clock = step < 60e3 ? { hour: "2-digit", minute: "2-digit", second: "2-digit" } : { hour: "2-digit", minute: "2-digit" };
+  let lastRight = -Infinity;
+  for (let t = Math.ceil(from / step) * step; t <= to; t += step) {
     xaxis.append(svg("line", { class: "tick", x1: x(t), x2: x(t), y1: H - B, y2: H - B + 3 }));
+    const text = new Date(t).toLocaleTimeString([], clock);
+    const width = text.length * 5.2; // the axis font's width, about
     // Labels near an edge are anchored inside the chart, not cut by it.
-    const anchor = x(t) > W - R - 22 ? "end" : x(t) < L + 22 ? "start" : "middle";
+    const anchor = x(t) > W - R - width / 2 ? "end" : x(t) < L + width / 2 ? "start" : "middle";
+    const left = anchor === "start" ? x(t) : anchor === "end" ? x(t) - width : x(t) - width / 2;
+    if (left < lastRight + 4) continue; // would touch the label before it
+    lastRight = left + width;
     const lbl = svg("text", { class: "axis x", x: x(t), y: H - 4, "text-anchor": anchor });
-    lbl.textContent = new Date(t).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    lbl.textContent = text;
     xaxis.append(lbl);
   }
   s.append(xaxis);
@@ -93,6 +104,18 @@ function chart(title, series, pick, unit, colorOf, from, to, opts = {}) {
     s.append(svg("path", { class: "line", d, stroke: colorOf(pool), "data-pool": pool }));
   }
   return s;
+}
+
+// smoothed is a rate series averaged over the points of the last
+// `window` ms: the one-second snapshots a 2 s point is cut from do not
+// line up with it, and a steady rate drawn raw saw-tooths (300 to 746 for
+// a steady 490).
+function smoothed(pts, pick, window) {
+  return pts.map((p, i) => {
+    let sum = 0, n = 0;
+    for (let j = i; j >= 0 && pts[j].t > p.t - window; j--) { sum += pick(pts[j]); n++; }
+    return { ...p, avg: n ? sum / n : 0 };
+  });
 }
 
 // weightSeries is each pool's weight over [from, to]: from the rollout's
@@ -147,10 +170,18 @@ const enabledIn = {
 };
 
 function fmt(v, unit, short) {
-  if (unit === "%") return (v * 100).toFixed(v < 0.01 ? 2 : 1) + "%";
+  if (unit === "%") return v === 0 ? "0%" : (v * 100).toFixed(v < 0.01 ? 2 : 1) + "%";
   if (unit === "w%") return v.toFixed(0) + "%";
   if (unit === "ms") return v.toFixed(v < 10 ? 1 : 0) + (short ? "ms" : " ms");
   return v.toFixed(v < 10 ? 1 : 0) + (short ? "" : " " + unit);
+}
+
+// nowRate is a pool's rate of the last 10 s, as the "now" column says it:
+// a pool the schedule gives nothing is "0 req/s", or "draining" while the
+// last 10 s still hold requests from before its weight went to 0.
+function nowRate(p) {
+  if (p.effective_weight <= 0) return p.recent_rate > 0 ? `draining (${p.recent_rate.toFixed(1)} req/s in the last 10 s)` : "0 req/s";
+  return p.recent_rate.toFixed(1) + " req/s";
 }
 
 function since(t) {
@@ -176,26 +207,35 @@ function routeCard(r, series) {
       el("td", {}, el("span", { class: "swatch", style: { background: colorOf(p.name) } }), p.name),
       el("td", { "data-weight": p.name }, p.weight + "%", p.effective_weight !== p.weight ? ` (serving ${p.effective_weight}%)` : "", p.panic ? " panic" : ""),
       el("td", { class: healthy === p.instances.length ? "healthy" : "unhealthy" }, `${healthy}/${p.instances.length} healthy`),
-      el("td", { "data-rate": p.name, title: "over the last 10 s" }, p.recent_rate.toFixed(1) + " req/s"),
+      el("td", { "data-rate": p.name, title: "over the last 10 s" }, nowRate(p)),
       el("td", {}, fmt(p.last_minute.error_rate, "%")),
       el("td", {}, "p99 " + fmt(p.last_minute.p99_ms, "ms")),
       el("td", { class: "muted", "data-preview": p.name }, p.preview_requests ? `${p.preview_requests} preview (${p.preview_errors} failed)` : ""));
   });
   card.append(el("table", {}, el("tr", {}, ...["pool", "weight", "instances", "now", "errors (last minute)", "latency (last minute)", "preview"].map((h) => el("th", {}, h))), rows));
 
-  // The charts span the last 5 minutes of real time, whatever part of it
-  // holds data.
-  const to = Date.now(), from = to - 5 * 60 * 1000;
+  // The charts start where the data does (the process's start: nothing
+  // is drawn from before it existed) and grow to the last 5 minutes; at
+  // least 30 s, so a young process is not a smear across the width.
+  const to = Date.now();
   const pts = {};
-  for (const [pool, ps] of Object.entries(series)) pts[pool] = ps.map((p) => ({ ...p, t: new Date(p.at).getTime() }));
+  let first = to;
+  for (const [pool, ps] of Object.entries(series)) {
+    pts[pool] = ps.map((p) => ({ ...p, t: new Date(p.at).getTime() }));
+    for (const p of pts[pool]) first = Math.min(first, p.t - 2e3); // a point ends its 2 s step
+  }
+  const from = Math.min(to - 30e3, Math.max(to - 5 * 60e3, first));
   const withTraffic = {};
   for (const [pool, ps] of Object.entries(pts)) withTraffic[pool] = ps.filter((p) => p.has_traffic);
-  card.append(el("h3", {}, "last 5 minutes"));
+  const rates = {};
+  for (const [pool, ps] of Object.entries(pts)) rates[pool] = smoothed(ps, (p) => p.rps, 10e3);
+  const minutes = (to - from) / 60e3;
+  card.append(el("h3", {}, minutes >= 4.9 ? "last 5 minutes" : `since ${minutes < 1 ? Math.round(minutes * 60) + " s" : minutes.toFixed(1) + " min"} ago (the data's start)`));
   card.append(el("div", { class: "charts" },
     chart("weight %", weightSeries(r, from, to), (p) => p.w, "w%", colorOf, from, to, { max: 100 }),
-    chart("requests/s", pts, (p) => p.rps, "/s", colorOf, from, to),
-    chart("error rate", withTraffic, (p) => p.error_rate, "%", colorOf, from, to),
-    chart("p99 latency", withTraffic, (p) => p.p99_ms, "ms", colorOf, from, to)));
+    chart("requests/s (10 s average)", rates, (p) => p.avg, "/s", colorOf, from, to),
+    chart("error rate", withTraffic, (p) => p.error_rate, "%", colorOf, from, to, { empty: 0.01 }),
+    chart("p99 latency", withTraffic, (p) => p.p99_ms, "ms", colorOf, from, to, { empty: 10 })));
 
   const ro = r.rollout;
   if (ro) {
