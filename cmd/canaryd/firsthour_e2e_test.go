@@ -52,6 +52,7 @@ func pythonServer(t *testing.T, name string) string {
 // back while it lasts); and once the probe path is fixed the instances come
 // back and the release goes on to promotion.
 func TestYourOwnServersWithAProbePathTheyLack(t *testing.T) {
+	long(t)
 	v1a, v1b, v2 := pythonServer(t, "v1"), pythonServer(t, "v1"), pythonServer(t, "v2")
 	route := func(path string) string {
 		return fmt.Sprintf(`  - name: shop
