@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -31,16 +30,7 @@ func TestDashboardChartsTellTheTruth(t *testing.T) {
 	}
 	started := time.Now()
 	adminAddr, _ := demoProcs(t, "--interval", "1h", "--backend-port", demoBase(t))
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromium), chromedp.NoSandbox, chromedp.Headless, chromedp.DisableGPU,
-		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-background-networking", true),
-		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1300, 1300))
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelAlloc()
-	ctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	ctx, cancelT := context.WithTimeout(ctx, 150*time.Second)
-	defer cancelT()
+	ctx := browser(t, chromium, 150*time.Second)
 	dir := os.Getenv("CANARYD_ARTIFACTS")
 	if dir == "" {
 		dir = filepath.Join("..", "..", "artifacts")

@@ -25,13 +25,28 @@ func pythonServer(t *testing.T, name string) string {
 		}
 		t.Skip("python3 not found")
 	}
-	dir := t.TempDir()
+	dir := site(t, t.TempDir(), name)
+	addr := freeAddr(t)
+	host, port, _ := net.SplitHostPort(addr)
+	return serveUntilDone(t, exec.Command(py, "-m", "http.server", port, "--bind", host, "--directory", dir), addr)
+}
+
+// site writes dir/index.html saying name, and returns dir.
+func site(t *testing.T, dir, name string) string {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.WriteFile(filepath.Join(dir, "index.html"), []byte(name+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	addr := freeAddr(t)
-	host, port, _ := net.SplitHostPort(addr)
-	cmd := exec.Command(py, "-m", "http.server", port, "--bind", host, "--directory", dir)
+	return dir
+}
+
+// serveUntilDone starts a server process that listens on addr, waits
+// until it accepts, and stops it when the test ends.
+func serveUntilDone(t *testing.T, cmd *exec.Cmd, addr string) string {
+	t.Helper()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +57,7 @@ func pythonServer(t *testing.T, name string) string {
 			return addr
 		}
 	}
-	t.Fatalf("python3 -m http.server on %s did not start", addr)
+	t.Fatalf("%s on %s did not start", filepath.Base(cmd.Path), addr)
 	return ""
 }
 

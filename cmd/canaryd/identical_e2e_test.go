@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -28,12 +27,7 @@ func nginxServer(t *testing.T, name string) string {
 		}
 	}
 	dir := t.TempDir()
-	if err := os.MkdirAll(filepath.Join(dir, "www"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "www", "index.html"), []byte(name+"\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	site(t, filepath.Join(dir, "www"), name)
 	addr := freeAddr(t)
 	conf := fmt.Sprintf(`daemon off;
 master_process off;
@@ -54,19 +48,7 @@ http {
 	if err := os.WriteFile(cf, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "-p", dir, "-c", cf, "-e", "stderr")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			return addr
-		}
-	}
-	t.Fatalf("nginx on %s did not start", addr)
-	return ""
+	return serveUntilDone(t, exec.Command(bin, "-p", dir, "-c", cf, "-e", "stderr"), addr)
 }
 
 // An identical build on servers nobody here wrote is promoted, not rolled
