@@ -218,6 +218,10 @@ func TestSlowMirrorDropsNotDelays(t *testing.T) {
 	if took > 3*time.Second {
 		t.Errorf("50 requests took %v with a mirror that never answers; the client waited for it", took)
 	}
+	// The two workers have taken their copies (the drops say so), and
+	// each reaches the instance soon; never a third.
+	waitFor(t, "two copies at the instance", func() bool { return inFlight.Load() == 2 })
+	time.Sleep(50 * time.Millisecond)
 	if n := inFlight.Load(); n != 2 {
 		t.Errorf("%d copies in flight, want the concurrency, 2", n)
 	}
