@@ -228,7 +228,7 @@ func (r *Router) Run(ctx context.Context, published func(routes []*Route)) {
 	}
 }
 
-// publish recompiles the dirty routes and stores a table sharing every
+// publishLocked recompiles the dirty routes and stores a table sharing every
 // other route. r.mu held.
 func (r *Router) publishLocked() []*Route {
 	if len(r.dirty) == 0 {
@@ -268,7 +268,9 @@ func copySpec(s RouteSpec) RouteSpec {
 }
 
 // sameSpec reports whether two specs compile to the same route: every
-// field, the instances by address, the tags by identity.
+// field, the instances by address, the attachments by identity. A field
+// left out here is an edit never applied: TestEveryFieldOfASpecIsApplied
+// edits each one, found by reflection.
 func sameSpec(a, b RouteSpec) bool {
 	if a.Name != b.Name || a.Host != b.Host || a.PathPrefix != b.PathPrefix || a.PreserveHost != b.PreserveHost || a.Policy != b.Policy ||
 		a.StickyHeader != b.StickyHeader || a.StickyCookie != b.StickyCookie || a.ForceHeader != b.ForceHeader || a.ForceCookie != b.ForceCookie ||
