@@ -9,5 +9,5 @@ cd "$(dirname "$0")/.."
 export GOTOOLCHAIN="${GOTOOLCHAIN:-auto}"
 n="${1:-10}"
 go test -count="$n" -timeout 0 -run '^TestIdenticalBuildIsPromoted$' -v ./cmd/canaryd 2>&1 |
-  grep -E 'promoted after|was (rolled_back|paused)|^--- (PASS|FAIL): TestIdenticalBuildIsPromoted/' | tee /dev/stderr |
-  awk '/^--- PASS/ {p++} /^--- FAIL/ {f++} END {printf "%d passed, %d failed\n", p, f; exit f > 0}'
+  grep --line-buffered -E 'promoted after|was (rolled_back|paused)|^ *--- (PASS|FAIL): TestIdenticalBuildIsPromoted/' | tee /dev/stderr |
+  awk '/^ *--- PASS/ {p++} /^ *--- FAIL/ {f++} END {printf "%d passed, %d failed\n", p, f; exit f > 0}'
