@@ -16,15 +16,14 @@ import (
 	"sync/atomic"
 	"time"
 
-	"canaryd/evidence"
-	"canaryd/panics"
-
 	"canaryd/admin"
 	"canaryd/balancer"
 	"canaryd/cluster"
 	"canaryd/config"
+	"canaryd/evidence"
 	"canaryd/health"
 	"canaryd/metrics"
+	"canaryd/panics"
 	"canaryd/proxy"
 	"canaryd/rollout"
 	"canaryd/tlsfiles"

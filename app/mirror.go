@@ -5,12 +5,11 @@ import (
 	"slices"
 	"sync"
 
-	"canaryd/evidence"
-	"canaryd/panics"
-
 	"canaryd/balancer"
 	"canaryd/config"
+	"canaryd/evidence"
 	"canaryd/metrics"
+	"canaryd/panics"
 	"canaryd/proxy"
 	"canaryd/rollout"
 )

@@ -10,12 +10,11 @@ import (
 	"slices"
 	"time"
 
-	"canaryd/filewatch"
-	"canaryd/panics"
-
 	"canaryd/admin"
 	"canaryd/config"
+	"canaryd/filewatch"
 	"canaryd/metrics"
+	"canaryd/panics"
 
 	"go.uber.org/zap"
 )

@@ -19,11 +19,10 @@ import (
 	"sync"
 	"time"
 
+	"canaryd/config"
 	"canaryd/evidence"
 	"canaryd/panics"
 	"canaryd/rollout"
-
-	"canaryd/config"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"canaryd/panics"
-
 	"canaryd/upstream"
 )
 

@@ -18,9 +18,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"canaryd/panics"
-
 	"canaryd/balancer"
+	"canaryd/panics"
 
 	"go.uber.org/zap"
 )

@@ -11,10 +11,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"canaryd/config"
 	"canaryd/evidence"
 	"canaryd/panics"
-
-	"canaryd/config"
 
 	"go.uber.org/zap"
 )
