@@ -141,6 +141,7 @@ routes:
 // taken out, the other carries on; restarted, it comes back after `rise`
 // probes and ramps up through slow start.
 func TestKillAndRestartInstanceUnderLoad(t *testing.T) {
+	long(t) // seconds of load: outside the fast lane
 	a, b := newRestartable(t, "a"), newRestartable(t, "b")
 	path := filepath.Join(t.TempDir(), "config.yaml")
 	writeFile(t, path, healthConfigYAML(

@@ -136,6 +136,7 @@ func (c *bufConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 // Hundreds of connections trickling header bytes are closed by the header
 // timeout, while normal clients see no error.
 func TestSlowloris(t *testing.T) {
+	long(t) // seconds of load: outside the fast lane
 	be := pathBackend(t)
 	path := oneRouteConfig(t, `server: { read_header_timeout: 1s }`, "", be.URL)
 	r := startRig(t, path)

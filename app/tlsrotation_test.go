@@ -20,6 +20,7 @@ import (
 // pair is a WARN, and the finished one is served. A pair that stays
 // broken past the grace is one ERROR, not one per look.
 func TestCertThenKeyRotationIsNoError(t *testing.T) {
+	long(t) // seconds of load: outside the fast lane
 	dir := t.TempDir()
 	ca := testcerts.NewCA(t, "CA")
 	certPath, keyPath := ca.WriteLeaf(t, dir, "site", "site.test")

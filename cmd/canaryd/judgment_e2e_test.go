@@ -134,6 +134,7 @@ func TestForceRestrictions(t *testing.T) {
 // never failed on a small sample (the interval straddles the bound until
 // the evidence is in), and is promoted; one failing 5% is rolled back.
 func TestErrorBoundWithConfidence(t *testing.T) {
+	long(t) // seconds of load: outside the fast lane
 	good1, good2 := backendProc(t, "blue", "--error-rate", "0.005"), backendProc(t, "green", "--error-rate", "0.005")
 	bad1, bad2 := backendProc(t, "blue", "--error-rate", "0.005"), backendProc(t, "green", "--error-rate", "0.05")
 	route := func(name, prefix, blue, green string) string {

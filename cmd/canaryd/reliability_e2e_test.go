@@ -59,6 +59,7 @@ func waitHealthy(t *testing.T, adminAddr, route, addr string, want bool, within 
 // on their way to it when it died (at most the load's 8 workers) and the
 // consecutive failures that eject it (the default 5).
 func TestKill9BackendUnderLoad(t *testing.T) {
+	long(t) // seconds of load: outside the fast lane
 	a, b := freeAddr(t), freeAddr(t)
 	pa := start(t, "backend", "--listen", a, "--pool", "blue")
 	pa.waitLog(t, "demo backend up")
