@@ -58,27 +58,11 @@ type latencyModel struct {
 	slowFactor float64
 }
 
-// probs is the model's probability of each in-process latency bucket.
+// probs is the model's probability of each in-process latency bucket: a
+// mixture of the model and its slow share.
 func (m latencyModel) probs() []float64 {
-	cdf := func(d time.Duration, scale float64) float64 {
-		if d <= 0 {
-			return 0
-		}
-		return normalCDF((math.Log(float64(d)) - math.Log(scale*float64(m.median))) / m.sigma)
-	}
-	mix := func(d time.Duration) float64 {
-		return (1-m.slowShare)*cdf(d, 1) + m.slowShare*cdf(d, m.slowFactor)
-	}
-	p := make([]float64, evidence.LatencyBuckets)
-	for i := range p {
-		lo, hi := evidence.BucketBounds(i)
-		if i == evidence.LatencyBuckets-1 {
-			p[i] = 1 - mix(lo)
-			continue
-		}
-		p[i] = mix(hi) - mix(lo)
-	}
-	return p
+	slow := time.Duration(m.slowFactor * float64(m.median))
+	return mixtureProbs(component{1 - m.slowShare, m.median, m.sigma}, component{m.slowShare, slow, m.sigma})
 }
 
 // draw adds n requests to c's latency histogram: a multinomial draw as a
