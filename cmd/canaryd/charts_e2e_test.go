@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -21,13 +20,7 @@ import (
 // longer gets.
 func TestDashboardChartsTellTheTruth(t *testing.T) {
 	long(t)
-	chromium, err := exec.LookPath("chromium")
-	if err != nil {
-		if os.Getenv("CANARYD_REQUIRE_CHROMIUM") != "" {
-			t.Fatal("chromium is not installed; run ./scripts/test.sh, which installs it")
-		}
-		t.Skip("chromium not installed (./scripts/test.sh installs it)")
-	}
+	chromium := tool(t, "chromium", "CANARYD_REQUIRE_CHROMIUM")
 	started := time.Now()
 	adminAddr, _ := demoProcs(t, "--interval", "1h", "--backend-port", demoBase(t))
 	ctx := browser(t, chromium, 150*time.Second)
@@ -64,6 +57,7 @@ func TestDashboardChartsTellTheTruth(t *testing.T) {
 		t.Helper()
 		time.Sleep(time.Until(started.Add(at)))
 		var page map[string]any
+		var err error
 		for end := time.Now().Add(10 * time.Second); ; time.Sleep(500 * time.Millisecond) {
 			page, err = chromedp.Run(ctx, chromedp.Evaluate[map[string]any](measure))
 			if err == nil {
@@ -108,6 +102,7 @@ func TestDashboardChartsTellTheTruth(t *testing.T) {
 		t.Fatal(err)
 	}
 	var now string
+	var err error
 	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(300 * time.Millisecond) {
 		if now, err = chromedp.Run(ctx, chromedp.Text(`td[data-rate="green"]`)); err == nil && (now == "0 req/s" || len(now) > 8 && now[:8] == "draining") {
 			return

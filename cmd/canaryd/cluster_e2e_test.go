@@ -514,13 +514,7 @@ func runCLI(t *testing.T, args ...string) (string, error) {
 // whether each serves the latest state; a button pressed there reaches
 // the leader.
 func TestClusterDashboard(t *testing.T) {
-	chromium, err := exec.LookPath("chromium")
-	if err != nil {
-		if os.Getenv("CANARYD_REQUIRE_CHROMIUM") != "" {
-			t.Fatal("chromium is not installed; run ./scripts/test.sh, which installs it")
-		}
-		t.Skip("chromium not installed (./scripts/test.sh installs it)")
-	}
+	chromium := tool(t, "chromium", "CANARYD_REQUIRE_CHROMIUM")
 	tc := startCluster(t, nil, "", `{ steps: [10, 50, 100], interval: 1m, min_requests: 30 }`)
 	lead := tc.leader(t, 15*time.Second)
 	f := tc.others(lead)[0]

@@ -18,17 +18,32 @@ import (
 // here wrote, with no /healthz.
 func pythonServer(t *testing.T, name string) string {
 	t.Helper()
-	py, err := exec.LookPath("python3")
-	if err != nil {
-		if os.Getenv("CANARYD_REQUIRE_PYTHON") != "" {
-			t.Fatal("python3 not found, and CANARYD_REQUIRE_PYTHON is set")
-		}
-		t.Skip("python3 not found")
-	}
+	py := tool(t, "python3", "CANARYD_REQUIRE_PYTHON")
 	dir := site(t, t.TempDir(), name)
 	addr := freeAddr(t)
 	host, port, _ := net.SplitHostPort(addr)
 	return serveUntilDone(t, exec.Command(py, "-m", "http.server", port, "--bind", host, "--directory", dir), addr)
+}
+
+// tool finds a program the test runs, on PATH or at one of the paths
+// given (nginx sits in /usr/sbin, off a user's PATH). Missing, it skips
+// the test, or fails it when env is set: scripts/test.sh installs it and
+// sets env, so CI never skips.
+func tool(t *testing.T, name, env string, paths ...string) string {
+	t.Helper()
+	if bin, err := exec.LookPath(name); err == nil {
+		return bin
+	}
+	for _, p := range paths {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	if os.Getenv(env) != "" {
+		t.Fatalf("%s is not installed, and %s is set; run ./scripts/test.sh, which installs it", name, env)
+	}
+	t.Skipf("%s not installed (./scripts/test.sh installs it)", name)
+	return ""
 }
 
 // site writes dir/index.html saying name, and returns dir.

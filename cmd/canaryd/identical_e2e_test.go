@@ -15,17 +15,7 @@ import (
 // user switch), serving a directory with one index.html that says name.
 func nginxServer(t *testing.T, name string) string {
 	t.Helper()
-	bin, err := exec.LookPath("nginx")
-	if err != nil {
-		if _, err = os.Stat("/usr/sbin/nginx"); err == nil {
-			bin = "/usr/sbin/nginx"
-		} else {
-			if os.Getenv("CANARYD_REQUIRE_NGINX") != "" {
-				t.Fatal("nginx not found, and CANARYD_REQUIRE_NGINX is set (./scripts/test.sh installs it)")
-			}
-			t.Skip("nginx not found (./scripts/test.sh installs it)")
-		}
-	}
+	bin := tool(t, "nginx", "CANARYD_REQUIRE_NGINX", "/usr/sbin/nginx")
 	dir := t.TempDir()
 	site(t, filepath.Join(dir, "www"), name)
 	addr := freeAddr(t)

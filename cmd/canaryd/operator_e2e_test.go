@@ -170,13 +170,7 @@ func browser(t *testing.T, chromium string, within time.Duration) context.Contex
 // screenshot is kept as a test artifact.
 func TestDashboardInBrowser(t *testing.T) {
 	long(t)
-	chromium, err := exec.LookPath("chromium")
-	if err != nil {
-		if os.Getenv("CANARYD_REQUIRE_CHROMIUM") != "" {
-			t.Fatal("chromium is not installed; run ./scripts/test.sh, which installs it")
-		}
-		t.Skip("chromium not installed (./scripts/test.sh installs it)")
-	}
+	chromium := tool(t, "chromium", "CANARYD_REQUIRE_CHROMIUM")
 	adminAddr, proxyAddr := demoProcs(t, "--interval", "2s")
 	// Five previews of green: the dashboard shows them by the pool.
 	for i := 0; i < 5; i++ {
