@@ -202,14 +202,25 @@ func verifyUnits(t *testing.T, dir string, binaries map[string]string) {
 }
 
 // freeAt is a free port on a loopback address.
+// handedOut holds every address freeAt has given: the kernel hands a
+// just-closed port out again.
+var handedOut sync.Map
+
 func freeAt(t *testing.T, ip string) string {
 	t.Helper()
-	l, err := net.Listen("tcp", ip+":0")
-	if err != nil {
-		t.Fatal(err)
+	for range 100 {
+		l, err := net.Listen("tcp", ip+":0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := l.Addr().String()
+		l.Close()
+		if _, dup := handedOut.LoadOrStore(addr, true); !dup {
+			return addr
+		}
 	}
-	defer l.Close()
-	return l.Addr().String()
+	t.Fatal("no fresh port in 100 tries on " + ip)
+	return ""
 }
 
 // startProc runs a program until the test ends; its output is shown when

@@ -137,14 +137,26 @@ func writeConfig(t *testing.T, body string) string {
 	return p
 }
 
+// handedOut holds every port freeAddr has given in this test binary: the
+// kernel hands a just-closed port out again, and two listeners told the
+// same address make a test fail for nothing.
+var handedOut sync.Map
+
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := l.Addr().String()
+		l.Close()
+		if _, dup := handedOut.LoadOrStore(addr, true); !dup {
+			return addr
+		}
 	}
-	defer l.Close()
-	return l.Addr().String()
+	t.Fatal("no fresh loopback port in 100 tries")
+	return ""
 }
 
 // Requests in flight when SIGTERM arrives complete with 200, then the

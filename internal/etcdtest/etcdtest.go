@@ -49,13 +49,22 @@ func Binary(t testing.TB) string {
 	return bin
 }
 
-func freePort(t testing.TB) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+// freePorts returns n distinct free loopback addresses. Every listener
+// stays open until all n are chosen: the kernel hands a port it has just
+// seen closed out again, and two members given one URL make etcd refuse
+// the whole cluster ("has duplicate url").
+func freePorts(t testing.TB, n int) []string {
+	t.Helper()
+	out := make([]string, 0, n)
+	for len(out) < n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		out = append(out, l.Addr().String())
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return out
 }
 
 // Start runs an n-member cluster and waits until it answers. Its data
@@ -75,8 +84,9 @@ func Start(t *testing.T, n int) *Cluster {
 	t.Cleanup(func() { os.RemoveAll(root) })
 	c := &Cluster{t: t}
 	var initial []string
+	ports := freePorts(t, 2*n)
 	for i := 0; i < n; i++ {
-		m := &Member{Name: fmt.Sprintf("e%d", i), ClientAddr: freePort(t), PeerAddr: freePort(t), dir: filepath.Join(root, fmt.Sprintf("e%d", i))}
+		m := &Member{Name: fmt.Sprintf("e%d", i), ClientAddr: ports[2*i], PeerAddr: ports[2*i+1], dir: filepath.Join(root, fmt.Sprintf("e%d", i))}
 		c.Members = append(c.Members, m)
 		initial = append(initial, m.Name+"=http://"+m.PeerAddr)
 	}
