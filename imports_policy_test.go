@@ -20,6 +20,7 @@ var thirdParty = map[string]string{
 	"client_golang":     "github.com/prometheus/client_golang",
 	"prometheus/common": "github.com/prometheus/common",
 	"etcd":              "go.etcd.io/etcd",
+	"miekg/dns":         "github.com/miekg/dns",
 	"zap":               "go.uber.org/zap",
 	"cobra":             "github.com/spf13/cobra",
 }

@@ -54,6 +54,9 @@ type Options struct {
 	AllowedHosts []string
 	// Dashboard serves the web UI at /. Default: not served.
 	Dashboard http.Handler
+	// Instances serves .../pools/{pool}/instances (the registration
+	// API). Default: not served.
+	Instances Instances
 	// Cluster is this member's view of its cluster, for GET
 	// /api/v1/cluster. Default nil: a single process (the endpoint says
 	// so with 404).
@@ -123,7 +126,66 @@ var (
 	ErrConflict = errors.New("conflict")
 	// ErrInvalid wraps a request that is wrong in itself: 400.
 	ErrInvalid = errors.New("invalid")
+	// ErrUnavailable wraps a change the store could not save (nothing
+	// changed; try again): 503.
+	ErrUnavailable = errors.New("unavailable")
 )
+
+// Instances is what the registration API reads and changes.
+type Instances interface {
+	// Instances lists a pool's instances, whatever their source.
+	Instances(route, pool string) (InstancesView, error)
+	// Register replaces a registered pool's set (replace) or adds to it
+	// (a POST; an instance already there renews its lease). from is the
+	// client's address.
+	Register(route, pool string, replace bool, req InstancesRequest, from string) (InstancesView, error)
+	// Deregister removes one instance (host:port) from a registered pool.
+	Deregister(route, pool, addr string) (InstancesView, error)
+}
+
+// InstancesRequest is the body of PUT and POST .../instances.
+type InstancesRequest struct {
+	// Version the instances run ("v2.4.0"). PUT: the pool's version ("":
+	// none); POST: "" keeps the pool's, another one is refused unless the
+	// pool is empty.
+	Version string `json:"version"`
+	// Instances are "host:port" or "http(s)://host:port[/base]", at most
+	// 1,000 in one call.
+	Instances []string `json:"instances"`
+	// TTL is the lease ("30s", 2s to 24h): a registration not renewed
+	// within it expires. "": none.
+	TTL string `json:"ttl"`
+}
+
+// InstancesView is GET .../instances and the answer to a change.
+type InstancesView struct {
+	Route string `json:"route"`
+	Pool  string `json:"pool"`
+	// Source is where the pool's instances come from: "file", "dns" or
+	// "registration".
+	Source    string           `json:"source"`
+	Version   string           `json:"version,omitempty"`
+	Instances []InstanceRecord `json:"instances"`
+}
+
+// InstanceRecord is one instance of a pool.
+type InstanceRecord struct {
+	Addr    string `json:"addr"`
+	Version string `json:"version,omitempty"`
+	Source  string `json:"source"`
+	// Healthy: in rotation now (false also while a new instance waits
+	// for its first probe); absent when the table does not hold it yet.
+	Healthy *bool `json:"healthy,omitempty"`
+	// TTL and Expires are the lease (registrations with one).
+	TTL        string    `json:"ttl,omitempty"`
+	Expires    time.Time `json:"expires,omitzero"`
+	Registered time.Time `json:"registered,omitzero"`
+	Renewed    time.Time `json:"renewed,omitzero"`
+	From       string    `json:"from,omitempty"`
+}
+
+// maxInstancesBody bounds a registration's body.
+const maxInstancesBody = 1 << 20
 
 // RouteView is one route as the API shows it.
 type RouteView struct {
@@ -241,6 +303,9 @@ func New(o Options) http.Handler {
 	if o.Routes != nil {
 		o.routesAPI(api)
 	}
+	if o.Instances != nil {
+		o.instancesAPI(api)
+	}
 	return mux
 }
 
@@ -253,6 +318,8 @@ func writeErr(w http.ResponseWriter, err error) {
 		writeError(w, http.StatusBadRequest, err.Error())
 	case errors.Is(err, ErrConflict):
 		writeError(w, http.StatusConflict, err.Error())
+	case errors.Is(err, ErrUnavailable):
+		writeError(w, http.StatusServiceUnavailable, err.Error())
 	default:
 		writeError(w, http.StatusInternalServerError, err.Error())
 	}
@@ -338,6 +405,52 @@ func (o Options) routesAPI(api *http.ServeMux) {
 		default:
 			writeJSON(w, http.StatusOK, st)
 		}
+	}))
+}
+
+// instancesAPI serves .../pools/{pool}/instances: list, replace, add,
+// remove.
+func (o Options) instancesAPI(api *http.ServeMux) {
+	const base = "/api/v1/routes/{route}/pools/{pool}/instances"
+	api.HandleFunc("GET "+base, func(w http.ResponseWriter, r *http.Request) {
+		v, err := o.Instances.Instances(r.PathValue("route"), r.PathValue("pool"))
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, v)
+	})
+	register := func(replace bool) http.Handler {
+		return o.mutation(func(w http.ResponseWriter, r *http.Request) {
+			var req InstancesRequest
+			dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxInstancesBody))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(&req); err != nil {
+				var tooBig *http.MaxBytesError
+				if errors.As(err, &tooBig) {
+					writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body over %d bytes; send at most 1,000 instances a call", maxInstancesBody))
+					return
+				}
+				writeError(w, http.StatusBadRequest, `body must be JSON like {"version": "v2.4.0", "instances": ["10.0.0.5:8080"], "ttl": "30s"}: `+err.Error())
+				return
+			}
+			v, err := o.Instances.Register(r.PathValue("route"), r.PathValue("pool"), replace, req, r.RemoteAddr)
+			if err != nil {
+				writeErr(w, err)
+				return
+			}
+			writeJSON(w, http.StatusOK, v)
+		})
+	}
+	api.Handle("PUT "+base, register(true))
+	api.Handle("POST "+base, register(false))
+	api.Handle("DELETE "+base+"/{addr}", o.mutation(func(w http.ResponseWriter, r *http.Request) {
+		v, err := o.Instances.Deregister(r.PathValue("route"), r.PathValue("pool"), r.PathValue("addr"))
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, v)
 	}))
 }
 

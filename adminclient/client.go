@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -120,4 +121,34 @@ func (c *Client) do(method, path string, body []byte, v any) error {
 		return &Error{Status: resp.StatusCode, Message: "admin API answered " + resp.Status}
 	}
 	return json.Unmarshal(data, v)
+}
+
+func instancesPath(route, pool string) string {
+	return "/api/v1/routes/" + url.PathEscape(route) + "/pools/" + url.PathEscape(pool) + "/instances"
+}
+
+// Instances is GET .../pools/{pool}/instances.
+func (c *Client) Instances(route, pool string) (admin.InstancesView, error) {
+	var out admin.InstancesView
+	return out, c.do(http.MethodGet, instancesPath(route, pool), nil, &out)
+}
+
+// Register is PUT (replace true) or POST .../pools/{pool}/instances.
+func (c *Client) Register(route, pool string, replace bool, req admin.InstancesRequest) (admin.InstancesView, error) {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return admin.InstancesView{}, err
+	}
+	method := http.MethodPost
+	if replace {
+		method = http.MethodPut
+	}
+	var out admin.InstancesView
+	return out, c.do(method, instancesPath(route, pool), body, &out)
+}
+
+// Deregister is DELETE .../pools/{pool}/instances/{addr}.
+func (c *Client) Deregister(route, pool, addr string) (admin.InstancesView, error) {
+	var out admin.InstancesView
+	return out, c.do(http.MethodDelete, instancesPath(route, pool)+"/"+url.PathEscape(addr), nil, &out)
 }

@@ -20,11 +20,13 @@ import (
 	"canaryd/balancer"
 	"canaryd/cluster"
 	"canaryd/config"
+	"canaryd/discovery"
 	"canaryd/evidence"
 	"canaryd/health"
 	"canaryd/metrics"
 	"canaryd/panics"
 	"canaryd/proxy"
+	"canaryd/registry"
 	"canaryd/rollout"
 	"canaryd/tlsfiles"
 
@@ -67,6 +69,8 @@ type Server struct {
 	cluster   *cluster.Cluster // nil for a single process
 	transport *proxy.Transport
 	checker   *health.Checker
+	registry  *registry.Registry
+	discovery *discovery.Resolvers
 	token     string
 	trusted   []netip.Prefix
 	accessLog *zap.Logger // nil when off
@@ -132,6 +136,10 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 	}
 	s.setupPipeline(cfg)
 	s.setupRollouts(cfg, o.Registry)
+	if err := s.setupRegistry(cfg); err != nil {
+		return nil, err
+	}
+	s.setupDiscovery(o.Registry)
 	hash := ""
 	if o.ConfigData != nil {
 		hash = hashOf(o.ConfigData)
@@ -279,6 +287,7 @@ func (s *Server) setupAdmin(cfg *config.Config) {
 			},
 			Token:        s.token,
 			Routes:       s,
+			Instances:    s,
 			AllowedHosts: cfg.Admin.AllowedHosts,
 			Dashboard:    admin.Dashboard(),
 			Cluster:      s.clusterViewFunc(),
@@ -381,6 +390,8 @@ func (s *Server) startBackground(rctx context.Context) {
 	}()
 	s.checker.Start()
 	s.rollouts.Start()
+	s.registry.Start()
+	s.discovery.Start(s.pipe.config())
 	if s.cluster != nil {
 		s.cluster.SetInfo(s.clusterInfo(s.pipe.config()))
 		s.cluster.Start()
@@ -458,6 +469,8 @@ func (s *Server) drainAndStop() {
 		s.bounded("cluster close", s.cluster.Close)
 	}
 	s.bounded("rollouts close", s.rollouts.Close)
+	s.registry.Close()
+	s.discovery.Close()
 	s.pipe.closeMirrors()
 	s.checker.Close()
 	s.pipe.closeIdle()

@@ -42,15 +42,17 @@ func healthConfig(h config.Health) health.Config {
 // syncHealthLocked hands the instances of the live table to the checker:
 // each target is the balancer's own record of the instance, where health
 // keeps its state, so the request path needs no map from one to the
-// other. Called with the table for p.cfg live. p.mu held.
-func (p *pipeline) syncHealthLocked() {
+// other. routes nil: every route (a new config); else those routes only
+// (a dynamic pool's change, at any number of routes). Called with the
+// table for p.cfg live. p.mu held.
+func (p *pipeline) syncHealthLocked(routes []string) {
 	cfg := p.cfg
 	live := p.router.Load()
 	var targets []health.Target
-	for _, r := range cfg.Routes {
+	add := func(r *config.Route) {
 		route := live.Route(r.Name)
 		if route == nil {
-			continue
+			return
 		}
 		for _, pl := range route.Pools {
 			var cp config.Pool
@@ -68,7 +70,20 @@ func (p *pipeline) syncHealthLocked() {
 			}
 		}
 	}
-	recs := p.checker.Sync(targets)
+	var recs []*health.Instance
+	if routes == nil {
+		for i := range cfg.Routes {
+			add(&cfg.Routes[i])
+		}
+		recs = p.checker.Sync(targets)
+	} else {
+		for _, name := range routes {
+			if r, ok := p.routeLocked(name); ok {
+				add(r)
+			}
+		}
+		recs = p.checker.SyncRoutes(routes, targets)
+	}
 	keys := make(map[upstream.Key]bool, len(recs))
 	for i, t := range targets {
 		k := t.Instance.Key()
@@ -77,12 +92,23 @@ func (p *pipeline) syncHealthLocked() {
 			p.health.Set(k.Route, k.Pool, k.Addr, recs[i].Available())
 		}
 	}
+	inScope := func(string) bool { return true }
+	if routes != nil {
+		scope := make(map[string]bool, len(routes))
+		for _, r := range routes {
+			scope[r] = true
+		}
+		inScope = func(r string) bool { return scope[r] }
+	}
 	for k := range p.healthKeys {
-		if !keys[k] {
+		if !keys[k] && inScope(k.Route) {
 			p.health.Forget(k.Route, k.Pool, k.Addr)
+			delete(p.healthKeys, k)
 		}
 	}
-	p.healthKeys = keys
+	for k := range keys {
+		p.healthKeys[k] = true
+	}
 }
 
 // outcomes is the proxy's Observer: it feeds the request metrics, passive

@@ -72,6 +72,11 @@ type pipeline struct {
 	conns map[connKey]*poolConn
 	// healthKeys are the instances whose health metric is exported.
 	healthKeys map[upstream.Key]bool
+	// dynamic are the dynamic pools' latest sets, by source (dynamic.go);
+	// applied: the first config is live (sets that come before it wait
+	// for it).
+	dynamic map[source]map[poolRef]*dynamicSet
+	applied bool
 }
 
 // pipelineDeps are what a pipeline is built from.
@@ -98,6 +103,7 @@ func newPipeline(d pipelineDeps) *pipeline {
 		cfg: d.static, byName: routeIndex(d.static),
 		overrides: map[string]rollout.Override{}, manual: map[string]manualWeights{}, versions: map[string]int{},
 		mirrors: map[string]*mirrorEntry{}, conns: map[connKey]*poolConn{}, healthKeys: map[upstream.Key]bool{},
+		dynamic: map[source]map[poolRef]*dynamicSet{fromDNS: {}, fromRegistrations: {}},
 	}
 }
 
@@ -122,6 +128,9 @@ type change struct {
 	hash string         // cfg's file hash
 	// routes, with cfg nil, are the routes to rebuild.
 	routes []string
+	// instances: the routes' dynamic pools changed (their health checks
+	// and their rollouts' releases follow).
+	instances bool
 }
 
 // applyLocked is the apply sequence, the one place it is written. On
@@ -133,7 +142,7 @@ func (p *pipeline) applyLocked(ch change) (removedCount int, err error) {
 	cfg := p.cfg
 	if ch.cfg != nil {
 		cfg = ch.cfg
-		p.overrides = p.rollouts.Sync(cfg.Routes)
+		p.overrides = p.rollouts.SyncReleases(cfg.Routes, p.releaseOf)
 		p.rollouts.SetWebhooks(cfg.Routes)
 	}
 	var removed []*balancer.Instance
@@ -150,8 +159,20 @@ func (p *pipeline) applyLocked(ch change) (removedCount int, err error) {
 		p.retireMirrorsLocked(cfg)
 		p.retireConnsLocked(specs)
 		p.publish(p.router.Load().Routes())
-		p.syncHealthLocked()
+		p.syncHealthLocked(nil)
+		p.applied = true
 	} else {
+		if ch.instances {
+			// What the pools hold decides the release: the rollout
+			// answers first, and its weights go into the same table.
+			for _, name := range ch.routes {
+				if r, ok := p.routeLocked(name); ok && r.Rollout != nil {
+					if o, ok := p.rollouts.Refresh(r, p.releaseOf); ok {
+						p.overrides[name] = o
+					}
+				}
+			}
+		}
 		specs := make([]balancer.RouteSpec, 0, len(ch.routes))
 		for _, name := range ch.routes {
 			i, ok := p.byName[name]
@@ -173,6 +194,9 @@ func (p *pipeline) applyLocked(ch change) (removedCount int, err error) {
 			if r := t.Route(name); r != nil {
 				p.publish([]*balancer.Route{r})
 			}
+		}
+		if ch.instances {
+			p.syncHealthLocked(ch.routes)
 		}
 	}
 	p.drainLocked(removed)

@@ -204,6 +204,7 @@ func (s *Server) reloadOnce(source string) ReloadResult {
 	if err != nil {
 		return fail(err)
 	}
+	s.discovery.Sync(cfg) // discovered pools added, changed or gone
 	if s.cluster != nil {
 		// The leader compares members' route settings (config drift).
 		info := s.clusterInfo(cfg)

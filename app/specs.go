@@ -85,6 +85,15 @@ func (p *pipeline) specLocked(r *config.Route) (balancer.RouteSpec, error) {
 	for j := range s.Pools {
 		ps := &s.Pools[j]
 		ps.Stats = p.requests.Pool(r.Name, ps.Name)
+		if r.Pools[j].Dynamic() {
+			ps.Instances = nil
+			if set := p.dynamicLocked(r.Name, r.Pools[j]); set != nil {
+				ps.Instances = set.urls
+			}
+			// A new instance gets traffic once it answers a probe.
+			a := r.PoolHealth(r.Pools[j]).Active
+			ps.AwaitProbe = a.Path != "" || a.GRPC
+		}
 		conn, err := p.connForLocked(r.Pools[j])
 		if err != nil {
 			return balancer.RouteSpec{}, fmt.Errorf("route %q: %w", r.Name, err)

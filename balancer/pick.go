@@ -230,6 +230,9 @@ func (p *Pool) pick() *Instance {
 // candidate declines, the first one takes it.
 func (p *Pool) pickExcept(skip *Instance) *Instance {
 	n := len(p.Instances)
+	if n == 0 {
+		return nil // a dynamic pool whose instances have not come yet
+	}
 	var i int
 	if skip == nil {
 		i = int((p.rr.Add(1) - 1) % uint64(n))
@@ -270,7 +273,7 @@ func (p *Pool) pickFrom(i int, skip *Instance) *Instance {
 // usable instances. It needs no shared state but the in-flight counters.
 func (p *Pool) leastRequest() *Instance {
 	n := len(p.Instances)
-	if n == 1 {
+	if n <= 1 {
 		return p.pickExcept(nil)
 	}
 	i := rand.IntN(n)

@@ -61,7 +61,7 @@ type instanceSource struct {
 	used    map[string]map[upstream.Key]*Instance
 }
 
-func (src *instanceSource) get(route, pool string, u *url.URL) *Instance {
+func (src *instanceSource) get(route, pool string, u *url.URL, awaitProbe bool) *Instance {
 	k := upstream.Key{Route: route, Pool: pool, Addr: u.String()}
 	m := src.used[route]
 	if m == nil {
@@ -74,6 +74,11 @@ func (src *instanceSource) get(route, pool string, u *url.URL) *Instance {
 			in = upstream.New(route, pool, u)
 			if !src.initial {
 				in.StartRamp(src.now) // joins a serving pool: slow start
+				if awaitProbe {
+					// Out until health's first probe passes (health.Sync
+					// sees it down and waits for that probe).
+					in.SetAvailable(false)
+				}
 			}
 		}
 		m[k] = in
@@ -236,7 +241,7 @@ func (r *Router) publishLocked() []*Route {
 	}
 	t := r.table.Load()
 	var done []*Route
-	get := func(route, pool string, u *url.URL) *Instance {
+	get := func(route, pool string, u *url.URL, _ bool) *Instance {
 		return r.instances[route][upstream.Key{Route: route, Pool: pool, Addr: u.String()}]
 	}
 	for name := range r.dirty {
@@ -282,7 +287,7 @@ func sameSpec(a, b RouteSpec) bool {
 	for i := range a.Pools {
 		p, q := a.Pools[i], b.Pools[i]
 		if p.Name != q.Name || p.Weight != q.Weight || p.PanicThreshold != q.PanicThreshold || p.SlowStart != q.SlowStart ||
-			p.Stats != q.Stats || p.Transport != q.Transport || len(p.Instances) != len(q.Instances) {
+			p.Stats != q.Stats || p.Transport != q.Transport || p.AwaitProbe != q.AwaitProbe || len(p.Instances) != len(q.Instances) {
 			return false
 		}
 		for k := range p.Instances {

@@ -93,6 +93,11 @@ type PoolSpec struct {
 	// Transport reaches the pool's instances (its protocol and TLS); nil:
 	// the proxy's default. Carried into the Pool, compared by identity.
 	Transport http.RoundTripper
+	// AwaitProbe: an instance that joins the pool once it serves starts
+	// out of rotation, until health's first probe of it passes (a dynamic
+	// pool with active probes: a new instance gets traffic only once it
+	// answers). false: it joins at once, in slow start.
+	AwaitProbe bool
 }
 
 // Table is an immutable, compiled set of routes.
@@ -233,7 +238,7 @@ func (p *Pool) Available() int {
 // of the table before for a spec that compiles to the same thing (nil when
 // there is none): an edit of one route recompiles that route only, and
 // the others keep their state (their schedule cursor included).
-func compile(specs []RouteSpec, get func(route, pool string, u *url.URL) *Instance, reuse func(RouteSpec) *Route) (*Table, error) {
+func compile(specs []RouteSpec, get func(route, pool string, u *url.URL, awaitProbe bool) *Instance, reuse func(RouteSpec) *Route) (*Table, error) {
 	t := &Table{byName: make(map[string]int, len(specs))}
 	seen := make(map[string]bool, len(specs))
 	for _, s := range specs {
@@ -245,7 +250,7 @@ func compile(specs []RouteSpec, get func(route, pool string, u *url.URL) *Instan
 		if r != nil {
 			for _, ps := range s.Pools { // its instances are still in use
 				for _, u := range ps.Instances {
-					get(s.Name, ps.Name, u)
+					get(s.Name, ps.Name, u, ps.AwaitProbe)
 				}
 			}
 		} else {
@@ -282,7 +287,7 @@ func (t *Table) with(r *Route) *Table {
 // compileRoute builds one immutable route from its spec. It is one pass
 // over the pools, a little over 80 lines: split, the steps would pass the
 // half-built route around and read no better.
-func compileRoute(s RouteSpec, get func(route, pool string, u *url.URL) *Instance) (*Route, error) {
+func compileRoute(s RouteSpec, get func(route, pool string, u *url.URL, awaitProbe bool) *Instance) (*Route, error) {
 	if len(s.Pools) == 0 || len(s.Pools) > 255 {
 		return nil, fmt.Errorf("%d pools; want 1 to 255", len(s.Pools))
 	}
@@ -308,13 +313,14 @@ func compileRoute(s RouteSpec, get func(route, pool string, u *url.URL) *Instanc
 		if ps.Weight < 0 || ps.Weight > Slots {
 			return nil, fmt.Errorf("pool %q: weight %d bp out of range", ps.Name, ps.Weight)
 		}
-		if len(ps.Instances) == 0 {
-			return nil, fmt.Errorf("pool %q has no instances", ps.Name)
-		}
+		// A pool may be empty: a dynamic one (DNS, registrations) before
+		// its instances come or after they leave. It has no available
+		// instance, so its share goes to the others, like a pool that is
+		// all down.
 		sum += ps.Weight
 		p := &Pool{Name: ps.Name, Weight: ps.Weight, Stats: ps.Stats, Transport: ps.Transport, policy: s.Policy, slowStart: int64(ps.SlowStart)}
 		for _, u := range ps.Instances {
-			p.Instances = append(p.Instances, get(s.Name, ps.Name, u))
+			p.Instances = append(p.Instances, get(s.Name, ps.Name, u, ps.AwaitProbe))
 		}
 		avail := p.Available()
 		p.Panic = ps.PanicThreshold > 0 && avail > 0 && avail*100 < ps.PanicThreshold*len(p.Instances)

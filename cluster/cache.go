@@ -22,6 +22,8 @@ type cache struct {
 	// booted again): kept, so the sums never go back.
 	retired  sums
 	commands map[string]commandEntry // by key
+	// instances are the registrations, by key (instances.go).
+	instances map[string][]byte
 }
 
 type electionEntry struct {
@@ -86,6 +88,7 @@ func (m *cache) reset() {
 	m.acks = map[string]map[string]int64{}
 	m.stats = map[string]statsDoc{}
 	m.commands = map[string]commandEntry{}
+	m.instances = map[string][]byte{}
 }
 
 // put applies a key's new value; it returns the route of a state that
@@ -120,6 +123,8 @@ func (m *cache) put(prefix string, kv *mvccpb.KeyValue) (route string) {
 			}
 			m.stats[rest] = d
 		}
+	case "instances":
+		m.instances[string(kv.Key)] = kv.Value
 	case "commands":
 		r, _, _ := strings.Cut(rest, "/")
 		var d commandDoc
@@ -176,6 +181,8 @@ func (m *cache) del(prefix string, key string) {
 		}
 	case "commands":
 		delete(m.commands, key)
+	case "instances":
+		delete(m.instances, key)
 	}
 }
 

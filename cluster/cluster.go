@@ -22,6 +22,7 @@ import (
 	"canaryd/config"
 	"canaryd/evidence"
 	"canaryd/panics"
+	"canaryd/registry"
 	"canaryd/rollout"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -149,6 +150,8 @@ type Cluster struct {
 	stopCampaign   context.CancelFunc
 	wg, campaignWG sync.WaitGroup
 	deposed        chan struct{} // a fenced write failed (cap 1)
+	// onInstances gets the registrations (set before Start).
+	onInstances func([]registry.Registration)
 
 	// mu guards the fields below it.
 	mu       sync.Mutex

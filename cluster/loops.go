@@ -32,6 +32,7 @@ func (c *Cluster) watchLoop() {
 		changed := c.cache.load(c.prefix, resp.Kvs)
 		c.mu.Unlock()
 		c.applyStates(changed)
+		c.publishInstances()
 		// WithRequireLeader: an etcd member cut off from its quorum ends
 		// the watch instead of going quiet.
 		wctx, wcancel := context.WithCancel(clientv3.WithRequireLeader(c.ctx))
@@ -44,8 +45,10 @@ func (c *Cluster) watchLoop() {
 				break
 			}
 			changed = changed[:0]
+			instances := false
 			c.mu.Lock()
 			for _, ev := range wr.Events {
+				instances = instances || strings.HasPrefix(string(ev.Kv.Key), c.prefix+"instances/")
 				if ev.Type == clientv3.EventTypeDelete {
 					c.cache.del(c.prefix, string(ev.Kv.Key))
 				} else if r := c.cache.put(c.prefix, ev.Kv); r != "" {
@@ -54,6 +57,9 @@ func (c *Cluster) watchLoop() {
 			}
 			c.mu.Unlock()
 			c.applyStates(changed)
+			if instances {
+				c.publishInstances()
+			}
 		}
 		wcancel()
 	}

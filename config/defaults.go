@@ -80,6 +80,9 @@ const (
 	DefaultH2PingTimeout          = 15 * time.Second
 	DefaultH2WriteByteTimeout     = 30 * time.Second
 	DefaultTLSMinVersion          = "1.2"
+	DefaultDiscoveryInterval       = 5 * time.Second
+	DefaultDiscoveryEmptyAfter     = 3
+	DefaultDiscoveryMaxDropPercent = 50
 	// AdminOff disables the admin listener.
 	AdminOff = "off"
 	// MaxPools bounds pools per route (the schedule stores a byte per slot).
@@ -142,6 +145,17 @@ func (c *Config) applyDefaults() {
 			}
 			if h := r.Pools[j].Health; h != nil {
 				h.applyDefaults()
+			}
+			if d := r.Pools[j].Discovery; d != nil {
+				setDur(&d.Interval, DefaultDiscoveryInterval)
+				setInt(&d.EmptyAfter, DefaultDiscoveryEmptyAfter)
+				setInt(&d.MaxDropPercent, DefaultDiscoveryMaxDropPercent)
+				if d.Scheme == "" {
+					d.Scheme = "http"
+					if r.Pools[j].TLS != nil {
+						d.Scheme = "https"
+					}
+				}
 			}
 		}
 	}

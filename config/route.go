@@ -181,8 +181,22 @@ type Pool struct {
 	// decimals. Required (0 is allowed: reachable only by Force).
 	Weight Percent `yaml:"weight"`
 	// Instances are "host:port" or "http(s)://host:port[/base/path]". At
-	// least one, no duplicates.
+	// least one, no duplicates. A pool has exactly one of instances,
+	// discovery and registered.
 	Instances []string `yaml:"instances"`
+	// Discovery finds the pool's instances in DNS, again and again.
+	// Default: none (the instances are listed).
+	Discovery *Discovery `yaml:"discovery"`
+	// Registered: the pool's instances come and go through the
+	// registration API (PUT|POST|DELETE /api/v1/routes/{route}/pools/
+	// {pool}/instances), with leases. Default false.
+	Registered bool `yaml:"registered"`
+	// Version names the release the pool's listed instances run
+	// ("v2.4.0"). With a version on the canary pool, a new release is a
+	// new version; other changes of its instances keep the rollout at its
+	// step. A registration's version or discovery.version takes its place
+	// for dynamic pools. Default "": no version.
+	Version string `yaml:"version"`
 	// Health, when set, replaces the route's health block for this pool.
 	// Default: the route's.
 	Health *Health `yaml:"health"`
@@ -199,6 +213,44 @@ type Pool struct {
 	// urls are Instances parsed (URLs).
 	urls []*url.URL
 }
+
+// Discovery finds a pool's instances in DNS.
+type Discovery struct {
+	// DNS is the name resolved: A and AAAA records (with Port), or SRV
+	// records when it starts with "_" ("_http._tcp.web.internal"; port
+	// and target from the records, only the lowest priority used, each
+	// target once: SRV weights are not shares). Required.
+	DNS string `yaml:"dns"`
+	// Port of the instances found by A/AAAA. Required for them, not
+	// allowed with SRV.
+	Port int `yaml:"port"`
+	// Resolver is the DNS server asked, "host:port". Default "": the
+	// first nameserver of /etc/resolv.conf (port 53).
+	Resolver string `yaml:"resolver"`
+	// Interval between resolutions. Default 5s; record TTLs do not
+	// shorten or lengthen it (each resolution asks the server, which
+	// applies its own caching).
+	Interval Duration `yaml:"interval"`
+	// EmptyAfter: an answer with no instance, after a non-empty one,
+	// applies only once that many resolutions in a row have said so
+	// (NXDOMAIN and an empty answer alike). Default 3.
+	EmptyAfter int `yaml:"empty_after"`
+	// MaxDropPercent: a resolution that would remove more than this
+	// share of the pool's instances at once removes that share only, and
+	// the rest at the next resolutions, each again at most that share.
+	// Default 50; 100 applies any drop at once.
+	MaxDropPercent int `yaml:"max_drop_percent"`
+	// Version is the release the name's instances run, for names that
+	// are one per version ("v2.web.internal"). Default "": no version.
+	Version string `yaml:"version"`
+	// Scheme of the instances found: "http" or "https". Default "http"
+	// ("https" when the pool has a tls block).
+	Scheme string `yaml:"scheme"`
+}
+
+// Dynamic reports whether the pool's instances come from discovery or
+// registrations rather than the file.
+func (p Pool) Dynamic() bool { return p.Discovery != nil || p.Registered }
 
 // UpstreamTLS is how a pool's https:// instances are verified and what
 // they are shown. Its files are reloaded live, like the listener's.

@@ -453,11 +453,9 @@ func (v *validator) route(rp path, r *Route) {
 		}
 		sum += p.Weight.BasisPoints()
 		sumKnown = sumKnown && p.Weight != invalidPercent
-		if len(p.Instances) == 0 {
-			v.add(append(pp, "instances"), "no instances; list host:port or http(s)://host:port entries")
-		}
 		seen := map[string]int{}
 		schemes := map[string]bool{}
+		v.instanceSource(pp, p, schemes)
 		p.urls = p.urls[:0]
 		for k, in := range p.Instances {
 			ip := append(append(path{}, pp...), "instances", k)
@@ -481,6 +479,99 @@ func (v *validator) route(rp path, r *Route) {
 	if sumKnown && sum != Full.BasisPoints() {
 		v.add(append(rp, "pools"), "weights of route %q sum to %s%%, not 100; adjust them so they add up to exactly 100", r.Name, Percent(sum))
 	}
+}
+
+// instanceSource checks that a pool has exactly one of instances,
+// discovery and registered, and the one it has.
+func (v *validator) instanceSource(pp path, p *Pool, schemes map[string]bool) {
+	at := func(k ...any) path { return append(append(path{}, pp...), k...) }
+	var have []string
+	if len(p.Instances) > 0 {
+		have = append(have, "instances")
+	}
+	if p.Discovery != nil {
+		have = append(have, "discovery")
+	}
+	if p.Registered {
+		have = append(have, "registered")
+	}
+	switch len(have) {
+	case 0:
+		v.add(at("instances"), "no instances; list host:port or http(s)://host:port entries, or find them with discovery: { dns: NAME, port: N }, or take registrations with registered: true")
+		return
+	case 1:
+	default:
+		v.add(at(have[1]), "a pool has exactly one of instances, discovery and registered, and this one has %s; keep one", strings.Join(have, " and "))
+		return
+	}
+	v.version(at("version"), p.Version)
+	if p.Registered && p.Version != "" {
+		v.add(at("version"), "a registered pool's version comes with its registrations (the body's \"version\"); remove this line")
+	}
+	d := p.Discovery
+	if d == nil {
+		return
+	}
+	dp := at("discovery")
+	if p.Version != "" {
+		v.add(at("version"), "a discovered pool's version is discovery.version; move it there")
+	}
+	v.version(append(dp, "version"), d.Version)
+	name := strings.TrimSuffix(d.DNS, ".")
+	switch {
+	case name == "":
+		v.add(append(dp, "dns"), "the name to resolve is missing; write dns: web.internal (A/AAAA, with port) or dns: _http._tcp.web.internal (SRV)")
+	case strings.ContainsAny(name, " /:@") || strings.Contains(name, "..") || len(name) > 253:
+		v.add(append(dp, "dns"), "%q is not a DNS name", d.DNS)
+	case strings.HasPrefix(name, "_"):
+		if d.Port != 0 {
+			v.add(append(dp, "port"), "an SRV name (%q) gives each instance's port; remove port", d.DNS)
+		}
+	case d.Port < 1 || d.Port > 65535:
+		v.add(append(dp, "port"), "port %d is not from 1 to 65535; A/AAAA records need the instances' port (SRV names, starting with _, carry their own)", d.Port)
+	}
+	if d.Resolver != "" {
+		if host, port, err := net.SplitHostPort(d.Resolver); err != nil || host == "" || port == "" {
+			v.add(append(dp, "resolver"), "%q is not host:port; write the DNS server as 127.0.0.1:53 (or leave it out for /etc/resolv.conf's)", d.Resolver)
+		}
+	}
+	if d.Interval.D() < 100*time.Millisecond {
+		v.add(append(dp, "interval"), "%s is under 100ms; resolve at most ten times a second (default 5s)", d.Interval.D())
+	}
+	if d.EmptyAfter < 1 {
+		v.add(append(dp, "empty_after"), "%d; at least 1 (default %d)", d.EmptyAfter, DefaultDiscoveryEmptyAfter)
+	}
+	if d.MaxDropPercent < 1 || d.MaxDropPercent > 100 {
+		v.add(append(dp, "max_drop_percent"), "%d is not from 1 to 100 (default %d; 100 applies any drop at once)", d.MaxDropPercent, DefaultDiscoveryMaxDropPercent)
+	}
+	switch d.Scheme {
+	case "http", "https":
+		schemes[d.Scheme] = true
+	default:
+		v.add(append(dp, "scheme"), "%q; use http or https", d.Scheme)
+	}
+}
+
+// version checks a release's version: printable, no spaces, 64 bytes at
+// most ("" is no version).
+func (v *validator) version(p path, s string) {
+	if err := CheckVersion(s); err != nil {
+		v.add(p, "%v", err)
+	}
+}
+
+// CheckVersion checks a release's version (the file's and a
+// registration's): up to 64 printable bytes, no spaces; "" is none.
+func CheckVersion(s string) error {
+	if len(s) > 64 {
+		return fmt.Errorf("version %q is longer than 64 characters", s)
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] >= 0x7f {
+			return fmt.Errorf("version %q may only use printable characters without spaces (v2.4.0, 2026-12-05.1, a git sha)", s)
+		}
+	}
+	return nil
 }
 
 func (v *validator) name(p path, what, s string) {

@@ -171,7 +171,7 @@ func (c *Checker) startProbeLocked(in *Instance) {
 	ctx, cancel := context.WithCancel(c.ctx)
 	in.stopProbe = cancel
 	c.wg.Add(1)
-	go c.probeLoop(ctx, in, in.URL, in.Config)
+	go c.probeLoop(ctx, in, in.URL, in.Config, in.awaitFirst)
 }
 
 // Close stops every probe and the ejection sweeper, and waits for them.
@@ -198,6 +198,9 @@ type Instance struct {
 	// instance out, while it is out.
 	up  bool
 	why string
+	// awaitFirst: a new instance of a dynamic pool, out until its first
+	// probe passes.
+	awaitFirst bool
 	// ejectedUntil ends the current ejection; unejectedAt is when the
 	// last one ended; ejections counts the recent ones (the backoff).
 	ejectedUntil, unejectedAt time.Time
@@ -220,6 +223,25 @@ func (in *Instance) Ejected() bool { return in.h.Ejected.Load() }
 func (c *Checker) Sync(targets []Target) []*Instance {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.syncLocked(targets, nil)
+}
+
+// SyncRoutes is Sync for some routes only: targets are every instance of
+// those routes, and the other routes' records are left as they are (a
+// dynamic pool's change, at any number of routes).
+func (c *Checker) SyncRoutes(routes []string, targets []Target) []*Instance {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	scope := make(map[string]bool, len(routes))
+	for _, r := range routes {
+		scope[r] = true
+	}
+	return c.syncLocked(targets, scope)
+}
+
+// syncLocked syncs targets, the whole set (scope nil) or the set of the
+// routes in scope. c.mu held.
+func (c *Checker) syncLocked(targets []Target, scope map[string]bool) []*Instance {
 	out := make([]*Instance, len(targets))
 	keep := map[upstream.Key]bool{}
 	for i, t := range targets {
@@ -242,6 +264,13 @@ func (c *Checker) Sync(targets []Target) []*Instance {
 			}
 			in = &Instance{Target: t, c: c, u: t.Instance, h: &t.Instance.Health, up: true}
 			c.instances[k] = in
+			if !t.Instance.Available() && t.Config.probing() {
+				// The balancer made it out of rotation until a probe
+				// passes (it joined a dynamic pool that serves): one
+				// passing probe, not rise, lets it in.
+				in.h.ProbeDown.Store(true)
+				in.up, in.why, in.awaitFirst = false, "active: a new instance, out of rotation until its first probe passes", true
+			}
 		case in.Config != t.Config && in.stopProbe != nil:
 			in.stopProbe() // restarted below with the new settings
 			in.stopProbe = nil
@@ -255,20 +284,44 @@ func (c *Checker) Sync(targets []Target) []*Instance {
 			in.h.ProbeDown.Store(false)
 			c.reportLocked(in, Sync, "active probes turned off", 0)
 		}
+		if !cfg.probing() && !t.Instance.Available() && !in.h.Ejected.Load() && !in.h.ProbeDown.Load() {
+			c.setter.SetAvailable(in.u, true) // nothing would ever probe it in
+		}
 		c.startProbeLocked(in)
 		out[i] = in
 	}
-	for k, in := range c.instances {
-		if !keep[k] {
-			if in.stopProbe != nil {
-				in.stopProbe()
-			}
-			delete(c.instances, k)
-			delete(c.out, in)
+	drop := func(k upstream.Key, in *Instance) {
+		if in.stopProbe != nil {
+			in.stopProbe()
 		}
+		delete(c.instances, k)
+		delete(c.out, in)
 	}
-	clear(c.pools)
-	for _, in := range c.instances {
+	if scope == nil {
+		for k, in := range c.instances {
+			if !keep[k] {
+				drop(k, in)
+			}
+		}
+		clear(c.pools)
+		for _, in := range c.instances {
+			pk := poolKey{in.Route, in.Pool}
+			c.pools[pk] = append(c.pools[pk], in)
+		}
+		return out
+	}
+	for pk, ins := range c.pools {
+		if !scope[pk.route] {
+			continue
+		}
+		for _, in := range ins {
+			if k := in.u.Key(); !keep[k] && c.instances[k] == in {
+				drop(k, in)
+			}
+		}
+		delete(c.pools, pk)
+	}
+	for _, in := range out {
 		pk := poolKey{in.Route, in.Pool}
 		c.pools[pk] = append(c.pools[pk], in)
 	}

@@ -86,7 +86,7 @@ func (p *prober) check(ctx context.Context, target *url.URL, cfg Config) string 
 // probeLoop probes one instance until ctx ends. Rise passes in a row bring
 // it back, Fall failures in a row take it out; a single odd answer changes
 // nothing. While it is down, probes come every UnhealthyInterval.
-func (c *Checker) probeLoop(ctx context.Context, in *Instance, target *url.URL, cfg Config) {
+func (c *Checker) probeLoop(ctx context.Context, in *Instance, target *url.URL, cfg Config, awaitFirst bool) {
 	defer c.wg.Done()
 	defer panics.Recover(c.onPanic, "health probe")
 	passes, fails := 0, 0
@@ -113,7 +113,12 @@ func (c *Checker) probeLoop(ctx context.Context, in *Instance, target *url.URL, 
 			}
 		}
 		down := in.h.ProbeDown.Load()
+		if !down || fails > 0 {
+			awaitFirst = false // in once, or failing: the usual rise from here
+		}
 		switch {
+		case down && awaitFirst && passes >= 1:
+			c.setProbe(in, false, "a new instance: its first probe passed")
 		case down && passes >= cfg.Rise:
 			c.setProbe(in, false, fmt.Sprintf("%d probes in a row passed", passes))
 		case !down && fails >= cfg.Fall:

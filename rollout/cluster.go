@@ -85,12 +85,14 @@ func (m *Manager) Adopt(st State) {
 		return
 	}
 	c.mu.Lock()
-	if st.Release != c.release {
-		// This member's config names another release: until the configs
-		// agree (the leader pauses on drift), its own file decides.
+	if !c.sameReleaseLocked(&st) {
+		// This member's pools hold another release: until they agree
+		// (the leader pauses on config drift; dynamic pools converge),
+		// its own file decides.
+		mine := c.releaseForLocked(st.Stable, st.Canary)
 		c.mu.Unlock()
-		c.log.Warn("the cluster's rollout state is of another release than this member's config; keeping this member's weights",
-			zap.String("route", st.Route), zap.String("cluster_release", st.Release), zap.String("release", c.release))
+		c.log.Warn("the cluster's rollout state is of another release than this member's pools; keeping this member's weights",
+			zap.String("route", st.Route), zap.String("cluster_release", st.Release), zap.String("release", mine))
 		return
 	}
 	c.st = st
@@ -128,24 +130,45 @@ func (m *Manager) RestartEvidence(route, late string) {
 // resumes where it was (why says so), another release or none starts
 // afresh. where names the store in the history. c.mu held.
 func (c *controller) fromSavedLocked(now time.Time, saved *State, err error, where, why string) {
+	stable, canary := c.spec.Stable, c.spec.Canary
 	switch {
+	case (err != nil || saved == nil || !c.sameReleaseLocked(saved)) && c.pools[canary].ID == "":
+		if saved != nil {
+			c.st.History = saved.History
+		}
+		// no release yet: syncReleaseLocked below waits for one
 	case err != nil:
 		c.log.Error("rollout state unreadable; starting the release afresh", zap.String("route", c.route), zap.Error(err))
-		c.startReleaseLocked(now, c.release, "new release ("+where+" unreadable)")
-	case saved != nil && saved.Release == c.release:
+		c.startReleaseLocked(now, stable, canary, "new release ("+where+" unreadable)")
+	case saved != nil && c.sameReleaseLocked(saved):
 		c.resume(now, saved, why)
+		if c.st.StableRelease == "" {
+			// Written before roles could swap: what the stable pool
+			// holds now is no new release.
+			c.st.StableRelease = orEmpty(c.pools[c.st.Stable].ID)
+		}
 	case saved != nil:
 		c.st.History = saved.History
-		c.startReleaseLocked(now, c.release, fmt.Sprintf("new release %s (%s was of %s)", c.release, where, saved.Release))
+		c.startReleaseLocked(now, stable, canary, fmt.Sprintf("new release %s (%s was of %s)", c.releaseForLocked(stable, canary), where, saved.Release))
 	default:
-		c.startReleaseLocked(now, c.release, "new release "+c.release)
+		c.startReleaseLocked(now, stable, canary, "new release "+c.releaseForLocked(stable, canary))
 	}
+	// A canary with no instances waits; after a promotion, a release in
+	// the other pool swaps the roles.
+	c.syncReleaseLocked(now)
+}
+
+// sameReleaseLocked reports whether a saved state is of the release the
+// pools hold now, under its own roles. c.mu held.
+func (c *controller) sameReleaseLocked(st *State) bool {
+	roles := (st.Stable == c.spec.Stable && st.Canary == c.spec.Canary) || (st.Stable == c.spec.Canary && st.Canary == c.spec.Stable)
+	return roles && st.Release == c.releaseForLocked(st.Stable, st.Canary)
 }
 
 // follow sets a new controller of a follower from the cluster's state.
 // c.mu held.
-func (c *controller) followLocked(saved *State, release string) {
-	if saved != nil && saved.Release == release {
+func (c *controller) followLocked(saved *State) {
+	if saved != nil && c.sameReleaseLocked(saved) {
 		c.st = *saved
 		c.publishWeightLocked()
 		c.m.deps.Metrics.SetRollout(c.route, c.st.StepIndex+1, c.st.Phase.String(), phaseNames)
@@ -154,7 +177,7 @@ func (c *controller) followLocked(saved *State, release string) {
 	}
 	// Nothing from a leader yet: the file's weights serve until one
 	// writes (moving toward the canary needs the leader).
-	c.st = State{Route: c.route, Release: release, Strategy: c.spec.Strategy, Stable: c.spec.Stable, Canary: c.spec.Canary,
+	c.st = State{Route: c.route, Release: c.releaseForLocked(c.spec.Stable, c.spec.Canary), Strategy: c.spec.Strategy, Stable: c.spec.Stable, Canary: c.spec.Canary,
 		Phase: Idle, Reason: "waiting for the cluster's leader to write this rollout's state"}
 }
 

@@ -57,7 +57,7 @@ func (c *controller) control(action Action) error {
 			}
 			c.publishWeightLocked()
 		case RolledBack:
-			c.startReleaseLocked(now, c.st.Release, "retry of a rolled back release, by operator")
+			c.startReleaseLocked(now, c.st.Stable, c.st.Canary, "retry of a rolled back release, by operator")
 		default:
 			err = fmt.Errorf("cannot resume a rollout that is %s", from)
 		}

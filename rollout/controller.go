@@ -25,15 +25,16 @@ type controller struct {
 
 	// mu guards the fields below it; functions that need it held end in
 	// Locked.
-	mu      sync.Mutex
-	spec    *config.Rollout
-	release string // the config's release (Release)
-	st      State
-	prom    *promChecker
-	baseC   evidence.Traffic // canary counts when the evidence began
-	baseS   evidence.Traffic
-	baseSh  evidence.Shadow // and the copies to the canary
-	trip    []tripReading
+	mu   sync.Mutex
+	spec *config.Rollout
+	// pools is what the rollout's two pools hold now (setPoolsLocked).
+	pools  map[string]PoolRelease
+	st     State
+	prom   *promChecker
+	baseC  evidence.Traffic // canary counts when the evidence began
+	baseS  evidence.Traffic
+	baseSh evidence.Shadow // and the copies to the canary
+	trip   []tripReading
 
 	// persistM serializes the saves of the state (outside mu: a save
 	// may wait on etcd).
@@ -78,16 +79,18 @@ func (c *controller) steps() []int {
 	return out
 }
 
-// startRelease begins a rollout of the current release at its first step.
-// c.mu held.
-func (c *controller) startReleaseLocked(now time.Time, release, reason string) {
+// startRelease begins a rollout of what canary holds now, at its first
+// step, with these roles. c.mu held.
+func (c *controller) startReleaseLocked(now time.Time, stable, canary, reason string) {
 	from := c.st.Phase
 	if from == "" {
 		from = Idle
 	}
+	sr, cr := c.pools[stable], c.pools[canary]
 	c.st = State{
-		Route: c.route, Release: release, Strategy: c.spec.Strategy,
-		Stable: c.spec.Stable, Canary: c.spec.Canary, History: c.st.History,
+		Route: c.route, Release: c.releaseForLocked(stable, canary), Strategy: c.spec.Strategy,
+		Stable: stable, Canary: canary, History: c.st.History,
+		StableRelease: orEmpty(sr.ID), StableVersion: sr.Version, CanaryVersion: cr.Version,
 	}
 	c.st.Phase = Progressing
 	c.enterStepLocked(now, 0)

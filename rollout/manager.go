@@ -2,11 +2,7 @@ package rollout
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
-	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -113,22 +109,6 @@ func NewManager(d Deps) *Manager {
 	}
 }
 
-// Release identifies what a rollout releases: the two pools and the canary's
-// instances. A config edit that changes it starts a new rollout.
-func Release(r *config.Route) string {
-	var inst []string
-	for _, p := range r.Pools {
-		if p.Name == r.Rollout.Canary {
-			for _, u := range p.URLs() {
-				inst = append(inst, u.String())
-			}
-		}
-	}
-	sort.Strings(inst)
-	sum := sha256.Sum256([]byte(r.Rollout.Stable + "\x00" + r.Rollout.Canary + "\x00" + strings.Join(inst, "\x00")))
-	return hex.EncodeToString(sum[:6])
-}
-
 // Sync makes the manager run exactly the rollouts of routes. It never waits
 // for a controller: a running one picks up its new spec at its next tick. A
 // route whose release changed starts over at the first step; a route seen
@@ -136,6 +116,13 @@ func Release(r *config.Route) string {
 // release. It returns the weights every rollout imposes now (those of
 // later changes go to the Sink).
 func (m *Manager) Sync(routes []config.Route) map[string]Override {
+	return m.SyncReleases(routes, nil)
+}
+
+// SyncReleases is Sync with what the pools hold now (rel; nil: the
+// file's lists): instances that come and go are seen here, and a
+// rollout reads them without calling back into the caller.
+func (m *Manager) SyncReleases(routes []config.Route, rel Releases) map[string]Override {
 	var toSave []*controller
 	defer func() {
 		for _, c := range toSave {
@@ -156,12 +143,11 @@ func (m *Manager) Sync(routes []config.Route) map[string]Override {
 			continue
 		}
 		seen[r.Name] = true
-		release := Release(r)
 		spec := *r.Rollout
 		now := time.Now()
 		c := m.ctrls[r.Name]
 		if c == nil {
-			c = m.newControllerLocked(now, r.Name, &spec, release)
+			c = m.newControllerLocked(now, r, &spec, rel)
 			if m.leading {
 				toSave = append(toSave, c)
 			}
@@ -169,12 +155,11 @@ func (m *Manager) Sync(routes []config.Route) map[string]Override {
 		}
 		c.mu.Lock()
 		c.spec = &spec
-		c.release = release
+		c.setPoolsLocked(r, rel)
 		switch {
 		case !m.leading:
 			// The leader decides what a changed route means.
-		case c.st.Release != release:
-			c.startReleaseLocked(now, release, "new release "+release+": the canary's instances or the pools changed")
+		case c.syncReleaseLocked(now):
 			toSave = append(toSave, c)
 		case c.st.Shadow && spec.Shadow == nil:
 			c.leaveShadow(now, "the shadow phase was removed from the config; canary to %s%% (live)", nil)
@@ -210,22 +195,53 @@ func (m *Manager) Sync(routes []config.Route) map[string]Override {
 // newController takes a route's rollout on: from its saved state on the
 // leader (or a single process), from the cluster's on a follower; and
 // runs it if the manager runs. m.mu held.
-func (m *Manager) newControllerLocked(now time.Time, route string, spec *config.Rollout, release string) *controller {
-	c := &controller{m: m, route: route, log: m.deps.Log, wake: make(chan struct{}, 1), spec: spec, release: release}
+func (m *Manager) newControllerLocked(now time.Time, r *config.Route, spec *config.Rollout, rel Releases) *controller {
+	c := &controller{m: m, route: r.Name, log: m.deps.Log, wake: make(chan struct{}, 1), spec: spec}
 	c.setProm()
 	c.mu.Lock()
-	saved, err := m.deps.Store.Load(route)
+	c.setPoolsLocked(r, rel)
+	saved, err := m.deps.Store.Load(r.Name)
 	if m.leading {
 		c.fromSavedLocked(now, saved, err, "saved state", "resumed after restart")
 	} else {
-		c.followLocked(saved, release)
+		c.followLocked(saved)
 	}
 	c.mu.Unlock()
-	m.ctrls[route] = c
+	m.ctrls[r.Name] = c
 	if m.started && !m.stopped && m.leading {
 		m.launch(c)
 	}
 	return c
+}
+
+// Refresh tells a route's rollout what its pools hold now, after their
+// instances changed without a new config (discovery, registrations),
+// and returns the weights it imposes then (ok false: the route has no
+// rollout). The caller applies them with the instances, in one table.
+func (m *Manager) Refresh(r *config.Route, rel Releases) (o Override, ok bool) {
+	c := m.get(r.Name)
+	if c == nil {
+		return Override{}, false
+	}
+	m.mu.Lock()
+	leading := m.leading && !m.stopped
+	m.mu.Unlock()
+	c.mu.Lock()
+	c.setPoolsLocked(r, rel)
+	changed := leading && c.syncReleaseLocked(time.Now())
+	w := c.weight.Load()
+	c.mu.Unlock()
+	if changed {
+		c.persist()
+		select {
+		case c.wake <- struct{}{}:
+		default:
+		}
+	}
+	if w == nil {
+		return Override{}, false
+	}
+	return *w, true
 }
 
 func (c *controller) setProm() {

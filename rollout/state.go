@@ -85,7 +85,15 @@ type State struct {
 	Strategy string `json:"strategy"`
 	Stable   string `json:"stable"`
 	Canary   string `json:"canary"`
-	Phase    Phase  `json:"phase"`
+	// StableVersion and CanaryVersion are the versions the roles' pools
+	// run ("" when unknown).
+	StableVersion string `json:"stable_version,omitempty"`
+	CanaryVersion string `json:"canary_version,omitempty"`
+	// StableRelease is what the stable pool held (PoolRelease.ID) when
+	// the canary was promoted: a new release there afterwards swaps the
+	// roles.
+	StableRelease string `json:"stable_release,omitempty"`
+	Phase         Phase  `json:"phase"`
 	// StepIndex into the rollout's steps; Weight is the canary's weight in
 	// basis points now (0 after a rollback, 10000 once promoted).
 	StepIndex int `json:"step_index"`

@@ -8,16 +8,20 @@ import (
 
 // Status is a rollout as the admin API shows it.
 type Status struct {
-	Route        string    `json:"route"`
-	Strategy     string    `json:"strategy"`
-	Stable       string    `json:"stable"`
-	Canary       string    `json:"canary"`
-	Phase        Phase     `json:"phase"`
-	Reason       string    `json:"reason"`
-	Step         int       `json:"step"`
-	Steps        []float64 `json:"steps"`
-	CanaryWeight float64   `json:"canary_weight"`
-	StableWeight float64   `json:"stable_weight"`
+	Route    string `json:"route"`
+	Strategy string `json:"strategy"`
+	Stable   string `json:"stable"`
+	Canary   string `json:"canary"`
+	// StableVersion and CanaryVersion: the versions the pools in those
+	// roles run (omitted when unknown).
+	StableVersion string    `json:"stable_version,omitempty"`
+	CanaryVersion string    `json:"canary_version,omitempty"`
+	Phase         Phase     `json:"phase"`
+	Reason        string    `json:"reason"`
+	Step          int       `json:"step"`
+	Steps         []float64 `json:"steps"`
+	CanaryWeight  float64   `json:"canary_weight"`
+	StableWeight  float64   `json:"stable_weight"`
 	// Shadow: in the shadow phase, whose copies are ShadowPercent of the
 	// route's requests.
 	Shadow          bool      `json:"shadow,omitempty"`
@@ -44,6 +48,7 @@ func (c *controller) status() Status {
 	defer c.mu.Unlock()
 	s := Status{
 		Route: c.route, Strategy: c.spec.Strategy, Stable: c.st.Stable, Canary: c.st.Canary,
+		StableVersion: c.st.StableVersion, CanaryVersion: c.st.CanaryVersion,
 		Phase: c.st.Phase, Reason: c.st.Reason, Step: c.st.StepIndex + 1,
 		CanaryWeight: float64(c.st.Weight) / 100, StableWeight: float64(config.Full.BasisPoints()-c.st.Weight) / 100,
 		Failures: c.st.Failures, FailureLimit: c.spec.FailureLimit,

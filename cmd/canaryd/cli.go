@@ -110,6 +110,12 @@ default 127.0.0.1:9901) and --token-file (env CANARYD_TOKEN_FILE).`
 			Long:    "Set a route's weights by hand; they sum to 100 (see docs/admin-api.md for how long they hold)." + admin,
 			Example: "  canaryd weight web blue=90 green=10",
 			Args:    args(cobra.MinimumNArgs(2), "canaryd weight ROUTE POOL=PERCENT... (e.g. canaryd weight web blue=90 green=10)")}, cmdWeight, stdout, stderr),
+		command(&cobra.Command{Use: "instances ROUTE POOL [--set|--add|--remove ADDR...]", Short: "List a pool's instances, or register and deregister them (admin API)",
+			Long: "List a pool's instances with their version, source and lease; with --set, --add or --remove, change a registered pool's set " +
+				"(pools[].registered: true; see docs/discovery.md)." + admin,
+			Example: "  canaryd instances web green\n  canaryd instances web green --set 10.0.0.5:8080 10.0.0.6:8080 --version v2.4.0 --ttl 30s\n" +
+				"  canaryd instances web green --add 10.0.0.7:8080 --ttl 30s     # also the heartbeat\n  canaryd instances web green --remove 10.0.0.5:8080",
+			Args: args(cobra.MinimumNArgs(2), "canaryd instances ROUTE POOL [--set|--add|--remove ADDR...] [--version V] [--ttl D]")}, cmdInstances, stdout, stderr),
 		command(&cobra.Command{Use: "healthcheck", Short: "Exit 0 when canaryd's /readyz says ready",
 			Long:    "Exit 0 when the admin listener's /readyz says ready, 1 otherwise: a container HEALTHCHECK." + admin,
 			Example: "  canaryd healthcheck --admin 127.0.0.1:9901",

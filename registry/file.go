@@ -1,0 +1,130 @@
+package registry
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+)
+
+// File is a single process's Store: every registration in one JSON file
+// (state_dir/instances.json), rewritten whole on each change through a
+// temporary file and a rename, so a crash leaves the old file or the new
+// one, never half of one.
+type File struct {
+	path string
+	now  func() time.Time
+
+	// mu guards regs, the file's content.
+	mu   sync.Mutex
+	regs map[Key]Registration
+}
+
+// fileDoc is the file's content.
+type fileDoc struct {
+	// SavedAt: each lease resumes, after a restart, with the time it had
+	// left at this save (the instance could not renew while canaryd was
+	// down).
+	SavedAt       time.Time      `json:"saved_at"`
+	Registrations []Registration `json:"registrations"`
+}
+
+// OpenFile reads path (none yet is an empty set) and returns the store
+// and the registrations it held, their leases resumed from now.
+func OpenFile(path string, now func() time.Time) (*File, []Registration, error) {
+	if now == nil {
+		now = time.Now
+	}
+	f := &File{path: path, now: now, regs: map[Key]Registration{}}
+	data, err := os.ReadFile(path)
+	switch {
+	case os.IsNotExist(err):
+		return f, nil, nil
+	case err != nil:
+		return nil, nil, fmt.Errorf("registrations: %w", err)
+	}
+	var doc fileDoc
+	if err := json.Unmarshal(data, &doc); err != nil {
+		return nil, nil, fmt.Errorf("registrations file %s is not valid JSON (%v); move it aside to start with no registrations", path, err)
+	}
+	t := now()
+	var out []Registration
+	for _, g := range doc.Registrations {
+		if !g.Expires.IsZero() {
+			left := g.Expires.Sub(doc.SavedAt)
+			if left <= 0 {
+				continue // expired before the process stopped
+			}
+			g.Expires = t.Add(left)
+		}
+		f.regs[g.key()] = g
+		out = append(out, g)
+	}
+	return f, out, nil
+}
+
+// Write applies a change and saves the file; on error the file and the
+// store's copy are as they were.
+func (f *File) Write(put []Registration, del []Key) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	next := make(map[Key]Registration, len(f.regs)+len(put))
+	for k, g := range f.regs {
+		next[k] = g
+	}
+	for _, k := range del {
+		delete(next, k)
+	}
+	for _, g := range put {
+		next[g.key()] = g
+	}
+	doc := fileDoc{SavedAt: f.now(), Registrations: make([]Registration, 0, len(next))}
+	for _, g := range next {
+		doc.Registrations = append(doc.Registrations, g)
+	}
+	sort.Slice(doc.Registrations, func(i, j int) bool {
+		a, b := doc.Registrations[i], doc.Registrations[j]
+		if a.Route != b.Route {
+			return a.Route < b.Route
+		}
+		if a.Pool != b.Pool {
+			return a.Pool < b.Pool
+		}
+		return a.Addr < b.Addr
+	})
+	data, err := json.MarshalIndent(doc, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := writeAtomic(f.path, data); err != nil {
+		return err
+	}
+	f.regs = next
+	return nil
+}
+
+func writeAtomic(path string, data []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("create %s: %w (set state_dir to a writable directory)", filepath.Dir(path), err)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".instances-*.json")
+	if err != nil {
+		return fmt.Errorf("write %s: %w (set state_dir to a writable directory)", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
