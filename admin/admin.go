@@ -201,6 +201,11 @@ type RouteView struct {
 // PoolView is one pool: weights, health, and its last minute of traffic.
 type PoolView struct {
 	Name string `json:"name"`
+	// Version the pool's instances run (pools[].version, a
+	// registration's, discovery.version); omitted when unknown.
+	Version string `json:"version,omitempty"`
+	// Source of its instances: "file", "dns" or "registration".
+	Source string `json:"source"`
 	// Weight in percent, as set by the config or the rollout.
 	Weight float64 `json:"weight"`
 	// EffectiveWeight in percent, after health moved shares.

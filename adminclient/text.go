@@ -65,8 +65,12 @@ func WriteRoute(w io.Writer, r admin.RouteView) {
 		if p.EffectiveWeight != p.Weight {
 			serving = fmt.Sprintf(" serving %.2f%%", p.EffectiveWeight)
 		}
+		name := p.Name
+		if p.Version != "" {
+			name += " " + p.Version
+		}
 		fmt.Fprintf(w, "  %-10s %6.2f%%%s [%s] %d/%d healthy  %5.1f req/s now  last %s: %5.2f%% errors  p99 %.1fms%s\n",
-			p.Name, p.Weight, serving, bar, healthy, len(p.Instances), p.RecentRate, span(p.LastMinute.Seconds), 100*p.LastMinute.ErrorRate, p.LastMinute.P99Ms, preview)
+			name, p.Weight, serving, bar, healthy, len(p.Instances), p.RecentRate, span(p.LastMinute.Seconds), 100*p.LastMinute.ErrorRate, p.LastMinute.P99Ms, preview)
 		writeOut(w, p)
 	}
 	if ro := r.Rollout; ro != nil {
@@ -76,10 +80,10 @@ func WriteRoute(w io.Writer, r admin.RouteView) {
 		}
 		if ro.Shadow {
 			fmt.Fprintf(w, "  rollout %s %s → %s: %s, shadow phase: copies of %.2f%% of requests, no live traffic, failures %d/%d%s\n",
-				ro.Strategy, ro.Stable, ro.Canary, ro.Phase, ro.ShadowPercent, ro.Failures, ro.FailureLimit, next)
+				ro.Strategy, versioned(ro.Stable, ro.StableVersion), versioned(ro.Canary, ro.CanaryVersion), ro.Phase, ro.ShadowPercent, ro.Failures, ro.FailureLimit, next)
 		} else {
 			fmt.Fprintf(w, "  rollout %s %s → %s: %s, step %d of %d (canary %.2f%%), failures %d/%d%s\n",
-				ro.Strategy, ro.Stable, ro.Canary, ro.Phase, ro.Step, len(ro.Steps), ro.CanaryWeight, ro.Failures, ro.FailureLimit, next)
+				ro.Strategy, versioned(ro.Stable, ro.StableVersion), versioned(ro.Canary, ro.CanaryVersion), ro.Phase, ro.Step, len(ro.Steps), ro.CanaryWeight, ro.Failures, ro.FailureLimit, next)
 		}
 		if ro.Reason != "" {
 			fmt.Fprintf(w, "    %s\n", ro.Reason)
@@ -128,4 +132,12 @@ func span(seconds float64) string {
 		return "1m"
 	}
 	return fmt.Sprintf("%.0fs", seconds)
+}
+
+// versioned is a pool's name with its version: "green (v2.4.0)".
+func versioned(pool, version string) string {
+	if version == "" {
+		return pool
+	}
+	return pool + " (" + version + ")"
 }

@@ -33,8 +33,10 @@ func (s *Server) Route(name string) (admin.RouteView, bool) {
 
 func (s *Server) routeView(r *balancer.Route, version int) admin.RouteView {
 	rv := admin.RouteView{Name: r.Name, Host: r.Host, PathPrefix: r.PathPrefix, WeightsVersion: version}
+	sources := s.pipe.poolSources(r.Name)
 	for _, p := range r.Pools {
-		pv := admin.PoolView{Name: p.Name, Weight: float64(p.Weight) / 100, EffectiveWeight: float64(p.Effective) / 100, Panic: p.Panic}
+		pv := admin.PoolView{Name: p.Name, Weight: float64(p.Weight) / 100, EffectiveWeight: float64(p.Effective) / 100, Panic: p.Panic,
+			Version: sources[p.Name].version, Source: sources[p.Name].source}
 		for _, in := range p.Instances {
 			iv := admin.InstanceView{Addr: in.Addr, Healthy: in.Available(), InFlight: in.InFlight()}
 			if !iv.Healthy {

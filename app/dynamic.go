@@ -140,3 +140,25 @@ func (p *pipeline) poolVersionLocked(route string, cp config.Pool) string {
 	}
 	return cp.Version
 }
+
+// poolSource is a pool's source and version, for the admin view.
+type poolSource struct{ source, version string }
+
+// poolSources are a route's pools' sources and versions.
+func (p *pipeline) poolSources(route string) map[string]poolSource {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	r, ok := p.routeLocked(route)
+	if !ok {
+		return nil
+	}
+	out := make(map[string]poolSource, len(r.Pools))
+	for _, cp := range r.Pools {
+		src := "file"
+		if sc, dyn := sourceOf(cp); dyn {
+			src = sc.String()
+		}
+		out[cp.Name] = poolSource{source: src, version: p.poolVersionLocked(route, cp)}
+	}
+	return out
+}

@@ -730,3 +730,40 @@ func setAvailable(rt *Router, route, pool, addr string, up bool) (bool, error) {
 	}
 	return false, fmt.Errorf("no instance %s in route %q pool %q", addr, route, pool)
 }
+
+// A dynamic pool may be empty (its instances not come yet, or gone): the
+// route compiles, the empty pool's share goes to the others, picks never
+// choose it, and availability changes of the other pool's instances
+// recompile the route without trouble (a division by the empty pool's
+// instance count once panicked here).
+func TestEmptyPoolTakesNoTraffic(t *testing.T) {
+	u, _ := url.Parse("http://127.0.0.1:9001")
+	rt := NewRouter()
+	spec := RouteSpec{Name: "r", PathPrefix: "/", Pools: []PoolSpec{
+		{Name: "blue", Weight: 9000, Instances: []*url.URL{u}},
+		{Name: "green", Weight: 1000},
+	}}
+	if _, err := rt.Apply([]RouteSpec{spec}); err != nil {
+		t.Fatal(err)
+	}
+	r := rt.Load().Route("r")
+	for i := 0; i < 1000; i++ {
+		p, in := r.Pick(http.Header{})
+		if p == nil || p.Name != "blue" || in == nil {
+			t.Fatalf("pick %d: pool %v instance %v; want blue's instance", i, p, in)
+		}
+	}
+	in := r.Pools[0].Instances[0]
+	rt.SetAvailable(in, false)
+	rt.SetAvailable(in, true)
+	if got := rt.Load().Route("r").Pools[0].Effective; got != Slots {
+		t.Fatalf("blue's effective weight %d; want all of it", got)
+	}
+	spec.Policy = LeastRequest
+	if _, err := rt.Apply([]RouteSpec{spec}); err != nil {
+		t.Fatal(err)
+	}
+	if p, in := rt.Load().Route("r").Pick(http.Header{}); p == nil || p.Name != "blue" || in == nil {
+		t.Fatalf("least_request pick: pool %v instance %v", p, in)
+	}
+}

@@ -222,10 +222,13 @@ func (r *Router) Run(ctx context.Context, published func(routes []*Route)) {
 		case <-ctx.Done():
 			return
 		case <-r.kick:
-			r.mu.Lock()
-			routes := r.publishLocked()
-			cb := r.published
-			r.mu.Unlock()
+			// Unlocked by defer: a panic in a compile must not leave the
+			// router locked for the deferred publish above.
+			routes, cb := func() ([]*Route, func([]*Route)) {
+				r.mu.Lock()
+				defer r.mu.Unlock()
+				return r.publishLocked(), r.published
+			}()
 			if cb != nil && len(routes) > 0 {
 				cb(routes)
 			}

@@ -424,7 +424,7 @@ func cycle(period []uint8, usable [][]uint32) ([]uint8, []uint32) {
 		}
 		whole := true
 		for i, u := range usable {
-			whole = whole && (per[i]*k)%len(u) == 0
+			whole = whole && (len(u) == 0 || (per[i]*k)%len(u) == 0) // an empty pool has no turns
 		}
 		if whole || k*n == Slots {
 			n *= k

@@ -72,14 +72,14 @@ const (
 	DefaultShadowHeader         = "X-Canary-Shadow"
 	// TripwireResolution is how often the tripwire reads the counters;
 	// MinTripwireWindow is the shortest window it can honour.
-	TripwireResolution            = time.Second
-	MinTripwireWindow             = time.Second
-	DefaultH2MaxConcurrentStreams = 100
-	DefaultH2StreamBuffer         = 256 << 10
-	DefaultH2ConnBuffer           = 1 << 20
-	DefaultH2PingTimeout          = 15 * time.Second
-	DefaultH2WriteByteTimeout     = 30 * time.Second
-	DefaultTLSMinVersion          = "1.2"
+	TripwireResolution             = time.Second
+	MinTripwireWindow              = time.Second
+	DefaultH2MaxConcurrentStreams  = 100
+	DefaultH2StreamBuffer          = 256 << 10
+	DefaultH2ConnBuffer            = 1 << 20
+	DefaultH2PingTimeout           = 15 * time.Second
+	DefaultH2WriteByteTimeout      = 30 * time.Second
+	DefaultTLSMinVersion           = "1.2"
 	DefaultDiscoveryInterval       = 5 * time.Second
 	DefaultDiscoveryEmptyAfter     = 3
 	DefaultDiscoveryMaxDropPercent = 50
