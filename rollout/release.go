@@ -123,6 +123,12 @@ func (c *controller) setPoolsLocked(r *config.Route, rel Releases) {
 func (c *controller) syncReleaseLocked(now time.Time) bool {
 	stable, canary := c.rolesLocked()
 	sr, cr := c.pools[stable], c.pools[canary]
+	if c.st.Phase == Promoted && sr.ID == "" && c.st.StableRelease != "" && c.st.StableRelease != emptyMark {
+		// The old group left: whatever fills the pool next is a new
+		// release (a pool without versions has no other way to say so).
+		c.st.StableRelease, c.st.StableVersion = emptyMark, ""
+		return true
+	}
 	if c.st.Phase == Promoted && sr.ID != "" && c.st.StableRelease != "" && sr.ID != c.st.StableRelease {
 		c.startReleaseLocked(now, canary, stable, fmt.Sprintf("new release %s: the pools swap roles, %s (promoted) is the stable one now and %s the canary",
 			describe(stable, sr), canary, stable))
