@@ -169,6 +169,20 @@ func TestInvalidConfigs(t *testing.T) {
 		{"duplicate route", route(twoPools) + "  - name: web\n    match: {path_prefix: /x}\n" + twoPools, []string{"routes[1](web).name", "already used"}, 6},
 		{"duplicate match", route(twoPools) + "  - name: other\n" + twoPools, []string{"routes[1](other).match", "could never match"}, 6},
 		{"no pools", route("    match: {path_prefix: /}\n"), []string{"routes[0](web).pools", "no pools"}, 2},
+		{"no instance source", route("    pools:\n      - { name: a, weight: 100 }\n"), []string{"pools[0](a).instances", "registered: true"}, 4},
+		{"two instance sources", route("    pools:\n      - { name: a, weight: 100, instances: [\"127.0.0.1:1\"], registered: true }\n"), []string{"pools[0](a).registered", "exactly one of instances, discovery and registered", "keep one"}, 4},
+		{"discovery and registered", route("    pools:\n      - { name: a, weight: 100, registered: true, discovery: { dns: web.internal, port: 80 } }\n"), []string{"has discovery and registered"}, 4},
+		{"discovery without name", route("    pools:\n      - { name: a, weight: 100, discovery: { port: 80 } }\n"), []string{"discovery.dns", "dns: web.internal"}, 4},
+		{"discovery without port", route("    pools:\n      - { name: a, weight: 100, discovery: { dns: web.internal } }\n"), []string{"discovery.port", "A/AAAA records need"}, 4},
+		{"srv with a port", route("    pools:\n      - { name: a, weight: 100, discovery: { dns: _http._tcp.web.internal, port: 80 } }\n"), []string{"discovery.port", "remove port"}, 4},
+		{"discovery resolver", route("    pools:\n      - { name: a, weight: 100, discovery: { dns: web.internal, port: 80, resolver: 127.0.0.1 } }\n"), []string{"discovery.resolver", "127.0.0.1:53"}, 4},
+		{"discovery interval", route("    pools:\n      - { name: a, weight: 100, discovery: { dns: web.internal, port: 80, interval: 10ms } }\n"), []string{"discovery.interval", "under 100ms"}, 4},
+		{"discovery max drop", route("    pools:\n      - { name: a, weight: 100, discovery: { dns: web.internal, port: 80, max_drop_percent: 101 } }\n"), []string{"discovery.max_drop_percent", "1 to 100"}, 4},
+		{"discovery empty_after", route("    pools:\n      - { name: a, weight: 100, discovery: { dns: web.internal, port: 80, empty_after: -1 } }\n"), []string{"discovery.empty_after", "at least 1"}, 4},
+		{"discovery scheme", route("    pools:\n      - { name: a, weight: 100, discovery: { dns: web.internal, port: 80, scheme: ftp } }\n"), []string{"discovery.scheme", "use http or https"}, 4},
+		{"version on a registered pool", route("    pools:\n      - { name: a, weight: 100, registered: true, version: v1 }\n"), []string{"pools[0](a).version", "comes with its registrations"}, 4},
+		{"version on a discovered pool", route("    pools:\n      - { name: a, weight: 100, version: v1, discovery: { dns: web.internal, port: 80 } }\n"), []string{"pools[0](a).version", "discovery.version"}, 4},
+		{"version with a space", route("    pools:\n      - { name: a, weight: 100, version: \"v 1\", instances: [\"127.0.0.1:1\"] }\n"), []string{"pools[0](a).version", "without spaces"}, 4},
 		{"pool name missing", route("    pools:\n      - { weight: 100, instances: [\"127.0.0.1:1\"] }\n"), []string{"pools[0]().name", "pool name is missing"}, 4},
 		{"duplicate pool", route("    pools:\n      - { name: a, weight: 50, instances: [\"127.0.0.1:1\"] }\n      - { name: a, weight: 50, instances: [\"127.0.0.1:2\"] }\n"), []string{"pools[1](a).name", "used twice"}, 5},
 		{"weight above 100", route("    pools:\n      - { name: a, weight: 150, instances: [\"127.0.0.1:1\"] }\n"), []string{"weight", "above 100"}, 4},
@@ -315,6 +329,8 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(route("    mirror: { pool: green, percent: 5, compare: [status, body], max_body_bytes: 10, ignore_headers: [Date] }\n" + twoPools)))
 	f.Add([]byte(route("    rollout: { stable: blue, canary: green, shadow: { percent: 20, min_requests: 5, compare: [headers] } }\n" + twoPools)))
 	f.Add([]byte(route("    rollout: { stable: blue, canary: green, max_gathering: 5, tripwire: { window: 1s }, analysis: { confidence: 0.9, max_error_rate: 0.02, max_latency_p99: 1s } }\n" + twoPools)))
+	f.Add([]byte(route("    pools:\n      - { name: blue, weight: 100, registered: true }\n      - { name: green, weight: 0, version: v2, instances: [\"127.0.0.1:2\"] }\n")))
+	f.Add([]byte(route("    pools:\n      - { name: blue, weight: 100, discovery: { dns: _http._tcp.web.internal, resolver: \"127.0.0.1:53\", interval: 1s, empty_after: 2, max_drop_percent: 30, version: v1, scheme: https } }\n")))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg, err := Parse("fuzz.yaml", data)
 		if err != nil {
@@ -346,6 +362,19 @@ func FuzzParse(f *testing.F) {
 						t.Fatalf("accepted bad instance %q", in)
 					}
 				}
+				n := len(p.Instances)
+				if p.Discovery != nil {
+					n++
+				}
+				if p.Registered {
+					n++
+				}
+				if n == len(p.Instances) && n == 0 || (n > len(p.Instances) && len(p.Instances) > 0) || (p.Discovery != nil && p.Registered) {
+					t.Fatalf("accepted pool %q without exactly one source of instances", p.Name)
+				}
+				if d := p.Discovery; d != nil && (d.Interval.D() < 100*time.Millisecond || d.EmptyAfter < 1 || d.MaxDropPercent < 1 || d.MaxDropPercent > 100) {
+					t.Fatalf("accepted discovery %+v", *d)
+				}
 			}
 			if sum != 10000 {
 				t.Fatalf("accepted weights summing to %d bp", sum)
@@ -354,7 +383,6 @@ func FuzzParse(f *testing.F) {
 		if cfg.Server.ReadHeaderTimeout.D() <= 0 || cfg.Upstream.DialTimeout.D() <= 0 {
 			t.Fatal("defaults missing")
 		}
-		_ = time.Duration(0)
 	})
 }
 
@@ -487,5 +515,23 @@ func TestForceRestrictionsParsed(t *testing.T) {
 	cfg, _ = Parse("f.yaml", []byte(route("    force: { header: X-Canary-Pool }\n"+twoPools)))
 	if f := cfg.Routes[0].Force; f.Allowed() != nil || f.Secret() != "" {
 		t.Errorf("an open force header got restrictions: %v %q", f.Allowed(), f.Secret())
+	}
+}
+
+// A discovery block's defaults, as docs/config.md gives them.
+func TestDiscoveryDefaults(t *testing.T) {
+	cfg, err := Parse("d.yaml", []byte(route("    pools:\n      - { name: a, weight: 100, discovery: { dns: web.internal, port: 8080 } }\n      - { name: b, weight: 0, discovery: { dns: _web._tcp.internal }, tls: {} }\n")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := cfg.Routes[0].Pools[0].Discovery
+	if d.Interval.D() != 5*time.Second || d.EmptyAfter != 3 || d.MaxDropPercent != 50 || d.Scheme != "http" || d.Resolver != "" {
+		t.Errorf("defaults: %+v", *d)
+	}
+	if s := cfg.Routes[0].Pools[1].Discovery.Scheme; s != "https" {
+		t.Errorf("scheme of a pool with a tls block: %q", s)
+	}
+	if !cfg.Routes[0].Pools[0].Dynamic() {
+		t.Error("a discovered pool is not dynamic")
 	}
 }
