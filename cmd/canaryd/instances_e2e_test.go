@@ -1,0 +1,124 @@
+package main
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	"canaryd/adminclient"
+	"canaryd/internal/etcdtest"
+)
+
+// registeredRoute is route web whose two pools take registrations, with a
+// rollout from blue to green.
+func registeredRoute(rolloutBlock string) string {
+	return fmt.Sprintf(`  - name: web
+    health: { active: { path: /, interval: 200ms } }
+    rollout: %s
+    pools:
+      - { name: blue, weight: 100, registered: true }
+      - { name: green, weight: 0, registered: true }
+`, strings.Replace(rolloutBlock, "{", "{ stable: blue, canary: green,", 1))
+}
+
+// hasInstance reports whether a member lists addr in pool.
+func hasInstance(admin, pool, addr string) bool {
+	v, err := adminclient.New(admin, "").Instances("web", pool)
+	if err != nil {
+		return false
+	}
+	for _, in := range v.Instances {
+		if strings.HasSuffix(in.Addr, "//"+addr) && in.Healthy != nil { // in the served table
+			return true
+		}
+	}
+	return false
+}
+
+// In a cluster, registrations live in etcd: one sent to any member is
+// served by every member within a second, the leader's rollout of it is
+// the same release on every member, and a lease that is not renewed
+// expires on all of them together.
+func TestClusterRegistrations(t *testing.T) {
+	long(t)
+	etcd := etcdtest.Start(t, 3)
+	name := fmt.Sprintf("reg%d", rand.IntN(1e9))
+	blue, green := backendProc(t, "blue"), backendProc(t, "green")
+	var members []*canaryRun
+	for i := 0; i < 3; i++ {
+		cfg := writeConfig(t, fmt.Sprintf(`listen: "127.0.0.1:0"
+admin: { listen: "127.0.0.1:0" }
+state_dir: %q
+cluster:
+  name: %s
+  member: m%d
+  etcd: { endpoints: [%q] }
+  session_ttl: 2s
+routes:
+%s`, t.TempDir(), name, i, etcd.Endpoints()[i], registeredRoute(`{ steps: [10, 100], interval: 1h }`)))
+		members = append(members, startCanaryd(t, cfg))
+	}
+	// v1 into blue through member 0, for good (no lease).
+	if out, err := runCLI(t, "instances", "web", "blue", "--set", blue, "--version", "v1", "--admin", members[0].admin); err != nil {
+		t.Fatalf("register v1: %v\n%s", err, out)
+	}
+	// v2 into green through member 2, with a lease of 3s.
+	sent := time.Now()
+	if out, err := runCLI(t, "instances", "web", "green", "--add", green, "--version", "v2", "--ttl", "3s", "--admin", members[2].admin); err != nil {
+		t.Fatalf("register v2: %v\n%s", err, out)
+	}
+	var slowest time.Duration
+	for i, m := range members {
+		for !hasInstance(m.admin, "green", green) {
+			if time.Since(sent) > 5*time.Second {
+				t.Fatalf("member %d does not serve the registration 5s after it was sent", i)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		slowest = max(slowest, time.Since(sent))
+	}
+	if slowest > time.Second {
+		t.Errorf("the last member served the registration %v after it was sent; want ≤ 1s", slowest)
+	}
+	t.Logf("registration to served on all 3 members: %v", slowest.Round(time.Millisecond))
+	// The leader's rollout of v2 is what every member serves.
+	for end := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		agree := 0
+		for _, m := range members {
+			st := m.status(t, "web")
+			if st.Phase == "progressing" && st.CanaryVersion == "v2" && st.StableVersion == "v1" && st.CanaryWeight == 10 {
+				agree++
+			}
+		}
+		if agree == 3 {
+			break
+		}
+		if time.Now().After(end) {
+			for i, m := range members {
+				st := m.status(t, "web")
+				t.Logf("member %d: %s canary %s at %.0f%% (%s)", i, st.Phase, st.CanaryVersion, st.CanaryWeight, st.Reason)
+			}
+			t.Fatal("the members do not all serve the leader's rollout of v2")
+		}
+	}
+	// No heartbeat: etcd expires the lease, and every member drops it.
+	gone := time.Now()
+	for i, m := range members {
+		for hasInstance(m.admin, "green", green) {
+			if time.Since(gone) > 10*time.Second {
+				t.Fatalf("member %d still serves the registration 10s after its lease ran out", i)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	expired := sent.Add(3 * time.Second)
+	t.Logf("lease expiry to removed on all 3 members: %v", time.Since(expired).Round(time.Millisecond))
+	// v1 stays: it had no lease.
+	for i, m := range members {
+		if !hasInstance(m.admin, "blue", blue) {
+			t.Errorf("member %d lost blue's registration", i)
+		}
+	}
+}
