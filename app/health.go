@@ -77,37 +77,52 @@ func (p *pipeline) syncHealthLocked(routes []string) {
 		}
 		recs = p.checker.Sync(targets)
 	} else {
+		pools := make(map[string][]string, len(routes))
 		for _, name := range routes {
 			if r, ok := p.routeLocked(name); ok {
 				add(r)
+				for _, cp := range r.Pools {
+					pools[name] = append(pools[name], cp.Name)
+				}
 			}
 		}
-		recs = p.checker.SyncRoutes(routes, targets)
+		recs = p.checker.SyncPools(pools, targets)
 	}
-	keys := make(map[upstream.Key]bool, len(recs))
+	// The exported keys, by route: a scoped sync touches its routes'.
+	keys := map[string]map[upstream.Key]bool{}
 	for i, t := range targets {
 		k := t.Instance.Key()
-		keys[k] = true
-		if !p.healthKeys[k] {
+		if keys[k.Route] == nil {
+			keys[k.Route] = map[upstream.Key]bool{}
+		}
+		keys[k.Route][k] = true
+		if !p.healthKeys[k.Route][k] {
 			p.health.Set(k.Route, k.Pool, k.Addr, recs[i].Available())
 		}
 	}
-	inScope := func(string) bool { return true }
-	if routes != nil {
-		scope := make(map[string]bool, len(routes))
-		for _, r := range routes {
-			scope[r] = true
+	forget := func(route string) {
+		for k := range p.healthKeys[route] {
+			if !keys[route][k] {
+				p.health.Forget(k.Route, k.Pool, k.Addr)
+			}
 		}
-		inScope = func(r string) bool { return scope[r] }
-	}
-	for k := range p.healthKeys {
-		if !keys[k] && inScope(k.Route) {
-			p.health.Forget(k.Route, k.Pool, k.Addr)
-			delete(p.healthKeys, k)
+		if keys[route] == nil {
+			delete(p.healthKeys, route)
+		} else {
+			p.healthKeys[route] = keys[route]
 		}
 	}
-	for k := range keys {
-		p.healthKeys[k] = true
+	if routes == nil {
+		for route := range p.healthKeys {
+			forget(route)
+		}
+		for route, ks := range keys {
+			p.healthKeys[route] = ks
+		}
+		return
+	}
+	for _, route := range routes {
+		forget(route)
 	}
 }
 

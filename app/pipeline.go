@@ -70,8 +70,9 @@ type pipeline struct {
 	retired []*proxy.Mirror
 	// conns are the pools' transports by settings (connForLocked).
 	conns map[connKey]*poolConn
-	// healthKeys are the instances whose health metric is exported.
-	healthKeys map[upstream.Key]bool
+	// healthKeys are the instances whose health metric is exported, by
+	// route.
+	healthKeys map[string]map[upstream.Key]bool
 	// dynamic are the dynamic pools' latest sets, by source (dynamic.go);
 	// applied: the first config is live (sets that come before it wait
 	// for it).
@@ -102,7 +103,7 @@ func newPipeline(d pipelineDeps) *pipeline {
 		onPanic: d.onPanic, background: d.background, stopping: d.stopping,
 		cfg: d.static, byName: routeIndex(d.static),
 		overrides: map[string]rollout.Override{}, manual: map[string]manualWeights{}, versions: map[string]int{},
-		mirrors: map[string]*mirrorEntry{}, conns: map[connKey]*poolConn{}, healthKeys: map[upstream.Key]bool{},
+		mirrors: map[string]*mirrorEntry{}, conns: map[connKey]*poolConn{}, healthKeys: map[string]map[upstream.Key]bool{},
 		dynamic: map[source]map[poolRef]*dynamicSet{fromDNS: {}, fromRegistrations: {}},
 	}
 }

@@ -2,6 +2,7 @@ package app
 
 import (
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -144,6 +145,78 @@ func BenchmarkOneRouteChange(b *testing.B) {
 		if _, err := s.SetWeights("r5000", weights[i%2]); err != nil {
 			b.Fatal(err)
 		}
+		i++
+	}
+}
+
+// manyRoutesDiscovered is manyRoutesServer with route r5000's green pool
+// found in DNS (its resolver never started: the benchmark hands the sets).
+func manyRoutesDiscovered(tb testing.TB) *Server {
+	body := manyRoutesConfig(10000, tb.TempDir())
+	body = strings.Replace(body, "      - { name: green, weight: 10, instances: [\"127.5.20.0:9000\"] }\n",
+		"      - { name: green, weight: 10, discovery: { dns: green.internal, port: 9000, resolver: \"127.0.0.1:53\" } }\n", 1)
+	cfg, err := config.Parse("many.yaml", []byte(body))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if !cfg.Routes[5000].Pools[1].Dynamic() {
+		tb.Fatal("r5000's green is not the discovered pool")
+	}
+	s, err := New(cfg, Options{Registry: metrics.NewRegistry()})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		s.pipe.closeMirrors()
+		s.checker.Close()
+		s.rollouts.Close()
+	})
+	return s
+}
+
+func urlsOf(tb testing.TB, hosts ...string) []*url.URL {
+	var out []*url.URL
+	for _, h := range hosts {
+		u, err := url.Parse("http://" + h)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		out = append(out, u)
+	}
+	return out
+}
+
+// A discovered pool's new set, at 10,000 routes, recompiles its route
+// only (the figure: BenchmarkOneDiscoveryChange).
+func TestOneDiscoveryChangeTouchesOneRoute(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds 10,000 routes")
+	}
+	s := manyRoutesDiscovered(t)
+	before := s.router.Load()
+	sink{s.pipe, fromDNS}.SetInstances("r5000", "green", urlsOf(t, "10.0.0.1:9000", "10.0.0.2:9000"), "")
+	after := s.router.Load()
+	for _, r := range before.Routes() {
+		if after.Route(r.Name) != r && r.Name != "r5000" {
+			t.Errorf("route %s recompiled by a change of r5000's instances", r.Name)
+		}
+	}
+	if n := len(after.Route("r5000").Pools[1].Instances); n != 2 {
+		t.Fatalf("r5000's green has %d instances; want 2", n)
+	}
+}
+
+// BenchmarkOneDiscoveryChange is the cost of applying a discovered pool's
+// new set at 10,000 routes: its route's table entry, health targets and
+// release (go test -run - -bench OneDiscoveryChange ./app).
+func BenchmarkOneDiscoveryChange(b *testing.B) {
+	s := manyRoutesDiscovered(b)
+	sets := [][]*url.URL{urlsOf(b, "10.0.0.1:9000", "10.0.0.2:9000"), urlsOf(b, "10.0.0.1:9000", "10.0.0.3:9000", "10.0.0.4:9000")}
+	in := sink{s.pipe, fromDNS}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		in.SetInstances("r5000", "green", sets[i%2], "")
 		i++
 	}
 }

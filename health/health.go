@@ -226,22 +226,25 @@ func (c *Checker) Sync(targets []Target) []*Instance {
 	return c.syncLocked(targets, nil)
 }
 
-// SyncRoutes is Sync for some routes only: targets are every instance of
-// those routes, and the other routes' records are left as they are (a
-// dynamic pool's change, at any number of routes).
-func (c *Checker) SyncRoutes(routes []string, targets []Target) []*Instance {
+// SyncPools is Sync for some pools only: pools names them, route by
+// route, and targets are every instance of those pools; the other pools'
+// records are left as they are (a dynamic pool's change, whatever the
+// number of routes).
+func (c *Checker) SyncPools(pools map[string][]string, targets []Target) []*Instance {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	scope := make(map[string]bool, len(routes))
-	for _, r := range routes {
-		scope[r] = true
+	scope := make(map[poolKey]bool)
+	for route, names := range pools {
+		for _, n := range names {
+			scope[poolKey{route, n}] = true
+		}
 	}
 	return c.syncLocked(targets, scope)
 }
 
 // syncLocked syncs targets, the whole set (scope nil) or the set of the
-// routes in scope. c.mu held.
-func (c *Checker) syncLocked(targets []Target, scope map[string]bool) []*Instance {
+// pools in scope. c.mu held.
+func (c *Checker) syncLocked(targets []Target, scope map[poolKey]bool) []*Instance {
 	out := make([]*Instance, len(targets))
 	keep := map[upstream.Key]bool{}
 	for i, t := range targets {
@@ -310,11 +313,8 @@ func (c *Checker) syncLocked(targets []Target, scope map[string]bool) []*Instanc
 		}
 		return out
 	}
-	for pk, ins := range c.pools {
-		if !scope[pk.route] {
-			continue
-		}
-		for _, in := range ins {
+	for pk := range scope {
+		for _, in := range c.pools[pk] {
 			if k := in.u.Key(); !keep[k] && c.instances[k] == in {
 				drop(k, in)
 			}
