@@ -82,6 +82,7 @@ type loadGen struct {
 	failed atomic.Int64
 	mu     sync.Mutex
 	byPool map[string]int
+	once   sync.Once
 }
 
 func startLoad(url string, n int, hdr map[string]string) *loadGen {
@@ -123,9 +124,22 @@ func startLoad(url string, n int, hdr map[string]string) *loadGen {
 	return g
 }
 
+// halt stops the load and waits for it (again: nothing).
 func (g *loadGen) halt() {
-	close(g.stop)
+	g.once.Do(func() { close(g.stop) })
 	g.wg.Wait()
+}
+
+// pools counts the answers so far by the pool (X-Demo-Pool) that gave
+// them.
+func (g *loadGen) pools() map[string]int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make(map[string]int, len(g.byPool))
+	for k, v := range g.byPool {
+		out[k] = v
+	}
+	return out
 }
 
 func get(t *testing.T, url string, hdr map[string]string) (int, string) {

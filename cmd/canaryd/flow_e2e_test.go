@@ -1,0 +1,196 @@
+package main
+
+import (
+	"fmt"
+	"os/exec"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"canaryd/adminclient"
+	"canaryd/rollout"
+)
+
+// heartbeat is an instance's boot script: it registers itself with curl
+// every second (a lease of 3s), as user data or a lifecycle hook would,
+// until it is stopped (the instance goes away, or its group scales in).
+type heartbeat struct {
+	cmd *exec.Cmd
+}
+
+func startHeartbeat(t *testing.T, curl, admin, pool, version, addr string) *heartbeat {
+	t.Helper()
+	body := fmt.Sprintf(`{"version": %q, "instances": [%q], "ttl": "3s"}`, version, addr)
+	url := "http://" + admin + "/api/v1/routes/web/pools/" + pool + "/instances"
+	script := fmt.Sprintf(`while :; do %s -sf -X POST -H 'Content-Type: application/json' -d '%s' %s >/dev/null; sleep 1; done`, curl, body, url)
+	cmd := exec.Command("sh", "-c", script)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	h := &heartbeat{cmd: cmd}
+	t.Cleanup(h.stop)
+	return h
+}
+
+// stop ends the loop and its curl (the process group).
+func (h *heartbeat) stop() {
+	if h.cmd.Process != nil {
+		syscall.Kill(-h.cmd.Process.Pid, syscall.SIGKILL)
+		h.cmd.Wait()
+		h.cmd.Process = nil
+	}
+}
+
+// poolOf waits until the route's pool holds exactly addrs in its table.
+func waitPoolHolds(t *testing.T, admin, pool string, within time.Duration, addrs ...string) time.Duration {
+	t.Helper()
+	addrs = slices.Sorted(slices.Values(addrs))
+	start := time.Now()
+	for {
+		v, err := adminclient.New(admin, "").Instances("web", pool)
+		if err == nil {
+			var got []string
+			for _, in := range v.Instances {
+				if in.Healthy != nil && *in.Healthy {
+					got = append(got, strings.TrimPrefix(in.Addr, "http://"))
+				}
+			}
+			slices.Sort(got)
+			if strings.Join(got, ",") == strings.Join(addrs, ",") && len(got) == len(v.Instances) {
+				return time.Since(start)
+			}
+		}
+		if time.Since(start) > within {
+			t.Fatalf("pool %s does not hold %v in rotation within %v (%+v, %v)", pool, addrs, within, v, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// The flow canaryd exists for, with real processes: the v1 group behind
+// canaryd, its instances registered by their own boot scripts (curl, with
+// a lease and a heartbeat); the v2 group comes up and registers itself
+// into the other pool; the rollout starts by itself and is judged in
+// process and by a PromQL check against a real Prometheus; promoted; the
+// v1 group scales to zero (one instance deregisters, the other's lease
+// runs out), drains and is gone; then v3 arrives in the pool v1 left,
+// which becomes the canary, and is promoted in turn. Steady load through
+// canaryd the whole time: not one failed request.
+func TestReleaseFlowWithRegistrations(t *testing.T) {
+	long(t)
+	curl := tool(t, "curl", "CANARYD_REQUIRE_CURL")
+	adminAddr := freeAddr(t)
+	prom := startPrometheus(t, adminAddr)
+	errorsQuery := `(sum(rate(canaryd_requests_total{route="{{route}}",pool="{{canary}}",code=~"5.."}[{{interval}}])) or vector(0)) / sum(rate(canaryd_requests_total{route="{{route}}",pool="{{canary}}"}[{{interval}}]))`
+	c := runCanaryd(t, t.TempDir(), adminAddr, fmt.Sprintf(`  - name: web
+    health: { active: { path: /healthz, interval: 200ms } }
+    rollout:
+      stable: blue
+      canary: green
+      steps: [50, 100]
+      interval: 4s
+      min_requests: 20
+      analysis:
+        prometheus:
+          url: %s
+          checks:
+            - { name: error_rate, query: %q, max: 0.05 }
+    pools:
+      - { name: blue, weight: 100, registered: true }
+      - { name: green, weight: 0, registered: true }
+`, prom, errorsQuery))
+	group := func(version string, n int) []string {
+		var out []string
+		for i := 0; i < n; i++ {
+			out = append(out, backendProc(t, version))
+		}
+		return out
+	}
+	beats := func(pool, version string, addrs []string) []*heartbeat {
+		var hs []*heartbeat
+		for _, a := range addrs {
+			hs = append(hs, startHeartbeat(t, curl, adminAddr, pool, version, a))
+		}
+		return hs
+	}
+
+	// v1: two instances register themselves into blue.
+	v1 := group("v1", 2)
+	v1beats := beats("blue", "v1", v1)
+	waitPoolHolds(t, c.admin, "blue", 10*time.Second, v1...)
+	if st := c.status(t, "web"); st.Phase != rollout.Idle || !strings.Contains(st.Reason, "no instances yet") {
+		t.Fatalf("before v2: %s (%s)", st.Phase, st.Reason)
+	}
+	load := startLoad(c.proxy+"/", 4, nil)
+	defer load.halt()
+
+	// v2 comes up: the rollout starts by itself and is promoted.
+	v2 := group("v2", 2)
+	registered := time.Now()
+	v2beats := beats("green", "v2", v2)
+	for load.pools()["v2"] == 0 {
+		if time.Since(registered) > 10*time.Second {
+			t.Fatal("v2 took no request within 10s of registering")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("registration to the first request served by v2: %v", time.Since(registered).Round(time.Millisecond))
+	st := c.waitPhase(t, "web", rollout.Promoted, 90*time.Second)
+	if st.Canary != "green" || st.CanaryVersion != "v2" || st.StableVersion != "v1" {
+		t.Fatalf("v2 promoted as %+v", st)
+	}
+	promPassed := false
+	for _, e := range st.History {
+		for _, v := range e.Verdicts {
+			promPassed = promPassed || (v.Check == "prometheus:error_rate" && v.Result == rollout.Pass)
+		}
+	}
+	if !promPassed {
+		t.Error("v2 promoted without a passing Prometheus verdict")
+	}
+
+	// v1 scales to zero: one instance deregisters itself (its lifecycle
+	// hook), the other just stops renewing; both drain and are gone.
+	v1beats[0].stop()
+	if out, err := exec.Command(curl, "-sf", "-X", "DELETE", "http://"+adminAddr+"/api/v1/routes/web/pools/blue/instances/"+v1[0]).CombinedOutput(); err != nil {
+		t.Fatalf("deregister: %v %s", err, out)
+	}
+	v1beats[1].stop()
+	stopped := time.Now()
+	took := waitPoolHolds(t, c.admin, "blue", 10*time.Second)
+	t.Logf("heartbeat stopped to removed (a 3s lease, renewed every second): %v", took.Round(time.Millisecond))
+	time.Sleep(500 * time.Millisecond) // drained: nothing in flight there any more
+	_ = stopped
+
+	// v3 arrives in blue, the pool at 0%: it is the canary now.
+	v3 := group("v3", 2)
+	v3beats := beats("blue", "v3", v3)
+	for end := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if st = c.status(t, "web"); st.Phase == rollout.Progressing && st.Canary == "blue" {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("v3 in blue did not start a release: %s, canary %s (%s)", st.Phase, st.Canary, st.Reason)
+		}
+	}
+	st = c.waitPhase(t, "web", rollout.Promoted, 90*time.Second)
+	if st.Canary != "blue" || st.Stable != "green" || st.CanaryVersion != "v3" {
+		t.Fatalf("v3 promoted as %+v", st)
+	}
+	// And v2's group leaves in turn.
+	for _, h := range v2beats {
+		h.stop()
+	}
+	waitPoolHolds(t, c.admin, "green", 10*time.Second)
+	time.Sleep(500 * time.Millisecond)
+	load.halt()
+	total, failed := load.total.Load(), load.failed.Load()
+	if failed != 0 || total == 0 {
+		t.Fatalf("through the whole flow: %d requests, %d failed", total, failed)
+	}
+	t.Logf("v1 → v2 → v3 through two registered pools: %d requests, 0 failed; by version %v", total, load.pools())
+	_ = v3beats
+}
