@@ -2,6 +2,9 @@ package main
 
 import (
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os/exec"
 	"slices"
 	"strings"
@@ -10,8 +13,35 @@ import (
 	"time"
 
 	"canaryd/adminclient"
+	"canaryd/internal/dnsmasqtest"
 	"canaryd/rollout"
 )
+
+// freePortOn is a port free on every one of ips (A records carry
+// addresses; discovery.port is the one port of them all).
+func freePortOn(t *testing.T, ips ...string) int {
+	t.Helper()
+	for range 100 {
+		addr := freeAddr(t)
+		_, p, _ := net.SplitHostPort(addr)
+		free := true
+		for _, ip := range ips {
+			l, err := net.Listen("tcp", net.JoinHostPort(ip, p))
+			if err != nil {
+				free = false
+				break
+			}
+			l.Close()
+		}
+		if free {
+			var port int
+			fmt.Sscan(p, &port)
+			return port
+		}
+	}
+	t.Fatal("no port free on every address")
+	return 0
+}
 
 // heartbeat is an instance's boot script: it registers itself with curl
 // every second (a lease of 3s), as user data or a lifecycle hook would,
@@ -193,4 +223,135 @@ func TestReleaseFlowWithRegistrations(t *testing.T) {
 	}
 	t.Logf("v1 → v2 → v3 through two registered pools: %d requests, 0 failed; by version %v", total, load.pools())
 	_ = v3beats
+}
+
+// The same flow with DNS instead of registrations, blue/green this time:
+// each pool is a name in a real dnsmasq (blue.web.test, green.web.test);
+// a group's instances appear in and leave its name. v2's name filling up
+// is the release (no versions: a pool that fills up after being empty is
+// a new one); it is previewed by header at 0% and switched at once; v1's
+// name empties; v3 appears in blue's name, which becomes the canary.
+// Public load and the previews through it all: not one failed request.
+func TestReleaseFlowWithDNS(t *testing.T) {
+	long(t)
+	ips := []string{"127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.6", "127.0.0.7"}
+	port := freePortOn(t, ips...)
+	for i, ip := range ips {
+		backendProcAt(t, fmt.Sprintf("%s:%d", ip, port), []string{"v1", "v2", "v3"}[i/2])
+	}
+	hosts := func(blue, green []string) string {
+		var b strings.Builder
+		for _, ip := range blue {
+			fmt.Fprintf(&b, "%s blue.web.test\n", ip)
+		}
+		for _, ip := range green {
+			fmt.Fprintf(&b, "%s green.web.test\n", ip)
+		}
+		return b.String()
+	}
+	d := dnsmasqtest.Start(t, hosts(ips[0:2], nil))
+	c := runCanaryd(t, t.TempDir(), freeAddr(t), fmt.Sprintf(`  - name: web
+    force: { header: X-Canary-Pool }
+    health: { active: { path: /healthz, interval: 200ms } }
+    rollout: { stable: blue, canary: green, strategy: blue_green, interval: 1s, min_requests: 30 }
+    pools:
+      - { name: blue, weight: 100, discovery: { dns: blue.web.test, port: %d, resolver: %q, interval: 200ms, empty_after: 2 } }
+      - { name: green, weight: 0, discovery: { dns: green.web.test, port: %d, resolver: %q, interval: 200ms, empty_after: 2 } }
+`, port, d.Addr, port, d.Addr))
+	at := func(ips ...string) []string {
+		var out []string
+		for _, ip := range ips {
+			out = append(out, fmt.Sprintf("%s:%d", ip, port))
+		}
+		return out
+	}
+	waitPoolHolds(t, c.admin, "blue", 10*time.Second, at(ips[0:2]...)...)
+	if st := c.status(t, "web"); st.Phase != rollout.Idle {
+		t.Fatalf("before v2: %s (%s)", st.Phase, st.Reason)
+	}
+	public := startLoad(c.proxy+"/", 3, nil)
+	defer public.halt()
+	preview := startPreview(t, c)
+	defer preview.halt()
+
+	// v2 appears in green's name.
+	d.SetHosts(hosts(ips[0:2], ips[2:4]))
+	d.HUP()
+	took := waitPoolHolds(t, c.admin, "green", 10*time.Second, at(ips[2:4]...)...)
+	t.Logf("DNS change to v2 in rotation: %v (interval 200ms)", took.Round(time.Millisecond))
+	st := c.waitPhase(t, "web", rollout.Promoted, 60*time.Second)
+	if st.Canary != "green" {
+		t.Fatalf("v2 promoted as %+v", st)
+	}
+	// v1's instances leave the name: after empty_after resolutions blue
+	// is empty.
+	d.SetHosts(hosts(nil, ips[2:4]))
+	d.HUP()
+	waitPoolHolds(t, c.admin, "blue", 10*time.Second)
+	// v3 appears in blue's name: blue is the canary now.
+	d.SetHosts(hosts(ips[4:6], ips[2:4]))
+	d.HUP()
+	for end := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if st = c.status(t, "web"); st.Phase == rollout.Progressing && st.Canary == "blue" {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("v3 in blue's name did not start a release: %s, canary %s (%s)", st.Phase, st.Canary, st.Reason)
+		}
+	}
+	st = c.waitPhase(t, "web", rollout.Promoted, 60*time.Second)
+	if st.Canary != "blue" || st.Stable != "green" {
+		t.Fatalf("v3 promoted as %+v", st)
+	}
+	time.Sleep(300 * time.Millisecond)
+	public.halt()
+	preview.halt()
+	pools := public.pools()
+	if public.failed.Load() != 0 || preview.failed.Load() != 0 || pools["v1"] == 0 || pools["v2"] == 0 || pools["v3"] == 0 {
+		t.Fatalf("public: %d requests, %d failed, by version %v; previews: %d, %d failed", public.total.Load(), public.failed.Load(), pools,
+			preview.total.Load(), preview.failed.Load())
+	}
+	t.Logf("v1 → v2 → v3 through two DNS names, blue/green: %d public requests (%v) and %d previews, 0 failed",
+		public.total.Load(), pools, preview.total.Load())
+}
+
+// startPreview sends the preview traffic of a blue/green rollout: each
+// request names the current canary pool (it changes with the roles).
+func startPreview(t *testing.T, c *canaryRun) *loadGen {
+	g := &loadGen{stop: make(chan struct{}), byPool: map[string]int{}}
+	client := adminclient.New(c.admin, "")
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		hc := &http.Client{Timeout: 5 * time.Second}
+		for {
+			select {
+			case <-g.stop:
+				return
+			default:
+			}
+			rv, err := client.Route("web")
+			if err != nil || rv.Rollout == nil || rv.Rollout.Phase != rollout.Progressing {
+				time.Sleep(50 * time.Millisecond)
+				continue
+			}
+			for i := 0; i < 10; i++ {
+				req, _ := http.NewRequest(http.MethodGet, c.proxy+"/", nil)
+				req.Header.Set("X-Canary-Pool", rv.Rollout.Canary)
+				resp, err := hc.Do(req)
+				g.total.Add(1)
+				if err != nil {
+					g.failed.Add(1)
+					continue
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode/100 != 2 {
+					g.failed.Add(1)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
+	}()
+	return g
 }
