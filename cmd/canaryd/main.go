@@ -165,14 +165,21 @@ func cmdValidate(fs *flag.FlagSet, stdout, stderr io.Writer) func([]string) int 
 			fmt.Fprintln(stderr, err)
 			return 1
 		}
-		pools, instances := 0, 0
+		pools, instances, dynamic := 0, 0, 0
 		for _, r := range cfg.Routes {
 			pools += len(r.Pools)
 			for _, p := range r.Pools {
 				instances += len(p.Instances)
+				if p.Dynamic() {
+					dynamic++
+				}
 			}
 		}
-		fmt.Fprintf(stdout, "%s: ok (%d routes, %d pools, %d instances; listen %s)\n", *path, len(cfg.Routes), pools, instances, cfg.Listen)
+		found := ""
+		if dynamic > 0 {
+			found = fmt.Sprintf(", %d pools with instances from DNS or registrations", dynamic)
+		}
+		fmt.Fprintf(stdout, "%s: ok (%d routes, %d pools, %d instances%s; listen %s)\n", *path, len(cfg.Routes), pools, instances, found, cfg.Listen)
 		return 0
 	}
 }
