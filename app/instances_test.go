@@ -131,6 +131,14 @@ func TestRegistrationAPI(t *testing.T) {
 			t.Errorf("%s %s: %d %.200s; want %d saying %q", tc.method, tc.path, code, body, tc.code, tc.says)
 		}
 	}
+	// An IPv6 instance, removed by its address in brackets, URL-escaped
+	// (nothing listens there: it never passes a probe, never serves).
+	if code, body := r.api("POST", base+"blue/instances", `{"instances": ["[::1]:1"]}`); code != 200 || !strings.Contains(body, "http://[::1]:1") {
+		t.Fatalf("POST of an IPv6 instance: %d %s", code, body)
+	}
+	if code, body := r.api("DELETE", base+"blue/instances/"+url.PathEscape("[::1]:1"), ""); code != 200 || strings.Contains(body, "[::1]") {
+		t.Fatalf("DELETE of an IPv6 instance: %d %s", code, body)
+	}
 	var view admin.InstancesView
 	_, body = r.api("GET", base+"blue/instances", "")
 	json.Unmarshal([]byte(body), &view)
