@@ -31,8 +31,8 @@ func (c *Cluster) watchLoop() {
 		c.mu.Lock()
 		changed := c.cache.load(c.prefix, resp.Kvs)
 		c.mu.Unlock()
-		c.applyStates(changed)
 		c.publishInstances()
+		c.applyStates(changed)
 		// WithRequireLeader: an etcd member cut off from its quorum ends
 		// the watch instead of going quiet.
 		wctx, wcancel := context.WithCancel(clientv3.WithRequireLeader(c.ctx))
@@ -56,10 +56,12 @@ func (c *Cluster) watchLoop() {
 				}
 			}
 			c.mu.Unlock()
-			c.applyStates(changed)
+			// Instances first: a state of the leader's that releases them
+			// finds them already in this member's pools.
 			if instances {
 				c.publishInstances()
 			}
+			c.applyStates(changed)
 		}
 		wcancel()
 	}

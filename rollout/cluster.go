@@ -90,18 +90,24 @@ func (m *Manager) Adopt(st State) {
 		// (the leader pauses on config drift; dynamic pools converge),
 		// its own file decides.
 		mine := c.releaseForLocked(st.Stable, st.Canary)
+		c.held = &st // adopted by Refresh once this member's pools agree
 		c.mu.Unlock()
 		c.log.Warn("the cluster's rollout state is of another release than this member's pools; keeping this member's weights",
 			zap.String("route", st.Route), zap.String("cluster_release", st.Release), zap.String("release", mine))
 		return
 	}
-	c.st = st
-	c.publishWeightLocked()
-	m.deps.Metrics.SetRollout(c.route, c.st.StepIndex+1, c.st.Phase.String(), phaseNames)
-	m.deps.Metrics.SetRoles(c.route, c.st.Stable, c.st.Canary)
+	c.adoptLocked(st)
 	o := c.weight.Load()
 	c.mu.Unlock()
 	c.push(o)
+}
+
+// adoptLocked serves a state of the leader's. c.mu held.
+func (c *controller) adoptLocked(st State) {
+	c.st, c.held = st, nil
+	c.publishWeightLocked()
+	c.m.deps.Metrics.SetRollout(c.route, c.st.StepIndex+1, c.st.Phase.String(), phaseNames)
+	c.m.deps.Metrics.SetRoles(c.route, c.st.Stable, c.st.Canary)
 }
 
 // RestartEvidence starts a route's evidence afresh from now: the leader

@@ -156,3 +156,40 @@ func TestClusteredManager(t *testing.T) {
 		t.Fatal("still leading after Follow")
 	}
 }
+
+// On a follower, the leader's state of a release its own pools do not
+// hold yet (a registration reaches members a moment apart) is held, and
+// served once they do: not at the leader's next write.
+func TestFollowerAdoptsOnceItsPoolsAgree(t *testing.T) {
+	store, sink := &memStore{states: map[string]State{}}, &sinkRec{last: map[string]Override{}}
+	m := NewManager(Deps{Counters: newSim(), Pools: allUp{}, Metrics: metrics.NewRollouts(prometheus.NewRegistry()),
+		Store: store, Sink: sink, Clustered: true})
+	defer m.Close()
+	cfg, err := config.Parse("c.yaml", []byte(`routes:
+  - name: web
+    rollout: { stable: blue, canary: green, steps: [10, 100], interval: 1h }
+    pools:
+      - { name: blue, weight: 100, registered: true }
+      - { name: green, weight: 0, registered: true }
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &cfg.Routes[0]
+	pools := held{"blue": version("v1", 2)}
+	m.SyncReleases(cfg.Routes, pools.rel)
+	leaders := State{Route: "web", Release: releaseID("blue", "green", "v:v2"), Strategy: "canary", Stable: "blue", Canary: "green",
+		Phase: Progressing, StepIndex: 0, Weight: 1000, CanaryVersion: "v2"}
+	m.Adopt(leaders)
+	if o, ok := sink.get("web"); ok && o.CanaryBP != 0 {
+		t.Fatalf("served a release this member's green does not hold: %+v", o)
+	}
+	pools["green"] = version("v2", 1)
+	o, ok := m.Refresh(r, pools.rel)
+	if !ok || o.CanaryBP != 1000 {
+		t.Fatalf("once green holds v2 the follower serves %+v (%v)", o, ok)
+	}
+	if st, _ := m.Status("web"); st.Phase != Progressing || st.CanaryVersion != "v2" {
+		t.Fatalf("follower's status: %+v", st)
+	}
+}

@@ -28,7 +28,10 @@ type controller struct {
 	mu   sync.Mutex
 	spec *config.Rollout
 	// pools is what the rollout's two pools hold now (setPoolsLocked).
-	pools  map[string]PoolRelease
+	pools map[string]PoolRelease
+	// held is the leader's latest state, on a follower whose pools did
+	// not hold its release yet (dynamic pools converge a moment apart).
+	held   *State
 	st     State
 	prom   *promChecker
 	baseC  evidence.Traffic // canary counts when the evidence began

@@ -158,7 +158,12 @@ func (m *Manager) SyncReleases(routes []config.Route, rel Releases) map[string]O
 		c.setPoolsLocked(r, rel)
 		switch {
 		case !m.leading:
-			// The leader decides what a changed route means.
+			// The leader decides what a changed route means; a state of
+			// its that this member's pools did not hold yet serves now
+			// if they do.
+			if c.held != nil && c.sameReleaseLocked(c.held) {
+				c.adoptLocked(*c.held)
+			}
 		case c.syncReleaseLocked(now):
 			toSave = append(toSave, c)
 		case c.st.Shadow && spec.Shadow == nil:
@@ -229,6 +234,9 @@ func (m *Manager) Refresh(r *config.Route, rel Releases) (o Override, ok bool) {
 	c.mu.Lock()
 	c.setPoolsLocked(r, rel)
 	changed := leading && c.syncReleaseLocked(time.Now())
+	if !leading && c.held != nil && c.sameReleaseLocked(c.held) {
+		c.adoptLocked(*c.held)
+	}
 	w := c.weight.Load()
 	c.mu.Unlock()
 	if changed {
