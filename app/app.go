@@ -464,13 +464,15 @@ func (s *Server) drainAndStop() {
 	if s.redirect != nil {
 		s.redirect.Close()
 	}
+	// No instance set changes from here on: a change would start a drain
+	// on the background group being waited for.
+	s.registry.Close()
+	s.discovery.Close()
 	s.background.Wait()
 	if s.cluster != nil {
 		s.bounded("cluster close", s.cluster.Close)
 	}
 	s.bounded("rollouts close", s.rollouts.Close)
-	s.registry.Close()
-	s.discovery.Close()
 	s.pipe.closeMirrors()
 	s.checker.Close()
 	s.pipe.closeIdle()

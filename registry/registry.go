@@ -502,8 +502,14 @@ func sameSet(a, b map[string]Registration) bool {
 	return true
 }
 
-// publishLocked hands the Sink each pool's set. r.pubMu held.
+// publishLocked hands the Sink each pool's set (nothing after Close: the
+// process is stopping). r.pubMu held.
 func (r *Registry) publishLocked(pools []poolKey) {
+	select {
+	case <-r.stop:
+		return
+	default:
+	}
 	sort.Slice(pools, func(i, j int) bool {
 		if pools[i].route != pools[j].route {
 			return pools[i].route < pools[j].route
