@@ -204,7 +204,9 @@ function routeCard(r, series) {
   const rows = r.pools.map((p) => {
     const healthy = p.instances.filter((i) => i.healthy).length;
     return el("tr", { "data-pool": p.name },
-      el("td", {}, el("span", { class: "swatch", style: { background: colorOf(p.name) } }), p.name),
+      el("td", {}, el("span", { class: "swatch", style: { background: colorOf(p.name) } }), p.name,
+        p.version ? el("span", { class: "muted", "data-version": p.name }, " " + p.version) : "",
+        r.rollout && (p.name === r.rollout.stable || p.name === r.rollout.canary) ? el("span", { class: "muted" }, p.name === r.rollout.canary ? " (canary)" : " (stable)") : ""),
       el("td", { "data-weight": p.name }, p.weight + "%", p.effective_weight !== p.weight ? ` (serving ${p.effective_weight}%)` : "", p.panic ? " panic" : ""),
       el("td", { class: healthy === p.instances.length ? "healthy" : "unhealthy" }, `${healthy}/${p.instances.length} healthy`),
       el("td", { "data-rate": p.name, title: "over the last 10 s" }, nowRate(p)),
@@ -249,8 +251,8 @@ function routeCard(r, series) {
     card.append(el("p", {},
       el("span", { class: "phase " + ro.phase + failing, "data-phase": r.name }, ro.phase.replace("_", " ") + (failing ? ` (${ro.failures}/${ro.failure_limit} failed)` : "")),
       ro.shadow
-        ? ` ${ro.strategy} ${ro.stable} → ${ro.canary}: shadow phase, copies of ${ro.shadow_percent}% of requests, no live traffic, failures ${ro.failures}/${ro.failure_limit}${next}`
-        : ` ${ro.strategy} ${ro.stable} → ${ro.canary}: step ${ro.step} of ${ro.steps.length} (canary ${ro.canary_weight}%), failures ${ro.failures}/${ro.failure_limit}${next}`));
+        ? ` ${ro.strategy} ${versioned(ro.stable, ro.stable_version)} → ${versioned(ro.canary, ro.canary_version)}: shadow phase, copies of ${ro.shadow_percent}% of requests, no live traffic, failures ${ro.failures}/${ro.failure_limit}${next}`
+        : ` ${ro.strategy} ${versioned(ro.stable, ro.stable_version)} → ${versioned(ro.canary, ro.canary_version)}: step ${ro.step} of ${ro.steps.length} (canary ${ro.canary_weight}%), failures ${ro.failures}/${ro.failure_limit}${next}`));
     if (ro.reason) card.append(el("p", { class: "muted" }, ro.reason));
     const actions = el("div", { class: "actions" });
     for (const a of ["promote", "abort", "pause", "resume"]) {
@@ -334,3 +336,8 @@ async function refresh() {
 
 refresh();
 setInterval(refresh, POLL_MS);
+
+// versioned is a pool's name with its version: "green (v2.4.0)".
+function versioned(pool, version) {
+  return version ? `${pool} (${version})` : pool;
+}

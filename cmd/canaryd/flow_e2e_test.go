@@ -15,6 +15,8 @@ import (
 	"canaryd/adminclient"
 	"canaryd/internal/dnsmasqtest"
 	"canaryd/rollout"
+
+	"github.com/chromedp/chromedp"
 )
 
 // freePortOn is a port free on every one of ips (A records carry
@@ -112,6 +114,7 @@ func waitPoolHolds(t *testing.T, admin, pool string, within time.Duration, addrs
 func TestReleaseFlowWithRegistrations(t *testing.T) {
 	long(t)
 	curl := tool(t, "curl", "CANARYD_REQUIRE_CURL")
+	chromium := tool(t, "chromium", "CANARYD_REQUIRE_CHROMIUM")
 	adminAddr := freeAddr(t)
 	prom := startPrometheus(t, adminAddr)
 	errorsQuery := `(sum(rate(canaryd_requests_total{route="{{route}}",pool="{{canary}}",code=~"5.."}[{{interval}}])) or vector(0)) / sum(rate(canaryd_requests_total{route="{{route}}",pool="{{canary}}"}[{{interval}}]))`
@@ -209,6 +212,15 @@ func TestReleaseFlowWithRegistrations(t *testing.T) {
 	st = c.waitPhase(t, "web", rollout.Promoted, 90*time.Second)
 	if st.Canary != "blue" || st.Stable != "green" || st.CanaryVersion != "v3" {
 		t.Fatalf("v3 promoted as %+v", st)
+	}
+	// The dashboard shows the roles as they are now, with their versions.
+	ctx := browser(t, chromium, 60*time.Second)
+	if _, err := chromedp.Run(ctx, chromedp.Navigate("http://"+adminAddr+"/")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`document.body.innerText.includes("green (v2) → blue (v3)") && document.querySelector('[data-version="blue"]').innerText.includes("v3")`)); err != nil {
+		text, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body.innerText`))
+		t.Fatalf("the dashboard does not show green (v2) → blue (v3): %v\n%s", err, text)
 	}
 	// And v2's group leaves in turn.
 	for _, h := range v2beats {
@@ -330,8 +342,19 @@ func startPreview(t *testing.T, c *canaryRun) *loadGen {
 				return
 			default:
 			}
+			// A tester previews a release once its instances are in
+			// rotation (before, a request forced to the pool has no
+			// instance to go to: 503).
 			rv, err := client.Route("web")
-			if err != nil || rv.Rollout == nil || rv.Rollout.Phase != rollout.Progressing {
+			inRotation := 0
+			for _, p := range rv.Pools {
+				for _, in := range p.Instances {
+					if rv.Rollout != nil && p.Name == rv.Rollout.Canary && in.Healthy {
+						inRotation++
+					}
+				}
+			}
+			if err != nil || rv.Rollout == nil || rv.Rollout.Phase != rollout.Progressing || inRotation == 0 {
 				time.Sleep(50 * time.Millisecond)
 				continue
 			}
