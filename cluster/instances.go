@@ -7,7 +7,6 @@ import (
 	"math"
 	"net/url"
 	"sort"
-	"time"
 
 	"canaryd/registry"
 
@@ -32,31 +31,30 @@ func (c *Cluster) instanceKey(route, pool, host string) string {
 	return c.key("instances", route, pool, url.PathEscape(host))
 }
 
-// Write saves registrations to etcd (registry.Store): puts with a lease
-// of their TTL (a renewal takes a new lease; the old one, with no key
-// left, expires by itself), deletes by key.
+// Write saves registrations to etcd (registry.Store): puts bound to a
+// lease of their TTL, deletes by key. A renewal (the registration comes
+// with the lease it had) keeps its lease alive, one KeepAliveOnce; a new
+// registration, or one whose lease is gone, gets a lease of its own (a
+// shared one would let one instance's heartbeat keep another alive). A
+// lease left without keys expires by itself.
 func (c *Cluster) Write(put []registry.Registration, del []registry.Key) error {
 	ctx, cancel := context.WithTimeout(c.ctx, 2*opTimeout)
 	defer cancel()
-	leases := map[time.Duration]clientv3.LeaseID{}
 	var ops []clientv3.Op
-	for _, g := range put {
+	for i := range put {
+		g := &put[i]
+		var opts []clientv3.OpOption
+		if g.TTL > 0 {
+			id, err := c.leaseFor(ctx, g)
+			if err != nil {
+				return err
+			}
+			g.Lease = int64(id)
+			opts = append(opts, clientv3.WithLease(id))
+		}
 		data, err := json.Marshal(g)
 		if err != nil {
 			return err
-		}
-		var opts []clientv3.OpOption
-		if g.TTL > 0 {
-			id, ok := leases[g.TTL]
-			if !ok {
-				l, err := c.cli.Grant(ctx, int64(math.Ceil(g.TTL.Seconds())))
-				if err != nil {
-					return fmt.Errorf("etcd lease for the registrations: %w", err)
-				}
-				id = l.ID
-				leases[g.TTL] = id
-			}
-			opts = append(opts, clientv3.WithLease(id))
 		}
 		ops = append(ops, clientv3.OpPut(c.instanceKey(g.Route, g.Pool, g.Host()), string(data), opts...))
 	}
@@ -71,6 +69,22 @@ func (c *Cluster) Write(put []registry.Registration, del []registry.Key) error {
 		ops = ops[n:]
 	}
 	return nil
+}
+
+// leaseFor is the lease a registration is written with: its own, kept
+// alive, or a new one of its TTL.
+func (c *Cluster) leaseFor(ctx context.Context, g *registry.Registration) (clientv3.LeaseID, error) {
+	if g.Lease != 0 {
+		if _, err := c.cli.KeepAliveOnce(ctx, clientv3.LeaseID(g.Lease)); err == nil {
+			return clientv3.LeaseID(g.Lease), nil
+		}
+		// Expired or revoked: a new one below.
+	}
+	l, err := c.cli.Grant(ctx, int64(math.Ceil(g.TTL.Seconds())))
+	if err != nil {
+		return 0, fmt.Errorf("etcd lease for the registrations: %w", err)
+	}
+	return l.ID, nil
 }
 
 // publishInstances hands the registry every registration the cache

@@ -18,10 +18,22 @@ type File struct {
 	path string
 	now  func() time.Time
 
-	// mu guards regs, the file's content.
-	mu   sync.Mutex
+	// mu guards the fields below it.
+	mu sync.Mutex
+	// regs is what the registrations are (saved, or renewed since).
 	regs map[Key]Registration
+	// saved is when the file was last written; writes counts them.
+	saved  time.Time
+	writes int
 }
+
+// renewalSavePeriod bounds how often renewals alone rewrite the file:
+// with many instances heartbeating, a save (and fsync) per heartbeat
+// would be most of the disk's work. A renewal not saved costs at most
+// this much of the lease's resumed time after a crash (a lease resumes
+// with the time it had left at the last save); any change of a set is
+// saved at once.
+const renewalSavePeriod = time.Second
 
 // fileDoc is the file's content.
 type fileDoc struct {
@@ -71,6 +83,13 @@ func OpenFile(path string, now func() time.Time) (*File, []Registration, error) 
 func (f *File) Write(put []Registration, del []Key) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	now := f.now()
+	if len(del) == 0 && now.Sub(f.saved) < renewalSavePeriod && f.renewalsLocked(put) {
+		for _, g := range put {
+			f.regs[g.key()] = g
+		}
+		return nil
+	}
 	next := make(map[Key]Registration, len(f.regs)+len(put))
 	for k, g := range f.regs {
 		next[k] = g
@@ -81,8 +100,13 @@ func (f *File) Write(put []Registration, del []Key) error {
 	for _, g := range put {
 		next[g.key()] = g
 	}
-	doc := fileDoc{SavedAt: f.now(), Registrations: make([]Registration, 0, len(next))}
-	for _, g := range next {
+	return f.saveLocked(next, now)
+}
+
+// saveLocked writes regs as the file's content. f.mu held.
+func (f *File) saveLocked(regs map[Key]Registration, now time.Time) error {
+	doc := fileDoc{SavedAt: now, Registrations: make([]Registration, 0, len(regs))}
+	for _, g := range regs {
 		doc.Registrations = append(doc.Registrations, g)
 	}
 	sort.Slice(doc.Registrations, func(i, j int) bool {
@@ -102,8 +126,28 @@ func (f *File) Write(put []Registration, del []Key) error {
 	if err := writeAtomic(f.path, data); err != nil {
 		return err
 	}
-	f.regs = next
+	f.regs, f.saved = regs, now
+	f.writes++
 	return nil
+}
+
+// renewalsLocked reports whether every put renews a registration as it
+// is (same address, version and TTL). f.mu held.
+func (f *File) renewalsLocked(put []Registration) bool {
+	for _, g := range put {
+		old, ok := f.regs[g.key()]
+		if !ok || old.Addr != g.Addr || old.Version != g.Version || old.TTL != g.TTL {
+			return false
+		}
+	}
+	return true
+}
+
+// Flush saves the renewals not saved yet (at a clean stop).
+func (f *File) Flush() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.saveLocked(f.regs, f.now())
 }
 
 func writeAtomic(path string, data []byte) error {

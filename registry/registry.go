@@ -51,6 +51,10 @@ type Registration struct {
 	// From is who registered it: the client's address, and the member
 	// that took it in a cluster.
 	From string `json:"from,omitempty"`
+	// Lease is the store's handle on the TTL (an etcd lease id in a
+	// cluster; 0 otherwise): a renewal keeps it alive rather than taking
+	// a new one.
+	Lease int64 `json:"lease,omitempty"`
 }
 
 // Host is the registration's host:port, its key in the pool.
@@ -230,11 +234,17 @@ func (r *Registry) Start() {
 	}()
 }
 
-// Close stops the expiry loop (if Start ran).
+// Close stops the expiry loop (if Start ran) and saves what the store
+// holds back (a File's renewals not saved yet).
 func (r *Registry) Close() {
 	r.closeOnce.Do(func() { close(r.stop) })
 	if r.started.Load() {
 		<-r.done
+	}
+	if f, ok := r.o.Store.(interface{ Flush() error }); ok {
+		r.pubMu.Lock()
+		defer r.pubMu.Unlock()
+		_ = f.Flush() // a failure leaves the last save: leases resume shorter
 	}
 }
 
@@ -308,6 +318,9 @@ func (r *Registry) Register(route, pool string, mode Mode, req Request, from str
 		g := Registration{Route: route, Pool: pool, Addr: u.String(), Version: version, TTL: ttl, Registered: now, Renewed: now, From: from}
 		if old, ok := cur[u.Host]; ok && old.Addr == g.Addr {
 			g.Registered = old.Registered
+			if old.TTL == ttl {
+				g.Lease = old.Lease
+			}
 		}
 		if ttl > 0 {
 			g.Expires = now.Add(ttl)

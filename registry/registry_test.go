@@ -292,3 +292,54 @@ func TestExpiryLoopStops(t *testing.T) {
 	}
 	r.Close()
 }
+
+// Heartbeats of many instances do not each rewrite the file: renewals
+// alone are saved at most once a second (and at Close); any change of a
+// set is saved at once.
+func TestRenewalsAreSavedAtMostOnceASecond(t *testing.T) {
+	r, _, c, path := newTest(t)
+	f := r.o.Store.(*File)
+	var addrs []string
+	for i := 0; i < 100; i++ {
+		addrs = append(addrs, fmt.Sprintf("127.0.0.1:%d", 10000+i))
+	}
+	if _, err := r.Register("web", "blue", Replace, Request{Instances: addrs, TTL: "30s"}, "a"); err != nil {
+		t.Fatal(err)
+	}
+	before := f.writes
+	for i, a := range addrs { // 100 heartbeats within 0.99 s
+		c.t = c.t.Add(9900 * time.Microsecond)
+		if _, err := r.Register("web", "blue", Add, Request{Instances: []string{a}, TTL: "30s"}, "a"); err != nil {
+			t.Fatalf("heartbeat %d: %v", i, err)
+		}
+	}
+	if got := f.writes - before; got != 0 {
+		t.Fatalf("100 renewals within a second wrote the file %d times", got)
+	}
+	c.t = c.t.Add(20 * time.Millisecond)
+	if _, err := r.Register("web", "blue", Add, Request{Instances: addrs[:1], TTL: "30s"}, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.writes - before; got != 1 {
+		t.Fatalf("a renewal a second after the last save wrote %d times; want 1", got)
+	}
+	if _, err := r.Register("web", "blue", Add, Request{Instances: []string{"127.0.0.2:1"}, TTL: "30s"}, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.writes - before; got != 2 {
+		t.Fatalf("a new registration was not saved at once (%d writes)", got)
+	}
+	// Renewed since the last save, then a clean stop: saved.
+	c.t = c.t.Add(100 * time.Millisecond)
+	r.Register("web", "blue", Add, Request{Instances: addrs[5:6], TTL: "30s"}, "a")
+	r.Close()
+	_, loaded, err := OpenFile(path, c.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range loaded {
+		if g.Host() == addrs[5] && !g.Renewed.Equal(c.t) {
+			t.Fatalf("the last renewal was not saved at Close: %v, want %v", g.Renewed, c.t)
+		}
+	}
+}

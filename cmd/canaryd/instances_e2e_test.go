@@ -103,6 +103,21 @@ routes:
 			t.Fatal("the members do not all serve the leader's rollout of v2")
 		}
 	}
+	// Heartbeats sent to any member keep it (one lease, kept alive from
+	// wherever the renewal lands), past its 3s TTL.
+	for i := 0; i < 5; i++ {
+		m := members[i%2]
+		if out, err := runCLI(t, "instances", "web", "green", "--add", green, "--ttl", "3s", "--admin", m.admin); err != nil {
+			t.Fatalf("heartbeat %d: %v\n%s", i, err, out)
+		}
+		for j, m := range members {
+			if !hasInstance(m.admin, "green", green) {
+				t.Fatalf("heartbeat %d: member %d lost the registration", i, j)
+			}
+		}
+		time.Sleep(time.Second)
+	}
+	sent = time.Now().Add(-time.Second) // the last renewal
 	// No heartbeat: etcd expires the lease, and every member drops it.
 	gone := time.Now()
 	for i, m := range members {
