@@ -19,19 +19,22 @@ import (
 // setupRegistry creates the registration API's registry: its store is a
 // file in state_dir for a single process (leases expired here), the
 // cluster's etcd in a cluster (leases are etcd's, and every member gets
-// each change through its watch). The registrations a restart finds are
-// handed to the pipeline before the first apply.
+// each change through its watch; the file is then the member's copy of
+// etcd's set). The registrations a restart finds are handed to the
+// pipeline before the first apply.
 func (s *Server) setupRegistry(cfg *config.Config) error {
 	o := registry.Options{Pools: s.pipe, Sink: sink{s.pipe, fromRegistrations}, OnPanic: s.panicked}
-	var loaded []registry.Registration
+	f, loaded, err := registry.OpenFile(filepath.Join(cfg.StateDir, "instances.json"), nil)
+	if err != nil {
+		return err
+	}
 	if s.cluster != nil {
-		o.Store, o.Member = s.cluster, s.cluster.Member()
+		// etcd is the truth; the file is this member's copy of it, served
+		// until etcd answers (a restart while etcd is away must not empty
+		// the registered pools).
+		o.Store, o.Member, o.Cache = s.cluster, s.cluster.Member(), f
 	} else {
-		f, regs, err := registry.OpenFile(filepath.Join(cfg.StateDir, "instances.json"), nil)
-		if err != nil {
-			return err
-		}
-		o.Store, o.Expire, loaded = f, true, regs
+		o.Store, o.Expire = f, true
 	}
 	s.registry = registry.New(o, loaded)
 	s.registry.Publish()

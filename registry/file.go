@@ -143,6 +143,24 @@ func (f *File) renewalsLocked(put []Registration) bool {
 	return true
 }
 
+// SaveAll makes the file hold exactly all (registry.Cache: a cluster
+// member's copy of etcd's set). A set that differs only by renewals is
+// saved at most once a second, like Write's renewals.
+func (f *File) SaveAll(all []Registration) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	next := make(map[Key]Registration, len(all))
+	for _, g := range all {
+		next[g.key()] = g
+	}
+	now := f.now()
+	if len(next) == len(f.regs) && now.Sub(f.saved) < renewalSavePeriod && f.renewalsLocked(all) {
+		f.regs = next
+		return nil
+	}
+	return f.saveLocked(next, now)
+}
+
 // Flush saves the renewals not saved yet (at a clean stop).
 func (f *File) Flush() error {
 	f.mu.Lock()

@@ -88,6 +88,11 @@ type Sink interface {
 	SetInstances(route, pool string, instances []*url.URL, version string)
 }
 
+// Cache keeps a copy of the whole set (File does).
+type Cache interface {
+	SaveAll(all []Registration) error
+}
+
 // Store keeps the registrations.
 type Store interface {
 	// Write saves a change: the registrations put (new or renewed) and
@@ -150,6 +155,10 @@ type Options struct {
 	// Expire: the registry expires leases itself (a single process).
 	// false: the store does (etcd's leases) and tells Replace.
 	Expire bool
+	// Cache keeps a copy of what Replace brings (a cluster member's
+	// state_dir file), so that a member that starts while etcd is out of
+	// reach serves the last set it knew, not empty pools. Default nil.
+	Cache Cache
 	// Member names this process in From (a cluster's member id).
 	Member string
 	// Now is the clock; default time.Now.
@@ -241,7 +250,11 @@ func (r *Registry) Close() {
 	if r.started.Load() {
 		<-r.done
 	}
-	if f, ok := r.o.Store.(interface{ Flush() error }); ok {
+	var flush any = r.o.Store
+	if r.o.Cache != nil {
+		flush = r.o.Cache
+	}
+	if f, ok := flush.(interface{ Flush() error }); ok {
 		r.pubMu.Lock()
 		defer r.pubMu.Unlock()
 		_ = f.Flush() // a failure leaves the last save: leases resume shorter
@@ -348,6 +361,7 @@ func (r *Registry) Register(route, pool string, mode Mode, req Request, from str
 	}
 	r.mu.Unlock()
 	r.publishLocked([]poolKey{k})
+	r.saveCache()
 	return r.List(route, pool), nil
 }
 
@@ -376,6 +390,7 @@ func (r *Registry) Remove(route, pool, addr string) ([]Registration, error) {
 	delete(r.regs[k], u.Host)
 	r.mu.Unlock()
 	r.publishLocked([]poolKey{k})
+	r.saveCache()
 	return r.List(route, pool), nil
 }
 
@@ -501,6 +516,26 @@ func (r *Registry) Replace(all []Registration) {
 	r.regs = next
 	r.mu.Unlock()
 	r.publishLocked(changed)
+	r.saveCache()
+}
+
+// saveCache saves the whole set to the Cache, if there is one: after
+// this member's own writes and after each set etcd brings. A copy that
+// cannot be saved only costs a restart without etcd its last set; the
+// serving set is unchanged. r.pubMu held.
+func (r *Registry) saveCache() {
+	if r.o.Cache == nil {
+		return
+	}
+	r.mu.Lock()
+	var all []Registration
+	for _, m := range r.regs {
+		for _, g := range m {
+			all = append(all, g)
+		}
+	}
+	r.mu.Unlock()
+	_ = r.o.Cache.SaveAll(all)
 }
 
 func sameSet(a, b map[string]Registration) bool {

@@ -3,12 +3,16 @@ package main
 import (
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"canaryd/adminclient"
 	"canaryd/internal/etcdtest"
+	"canaryd/internal/tcpproxy"
 )
 
 // registeredRoute is route web whose two pools take registrations, with a
@@ -134,6 +138,61 @@ routes:
 	for i, m := range members {
 		if !hasInstance(m.admin, "blue", blue) {
 			t.Errorf("member %d lost blue's registration", i)
+		}
+	}
+}
+
+// A cluster member restarted while etcd is out of its reach serves the
+// registrations it last knew (its state_dir copy of etcd's set), not
+// empty pools; once etcd answers again, etcd's set is the truth.
+func TestClusterMemberRestartsWithoutEtcd(t *testing.T) {
+	long(t)
+	etcd := etcdtest.Start(t, 1)
+	link := tcpproxy.Start(t, etcd.Endpoints()...)
+	blue, green := backendProc(t, "blue"), backendProc(t, "green")
+	state := t.TempDir()
+	cfg := writeConfig(t, fmt.Sprintf(`listen: "127.0.0.1:0"
+admin: { listen: "127.0.0.1:0" }
+state_dir: %q
+cluster:
+  name: reg%d
+  member: m0
+  etcd: { endpoints: [%q] }
+  session_ttl: 2s
+routes:
+%s`, state, rand.IntN(1e9), link.Addr(), registeredRoute(`{ steps: [10, 100], interval: 1h }`)))
+	m := startCanaryd(t, cfg)
+	if out, err := runCLI(t, "instances", "web", "blue", "--set", blue, "--version", "v1", "--admin", m.admin); err != nil {
+		t.Fatalf("register: %v\n%s", err, out)
+	}
+	for !hasInstance(m.admin, "blue", blue) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	m.p.cmd.Process.Signal(syscall.SIGTERM)
+	m.p.wait(t, 15*time.Second)
+	if data, err := os.ReadFile(filepath.Join(state, "instances.json")); err != nil || !strings.Contains(string(data), blue) {
+		t.Fatalf("the member's copy of etcd's set: %v %s", err, data)
+	}
+
+	link.Block() // etcd out of reach
+	m = startCanaryd(t, cfg)
+	for end := time.Now().Add(10 * time.Second); !hasInstance(m.admin, "blue", blue); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("a member restarted without etcd serves no registration")
+		}
+	}
+	if code, pool := get(t, m.proxy+"/", nil); code != 200 || pool != "blue" {
+		t.Fatalf("without etcd: %d from %q", code, pool)
+	}
+	// etcd back: its set rules (here: green registered meanwhile by
+	// another member would show; blue stays).
+	link.Unblock()
+	if out, err := runCLI(t, "instances", "web", "green", "--add", green, "--version", "v2", "--admin", m.admin); err != nil {
+		t.Fatalf("register once etcd is back: %v\n%s", err, out)
+	}
+	for end := time.Now().Add(10 * time.Second); !hasInstance(m.admin, "green", green) || !hasInstance(m.admin, "blue", blue); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("etcd's set is not served once etcd answers again")
 		}
 	}
 }
