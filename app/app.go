@@ -139,7 +139,7 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 	if err := s.setupRegistry(cfg); err != nil {
 		return nil, err
 	}
-	s.setupDiscovery(o.Registry)
+	s.setupDiscovery(cfg, o.Registry)
 	hash := ""
 	if o.ConfigData != nil {
 		hash = hashOf(o.ConfigData)

@@ -179,7 +179,11 @@ func (p *pipeline) poolVersion(route string, cp config.Pool) string {
 }
 
 // setupDiscovery creates the DNS resolvers of discovered pools (started
-// with the background goroutines, synced on every reload).
-func (s *Server) setupDiscovery(reg prometheus.Registerer) {
-	s.discovery = discovery.New(sink{s.pipe, fromDNS}, metrics.NewDiscovery(reg), s.log.Named("discovery"), s.panicked)
+// with the background goroutines, synced on every reload), and hands the
+// pipeline the sets they had at the last stop (state_dir/discovery.json)
+// before the first apply: a start while the resolver is down serves them.
+func (s *Server) setupDiscovery(cfg *config.Config, reg prometheus.Registerer) {
+	s.discovery = discovery.New(sink{s.pipe, fromDNS}, metrics.NewDiscovery(reg), s.log.Named("discovery"), s.panicked,
+		filepath.Join(cfg.StateDir, "discovery.json"))
+	s.discovery.Restore(cfg)
 }

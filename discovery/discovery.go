@@ -62,6 +62,8 @@ type Resolvers struct {
 	onPanic panics.Handler
 	// resolvConf is where the system's resolver is read from.
 	resolvConf string
+	// cache keeps the applied sets across restarts.
+	cache *cache
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -76,10 +78,37 @@ type Resolvers struct {
 type key struct{ route, pool string }
 
 // New returns resolvers that report to sink and m; Start runs them.
-func New(sink Sink, m Metrics, log *zap.Logger, onPanic panics.Handler) *Resolvers {
+// cacheFile keeps each pool's last applied set across restarts ("": none).
+func New(sink Sink, m Metrics, log *zap.Logger, onPanic panics.Handler, cacheFile string) *Resolvers {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Resolvers{sink: sink, metrics: m, log: log, onPanic: onPanic, resolvConf: "/etc/resolv.conf",
-		ctx: ctx, cancel: cancel, running: map[key]*resolver{}}
+		ctx: ctx, cancel: cancel, running: map[key]*resolver{}, cache: openCache(cacheFile)}
+}
+
+// Restore hands the Sink the last applied set of every discovered pool of
+// cfg that the cache holds (for the same name, port and scheme), before
+// anything resolves: a process that starts while its resolver is down
+// serves the last good set it had. Start's resolvers start from it.
+func (rs *Resolvers) Restore(cfg *config.Config) {
+	for _, r := range cfg.Routes {
+		for _, p := range r.Pools {
+			if p.Discovery == nil {
+				continue
+			}
+			k := key{r.Name, p.Name}
+			if addrs, ok := rs.cache.get(k, *p.Discovery); ok {
+				rs.sink.SetInstances(k.route, k.pool, urlsOf(addrs, p.Discovery.Scheme), p.Discovery.Version)
+			}
+		}
+	}
+}
+
+func urlsOf(addrs []string, scheme string) []*url.URL {
+	urls := make([]*url.URL, 0, len(addrs))
+	for _, a := range addrs {
+		urls = append(urls, &url.URL{Scheme: scheme, Host: a})
+	}
+	return urls
 }
 
 // Start resolves the pools of cfg and follows Sync's configs after it.
@@ -120,16 +149,25 @@ func (rs *Resolvers) Sync(cfg *config.Config) {
 			delete(want, k)
 		}
 	}
+	keep := map[key]bool{}
 	for k, d := range want {
+		keep[k] = true
 		if _, ok := rs.running[k]; !ok {
-			rs.startLocked(k, d, nil)
+			applied, _ := rs.cache.get(k, d)
+			rs.startLocked(k, d, applied)
 		}
 	}
+	for k := range rs.running {
+		keep[k] = true
+	}
+	rs.cache.retain(keep)
 }
 
 func (rs *Resolvers) startLocked(k key, d config.Discovery, applied []string) {
 	ctx, cancel := context.WithCancel(rs.ctx)
-	res := &resolver{rs: rs, key: k, spec: d, cancel: cancel, done: make(chan struct{}), applied: applied}
+	// A set it starts from (the cache's, or the one before a change of
+	// the block) was handed to the Sink already.
+	res := &resolver{rs: rs, key: k, spec: d, cancel: cancel, done: make(chan struct{}), applied: applied, published: applied != nil}
 	rs.running[k] = res
 	rs.wg.Add(1)
 	go func() {
@@ -271,12 +309,11 @@ func (r *resolver) apply(addrs []string) {
 		return
 	}
 	r.applied, r.published = addrs, true
-	urls := make([]*url.URL, 0, len(addrs))
-	for _, a := range addrs {
-		urls = append(urls, &url.URL{Scheme: r.spec.Scheme, Host: a})
-	}
 	r.rs.metrics.Instances(r.key.route, r.key.pool, len(addrs))
-	r.rs.sink.SetInstances(r.key.route, r.key.pool, urls, r.spec.Version)
+	r.rs.sink.SetInstances(r.key.route, r.key.pool, urlsOf(addrs, r.spec.Scheme), r.spec.Version)
+	if err := r.rs.cache.put(r.key, r.spec, addrs); err != nil {
+		r.rs.log.Warn("cannot save the discovered set for the next start", zap.String("route", r.key.route), zap.String("pool", r.key.pool), zap.Error(err))
+	}
 }
 
 // resolve asks server for the spec's name: A and AAAA records with the

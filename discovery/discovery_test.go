@@ -3,6 +3,7 @@ package discovery
 import (
 	"context"
 	"net/url"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -137,7 +138,7 @@ func hostsOf(ips ...string) string {
 func TestSafetyRules(t *testing.T) {
 	d := dnsmasqtest.Start(t, hostsOf("127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"))
 	h, m := &history{}, &counted{}
-	rs := New(h, m, zap.NewNop(), nil)
+	rs := New(h, m, zap.NewNop(), nil, "")
 	defer rs.Close()
 	spec := config.Discovery{DNS: "web.test", Port: 80, Resolver: d.Addr, Interval: config.Duration(50 * time.Millisecond),
 		EmptyAfter: 3, MaxDropPercent: 50, Version: "v2", Scheme: "http"}
@@ -196,4 +197,49 @@ func TestSafetyRules(t *testing.T) {
 	if len(h.all()) != n {
 		t.Error("a removed discovery block still resolves")
 	}
+}
+
+// A start while the resolver is down serves the set the last run had
+// applied (state_dir/discovery.json), for the same name, port and scheme
+// only; the resolver takes over from it once it answers.
+func TestRestartWithResolverDownServesTheLastSet(t *testing.T) {
+	d := dnsmasqtest.Start(t, hostsOf("127.0.0.1", "127.0.0.2"))
+	file := filepath.Join(t.TempDir(), "discovery.json")
+	spec := config.Discovery{DNS: "web.test", Port: 80, Resolver: d.Addr, Interval: config.Duration(50 * time.Millisecond),
+		EmptyAfter: 3, MaxDropPercent: 50, Scheme: "http"}
+	cfg := &config.Config{Routes: []config.Route{{Name: "web", Pools: []config.Pool{{Name: "green", Discovery: &spec}}}}}
+	h := &history{}
+	rs := New(h, &counted{}, zap.NewNop(), nil, file)
+	rs.Restore(cfg)
+	rs.Start(cfg)
+	waitUntil(t, "the first set", func() bool { return len(h.last()) == 2 })
+	rs.Close()
+
+	d.Stop()
+	h2 := &history{}
+	rs2 := New(h2, &counted{}, zap.NewNop(), nil, file)
+	defer rs2.Close()
+	rs2.Restore(cfg)
+	if got := h2.last(); !slices.Equal(got, []string{"127.0.0.1:80", "127.0.0.2:80"}) {
+		t.Fatalf("restored %v; want the last run's set", got)
+	}
+	rs2.Start(cfg)
+	time.Sleep(200 * time.Millisecond) // resolutions fail: the set stays
+	if n := len(h2.all()); n != 1 {
+		t.Fatalf("with the resolver down the set changed: %v", h2.all())
+	}
+	d.SetHosts(hostsOf("127.0.0.2", "127.0.0.3"))
+	d.Run()
+	waitUntil(t, "the resolver's set", func() bool { return slices.Equal(h2.last(), []string{"127.0.0.2:80", "127.0.0.3:80"}) })
+
+	// Another name: the cached set is not used.
+	other := spec
+	other.DNS = "other.test"
+	h3 := &history{}
+	rs3 := New(h3, &counted{}, zap.NewNop(), nil, file)
+	rs3.Restore(&config.Config{Routes: []config.Route{{Name: "web", Pools: []config.Pool{{Name: "green", Discovery: &other}}}}})
+	if got := h3.all(); len(got) != 0 {
+		t.Fatalf("a set cached for web.test was restored for other.test: %v", got)
+	}
+	rs3.Close()
 }
