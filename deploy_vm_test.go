@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -21,6 +20,7 @@ import (
 	"time"
 
 	"canaryd/internal/etcdtest"
+	"canaryd/internal/freeport"
 )
 
 // The VM recipe of docs/cluster.md ("On three VMs"), run as written on
@@ -202,25 +202,9 @@ func verifyUnits(t *testing.T, dir string, binaries map[string]string) {
 }
 
 // freeAt is a free port on a loopback address.
-// handedOut holds every address freeAt has given: the kernel hands a
-// just-closed port out again.
-var handedOut sync.Map
-
 func freeAt(t *testing.T, ip string) string {
 	t.Helper()
-	for range 100 {
-		l, err := net.Listen("tcp", ip+":0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := l.Addr().String()
-		l.Close()
-		if _, dup := handedOut.LoadOrStore(addr, true); !dup {
-			return addr
-		}
-	}
-	t.Fatal("no fresh port in 100 tries on " + ip)
-	return ""
+	return freeport.On(t, ip)
 }
 
 // startProc runs a program until the test ends; its output is shown when

@@ -117,7 +117,10 @@ func TestOneRouteChangeTouchesOneRoute(t *testing.T) {
 }
 
 func manyRoutesServer(tb testing.TB, n int) *Server {
-	body := manyRoutesConfig(n, tb.TempDir())
+	return manyRoutesServerOf(tb, manyRoutesConfig(n, tb.TempDir()))
+}
+
+func manyRoutesServerOf(tb testing.TB, body string) *Server {
 	cfg, err := config.Parse("many.yaml", []byte(body))
 	if err != nil {
 		tb.Fatal(err)
@@ -155,22 +158,10 @@ func manyRoutesDiscovered(tb testing.TB) *Server {
 	body := manyRoutesConfig(10000, tb.TempDir())
 	body = strings.Replace(body, "      - { name: green, weight: 10, instances: [\"127.5.20.0:9000\"] }\n",
 		"      - { name: green, weight: 10, discovery: { dns: green.internal, port: 9000, resolver: \"127.0.0.1:53\" } }\n", 1)
-	cfg, err := config.Parse("many.yaml", []byte(body))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if !cfg.Routes[5000].Pools[1].Dynamic() {
+	s := manyRoutesServerOf(tb, body)
+	if cfg := s.pipe.config(); !cfg.Routes[5000].Pools[1].Dynamic() {
 		tb.Fatal("r5000's green is not the discovered pool")
 	}
-	s, err := New(cfg, Options{Registry: metrics.NewRegistry()})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() {
-		s.pipe.closeMirrors()
-		s.checker.Close()
-		s.rollouts.Close()
-	})
 	return s
 }
 

@@ -21,6 +21,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"canaryd/internal/freeport"
 )
 
 // binary is canaryd built once for the end-to-end tests.
@@ -137,26 +139,9 @@ func writeConfig(t *testing.T, body string) string {
 	return p
 }
 
-// handedOut holds every port freeAddr has given in this test binary: the
-// kernel hands a just-closed port out again, and two listeners told the
-// same address make a test fail for nothing.
-var handedOut sync.Map
-
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	for range 100 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := l.Addr().String()
-		l.Close()
-		if _, dup := handedOut.LoadOrStore(addr, true); !dup {
-			return addr
-		}
-	}
-	t.Fatal("no fresh loopback port in 100 tries")
-	return ""
+	return freeport.On(t, "127.0.0.1")
 }
 
 // Requests in flight when SIGTERM arrives complete with 200, then the

@@ -76,7 +76,22 @@ func (h *heartbeat) stop() {
 	}
 }
 
-// poolOf waits until the route's pool holds exactly addrs in its table.
+// waitSwap waits until the rollout releases into pool, the canary now.
+func waitSwap(t *testing.T, c *canaryRun, pool string) {
+	t.Helper()
+	for end := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		st := c.status(t, "web")
+		if st.Phase == rollout.Progressing && st.Canary == pool {
+			return
+		}
+		if time.Now().After(end) {
+			t.Fatalf("no release started in %s: %s, canary %s (%s)", pool, st.Phase, st.Canary, st.Reason)
+		}
+	}
+}
+
+// waitPoolHolds waits until the route's pool holds exactly addrs, all in
+// rotation.
 func waitPoolHolds(t *testing.T, admin, pool string, within time.Duration, addrs ...string) time.Duration {
 	t.Helper()
 	addrs = slices.Sorted(slices.Values(addrs))
@@ -201,14 +216,7 @@ func TestReleaseFlowWithRegistrations(t *testing.T) {
 	// v3 arrives in blue, the pool at 0%: it is the canary now.
 	v3 := group("v3", 2)
 	v3beats := beats("blue", "v3", v3)
-	for end := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if st = c.status(t, "web"); st.Phase == rollout.Progressing && st.Canary == "blue" {
-			break
-		}
-		if time.Now().After(end) {
-			t.Fatalf("v3 in blue did not start a release: %s, canary %s (%s)", st.Phase, st.Canary, st.Reason)
-		}
-	}
+	waitSwap(t, c, "blue")
 	st = c.waitPhase(t, "web", rollout.Promoted, 90*time.Second)
 	if st.Canary != "blue" || st.Stable != "green" || st.CanaryVersion != "v3" {
 		t.Fatalf("v3 promoted as %+v", st)
@@ -303,14 +311,7 @@ func TestReleaseFlowWithDNS(t *testing.T) {
 	// v3 appears in blue's name: blue is the canary now.
 	d.SetHosts(hosts(ips[4:6], ips[2:4]))
 	d.HUP()
-	for end := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if st = c.status(t, "web"); st.Phase == rollout.Progressing && st.Canary == "blue" {
-			break
-		}
-		if time.Now().After(end) {
-			t.Fatalf("v3 in blue's name did not start a release: %s, canary %s (%s)", st.Phase, st.Canary, st.Reason)
-		}
-	}
+	waitSwap(t, c, "blue")
 	st = c.waitPhase(t, "web", rollout.Promoted, 60*time.Second)
 	if st.Canary != "blue" || st.Stable != "green" {
 		t.Fatalf("v3 promoted as %+v", st)
