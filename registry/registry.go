@@ -277,14 +277,8 @@ func (r *Registry) listLocked(k poolKey) []Registration {
 	return out
 }
 
-// Version is a pool's current version ("" when it has none or no
-// instances).
-func (r *Registry) Version(route, pool string) string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.versionLocked(poolKey{route, pool})
-}
-
+// versionLocked is a pool's version ("" when it has none or no
+// instances): a pool holds one at a time. r.mu held.
 func (r *Registry) versionLocked(k poolKey) string {
 	for _, g := range r.regs[k] {
 		return g.Version
