@@ -117,7 +117,7 @@ routes:
     pools:
       - name: green
         weight: 100
-        discovery: { dns: web.test, port: %d, resolver: %q, interval: 100ms, empty_after: 3, max_drop_percent: 50, version: v2 }
+        discovery: { dns: web.test, port: %d, resolver: %q, interval: 100ms, empty_after: 10, max_drop_percent: 50, version: v2 }
 `, port, d.Addr))
 	r := startRig(t, path)
 	served := func() []string {
@@ -182,7 +182,8 @@ routes:
 	if got := strings.Join(served(), ","); got != "127.0.0.4,127.0.0.5,127.0.0.6,127.0.0.9" {
 		t.Fatalf("after resolver errors the pool serves %s", got)
 	}
-	// NXDOMAIN for a blip shorter than empty_after: nothing changes.
+	// An empty answer, then NXDOMAIN, each a blip shorter than
+	// empty_after (10 resolutions, a second): nothing changes.
 	d.SetHosts(hosts())
 	d.Run("--txt-record=web.test,no addresses") // the name exists: an empty answer
 	time.Sleep(150 * time.Millisecond)
@@ -210,7 +211,7 @@ routes:
 	d.SetHosts(hosts())
 	d.HUP()
 	waitServed("empty for good")
-	if got := metricValue(t, r.reg, "canaryd_discovery_resolutions_total", `result="nxdomain"`); got < 3 {
+	if got := metricValue(t, r.reg, "canaryd_discovery_resolutions_total", `result="nxdomain"`); got < 10 {
 		t.Errorf("nxdomain resolutions counted: %v", got)
 	}
 	if got := metricValue(t, r.reg, "canaryd_discovery_resolutions_total", `result="servfail"`); got < 1 {

@@ -149,7 +149,7 @@ func TestRegistrationAPI(t *testing.T) {
 	// v2 registers itself into green with a lease and heartbeats: the
 	// rollout starts by itself, at its first step.
 	for _, n := range v2[:2] {
-		if code, body := r.api("POST", base+"green/instances", fmt.Sprintf(`{"version": "v2", "instances": [%q], "ttl": "2s"}`, host(n))); code != 200 {
+		if code, body := r.api("POST", base+"green/instances", fmt.Sprintf(`{"version": "v2", "instances": [%q], "ttl": "3s"}`, host(n))); code != 200 {
 			t.Fatalf("POST: %d %s", code, body)
 		}
 	}
@@ -160,7 +160,7 @@ func TestRegistrationAPI(t *testing.T) {
 	r.waitFor("v2 taking traffic", 5*time.Second, func() bool { return v2[0].hits.Load()+v2[1].hits.Load() > 0 })
 	started, _ := r.srv.rollouts.Status("web")
 	// Scale-out within v2, then one replaced: the rollout stays at its step.
-	if code, body := r.api("POST", base+"green/instances", fmt.Sprintf(`{"instances": [%q], "ttl": "2s"}`, host(v2[2]))); code != 200 {
+	if code, body := r.api("POST", base+"green/instances", fmt.Sprintf(`{"instances": [%q], "ttl": "3s"}`, host(v2[2]))); code != 200 {
 		t.Fatalf("POST without version: %d %s", code, body)
 	}
 	r.waitFor("v2-c taking traffic", 5*time.Second, func() bool { return v2[2].hits.Load() > 0 })
@@ -171,7 +171,7 @@ func TestRegistrationAPI(t *testing.T) {
 		t.Fatalf("churn within v2 moved the rollout: %s at step %d, %d events (%d before)", st.Phase, st.Step, len(st.History), len(started.History))
 	}
 	// v2's group stops heartbeating: the leases expire, green empties.
-	r.waitFor("the leases to expire", 6*time.Second, func() bool {
+	r.waitFor("the leases to expire", 10*time.Second, func() bool {
 		_, body := r.api("GET", base+"green/instances", "")
 		return strings.Contains(body, `"instances": []`)
 	})

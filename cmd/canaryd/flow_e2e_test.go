@@ -46,7 +46,7 @@ func freePortOn(t *testing.T, ips ...string) int {
 }
 
 // heartbeat is an instance's boot script: it registers itself with curl
-// every second (a lease of 3s), as user data or a lifecycle hook would,
+// every second (a lease of 5s: a loaded machine may stall a heartbeat or two), as user data or a lifecycle hook would,
 // until it is stopped (the instance goes away, or its group scales in).
 type heartbeat struct {
 	cmd *exec.Cmd
@@ -54,7 +54,7 @@ type heartbeat struct {
 
 func startHeartbeat(t *testing.T, curl, admin, pool, version, addr string) *heartbeat {
 	t.Helper()
-	body := fmt.Sprintf(`{"version": %q, "instances": [%q], "ttl": "3s"}`, version, addr)
+	body := fmt.Sprintf(`{"version": %q, "instances": [%q], "ttl": "5s"}`, version, addr)
 	url := "http://" + admin + "/api/v1/routes/web/pools/" + pool + "/instances"
 	script := fmt.Sprintf(`while :; do %s -sf -X POST -H 'Content-Type: application/json' -d '%s' %s >/dev/null; sleep 1; done`, curl, body, url)
 	cmd := exec.Command("sh", "-c", script)
@@ -209,7 +209,7 @@ func TestReleaseFlowWithRegistrations(t *testing.T) {
 	v1beats[1].stop()
 	stopped := time.Now()
 	took := waitPoolHolds(t, c.admin, "blue", 10*time.Second)
-	t.Logf("heartbeat stopped to removed (a 3s lease, renewed every second): %v", took.Round(time.Millisecond))
+	t.Logf("heartbeat stopped to removed (a 5s lease, renewed every second): %v", took.Round(time.Millisecond))
 	time.Sleep(500 * time.Millisecond) // drained: nothing in flight there any more
 	_ = stopped
 
