@@ -172,9 +172,9 @@ func TestSafetyRules(t *testing.T) {
 
 	// Back, with the name gone (NXDOMAIN): kept for empty_after - 1
 	// resolutions, then empty.
+	before := m.count(ResultNXDomain) // before the server can answer NXDOMAIN
 	d.SetHosts(hostsOf())
 	d.Run()
-	before := m.count(ResultNXDomain)
 	waitUntil(t, "the pool to empty", func() bool { return len(h.last()) == 0 })
 	if got := m.count(ResultNXDomain) - before; got < 3 {
 		t.Errorf("the pool emptied after %d NXDOMAIN answers; want empty_after (3)", got)
