@@ -94,6 +94,7 @@ func freePortOn(t *testing.T, ips ...string) int {
 // instances still live; instances the DNS adds get traffic only once
 // their first probe passes.
 func TestDNSDiscoveryUnderLoad(t *testing.T) {
+	long(t)
 	ips := []string{"127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.6", "127.0.0.9"}
 	port := freePortOn(t, ips...)
 	inst := map[string]*named{}

@@ -71,6 +71,7 @@ func (r *rig) waitFor(what string, within time.Duration, ok func() bool) {
 // failed request while the set is replaced, grown, shrunk and emptied by
 // a lease; bad requests are refused whole; a restart serves the same set.
 func TestRegistrationAPI(t *testing.T) {
+	long(t)
 	dir := t.TempDir()
 	path := registeredConfig(t, dir)
 	r := startRig(t, path)
