@@ -22,9 +22,11 @@ type File struct {
 	mu sync.Mutex
 	// regs is what the registrations are (saved, or renewed since).
 	regs map[Key]Registration
-	// saved is when the file was last written; writes counts them.
+	// saved is when the file was last written; writes counts them;
+	// dirty: regs holds renewals the file does not.
 	saved  time.Time
 	writes int
+	dirty  bool
 }
 
 // renewalSavePeriod bounds how often renewals alone rewrite the file:
@@ -88,6 +90,7 @@ func (f *File) Write(put []Registration, del []Key) error {
 		for _, g := range put {
 			f.regs[g.key()] = g
 		}
+		f.dirty = f.dirty || len(put) > 0
 		return nil
 	}
 	next := make(map[Key]Registration, len(f.regs)+len(put))
@@ -126,9 +129,19 @@ func (f *File) saveLocked(regs map[Key]Registration, now time.Time) error {
 	if err := writeAtomic(f.path, data); err != nil {
 		return err
 	}
-	f.regs, f.saved = regs, now
+	f.regs, f.saved, f.dirty = regs, now, false
 	f.writes++
 	return nil
+}
+
+// sameLocked reports whether all is exactly what regs holds. f.mu held.
+func (f *File) sameLocked(all []Registration) bool {
+	for _, g := range all {
+		if old, ok := f.regs[g.key()]; !ok || old != g {
+			return false
+		}
+	}
+	return true
 }
 
 // renewalsLocked reports whether every put renews a registration as it
@@ -154,17 +167,23 @@ func (f *File) SaveAll(all []Registration) error {
 		next[g.key()] = g
 	}
 	now := f.now()
-	if len(next) == len(f.regs) && now.Sub(f.saved) < renewalSavePeriod && f.renewalsLocked(all) {
-		f.regs = next
+	switch {
+	case len(next) == len(f.regs) && f.sameLocked(all):
+		return nil // nothing to write (a member with no registrations writes no file)
+	case len(next) == len(f.regs) && now.Sub(f.saved) < renewalSavePeriod && f.renewalsLocked(all):
+		f.regs, f.dirty = next, true
 		return nil
 	}
 	return f.saveLocked(next, now)
 }
 
-// Flush saves the renewals not saved yet (at a clean stop).
+// Flush saves the renewals not saved yet, if any (at a clean stop).
 func (f *File) Flush() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if !f.dirty {
+		return nil
+	}
 	return f.saveLocked(f.regs, f.now())
 }
 

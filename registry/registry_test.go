@@ -343,3 +343,20 @@ func TestRenewalsAreSavedAtMostOnceASecond(t *testing.T) {
 		}
 	}
 }
+
+// A process with no registrations writes no file: not at a clean stop,
+// not for an empty set from etcd.
+func TestNoRegistrationsNoFile(t *testing.T) {
+	r, _, _, path := newTest(t)
+	r.Close()
+	f, _, err := OpenFile(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.SaveAll(nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Fatalf("a registry with nothing registered wrote %s (%v)", path, err)
+	}
+}
