@@ -112,6 +112,7 @@ func TestDNSDiscoveryUnderLoad(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "config.yaml")
 	writeFile(t, path, fmt.Sprintf(`listen: "127.0.0.1:0"
 admin: { listen: "127.0.0.1:0" }
+state_dir: %q
 routes:
   - name: web
     health: { active: { path: /, interval: 100ms }, passive: { consecutive_failures: 0 } }
@@ -119,7 +120,7 @@ routes:
       - name: green
         weight: 100
         discovery: { dns: web.test, port: %d, resolver: %q, interval: 100ms, empty_after: 10, max_drop_percent: 50, version: v2 }
-`, port, d.Addr))
+`, filepath.Join(t.TempDir(), "state"), port, d.Addr))
 	r := startRig(t, path)
 	served := func() []string {
 		var out []string
