@@ -20,9 +20,11 @@ import (
 
 // pipeline is the one owner of every change to the routing table. Each
 // trigger (the first start, a reload, weights set by hand, a rollout's
-// push, the cluster's partition; next, discovery and included files)
-// hands it a change, and one method, applyLocked, runs the sequence:
-// sync the rollouts (a new config), build the specs the change needs,
+// push, the cluster's partition, a dynamic pool's new instances from DNS
+// or registrations; next, included files) hands it a change, and one
+// method, applyLocked, runs the sequence: sync the rollouts (a new
+// config, or the release a pool's new instances make), build the specs
+// the change needs,
 // swap them into the table, retire the mirrors and transports no longer
 // used, publish the weights, sync health, drain the instances removed.
 //
