@@ -72,6 +72,12 @@ routes:
 		{"promote without a rollout", []string{"promote", "shop"}, 1, []string{"shop"}},
 		{"promote an unknown route", []string{"promote", "nope"}, 1, []string{"nope"}},
 		{"status of an unknown route", []string{"status", "nope"}, 1, []string{"nope"}},
+		{"instances of an unknown pool", []string{"instances", "shop", "v9"}, 1, []string{`route "shop" has no pool "v9"`}},
+		{"registering into a listed pool", []string{"instances", "shop", "v1", "--add", "127.0.0.1:9"}, 1, []string{`pool "v1" of route "shop" takes its instances from the file's instances list`, "registered: true"}},
+		{"two modes", []string{"instances", "shop", "v1", "--add", "--remove", "127.0.0.1:9"}, 2, []string{"modes; give one"}},
+		{"addresses without a mode", []string{"instances", "shop", "v1", "127.0.0.1:9"}, 2, []string{"without a mode", "--set, --add or --remove"}},
+		{"add without addresses", []string{"instances", "shop", "v1", "--add"}, 2, []string{"no addresses"}},
+		{"a lease on a removal", []string{"instances", "shop", "v1", "--remove", "127.0.0.1:9", "--ttl", "30s"}, 2, []string{"--ttl go with --set or --add"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out, errb bytes.Buffer
