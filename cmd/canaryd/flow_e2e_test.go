@@ -379,3 +379,52 @@ func startPreview(t *testing.T, c *canaryRun) *loadGen {
 	}()
 	return g
 }
+
+// Instances nobody here wrote register and serve: Python's http.server
+// as v1, nginx as v2, each registered with curl and probed at /. The
+// rollout of v2 starts by itself and is promoted; no request fails.
+func TestRegisteredServersNobodyHereWrote(t *testing.T) {
+	long(t)
+	curl := tool(t, "curl", "CANARYD_REQUIRE_CURL")
+	v1, v2 := pythonServer(t, "python-v1"), nginxServer(t, "nginx-v2")
+	adminAddr := freeAddr(t)
+	c := runCanaryd(t, t.TempDir(), adminAddr, `  - name: web
+    health: { active: { path: /, interval: 200ms } }
+    rollout: { stable: blue, canary: green, steps: [50, 100], interval: 1s, min_requests: 20 }
+    pools:
+      - { name: blue, weight: 100, registered: true }
+      - { name: green, weight: 0, registered: true }
+`)
+	register := func(pool, version, addr string) {
+		t.Helper()
+		body := fmt.Sprintf(`{"version": %q, "instances": [%q]}`, version, addr)
+		if out, err := exec.Command(curl, "-sf", "-X", "POST", "-H", "Content-Type: application/json", "-d", body,
+			"http://"+adminAddr+"/api/v1/routes/web/pools/"+pool+"/instances").CombinedOutput(); err != nil {
+			t.Fatalf("curl registration of %s: %v %s", addr, err, out)
+		}
+	}
+	register("blue", "v1", v1)
+	waitPoolHolds(t, c.admin, "blue", 10*time.Second, v1)
+	load := startLoad(c.proxy+"/", 3, nil)
+	defer load.halt()
+	register("green", "v2", v2)
+	st := c.waitPhase(t, "web", rollout.Promoted, 60*time.Second)
+	if st.CanaryVersion != "v2" {
+		t.Fatalf("promoted %+v", st)
+	}
+	load.halt()
+	seen := map[string]bool{}
+	for i := 0; i < 20; i++ {
+		resp, err := http.Get(c.proxy + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		seen[strings.TrimSpace(string(b))] = true
+	}
+	if !seen["nginx-v2"] || load.failed.Load() != 0 || load.total.Load() == 0 {
+		t.Fatalf("after the promotion: %v; load %d requests, %d failed", seen, load.total.Load(), load.failed.Load())
+	}
+	t.Logf("python http.server (v1) → nginx (v2), both registered with curl: %d requests, 0 failed", load.total.Load())
+}
