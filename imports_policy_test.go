@@ -23,6 +23,7 @@ var thirdParty = map[string]string{
 	"miekg/dns":         "github.com/miekg/dns",
 	"zap":               "go.uber.org/zap",
 	"cobra":             "github.com/spf13/cobra",
+	"x/crypto/ocsp":     "golang.org/x/crypto/ocsp",
 }
 
 // Every package of the product imports only what its row of the package

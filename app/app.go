@@ -80,6 +80,7 @@ type Server struct {
 	redirect *http.Server
 	proxy    *http.Server
 	admin    *http.Server
+	overload *overloadGuard
 
 	reloadMetrics *metrics.Reloads
 	healthMetrics *metrics.Health
@@ -149,6 +150,9 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 	}
 	s.reloadMetrics.Loaded(hash, time.Now())
 	if err := s.setupProxy(cfg); err != nil {
+		return nil, err
+	}
+	if err := s.setupOverload(cfg, o.Registry); err != nil {
 		return nil, err
 	}
 	if err := s.setupFrontDoor(cfg); err != nil {
@@ -251,6 +255,10 @@ func (s *Server) setupProxy(cfg *config.Config) error {
 		GRPCErrors:     cfg.GRPC.Errors(),
 
 		MaxRequestBodyBytes: cfg.Server.MaxRequestBodyBytes,
+		BodyTimeout:         cfg.Server.RequestBodyTimeout.D(),
+		MinBodyRate:         cfg.Server.MinRequestBodyRate.BytesPerSecond,
+		BodyRateGrace:       cfg.Server.MinRequestBodyRate.Grace.D(),
+		BufferBodyBytes:     cfg.Upstream.RequestBuffering.Max(),
 	})
 	// The server's own complaints (TLS handshakes, bad requests it
 	// rejects) are worth a warning, not an error: clients cause them.
@@ -266,8 +274,11 @@ func (s *Server) setupProxy(cfg *config.Config) error {
 		ErrorLog:          errorLog,
 		// No ReadTimeout or WriteTimeout: either would cut long uploads,
 		// WebSockets and event streams. Slow clients are bounded by
-		// ReadHeaderTimeout and IdleTimeout (and on HTTP/2 by
-		// server.http2's write_byte_timeout and stream limit).
+		// ReadHeaderTimeout and IdleTimeout, request_body_timeout between
+		// two reads of a body (the proxy handler), client_write_timeout
+		// between two writes (the listener's connections), server.limits,
+		// and on HTTP/2 by server.http2's write_byte_timeout and stream
+		// limit.
 	}
 	return nil
 }
@@ -389,6 +400,7 @@ func (s *Server) startBackground(rctx context.Context) {
 		panics.Guard(s.panicked, "availability publisher", func() { s.router.Run(rctx, s.pipe.publish) })
 	}()
 	s.checker.Start()
+	s.startTLSBackground(rctx)
 	s.rollouts.Start()
 	s.registry.Start()
 	s.discovery.Start(s.pipe.config())
@@ -426,6 +438,7 @@ func (s *Server) logServing() {
 		fields = append(fields, zap.String("admin", s.adminLn.Addr().String()))
 	}
 	s.log.Info("canaryd serving", fields...)
+	s.overload.logLimits()
 }
 
 // drainAndStop is the shutdown after readiness turned false: decisions

@@ -12,6 +12,7 @@ import (
 
 	"canaryd/config"
 	"canaryd/metrics"
+	"canaryd/overload"
 	"canaryd/proxy"
 	"canaryd/proxyproto"
 	"canaryd/tlsfiles"
@@ -34,6 +35,7 @@ func (s *Server) setupFrontDoor(cfg *config.Config) error {
 		SendPingTimeout:               h.SendPingTimeout.D(),
 		PingTimeout:                   h.PingTimeout.D(),
 		WriteByteTimeout:              h.WriteByteTimeout.D(),
+		MaxReadFrameSize:              h.MaxReadFrameSize,
 	}
 	if cfg.Server.H2C {
 		srv.Protocols.SetUnencryptedHTTP2(true)
@@ -45,6 +47,14 @@ func (s *Server) setupFrontDoor(cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
+	ciphers, err := tlsfiles.CipherSuites(cfg.TLS.Ciphers)
+	if err != nil {
+		return fmt.Errorf("tls.ciphers: %w", err)
+	}
+	curves, err := tlsfiles.Curves(cfg.TLS.Curves)
+	if err != nil {
+		return fmt.Errorf("tls.curves: %w", err)
+	}
 	var pairs []tlsfiles.Pair
 	for _, p := range cfg.TLS.Pairs() {
 		pairs = append(pairs, tlsfiles.Pair{CertFile: p.CertFile, KeyFile: p.KeyFile})
@@ -54,6 +64,9 @@ func (s *Server) setupFrontDoor(cfg *config.Config) error {
 		RequireClientCert: cfg.TLS.ClientAuth != config.ClientAuthVerifyIfGiven,
 		MinVersion:        min,
 		NextProtos:        []string{"h2", "http/1.1"},
+		CipherSuites:      ciphers,
+		Curves:            curves,
+		OCSP:              *cfg.TLS.OCSPStapling,
 	})
 	if err != nil {
 		return fmt.Errorf("tls: %w", err)
@@ -75,9 +88,10 @@ func (s *Server) setupFrontDoor(cfg *config.Config) error {
 
 // frontListener wraps the proxy's TCP listener: the syscall-saving conn,
 // then the PROXY header (read before TLS: the balancer sends it first),
+// then the connection limits (before TLS: a refusal costs no handshake),
 // then TLS.
 func (s *Server) frontListener(ln net.Listener) net.Listener {
-	ln = proxy.Listener{Listener: ln}
+	ln = proxy.Listener{Listener: ln, WriteTimeout: s.static.Server.ClientWriteTimeout.D()}
 	if s.static.Server.ProxyProtocol {
 		ln = &proxyproto.Listener{
 			Listener: ln,
@@ -91,6 +105,9 @@ func (s *Server) frontListener(ln net.Listener) net.Listener {
 			},
 		}
 	}
+	limited := overload.NewListener(ln, s.overload.listenerOptions(s.trustedPeer))
+	s.overload.ln.Store(limited)
+	ln = limited
 	if s.certs != nil {
 		ln = tls.NewListener(ln, s.proxy.TLSConfig)
 	}

@@ -76,13 +76,15 @@ func TestDefaultsOnMinimalConfig(t *testing.T) {
 			HTTP2: HTTP2{
 				MaxConcurrentStreams: DefaultH2MaxConcurrentStreams, MaxReceiveBufferPerStream: DefaultH2StreamBuffer,
 				MaxReceiveBufferPerConnection: DefaultH2ConnBuffer, PingTimeout: Duration(DefaultH2PingTimeout),
-				WriteByteTimeout: Duration(DefaultH2WriteByteTimeout),
+				WriteByteTimeout: Duration(DefaultH2WriteByteTimeout), MaxReadFrameSize: DefaultH2StreamBuffer,
 			},
+			RequestBodyTimeout: Duration(DefaultRequestBodyTimeout), ClientWriteTimeout: Duration(DefaultClientWriteTimeout),
 		},
 		Upstream: Upstream{
 			DialTimeout: Duration(DefaultDialTimeout), ResponseHeaderTimeout: Duration(DefaultResponseHeaderTimeout),
 			MaxIdleConnsPerHost: DefaultMaxIdleConnsPerHost, IdleConnTimeout: Duration(DefaultIdleConnTimeout),
 			MaxResponseHeaderBytes: DefaultMaxResponseHeaderBytes, FastPath: new(true),
+			RequestBuffering: RequestBuffering{MaxBytes: new(int64(DefaultRequestBufferBytes))},
 		},
 	}
 	got := *cfg
@@ -91,7 +93,8 @@ func TestDefaultsOnMinimalConfig(t *testing.T) {
 	if got.Listen != want.Listen || !reflect.DeepEqual(got.Admin, want.Admin) || got.Server != want.Server || !reflect.DeepEqual(got.Upstream, want.Upstream) || got.Reload != want.Reload {
 		t.Errorf("defaults:\n got %+v\nwant %+v", got, want)
 	}
-	if got.TLS.Enabled() || got.TLS.MinVersion != "1.2" || got.GRPC.Errors() != grpccode.DefaultErrors {
+	if got.TLS.Enabled() || got.TLS.MinVersion != "1.2" || got.GRPC.Errors() != grpccode.DefaultErrors ||
+		got.TLS.SessionTicketRotation.D() != DefaultTicketRotation || !*got.TLS.OCSPStapling {
 		t.Errorf("tls and grpc defaults: %+v %+v", got.TLS, got.GRPC)
 	}
 	if r := cfg.Routes[0]; r.Match.PathPrefix != "/" || r.Balance != BalanceRoundRobin || r.Pools[0].Protocol != upstream.HTTP1 {
@@ -331,6 +334,8 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(route("    rollout: { stable: blue, canary: green, max_gathering: 5, tripwire: { window: 1s }, analysis: { confidence: 0.9, max_error_rate: 0.02, max_latency_p99: 1s } }\n" + twoPools)))
 	f.Add([]byte(route("    pools:\n      - { name: blue, weight: 100, registered: true }\n      - { name: green, weight: 0, version: v2, instances: [\"127.0.0.1:2\"] }\n")))
 	f.Add([]byte(route("    pools:\n      - { name: blue, weight: 100, discovery: { dns: _http._tcp.web.internal, resolver: \"127.0.0.1:53\", interval: 1s, empty_after: 2, max_drop_percent: 30, version: v1, scheme: https } }\n")))
+	f.Add([]byte("server: { limits: { max_connections: 100, max_connections_per_client: 10, max_requests_in_flight: 50, max_requests_in_flight_per_client: 5 }, request_body_timeout: 5s, client_write_timeout: 5s, min_request_body_rate: { bytes_per_second: 100, grace: 2s }, http2: { max_read_frame_size: 16384 } }\nupstream: { request_buffering: { max_bytes: 1024 } }\n" + route(twoPools)))
+	f.Add([]byte("tls: { ciphers: [TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, TLS_RSA_WITH_AES_128_CBC_SHA], curves: [X25519, P-256], session_ticket_rotation: 1h, ocsp_stapling: false }\n" + route(twoPools)))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg, err := Parse("fuzz.yaml", data)
 		if err != nil {

@@ -44,6 +44,15 @@ const (
 	DefaultIdleTimeout       = 120 * time.Second
 	DefaultMaxHeaderBytes    = 64 << 10
 	DefaultDrainTimeout      = 30 * time.Second
+	// Overload defaults (server.*, upstream.request_buffering).
+	DefaultRequestBodyTimeout  = 60 * time.Second
+	DefaultClientWriteTimeout  = 60 * time.Second
+	DefaultBodyRateGrace       = 10 * time.Second
+	DefaultRequestBufferBytes  = 64 << 10
+	MaxRequestBufferBytes      = 16 << 20
+	DefaultTicketRotation      = 12 * time.Hour
+	MinTicketRotation          = time.Second
+	DefaultH2MaxReadFrameLimit = 1 << 20
 	// The upstream block's defaults are package upstream's (one home:
 	// the proxy's zero values are the same constants).
 	DefaultDialTimeout            = upstream.DefaultDialTimeout
@@ -97,6 +106,17 @@ func (c *Config) applyDefaults() {
 	setDur(&c.Server.IdleTimeout, DefaultIdleTimeout)
 	setInt(&c.Server.MaxHeaderBytes, DefaultMaxHeaderBytes)
 	setDur(&c.Server.DrainTimeout, DefaultDrainTimeout)
+	setDur(&c.Server.RequestBodyTimeout, DefaultRequestBodyTimeout)
+	setDur(&c.Server.ClientWriteTimeout, DefaultClientWriteTimeout)
+	if c.Server.MinRequestBodyRate.BytesPerSecond > 0 {
+		setDur(&c.Server.MinRequestBodyRate.Grace, DefaultBodyRateGrace)
+	}
+	if c.Upstream.RequestBuffering.MaxBytes == nil {
+		n := int64(DefaultRequestBufferBytes)
+		c.Upstream.RequestBuffering.MaxBytes = &n
+	}
+	setDur(&c.TLS.SessionTicketRotation, DefaultTicketRotation)
+	setBoolPtr(&c.TLS.OCSPStapling, true)
 	setDur(&c.Upstream.DialTimeout, DefaultDialTimeout)
 	setDur(&c.Upstream.ResponseHeaderTimeout, DefaultResponseHeaderTimeout)
 	setInt(&c.Upstream.MaxIdleConnsPerHost, DefaultMaxIdleConnsPerHost)
@@ -111,6 +131,7 @@ func (c *Config) applyDefaults() {
 	setInt(&h2.MaxReceiveBufferPerConnection, DefaultH2ConnBuffer)
 	setDur(&h2.PingTimeout, DefaultH2PingTimeout)
 	setDur(&h2.WriteByteTimeout, DefaultH2WriteByteTimeout)
+	setInt(&h2.MaxReadFrameSize, min(DefaultH2MaxReadFrameLimit, h2.MaxReceiveBufferPerStream))
 	setStr(&c.TLS.MinVersion, DefaultTLSMinVersion)
 	if c.TLS.ClientCAFile != "" {
 		setStr(&c.TLS.ClientAuth, ClientAuthRequire)

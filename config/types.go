@@ -116,6 +116,69 @@ type Server struct {
 	ProxyProtocol bool `yaml:"proxy_protocol"`
 	// HTTP2 bounds what one HTTP/2 client connection may hold.
 	HTTP2 HTTP2 `yaml:"http2"`
+	// Limits bound the connections and requests canaryd admits, in all
+	// and per client, so that one source cannot take the descriptors and
+	// memory every other client needs (docs/reliability.md, "Overload").
+	Limits Limits `yaml:"limits"`
+	// RequestBodyTimeout is the longest wait between two reads of a
+	// request body (nginx's client_body_timeout): a client that sends
+	// nothing for this long gets 408 and its connection closes. Default
+	// 60s.
+	RequestBodyTimeout Duration `yaml:"request_body_timeout"`
+	// MinRequestBodyRate cuts uploads slower than a rate once a grace has
+	// passed. Default off (see BodyRate).
+	MinRequestBodyRate BodyRate `yaml:"min_request_body_rate"`
+	// ClientWriteTimeout is the longest a write to a client may wait while
+	// the client reads nothing (a slow reader): past it the connection
+	// closes, so a reader that stalls frees its memory and its upstream
+	// connection. It is not a bound on a whole answer: a stream that the
+	// client keeps reading lives as long as it likes. Default 60s (nginx's
+	// send_timeout).
+	ClientWriteTimeout Duration `yaml:"client_write_timeout"`
+}
+
+// Limits are server.limits. A zero (or absent) key takes a default
+// derived from the process's descriptor limit (RLIMIT_NOFILE, which Go
+// raises to its hard limit at start): with N descriptors, headroom =
+// max(64, N/4) is kept for upstream connections beyond one per request,
+// probes, the admin listener, etcd and the state files, and
+// max_connections = max_requests_in_flight = (N - headroom) / 2 (a
+// proxied request holds its client's descriptor and one upstream
+// descriptor); the per-client limits are a quarter of those. canaryd logs
+// the limits it runs with at start.
+type Limits struct {
+	// MaxConnections is how many client connections the proxy listener
+	// holds open at once; a connection over it is closed at once, before
+	// TLS. Default: derived (above).
+	MaxConnections int `yaml:"max_connections"`
+	// MaxConnectionsPerClient is how many of them one source address may
+	// hold (the PROXY protocol's address when server.proxy_protocol is
+	// on). Peers in trusted_proxies that do not send PROXY headers are
+	// exempt: they carry many clients. Default: a quarter of
+	// max_connections.
+	MaxConnectionsPerClient int `yaml:"max_connections_per_client"`
+	// MaxRequestsInFlight is how many requests are served at once; one
+	// over it is answered 503 with Retry-After. Default: derived (above).
+	MaxRequestsInFlight int `yaml:"max_requests_in_flight"`
+	// MaxRequestsInFlightPerClient is how many of them one client may
+	// have: the address X-Forwarded-For names for this client (behind
+	// trusted_proxies, the nearest address that is not one of them).
+	// Default: a quarter of max_requests_in_flight.
+	MaxRequestsInFlightPerClient int `yaml:"max_requests_in_flight_per_client"`
+}
+
+// BodyRate is server.min_request_body_rate. It is off by default: a
+// mobile client on a bad link can upload slower than any rate that would
+// stop an attacker, and with request_body_timeout, request buffering and
+// the per-client limits a slow upload already costs one connection and
+// what it sent; turn it on where uploads come from servers.
+type BodyRate struct {
+	// BytesPerSecond is the lowest average rate of a body since the
+	// request began. Default 0: off.
+	BytesPerSecond int64 `yaml:"bytes_per_second"`
+	// Grace is how long a body may start slowly before the rate counts.
+	// Default 10s.
+	Grace Duration `yaml:"grace"`
 }
 
 // HTTP2 bounds HTTP/2 client connections (TLS with ALPN h2, or h2c). The
@@ -143,6 +206,12 @@ type HTTP2 struct {
 	// long while canaryd has data for it (a client that stops reading).
 	// Default 30s.
 	WriteByteTimeout Duration `yaml:"write_byte_timeout"`
+	// MaxReadFrameSize is the largest frame canaryd accepts, advertised
+	// as SETTINGS_MAX_FRAME_SIZE. It may not exceed
+	// max_receive_buffer_per_stream: a DATA frame larger than the stream's
+	// window breaks flow control, and advertising one invites it. Default
+	// the smaller of 1 MiB and max_receive_buffer_per_stream (256 KiB).
+	MaxReadFrameSize int `yaml:"max_read_frame_size"`
 }
 
 // TLS is the proxy listener's TLS. Certificate, key and CA files are
@@ -161,6 +230,27 @@ type TLS struct {
 	Certificates []CertPair `yaml:"certificates"`
 	// MinVersion is the lowest TLS version: "1.2" or "1.3". Default "1.2".
 	MinVersion string `yaml:"min_version"`
+	// Ciphers are the TLS 1.2 cipher suites offered, by Go's names
+	// (TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, ...). Default: the six
+	// ECDHE suites with AEAD ciphers (AES-GCM, ChaCha20-Poly1305); no CBC,
+	// no RSA key exchange. TLS 1.3's suites are not configurable (Go
+	// offers all three, all AEAD).
+	Ciphers []string `yaml:"ciphers"`
+	// Curves are the key exchange groups, in order of preference:
+	// X25519MLKEM768, X25519, P-256, P-384, P-521. Default: Go's
+	// (X25519MLKEM768, X25519, P-256, P-384, P-521).
+	Curves []string `yaml:"curves"`
+	// SessionTicketRotation is how often a new session ticket key starts
+	// encrypting tickets; the two before it still decrypt, so a ticket
+	// resumes for up to three periods. In a cluster the keys are shared
+	// through etcd, so a session resumes on any member. Default 12h; at
+	// least 1s.
+	SessionTicketRotation Duration `yaml:"session_ticket_rotation"`
+	// OCSPStapling staples an OCSP response to the handshake when a
+	// certificate names a responder (fetched in the background, refreshed
+	// halfway to its next update; a handshake never waits for it).
+	// Default true.
+	OCSPStapling *bool `yaml:"ocsp_stapling"`
 	// ClientCAFile asks clients for a certificate signed by one of its CAs
 	// (mutual TLS). Default "": none asked for.
 	ClientCAFile string `yaml:"client_ca_file"`
@@ -266,6 +356,30 @@ type Upstream struct {
 	// canaryd's lean HTTP/1.1 path; false sends everything through Go's
 	// http.Transport. Default true.
 	FastPath *bool `yaml:"fast_path"`
+	// RequestBuffering reads small request bodies whole before an
+	// upstream connection is taken.
+	RequestBuffering RequestBuffering `yaml:"request_buffering"`
+}
+
+// RequestBuffering is upstream.request_buffering.
+type RequestBuffering struct {
+	// MaxBytes: a request body whose Content-Length is at most this many
+	// bytes is read whole from the client before an instance is chosen,
+	// so a slow upload never holds an upstream connection (nginx's
+	// proxy_request_buffering, HAProxy's http-buffer-request). Larger
+	// bodies, bodies without a length, gRPC and WebSocket streams are
+	// streamed as they come. Memory grows only with what the client has
+	// sent. 0 turns buffering off. Default 65536 (64 KiB: most API and
+	// form bodies).
+	MaxBytes *int64 `yaml:"max_bytes"`
+}
+
+// Max is max_bytes after defaults (0: off).
+func (b RequestBuffering) Max() int64 {
+	if b.MaxBytes == nil {
+		return 0
+	}
+	return *b.MaxBytes
 }
 
 // Percent is a weight in basis points (1% = 100), written in YAML as a

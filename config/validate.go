@@ -111,6 +111,7 @@ func (v *validator) config(c *Config) {
 	if c.Server.MaxHeaderBytes < 0 {
 		v.add(path{"server", "max_header_bytes"}, "must be positive")
 	}
+	v.overload(c)
 	if c.AccessLog.Sample < 1 {
 		v.add(path{"access_log", "sample"}, "%d: log one request in N, N at least 1", c.AccessLog.Sample)
 	}
@@ -271,6 +272,17 @@ func (v *validator) tls(c *Config) {
 	if _, err := tlsfiles.MinVersion(t.MinVersion); err != nil {
 		v.add(at("min_version"), "%v", err)
 	}
+	if _, err := tlsfiles.CipherSuites(t.Ciphers); err != nil {
+		v.add(at("ciphers"), "%v", err)
+	} else if t.MinVersion == "1.3" && len(t.Ciphers) > 0 {
+		v.add(at("ciphers"), "only TLS 1.2 uses them, and min_version is 1.3; remove tls.ciphers")
+	}
+	if _, err := tlsfiles.Curves(t.Curves); err != nil {
+		v.add(at("curves"), "%v", err)
+	}
+	if d := t.SessionTicketRotation.D(); d < MinTicketRotation {
+		v.add(at("session_ticket_rotation"), "%v is under %v", t.SessionTicketRotation, MinTicketRotation)
+	}
 	if !t.Enabled() {
 		for k, set := range map[string]bool{"key_file": t.KeyFile != "", "client_ca_file": t.ClientCAFile != "", "redirect_http": t.RedirectHTTP != ""} {
 			if set {
@@ -323,6 +335,44 @@ func (v *validator) pair(p path, certFile, keyFile string) {
 	}
 }
 
+// overload checks server.limits, the body and write timeouts, and
+// upstream.request_buffering.
+func (v *validator) overload(c *Config) {
+	at := func(k ...any) path { return append(path{"server"}, k...) }
+	l := c.Server.Limits
+	for _, e := range []struct {
+		key string
+		n   int
+	}{{"max_connections", l.MaxConnections}, {"max_connections_per_client", l.MaxConnectionsPerClient},
+		{"max_requests_in_flight", l.MaxRequestsInFlight}, {"max_requests_in_flight_per_client", l.MaxRequestsInFlightPerClient}} {
+		if e.n < 0 || e.n > 10_000_000 {
+			v.add(at("limits", e.key), "%d is outside 1 to 10000000 (leave it out for the default derived from the descriptor limit)", e.n)
+		}
+	}
+	if l.MaxConnections > 0 && l.MaxConnectionsPerClient > l.MaxConnections {
+		v.add(at("limits", "max_connections_per_client"), "%d is above max_connections (%d); lower it, or raise max_connections", l.MaxConnectionsPerClient, l.MaxConnections)
+	}
+	if l.MaxRequestsInFlight > 0 && l.MaxRequestsInFlightPerClient > l.MaxRequestsInFlight {
+		v.add(at("limits", "max_requests_in_flight_per_client"), "%d is above max_requests_in_flight (%d); lower it, or raise max_requests_in_flight", l.MaxRequestsInFlightPerClient, l.MaxRequestsInFlight)
+	}
+	if d := c.Server.RequestBodyTimeout.D(); d < 100*time.Millisecond {
+		v.add(at("request_body_timeout"), "%v is under 100ms; a body's packets may be that far apart on a real network", c.Server.RequestBodyTimeout)
+	}
+	if d := c.Server.ClientWriteTimeout.D(); d < 100*time.Millisecond {
+		v.add(at("client_write_timeout"), "%v is under 100ms; a client's reads may be that far apart on a real network", c.Server.ClientWriteTimeout)
+	}
+	if r := c.Server.MinRequestBodyRate; r.BytesPerSecond < 0 {
+		v.add(at("min_request_body_rate", "bytes_per_second"), "must be 0 (off) or more")
+	} else if r.BytesPerSecond == 0 && r.Grace != 0 {
+		v.add(at("min_request_body_rate", "grace"), "is set but bytes_per_second is not; set the rate, or remove grace")
+	} else if r.Grace.D() < 0 {
+		v.add(at("min_request_body_rate", "grace"), "must not be negative")
+	}
+	if n := c.Upstream.RequestBuffering.Max(); n < 0 || n > MaxRequestBufferBytes {
+		v.add(path{"upstream", "request_buffering", "max_bytes"}, "%d is outside 0 (off) to %d (16 MiB; bodies buffered are held in memory)", n, MaxRequestBufferBytes)
+	}
+}
+
 func (v *validator) http2(h *HTTP2) {
 	at := func(k string) path { return path{"server", "http2", k} }
 	if n := h.MaxConcurrentStreams; n < 1 || n > 10000 {
@@ -333,6 +383,9 @@ func (v *validator) http2(h *HTTP2) {
 	}
 	if n := h.MaxReceiveBufferPerConnection; n < h.MaxReceiveBufferPerStream || n > 256<<20 {
 		v.add(at("max_receive_buffer_per_connection"), "%d is not from max_receive_buffer_per_stream (%d) to 268435456", n, h.MaxReceiveBufferPerStream)
+	}
+	if n := h.MaxReadFrameSize; n < 16<<10 || n > h.MaxReceiveBufferPerStream {
+		v.add(at("max_read_frame_size"), "%d is not from 16384 to max_receive_buffer_per_stream (%d): a frame larger than a stream's window breaks flow control", n, h.MaxReceiveBufferPerStream)
 	}
 	if h.SendPingTimeout.D() > 0 && h.SendPingTimeout.D() < time.Second {
 		v.add(at("send_ping_timeout"), "%v is under 1s; PING less often (or 0 for never)", h.SendPingTimeout)

@@ -18,6 +18,7 @@ type TLS struct {
 	reloads    *prometheus.CounterVec
 	successful prometheus.Gauge
 	refused    prometheus.Counter
+	ocsp       *prometheus.CounterVec
 }
 
 // NewTLS registers the TLS and PROXY protocol metrics on reg.
@@ -39,12 +40,25 @@ func NewTLS(reg prometheus.Registerer) *TLS {
 			Name: "canaryd_proxy_protocol_refused_total",
 			Help: "Client connections closed for their PROXY protocol header: sent by a peer not in trusted_proxies, malformed, or not sent in time.",
 		}),
+		ocsp: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "canaryd_tls_ocsp_fetches_total",
+			Help: "Fetches of OCSP staples for the listener's certificates that name a responder, by result: stapled, or failed (the previous staple stays until its NextUpdate).",
+		}, []string{"result"}),
 	}
-	reg.MustRegister(t.expiry, t.reloads, t.successful, t.refused)
+	reg.MustRegister(t.expiry, t.reloads, t.successful, t.refused, t.ocsp)
 	t.reloads.WithLabelValues(string(ReloadApplied))
 	t.reloads.WithLabelValues(string(ReloadFailed))
 	t.successful.Set(1)
 	return t
+}
+
+// OCSPFetched counts a fetch of an OCSP staple.
+func (t *TLS) OCSPFetched(ok bool) {
+	if ok {
+		t.ocsp.WithLabelValues("stapled").Inc()
+	} else {
+		t.ocsp.WithLabelValues("failed").Inc()
+	}
 }
 
 // Serving replaces the expiry series with the certificates served now.

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 
@@ -46,13 +47,19 @@ func (st *state) modifyResponse(resp *http.Response) error {
 func (st *state) handleError(w http.ResponseWriter, out *http.Request, err error) {
 	h := st.h
 	status := classify(out.Context(), err)
-	var tooBig *http.MaxBytesError
+	msg := "canaryd: instance unreachable or failed"
 	switch {
+	case st.body.stalled():
+		// Before the client-gone case: on HTTP/1 the server cancels the
+		// request's context when a read of its connection times out, but
+		// the client is there, and is owed its 408.
+		status, msg = st.bodyFailed(st.body.err)
+		st.closeAfter = true
 	case status == StatusClientClosed:
-	case errors.As(st.body.err, &tooBig):
-		status = http.StatusRequestEntityTooLarge
 	case st.body.err != nil:
-		status = http.StatusBadRequest // the client's body broke, not the instance
+		status, msg = st.bodyFailed(st.body.err) // the client's body broke, not the instance
+	case status == http.StatusGatewayTimeout:
+		msg = "canaryd: instance timed out"
 	}
 	st.status, st.err = status, err
 	if status == StatusClientClosed {
@@ -66,16 +73,21 @@ func (st *state) handleError(w http.ResponseWriter, out *http.Request, err error
 			zap.String("instance", st.inst.Addr), zap.Int("status", status),
 			zap.Error(err), zap.String("request_id", st.id))
 	}
-	msg := "canaryd: instance unreachable or failed"
-	switch status {
-	case http.StatusGatewayTimeout:
-		msg = "canaryd: instance timed out"
-	case http.StatusRequestEntityTooLarge:
-		msg = fmt.Sprintf("canaryd: request body over the %d-byte limit", h.maxBody)
-	case http.StatusBadRequest:
-		msg = "canaryd: the request body could not be read: " + st.body.err.Error()
-	}
 	reply(w, st.closeAfter, status, st.id, msg)
+}
+
+// bodyFailed is the status and message for a request body that could not
+// be read: over the size cap (413), stalled past request_body_timeout or
+// under min_request_body_rate (408), or broken (400).
+func (st *state) bodyFailed(err error) (int, string) {
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		return http.StatusRequestEntityTooLarge, fmt.Sprintf("canaryd: request body over the %d-byte limit", st.h.maxBody)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return http.StatusRequestTimeout, "canaryd: the request body stalled (server.request_body_timeout, or under server.min_request_body_rate)"
+	}
+	return http.StatusBadRequest, "canaryd: the request body could not be read: " + err.Error()
 }
 
 // isGRPC reports a gRPC answer: content type application/grpc, alone or

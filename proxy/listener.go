@@ -5,6 +5,7 @@ import (
 	"net"
 	"runtime"
 	"sync/atomic"
+	"time"
 )
 
 // Listener wraps the proxy's listener so that its connections waste fewer
@@ -23,20 +24,54 @@ import (
 // interrupt when it runs on another core). Yielding first lets the other
 // goroutines that are ready reach their own writes, so answers leave in
 // bursts and one wake-up serves several.
-type Listener struct{ net.Listener }
+//
+// It also bounds slow readers: with WriteTimeout set, a write that the
+// client does not take in time fails and the connection closes.
+type Listener struct {
+	net.Listener
+	// WriteTimeout is the longest a write may wait for the client to read
+	// (server.client_write_timeout). To keep a deadline update off most
+	// writes, a write that finds more than half of it still ahead keeps
+	// the deadline it has: a stalled client is cut after between half and
+	// all of WriteTimeout. Default 0: no bound.
+	WriteTimeout time.Duration
+}
 
 // Accept returns the next connection, wrapped when it is a TCP one.
 func (l Listener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if tc, ok := c.(*net.TCPConn); ok && err == nil {
-		return &yieldConn{TCPConn: tc}, nil
+		return &yieldConn{TCPConn: tc, timeout: l.WriteTimeout}, nil
 	}
 	return c, err
 }
 
 type yieldConn struct {
 	*net.TCPConn
-	wrote atomic.Bool // an answer went out since the last read
+	wrote   atomic.Bool // an answer went out since the last read
+	timeout time.Duration
+	// deadline is the write deadline set last, by anyone (Unix ns; 0:
+	// none).
+	deadline atomic.Int64
+}
+
+// SetWriteDeadline and SetDeadline note the deadline that others (the
+// HTTP/2 server's write_byte_timeout) set, so that beforeWrite keeps it.
+func (c *yieldConn) SetWriteDeadline(t time.Time) error {
+	c.deadline.Store(unixNano(t))
+	return c.TCPConn.SetWriteDeadline(t)
+}
+
+func (c *yieldConn) SetDeadline(t time.Time) error {
+	c.deadline.Store(unixNano(t))
+	return c.TCPConn.SetDeadline(t)
+}
+
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
 }
 
 func (c *yieldConn) Read(p []byte) (int, error) {
@@ -63,5 +98,13 @@ func (c *yieldConn) ReadFrom(r io.Reader) (int64, error) {
 // the simpler form stays; see docs/benchmarks.md.
 func (c *yieldConn) beforeWrite() {
 	c.wrote.Store(true)
+	if c.timeout > 0 {
+		now := time.Now()
+		if d := c.deadline.Load(); d == 0 || d-now.UnixNano() < int64(c.timeout/2) {
+			t := now.Add(c.timeout)
+			c.deadline.Store(t.UnixNano())
+			c.TCPConn.SetWriteDeadline(t)
+		}
+	}
 	runtime.Gosched()
 }

@@ -23,7 +23,7 @@ func serveOnListener(t *testing.T, h http.Handler, idle time.Duration) string {
 	}
 	srv := &http.Server{Handler: h, IdleTimeout: idle, ReadHeaderTimeout: 5 * time.Second}
 	done := make(chan struct{})
-	go func() { defer close(done); srv.Serve(Listener{ln}) }()
+	go func() { defer close(done); srv.Serve(Listener{Listener: ln}) }()
 	t.Cleanup(func() { srv.Close(); <-done })
 	return ln.Addr().String()
 }
@@ -131,7 +131,7 @@ func TestListenerConnKeepsTCPBehaviour(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ql := Listener{ln}
+	ql := Listener{Listener: ln}
 	defer ql.Close()
 	peer := dialT(t, ln.Addr().String())
 	c, err := ql.Accept()

@@ -6,7 +6,9 @@
 package proxy
 
 import (
+	"bytes"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -14,6 +16,8 @@ import (
 	"net/http/httputil"
 	"net/netip"
 	"net/url"
+	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -117,6 +121,18 @@ type Options struct {
 	// GRPCErrors are the grpc-status codes that make a gRPC call count as
 	// failed. Default: none (use grpccode.DefaultErrors).
 	GRPCErrors grpccode.Set
+	// BodyTimeout is the longest wait between two reads of a request
+	// body; past it the client gets 408. Default 0: none.
+	BodyTimeout time.Duration
+	// MinBodyRate, when above 0, cuts a body whose average rate since the
+	// request began is under it (bytes a second) once BodyRateGrace has
+	// passed, with 408. Default 0: off.
+	MinBodyRate   int64
+	BodyRateGrace time.Duration
+	// BufferBodyBytes: a body with a Content-Length up to this is read
+	// whole before an instance is chosen (not gRPC, not an upgrade), so
+	// that a slow upload holds no upstream connection. Default 0: off.
+	BufferBodyBytes int64
 }
 
 // Handler is the proxy. Create it with New.
@@ -124,6 +140,8 @@ type Handler struct {
 	grpcErrors grpccode.Set
 	countBytes bool
 	maxBody    int64
+	bodyLimits bodyLimits
+	bufferMax  int64
 	tables     Tables
 	next       http.RoundTripper
 	log        *zap.Logger
@@ -136,7 +154,8 @@ type Handler struct {
 
 // New returns a proxy reading routes from tables.
 func New(tables Tables, o Options) *Handler {
-	h := &Handler{tables: tables, log: o.Logger, obs: o.Observer, trusted: o.TrustedProxies, countBytes: o.CountBytes, maxBody: o.MaxRequestBodyBytes, grpcErrors: o.GRPCErrors}
+	h := &Handler{tables: tables, log: o.Logger, obs: o.Observer, trusted: o.TrustedProxies, countBytes: o.CountBytes, maxBody: o.MaxRequestBodyBytes, grpcErrors: o.GRPCErrors,
+		bodyLimits: bodyLimits{timeout: o.BodyTimeout, rate: o.MinBodyRate, grace: o.BodyRateGrace}, bufferMax: o.BufferBodyBytes}
 	if h.log == nil {
 		h.log = zap.NewNop()
 	}
@@ -190,10 +209,11 @@ type call struct {
 	// inUse: the transport may still read the outgoing request (its header
 	// values share idValue, its body is &body) after the answer, so the
 	// state must not be reused.
-	inUse   bool
-	counter countingWriter
-	body    watchedBody
-	out     Outcome // handed to the Observer; lives as long as the state
+	inUse    bool
+	counter  countingWriter
+	body     watchedBody
+	buffered bufferedBody
+	out      Outcome // handed to the Observer; lives as long as the state
 }
 
 func (h *Handler) newState() any {
@@ -210,19 +230,106 @@ func (h *Handler) newState() any {
 }
 
 // watchedBody remembers why the client's body could not be read, so that
-// a broken or oversized body is blamed on the client (400, 413), not on the
-// instance it was being streamed to.
+// a broken, oversized or stalled body is blamed on the client (400, 413,
+// 408), not on the instance it was being streamed to. With a deadliner it
+// sets the read deadline before each read (request_body_timeout and the
+// minimum rate), and clears it at the end of the body: a deadline left
+// set would make the server's background read cancel the request while
+// its answer is still streaming.
 type watchedBody struct {
 	io.ReadCloser
-	err error
+	err    error
+	d      deadliner // nil: no deadline
+	limits *bodyLimits
+	start  time.Time
+	n      int64 // bytes read
+}
+
+// deadliner is the server's response writer: both HTTP/1 and HTTP/2 ones
+// have SetReadDeadline (http.ResponseController's way in, without its
+// allocation).
+type deadliner interface {
+	SetReadDeadline(time.Time) error
+}
+
+// bodyLimits are the request body's timeout and minimum rate.
+type bodyLimits struct {
+	timeout time.Duration
+	rate    int64
+	grace   time.Duration
 }
 
 func (b *watchedBody) Read(p []byte) (int, error) {
+	if b.d != nil {
+		b.d.SetReadDeadline(b.deadline())
+	}
 	n, err := b.ReadCloser.Read(p)
+	b.n += int64(n)
 	if err != nil && err != io.EOF {
 		b.err = err
 	}
+	if err == io.EOF && b.d != nil {
+		b.d.SetReadDeadline(time.Time{})
+		b.d = nil
+	}
 	return n, err
+}
+
+// deadline is when the next read must have returned: the body timeout
+// from now, or sooner when the minimum rate would be broken by then (the
+// time at which what was read so far falls under the rate).
+func (b *watchedBody) deadline() time.Time {
+	now := time.Now()
+	dl := now.Add(b.limits.timeout)
+	if r := b.limits.rate; r > 0 {
+		byRate := b.start.Add(b.limits.grace + time.Duration(float64(b.n)/float64(r)*float64(time.Second)))
+		if byRate.Before(dl) {
+			dl = byRate
+		}
+	}
+	return dl
+}
+
+// stalled reports a body cut by its deadline.
+func (b *watchedBody) stalled() bool { return errors.Is(b.err, os.ErrDeadlineExceeded) }
+
+// bufferedBody is a body read whole, sent from memory.
+type bufferedBody struct{ bytes.Reader }
+
+func (*bufferedBody) Close() error { return nil }
+
+// bufferable: a body with a length within the bound, not a gRPC call
+// (a stream by nature) and not an upgrade (its body is the tunnel).
+func (h *Handler) bufferable(r *http.Request) bool {
+	return r.ContentLength > 0 && r.ContentLength <= h.bufferMax && len(r.TransferEncoding) == 0 &&
+		r.Header["Upgrade"] == nil && !isGRPC(r.Header)
+}
+
+// readWhole reads a body of n bytes. Memory grows with what arrives,
+// never to n at once: a client that claims 64 KiB and sends one byte holds
+// 4 KiB.
+func readWhole(body io.Reader, n int64) ([]byte, error) {
+	buf := make([]byte, 0, min(n, 4096))
+	for int64(len(buf)) < n {
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, int(min(n, 2*int64(cap(buf))))-len(buf))
+		}
+		m, err := body.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+m]
+		if err == io.EOF && int64(len(buf)) < n {
+			return nil, io.ErrUnexpectedEOF
+		}
+		if err != nil && err != io.EOF {
+			return nil, err
+		}
+	}
+	// One more read meets the end, which the server waits for before it
+	// watches the connection for the client going away.
+	var one [1]byte
+	if m, err := body.Read(one[:]); m > 0 || (err != nil && err != io.EOF) {
+		return nil, fmt.Errorf("request body is longer than its Content-Length of %d bytes", n)
+	}
+	return buf, nil
 }
 
 // ServeHTTP reads the table once; everything after works on that snapshot.
@@ -254,15 +361,46 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		reply(w, closeAfter, http.StatusNotFound, id, "canaryd: no route for this host and path")
 		return
 	}
+	st := h.states.Get().(*state)
+	if r.Body != nil && r.Body != http.NoBody {
+		body := r.Body
+		if h.maxBody > 0 {
+			body = http.MaxBytesReader(w, body, h.maxBody)
+		}
+		st.body = watchedBody{ReadCloser: body, limits: &h.bodyLimits, start: start}
+		if d, ok := w.(deadliner); ok && h.bodyLimits.timeout > 0 {
+			st.body.d = d
+		}
+		r.Body = &st.body
+		if h.bufferMax > 0 && h.bufferable(r) {
+			// Read before an instance is chosen: a slow upload holds no
+			// upstream connection, and counts toward no instance's load.
+			data, err := readWhole(&st.body, r.ContentLength)
+			if err != nil {
+				status, msg := st.bodyFailed(err)
+				reply(w, true, status, id, msg)
+				h.observe(&Outcome{Route: route, Status: status, Duration: time.Since(start), RequestID: id, Request: r, Bytes: -1, Err: err})
+				st.body = watchedBody{}
+				h.states.Put(st)
+				return
+			}
+			st.buffered.Reset(data)
+			r.Body = &st.buffered
+		}
+	}
 	pool, inst, forced := route.PickFrom(r.Header, r.RemoteAddr)
 	if inst == nil {
 		reply(w, closeAfter, http.StatusServiceUnavailable, id, "canaryd: no available instance")
 		h.observe(&Outcome{Route: route, Pool: pool, Forced: forced, Status: http.StatusServiceUnavailable,
 			Duration: time.Since(start), RequestID: id, Request: r, Bytes: -1})
+		st.body, st.buffered = watchedBody{}, bufferedBody{}
+		h.states.Put(st)
 		return
 	}
-	st := h.states.Get().(*state)
-	st.call = call{route: route, pool: pool, inst: inst, forced: forced, id: id, idValue: [1]string{id}, in: r, closeAfter: closeAfter}
+	// call is zero here (finish zeroes it before pooling) but for the
+	// body, which r.Body may point into.
+	st.route, st.pool, st.inst, st.forced, st.in, st.closeAfter = route, pool, inst, forced, r, closeAfter
+	st.id, st.idValue = id, [1]string{id}
 	inst.Acquire()
 	if route.MirrorPool != nil && pool != route.MirrorPool { // a copy to the pool that answers compares nothing
 		// The route's Mirror is one this package made (NewMirror): the
@@ -280,14 +418,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if h.countBytes {
 		st.counter = countingWriter{ResponseWriter: w}
 		w = &st.counter
-	}
-	if r.Body != nil && r.Body != http.NoBody {
-		body := r.Body
-		if h.maxBody > 0 {
-			body = http.MaxBytesReader(w, body, h.maxBody)
-		}
-		st.body = watchedBody{ReadCloser: body}
-		r.Body = &st.body
 	}
 	defer h.finish(st, start)
 	st.rp.ServeHTTP(w, r)

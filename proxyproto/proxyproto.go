@@ -94,6 +94,14 @@ func (c *Conn) RemoteAddr() net.Addr {
 	return c.Conn.RemoteAddr()
 }
 
+// Peer is the address of the peer itself (the balancer, when it sends a
+// header), known without reading anything.
+func (c *Conn) Peer() net.Addr { return c.Conn.RemoteAddr() }
+
+// MaySendHeader reports whether the peer is trusted to send a header, so
+// that the client's address is known only once it is read.
+func (c *Conn) MaySendHeader() bool { return c.trusted }
+
 // Read returns what follows the header. A refused header fails every read.
 func (c *Conn) Read(p []byte) (int, error) {
 	c.once.Do(c.readHeader)

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -53,21 +54,51 @@ type ServerOptions struct {
 	// NextProtos are the ALPN protocols, in preference order. Default
 	// none (HTTP/1.1 only).
 	NextProtos []string
+	// CipherSuites are TLS 1.2's suites. Default DefaultCipherSuites.
+	CipherSuites []uint16
+	// Curves are the key exchange groups. Default nil: Go's.
+	Curves []tls.CurveID
+	// OCSP staples OCSP responses (RunOCSP fetches them). Default false.
+	OCSP bool
 }
 
 // Server is a listener's TLS material.
 type Server struct {
 	opts ServerOptions
 	cur  atomic.Pointer[serverSet]
+	// config is the one tls.Config listened with: its session ticket keys
+	// are the ones every handshake uses (SetTicketKeys).
+	config *tls.Config
+	// kick wakes RunOCSP after a reload brought new certificates.
+	kick chan struct{}
 }
 
 type serverSet struct {
 	hash   string
-	certs  []*tls.Certificate
+	certs  []*served
 	info   []Cert
-	exact  map[string]*tls.Certificate
-	wild   map[string]*tls.Certificate // "example.com" for *.example.com
+	exact  map[string]*served
+	wild   map[string]*served // "example.com" for *.example.com
 	config *tls.Config
+}
+
+// served is a certificate, and the same with an OCSP staple once one is
+// fetched: handshakes read the stapled copy through one atomic pointer,
+// so a refresh never races a handshake.
+type served struct {
+	base    *tls.Certificate
+	stapled atomic.Pointer[tls.Certificate]
+	// Owned by RunOCSP's goroutine: when to fetch again, and how long to
+	// wait after a failure.
+	refreshAt time.Time
+	backoff   time.Duration
+}
+
+func (c *served) cert() *tls.Certificate {
+	if s := c.stapled.Load(); s != nil {
+		return s
+	}
+	return c.base
 }
 
 // NewServer loads o's files; an error names the file that failed.
@@ -78,9 +109,21 @@ func NewServer(o ServerOptions) (*Server, error) {
 	if o.MinVersion == 0 {
 		o.MinVersion = tls.VersionTLS12
 	}
-	s := &Server{opts: o}
+	if len(o.CipherSuites) == 0 {
+		o.CipherSuites = DefaultCipherSuites()
+	}
+	s := &Server{opts: o, kick: make(chan struct{}, 1)}
 	if _, err := s.Reload(); err != nil {
 		return nil, err
+	}
+	s.config = &tls.Config{
+		MinVersion:       o.MinVersion,
+		NextProtos:       o.NextProtos,
+		CipherSuites:     o.CipherSuites,
+		CurvePreferences: o.Curves,
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			return s.cur.Load().config, nil
+		},
 	}
 	return s, nil
 }
@@ -108,16 +151,17 @@ func (s *Server) Reload() (changed bool, err error) {
 	if old := s.cur.Load(); old != nil && old.hash == hash {
 		return false, nil
 	}
-	set := &serverSet{hash: hash, exact: map[string]*tls.Certificate{}, wild: map[string]*tls.Certificate{}}
+	set := &serverSet{hash: hash, exact: map[string]*served{}, wild: map[string]*served{}}
 	for i, p := range s.opts.Pairs {
-		c, info, err := pair(p, contents[2*i], contents[2*i+1])
+		tc, info, err := pair(p, contents[2*i], contents[2*i+1])
 		if err != nil {
 			return false, err
 		}
+		c := &served{base: tc}
 		set.certs = append(set.certs, c)
 		set.info = append(set.info, info)
 		// The first certificate listed for a name wins, as the order says.
-		for _, n := range c.Leaf.DNSNames {
+		for _, n := range tc.Leaf.DNSNames {
 			n = strings.ToLower(strings.TrimSuffix(n, "."))
 			m, key := set.exact, n
 			if rest, ok := strings.CutPrefix(n, "*."); ok {
@@ -129,9 +173,11 @@ func (s *Server) Reload() (changed bool, err error) {
 		}
 	}
 	cfg := &tls.Config{
-		MinVersion:     s.opts.MinVersion,
-		NextProtos:     s.opts.NextProtos,
-		GetCertificate: set.pick,
+		MinVersion:       s.opts.MinVersion,
+		NextProtos:       s.opts.NextProtos,
+		CipherSuites:     s.opts.CipherSuites,
+		CurvePreferences: s.opts.Curves,
+		GetCertificate:   set.pick,
 	}
 	if s.opts.ClientCAFile != "" {
 		pool, err := caPool(s.opts.ClientCAFile, contents[len(contents)-1])
@@ -146,21 +192,21 @@ func (s *Server) Reload() (changed bool, err error) {
 	}
 	set.config = cfg
 	s.cur.Store(set)
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
 	return true, nil
 }
 
-// Config is the tls.Config to listen with. Each handshake takes the set
-// current at its start (GetConfigForClient); the session ticket keys stay
-// this Config's, so resumption survives reloads.
-func (s *Server) Config() *tls.Config {
-	return &tls.Config{
-		MinVersion: s.opts.MinVersion,
-		NextProtos: s.opts.NextProtos,
-		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
-			return s.cur.Load().config, nil
-		},
-	}
-}
+// Config is the tls.Config to listen with (always the same one). Each
+// handshake takes the set current at its start (GetConfigForClient); the
+// session ticket keys stay this Config's, so resumption survives reloads.
+func (s *Server) Config() *tls.Config { return s.config }
+
+// SetTicketKeys sets the session ticket keys: the first encrypts new
+// tickets, all of them decrypt. Safe during handshakes.
+func (s *Server) SetTicketKeys(keys [][32]byte) { s.config.SetSessionTicketKeys(keys) }
 
 // Certificates describes the certificates served now, the default first.
 func (s *Server) Certificates() []Cert { return append([]Cert(nil), s.cur.Load().info...) }
@@ -171,15 +217,15 @@ func (set *serverSet) pick(hello *tls.ClientHelloInfo) (*tls.Certificate, error)
 	name := strings.ToLower(strings.TrimSuffix(hello.ServerName, "."))
 	if name != "" {
 		if c := set.exact[name]; c != nil {
-			return c, nil
+			return c.cert(), nil
 		}
 		if _, parent, ok := strings.Cut(name, "."); ok {
 			if c := set.wild[parent]; c != nil {
-				return c, nil
+				return c.cert(), nil
 			}
 		}
 	}
-	return set.certs[0], nil
+	return set.certs[0].cert(), nil
 }
 
 // ClientOptions describe how a pool's instances are reached over TLS.
@@ -371,4 +417,64 @@ func MinVersion(s string) (uint16, error) {
 		return tls.VersionTLS13, nil
 	}
 	return 0, fmt.Errorf("%q is not a TLS version canaryd accepts; use 1.2 or 1.3", s)
+}
+
+// DefaultCipherSuites are the TLS 1.2 suites offered by default: ECDHE
+// key exchange (forward secrecy) with an AEAD cipher. Go's own defaults
+// add ECDHE suites with AES-CBC and SHA-1 (the LUCKY13 class of attacks
+// targets them); Caddy, Mozilla's "intermediate" profile and this list
+// leave them out. A new slice at every call.
+func DefaultCipherSuites() []uint16 {
+	return []uint16{
+		tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+		tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+		tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+		tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+		tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+		tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+	}
+}
+
+// CipherSuites reads tls.ciphers: Go's names of TLS 1.2 suites. The
+// insecure ones (CBC, RSA key exchange) are accepted when named, since
+// the operator asked for them; TLS 1.3 suites are refused, as they are
+// not configurable.
+func CipherSuites(names []string) ([]uint16, error) {
+	if len(names) == 0 {
+		return DefaultCipherSuites(), nil
+	}
+	known := map[string]*tls.CipherSuite{}
+	for _, c := range append(tls.CipherSuites(), tls.InsecureCipherSuites()...) {
+		known[c.Name] = c
+	}
+	var out []uint16
+	for _, n := range names {
+		c := known[n]
+		switch {
+		case c == nil:
+			return nil, fmt.Errorf("%q is not a cipher suite Go knows; use names such as TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", n)
+		case slices.Equal(c.SupportedVersions, []uint16{tls.VersionTLS13}):
+			return nil, fmt.Errorf("%s is a TLS 1.3 suite, and those are not configurable (Go offers all three); list TLS 1.2 suites only", n)
+		}
+		out = append(out, c.ID)
+	}
+	return out, nil
+}
+
+// Curves reads tls.curves: X25519MLKEM768, X25519, P-256, P-384, P-521.
+// None: nil, Go's defaults.
+func Curves(names []string) ([]tls.CurveID, error) {
+	known := map[string]tls.CurveID{
+		"X25519MLKEM768": tls.X25519MLKEM768, "X25519": tls.X25519,
+		"P-256": tls.CurveP256, "P-384": tls.CurveP384, "P-521": tls.CurveP521,
+	}
+	var out []tls.CurveID
+	for _, n := range names {
+		id, ok := known[n]
+		if !ok {
+			return nil, fmt.Errorf("%q is not a curve; use X25519MLKEM768, X25519, P-256, P-384 or P-521", n)
+		}
+		out = append(out, id)
+	}
+	return out, nil
 }
