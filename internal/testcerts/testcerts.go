@@ -3,9 +3,11 @@
 package testcerts
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -62,15 +64,51 @@ func (ca *CA) Leaf(t testing.TB, names ...string) (certPEM, keyPEM []byte) {
 
 // LeafUntil is Leaf with its expiry.
 func (ca *CA) LeafUntil(t testing.TB, notAfter time.Time, names ...string) (certPEM, keyPEM []byte) {
+	return ca.LeafWith(t, LeafOptions{NotAfter: notAfter}, names...)
+}
+
+// LeafOptions vary a leaf.
+type LeafOptions struct {
+	// NotAfter: default a day from now.
+	NotAfter time.Time
+	// RSA makes a 2048-bit RSA key instead of ECDSA P-256.
+	RSA bool
+	// OCSPServer is the responder URL the leaf names. Default none.
+	OCSPServer string
+	// Serial: default a fresh one.
+	Serial *big.Int
+}
+
+// LeafWith is Leaf with options.
+func (ca *CA) LeafWith(t testing.TB, o LeafOptions, names ...string) (certPEM, keyPEM []byte) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if o.NotAfter.IsZero() {
+		o.NotAfter = time.Now().Add(24 * time.Hour)
+	}
+	if o.Serial == nil {
+		o.Serial = nextSerial()
+	}
+	var key crypto.Signer
+	var err error
+	if o.RSA {
+		key, err = rsa.GenerateKey(rand.Reader, 2048)
+	} else {
+		key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
+	usage := x509.KeyUsageDigitalSignature
+	if o.RSA {
+		usage |= x509.KeyUsageKeyEncipherment // RSA key exchange, for tests that it is refused
+	}
 	tmpl := &x509.Certificate{
-		SerialNumber: nextSerial(), NotBefore: time.Now().Add(-time.Hour), NotAfter: notAfter,
-		KeyUsage:    x509.KeyUsageDigitalSignature,
+		SerialNumber: o.Serial, NotBefore: time.Now().Add(-time.Hour), NotAfter: o.NotAfter,
+		KeyUsage:    usage,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}
+	if o.OCSPServer != "" {
+		tmpl.OCSPServer = []string{o.OCSPServer}
 	}
 	if len(names) > 0 {
 		tmpl.Subject.CommonName = names[0]
@@ -82,15 +120,25 @@ func (ca *CA) LeafUntil(t testing.TB, notAfter time.Time, names ...string) (cert
 			tmpl.DNSNames = append(tmpl.DNSNames, n)
 		}
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.Key)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.Key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	kb, err := x509.MarshalECPrivateKey(key)
+	kb, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb})
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb})
+}
+
+// KeyPEM is the CA's private key (PKCS #8 PEM), for tools that sign as
+// the CA (an OCSP responder).
+func (ca *CA) KeyPEM(t testing.TB) []byte {
+	kb, err := x509.MarshalPKCS8PrivateKey(ca.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb})
 }
 
 // WriteLeaf writes a Leaf for names to dir/base.crt and dir/base.key.
