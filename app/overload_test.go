@@ -1,0 +1,284 @@
+package app
+
+import (
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// clientAt is an HTTP client whose connections come from ip.
+func clientAt(ip string) *http.Client {
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DialContext:         (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}).DialContext,
+		MaxIdleConnsPerHost: 16,
+	}}
+}
+
+// alive reports whether a raw connection is served: a request on it gets
+// an answer (false: canaryd closed it as it came).
+func served(addr, from string) bool {
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 5 * time.Second}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, "GET /fast HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	b, _ := io.ReadAll(c)
+	return strings.HasPrefix(string(b), "HTTP/1.1 200")
+}
+
+// The limits in server.limits, each met and passed for real: connections
+// over them are closed as they come, requests over them get 503 with
+// Retry-After; another client is still served, the admin listener answers,
+// and every refusal is counted under its limit.
+func TestServerLimits(t *testing.T) {
+	g := newGate(t)
+	r := startFileRig(t, t.TempDir(), fmt.Sprintf(`
+listen: "127.0.0.1:0"
+admin: { listen: "127.0.0.1:0" }
+server:
+  limits: { max_connections: 12, max_connections_per_client: 5, max_requests_in_flight: 6, max_requests_in_flight_per_client: 3 }
+routes:
+  - name: web
+    pools: [{ name: blue, weight: 100, instances: ["%s"] }]
+`, g.URL))
+	addr := r.srv.ProxyAddr().String()
+	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	hold := func(from string) net.Conn {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+		c, err := d.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+		return c
+	}
+	// Connections: 4 idle ones from 127.0.0.1 plus one request make 5.
+	for range 4 {
+		hold("127.0.0.1")
+	}
+	if !served(addr, "127.0.0.1") {
+		t.Fatal("the fifth connection of 127.0.0.1 was refused; the limit is 5")
+	}
+	for range 5 {
+		hold("127.0.0.1")
+	}
+	waitUntil(t, "the refusals counted", func() bool {
+		return metricValue(t, r.reg, "canaryd_overload_refused_total", `limit="max_connections_per_client"`) >= 1
+	})
+	if served(addr, "127.0.0.1") {
+		t.Fatal("a sixth connection of 127.0.0.1 was served; the limit is 5")
+	}
+	if !served(addr, "127.0.0.2") {
+		t.Fatal("127.0.0.2 was refused while 127.0.0.1 was at its limit")
+	}
+	for _, ip := range []string{"127.0.0.2", "127.0.0.2", "127.0.0.2", "127.0.0.3", "127.0.0.3", "127.0.0.3", "127.0.0.3"} {
+		hold(ip)
+	}
+	waitUntil(t, "the listener to hold 12", func() bool {
+		return metricValue(t, r.reg, "canaryd_client_connections", "") == 12
+	})
+	if served(addr, "127.0.0.4") {
+		t.Fatal("a thirteenth connection was served; max_connections is 12")
+	}
+	if resp, err := r.client.Get(r.admin + "/healthz"); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("the admin listener at max_connections: %v", err)
+	} else {
+		resp.Body.Close()
+	}
+	for _, c := range held {
+		c.Close()
+	}
+	held = nil
+	waitUntil(t, "the connections given back", func() bool {
+		return metricValue(t, r.reg, "canaryd_client_connections", "") == 0
+	})
+
+	// Requests in flight: 3 held from 127.0.0.1, the fourth refused.
+	one, two, three := clientAt("127.0.0.1"), clientAt("127.0.0.2"), clientAt("127.0.0.3")
+	defer func() {
+		for _, c := range []*http.Client{one, two, three} {
+			c.CloseIdleConnections()
+		}
+	}()
+	done := make(chan int, 16)
+	send := func(c *http.Client, path string) {
+		go func() {
+			resp, err := c.Get(r.proxy + path)
+			if err != nil {
+				done <- 0
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			done <- resp.StatusCode
+		}()
+	}
+	for range 3 {
+		send(one, "/slow")
+	}
+	waitUntil(t, "3 requests at the instance", func() bool { return g.now.Load() == 3 })
+	resp, err := one.Get(r.proxy + "/fast")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("a fourth request of one client: %d, Retry-After %q; want 503 with one", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	for range 3 {
+		send(two, "/slow")
+	}
+	waitUntil(t, "6 requests at the instance", func() bool { return g.now.Load() == 6 })
+	resp, err = three.Get(r.proxy + "/fast")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 503 {
+		t.Fatalf("a seventh request in all: %d; want 503 (max_requests_in_flight 6)", resp.StatusCode)
+	}
+	close(g.release)
+	for range 6 {
+		if s := <-done; s != 200 {
+			t.Fatalf("a held request ended %d", s)
+		}
+	}
+	for _, l := range []string{"max_connections", "max_connections_per_client", "max_requests_in_flight", "max_requests_in_flight_per_client"} {
+		if n := metricValue(t, r.reg, "canaryd_overload_refused_total", `limit="`+l+`"`); n < 1 {
+			t.Errorf("refusals over %s: %v; want at least 1", l, n)
+		}
+	}
+	if n := metricValue(t, r.reg, "canaryd_overload_limit", `limit="max_requests_in_flight"`); n != 6 {
+		t.Errorf("canaryd_overload_limit{max_requests_in_flight} = %v", n)
+	}
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for i := 0; i < 1000; i++ {
+		if cond() {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("%s: not within 10s", what)
+}
+
+// The HTTP/2 settings canaryd advertises keep a frame within a stream's
+// window, and a client that sends DATA frames of the advertised maximum
+// size has its request served, not its stream reset.
+func TestHTTP2FrameSizeWithinTheWindow(t *testing.T) {
+	be := protoBackend(t)
+	r := h2Rig(t, be.URL)
+	h := dialH2(t, r.srv.ProxyAddr().String())
+	var maxFrame, window uint32 = 16384, 65535
+	for {
+		h.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		f, err := h.fr.ReadFrame()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s, ok := f.(*http2.SettingsFrame); ok && !s.IsAck() {
+			if v, ok := s.Value(http2.SettingMaxFrameSize); ok {
+				maxFrame = v
+			}
+			if v, ok := s.Value(http2.SettingInitialWindowSize); ok {
+				window = v
+			}
+			h.fr.WriteSettingsAck()
+			break
+		}
+	}
+	if maxFrame > window {
+		t.Fatalf("SETTINGS_MAX_FRAME_SIZE %d is over SETTINGS_INITIAL_WINDOW_SIZE %d", maxFrame, window)
+	}
+	if maxFrame != 256<<10 {
+		t.Errorf("SETTINGS_MAX_FRAME_SIZE %d; want the stream window's 262144 by default", maxFrame)
+	}
+	// The connection window is 65535 until the server's WINDOW_UPDATE;
+	// the body is sent once the windows allow it, in frames of the
+	// advertised maximum.
+	h.fr.SetMaxReadFrameSize(1 << 20)
+	h.buf.Reset()
+	for _, f := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":authority", "x"}, {":path", "/"}, {"content-length", fmt.Sprint(maxFrame)}} {
+		h.enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	if err := h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: h.buf.Bytes(), EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
+	connWindow := int64(65535)
+	sent := false
+	for {
+		if !sent && connWindow >= int64(maxFrame) {
+			if err := h.fr.WriteData(1, true, make([]byte, maxFrame)); err != nil {
+				t.Fatal(err)
+			}
+			sent = true
+		}
+		h.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		f, err := h.fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("reading the answer: %v (data sent: %v)", err, sent)
+		}
+		switch f := f.(type) {
+		case *http2.WindowUpdateFrame:
+			if f.StreamID == 0 {
+				connWindow += int64(f.Increment)
+			}
+		case *http2.RSTStreamFrame:
+			t.Fatalf("the stream was reset (%v) for a DATA frame of the advertised maximum size", f.ErrCode)
+		case *http2.GoAwayFrame:
+			t.Fatalf("GOAWAY %v", f.ErrCode)
+		case *http2.HeadersFrame:
+			if !sent {
+				t.Fatal("answered before the body was sent")
+			}
+			return // the answer's headers: served
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				h.fr.WriteSettingsAck()
+			}
+		}
+	}
+}
+
+// The listener offers no CBC suite: the wiring of tls.ciphers' default
+// (the full table of suites is tlsfiles' TestOnlyAEADSuitesWithForwardSecrecy).
+func TestTLSListenerRefusesCBC(t *testing.T) {
+	be := protoBackend(t)
+	r, ca := tlsRig(t, be.URL, "", "")
+	addr := r.srv.ProxyAddr().String()
+	for _, tc := range []struct {
+		suite uint16
+		ok    bool
+	}{
+		{tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA, false},
+		{tls.TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA, false},
+		{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, true},
+		{tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, true},
+	} {
+		c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: ca.Pool, ServerName: "site.test", MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tc.suite}})
+		if err == nil {
+			c.Close()
+		}
+		if (err == nil) != tc.ok {
+			t.Errorf("%s: %v; want success %v", tls.CipherSuiteName(tc.suite), err, tc.ok)
+		}
+	}
+}
