@@ -33,7 +33,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 # With the packages in place, tests that need them fail instead of skipping.
-export CANARYD_REQUIRE_PROMETHEUS=1 CANARYD_REQUIRE_CHROMIUM=1 CANARYD_REQUIRE_CURL=1 CANARYD_REQUIRE_ETCD=1 CANARYD_REQUIRE_HAPROXY=1 CANARYD_REQUIRE_PYTHON=1 CANARYD_REQUIRE_NGINX=1 CANARYD_REQUIRE_DNSMASQ=1 CANARYD_REQUIRE_OPENSSL=1
+export CANARYD_REQUIRE_PROMETHEUS=1 CANARYD_REQUIRE_CHROMIUM=1 CANARYD_REQUIRE_CURL=1 CANARYD_REQUIRE_ETCD=1 CANARYD_REQUIRE_HAPROXY=1 CANARYD_REQUIRE_PYTHON=1 CANARYD_REQUIRE_NGINX=1 CANARYD_REQUIRE_DNSMASQ=1 CANARYD_REQUIRE_OPENSSL=1 CANARYD_REQUIRE_PRLIMIT=1
 
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 if [ -n "$unformatted" ]; then

@@ -65,7 +65,14 @@ type proc struct {
 
 func start(t *testing.T, args ...string) *proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(binary, args...), lines: make(chan map[string]any, 1000), done: make(chan error, 1), out: &bytes.Buffer{}}
+	return startCmd(t, exec.Command(binary, args...), args)
+}
+
+// startCmd starts cmd, a canaryd process (perhaps under a wrapper such
+// as prlimit), and watches its log lines; args name it in a failure.
+func startCmd(t *testing.T, cmd *exec.Cmd, args []string) *proc {
+	t.Helper()
+	p := &proc{cmd: cmd, lines: make(chan map[string]any, 1000), done: make(chan error, 1), out: &bytes.Buffer{}}
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
