@@ -282,3 +282,48 @@ func TestTLSListenerRefusesCBC(t *testing.T) {
 		}
 	}
 }
+
+// One process rotates its own session ticket keys
+// (tls.session_ticket_rotation): a ticket resumes across a rotation, and
+// not once its key is three rotations old.
+func TestTicketRotationInOneProcess(t *testing.T) {
+	be := protoBackend(t)
+	r, ca := tlsRig(t, be.URL, "", ", session_ticket_rotation: 1s")
+	url := "https://" + r.srv.ProxyAddr().String() + "/"
+	get := func(cache tls.ClientSessionCache) bool {
+		t.Helper()
+		tr := &http.Transport{DisableKeepAlives: true, TLSClientConfig: &tls.Config{
+			RootCAs: ca.Pool, ServerName: "site.test", MaxVersion: tls.VersionTLS12, ClientSessionCache: cache,
+		}}
+		defer tr.CloseIdleConnections()
+		resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.TLS.DidResume
+	}
+	cache := tls.NewLRUClientSessionCache(1)
+	issued := time.Now()
+	get(cache)
+	st, ok := cache.Get("site.test")
+	if !ok {
+		t.Fatal("no ticket")
+	}
+	ticket := oneSession{st}
+	time.Sleep(1300 * time.Millisecond)
+	if !get(ticket) {
+		t.Error("a ticket from before a rotation did not resume")
+	}
+	time.Sleep(time.Until(issued.Add(4500 * time.Millisecond)))
+	if get(ticket) {
+		t.Error("a ticket resumed 4.5s after it was issued, with keys rotated every 1s and 3 kept")
+	}
+}
+
+// oneSession offers one session and keeps no new one.
+type oneSession struct{ s *tls.ClientSessionState }
+
+func (o oneSession) Get(string) (*tls.ClientSessionState, bool) { return o.s, true }
+func (o oneSession) Put(string, *tls.ClientSessionState)        {}

@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -16,6 +18,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"canaryd/internal/etcdtest"
+	"canaryd/internal/testcerts"
 )
 
 // crowdNofile is the descriptor limit canaryd runs under in the crowd
@@ -448,4 +453,98 @@ routes:
 	if n := strings.Count(out, "refused over server.limits"); n > 45 {
 		t.Errorf("%d refusal log lines in about 30s; want at most one a second", n)
 	}
+}
+
+// Two cluster members share their session ticket keys through etcd: a
+// session begun on one resumes on the other, over TLS 1.2 and 1.3, and
+// keys rotate (session_ticket_rotation 2s): a ticket still resumes after
+// a rotation, and no longer once its key is three rotations old.
+func TestClusterSharesSessionTickets(t *testing.T) {
+	long(t)
+	etcd := etcdtest.Start(t, 1)
+	name := fmt.Sprintf("tix%d", rand.IntN(1e9))
+	blue := backendProc(t, "blue")
+	dir := t.TempDir()
+	ca := testcerts.NewCA(t, "CA")
+	cert, key := ca.WriteLeaf(t, dir, "site", "site.test")
+	var members []*canaryRun
+	for i := range 2 {
+		cfg := writeConfig(t, fmt.Sprintf(`listen: "127.0.0.1:0"
+admin: { listen: "127.0.0.1:0" }
+state_dir: %q
+tls: { cert_file: %s, key_file: %s, session_ticket_rotation: 2s }
+cluster:
+  name: %s
+  member: m%d
+  etcd: { endpoints: [%q] }
+  session_ttl: 2s
+routes:
+  - name: web
+    pools: [{ name: blue, weight: 100, instances: ["%s"] }]
+`, t.TempDir(), cert, key, name, i, etcd.Endpoints()[0], blue))
+		members = append(members, startCanaryd(t, cfg))
+	}
+	url := func(m *canaryRun) string { return strings.Replace(m.proxy, "http://", "https://", 1) + "/" }
+	for _, version := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
+		// get fetches / from m on a new connection with the session
+		// cache, and tells whether the session was resumed.
+		get := func(m *canaryRun, cache tls.ClientSessionCache) bool {
+			t.Helper()
+			tr := &http.Transport{DisableKeepAlives: true, TLSClientConfig: &tls.Config{
+				RootCAs: ca.Pool, ServerName: "site.test", MaxVersion: version, ClientSessionCache: cache,
+			}}
+			defer tr.CloseIdleConnections()
+			resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get(url(m))
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			return resp.TLS.DidResume
+		}
+		// Both members hold the cluster's keys a moment after they start.
+		for end := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+			cache := tls.NewLRUClientSessionCache(1)
+			get(members[0], cache)
+			if get(members[1], cache) {
+				break
+			}
+			if time.Now().After(end) {
+				t.Fatalf("TLS %x: a session begun on member 0 never resumed on member 1", version)
+			}
+		}
+		// A fresh ticket from member 0 (a full handshake: the newest key),
+		// kept as it is for the checks below.
+		issued := time.Now()
+		fresh := tls.NewLRUClientSessionCache(1)
+		if get(members[0], fresh) {
+			t.Fatal("a first handshake was a resumption")
+		}
+		ticket := frozenSession(t, fresh)
+		time.Sleep(2500 * time.Millisecond)
+		if !get(members[1], ticket) {
+			t.Errorf("TLS %x: a ticket from before a rotation did not resume on the other member", version)
+		}
+		// Three rotations later its key is gone everywhere.
+		time.Sleep(time.Until(issued.Add(9 * time.Second)))
+		if get(members[1], ticket) || get(members[0], ticket) {
+			t.Errorf("TLS %x: a ticket resumed 9s after it was issued, with keys rotated every 2s and 3 kept", version)
+		}
+	}
+}
+
+// frozen is a client session cache that always offers one session and
+// keeps no new one, so a test can present the same ticket again.
+type frozen struct{ s *tls.ClientSessionState }
+
+func (f frozen) Get(string) (*tls.ClientSessionState, bool) { return f.s, true }
+func (f frozen) Put(string, *tls.ClientSessionState)        {}
+
+func frozenSession(t *testing.T, c tls.ClientSessionCache) frozen {
+	t.Helper()
+	s, ok := c.Get("site.test")
+	if !ok || s == nil {
+		t.Fatal("no session ticket was received")
+	}
+	return frozen{s}
 }
