@@ -326,3 +326,16 @@ func BenchmarkHandler(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkHandlerOneClient is the same on one goroutine: the cost added
+// to each request, without contention.
+func BenchmarkHandlerOneClient(b *testing.B) {
+	h := NewHandler(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}), HandlerOptions{Max: 1 << 20, MaxPerClient: 1 << 20})
+	r := httptest.NewRequest("GET", "/", nil)
+	r.RemoteAddr = "192.0.2.1:5000"
+	w := httptest.NewRecorder()
+	b.ReportAllocs()
+	for b.Loop() {
+		h.ServeHTTP(w, r)
+	}
+}
