@@ -121,6 +121,7 @@ type crowd struct {
 	stop  chan struct{}
 	wg    sync.WaitGroup
 	made  atomic.Int64 // connections or requests made
+	once  sync.Once
 }
 
 // gather opens n connections from 127.0.0.1 (8 dialers), each writing
@@ -191,12 +192,15 @@ func isTimeout(err error) bool {
 	return ok && ne.Timeout()
 }
 
+// close ends the crowd (once: a test may close it early and defer it too).
 func (c *crowd) close() {
-	close(c.stop)
-	c.wg.Wait()
-	for _, conn := range c.conns {
-		conn.Close()
-	}
+	c.once.Do(func() {
+		close(c.stop)
+		c.wg.Wait()
+		for _, conn := range c.conns {
+			conn.Close()
+		}
+	})
 }
 
 // flood dials from 127.0.0.1 with 512 dialers, holding each connection
@@ -547,4 +551,72 @@ func frozenSession(t *testing.T, c tls.ClientSessionCache) frozen {
 		t.Fatal("no session ticket was received")
 	}
 	return frozen{s}
+}
+
+// procCPU is a process's CPU time so far (user + system), from /proc.
+func procCPU(t *testing.T, pid int) time.Duration {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		t.Skipf("no /proc: %v", err)
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * time.Second / 100 // USER_HZ
+}
+
+// Limits set above what the descriptors allow (the mistake the derived
+// defaults prevent): canaryd runs out of descriptors, and then its
+// accept loop backs off instead of spinning, logs a few lines rather
+// than thousands, and serves again as soon as the connections go.
+func TestDescriptorExhaustionDoesNotSpin(t *testing.T) {
+	long(t)
+	prlimit := tool(t, "prlimit", "CANARYD_REQUIRE_PRLIMIT", "/usr/bin/prlimit")
+	backend := bigSite(t)
+	cfg := writeConfig(t, fmt.Sprintf(`listen: "127.0.0.1:0"
+admin: { listen: "127.0.0.1:0" }
+state_dir: %q
+server: { limits: { max_connections: 5000, max_connections_per_client: 5000 } }
+routes:
+  - name: web
+    pools: [{ name: blue, weight: 100, instances: ["%s"] }]
+`, t.TempDir(), backend))
+	args := []string{"--nofile=128:128", binary, "run", "--config", cfg}
+	p := startCmd(t, exec.Command(prlimit, args...), args)
+	addr := p.waitLog(t, "canaryd serving")["listen"].(string)
+	pid := p.cmd.Process.Pid
+	c := gather(addr, 300, "GET / HTTP/1.1\r\nHost: x\r\n", 0)
+	defer c.close()
+	time.Sleep(500 * time.Millisecond)
+	cpu := procCPU(t, pid)
+	time.Sleep(3 * time.Second)
+	used := procCPU(t, pid) - cpu
+	p.mu.Lock()
+	out := p.out.String()
+	p.mu.Unlock()
+	accepts := strings.Count(out, "Accept error")
+	t.Logf("out of descriptors for 3s: %v of CPU, %d accept error lines", used, accepts)
+	if !strings.Contains(out, "too many open files") {
+		t.Fatal("canaryd never ran out of descriptors; the test proves nothing")
+	}
+	if used > 600*time.Millisecond {
+		t.Errorf("canaryd used %v of CPU in 3s while out of descriptors: its accept loop spins", used)
+	}
+	if accepts > 60 {
+		t.Errorf("%d accept error lines: the log floods", accepts)
+	}
+	c.close()
+	for end := time.Now().Add(15 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		resp, err := http.Get("http://" + addr + "/")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Now().After(end) {
+			t.Fatalf("not serving 15s after the connections closed: %v", err)
+		}
+	}
 }
