@@ -235,11 +235,16 @@ func (h *Handler) newState() any {
 // sets the read deadline before each read (request_body_timeout and the
 // minimum rate), and clears it at the end of the body: a deadline left
 // set would make the server's background read cancel the request while
-// its answer is still streaming.
+// its answer is still streaming. It sets none once the handler has
+// returned (handlerDone): http.Transport may still read the body then,
+// and the connection may already carry the next request (on HTTP/2 the
+// writer is gone).
 type watchedBody struct {
 	io.ReadCloser
-	err    error
-	d      deadliner // nil: no deadline
+	err error
+	// mu orders the setting of a deadline with the handler's end.
+	mu     sync.Mutex
+	d      deadliner // nil: no deadline (none asked, or the handler returned)
 	limits *bodyLimits
 	start  time.Time
 	n      int64 // bytes read
@@ -260,19 +265,32 @@ type bodyLimits struct {
 }
 
 func (b *watchedBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
 	if b.d != nil {
 		b.d.SetReadDeadline(b.deadline())
 	}
+	b.mu.Unlock()
 	n, err := b.ReadCloser.Read(p)
 	b.n += int64(n)
 	if err != nil && err != io.EOF {
 		b.err = err
 	}
-	if err == io.EOF && b.d != nil {
-		b.d.SetReadDeadline(time.Time{})
-		b.d = nil
+	if err == io.EOF {
+		b.mu.Lock()
+		if b.d != nil {
+			b.d.SetReadDeadline(time.Time{})
+			b.d = nil
+		}
+		b.mu.Unlock()
 	}
 	return n, err
+}
+
+// handlerDone: the handler is returning; no deadline is set after it.
+func (b *watchedBody) handlerDone() {
+	b.mu.Lock()
+	b.d = nil
+	b.mu.Unlock()
 }
 
 // deadline is when the next read must have returned: the body timeout
@@ -428,6 +446,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // which it then re-raises so the server drops the connection.
 func (h *Handler) finish(st *state, start time.Time) {
 	p := recover()
+	st.body.handlerDone()
 	st.inst.Release()
 	if p != nil {
 		if st.in.Context().Err() != nil {

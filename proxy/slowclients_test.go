@@ -58,7 +58,9 @@ func newSlowRig(t *testing.T, opts Options, writeTimeout time.Duration, instance
 	}
 	tr := NewTransport(TransportOptions{})
 	opts.Transport, opts.Observer = tr, r.rec
-	srv := &http.Server{Handler: New(router, opts), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: New(router, opts), ReadHeaderTimeout: 5 * time.Second, Protocols: new(http.Protocols)}
+	srv.Protocols.SetHTTP1(true)
+	srv.Protocols.SetUnencryptedHTTP2(true)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -263,5 +265,40 @@ func TestSlowReaderIsCutAndASlowStreamIsNot(t *testing.T) {
 	b, err := io.ReadAll(resp.Body)
 	if err != nil || strings.Count(string(b), "data:") != 4 {
 		t.Fatalf("a slow stream read to its end was cut: %q, %v", b, err)
+	}
+}
+
+// The body timeout holds on HTTP/2 too (h2c), stream by stream: a
+// stalled upload is answered 408, and its connection serves on.
+func TestStalledBodyGets408OverHTTP2(t *testing.T) {
+	r := newSlowRig(t, Options{BodyTimeout: 300 * time.Millisecond, BufferBodyBytes: 1024}, 0, nil)
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	for _, length := range []int64{100, -1} { // buffered; streamed
+		pr, pw := io.Pipe()
+		go func() { pw.Write([]byte("0123456789")) }() // then nothing
+		req, _ := http.NewRequest("POST", "http://"+r.addr+"/up", pr)
+		req.ContentLength = length
+		resp, err := c.Do(req)
+		pw.Close()
+		if err != nil {
+			t.Fatalf("length %d: %v", length, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestTimeout || resp.ProtoMajor != 2 {
+			t.Fatalf("length %d: %d over %s; want 408 over HTTP/2", length, resp.StatusCode, resp.Proto)
+		}
+	}
+	// The connection still serves.
+	resp, err := c.Post("http://"+r.addr+"/up", "text/plain", strings.NewReader("whole"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(b) != "got 5 bytes" {
+		t.Fatalf("after the stalled ones: %d %q", resp.StatusCode, b)
 	}
 }
