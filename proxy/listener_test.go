@@ -198,3 +198,38 @@ func TestProxyBehindListener(t *testing.T) {
 		t.Errorf("plain request: %d %q (the echo backend refuses non-WebSocket requests)", resp.StatusCode, b)
 	}
 }
+
+// BenchmarkListenerWrite is a 128-byte write on a loopback connection the
+// Listener wrapped, without and with a WriteTimeout: the cost of keeping
+// the slow-reader deadline (a clock read per write, a deadline set at most
+// once per half timeout).
+func BenchmarkListenerWrite(b *testing.B) {
+	for _, timeout := range []time.Duration{0, time.Minute} {
+		b.Run(fmt.Sprintf("timeout=%v", timeout), func(b *testing.B) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer ln.Close()
+			ql := Listener{Listener: ln, WriteTimeout: timeout}
+			peer, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer peer.Close()
+			go io.Copy(io.Discard, peer)
+			c, err := ql.Accept()
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			msg := make([]byte, 128)
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := c.Write(msg); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
