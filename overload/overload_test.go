@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -338,4 +339,34 @@ func BenchmarkHandlerOneClient(b *testing.B) {
 	for b.Loop() {
 		h.ServeHTTP(w, r)
 	}
+}
+
+// FuzzClientOf: any X-Forwarded-For from a trusted peer gives the peer or
+// an address written in it that is not trusted; never a panic.
+func FuzzClientOf(f *testing.F) {
+	for _, s := range []string{"198.51.100.7", "203.0.113.9, 198.51.100.7, 10.2.2.2", "10.3.3.3", "not-an-ip", "", ",,,", "2001:db8::1", "::ffff:192.0.2.1", "1.2.3.4,", " 1.2.3.4 , 10.0.0.1"} {
+		f.Add(s)
+	}
+	trusted := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+	f.Fuzz(func(t *testing.T, xff string) {
+		h := http.Header{"X-Forwarded-For": {xff}}
+		got := ClientOf("10.1.1.1:5000", h, trusted)
+		if got == netip.MustParseAddr("10.1.1.1") {
+			return
+		}
+		if contains(trusted, got) || !got.IsValid() {
+			t.Fatalf("ClientOf(%q) = %v: a trusted or invalid address", xff, got)
+		}
+		if !strings.Contains(xff, got.String()) && !strings.Contains(xff, "::ffff:"+got.String()) {
+			ok := false
+			for _, part := range strings.Split(xff, ",") {
+				if a, err := netip.ParseAddr(strings.TrimSpace(part)); err == nil && a.Unmap() == got {
+					ok = true
+				}
+			}
+			if !ok {
+				t.Fatalf("ClientOf(%q) = %v, which it does not name", xff, got)
+			}
+		}
+	})
 }
