@@ -24,6 +24,7 @@ import (
 	"canaryd/evidence"
 	"canaryd/health"
 	"canaryd/metrics"
+	"canaryd/overload"
 	"canaryd/panics"
 	"canaryd/proxy"
 	"canaryd/registry"
@@ -371,7 +372,9 @@ func (s *Server) Serve(ctx context.Context) error {
 		go serveOn(s.admin, s.adminLn, "admin", errs)
 	}
 	if s.redirect != nil {
-		go serveOn(s.redirect, s.redirectLn, "redirect", errs)
+		// The redirect listener has the same connection limits, counted
+		// apart: a flood of plain HTTP must not take the descriptors either.
+		go serveOn(s.redirect, overload.NewListener(s.redirectLn, s.overload.listenerOptions(s.trustedPeer)), "redirect", errs)
 	}
 	rctx, stopReloads := context.WithCancel(context.Background())
 	s.startBackground(rctx)

@@ -35,7 +35,7 @@ type overloadGuard struct {
 func descriptorLimit() (int, error) {
 	var rl syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
-		return 0, fmt.Errorf("reading the descriptor limit (RLIMIT_NOFILE): %w; set every key of server.limits", err)
+		return 0, fmt.Errorf("reading the descriptor limit (RLIMIT_NOFILE): %w; set server.limits.max_connections and max_requests_in_flight", err)
 	}
 	return int(min(rl.Cur, 1<<30)), nil
 }
