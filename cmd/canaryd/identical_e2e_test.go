@@ -13,19 +13,29 @@ import (
 
 // nginxServer starts nginx on a loopback port (one process, no daemon, no
 // user switch), serving a directory with one index.html that says name.
-func nginxServer(t *testing.T, name string) string {
+func nginxServer(t *testing.T, name string) string { return nginxServerWith(t, name, nil) }
+
+// nginxServerWith is nginxServer also serving files (name → content).
+func nginxServerWith(t *testing.T, name string, files map[string][]byte) string {
 	t.Helper()
 	bin := tool(t, "nginx", "CANARYD_REQUIRE_NGINX", "/usr/sbin/nginx")
 	dir := t.TempDir()
-	site(t, filepath.Join(dir, "www"), name)
+	www := site(t, filepath.Join(dir, "www"), name)
+	for f, data := range files {
+		if err := os.WriteFile(filepath.Join(www, f), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	addr := freeAddr(t)
 	conf := fmt.Sprintf(`daemon off;
 master_process off;
+worker_rlimit_nofile 8192;
 pid %[1]s/nginx.pid;
-error_log stderr warn;
-events { worker_connections 1024; }
+error_log stderr crit;
+events { worker_connections 4096; }
 http {
   access_log off;
+  keepalive_requests 100000;
   client_body_temp_path %[1]s/body;
   proxy_temp_path %[1]s/proxy;
   fastcgi_temp_path %[1]s/fastcgi;

@@ -32,35 +32,24 @@ const crowdNofile = 4096
 // nobody here wrote, as the instance.
 func bigSite(t *testing.T) string {
 	t.Helper()
-	bin := tool(t, "nginx", "CANARYD_REQUIRE_NGINX", "/usr/sbin/nginx")
-	dir := t.TempDir()
-	www := site(t, filepath.Join(dir, "www"), "crowd")
-	if err := os.WriteFile(filepath.Join(www, "big"), make([]byte, 4<<20), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	addr := freeAddr(t)
-	conf := fmt.Sprintf(`daemon off;
-master_process off;
-worker_rlimit_nofile 8192;
-pid %[1]s/nginx.pid;
-error_log stderr crit;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 100000;
-  client_body_temp_path %[1]s/body;
-  proxy_temp_path %[1]s/proxy;
-  fastcgi_temp_path %[1]s/fastcgi;
-  uwsgi_temp_path %[1]s/uwsgi;
-  scgi_temp_path %[1]s/scgi;
-  server { listen %[2]s; root %[1]s/www; }
+	return nginxServerWith(t, "crowd", map[string][]byte{"big": make([]byte, 4<<20)})
 }
-`, dir, addr)
-	cf := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(cf, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return serveUntilDone(t, exec.Command(bin, "-p", dir, "-c", cf, "-e", "stderr"), addr)
+
+// startUnderPrlimit runs canaryd with nofile descriptors (prlimit) in
+// front of backend, with more top-level YAML.
+func startUnderPrlimit(t *testing.T, nofile int, backend, top string) *proc {
+	t.Helper()
+	prlimit := tool(t, "prlimit", "CANARYD_REQUIRE_PRLIMIT", "/usr/bin/prlimit")
+	cfg := writeConfig(t, fmt.Sprintf(`listen: "127.0.0.1:0"
+admin: { listen: "127.0.0.1:0" }
+state_dir: %q
+%s
+routes:
+  - name: web
+    pools: [{ name: blue, weight: 100, instances: ["%s"] }]
+`, t.TempDir(), top, backend))
+	args := []string{fmt.Sprintf("--nofile=%d:%d", nofile, nofile), binary, "run", "--config", cfg}
+	return startCmd(t, exec.Command(prlimit, args...), args)
 }
 
 // victimRun is what the well-behaved client saw.
@@ -288,20 +277,9 @@ func procRSS(t *testing.T, pid int) int64 {
 // ("Overload").
 func TestHostileCrowd(t *testing.T) {
 	long(t)
-	prlimit := tool(t, "prlimit", "CANARYD_REQUIRE_PRLIMIT", "/usr/bin/prlimit")
-	backend := bigSite(t)
-	cfg := writeConfig(t, fmt.Sprintf(`listen: "127.0.0.1:0"
-admin: { listen: "127.0.0.1:0" }
-state_dir: %q
-# Idle upstream connections close soon, so that the descriptors after
-# the attacks can be compared with those before.
-upstream: { idle_conn_timeout: 2s }
-routes:
-  - name: web
-    pools: [{ name: blue, weight: 100, instances: ["%s"] }]
-`, t.TempDir(), backend))
-	args := []string{fmt.Sprintf("--nofile=%d:%d", crowdNofile, crowdNofile), binary, "run", "--config", cfg}
-	p := startCmd(t, exec.Command(prlimit, args...), args)
+	// Idle upstream connections close soon, so that the descriptors after
+	// the attacks can be compared with those before.
+	p := startUnderPrlimit(t, crowdNofile, bigSite(t), "upstream: { idle_conn_timeout: 2s }")
 	m := p.waitLog(t, "canaryd serving")
 	addr, admin := m["listen"].(string), m["admin"].(string)
 	limits := p.waitLog(t, "overload limits")
@@ -572,18 +550,7 @@ func procCPU(t *testing.T, pid int) time.Duration {
 // than thousands, and serves again as soon as the connections go.
 func TestDescriptorExhaustionDoesNotSpin(t *testing.T) {
 	long(t)
-	prlimit := tool(t, "prlimit", "CANARYD_REQUIRE_PRLIMIT", "/usr/bin/prlimit")
-	backend := bigSite(t)
-	cfg := writeConfig(t, fmt.Sprintf(`listen: "127.0.0.1:0"
-admin: { listen: "127.0.0.1:0" }
-state_dir: %q
-server: { limits: { max_connections: 5000, max_connections_per_client: 5000 } }
-routes:
-  - name: web
-    pools: [{ name: blue, weight: 100, instances: ["%s"] }]
-`, t.TempDir(), backend))
-	args := []string{"--nofile=128:128", binary, "run", "--config", cfg}
-	p := startCmd(t, exec.Command(prlimit, args...), args)
+	p := startUnderPrlimit(t, 128, bigSite(t), "server: { limits: { max_connections: 5000, max_connections_per_client: 5000 } }")
 	addr := p.waitLog(t, "canaryd serving")["listen"].(string)
 	pid := p.cmd.Process.Pid
 	c := gather(addr, 300, "GET / HTTP/1.1\r\nHost: x\r\n", 0)
