@@ -254,6 +254,8 @@ func exportedNames() map[string]bool {
 	metrics.NewHealth(r)
 	metrics.NewRequests(r)
 	metrics.NewRollouts(r)
+	metrics.NewTLS(r)
+	metrics.NewOverload(r, map[string]int{"max_connections": 1}, func() int { return 0 }, func() int { return 0 })
 	for n := range r.names {
 		if strings.HasSuffix(n, "_seconds") { // histograms
 			for _, s := range []string{"_bucket", "_sum", "_count"} {
