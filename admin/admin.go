@@ -13,6 +13,7 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -61,6 +62,10 @@ type Options struct {
 	// /api/v1/cluster. Default nil: a single process (the endpoint says
 	// so with 404).
 	Cluster func() ClusterView
+	// Pprof serves net/http/pprof at /debug/pprof/, behind the token for
+	// every method (a profile shows the process's internals). Default
+	// false: not served.
+	Pprof bool
 }
 
 // ClusterView is GET /api/v1/cluster.
@@ -286,6 +291,9 @@ func New(o Options) http.Handler {
 	if o.Metrics != nil {
 		mux.Handle("GET /metrics", o.Metrics)
 	}
+	if o.Pprof {
+		o.pprof(mux)
+	}
 	if o.Reload != nil {
 		api.Handle("POST /api/v1/reload", o.mutation(func(w http.ResponseWriter, r *http.Request) {
 			ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
@@ -475,16 +483,45 @@ func (o Options) mutation(h http.HandlerFunc) http.Handler {
 				return
 			}
 		}
-		if o.Token != "" {
-			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-			if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(o.Token)) != 1 {
-				w.Header().Set("WWW-Authenticate", `Bearer realm="canaryd"`)
-				writeError(w, http.StatusUnauthorized, "missing or wrong bearer token (see admin.token_file)")
-				return
-			}
+		if !o.tokenOK(w, r) {
+			return
 		}
 		h(w, r)
 	})
+}
+
+// tokenOK checks the bearer token, when one is configured; a request
+// without it is answered 401 here.
+func (o Options) tokenOK(w http.ResponseWriter, r *http.Request) bool {
+	if o.Token == "" {
+		return true
+	}
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(o.Token)) != 1 {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="canaryd"`)
+		writeError(w, http.StatusUnauthorized, "missing or wrong bearer token (see admin.token_file)")
+		return false
+	}
+	return true
+}
+
+// pprof serves net/http/pprof's handlers, each behind the token (reads
+// included) and the Host check (its index is a page a browser can load).
+// Importing the package also registers them on http.DefaultServeMux,
+// which no server of canaryd's serves.
+func (o Options) pprof(mux *http.ServeMux) {
+	guard := func(h http.HandlerFunc) http.Handler {
+		return o.hostCheck(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if o.tokenOK(w, r) {
+				h(w, r)
+			}
+		}))
+	}
+	mux.Handle("/debug/pprof/", guard(pprof.Index)) // heap, goroutine, allocs, block, mutex, threadcreate
+	mux.Handle("/debug/pprof/cmdline", guard(pprof.Cmdline))
+	mux.Handle("/debug/pprof/profile", guard(pprof.Profile))
+	mux.Handle("/debug/pprof/symbol", guard(pprof.Symbol))
+	mux.Handle("/debug/pprof/trace", guard(pprof.Trace))
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -301,6 +301,7 @@ func (s *Server) setupAdmin(cfg *config.Config) {
 			Routes:       s,
 			Instances:    s,
 			AllowedHosts: cfg.Admin.AllowedHosts,
+			Pprof:        cfg.Admin.Pprof,
 			Dashboard:    admin.Dashboard(),
 			Cluster:      s.clusterViewFunc(),
 		}),

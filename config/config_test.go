@@ -335,6 +335,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(route("    pools:\n      - { name: blue, weight: 100, registered: true }\n      - { name: green, weight: 0, version: v2, instances: [\"127.0.0.1:2\"] }\n")))
 	f.Add([]byte(route("    pools:\n      - { name: blue, weight: 100, discovery: { dns: _http._tcp.web.internal, resolver: \"127.0.0.1:53\", interval: 1s, empty_after: 2, max_drop_percent: 30, version: v1, scheme: https } }\n")))
 	f.Add([]byte("server: { limits: { max_connections: 100, max_connections_per_client: 10, max_requests_in_flight: 50, max_requests_in_flight_per_client: 5 }, request_body_timeout: 5s, client_write_timeout: 5s, min_request_body_rate: { bytes_per_second: 100, grace: 2s }, http2: { max_read_frame_size: 16384 } }\nupstream: { request_buffering: { max_bytes: 1024 } }\n" + route(twoPools)))
+	f.Add([]byte("admin: { listen: \"127.0.0.1:9901\", pprof: true }\n" + route(twoPools)))
 	f.Add([]byte("tls: { ciphers: [TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, TLS_RSA_WITH_AES_128_CBC_SHA], curves: [X25519, P-256], session_ticket_rotation: 1h, ocsp_stapling: false }\n" + route(twoPools)))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg, err := Parse("fuzz.yaml", data)

@@ -71,6 +71,8 @@ func TestFrontDoorConfigs(t *testing.T) {
 		{"cipher tls13", fmt.Sprintf("tls: { cert_file: %s, key_file: %s, ciphers: [TLS_AES_128_GCM_SHA256] }\n", cert, key) + pool(""), "not configurable"},
 		{"ciphers with 1.3", fmt.Sprintf("tls: { cert_file: %s, key_file: %s, min_version: \"1.3\", ciphers: [TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256] }\n", cert, key) + pool(""), "remove tls.ciphers"},
 		{"curve unknown", fmt.Sprintf("tls: { cert_file: %s, key_file: %s, curves: [P-192] }\n", cert, key) + pool(""), "not a curve"},
+		{"pprof on loopback", "admin: { pprof: true }\n" + pool(""), ""},
+		{"pprof exposed without token", "admin: { listen: \"0.0.0.0:9901\", pprof: true }\n" + pool(""), "set admin.token_file"},
 		{"ticket rotation", fmt.Sprintf("tls: { cert_file: %s, key_file: %s, session_ticket_rotation: 10ms }\n", cert, key) + pool(""), "under 1s"},
 		{"protocol", pool(", protocol: h3"), "not a protocol"},
 		{"h2 to http", pool(", protocol: h2"), "use h2c"},

@@ -87,6 +87,10 @@ type Admin struct {
 	// the API and dashboard answer to; any other Host header gets 403, which
 	// defeats DNS rebinding. Default none.
 	AllowedHosts []string `yaml:"allowed_hosts"`
+	// Pprof serves Go's profiles (net/http/pprof) at /debug/pprof/ on the
+	// admin listener, every one of them behind the admin token. Needs
+	// token_file unless the admin listener is on loopback. Default false.
+	Pprof bool `yaml:"pprof"`
 }
 
 // Server holds the proxy listener's timeouts and limits. There is on purpose

@@ -101,6 +101,9 @@ func (v *validator) config(c *Config) {
 		if c.Admin.Listen == c.Listen && !strings.HasSuffix(c.Listen, ":0") {
 			v.add(path{"admin", "listen"}, "%q is also the proxy listen address; give the admin listener its own port", c.Admin.Listen)
 		}
+		if c.Admin.Pprof && c.Admin.TokenFile == "" && !loopbackListen(c.Admin.Listen) {
+			v.add(path{"admin", "pprof"}, "profiles show the process's internals, and admin.listen %q is reachable beyond this machine without a token; set admin.token_file, or bind admin.listen to 127.0.0.1", c.Admin.Listen)
+		}
 	}
 	if c.Cluster != nil {
 		v.cluster(c.Cluster)
@@ -371,6 +374,19 @@ func (v *validator) overload(c *Config) {
 	if n := c.Upstream.RequestBuffering.Max(); n < 0 || n > MaxRequestBufferBytes {
 		v.add(path{"upstream", "request_buffering", "max_bytes"}, "%d is outside 0 (off) to %d (16 MiB; bodies buffered are held in memory)", n, MaxRequestBufferBytes)
 	}
+}
+
+// loopbackListen reports an address only this machine can reach.
+func loopbackListen(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }
 
 func (v *validator) http2(h *HTTP2) {
