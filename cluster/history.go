@@ -14,15 +14,112 @@ import (
 const (
 	historyEvery  = time.Second
 	historyLength = 10 * time.Minute
+	// historySlots is the ring's size: one more sample than a full
+	// historyLength of them, so that a ten-minute span has both ends.
+	historySlots = int(historyLength/historyEvery) + 1
 )
 
-type sample struct {
-	at     time.Time
-	counts evidence.Counts
+// history is guarded by Cluster.mu.
+type history map[poolKey]*poolHistory
+
+// poolHistory costs what it holds. It keeps the last cumulative counts
+// (one evidence.Counts, to take the next second's difference from) and,
+// per second, only what changed in it: requests, errors, and the latency
+// buckets that moved, sparse. A pool with a trickle of traffic holds a few
+// bytes a second; a busy one at most its buckets. The ring is a slice that
+// grows to historySlots and is then overwritten in place, each slot's
+// bucket slice reused, so a steady state makes no garbage. (It kept a
+// whole 370-bucket Counts a second, 1.8 MB a pool for ten minutes, and
+// re-sliced its ring, so the arrays it dropped were garbage.)
+type poolHistory struct {
+	last  evidence.Counts // cumulative, at the newest sample
+	ring  []second        // oldest at head once full
+	head  int             // the oldest slot once the ring is full
+	valid bool            // last holds a sample
 }
 
-// history is guarded by Cluster.mu.
-type history map[poolKey][]sample
+// second is one sample's difference from the one before; the oldest
+// sample only marks where the history starts (no difference).
+type second struct {
+	at       time.Time
+	requests uint64
+	errors   uint64
+	buckets  []bucketDelta
+}
+
+type bucketDelta struct {
+	i uint16
+	n uint32 // a second's requests in one bucket (capped, never wraps)
+}
+
+// add records the cumulative counts at now.
+func (h *poolHistory) add(now time.Time, c *evidence.Counts) {
+	var s *second
+	if len(h.ring) < historySlots {
+		h.ring = append(h.ring, second{})
+		s = &h.ring[len(h.ring)-1]
+	} else {
+		s = &h.ring[h.head]
+		h.head = (h.head + 1) % historySlots
+	}
+	s.at, s.requests, s.errors, s.buckets = now, 0, 0, s.buckets[:0]
+	if h.valid {
+		s.requests = c.Requests - h.last.Requests
+		s.errors = c.Errors - h.last.Errors
+		for i := range c.Latency {
+			if d := c.Latency[i] - h.last.Latency[i]; d != 0 {
+				s.buckets = append(s.buckets, bucketDelta{i: uint16(i), n: uint32(min(d, 1<<32-1))})
+			}
+		}
+	}
+	h.last, h.valid = *c, true
+}
+
+// at is the i-th sample from the newest (0) back.
+func (h *poolHistory) at(i int) *second {
+	n := len(h.ring)
+	return &h.ring[(h.head+n-1-i+n)%n]
+}
+
+// series is the traffic over the last `last` in spans of step (at least a
+// second), oldest first; it stops where the history starts.
+func (h *poolHistory) series(last, step time.Duration) []evidence.Point {
+	n := len(h.ring)
+	if n == 0 {
+		return nil
+	}
+	step = max(step, historyEvery)
+	oldest, end := h.at(n-1).at, h.at(0).at
+	var out []evidence.Point
+	i := 0 // the next sample to take, from the newest back
+	var span evidence.Counts
+	for k := 0; k < int(last/step); k++ {
+		to := end.Add(-time.Duration(k) * step)
+		from := to.Add(-step)
+		if from.Before(oldest) {
+			break
+		}
+		// The span is the samples after from, up to to: each one is what
+		// changed since the sample before it.
+		span = evidence.Counts{}
+		for ; i < n && h.at(i).at.After(from); i++ {
+			s := h.at(i)
+			if s.at.After(to) {
+				continue
+			}
+			span.Requests += s.requests
+			span.Errors += s.errors
+			for _, b := range s.buckets {
+				span.Latency[b.i] += uint64(b.n)
+			}
+		}
+		out = append(out, evidence.Point{At: to, Span: step, Requests: span.Requests, Errors: span.Errors, P99: span.Quantile(0.99)})
+	}
+	for a, b := 0, len(out)-1; a < b; a, b = a+1, b-1 {
+		out[a], out[b] = out[b], out[a]
+	}
+	return out
+}
 
 func (c *Cluster) historyLoop() {
 	tick := time.NewTicker(historyEvery)
@@ -64,11 +161,12 @@ func (c *Cluster) sampleHistory(now time.Time) {
 		s := c.cache.sum(c.o.Member, p.Route, p.Pool)
 		others := s.Traffic.All()
 		all.Add(&others)
-		ring := append(c.history[k], sample{at: now, counts: all})
-		for len(ring) > 0 && now.Sub(ring[0].at) > historyLength {
-			ring = ring[1:]
+		h := c.history[k]
+		if h == nil {
+			h = &poolHistory{}
+			c.history[k] = h
 		}
-		c.history[k] = ring
+		h.add(now, &all)
 	}
 	for k := range c.history {
 		if !busy[k.route] {
@@ -83,35 +181,9 @@ func (c *Cluster) sampleHistory(now time.Time) {
 func (c *Cluster) Series(route, pool string, last, step time.Duration) ([]evidence.Point, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	ring, ok := c.history[poolKey{route, pool}]
-	if !ok || len(ring) == 0 {
-		return nil, ok
+	h, ok := c.history[poolKey{route, pool}]
+	if !ok {
+		return nil, false
 	}
-	step = max(step, historyEvery)
-	// at is the newest sample at or before t.
-	at := func(t time.Time) (evidence.Counts, bool) {
-		for i := len(ring) - 1; i >= 0; i-- {
-			if !ring[i].at.After(t) {
-				return ring[i].counts, true
-			}
-		}
-		return evidence.Counts{}, false
-	}
-	end := ring[len(ring)-1].at
-	var out []evidence.Point
-	for i := 0; i < int(last/step); i++ {
-		to := end.Add(-time.Duration(i) * step)
-		from := to.Add(-step)
-		b, ok1 := at(to)
-		a, ok2 := at(from)
-		if !ok1 || !ok2 {
-			break
-		}
-		d := b.Sub(a)
-		out = append(out, evidence.Point{At: to, Span: step, Requests: d.Requests, Errors: d.Errors, P99: d.Quantile(0.99)})
-	}
-	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
-		out[i], out[j] = out[j], out[i]
-	}
-	return out, true
+	return h.series(last, step), true
 }
