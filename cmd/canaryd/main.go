@@ -18,6 +18,7 @@ import (
 	"canaryd"
 	"canaryd/app"
 	"canaryd/config"
+	"canaryd/memlimit"
 	"canaryd/demo"
 
 	"go.uber.org/zap"
@@ -115,6 +116,7 @@ func cmdRun(fs *flag.FlagSet, _, stderr io.Writer) func([]string) int {
 			log.Error("cannot start: bad config", zap.String("config", *path), zap.Error(err))
 			return 1
 		}
+		logMemoryLimit(log)
 		ctx, stop := signalContext()
 		defer stop()
 		srv, err := app.New(cfg, app.Options{ConfigPath: *path, ConfigData: data, Logger: log, Version: buildVersion()})
@@ -262,5 +264,19 @@ func cmdDemo(fs *flag.FlagSet, stdout, stderr io.Writer) func([]string) int {
 			return 1
 		}
 		return 0
+	}
+}
+
+// logMemoryLimit gives the runtime a soft memory limit from the cgroup's
+// (memlimit), and says which.
+func logMemoryLimit(log *zap.Logger) {
+	a, err := memlimit.Apply()
+	switch {
+	case err != nil:
+		log.Warn("the cgroup's memory limit could not be read; no soft memory limit from it (set GOMEMLIMIT)", zap.Error(err))
+	case a.Source == "GOMEMLIMIT":
+		log.Info("soft memory limit from GOMEMLIMIT", zap.Int64("bytes", a.Limit))
+	case a.Limit > 0:
+		log.Info("soft memory limit from the cgroup's", zap.Int64("bytes", a.Limit), zap.Int64("cgroup_limit", a.CgroupLimit), zap.String("file", a.Source))
 	}
 }
