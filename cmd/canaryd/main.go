@@ -18,8 +18,8 @@ import (
 	"canaryd"
 	"canaryd/app"
 	"canaryd/config"
-	"canaryd/memlimit"
 	"canaryd/demo"
+	"canaryd/memlimit"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
