@@ -126,8 +126,8 @@ type Server struct {
 	Limits Limits `yaml:"limits"`
 	// RequestBodyTimeout is the longest wait between two reads of a
 	// request body (nginx's client_body_timeout): a client that sends
-	// nothing for this long gets 408 and its connection closes. Default
-	// 60s.
+	// nothing for this long gets 408 and its connection closes. Not for
+	// gRPC calls (a stream may be quiet between messages). Default 60s.
 	RequestBodyTimeout Duration `yaml:"request_body_timeout"`
 	// MinRequestBodyRate cuts uploads slower than a rate once a grace has
 	// passed. Default off (see BodyRate).

@@ -122,7 +122,8 @@ type Options struct {
 	// failed. Default: none (use grpccode.DefaultErrors).
 	GRPCErrors grpccode.Set
 	// BodyTimeout is the longest wait between two reads of a request
-	// body; past it the client gets 408. Default 0: none.
+	// body (not a gRPC call's); past it the client gets 408. Default 0:
+	// none.
 	BodyTimeout time.Duration
 	// MinBodyRate, when above 0, cuts a body whose average rate since the
 	// request began is under it (bytes a second) once BodyRateGrace has
@@ -386,7 +387,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			body = http.MaxBytesReader(w, body, h.maxBody)
 		}
 		st.body = watchedBody{ReadCloser: body, limits: &h.bodyLimits, start: start}
-		if d, ok := w.(deadliner); ok && h.bodyLimits.timeout > 0 {
+		// A gRPC stream may be quiet between messages for as long as it
+		// likes (HTTP/2's PINGs and idle_timeout watch it): no body
+		// deadline for it.
+		if d, ok := w.(deadliner); ok && h.bodyLimits.timeout > 0 && !isGRPC(r.Header) {
 			st.body.d = d
 		}
 		r.Body = &st.body

@@ -103,7 +103,6 @@ func TestStalledBodyGets408(t *testing.T) {
 		{"buffered (a length within max_bytes)", "Content-Length: 100\r\n", true},
 		{"streamed (a length over max_bytes)", "Content-Length: 100000\r\n", false},
 		{"streamed (chunked)", "Transfer-Encoding: chunked\r\n", false},
-		{"streamed (gRPC)", "Content-Length: 100\r\nContent-Type: application/grpc\r\n", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newSlowRig(t, Options{BodyTimeout: 300 * time.Millisecond, BufferBodyBytes: 1024}, 0, nil)
@@ -131,6 +130,19 @@ func TestStalledBodyGets408(t *testing.T) {
 				t.Fatalf("outcome %d; want 408", o.Status)
 			}
 		})
+	}
+}
+
+// A gRPC stream is never cut by the body timeout: it may be quiet between
+// messages as long as it likes.
+func TestGRPCStreamHasNoBodyTimeout(t *testing.T) {
+	r := newSlowRig(t, Options{BodyTimeout: 300 * time.Millisecond, MinBodyRate: 1000, BodyRateGrace: 100 * time.Millisecond, BufferBodyBytes: 1024}, 0, nil)
+	c := r.dial(t)
+	fmt.Fprintf(c, "POST /svc/Method HTTP/1.1\r\nHost: x\r\nContent-Type: application/grpc\r\nTransfer-Encoding: chunked\r\n\r\na\r\n0123456789\r\n")
+	time.Sleep(1200 * time.Millisecond) // four body timeouts, quiet
+	fmt.Fprintf(c, "5\r\nabcde\r\n0\r\n\r\n")
+	if s := status(t, c); s != 200 {
+		t.Fatalf("a gRPC stream quiet for 1.2s (body timeout 300ms) ended %d; want 200", s)
 	}
 }
 
