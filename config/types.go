@@ -157,7 +157,7 @@ type Limits struct {
 	MaxConnections int `yaml:"max_connections"`
 	// MaxConnectionsPerClient is how many of them one source address may
 	// hold (the PROXY protocol's address when server.proxy_protocol is
-	// on). Peers in trusted_proxies that do not send PROXY headers are
+	// on; an IPv6 address by its /64, for both per-client limits). Peers in trusted_proxies that do not send PROXY headers are
 	// exempt: they carry many clients. Default: a quarter of
 	// max_connections.
 	MaxConnectionsPerClient int `yaml:"max_connections_per_client"`

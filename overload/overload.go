@@ -106,8 +106,20 @@ func (c *counts) shard(a netip.Addr) *shard {
 	return &c.shards[x>>58]
 }
 
+// clientKey is what a client is counted by: its address, or for IPv6
+// its /64, the prefix one subscriber (one host, one home) is given, so
+// that an attacker with a /64 of addresses is one client, not 2^64.
+func clientKey(a netip.Addr) netip.Addr {
+	if a.Is6() {
+		p, _ := a.Prefix(64)
+		return p.Addr()
+	}
+	return a
+}
+
 // acquire counts one more for a unless that would pass limit.
 func (c *counts) acquire(a netip.Addr, limit int32) bool {
+	a = clientKey(a)
 	s := c.shard(a)
 	s.mu.Lock()
 	n := s.m[a]
@@ -120,6 +132,7 @@ func (c *counts) acquire(a netip.Addr, limit int32) bool {
 }
 
 func (c *counts) release(a netip.Addr) {
+	a = clientKey(a)
 	s := c.shard(a)
 	s.mu.Lock()
 	if n := s.m[a]; n > 1 {
@@ -132,6 +145,7 @@ func (c *counts) release(a netip.Addr) {
 
 // of is a's count now (tests).
 func (c *counts) of(a netip.Addr) int {
+	a = clientKey(a)
 	s := c.shard(a)
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -89,6 +89,18 @@ func TestCountsShareNoEntryAfterRelease(t *testing.T) {
 	for range 3 {
 		c.release(a)
 	}
+	// An IPv6 client counts by its /64: two addresses of one prefix share
+	// a count, another prefix has its own.
+	v6a, v6b, other := netip.MustParseAddr("2001:db8:1:2::1"), netip.MustParseAddr("2001:db8:1:2:ffff::9"), netip.MustParseAddr("2001:db8:1:3::1")
+	if !c.acquire(v6a, 2) || !c.acquire(v6b, 2) || c.acquire(v6a, 2) {
+		t.Fatal("two addresses of one /64 are not counted as one client")
+	}
+	if !c.acquire(other, 2) {
+		t.Fatal("another /64 was refused")
+	}
+	c.release(v6a)
+	c.release(v6b)
+	c.release(other)
 	if n := len(c.shard(a).m); n != 0 {
 		t.Fatalf("%d entries left after every release", n)
 	}
