@@ -1,6 +1,7 @@
 package app
 
 import (
+	"bufio"
 	"crypto/tls"
 	"fmt"
 	"io"
@@ -327,3 +328,67 @@ type oneSession struct{ s *tls.ClientSessionState }
 
 func (o oneSession) Get(string) (*tls.ClientSessionState, bool) { return o.s, true }
 func (o oneSession) Put(string, *tls.ClientSessionState)        {}
+
+// Behind a trusted L4 balancer that sends PROXY headers, connections
+// count against the client each header names, not the balancer: one
+// client at its limit is refused while another behind the same balancer,
+// and the balancer's own header-less health checks, are served.
+func TestServerLimitsBehindPROXYProtocol(t *testing.T) {
+	be := protoBackend(t)
+	r := startFileRig(t, t.TempDir(), fmt.Sprintf(`
+listen: "127.0.0.1:0"
+admin: { listen: "127.0.0.1:0" }
+trusted_proxies: [127.0.0.1]
+server: { proxy_protocol: true, limits: { max_connections: 50, max_connections_per_client: 2 } }
+routes:
+  - name: web
+    pools: [{ name: blue, weight: 100, instances: ["%s"] }]
+`, be.URL))
+	addr := r.srv.ProxyAddr().String()
+	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	// open sends a PROXY header naming client (none: a health check) and
+	// a request, and reports whether it was answered; keep holds the
+	// connection open afterwards.
+	open := func(client string, keep bool) bool {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if keep {
+			held = append(held, c)
+		} else {
+			defer c.Close()
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if client != "" {
+			fmt.Fprintf(c, "PROXY TCP4 %s 127.0.0.1 40000 80\r\n", client)
+		}
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			return false
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	}
+	if !open("198.51.100.1", true) || !open("198.51.100.1", true) {
+		t.Fatal("two connections of one client within its limit of 2 were refused")
+	}
+	if open("198.51.100.1", false) {
+		t.Fatal("a third connection of 198.51.100.1 was served; its limit is 2")
+	}
+	if !open("198.51.100.2", false) {
+		t.Fatal("another client behind the same balancer was refused")
+	}
+	for range 3 {
+		if !open("", false) {
+			t.Fatal("the balancer's own health check was refused")
+		}
+	}
+}
