@@ -288,6 +288,7 @@ func TestTLSListenerRefusesCBC(t *testing.T) {
 // (tls.session_ticket_rotation): a ticket resumes across a rotation, and
 // not once its key is three rotations old.
 func TestTicketRotationInOneProcess(t *testing.T) {
+	long(t)
 	be := protoBackend(t)
 	r, ca := tlsRig(t, be.URL, "", ", session_ticket_rotation: 1s")
 	url := "https://" + r.srv.ProxyAddr().String() + "/"
