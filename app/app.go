@@ -262,11 +262,13 @@ func (s *Server) setupProxy(cfg *config.Config) error {
 		BufferBodyBytes:     cfg.Upstream.RequestBuffering.Max(),
 	})
 	// The server's own complaints (TLS handshakes, bad requests it
-	// rejects) are worth a warning, not an error: clients cause them.
+	// rejects) are worth a warning, not an error: clients cause them, and
+	// at most serverLogLines of them a second are logged.
 	errorLog, err := zap.NewStdLogAt(s.log.Named("http"), zap.WarnLevel)
 	if err != nil {
 		return err
 	}
+	errorLog.SetOutput(&limitedLog{w: errorLog.Writer()})
 	s.proxy = &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout.D(),

@@ -2,7 +2,9 @@ package app
 
 import (
 	"fmt"
+	"io"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -106,4 +108,37 @@ func (g *overloadGuard) refused(lim overload.Limit, client netip.Addr) {
 	}
 	g.log.Warn("refused over server.limits (logged at most once a second; canaryd_overload_refused_total counts them all)",
 		zap.String("limit", string(lim)), zap.Stringer("client", client), zap.Int64("refused_since_last_line", g.unlogged.Swap(0)))
+}
+
+// serverLogLines is how many lines a second the proxy's http.Server may
+// log (failed TLS handshakes, requests it refuses itself): clients cause
+// them, so a flood of bad connections must not become a flood of logs.
+const serverLogLines = 10
+
+// limitedLog passes at most serverLogLines lines a second to w, then says
+// how many it dropped when the next second begins.
+type limitedLog struct {
+	w       io.Writer
+	mu      sync.Mutex
+	second  int64 // the Unix second being counted
+	lines   int
+	dropped int
+}
+
+func (l *limitedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := time.Now().Unix()
+	if now != l.second {
+		if l.dropped > 0 {
+			fmt.Fprintf(l.w, "http: %d more lines like the ones before were dropped (at most %d a second are logged)", l.dropped, serverLogLines)
+		}
+		l.second, l.lines, l.dropped = now, 0, 0
+	}
+	if l.lines >= serverLogLines {
+		l.dropped++
+		return len(p), nil
+	}
+	l.lines++
+	return l.w.Write(p)
 }

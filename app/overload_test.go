@@ -11,6 +11,12 @@ import (
 	"testing"
 	"time"
 
+	"canaryd/config"
+	"canaryd/internal/testcerts"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -393,5 +399,52 @@ routes:
 		if !open("", false) {
 			t.Fatal("the balancer's own health check was refused")
 		}
+	}
+}
+
+// A flood of connections that never finish their TLS handshake logs at
+// most serverLogLines lines a second from the server, and then how many
+// it dropped: a flood of bad connections is not a flood of logs.
+func TestServerLogIsLimited(t *testing.T) {
+	dir := t.TempDir()
+	ca := testcerts.NewCA(t, "CA")
+	cf, kf := ca.WriteLeaf(t, dir, "site", "site.test")
+	cfg, err := config.Parse("c.yaml", []byte(fmt.Sprintf(`
+listen: "127.0.0.1:0"
+admin: { listen: "127.0.0.1:0" }
+state_dir: %q
+tls: { cert_file: %s, key_file: %s }
+routes: [{ name: web, pools: [{ name: blue, weight: 100, instances: ["127.0.0.1:1"] }] }]
+`, dir, cf, kf)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zapcore.WarnLevel)
+	srv, err := New(cfg, Options{Logger: zap.New(core)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveFor(t, srv)
+	start := time.Now()
+	for range 300 {
+		c, err := net.Dial("tcp", srv.ProxyAddr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write([]byte{0x16, 0x03, 0x01, 0x00, 0x05, 1}) // half a ClientHello
+		c.Close()
+	}
+	waitUntil(t, "the handshake errors logged", func() bool {
+		return logs.FilterMessageSnippet("TLS handshake error").Len() > 0
+	})
+	time.Sleep(1100 * time.Millisecond) // the next second says what was dropped
+	c, _ := net.Dial("tcp", srv.ProxyAddr().String())
+	c.Close()
+	waitUntil(t, "the dropped lines said", func() bool {
+		return logs.FilterMessageSnippet("were dropped").Len() > 0
+	})
+	seconds := int(time.Since(start).Seconds()) + 1
+	if n := logs.FilterMessageSnippet("TLS handshake error").Len(); n > serverLogLines*seconds {
+		t.Fatalf("%d handshake error lines in %d s; want at most %d a second", n, seconds, serverLogLines)
 	}
 }
