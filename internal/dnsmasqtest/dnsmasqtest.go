@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"canaryd/internal/proctest"
 )
 
 // Binary finds dnsmasq, or skips the test (fails it when
@@ -49,8 +51,7 @@ type Server struct {
 	helperAddr string
 
 	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
+	proc *proctest.Proc // nil while stopped
 	out  bytes.Buffer
 }
 
@@ -162,13 +163,12 @@ func (s *Server) start(args []string) {
 	w := &lockedWriter{s: s}
 	s.mu.Unlock()
 	cmd.Stdout, cmd.Stderr = w, w
-	if err := cmd.Start(); err != nil {
+	proc, err := proctest.Start(cmd)
+	if err != nil {
 		s.t.Fatalf("start dnsmasq: %v", err)
 	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
 	s.mu.Lock()
-	s.cmd, s.done = cmd, done
+	s.proc = proc
 	s.mu.Unlock()
 	waitPort(s.t, s.Addr)
 }
@@ -190,28 +190,21 @@ func waitPort(t testing.TB, addr string) {
 // HUP makes dnsmasq read the hosts file again (and clears its cache).
 func (s *Server) HUP() {
 	s.mu.Lock()
-	cmd := s.cmd
+	proc := s.proc
 	s.mu.Unlock()
-	if cmd != nil {
-		cmd.Process.Signal(syscall.SIGHUP)
+	if proc != nil {
+		proc.Signal(syscall.SIGHUP)
 	}
 }
 
 // Stop ends dnsmasq: the resolver is down until Run.
 func (s *Server) Stop() {
 	s.mu.Lock()
-	cmd, done := s.cmd, s.done
-	s.cmd = nil
+	proc := s.proc
+	s.proc = nil
 	s.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		cmd.Process.Kill()
-		<-done
+	if proc != nil {
+		proc.Stop(5 * time.Second)
 	}
 }
 

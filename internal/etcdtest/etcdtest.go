@@ -11,9 +11,10 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"canaryd/internal/proctest"
 )
 
 // Cluster is a running etcd cluster.
@@ -30,9 +31,8 @@ type Member struct {
 	dir        string
 	initial    string
 	mu         sync.Mutex
-	cmd        *exec.Cmd
+	proc       *proctest.Proc // nil while stopped
 	out        *bytes.Buffer
-	done       chan struct{}
 }
 
 // Binary finds etcd, or skips the test (fails it when
@@ -171,43 +171,34 @@ func (m *Member) Start(t testing.TB) {
 	out := &bytes.Buffer{}
 	w := &lockedWriter{mu: &m.mu, b: out}
 	cmd.Stdout, cmd.Stderr = w, w
-	if err := cmd.Start(); err != nil {
+	proc, err := proctest.Start(cmd)
+	if err != nil {
 		t.Fatalf("start etcd %s: %v", m.Name, err)
 	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
 	m.mu.Lock()
-	m.cmd, m.out, m.done = cmd, out, done
+	m.proc, m.out = proc, out
 	m.mu.Unlock()
 }
 
 // Stop ends the member (SIGTERM) and waits for it.
 func (m *Member) Stop() {
 	m.mu.Lock()
-	cmd, done := m.cmd, m.done
-	m.cmd = nil
+	proc := m.proc
+	m.proc = nil
 	m.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		cmd.Process.Kill()
-		<-done
+	if proc != nil {
+		proc.Stop(10 * time.Second)
 	}
 }
 
 // Kill ends the member at once.
 func (m *Member) Kill() {
 	m.mu.Lock()
-	cmd, done := m.cmd, m.done
-	m.cmd = nil
+	proc := m.proc
+	m.proc = nil
 	m.mu.Unlock()
-	if cmd != nil {
-		cmd.Process.Kill()
-		<-done
+	if proc != nil {
+		proc.Kill()
 	}
 }
 
@@ -215,7 +206,7 @@ func (m *Member) Kill() {
 func (m *Member) Running() bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.cmd != nil
+	return m.proc != nil
 }
 
 type lockedWriter struct {
