@@ -98,7 +98,7 @@ func memberLog(t *testing.T, endpoints []string, id string, h Handler, routes ma
 // leakOpts: the etcd processes' own goroutines (output copies and waits)
 // live until the test's cleanup, after the leak check.
 var leakOpts = []goleak.Option{goleak.IgnoreCurrent(),
-	goleak.IgnoreAnyFunction("os/exec.(*Cmd).writerDescriptor.func1"), goleak.IgnoreAnyFunction("canaryd/internal/etcdtest.(*Member).Start.func1")}
+	goleak.IgnoreAnyFunction("os/exec.(*Cmd).writerDescriptor.func1"), goleak.IgnoreAnyFunction("canaryd/internal/proctest.Start.func1")}
 
 func eventually(t *testing.T, within time.Duration, what string, ok func() bool) {
 	t.Helper()
