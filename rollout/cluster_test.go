@@ -165,19 +165,10 @@ func TestFollowerAdoptsOnceItsPoolsAgree(t *testing.T) {
 	m := NewManager(Deps{Counters: newSim(), Pools: allUp{}, Metrics: metrics.NewRollouts(prometheus.NewRegistry()),
 		Store: store, Sink: sink, Clustered: true})
 	defer m.Close()
-	cfg, err := config.Parse("c.yaml", []byte(`routes:
-  - name: web
-    rollout: { stable: blue, canary: green, steps: [10, 100], interval: 1h }
-    pools:
-      - { name: blue, weight: 100, registered: true }
-      - { name: green, weight: 0, registered: true }
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &cfg.Routes[0]
+	routes := registeredWeb(t, "{ stable: blue, canary: green, steps: [10, 100], interval: 1h }")
+	r := &routes[0]
 	pools := held{"blue": version("v1", 2)}
-	m.SyncReleases(cfg.Routes, pools.rel)
+	m.SyncReleases(routes, pools.rel)
 	leaders := State{Route: "web", Release: releaseID("blue", "green", "v:v2"), Strategy: "canary", Stable: "blue", Canary: "green",
 		Phase: Progressing, StepIndex: 0, Weight: 1000, CanaryVersion: "v2"}
 	m.Adopt(leaders)

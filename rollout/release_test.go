@@ -31,17 +31,8 @@ func TestReleasesRepeatThroughTwoPools(t *testing.T) {
 	traffic := newSim()
 	deps := Deps{Counters: traffic, Pools: allUp{}, Metrics: metrics.NewRollouts(prometheus.NewRegistry()), StateDir: t.TempDir()}
 	m := NewManager(deps)
-	cfg, err := config.Parse("r.yaml", []byte(`routes:
-  - name: web
-    rollout: { stable: blue, canary: green, steps: [10, 50, 100], min_requests: 10 }
-    pools:
-      - { name: blue, weight: 100, registered: true }
-      - { name: green, weight: 0, registered: true }
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &cfg.Routes[0]
+	routes := registeredWeb(t, "{ stable: blue, canary: green, steps: [10, 50, 100], min_requests: 10 }")
+	r := &routes[0]
 	pools := held{"blue": version("v1", 2)}
 	expect := func(phase Phase, stable, canary string, canaryBP int, reason string) {
 		t.Helper()
@@ -62,7 +53,7 @@ func TestReleasesRepeatThroughTwoPools(t *testing.T) {
 		}
 	}
 
-	m.SyncReleases(cfg.Routes, pools.rel)
+	m.SyncReleases(routes, pools.rel)
 	expect(Idle, "blue", "green", 0, "the canary pool green has no instances yet")
 
 	pools["green"] = version("v2", 1)
@@ -88,7 +79,7 @@ func TestReleasesRepeatThroughTwoPools(t *testing.T) {
 
 	// A restart here resumes the promotion, roles and all.
 	m2 := NewManager(deps)
-	m2.SyncReleases(cfg.Routes, pools.rel)
+	m2.SyncReleases(routes, pools.rel)
 	if st, _ := m2.Status("web"); st.Phase != Promoted || st.Canary != "green" {
 		t.Fatalf("after restart: %+v", st)
 	}
@@ -130,17 +121,11 @@ func TestReleasesRepeatThroughTwoPools(t *testing.T) {
 func TestReleasesWithoutVersions(t *testing.T) {
 	traffic := newSim()
 	m := NewManager(Deps{Counters: traffic, Pools: allUp{}, Metrics: metrics.NewRollouts(prometheus.NewRegistry()), StateDir: t.TempDir()})
-	cfg, _ := config.Parse("r.yaml", []byte(`routes:
-  - name: web
-    rollout: { stable: blue, canary: green, steps: [50, 100], min_requests: 10 }
-    pools:
-      - { name: blue, weight: 100, registered: true }
-      - { name: green, weight: 0, registered: true }
-`))
-	r := &cfg.Routes[0]
+	routes := registeredWeb(t, "{ stable: blue, canary: green, steps: [50, 100], min_requests: 10 }")
+	r := &routes[0]
 	some := PoolRelease{ID: "dynamic", Instances: 2}
 	pools := held{"blue": some, "green": some}
-	m.SyncReleases(cfg.Routes, pools.rel)
+	m.SyncReleases(routes, pools.rel)
 	for i := 0; i < 2; i++ {
 		traffic.add("green", 1000, 0)
 		traffic.add("blue", 1000, 0)
@@ -184,4 +169,21 @@ func TestOldStateFilesResume(t *testing.T) {
 	if s, _ := m.Status("web"); s.Phase != Promoted || s.Canary != "green" {
 		t.Fatalf("%+v", s)
 	}
+}
+
+// registeredWeb is a route "web" whose pools blue and green take their
+// instances from registrations, with the rollout block given.
+func registeredWeb(t *testing.T, rolloutBlock string) []config.Route {
+	t.Helper()
+	cfg, err := config.Parse("r.yaml", []byte(`routes:
+  - name: web
+    rollout: ` + rolloutBlock + `
+    pools:
+      - { name: blue, weight: 100, registered: true }
+      - { name: green, weight: 0, registered: true }
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg.Routes
 }
