@@ -177,7 +177,7 @@ func registeredWeb(t *testing.T, rolloutBlock string) []config.Route {
 	t.Helper()
 	cfg, err := config.Parse("r.yaml", []byte(`routes:
   - name: web
-    rollout: ` + rolloutBlock + `
+    rollout: `+rolloutBlock+`
     pools:
       - { name: blue, weight: 100, registered: true }
       - { name: green, weight: 0, registered: true }
