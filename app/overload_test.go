@@ -321,8 +321,13 @@ func TestTicketRotationInOneProcess(t *testing.T) {
 	}
 	ticket := oneSession{st}
 	time.Sleep(1300 * time.Millisecond)
-	if !get(ticket) {
-		t.Error("a ticket from before a rotation did not resume")
+	// Rotations come at least 1s apart, so until 2s after the ticket at
+	// most two have passed and its key still decrypts. A loaded machine
+	// can oversleep past that: the check is then not judged.
+	if resumed := get(ticket); !resumed && time.Since(issued) < 2*time.Second {
+		t.Errorf("a ticket from before a rotation did not resume (%v after it was issued)", time.Since(issued))
+	} else if !resumed {
+		t.Logf("the check came %v after the ticket, past two rotations: not judged", time.Since(issued))
 	}
 	// Three rotations take 3s at the least; 6s leaves room for a loaded
 	// machine's late timers.

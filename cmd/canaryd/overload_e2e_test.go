@@ -504,8 +504,13 @@ routes:
 		}
 		ticket := frozenSession(t, fresh)
 		time.Sleep(2500 * time.Millisecond)
-		if !get(members[1], ticket) {
+		// Rotations come at least 2s apart, so until 4s after the ticket
+		// its key still decrypts; a loaded machine that oversleeps past
+		// that leaves the check not judged.
+		if resumed := get(members[1], ticket); !resumed && time.Since(issued) < 4*time.Second {
 			t.Errorf("TLS %x: a ticket from before a rotation did not resume on the other member", version)
+		} else if !resumed {
+			t.Logf("TLS %x: the check came %v after the ticket, past two rotations: not judged", version, time.Since(issued))
 		}
 		// Three rotations later its key is gone everywhere: they take
 		// 7.5s at most (a member looks every 500ms), 11s leaves room for
