@@ -292,7 +292,13 @@ func TestClusterLeaderKilled(t *testing.T) {
 		t.Fatalf("new leader %v after %v; want one within session_ttl + 2s", next, took)
 	}
 	t.Logf("after kill -9 of leader %s, %s leads after %v", lead.id, next.id, took.Round(time.Millisecond))
+	// The election key names the new leader a moment before that member
+	// has taken the rollouts over (it reads their state first): the
+	// status says "resumed" within a second of it.
 	st := next.run.status(t, "web")
+	for end := time.Now().Add(2 * time.Second); !strings.Contains(st.Reason, "resumed by new leader "+next.id) && time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		st = next.run.status(t, "web")
+	}
 	if st.Phase != rollout.Progressing || st.Step != 1 || !strings.Contains(st.Reason, "resumed by new leader "+next.id) {
 		t.Errorf("after the failover: %s step %d (%s)", st.Phase, st.Step, st.Reason)
 	}
