@@ -9,44 +9,107 @@ import (
 	"time"
 )
 
-// Pick chooses the pool and the instance for one request, from its headers
-// (the Cookie header included):
+// Pick chooses the pool and the instance for a request with these
+// headers (the Cookie header included), from no particular peer: see
+// Choose.
+func (r *Route) Pick(h http.Header) (*Pool, *Instance) {
+	c := r.Choose(&Request{Header: h})
+	return c.Pool, c.Instance
+}
+
+// PickFrom is Pick for a request from peer (its RemoteAddr, "host:port"),
+// which a route that restricts forcing (ForceFrom) needs. It also reports
+// whether the request named its pool (a preview) rather than being given
+// one.
+func (r *Route) PickFrom(h http.Header, peer string) (*Pool, *Instance, bool) {
+	c := r.Choose(&Request{Header: h, Peer: peer})
+	return c.Pool, c.Instance, c.Via == ViaForce
+}
+
+// Choose chooses the pool and the instance for one request, trying in
+// turn:
 //
 //  1. force: a header or cookie naming a pool routes there, whatever its
 //     weight; if that pool has no available instance the answer is no
 //     instance (the caller says 503) rather than a silent fallback;
-//  2. sticky: a user key hashes to a bucket, and the bucket's pool serves;
-//  3. otherwise the next slot of the schedule.
+//  2. propagation: a trusted peer's header naming the version of a pool
+//     that is live in the route;
+//  3. rules, in order: the first whose conditions all hold;
+//  4. affinity or sticky: canaryd's cookie, or the application's key,
+//     gives a bucket, and the bucket's pool serves; a client without the
+//     cookie is given a random bucket;
+//  5. otherwise the next slot of the schedule.
 //
-// A nil instance means nothing can serve the request. The pool is returned
-// even then when one was chosen, for accounting.
-func (r *Route) Pick(h http.Header) (*Pool, *Instance) {
-	p, in, _ := r.PickFrom(h, "")
-	return p, in
-}
-
-// PickFrom is Pick for a request from peer (its RemoteAddr, "host:port"),
-// which a route that restricts forcing (ForceFrom) needs; "" is a peer
-// that may not force when a restriction is set. It also reports whether
-// the request named its pool (a preview) rather than being given one.
-func (r *Route) PickFrom(h http.Header, peer string) (*Pool, *Instance, bool) {
-	if p := r.forced(h, peer); p != nil {
-		return p, p.pick(), true
+// A propagated or rule pool with no available instance gives way to the
+// steps after it (an operator's rule is not a client's explicit preview:
+// serving someone beats a 503). A nil instance means nothing can serve
+// the request. The pool is returned even then when one was chosen, for
+// accounting.
+func (r *Route) Choose(req *Request) Choice {
+	if p := r.forced(req.Header, req.Peer); p != nil {
+		return Choice{Pool: p, Instance: p.pick(), Via: ViaForce, NewBucket: -1}
 	}
-	p, in := r.pickWeighted(h)
-	return p, in, false
+	if r.propagate != "" {
+		if p := r.propagated(req); p != nil {
+			if in := p.pick(); in != nil {
+				return Choice{Pool: p, Instance: in, Via: ViaPropagated, NewBucket: -1}
+			}
+		}
+	}
+	if len(r.rules.list) > 0 {
+		if rule := r.rules.match(req); rule != nil {
+			if in := rule.Pool.pick(); in != nil {
+				return Choice{Pool: rule.Pool, Instance: in, Via: ViaRule, Rule: rule, NewBucket: -1}
+			}
+		}
+	}
+	return r.pickWeighted(req.Header)
 }
 
-func (r *Route) pickWeighted(h http.Header) (*Pool, *Instance) {
+// NeedsClient reports whether a rule of the route reads the client's
+// address (Request.Client).
+func (r *Route) NeedsClient() bool { return r.rules.needsClient }
+
+// propagated is the live pool whose version a trusted peer's propagation
+// header names, nil when there is none.
+func (r *Route) propagated(req *Request) *Pool {
+	v := req.Header[r.propagate]
+	if len(v) == 0 || v[0] == "" {
+		return nil
+	}
+	if !req.TrustedPeer && (r.forceFrom == nil || !r.peerIn(req.Peer)) {
+		return nil
+	}
+	for _, p := range r.Pools {
+		if p.live && p.Version == v[0] {
+			return p
+		}
+	}
+	return nil
+}
+
+func (r *Route) pickWeighted(h http.Header) Choice {
+	c := Choice{NewBucket: -1}
 	if r.schedule == nil {
-		return nil, nil
+		return c
 	}
 	var p *Pool
 	var in *Instance
-	if key, ok := r.stickyKey(h); ok {
-		p = r.Pools[r.bucketPool(Bucket(key))]
+	switch {
+	case r.affinity != nil:
+		b, ok := r.affinity.bucket(h)
+		if !ok {
+			b = rand.IntN(Slots)
+			c.NewBucket = b
+		}
+		p, c.Via = r.Pools[r.bucketPool(uint16(b))], ViaAffinity
 		in = p.pick()
-	} else {
+	default:
+		if key, ok := r.stickyKey(h); ok {
+			p, c.Via = r.Pools[r.bucketPool(Bucket(key))], ViaSticky
+			in = p.pick()
+			break
+		}
 		// The pick's place in the Slots cycle (a constant modulus: a
 		// multiply and a shift), then in the route's shorter cycle, which
 		// divides it (a precomputed divisor, no division).
@@ -61,12 +124,14 @@ func (r *Route) pickWeighted(h http.Header) (*Pool, *Instance) {
 			in = p.pickFrom(int(r.turn[slot]), nil)
 		}
 	}
-	if in != nil {
-		return p, in
+	if in == nil {
+		// The pool lost its last instance after this table was built; the
+		// next table will redistribute its share. Until then take the
+		// next pool.
+		p, in = r.fallback(p, nil)
 	}
-	// The pool lost its last instance after this table was built; the next
-	// table will redistribute its share. Until then take the next pool.
-	return r.fallback(p, nil)
+	c.Pool, c.Instance = p, in
+	return c
 }
 
 // PickExcept chooses another instance after failed could not be reached:
@@ -118,21 +183,8 @@ func (r *Route) forced(h http.Header, peer string) *Pool {
 // in ForceFrom, and the secret must match (compared in constant time, so
 // its bytes cannot be guessed one by one from answer times).
 func (r *Route) mayForce(h http.Header, peer string) bool {
-	if r.forceFrom != nil {
-		ap, err := netip.ParseAddrPort(peer)
-		if err != nil {
-			return false
-		}
-		a, ok := ap.Addr().Unmap(), false
-		for _, p := range r.forceFrom {
-			if p.Contains(a) {
-				ok = true
-				break
-			}
-		}
-		if !ok {
-			return false
-		}
+	if r.forceFrom != nil && !r.peerIn(peer) {
+		return false
 	}
 	if r.forceSecret != nil {
 		v := h[r.ForceSecretHeader]
@@ -141,6 +193,21 @@ func (r *Route) mayForce(h http.Header, peer string) bool {
 		}
 	}
 	return true
+}
+
+// peerIn reports whether peer ("host:port") is in force.allow_from.
+func (r *Route) peerIn(peer string) bool {
+	ap, err := netip.ParseAddrPort(peer)
+	if err != nil {
+		return false
+	}
+	a := ap.Addr().Unmap()
+	for _, p := range r.forceFrom {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 func (r *Route) forceName(h http.Header) string {

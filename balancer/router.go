@@ -272,6 +272,17 @@ func copySpec(s RouteSpec) RouteSpec {
 		s.Pools[i].Instances = slices.Clone(s.Pools[i].Instances)
 	}
 	s.ForceFrom = slices.Clone(s.ForceFrom)
+	if s.Rules != nil {
+		rules := make([]RuleSpec, len(s.Rules))
+		for i, r := range s.Rules {
+			rules[i] = r.clone()
+		}
+		s.Rules = rules
+	}
+	if s.Affinity != nil {
+		a := *s.Affinity
+		s.Affinity = &a
+	}
 	return s
 }
 
@@ -284,13 +295,16 @@ func sameSpec(a, b RouteSpec) bool {
 		a.StickyHeader != b.StickyHeader || a.StickyCookie != b.StickyCookie || a.ForceHeader != b.ForceHeader || a.ForceCookie != b.ForceCookie ||
 		a.ForceSecret != b.ForceSecret || a.ForceSecretHeader != b.ForceSecretHeader || a.StickyLow != b.StickyLow ||
 		a.MirrorPool != b.MirrorPool || a.MirrorShare != b.MirrorShare || a.Mirror != b.Mirror || a.Stats != b.Stats ||
-		!slices.Equal(a.ForceFrom, b.ForceFrom) || len(a.Pools) != len(b.Pools) {
+		!slices.Equal(a.ForceFrom, b.ForceFrom) || len(a.Pools) != len(b.Pools) || a.PropagateHeader != b.PropagateHeader ||
+		(a.Affinity == nil) != (b.Affinity == nil) || (a.Affinity != nil && *a.Affinity != *b.Affinity) ||
+		!slices.EqualFunc(a.Rules, b.Rules, func(x, y RuleSpec) bool { return x.equal(&y) }) {
 		return false
 	}
 	for i := range a.Pools {
 		p, q := a.Pools[i], b.Pools[i]
 		if p.Name != q.Name || p.Weight != q.Weight || p.PanicThreshold != q.PanicThreshold || p.SlowStart != q.SlowStart ||
-			p.Stats != q.Stats || p.Transport != q.Transport || p.AwaitProbe != q.AwaitProbe || len(p.Instances) != len(q.Instances) {
+			p.Stats != q.Stats || p.Transport != q.Transport || p.AwaitProbe != q.AwaitProbe || len(p.Instances) != len(q.Instances) ||
+			p.Version != q.Version || p.Live != q.Live {
 			return false
 		}
 		for k := range p.Instances {

@@ -29,6 +29,8 @@ func TestEveryFieldOfASpecIsApplied(t *testing.T) {
 			ForceFrom:   []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")},
 			ForceSecret: "s", ForceSecretHeader: "X-Secret", StickyLow: "green",
 			MirrorPool: "green", MirrorShare: 100, Mirror: &testMirror{}, Stats: &evidence.Pool{},
+			Rules:    []RuleSpec{{Name: "beta", Headers: []StringMatch{{Name: "X-Beta", Value: "1"}}, Pool: "green"}},
+			Affinity: &AffinitySpec{Cookie: "aff", Path: "/", TTL: time.Hour},
 			Pools: []PoolSpec{
 				{Name: "blue", Weight: 9000, Instances: []*url.URL{u1}, PanicThreshold: 50, SlowStart: time.Second, Stats: &evidence.Pool{}, Transport: &http.Transport{}},
 				{Name: "green", Weight: 1000, Instances: []*url.URL{u2}, Stats: &evidence.Pool{}, Transport: &http.Transport{}},
@@ -42,7 +44,7 @@ func TestEveryFieldOfASpecIsApplied(t *testing.T) {
 		"StickyCookie":         func(s *RouteSpec) { s.StickyHeader, s.StickyCookie = "", "uid" },
 		"StickyLow":            func(s *RouteSpec) { s.StickyLow = "blue" },
 		"MirrorPool":           func(s *RouteSpec) { s.MirrorPool = "blue" },
-		"Pools.Name":           func(s *RouteSpec) { s.Pools[1].Name, s.StickyLow, s.MirrorPool = "teal", "teal", "teal" },
+		"Pools.Name":           func(s *RouteSpec) { s.Pools[1].Name, s.StickyLow, s.MirrorPool, s.Rules[0].Pool = "teal", "teal", "teal", "teal" },
 		"Pools.Weight":         func(s *RouteSpec) { s.Pools[0].Weight, s.Pools[1].Weight = 8000, 2000 },
 		"Pools.Instances":      func(s *RouteSpec) { u, _ := url.Parse("http://127.0.0.1:9003"); s.Pools[0].Instances[0] = u },
 		"ForceFrom":            func(s *RouteSpec) { s.ForceFrom[0] = netip.MustParsePrefix("11.0.0.0/8") },
@@ -55,6 +57,8 @@ func TestEveryFieldOfASpecIsApplied(t *testing.T) {
 		"Pools.Stats":          func(s *RouteSpec) { s.Pools[0].Stats = &evidence.Pool{} },
 		"Mirror":               func(s *RouteSpec) { s.Mirror = &testMirror{} },
 		"Stats":                func(s *RouteSpec) { s.Stats = &evidence.Pool{} },
+		"Rules":                func(s *RouteSpec) { s.Rules[0].Headers[0].Value = "2" },
+		"Affinity":             func(s *RouteSpec) { s.Affinity.TTL = 2 * time.Hour },
 	}
 	var edits []string
 	for _, f := range reflect.VisibleFields(reflect.TypeFor[RouteSpec]()) {

@@ -67,6 +67,16 @@ type RouteSpec struct {
 	// Stats is the route's record of the requests no pool took, carried
 	// into the Route.
 	Stats *evidence.Pool
+	// Rules send the requests they match to their pools, in order,
+	// before the weighted pick.
+	Rules []RuleSpec
+	// Affinity, when set, is canaryd's own affinity cookie (instead of
+	// StickyHeader and StickyCookie).
+	Affinity *AffinitySpec
+	// PropagateHeader carries the version of the pool chosen to the
+	// instance, and from a trusted peer routes to the pool of that
+	// version. "": none.
+	PropagateHeader string
 }
 
 // Mirror sends a route's shadow copies: package proxy's *Mirror, made by
@@ -98,6 +108,13 @@ type PoolSpec struct {
 	// pool with active probes: a new instance gets traffic only once it
 	// answers). false: it joins at once, in slow start.
 	AwaitProbe bool
+	// Version the pool runs, as propagated (RouteSpec.PropagateHeader):
+	// its version, or its name when it has none.
+	Version string
+	// Live: a propagated request may be routed to the pool even at
+	// weight 0 (a rollout's pools while the rollout is live). A pool
+	// with weight is live anyway.
+	Live bool
 }
 
 // Table is an immutable, compiled set of routes.
@@ -182,6 +199,12 @@ type Route struct {
 	// ForceSecretHeader is the canonical header that carries the secret
 	// ("" when there is none); the proxy removes it before forwarding.
 	ForceSecretHeader string
+	// PropagateHeader is the canonical header the proxy stamps with the
+	// chosen pool's version ("" when none).
+	PropagateHeader string
+	propagate       string // = PropagateHeader, read by picks
+	rules           rules
+	affinity        *affinity
 
 	// The cursor is written by every request on every core; keep it off the
 	// cache lines of the read-only fields above.
@@ -212,12 +235,22 @@ type Pool struct {
 	// Transport is PoolSpec.Transport.
 	Transport http.RoundTripper
 
+	// Version is PoolSpec.Version; versionValue is it as a header
+	// value, shared by every request stamped with it (read only).
+	Version      string
+	versionValue [1]string
+	live         bool
+
 	policy    Policy
 	slowStart int64 // nanoseconds; 0: off
 	_         [64]byte
 	rr        atomic.Uint64
 	_         [56]byte
 }
+
+// VersionValue is the pool's version as a header value (one shared
+// slice: the caller must not change it).
+func (p *Pool) VersionValue() []string { return p.versionValue[:] }
 
 // Weighted reports whether the schedule gives this pool any traffic.
 func (p *Pool) Weighted() bool { return p.Effective > 0 }
@@ -318,7 +351,12 @@ func compileRoute(s RouteSpec, get func(route, pool string, u *url.URL, awaitPro
 		// instance, so its share goes to the others, like a pool that is
 		// all down.
 		sum += ps.Weight
-		p := &Pool{Name: ps.Name, Weight: ps.Weight, Stats: ps.Stats, Transport: ps.Transport, policy: s.Policy, slowStart: int64(ps.SlowStart)}
+		p := &Pool{Name: ps.Name, Weight: ps.Weight, Stats: ps.Stats, Transport: ps.Transport, policy: s.Policy, slowStart: int64(ps.SlowStart),
+			Version: ps.Version, live: ps.Live || ps.Weight > 0}
+		if p.Version == "" {
+			p.Version = p.Name
+		}
+		p.versionValue[0] = p.Version
 		for _, u := range ps.Instances {
 			p.Instances = append(p.Instances, get(s.Name, ps.Name, u, ps.AwaitProbe))
 		}
@@ -354,6 +392,19 @@ func compileRoute(s RouteSpec, get func(route, pool string, u *url.URL, awaitPro
 	for _, i := range order {
 		end += eff[i]
 		r.sticky = append(r.sticky, bucketRange{end: uint16(end), pool: uint8(i)})
+	}
+	if len(s.Rules) > 0 {
+		var err error
+		if r.rules, err = compileRules(s.Rules, r.Pools); err != nil {
+			return nil, err
+		}
+	}
+	if s.Affinity != nil {
+		r.affinity = compileAffinity(s.Affinity, s.Name)
+	}
+	if s.PropagateHeader != "" {
+		r.PropagateHeader = http.CanonicalHeaderKey(s.PropagateHeader)
+		r.propagate = r.PropagateHeader
 	}
 	if s.MirrorPool != "" {
 		for _, p := range r.Pools {
