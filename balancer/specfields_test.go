@@ -39,12 +39,14 @@ func TestEveryFieldOfASpecIsApplied(t *testing.T) {
 	}
 	// Edits that the kind's generic one would make invalid.
 	special := map[string]func(s *RouteSpec){
-		"Name":                 nil, // another name is another route
-		"Pools":                nil, // each pool's fields below
-		"StickyCookie":         func(s *RouteSpec) { s.StickyHeader, s.StickyCookie = "", "uid" },
-		"StickyLow":            func(s *RouteSpec) { s.StickyLow = "blue" },
-		"MirrorPool":           func(s *RouteSpec) { s.MirrorPool = "blue" },
-		"Pools.Name":           func(s *RouteSpec) { s.Pools[1].Name, s.StickyLow, s.MirrorPool, s.Rules[0].Pool = "teal", "teal", "teal", "teal" },
+		"Name":         nil, // another name is another route
+		"Pools":        nil, // each pool's fields below
+		"StickyCookie": func(s *RouteSpec) { s.StickyHeader, s.StickyCookie = "", "uid" },
+		"StickyLow":    func(s *RouteSpec) { s.StickyLow = "blue" },
+		"MirrorPool":   func(s *RouteSpec) { s.MirrorPool = "blue" },
+		"Pools.Name": func(s *RouteSpec) {
+			s.Pools[1].Name, s.StickyLow, s.MirrorPool, s.Rules[0].Pool = "teal", "teal", "teal", "teal"
+		},
 		"Pools.Weight":         func(s *RouteSpec) { s.Pools[0].Weight, s.Pools[1].Weight = 8000, 2000 },
 		"Pools.Instances":      func(s *RouteSpec) { u, _ := url.Parse("http://127.0.0.1:9003"); s.Pools[0].Instances[0] = u },
 		"ForceFrom":            func(s *RouteSpec) { s.ForceFrom[0] = netip.MustParsePrefix("11.0.0.0/8") },
