@@ -142,11 +142,9 @@ func (o outcomes) Observe(out *proxy.Outcome) {
 	switch {
 	case stats == nil:
 	case out.IsGRPC:
-		stats.ObserveGRPC(out.Status, out.GRPC, out.GRPCFailed, out.Duration, out.Forced)
-	case out.Forced:
-		stats.ObservePreview(out.Status, out.Duration)
+		stats.ObserveGRPC(out.Status, out.GRPC, out.GRPCFailed, out.Duration, classOf(out))
 	default:
-		stats.Observe(out.Status, out.Duration)
+		stats.ObserveClass(out.Status, out.Duration, classOf(out))
 	}
 	if o.s.accessLog != nil {
 		o.s.logAccess(out)
@@ -157,6 +155,27 @@ func (o outcomes) Observe(out *proxy.Outcome) {
 	if out.Unreachable != nil {
 		o.s.checker.Observe(out.Unreachable, http.StatusBadGateway, true, false)
 	}
+}
+
+// classOf is how a request came to its pool, as its evidence counts it.
+func classOf(out *proxy.Outcome) evidence.Class {
+	switch {
+	case out.Forced:
+		return evidence.Preview
+	case out.Via.Targeted():
+		return evidence.Targeted
+	}
+	return evidence.Weighted
+}
+
+// routedBy is the access log's reason for the pool: weight, sticky (the
+// application's key), affinity (canaryd's cookie), rule:NAME, force or
+// propagated.
+func routedBy(out *proxy.Outcome) string {
+	if out.Via == balancer.ViaRule && out.Rule != nil {
+		return "rule:" + out.Rule.Name
+	}
+	return out.Via.String()
 }
 
 // logAccess writes one request's line: one in access_log.sample, and
@@ -181,6 +200,9 @@ func (s *Server) logAccess(out *proxy.Outcome) {
 		// Seconds as a number, so log tools can sum and compare them.
 		zap.Int("status", out.Status), zap.Float64("duration", out.Duration.Seconds()), zap.Int64("bytes", out.Bytes),
 		zap.String("request_id", out.RequestID),
+	}
+	if out.Pool != nil {
+		fields = append(fields, zap.String("routed_by", routedBy(out)))
 	}
 	if r := out.Request; r != nil {
 		fields = append(fields, zap.String("method", r.Method), zap.String("host", r.Host), zap.String("path", r.URL.Path),

@@ -64,7 +64,7 @@ func TestQuantileAccuracy(t *testing.T) {
 			for i := 0; i < 20000; i++ {
 				d := dist.gen()
 				vals = append(vals, d)
-				w.record(200, d, false)
+				w.record(200, d, Weighted)
 			}
 			sort.Slice(vals, func(i, j int) bool { return vals[i] < vals[j] })
 			c := w.now(time.Now())

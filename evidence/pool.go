@@ -11,9 +11,9 @@ import (
 // allocation once warm.
 type Exporter interface {
 	// Request is one answer: status as sent to the client (499 when it
-	// went away first), its duration, and whether the request named its
-	// pool (a preview).
-	Request(status int, d time.Duration, preview bool)
+	// went away first), its duration, and how the request came to the
+	// pool (its class).
+	Request(status int, d time.Duration, class Class)
 	// GRPC is a gRPC call's grpc-status (after Request).
 	GRPC(code grpccode.Code)
 }
@@ -35,24 +35,45 @@ func NewPool(route, pool string, now func() time.Time, export Exporter) *Pool {
 	return &Pool{Route: route, Pool: pool, win: newWindow(now()), now: now, export: export}
 }
 
-// Observe records one request: its status as sent (499 when the client
-// went away) and its duration. No lock and no allocation once warm.
-func (p *Pool) Observe(status int, d time.Duration) { p.observe(status, status, d, false) }
+// Class is how a request came to its pool; each is counted apart.
+type Class uint8
+
+// Classes of traffic.
+const (
+	// Weighted: by the schedule, a sticky key or the affinity cookie
+	// (the traffic a weighted step judges).
+	Weighted Class = iota
+	// Preview: the request named its pool (force header or cookie).
+	Preview
+	// Targeted: a match rule or a propagated version chose the pool
+	// (a rollout's segment is judged on it).
+	Targeted
+)
+
+// Observe records one weighted request: its status as sent (499 when the
+// client went away) and its duration. No lock and no allocation once warm.
+func (p *Pool) Observe(status int, d time.Duration) { p.observe(status, status, d, Weighted) }
+
+// ObserveClass records one request of a class: counted as Observe does,
+// and apart in its class.
+func (p *Pool) ObserveClass(status int, d time.Duration, class Class) {
+	p.observe(status, status, d, class)
+}
 
 // ObservePreview records one request that named this pool by the force
 // header or cookie: counted as Observe does, and as a preview.
-func (p *Pool) ObservePreview(status int, d time.Duration) { p.observe(status, status, d, true) }
+func (p *Pool) ObservePreview(status int, d time.Duration) { p.observe(status, status, d, Preview) }
 
 // ObserveGRPC records a gRPC call: status is the HTTP status sent (200
 // for any call answered), code its grpc-status. A call that failed (its
 // code in the error set) counts in the window, and so in rollouts, as the
 // code's HTTP equivalent (UNAVAILABLE as 503...).
-func (p *Pool) ObserveGRPC(status int, code grpccode.Code, failed bool, d time.Duration, preview bool) {
+func (p *Pool) ObserveGRPC(status int, code grpccode.Code, failed bool, d time.Duration, class Class) {
 	counted := status
 	if failed {
 		counted = code.HTTPStatus()
 	}
-	p.observe(status, counted, d, preview)
+	p.observe(status, counted, d, class)
 	if p.export != nil {
 		p.export.GRPC(code)
 	}
@@ -60,11 +81,11 @@ func (p *Pool) ObserveGRPC(status int, code grpccode.Code, failed bool, d time.D
 
 // observe exports status (as sent) and counts counted (the status canaryd
 // judges by) in the window.
-func (p *Pool) observe(status, counted int, d time.Duration, preview bool) {
+func (p *Pool) observe(status, counted int, d time.Duration, class Class) {
 	if p.export != nil {
-		p.export.Request(status, d, preview)
+		p.export.Request(status, d, class)
 	}
-	p.win.record(counted, d, preview)
+	p.win.record(counted, d, class)
 }
 
 // Snapshot keeps the window's counters as of now (once a second, by the
@@ -72,10 +93,11 @@ func (p *Pool) observe(status, counted int, d time.Duration, preview bool) {
 func (p *Pool) Snapshot(now time.Time) { p.win.snapshot(now) }
 
 // Traffic returns the pool's counts since its record was created, exact to
-// the request, split into weighted and preview.
+// the request, split by class.
 func (p *Pool) Traffic() Traffic {
 	now := p.now()
-	return Traffic{Weighted: p.win.weighted.Counts(p.win.created, now), Preview: p.win.preview.Counts(p.win.created, now)}
+	return Traffic{Weighted: p.win.weighted.Counts(p.win.created, now), Preview: p.win.preview.Counts(p.win.created, now),
+		Targeted: p.win.targeted.Counts(p.win.created, now)}
 }
 
 // Now returns the counts since the record was created, exact to the
@@ -96,30 +118,34 @@ func (p *Pool) Last(d time.Duration) Counts {
 // (to WindowResolution), oldest first.
 func (p *Pool) Series(last, step time.Duration) []Point { return p.win.series(last, step) }
 
-// Traffic is a pool's cumulative counts split by how its requests chose
-// it: by the schedule or a sticky key (Weighted), or by naming the pool
-// (Preview).
+// Traffic is a pool's cumulative counts split by how its requests came
+// to it (Class): by the schedule, a sticky key or the affinity cookie
+// (Weighted), by naming the pool (Preview), or by a rule or a propagated
+// version (Targeted).
 type Traffic struct {
-	Weighted, Preview Counts
+	Weighted, Preview, Targeted Counts
 }
 
 // All is every request of the pool.
 func (t Traffic) All() Counts {
 	c := t.Weighted
 	c.Add(&t.Preview)
+	c.Add(&t.Targeted)
 	return c
 }
 
-// Add adds o to t (Counts.Add, both halves).
+// Add adds o to t (Counts.Add, every class).
 func (t *Traffic) Add(o Traffic) {
 	t.Weighted.Add(&o.Weighted)
 	t.Preview.Add(&o.Preview)
+	t.Targeted.Add(&o.Targeted)
 }
 
 // Sub returns t minus an earlier reading of the same pool.
 func (t Traffic) Sub(earlier Traffic) Traffic {
 	t.Weighted.sub(&earlier.Weighted)
 	t.Preview.sub(&earlier.Preview)
+	t.Targeted.sub(&earlier.Targeted)
 	return t
 }
 

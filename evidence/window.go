@@ -193,9 +193,9 @@ func (w *Counter) total() uint64 {
 // holds only its non-zero latency buckets: an idle pool keeps none, and a
 // busy one what its traffic spreads over (tens of buckets, not 370).
 type window struct {
-	// Weighted and preview requests are counted apart (a rollout judges
-	// them apart) and summed for every other reader.
-	weighted, preview Counter
+	// Each class of request is counted apart (a rollout judges them
+	// apart) and summed for every other reader.
+	weighted, preview, targeted Counter
 
 	created time.Time
 	mu      sync.RWMutex // guards the fields below; taken by the ticker and readers only
@@ -227,20 +227,25 @@ func (w *window) now(at time.Time) Counts {
 	c := w.weighted.Counts(w.created, at)
 	pv := w.preview.Counts(w.created, at)
 	c.Add(&pv)
+	tg := w.targeted.Counts(w.created, at)
+	c.Add(&tg)
 	return c
 }
 
-func (w *window) record(status int, d time.Duration, preview bool) {
-	if preview {
+func (w *window) record(status int, d time.Duration, class Class) {
+	switch class {
+	case Preview:
 		w.preview.Record(status, d)
-		return
+	case Targeted:
+		w.targeted.Record(status, d)
+	default:
+		w.weighted.Record(status, d)
 	}
-	w.weighted.Record(status, d)
 }
 
 // snapshot keeps the counters as of at, when they changed.
 func (w *window) snapshot(at time.Time) {
-	total := w.weighted.total() + w.preview.total()
+	total := w.weighted.total() + w.preview.total() + w.targeted.total()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.lastTick = at

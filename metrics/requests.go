@@ -28,6 +28,7 @@ const NoPool = ""
 type Requests struct {
 	total     *prometheus.CounterVec
 	preview   *prometheus.CounterVec
+	targeted  *prometheus.CounterVec
 	grpc      *prometheus.CounterVec
 	duration  *prometheus.HistogramVec
 	weight    *prometheus.GaugeVec
@@ -52,6 +53,10 @@ func NewRequests(reg prometheus.Registerer) *Requests {
 			Name: "canaryd_preview_requests_total",
 			Help: "Requests that named their pool by the force header or cookie (a preview), by route, pool and status code; also counted in canaryd_requests_total.",
 		}, []string{"route", "pool", "code"}),
+		targeted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "canaryd_targeted_requests_total",
+			Help: "Requests routed to their pool by a match rule (routes[].rules, a rollout segment) or a propagated version (routes[].propagate), by route, pool and status code; also counted in canaryd_requests_total.",
+		}, []string{"route", "pool", "code"}),
 		grpc: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "canaryd_grpc_requests_total",
 			Help: "gRPC calls (answers of content type application/grpc) by route, pool and grpc-status name (17 values); also counted in canaryd_requests_total, by their HTTP status.",
@@ -72,7 +77,7 @@ func NewRequests(reg prometheus.Registerer) *Requests {
 		pools: map[poolKey]*evidence.Pool{},
 		now:   time.Now,
 	}
-	reg.MustRegister(m.total, m.preview, m.grpc, m.duration, m.weight, m.effective)
+	reg.MustRegister(m.total, m.preview, m.targeted, m.grpc, m.duration, m.weight, m.effective)
 	return m
 }
 
@@ -110,6 +115,7 @@ func (m *Requests) Retain(keep map[string][]string) {
 		labels := prometheus.Labels{"route": k.route, "pool": k.pool}
 		m.total.DeletePartialMatch(labels)
 		m.preview.DeletePartialMatch(labels)
+		m.targeted.DeletePartialMatch(labels)
 		m.grpc.DeletePartialMatch(labels)
 		m.duration.Delete(labels)
 		m.weight.Delete(labels)
@@ -159,7 +165,8 @@ type poolSeries struct {
 	// codes and pcodes cache the children of canaryd_requests_total and
 	// canaryd_preview_requests_total by status, allocated on the first
 	// request of each kind (an idle pool does not pay for them).
-	codes, pcodes atomic.Pointer[statusCounters]
+	// tcodes, canaryd_targeted_requests_total's.
+	codes, pcodes, tcodes atomic.Pointer[statusCounters]
 	// duration is the pool's canaryd_request_duration_seconds child, made
 	// on the first request: 15 buckets × 10,000 idle pools is memory for
 	// nothing.
@@ -174,7 +181,7 @@ type observer struct{ prometheus.Observer }
 
 // Request counts one answer: no lock and, once a status has been seen, no
 // allocation.
-func (p *poolSeries) Request(status int, d time.Duration, preview bool) {
+func (p *poolSeries) Request(status int, d time.Duration, class evidence.Class) {
 	p.code(&p.codes, p.m.total, status).Inc()
 	o := p.duration.Load()
 	if o == nil {
@@ -182,8 +189,11 @@ func (p *poolSeries) Request(status int, d time.Duration, preview bool) {
 		o = p.duration.Load()
 	}
 	o.Observe(d.Seconds())
-	if preview {
+	switch class {
+	case evidence.Preview:
 		p.code(&p.pcodes, p.m.preview, status).Inc()
+	case evidence.Targeted:
+		p.code(&p.tcodes, p.m.targeted, status).Inc()
 	}
 }
 

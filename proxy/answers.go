@@ -37,10 +37,25 @@ func (st *state) modifyResponse(resp *http.Response) error {
 		st.job.primaryHeader = resp.Header.Clone()
 	}
 	resp.Header[HeaderRequestID] = st.idValue[:]
+	if st.setBucket && resp.StatusCode != http.StatusSwitchingProtocols {
+		resp.Header.Add("Set-Cookie", st.route.AffinityCookie(st.bucket, st.secure()))
+	}
 	if st.closeAfter && resp.StatusCode != http.StatusSwitchingProtocols {
 		resp.Header.Set("Connection", "close")
 	}
 	return nil
+}
+
+// secure: the client reached canaryd over TLS, or a trusted proxy in
+// front says it did (X-Forwarded-Proto: https).
+func (st *state) secure() bool {
+	if st.in.TLS != nil {
+		return true
+	}
+	if p := st.in.Header["X-Forwarded-Proto"]; len(p) > 0 && strings.EqualFold(p[0], "https") {
+		return st.h.isTrusted(st.in.RemoteAddr)
+	}
+	return false
 }
 
 // handleError is the one place where an upstream error becomes a status.

@@ -18,6 +18,7 @@ import (
 	"net/url"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -52,7 +53,11 @@ type Outcome struct {
 	Pool *balancer.Pool
 	// Forced: the request named Pool by the route's force header or cookie
 	// (a preview), and was allowed to.
-	Forced   bool
+	Forced bool
+	// Via is how Pool was chosen (the access log's routed_by), and Rule
+	// the rule that chose it when Via is balancer.ViaRule.
+	Via      balancer.Via
+	Rule     *balancer.Rule
 	Instance *balancer.Instance
 	// Unreachable is the instance that refused the connection before a
 	// retry went to Instance; nil when there was no retry.
@@ -189,9 +194,14 @@ type call struct {
 	pool        *balancer.Pool
 	inst        *balancer.Instance
 	unreachable *balancer.Instance
-	forced      bool // the request named its pool (a preview)
-	in          *http.Request
-	id          string
+	via         balancer.Via
+	rule        *balancer.Rule
+	// setBucket: the answer gives the client its affinity cookie, for
+	// bucket.
+	setBucket bool
+	bucket    int
+	in        *http.Request
+	id        string
 	// idValue is id as a header value, one slice for the request to the
 	// instance and the answer to the client: both only read it.
 	idValue [1]string
@@ -410,10 +420,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			r.Body = &st.buffered
 		}
 	}
-	pool, inst, forced := route.PickFrom(r.Header, r.RemoteAddr)
+	req := balancer.Request{Header: r.Header, RawQuery: r.URL.RawQuery, Peer: r.RemoteAddr}
+	if route.NeedsClient() {
+		req.Client = h.clientAddr(r)
+	}
+	if route.PropagateHeader != "" && r.Header[route.PropagateHeader] != nil {
+		req.TrustedPeer = h.isTrusted(r.RemoteAddr)
+	}
+	c := route.Choose(&req)
+	pool, inst := c.Pool, c.Instance
 	if inst == nil {
 		reply(w, closeAfter, http.StatusServiceUnavailable, id, "canaryd: no available instance")
-		h.observe(&Outcome{Route: route, Pool: pool, Forced: forced, Status: http.StatusServiceUnavailable,
+		h.observe(&Outcome{Route: route, Pool: pool, Forced: c.Via == balancer.ViaForce, Via: c.Via, Rule: c.Rule, Status: http.StatusServiceUnavailable,
 			Duration: time.Since(start), RequestID: id, Request: r, Bytes: -1})
 		st.body, st.buffered = watchedBody{}, bufferedBody{}
 		h.states.Put(st)
@@ -421,7 +439,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// call is zero here (finish zeroes it before pooling) but for the
 	// body, which r.Body may point into.
-	st.route, st.pool, st.inst, st.forced, st.in, st.closeAfter = route, pool, inst, forced, r, closeAfter
+	st.route, st.pool, st.inst, st.via, st.rule, st.in, st.closeAfter = route, pool, inst, c.Via, c.Rule, r, closeAfter
+	st.setBucket, st.bucket = c.NewBucket >= 0, c.NewBucket
 	st.id, st.idValue = id, [1]string{id}
 	inst.Acquire()
 	if route.MirrorPool != nil && pool != route.MirrorPool { // a copy to the pool that answers compares nothing
@@ -465,7 +484,8 @@ func (h *Handler) finish(st *state, start time.Time) {
 	}
 	if h.obs != nil {
 		st.out = Outcome{
-			Route: st.route, Pool: st.pool, Forced: st.forced, Instance: st.inst, Unreachable: st.unreachable,
+			Route: st.route, Pool: st.pool, Forced: st.via == balancer.ViaForce, Via: st.via, Rule: st.rule,
+			Instance: st.inst, Unreachable: st.unreachable,
 			Status: st.status, Duration: time.Since(start), Err: st.err, RequestID: st.id,
 			Request: st.in, Bytes: -1,
 		}
@@ -528,6 +548,12 @@ func (st *state) rewrite(pr *httputil.ProxyRequest) {
 	if k := st.route.ForceSecretHeader; k != "" {
 		delete(pr.Out.Header, k)
 	}
+	// The version chosen goes on, so that the next hop (another route,
+	// another canaryd) keeps the user on it; a client's own value is
+	// replaced.
+	if k := st.route.PropagateHeader; k != "" {
+		pr.Out.Header[k] = st.pool.VersionValue()
+	}
 }
 
 func copyHeader(dst, src http.Header, key string) {
@@ -547,6 +573,50 @@ func setTarget(out *http.Request, in, target *url.URL) {
 	} else {
 		out.URL.RawPath = ""
 	}
+}
+
+// clientAddr is the client's address for source rules: the peer's, or
+// behind trusted proxies the nearest address of X-Forwarded-For that is
+// not one of them (the one a client cannot forge).
+func (h *Handler) clientAddr(r *http.Request) netip.Addr {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	a := ap.Addr().Unmap()
+	if !h.trustedAddr(a) {
+		return a
+	}
+	xff := r.Header["X-Forwarded-For"]
+	for i := len(xff) - 1; i >= 0; i-- {
+		line := xff[i]
+		for line != "" {
+			var part string
+			if k := strings.LastIndexByte(line, ','); k >= 0 {
+				part, line = line[k+1:], line[:k]
+			} else {
+				part, line = line, ""
+			}
+			next, err := netip.ParseAddr(strings.TrimSpace(part))
+			if err != nil {
+				return a // a malformed hop: the last address known good
+			}
+			a = next.Unmap()
+			if !h.trustedAddr(a) {
+				return a
+			}
+		}
+	}
+	return a
+}
+
+func (h *Handler) trustedAddr(a netip.Addr) bool {
+	for _, p := range h.trusted {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 func (h *Handler) isTrusted(remoteAddr string) bool {

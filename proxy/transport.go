@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"canaryd/balancer"
 	"canaryd/proxy/internal/h1"
 	"canaryd/upstream"
 )
@@ -284,7 +285,7 @@ func (st *state) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	// A forced preview stays in the pool it named: the docs promise no
 	// silent fallback for an explicit preview.
-	pool, alt := st.route.PickExcept(st.pool, st.inst, st.forced)
+	pool, alt := st.route.PickExcept(st.pool, st.inst, st.via == balancer.ViaForce)
 	if alt == nil {
 		return resp, err
 	}
