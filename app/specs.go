@@ -2,6 +2,9 @@ package app
 
 import (
 	"fmt"
+	"maps"
+	"net/http"
+	"slices"
 
 	"canaryd/balancer"
 	"canaryd/config"
@@ -29,10 +32,20 @@ func configSpec(r *config.Route) balancer.RouteSpec {
 	if r.Balance == config.BalanceLeastRequest {
 		s.Policy = balancer.LeastRequest
 	}
+	if r.Sticky.Set {
+		s.StickyCookie = "" // canaryd's cookie, not the application's key
+		s.Affinity = affinitySpec(&r.Sticky)
+	}
+	for i := range r.Rules {
+		s.Rules = append(s.Rules, ruleSpec(&r.Rules[i]))
+	}
+	if r.Propagate != nil {
+		s.PropagateHeader = r.Propagate.Header
+	}
 	for _, p := range r.Pools {
 		h := r.PoolHealth(p)
 		ps := balancer.PoolSpec{
-			Name: p.Name, Weight: p.Weight.BasisPoints(),
+			Name: p.Name, Weight: p.Weight.BasisPoints(), Version: p.Version,
 			PanicThreshold: *h.PanicThreshold, SlowStart: h.SlowStart.D(),
 		}
 		ps.Instances = append(ps.Instances, p.URLs()...)
@@ -75,20 +88,46 @@ func (p *pipeline) specLocked(r *config.Route) (balancer.RouteSpec, error) {
 	s.Stats = p.requests.Pool(r.Name, metrics.NoPool)
 	o, managed := p.overrides[r.Name]
 	if managed && p.partitioned && o.UnderWay {
-		o.CanaryBP, o.Shadowing = 0, false
+		o.CanaryBP, o.Shadowing, o.CanaryLive = 0, false, false
 	}
 	p.setMirrorLocked(&s, r, o, managed)
 	if managed {
 		s.StickyLow = o.Canary
 	}
+	if ro := r.Rollout; ro != nil && ro.Segment != "" {
+		// The segment rule goes where the rollout says: the canary while
+		// the release is live, stable otherwise (before it, after a
+		// rollback, on a partitioned member).
+		target := ro.Stable
+		if managed {
+			target = o.Stable
+			if o.CanaryLive {
+				target = o.Canary
+			}
+		}
+		for i := range s.Rules {
+			if s.Rules[i].Name == ro.Segment {
+				s.Rules[i].Pool = target
+			}
+		}
+	}
 	hand, byHand := p.manual[r.Name]
 	for j := range s.Pools {
 		ps := &s.Pools[j]
 		ps.Stats = p.requests.Pool(r.Name, ps.Name)
+		if managed {
+			// A propagated version reaches a rollout's pools even at
+			// weight 0: stable always (the rollback target), the canary
+			// while the release is live.
+			ps.Live = ps.Name == o.Stable || (ps.Name == o.Canary && o.CanaryLive)
+		}
 		if r.Pools[j].Dynamic() {
 			ps.Instances = nil
 			if set := p.dynamicLocked(r.Name, r.Pools[j]); set != nil {
 				ps.Instances = set.urls
+				if set.version != "" {
+					ps.Version = set.version
+				}
 			}
 			// A new instance gets traffic once it answers a probe.
 			a := r.PoolHealth(r.Pools[j]).Active
@@ -109,6 +148,56 @@ func (p *pipeline) specLocked(r *config.Route) (balancer.RouteSpec, error) {
 		}
 	}
 	return s, nil
+}
+
+// ruleSpec compiles a validated rule; its conditions go in name order
+// (maps have none), so that an unchanged rule compares equal.
+func ruleSpec(ru *config.Rule) balancer.RuleSpec {
+	return balancer.RuleSpec{
+		Name: ru.Name, Pool: ru.Pool, Source: ru.Match.Sources(),
+		Headers: stringMatches(ru.Match.Header), Cookies: stringMatches(ru.Match.Cookie), Query: stringMatches(ru.Match.Query),
+	}
+}
+
+func stringMatches(m map[string]*config.StringMatch) []balancer.StringMatch {
+	names := slices.Sorted(maps.Keys(m))
+	out := make([]balancer.StringMatch, 0, len(names))
+	for _, name := range names {
+		c := m[name]
+		sm := balancer.StringMatch{Name: name}
+		switch {
+		case c.Exact != nil:
+			sm.Kind, sm.Value = balancer.MatchExact, *c.Exact
+		case c.Prefix != nil:
+			sm.Kind, sm.Value = balancer.MatchPrefix, *c.Prefix
+		case c.Regex != "":
+			sm.Kind, sm.Regex = balancer.MatchRegex, c.Compiled()
+		default:
+			sm.Kind, sm.Values = balancer.MatchIn, c.In
+		}
+		out = append(out, sm)
+	}
+	return out
+}
+
+// affinitySpec is sticky.set's cookie.
+func affinitySpec(st *config.Sticky) *balancer.AffinitySpec {
+	a := &balancer.AffinitySpec{Cookie: st.Cookie, TTL: st.TTL.D(), Domain: st.Domain, Path: st.Path, Secret: st.Secret()}
+	switch st.Secure {
+	case config.SecureAlways:
+		a.Secure = balancer.SecureAlways
+	case config.SecureNever:
+		a.Secure = balancer.SecureNever
+	}
+	switch st.SameSite {
+	case config.SameSiteStrict:
+		a.SameSite = http.SameSiteStrictMode
+	case config.SameSiteNone:
+		a.SameSite = http.SameSiteNoneMode
+	default:
+		a.SameSite = http.SameSiteLaxMode
+	}
+	return a
 }
 
 // overrideWeight is a pool's weight under a rollout's override.

@@ -167,6 +167,22 @@ func TestInvalidConfigs(t *testing.T) {
 		{"force allow_from trusted_proxies empty", route("    force: { header: X-Canary-Pool, allow_from: [trusted_proxies] }\n" + twoPools), []string{"force.allow_from[0]", "trusted_proxies is empty"}, 3},
 		{"force secret_file missing", route("    force: { header: X-Canary-Pool, secret_file: /nonexistent/secret }\n" + twoPools), []string{"force.secret_file", "no such file", "create the file"}, 3},
 		{"force restriction without force", route("    force: { allow_from: [\"10.0.0.0/8\"] }\n" + twoPools), []string{"force", "neither is set"}, 3},
+		{"rule unknown pool", route("    rules:\n      - { name: beta, match: { header: { X-Beta: { exact: \"1\" } } }, pool: red }\n" + twoPools), []string{"rules[0](beta).pool", `"red" is not a pool`}, 4},
+		{"rule invalid regex", route("    rules:\n      - name: ua\n        match: { header: { User-Agent: { regex: \"Firefox/(\" } } }\n        pool: green\n" + twoPools), []string{"rules[0](ua).match.header.User-Agent.regex", "not an RE2 regular expression"}, 5},
+		{"rule regex too large", route("    rules:\n      - name: ua\n        match: { header: { User-Agent: { regex: \"(abcdefgh|ijklmnop){1,500}\" } } }\n        pool: green\n" + twoPools), []string{"regex", "too large"}, 5},
+		{"rule two kinds", route("    rules:\n      - name: t\n        match: { query: { t: { exact: a, prefix: b } } }\n        pool: green\n" + twoPools), []string{"match.query.t", "exactly one of exact, prefix, regex or in"}, 5},
+		{"rule no condition", route("    rules:\n      - { name: t, match: {}, pool: green }\n" + twoPools), []string{"rules[0](t).match", "no condition"}, 4},
+		{"rule bad source", route("    rules:\n      - { name: t, match: { source: [\"10.0.0.0/40\"] }, pool: green }\n" + twoPools), []string{"match.source[0]", "not a CIDR"}, 4},
+		{"rule name twice", route("    rules:\n      - { name: t, match: { cookie: { b: { in: [x] } } }, pool: green }\n      - { name: t, match: { cookie: { b: { in: [y] } } }, pool: green }\n" + twoPools), []string{"rules[1](t).name", "used twice"}, 5},
+		{"sticky set with header", route("    sticky: { header: X-User, set: true }\n" + twoPools), []string{"sticky.header", "remove header"}, 3},
+		{"sticky set without cookie", route("    sticky: { set: true }\n" + twoPools), []string{"sticky.cookie", "add cookie: NAME"}, 3},
+		{"sticky ttl without set", route("    sticky: { cookie: uid, ttl: 1h }\n" + twoPools), []string{"sticky.ttl", "add set: true"}, 3},
+		{"sticky same_site none not secure", route("    sticky: { cookie: cd, set: true, secure: never, same_site: none }\n" + twoPools), []string{"sticky.same_site", "not Secure"}, 3},
+		{"sticky secret missing", route("    sticky: { cookie: cd, set: true, secret_file: /nonexistent/k }\n" + twoPools), []string{"sticky.secret_file", "openssl rand"}, 3},
+		{"segment unknown rule", route("    rollout: { stable: blue, canary: green, segment: beta }\n" + twoPools), []string{"rollout.segment", "not a rule"}, 3},
+		{"segment rule with a pool", route("    rollout: { stable: blue, canary: green, segment: beta }\n    rules:\n      - { name: beta, match: { header: { X-Beta: { exact: \"1\" } } }, pool: green }\n" + twoPools), []string{"rules[0](beta).pool", "remove pool"}, 5},
+		{"segment blue_green", route("    rollout: { strategy: blue_green, stable: blue, canary: green, segment: beta }\n    rules:\n      - { name: beta, match: { header: { X-Beta: { exact: \"1\" } } } }\n" + twoPools), []string{"rollout.segment", "blue_green"}, 3},
+		{"propagate same as force", route("    force: { header: X-Canary-Pool }\n    propagate: { header: x-canary-pool }\n" + twoPools), []string{"propagate.header", "header of its own"}, 4},
 		{"route name missing", "routes:\n  - match: {path_prefix: /}\n" + twoPools, []string{"routes[0]().name", "route name is missing"}, 2},
 		{"route name chars", "routes:\n  - name: \"my route\"\n" + twoPools, []string{"routes[0](my route).name", "letters, digits"}, 2},
 		{"duplicate route", route(twoPools) + "  - name: web\n    match: {path_prefix: /x}\n" + twoPools, []string{"routes[1](web).name", "already used"}, 6},
@@ -336,6 +352,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(route("    pools:\n      - { name: blue, weight: 100, discovery: { dns: _http._tcp.web.internal, resolver: \"127.0.0.1:53\", interval: 1s, empty_after: 2, max_drop_percent: 30, version: v1, scheme: https } }\n")))
 	f.Add([]byte("server: { limits: { max_connections: 100, max_connections_per_client: 10, max_requests_in_flight: 50, max_requests_in_flight_per_client: 5 }, request_body_timeout: 5s, client_write_timeout: 5s, min_request_body_rate: { bytes_per_second: 100, grace: 2s }, http2: { max_read_frame_size: 16384 } }\nupstream: { request_buffering: { max_bytes: 1024 } }\n" + route(twoPools)))
 	f.Add([]byte("admin: { listen: \"127.0.0.1:9901\", pprof: true }\n" + route(twoPools)))
+	f.Add([]byte("trusted_proxies: [127.0.0.1]\n" + route("    sticky: { cookie: cd, set: true, ttl: 1h, secure: always, same_site: strict, domain: example.com, path: /app }\n    propagate: { header: X-Canary-Version }\n    rollout: { stable: blue, canary: green, segment: beta }\n    rules:\n      - { name: beta, match: { header: { X-Tenant: { in: [acme, globex] } }, cookie: { beta: { exact: \"yes\" } }, query: { canary: { prefix: \"1\" } }, source: [\"10.0.0.0/8\", \"::1\"] } }\n      - { name: ua, match: { header: { User-Agent: { regex: \".*Firefox/1[0-9]{2}.*\" } } }, pool: green }\n" + twoPools)))
 	f.Add([]byte("tls: { ciphers: [TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, TLS_RSA_WITH_AES_128_CBC_SHA], curves: [X25519, P-256], session_ticket_rotation: 1h, ocsp_stapling: false }\n" + route(twoPools)))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg, err := Parse("fuzz.yaml", data)

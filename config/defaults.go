@@ -150,6 +150,15 @@ func (c *Config) applyDefaults() {
 		setStr(&r.Match.PathPrefix, "/")
 		setStr(&r.Balance, BalanceRoundRobin)
 		setStr(&r.Force.SecretHeader, DefaultForceSecretHeader)
+		if r.Sticky.Set {
+			if r.Sticky.TTL == nil {
+				d := DefaultAffinityTTL
+				r.Sticky.TTL = &d
+			}
+			setStr(&r.Sticky.Secure, SecureAuto)
+			setStr(&r.Sticky.SameSite, SameSiteLax)
+			setStr(&r.Sticky.Path, "/")
+		}
 		if m := r.Mirror; m != nil {
 			if m.Percent == 0 {
 				m.Percent = Full
@@ -320,3 +329,14 @@ func setInt(p *int, d int) {
 		*p = d
 	}
 }
+
+// Affinity cookie defaults and values (sticky.set).
+const (
+	DefaultAffinityTTL = Duration(24 * time.Hour)
+	SecureAuto         = "auto"
+	SecureAlways       = "always"
+	SecureNever        = "never"
+	SameSiteLax        = "lax"
+	SameSiteStrict     = "strict"
+	SameSiteNone       = "none"
+)

@@ -35,6 +35,10 @@ type Rollout struct {
 	// Default "canary".
 	Strategy string `yaml:"strategy"`
 	// Stable and Canary name pools of the route. Required.
+	// Segment names a rule of the route whose traffic goes to the canary
+	// from the first step (before any weighted user), judged on its own
+	// in a segment phase, and back to stable on a rollback. Default: none.
+	Segment string `yaml:"segment"`
 	Stable string `yaml:"stable"`
 	Canary string `yaml:"canary"`
 	// Steps are the canary's weights in percent, rising, ending at 100.

@@ -8,6 +8,7 @@ package config
 
 import (
 	"net/netip"
+	"regexp"
 	"net/url"
 
 	"canaryd/upstream"
@@ -44,6 +45,14 @@ type Route struct {
 	// its answers away (after comparing them with the real ones). Default:
 	// none. A rollout with a shadow phase mirrors to its canary by itself.
 	Mirror *Mirror `yaml:"mirror"`
+	// Rules send the requests they match to a pool of their choice,
+	// whatever its weight, tried in order before the weighted pick.
+	// Default: none.
+	Rules []Rule `yaml:"rules"`
+	// Propagate stamps the version chosen on the request forwarded, and
+	// routes a trusted peer's request that carries one to the pool of
+	// that version. Default: off.
+	Propagate *Propagate `yaml:"propagate"`
 }
 
 // Mirror copies requests to a pool ("shadow traffic").
@@ -281,8 +290,100 @@ func (r Route) PoolHealth(p Pool) Health {
 type Sticky struct {
 	// Header is the request header that carries the user key. Default "".
 	Header string `yaml:"header"`
-	// Cookie is the cookie that carries the user key. Default "".
+	// Cookie is the cookie that carries the user key; with Set, the
+	// cookie canaryd sets itself. Default "".
 	Cookie string `yaml:"cookie"`
+	// Set: canaryd gives each client without the cookie a random bucket
+	// and sets the cookie to it in the answer. Default false (the
+	// application sends the key).
+	Set bool `yaml:"set"`
+	// TTL is the cookie's Max-Age (with Set); 0 makes it a session
+	// cookie. Default 24h.
+	TTL *Duration `yaml:"ttl"`
+	// Secure: "auto" (on answers over TLS, or behind a trusted proxy that
+	// says https), "always" or "never". Default "auto".
+	Secure string `yaml:"secure"`
+	// SameSite: "lax", "strict" or "none". Default "lax".
+	SameSite string `yaml:"same_site"`
+	// Domain of the cookie. Default "": the host that answered.
+	Domain string `yaml:"domain"`
+	// Path of the cookie. Default "/".
+	Path string `yaml:"path"`
+	// SecretFile holds a key that signs the cookie's value, so that a
+	// client cannot choose its bucket; every member of a cluster needs
+	// the same file. Default "": unsigned (see docs/rollouts.md for why
+	// that is harmless).
+	SecretFile string `yaml:"secret_file"`
+
+	secret string // SecretFile's content, read by Validate
+}
+
+// Secret is the content of SecretFile; "" when the cookie is unsigned.
+func (s *Sticky) Secret() string { return s.secret }
+
+// Rule sends the requests it matches to a pool.
+type Rule struct {
+	// Name identifies the rule in the access log (routed_by: rule:NAME)
+	// and in rollout.segment. Required, unique in the route.
+	Name string `yaml:"name"`
+	// Match: every condition given must hold. At least one is required.
+	Match RuleMatch `yaml:"match"`
+	// Pool the matching requests go to, weight 0 included. Required,
+	// but for the rule a rollout uses as its segment (the rollout routes
+	// that one).
+	Pool string `yaml:"pool"`
+}
+
+// RuleMatch are a rule's conditions.
+type RuleMatch struct {
+	// Header, Cookie and Query map a name to a condition on its (first)
+	// value; a request without the name does not match.
+	Header map[string]*StringMatch `yaml:"header"`
+	Cookie map[string]*StringMatch `yaml:"cookie"`
+	Query  map[string]*StringMatch `yaml:"query"`
+	// Source lists the client addresses (CIDRs or single IPs) that match:
+	// the peer, or behind trusted_proxies the client they forwarded for.
+	Source []string `yaml:"source"`
+
+	source []netip.Prefix
+}
+
+// Sources is Source parsed.
+func (m *RuleMatch) Sources() []netip.Prefix { return m.source }
+
+// StringMatch is one condition: exactly one of its keys.
+type StringMatch struct {
+	// Exact value.
+	Exact *string `yaml:"exact"`
+	// Prefix of the value.
+	Prefix *string `yaml:"prefix"`
+	// Regex (RE2 syntax) the whole value must match; at most
+	// MaxRegexLength characters.
+	Regex string `yaml:"regex"`
+	// In: any of these values, exactly.
+	In []string `yaml:"in"`
+
+	re *regexp.Regexp
+}
+
+// Compiled is Regex compiled (anchored at both ends); nil without one.
+func (m *StringMatch) Compiled() *regexp.Regexp { return m.re }
+
+// MaxRegexLength bounds a rule's regex, and MaxRegexProgram the size of
+// its compiled program, so that matching stays cheap however it is
+// written (RE2 runs in time linear in the value already).
+const (
+	MaxRegexLength  = 1024
+	MaxRegexProgram = 5000
+	// MaxRules bounds a route's rules.
+	MaxRules = 64
+)
+
+// Propagate carries the version chosen to the next hop.
+type Propagate struct {
+	// Header that carries the version: the pool's version, or its name
+	// when it has none. Required.
+	Header string `yaml:"header"`
 }
 
 // Force names a pool directly. Both may be set; the header is read first.

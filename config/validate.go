@@ -485,11 +485,9 @@ func (v *validator) route(rp path, r *Route) {
 	default:
 		v.add(append(rp, "balance"), "%q is not a balance policy; use %s or %s", r.Balance, BalanceRoundRobin, BalanceLeastRequest)
 	}
-	if r.Sticky.Header != "" && r.Sticky.Cookie != "" {
-		v.add(append(rp, "sticky"), "set header or cookie, not both")
-	}
-	v.token(append(rp, "sticky", "header"), r.Sticky.Header)
-	v.token(append(rp, "sticky", "cookie"), r.Sticky.Cookie)
+	v.sticky(rp, r)
+	v.rules(rp, r)
+	v.propagate(rp, r)
 	v.token(append(rp, "force", "header"), r.Force.Header)
 	v.token(append(rp, "force", "cookie"), r.Force.Cookie)
 	v.force(append(rp, "force"), &r.Force)

@@ -12,6 +12,7 @@ func (v *validator) rollout(p path, r *Route) {
 	ro := r.Rollout
 	at := func(k ...any) path { return append(append(path{}, p...), k...) }
 	v.rolloutPools(at, r)
+	v.segment(at, r)
 	prev := Percent(-1)
 	for i, w := range ro.Steps {
 		if w <= prev {

@@ -122,7 +122,7 @@ func (m *Manager) RestartEvidence(route, late string) {
 	now := time.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.st.Phase != Progressing && c.st.Phase != Shadowing {
+	if !c.st.Phase.judging() {
 		return
 	}
 	c.resetEvidenceLocked(now)
@@ -197,6 +197,9 @@ func (c *controller) resume(now time.Time, saved *State, why string) {
 	if c.st.Shadow && spec.Shadow == nil {
 		c.leaveShadow(now, "the shadow phase was removed from the config; canary to %s%% (live)", nil)
 	}
+	if c.st.Segment && spec.Segment == "" {
+		c.leaveSegmentLocked(now, "the segment was removed from the config; canary to %s%% (weighted)", nil)
+	}
 	c.st.StepStarted = now
 	if c.st.StepIndex >= len(spec.Steps) {
 		c.st.StepIndex = len(spec.Steps) - 1
@@ -218,7 +221,7 @@ func (m *Manager) Drift(route string, members []string) {
 	c.mu.Lock()
 	from := c.st.Phase
 	switch {
-	case len(members) > 0 && (from == Progressing || from == Shadowing):
+	case len(members) > 0 && from.judging():
 		c.st.Phase, c.st.Drift = Paused, true
 		c.publishWeightLocked()
 		c.transitionLocked(now, from, fmt.Sprintf("paused: the config of route %s differs on members %s; make their files agree (it resumes by itself)",
@@ -228,6 +231,9 @@ func (m *Manager) Drift(route string, members []string) {
 		c.st.Phase = Progressing
 		if c.st.Shadow {
 			c.st.Phase = Shadowing
+		}
+		if c.st.Segment {
+			c.st.Phase = SegmentPhase
 		}
 		c.st.Inconclusive, c.st.Gathering = 0, 0
 		c.resetEvidenceLocked(now)

@@ -13,23 +13,23 @@ func (c *controller) control(action Action) error {
 	var err error
 	switch action {
 	case Promote:
-		if from != Progressing && from != Shadowing && from != Paused {
+		if !from.judging() && from != Paused {
 			err = fmt.Errorf("cannot promote a rollout that is %s", from)
 			break
 		}
-		c.st.Shadow = false
+		c.st.Shadow, c.st.Segment = false, false
 		c.enterStepLocked(now, len(c.spec.Steps)-1)
 		c.transitionLocked(now, from, "promoted by operator", nil)
 	case Abort:
 		// Honoured during a drain too: sending everyone back to stable is
 		// the operator's call, and the state saved is the rolled back one.
-		if from != Progressing && from != Shadowing && from != Paused && from != Promoted {
+		if !from.judging() && from != Paused && from != Promoted {
 			err = fmt.Errorf("cannot abort a rollout that is %s", from)
 			break
 		}
 		c.rollbackLocked(now, "aborted by operator", nil)
 	case Pause:
-		if from != Progressing && from != Shadowing {
+		if !from.judging() {
 			err = fmt.Errorf("cannot pause a rollout that is %s", from)
 			break
 		}
@@ -48,6 +48,12 @@ func (c *controller) control(action Action) error {
 				c.st.Phase = Shadowing
 				c.st.Inconclusive, c.st.Gathering = 0, 0
 				c.transitionLocked(now, from, "resumed by operator (shadow phase)", nil)
+			case c.st.AtGate && c.st.Segment:
+				c.leaveSegmentLocked(now, "resumed past the gate; canary to %s%% (weighted)", nil)
+			case c.st.Segment:
+				c.st.Phase = SegmentPhase
+				c.st.Inconclusive, c.st.Gathering = 0, 0
+				c.transitionLocked(now, from, "resumed by operator (segment phase)", nil)
 			case c.st.AtGate && next < len(c.spec.Steps):
 				c.enterStepLocked(now, next)
 				c.transitionLocked(now, from, fmt.Sprintf("resumed past the gate; canary to %s%%", c.spec.Steps[next]), nil)

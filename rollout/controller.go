@@ -59,9 +59,14 @@ type Override struct {
 	CanaryBP       int // the stable pool gets the rest
 	// Shadowing: the route mirrors to the canary (rollout.shadow).
 	Shadowing bool
-	// UnderWay: the rollout is progressing, paused or shadowing (a
-	// partitioned cluster member sends these routes to stable).
+	// UnderWay: the rollout is progressing, paused, shadowing or in its
+	// segment phase (a partitioned cluster member sends these routes to
+	// stable).
 	UnderWay bool
+	// CanaryLive: the canary serves targeted traffic (the segment rule's,
+	// propagated versions): from the segment phase to promotion, not in
+	// the shadow phase, and not after a rollback.
+	CanaryLive bool
 	// Seq orders the overrides of one manager: a Sink keeps the highest.
 	Seq uint64
 }
@@ -71,7 +76,9 @@ type Override struct {
 func (c *controller) publishWeightLocked() {
 	shadowing := c.st.Shadow && (c.st.Phase == Shadowing || c.st.Phase == Paused)
 	underWay := c.st.Phase.UnderWay()
-	c.weight.Store(&Override{Stable: c.st.Stable, Canary: c.st.Canary, CanaryBP: c.st.Weight, Shadowing: shadowing, UnderWay: underWay, Seq: c.m.seq.Add(1)})
+	live := !c.st.Shadow && (underWay || c.st.Phase == Promoted)
+	c.weight.Store(&Override{Stable: c.st.Stable, Canary: c.st.Canary, CanaryBP: c.st.Weight, Shadowing: shadowing, UnderWay: underWay,
+		CanaryLive: live, Seq: c.m.seq.Add(1)})
 }
 
 func (c *controller) steps() []int {
@@ -97,19 +104,54 @@ func (c *controller) startReleaseLocked(now time.Time, stable, canary, reason st
 	}
 	c.st.Phase = Progressing
 	c.enterStepLocked(now, 0)
-	if c.spec.Shadow != nil {
+	switch {
+	case c.spec.Shadow != nil:
 		// The shadow phase first: no live traffic, copies only.
 		c.st.Phase, c.st.Shadow, c.st.Weight = Shadowing, true, 0
+		c.publishWeightLocked()
+	case c.spec.Segment != "":
+		// The segment first: its requests only, no weighted user.
+		c.st.Phase, c.st.Segment, c.st.Weight = SegmentPhase, true, 0
 		c.publishWeightLocked()
 	}
 	c.resetBase(now)
 	c.transitionLocked(now, from, reason, nil)
 }
 
+// enterSegment begins the segment phase after the shadow phase. c.mu
+// held.
+func (c *controller) enterSegmentLocked(now time.Time, reason string, vs []Verdict) {
+	from := c.st.Phase
+	c.st.Shadow, c.st.Segment = false, true
+	c.enterStepLocked(now, 0)
+	c.st.Phase, c.st.Weight = SegmentPhase, 0
+	c.publishWeightLocked()
+	c.resetBase(now)
+	c.transitionLocked(now, from, reason, vs)
+}
+
+// leaveSegment ends the segment phase: the first weighted step begins
+// (the segment stays on the canary). reason has one %s, the step's
+// weight. c.mu held.
+func (c *controller) leaveSegmentLocked(now time.Time, reason string, vs []Verdict) {
+	from := c.st.Phase
+	c.st.Segment = false
+	c.st.Phase = Progressing
+	c.enterStepLocked(now, 0)
+	c.resetBase(now)
+	c.transitionLocked(now, from, fmt.Sprintf(reason, c.spec.Steps[0]), vs)
+}
+
 // leaveShadow ends the shadow phase: the first live step begins, with its
 // own evidence and tripwire. reason has one %s, the step's weight. c.mu
 // held.
 func (c *controller) leaveShadow(now time.Time, reason string, vs []Verdict) {
+	if c.spec.Segment != "" {
+		// reason's first clause says why the shadow phase ended.
+		why, _, _ := strings.Cut(reason, ";")
+		c.enterSegmentLocked(now, fmt.Sprintf("%s; the canary serves segment %q first", why, c.spec.Segment), vs)
+		return
+	}
 	from := c.st.Phase
 	c.st.Shadow = false
 	c.st.Phase = Progressing
@@ -156,6 +198,9 @@ func (c *controller) resetBase(now time.Time) {
 func (c *controller) tripCountsLocked(ct, st evidence.Traffic, sh evidence.Shadow) (canary, stable evidence.Counts) {
 	if c.st.Shadow {
 		return sh.Copies, sh.Primaries
+	}
+	if c.st.Segment {
+		return ct.Targeted, c.judged(st)
 	}
 	return c.judged(ct), c.judged(st)
 }
@@ -339,7 +384,7 @@ func (c *controller) judge(ctx context.Context) judgement {
 	defer c.mu.Unlock()
 	// Moved meanwhile by an operator or a reload, or the process began to
 	// drain (Manager.Stop): what was judged is no longer what is served.
-	if c.st.Phase != st.Phase || c.st.Release != st.Release || c.st.StepIndex != st.StepIndex || c.st.Shadow != st.Shadow ||
+	if c.st.Phase != st.Phase || c.st.Release != st.Release || c.st.StepIndex != st.StepIndex || c.st.Shadow != st.Shadow || c.st.Segment != st.Segment ||
 		!c.st.EvidenceSince.Equal(since) || c.m.halted.Load() {
 		return unchanged
 	}
@@ -361,7 +406,7 @@ func (c *controller) judge(ctx context.Context) judgement {
 func (c *controller) evidence() (spec *config.Rollout, st State, prom *promChecker, s sample, minRequests int, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if (c.st.Phase != Progressing && c.st.Phase != Shadowing) || c.m.halted.Load() {
+	if !c.st.Phase.judging() || c.m.halted.Load() {
 		return nil, State{}, nil, sample{}, 0, false
 	}
 	spec, st, prom = c.spec, c.st, c.prom
@@ -377,6 +422,11 @@ func (c *controller) evidence() (spec *config.Rollout, st State, prom *promCheck
 		cn := c.m.deps.Counters.PoolTraffic(c.route, st.Canary).Sub(c.baseC)
 		sn := c.m.deps.Counters.PoolTraffic(c.route, st.Stable).Sub(c.baseS)
 		s = sample{canary: c.judged(cn), stable: c.judged(sn)}
+		if st.Segment {
+			// The segment phase judges the segment's requests (the
+			// canary's targeted traffic) against stable's weighted ones.
+			s.canary = cn.Targeted
+		}
 		if spec.Strategy != config.StrategyBlueGreen {
 			s.preview = &cn.Preview
 		}
@@ -432,8 +482,8 @@ func (c *controller) decideLocked(now time.Time, vs []Verdict) bool {
 			"holding the step to gather more requests (analysis %d of at most %d before pausing): %s")
 	}
 	next := c.st.StepIndex + 1
-	if c.st.Shadow {
-		next = 0 // the first live step
+	if c.st.Shadow || c.st.Segment {
+		next = 0 // the first live (or weighted) step
 	}
 	if next >= len(spec.Steps) {
 		return false // already at 100: promoted when it got there
@@ -448,6 +498,10 @@ func (c *controller) decideLocked(now time.Time, vs []Verdict) bool {
 	}
 	if c.st.Shadow {
 		c.leaveShadow(now, "shadow phase passed; canary to %s%% (live)", vs)
+		return true
+	}
+	if c.st.Segment {
+		c.leaveSegmentLocked(now, "segment passed; canary to %s%% (weighted)", vs)
 		return true
 	}
 	c.enterStepLocked(now, next)
@@ -477,7 +531,7 @@ func (c *controller) rollbackLocked(now time.Time, reason string, vs []Verdict) 
 	from := c.st.Phase
 	c.st.Phase = RolledBack
 	c.st.Weight = 0
-	c.st.Shadow = false
+	c.st.Shadow, c.st.Segment = false, false
 	c.st.LastVerdicts = vs
 	c.publishWeightLocked()
 	c.transitionLocked(now, from, reason, vs)

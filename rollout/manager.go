@@ -169,6 +169,9 @@ func (m *Manager) SyncReleases(routes []config.Route, rel Releases) map[string]O
 		case c.st.Shadow && spec.Shadow == nil:
 			c.leaveShadow(now, "the shadow phase was removed from the config; canary to %s%% (live)", nil)
 			toSave = append(toSave, c)
+		case c.st.Segment && spec.Segment == "":
+			c.leaveSegmentLocked(now, "the segment was removed from the config; canary to %s%% (weighted)", nil)
+			toSave = append(toSave, c)
 		}
 		c.mu.Unlock()
 		c.setProm()

@@ -18,21 +18,30 @@ const (
 	Idle Phase = "idle"
 	// Shadowing: the rollout's shadow phase, before any live step: the
 	// canary has no live traffic and gets copies of requests.
-	Shadowing   Phase = "shadowing"
-	Progressing Phase = "progressing"
-	Paused      Phase = "paused"
-	Promoted    Phase = "promoted"
-	RolledBack  Phase = "rolled_back"
+	Shadowing Phase = "shadowing"
+	// SegmentPhase: the rollout's segment phase (rollout.segment), before
+	// the weighted steps: the canary serves the segment rule's requests
+	// only, and is judged on them.
+	SegmentPhase Phase = "segment"
+	Progressing  Phase = "progressing"
+	Paused       Phase = "paused"
+	Promoted     Phase = "promoted"
+	RolledBack   Phase = "rolled_back"
 )
 
 func (p Phase) String() string { return string(p) }
 
 // UnderWay reports whether a rollout in this phase may still move traffic
 // by itself or by a resume: progressing, paused or shadowing.
-func (p Phase) UnderWay() bool { return p == Progressing || p == Paused || p == Shadowing }
+func (p Phase) UnderWay() bool {
+	return p == Progressing || p == Paused || p == Shadowing || p == SegmentPhase
+}
+
+// judging: an analysis runs in this phase.
+func (p Phase) judging() bool { return p == Progressing || p == Shadowing || p == SegmentPhase }
 
 // phaseNames lists every phase's name (for the state metric).
-var phaseNames = []string{string(Idle), string(Shadowing), string(Progressing), string(Paused), string(Promoted), string(RolledBack)}
+var phaseNames = []string{string(Idle), string(Shadowing), string(SegmentPhase), string(Progressing), string(Paused), string(Promoted), string(RolledBack)}
 
 // Action is an operator's command to a rollout.
 type Action string
@@ -106,7 +115,10 @@ type State struct {
 	Drift bool `json:"drift,omitempty"`
 	// Shadow: in the shadow phase (shadowing, or paused in it); the live
 	// steps have not begun.
-	Shadow       bool `json:"shadow,omitempty"`
+	Shadow bool `json:"shadow,omitempty"`
+	// Segment: in the segment phase (segment, or paused in it); the
+	// weighted steps have not begun.
+	Segment      bool `json:"segment,omitempty"`
 	Inconclusive int  `json:"inconclusive_in_a_row"`
 	// Gathering analyses in a row held the step for more evidence.
 	Gathering int `json:"gathering_in_a_row,omitempty"`

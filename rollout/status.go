@@ -24,8 +24,12 @@ type Status struct {
 	StableWeight  float64   `json:"stable_weight"`
 	// Shadow: in the shadow phase, whose copies are ShadowPercent of the
 	// route's requests.
-	Shadow          bool      `json:"shadow,omitempty"`
-	ShadowPercent   float64   `json:"shadow_percent,omitempty"`
+	Shadow        bool    `json:"shadow,omitempty"`
+	ShadowPercent float64 `json:"shadow_percent,omitempty"`
+	// Segment names the rule whose requests the canary serves first
+	// (rollout.segment); InSegment: the rollout is in its segment phase.
+	Segment         string    `json:"segment,omitempty"`
+	InSegment       bool      `json:"in_segment,omitempty"`
 	Failures        int       `json:"failures"`
 	FailureLimit    int       `json:"failure_limit"`
 	Inconclusive    int       `json:"inconclusive_in_a_row"`
@@ -65,7 +69,8 @@ func (c *controller) status() Status {
 		s.Shadow = true
 		s.ShadowPercent = float64(c.spec.Shadow.Percent) / 100
 	}
-	if n := c.nextAt.Load(); n != 0 && (c.st.Phase == Progressing || c.st.Phase == Shadowing) {
+	s.Segment, s.InSegment = c.spec.Segment, c.st.Segment
+	if n := c.nextAt.Load(); n != 0 && c.st.Phase.judging() {
 		s.NextAnalysis = time.Unix(0, n)
 	}
 	return s
