@@ -226,6 +226,31 @@ type PoolView struct {
 	// force header or cookie, since the pool's stats began.
 	PreviewRequests uint64 `json:"preview_requests"`
 	PreviewErrors   uint64 `json:"preview_errors"`
+	// Traffic is the pool's requests on this member since its stats
+	// began, by how they came to it.
+	Traffic ByClass `json:"traffic"`
+}
+
+// ByClass splits a pool's requests by how they came to it.
+type ByClass struct {
+	// Weighted: the schedule, a sticky key or the affinity cookie.
+	Weighted Count `json:"weighted"`
+	// Targeted: a match rule (a rollout's segment among them) or a
+	// propagated version.
+	Targeted Count `json:"targeted"`
+	// Propagated: the part of Targeted a propagated version chose.
+	Propagated Count `json:"propagated"`
+	// Preview: the force header or cookie named the pool.
+	Preview Count `json:"preview"`
+	// Shadow: copies of other pools' requests (mirror, shadow phase);
+	// their answers reach no client.
+	Shadow Count `json:"shadow"`
+}
+
+// Count is a number of requests and the failed (5xx) among them.
+type Count struct {
+	Requests uint64 `json:"requests"`
+	Errors   uint64 `json:"errors"`
 }
 
 // InstanceView is one instance.

@@ -55,9 +55,15 @@ func WriteRoute(w io.Writer, r admin.RouteView) {
 			}
 		}
 		bar := strings.Repeat("#", int(p.Weight/5+0.5)) + strings.Repeat(".", 20-int(p.Weight/5+0.5))
+		// The classes besides weighted, when the pool has any.
 		preview := ""
-		if p.PreviewRequests > 0 {
-			preview = fmt.Sprintf("  %d preview (%d failed)", p.PreviewRequests, p.PreviewErrors)
+		for _, c := range []struct {
+			name string
+			n    admin.Count
+		}{{"targeted", p.Traffic.Targeted}, {"preview", p.Traffic.Preview}, {"shadow", p.Traffic.Shadow}} {
+			if c.n.Requests > 0 {
+				preview += fmt.Sprintf("  %d %s (%d failed)", c.n.Requests, c.name, c.n.Errors)
+			}
 		}
 		// What the pool serves when health has moved its share: a pool at
 		// 50% with no healthy instance serves 0%.

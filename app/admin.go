@@ -53,8 +53,16 @@ func (s *Server) routeView(r *balancer.Route, version int) admin.RouteView {
 				P50Ms: float64(c.Quantile(0.5).Microseconds()) / 1000, P99Ms: float64(c.Quantile(0.99).Microseconds()) / 1000,
 			}
 			_, pv.RecentRate = rateOf(st.Last(recentSpan))
-			pr := st.Traffic().Preview
-			pv.PreviewRequests, pv.PreviewErrors = pr.Requests, pr.Errors
+			t := st.Traffic()
+			pv.PreviewRequests, pv.PreviewErrors = t.Preview.Requests, t.Preview.Errors
+			sh := s.ShadowTraffic(r.Name, p.Name).Copies
+			pv.Traffic = admin.ByClass{
+				Weighted:   admin.Count{Requests: t.Weighted.Requests, Errors: t.Weighted.Errors},
+				Targeted:   admin.Count{Requests: t.Targeted.Requests + t.Propagated.Requests, Errors: t.Targeted.Errors + t.Propagated.Errors},
+				Propagated: admin.Count{Requests: t.Propagated.Requests, Errors: t.Propagated.Errors},
+				Preview:    admin.Count{Requests: t.Preview.Requests, Errors: t.Preview.Errors},
+				Shadow:     admin.Count{Requests: sh.Requests, Errors: sh.Errors},
+			}
 		}
 		rv.Pools = append(rv.Pools, pv)
 	}

@@ -162,6 +162,8 @@ func classOf(out *proxy.Outcome) evidence.Class {
 	switch {
 	case out.Forced:
 		return evidence.Preview
+	case out.Via == balancer.ViaPropagated:
+		return evidence.Propagated
 	case out.Via.Targeted():
 		return evidence.Targeted
 	}

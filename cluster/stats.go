@@ -25,6 +25,7 @@ type wirePool struct {
 	Weighted   wireCounts `json:"w"`
 	Preview    wireCounts `json:"p"`
 	Targeted   wireCounts `json:"t,omitzero"`
+	Propagated wireCounts `json:"v,omitzero"`
 	Copies     wireCounts `json:"sc"`
 	Primaries  wireCounts `json:"sp"`
 	Compared   uint64     `json:"cmp,omitempty"`
@@ -67,7 +68,7 @@ func encodeStats(boot string, ps []PoolStats) statsDoc {
 		p := &ps[i]
 		d.Pools = append(d.Pools, wirePool{
 			Route: p.Route, Pool: p.Pool,
-			Weighted: toWire(&p.Traffic.Weighted), Preview: toWire(&p.Traffic.Preview), Targeted: toWire(&p.Traffic.Targeted),
+			Weighted: toWire(&p.Traffic.Weighted), Preview: toWire(&p.Traffic.Preview), Targeted: toWire(&p.Traffic.Targeted), Propagated: toWire(&p.Traffic.Propagated),
 			Copies: toWire(&p.Shadow.Copies), Primaries: toWire(&p.Shadow.Primaries),
 			Compared: p.Shadow.Compared, Mismatches: p.Shadow.Mismatches,
 		})
@@ -91,6 +92,7 @@ func (s sums) add(d statsDoc) {
 		addWire(&e.Traffic.Weighted, p.Weighted)
 		addWire(&e.Traffic.Preview, p.Preview)
 		addWire(&e.Traffic.Targeted, p.Targeted)
+		addWire(&e.Traffic.Propagated, p.Propagated)
 		addWire(&e.Shadow.Copies, p.Copies)
 		addWire(&e.Shadow.Primaries, p.Primaries)
 		e.Shadow.Compared += p.Compared

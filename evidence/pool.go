@@ -45,9 +45,13 @@ const (
 	Weighted Class = iota
 	// Preview: the request named its pool (force header or cookie).
 	Preview
-	// Targeted: a match rule or a propagated version chose the pool
-	// (a rollout's segment is judged on it).
+	// Targeted: a match rule chose the pool (a rollout's segment is
+	// judged on it).
 	Targeted
+	// Propagated: a trusted peer's propagated version chose the pool:
+	// the weighted pick of the hop before, continued. Shown as targeted,
+	// judged with the weighted traffic (see rollout's judged).
+	Propagated
 )
 
 // Observe records one weighted request: its status as sent (499 when the
@@ -97,7 +101,7 @@ func (p *Pool) Snapshot(now time.Time) { p.win.snapshot(now) }
 func (p *Pool) Traffic() Traffic {
 	now := p.now()
 	return Traffic{Weighted: p.win.weighted.Counts(p.win.created, now), Preview: p.win.preview.Counts(p.win.created, now),
-		Targeted: p.win.targeted.Counts(p.win.created, now)}
+		Targeted: p.win.targeted.Counts(p.win.created, now), Propagated: p.win.propagated.Counts(p.win.created, now)}
 }
 
 // Now returns the counts since the record was created, exact to the
@@ -120,10 +124,10 @@ func (p *Pool) Series(last, step time.Duration) []Point { return p.win.series(la
 
 // Traffic is a pool's cumulative counts split by how its requests came
 // to it (Class): by the schedule, a sticky key or the affinity cookie
-// (Weighted), by naming the pool (Preview), or by a rule or a propagated
-// version (Targeted).
+// (Weighted), by naming the pool (Preview), by a rule (Targeted) or by a
+// propagated version (Propagated).
 type Traffic struct {
-	Weighted, Preview, Targeted Counts
+	Weighted, Preview, Targeted, Propagated Counts
 }
 
 // All is every request of the pool.
@@ -131,6 +135,7 @@ func (t Traffic) All() Counts {
 	c := t.Weighted
 	c.Add(&t.Preview)
 	c.Add(&t.Targeted)
+	c.Add(&t.Propagated)
 	return c
 }
 
@@ -139,6 +144,7 @@ func (t *Traffic) Add(o Traffic) {
 	t.Weighted.Add(&o.Weighted)
 	t.Preview.Add(&o.Preview)
 	t.Targeted.Add(&o.Targeted)
+	t.Propagated.Add(&o.Propagated)
 }
 
 // Sub returns t minus an earlier reading of the same pool.
@@ -146,6 +152,7 @@ func (t Traffic) Sub(earlier Traffic) Traffic {
 	t.Weighted.sub(&earlier.Weighted)
 	t.Preview.sub(&earlier.Preview)
 	t.Targeted.sub(&earlier.Targeted)
+	t.Propagated.sub(&earlier.Propagated)
 	return t
 }
 

@@ -195,7 +195,7 @@ func (w *Counter) total() uint64 {
 type window struct {
 	// Each class of request is counted apart (a rollout judges them
 	// apart) and summed for every other reader.
-	weighted, preview, targeted Counter
+	weighted, preview, targeted, propagated Counter
 
 	created time.Time
 	mu      sync.RWMutex // guards the fields below; taken by the ticker and readers only
@@ -229,6 +229,8 @@ func (w *window) now(at time.Time) Counts {
 	c.Add(&pv)
 	tg := w.targeted.Counts(w.created, at)
 	c.Add(&tg)
+	pr := w.propagated.Counts(w.created, at)
+	c.Add(&pr)
 	return c
 }
 
@@ -238,6 +240,8 @@ func (w *window) record(status int, d time.Duration, class Class) {
 		w.preview.Record(status, d)
 	case Targeted:
 		w.targeted.Record(status, d)
+	case Propagated:
+		w.propagated.Record(status, d)
 	default:
 		w.weighted.Record(status, d)
 	}
@@ -245,7 +249,7 @@ func (w *window) record(status int, d time.Duration, class Class) {
 
 // snapshot keeps the counters as of at, when they changed.
 func (w *window) snapshot(at time.Time) {
-	total := w.weighted.total() + w.preview.total() + w.targeted.total()
+	total := w.weighted.total() + w.preview.total() + w.targeted.total() + w.propagated.total()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.lastTick = at

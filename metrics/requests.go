@@ -192,7 +192,7 @@ func (p *poolSeries) Request(status int, d time.Duration, class evidence.Class) 
 	switch class {
 	case evidence.Preview:
 		p.code(&p.pcodes, p.m.preview, status).Inc()
-	case evidence.Targeted:
+	case evidence.Targeted, evidence.Propagated:
 		p.code(&p.tcodes, p.m.targeted, status).Inc()
 	}
 }

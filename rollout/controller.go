@@ -200,7 +200,7 @@ func (c *controller) tripCountsLocked(ct, st evidence.Traffic, sh evidence.Shado
 		return sh.Copies, sh.Primaries
 	}
 	if c.st.Segment {
-		return ct.Targeted, c.judged(st)
+		return segmentCounts(ct), c.judged(st)
 	}
 	return c.judged(ct), c.judged(st)
 }
@@ -222,11 +222,28 @@ func (c *controller) resetEvidenceLocked(now time.Time) {
 // them aimed at a failing path must not decide a step. In blue_green the
 // canary has no weight before the switch and the preview is the evidence
 // by design (force.allow_from and force.secret_file keep it honest).
+//
+// Propagated requests (routes[].propagate) are judged with the weighted
+// ones: the hop before chose their version by its own weighted pick, so
+// they are as random a sample of users as the weighted traffic, for the
+// canary and for stable alike; a backend behind a canary frontend may
+// get no other traffic. Rule-targeted requests are chosen users (beta
+// testers, a tenant) and are judged only in the segment phase.
 func (c *controller) judged(t evidence.Traffic) evidence.Counts {
 	if c.spec.Strategy == config.StrategyBlueGreen {
 		return t.All()
 	}
-	return t.Weighted
+	w := t.Weighted
+	w.Add(&t.Propagated)
+	return w
+}
+
+// segmentCounts is the segment phase's evidence of the canary: its
+// rule-targeted requests, and the propagated ones.
+func segmentCounts(t evidence.Traffic) evidence.Counts {
+	c := t.Targeted
+	c.Add(&t.Propagated)
+	return c
 }
 
 // transition records an event from phase `from` to the current state, and
@@ -425,7 +442,7 @@ func (c *controller) evidence() (spec *config.Rollout, st State, prom *promCheck
 		if st.Segment {
 			// The segment phase judges the segment's requests (the
 			// canary's targeted traffic) against stable's weighted ones.
-			s.canary = cn.Targeted
+			s.canary = segmentCounts(cn)
 		}
 		if spec.Strategy != config.StrategyBlueGreen {
 			s.preview = &cn.Preview

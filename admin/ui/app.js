@@ -9,6 +9,18 @@ const tokenInput = document.getElementById("token");
 tokenInput.value = sessionStorage.getItem("canaryd-token") || "";
 tokenInput.addEventListener("change", () => sessionStorage.setItem("canaryd-token", tokenInput.value));
 
+// trafficClasses says how a pool's requests came to it: weighted,
+// targeted (rules, the segment, propagated versions), preview, shadow.
+function trafficClasses(p) {
+  const t = p.traffic || {};
+  const parts = [];
+  for (const k of ["weighted", "targeted", "preview", "shadow"]) {
+    const c = t[k];
+    if (c && c.requests) parts.push(`${c.requests} ${k}` + (c.errors ? ` (${c.errors} failed)` : ""));
+  }
+  return parts.join(" · ");
+}
+
 function el(tag, attrs = {}, ...children) {
   const e = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) {
@@ -212,9 +224,9 @@ function routeCard(r, series) {
       el("td", { "data-rate": p.name, title: "over the last 10 s" }, nowRate(p)),
       el("td", {}, fmt(p.last_minute.error_rate, "%")),
       el("td", {}, "p99 " + fmt(p.last_minute.p99_ms, "ms")),
-      el("td", { class: "muted", "data-preview": p.name }, p.preview_requests ? `${p.preview_requests} preview (${p.preview_errors} failed)` : ""));
+      el("td", { class: "muted", "data-traffic": p.name, title: "since the pool's stats began, on this member" }, trafficClasses(p)));
   });
-  card.append(el("table", {}, el("tr", {}, ...["pool", "weight", "instances", "now", "errors (last minute)", "latency (last minute)", "preview"].map((h) => el("th", {}, h))), rows));
+  card.append(el("table", {}, el("tr", {}, ...["pool", "weight", "instances", "now", "errors (last minute)", "latency (last minute)", "weighted · targeted · preview · shadow"].map((h) => el("th", {}, h))), rows));
 
   // The charts start where the data does (the process's start: nothing
   // is drawn from before it existed) and grow to the last 5 minutes; at
