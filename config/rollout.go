@@ -39,8 +39,8 @@ type Rollout struct {
 	// from the first step (before any weighted user), judged on its own
 	// in a segment phase, and back to stable on a rollback. Default: none.
 	Segment string `yaml:"segment"`
-	Stable string `yaml:"stable"`
-	Canary string `yaml:"canary"`
+	Stable  string `yaml:"stable"`
+	Canary  string `yaml:"canary"`
 	// Steps are the canary's weights in percent, rising, ending at 100.
 	// Default (canary): [1, 5, 25, 50, 100].
 	Steps []Percent `yaml:"steps"`

@@ -8,8 +8,8 @@ package config
 
 import (
 	"net/netip"
-	"regexp"
 	"net/url"
+	"regexp"
 
 	"canaryd/upstream"
 )
