@@ -13,6 +13,13 @@ import (
 // headers (the Cookie header included), from no particular peer: see
 // Choose.
 func (r *Route) Pick(h http.Header) (*Pool, *Instance) {
+	if p := r.forced(h, ""); p != nil {
+		return p, p.pick()
+	}
+	if r.propagate == "" && len(r.rules.list) == 0 {
+		p, in, _, _ := r.weighted(h)
+		return p, in
+	}
 	c := r.Choose(&Request{Header: h})
 	return c.Pool, c.Instance
 }
@@ -89,40 +96,36 @@ func (r *Route) propagated(req *Request) *Pool {
 }
 
 func (r *Route) pickWeighted(h http.Header) Choice {
-	c := Choice{NewBucket: -1}
+	p, in, via, nb := r.weighted(h)
+	return Choice{Pool: p, Instance: in, Via: via, NewBucket: nb}
+}
+
+// weighted is the weighted pick: affinity, sticky or the schedule. nb
+// is the bucket drawn for a client without an affinity cookie, -1 when
+// none was.
+func (r *Route) weighted(h http.Header) (p *Pool, in *Instance, via Via, nb int) {
+	nb = -1
 	if r.schedule == nil {
-		return c
+		return nil, nil, ViaWeight, nb
 	}
-	var p *Pool
-	var in *Instance
 	switch {
 	case r.affinity != nil:
 		b, ok := r.affinity.bucket(h)
 		if !ok {
 			b = rand.IntN(Slots)
-			c.NewBucket = b
+			nb = b
 		}
-		p, c.Via = r.Pools[r.bucketPool(uint16(b))], ViaAffinity
+		p, via = r.Pools[r.bucketPool(uint16(b))], ViaAffinity
 		in = p.pick()
-	default:
+	case r.stickyHeader != "" || r.stickyCookie != "":
 		if key, ok := r.stickyKey(h); ok {
-			p, c.Via = r.Pools[r.bucketPool(Bucket(key))], ViaSticky
+			p, via = r.Pools[r.bucketPool(Bucket(key))], ViaSticky
 			in = p.pick()
 			break
 		}
-		// The pick's place in the Slots cycle (a constant modulus: a
-		// multiply and a shift), then in the route's shorter cycle, which
-		// divides it (a precomputed divisor, no division).
-		slot := (r.cursor.Add(1) - 1) % Slots
-		if len(r.schedule) != Slots {
-			_, slot = r.cycle.divmod(slot)
-		}
-		p = r.Pools[r.schedule[slot]]
-		if p.policy == LeastRequest {
-			in = p.leastRequest()
-		} else {
-			in = p.pickFrom(int(r.turn[slot]), nil)
-		}
+		p, in = r.next()
+	default:
+		p, in = r.next()
 	}
 	if in == nil {
 		// The pool lost its last instance after this table was built; the
@@ -130,8 +133,22 @@ func (r *Route) pickWeighted(h http.Header) Choice {
 		// next pool.
 		p, in = r.fallback(p, nil)
 	}
-	c.Pool, c.Instance = p, in
-	return c
+	return p, in, via, nb
+}
+
+// next is the next slot of the schedule: its place in the Slots cycle
+// (a constant modulus: a multiply and a shift), then in the route's
+// shorter cycle, which divides it (a precomputed divisor, no division).
+func (r *Route) next() (*Pool, *Instance) {
+	slot := (r.cursor.Add(1) - 1) % Slots
+	if len(r.schedule) != Slots {
+		_, slot = r.cycle.divmod(slot)
+	}
+	p := r.Pools[r.schedule[slot]]
+	if p.policy == LeastRequest {
+		return p, p.leastRequest()
+	}
+	return p, p.pickFrom(int(r.turn[slot]), nil)
 }
 
 // PickExcept chooses another instance after failed could not be reached:

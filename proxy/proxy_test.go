@@ -495,6 +495,26 @@ func BenchmarkProxyPath(b *testing.B) {
 		pool{"blue", 9000, []string{blue.URL}}, pool{"green", 1000, []string{green.URL}}))
 	h := New(r.router, Options{Observer: nopObserver{}})
 	b.Run("handler", func(b *testing.B) { handlerbench.Run(b, h) })
+	// The same route with canaryd's signed affinity cookie, for a client
+	// that has one, and with ten rules that the request matches none of.
+	aff := routeSpec(b, pool{"blue", 9000, []string{blue.URL}}, pool{"green", 1000, []string{green.URL}})
+	aff.Affinity = &balancer.AffinitySpec{Cookie: "cd", Path: "/", Secret: "0123456789abcdef"}
+	ra := newRig(b, Options{Observer: nopObserver{}}, aff)
+	ha := New(ra.router, Options{Observer: nopObserver{}})
+	cookie := strings.SplitN(ra.router.Load().Route("web").AffinityCookie(4321, false), ";", 2)[0]
+	b.Run("handler-affinity-cookie", func(b *testing.B) {
+		handlerbench.Run(b, ha, func(r *http.Request) { r.Header.Set("Cookie", "session=abc; "+cookie) })
+	})
+	ruled := routeSpec(b, pool{"blue", 9000, []string{blue.URL}}, pool{"green", 1000, []string{green.URL}})
+	for i := range 10 {
+		ruled.Rules = append(ruled.Rules, balancer.RuleSpec{Name: fmt.Sprint("r", i), Pool: "green",
+			Headers: []balancer.StringMatch{{Name: fmt.Sprint("X-Tenant-", i%3), Kind: balancer.MatchIn, Values: []string{"acme", "globex"}}}})
+	}
+	rr := newRig(b, Options{Observer: nopObserver{}}, ruled)
+	hr := New(rr.router, Options{Observer: nopObserver{}})
+	b.Run("handler-10-rules", func(b *testing.B) {
+		handlerbench.Run(b, hr, func(r *http.Request) { r.Header.Set("X-Tenant-0", "hooli") })
+	})
 	b.Run("loopback", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {

@@ -14,13 +14,17 @@ import (
 // Run calls h with a GET for "/" as http.Server would hand it over (a
 // cancelable context, RemoteAddr, RequestURI), once to check it answers
 // 200 (else the benchmark would time an error path), then b.Loop times,
-// writing into a ResponseWriter that keeps nothing.
-func Run(b *testing.B, h http.Handler) {
+// writing into a ResponseWriter that keeps nothing. setup, if given,
+// changes the request first (headers, cookies).
+func Run(b *testing.B, h http.Handler, setup ...func(*http.Request)) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://example/", nil)
 	req.RemoteAddr = "127.0.0.1:5555"
 	req.RequestURI = "/"
+	for _, f := range setup {
+		f(req)
+	}
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
 	if rec.Code != http.StatusOK {
