@@ -175,9 +175,9 @@ function stepStrip(ro) {
 
 // enabled says which actions mean something in a phase.
 const enabledIn = {
-  promote: ["progressing", "paused", "shadowing"],
-  abort: ["progressing", "paused", "shadowing"],
-  pause: ["progressing", "shadowing"],
+  promote: ["progressing", "paused", "shadowing", "segment"],
+  abort: ["progressing", "paused", "shadowing", "segment"],
+  pause: ["progressing", "shadowing", "segment"],
   resume: ["paused"],
 };
 
@@ -254,16 +254,19 @@ function routeCard(r, series) {
   const ro = r.rollout;
   if (ro) {
     card.append(el("h3", {}, "rollout"));
-    const next = ro.phase === "progressing" || ro.phase === "shadowing"
+    const judging = ["progressing", "shadowing", "segment"].includes(ro.phase);
+    const next = judging
       ? ` · step began ${since(ro.step_started)} ago` + (ro.next_analysis ? `, next analysis in ${Math.max(0, Math.round((new Date(ro.next_analysis) - Date.now()) / 1000))}s` : "")
       : "";
     card.append(stepStrip(ro));
     // A rollout that is failing analyses says so on its badge.
-    const failing = ro.failures > 0 && (ro.phase === "progressing" || ro.phase === "shadowing") ? " failing" : "";
+    const failing = ro.failures > 0 && judging ? " failing" : "";
     card.append(el("p", {},
       el("span", { class: "phase " + ro.phase + failing, "data-phase": r.name }, ro.phase.replace("_", " ") + (failing ? ` (${ro.failures}/${ro.failure_limit} failed)` : "")),
       ro.shadow
         ? ` ${ro.strategy} ${versioned(ro.stable, ro.stable_version)} → ${versioned(ro.canary, ro.canary_version)}: shadow phase, copies of ${ro.shadow_percent}% of requests, no live traffic, failures ${ro.failures}/${ro.failure_limit}${next}`
+        : ro.in_segment
+        ? ` ${ro.strategy} ${versioned(ro.stable, ro.stable_version)} → ${versioned(ro.canary, ro.canary_version)}: segment phase, rule ${ro.segment}'s requests only, no weighted user, failures ${ro.failures}/${ro.failure_limit}${next}`
         : ` ${ro.strategy} ${versioned(ro.stable, ro.stable_version)} → ${versioned(ro.canary, ro.canary_version)}: step ${ro.step} of ${ro.steps.length} (canary ${ro.canary_weight}%), failures ${ro.failures}/${ro.failure_limit}${next}`));
     if (ro.reason) card.append(el("p", { class: "muted" }, ro.reason));
     const actions = el("div", { class: "actions" });
