@@ -29,3 +29,21 @@ func TestPrintRouteHonestNumbers(t *testing.T) {
 		}
 	}
 }
+
+// Status names the classes of traffic a pool has beyond the weighted
+// one: targeted (rules, the segment, propagated versions), preview and
+// shadow, each with its failures; none when it has none.
+func TestPrintRouteTrafficClasses(t *testing.T) {
+	var b bytes.Buffer
+	WriteRoute(&b, admin.RouteView{Name: "web", PathPrefix: "/", Pools: []admin.PoolView{
+		{Name: "blue", Weight: 100, EffectiveWeight: 100, Traffic: admin.ByClass{Weighted: admin.Count{Requests: 900}}},
+		{Name: "green", Weight: 0, Traffic: admin.ByClass{Targeted: admin.Count{Requests: 40, Errors: 2}, Preview: admin.Count{Requests: 5}, Shadow: admin.Count{Requests: 7, Errors: 7}}},
+	}})
+	lines := strings.Split(b.String(), "\n")
+	if strings.Contains(lines[1], "targeted") || strings.Contains(lines[1], "preview") {
+		t.Errorf("blue has only weighted traffic: %s", lines[1])
+	}
+	if !strings.HasSuffix(lines[2], "  40 targeted (2 failed)  5 preview (0 failed)  7 shadow (7 failed)") {
+		t.Errorf("green: %s", lines[2])
+	}
+}

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"encoding/json"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -127,5 +128,39 @@ func TestHistoryCostsWhatItHolds(t *testing.T) {
 				t.Errorf("a sample in the steady state allocates %v times", a)
 			}
 		})
+	}
+}
+
+// Every class of a pool's traffic crosses the wire and sums: weighted,
+// preview, targeted and propagated counts are kept apart, so that a
+// leader judges a segment on its own requests.
+func TestStatsKeepTrafficClassesApart(t *testing.T) {
+	var tr evidence.Traffic
+	for i, c := range []*evidence.Counts{&tr.Weighted, &tr.Preview, &tr.Targeted, &tr.Propagated} {
+		c.Requests, c.Errors = uint64(10*(i+1)), uint64(i)
+		c.Latency[5+i] = c.Requests
+	}
+	data, err := json.Marshal(encodeStats("b1", []PoolStats{{Route: "web", Pool: "green", Traffic: tr}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc statsDoc
+	if err := json.Unmarshal(data, &doc); err != nil {
+		t.Fatal(err)
+	}
+	s := sums{}
+	s.add(doc)
+	s.add(doc)
+	got := s[poolKey{"web", "green"}].Traffic
+	for i, pair := range [][2]*evidence.Counts{{&got.Weighted, &tr.Weighted}, {&got.Preview, &tr.Preview}, {&got.Targeted, &tr.Targeted}, {&got.Propagated, &tr.Propagated}} {
+		g, w := pair[0], pair[1]
+		if g.Requests != 2*w.Requests || g.Errors != 2*w.Errors || g.Latency[5+i] != 2*w.Latency[5+i] {
+			t.Errorf("class %d: summed %d/%d, want twice %d/%d", i, g.Requests, g.Errors, w.Requests, w.Errors)
+		}
+	}
+	// A document without the new classes (an older member's) still reads.
+	var old statsDoc
+	if err := json.Unmarshal([]byte(`{"boot":"b0","pools":[{"route":"web","pool":"green","w":{"r":3},"p":{},"sc":{},"sp":{}}]}`), &old); err != nil || len(old.Pools) != 1 || old.Pools[0].Weighted.R != 3 {
+		t.Fatalf("an older member's document: %+v (%v)", old, err)
 	}
 }
