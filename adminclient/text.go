@@ -87,6 +87,9 @@ func WriteRoute(w io.Writer, r admin.RouteView) {
 		if ro.Shadow {
 			fmt.Fprintf(w, "  rollout %s %s → %s: %s, shadow phase: copies of %.2f%% of requests, no live traffic, failures %d/%d%s\n",
 				ro.Strategy, versioned(ro.Stable, ro.StableVersion), versioned(ro.Canary, ro.CanaryVersion), ro.Phase, ro.ShadowPercent, ro.Failures, ro.FailureLimit, next)
+		} else if ro.InSegment {
+			fmt.Fprintf(w, "  rollout %s %s → %s: %s, segment phase: rule %s's requests only, no weighted user, failures %d/%d%s\n",
+				ro.Strategy, versioned(ro.Stable, ro.StableVersion), versioned(ro.Canary, ro.CanaryVersion), ro.Phase, ro.Segment, ro.Failures, ro.FailureLimit, next)
 		} else {
 			fmt.Fprintf(w, "  rollout %s %s → %s: %s, step %d of %d (canary %.2f%%), failures %d/%d%s\n",
 				ro.Strategy, versioned(ro.Stable, ro.StableVersion), versioned(ro.Canary, ro.CanaryVersion), ro.Phase, ro.Step, len(ro.Steps), ro.CanaryWeight, ro.Failures, ro.FailureLimit, next)

@@ -47,3 +47,13 @@ func TestPrintRouteTrafficClasses(t *testing.T) {
 		t.Errorf("green: %s", lines[2])
 	}
 }
+
+func TestPrintSegmentPhase(t *testing.T) {
+	var b bytes.Buffer
+	WriteRoute(&b, admin.RouteView{Name: "web", PathPrefix: "/", Rollout: &rollout.Status{
+		Strategy: "canary", Stable: "blue", Canary: "green", Phase: rollout.SegmentPhase, Segment: "beta", InSegment: true, FailureLimit: 2,
+	}})
+	if want := "rollout canary blue → green: segment, segment phase: rule beta's requests only, no weighted user, failures 0/2"; !strings.Contains(b.String(), want) {
+		t.Errorf("status lacks %q:\n%s", want, b.String())
+	}
+}
