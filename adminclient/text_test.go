@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"canaryd/admin"
+	"canaryd/rollout"
 )
 
 // The status line says what a pool serves now: its effective weight when
