@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"canaryd/rollout"
+
+	"github.com/chromedp/chromedp"
 )
 
 // chainServer is a service instance nobody here wrote the framework of:
@@ -175,5 +177,54 @@ routes:
 	// no other traffic).
 	if !strings.Contains(fmt.Sprint(be.History), "analysis passed") {
 		t.Errorf("the backend's rollout never passed an analysis: %v", be.History)
+	}
+}
+
+// The dashboard, in a real browser, and `canaryd status` say who sees the
+// canary: the segment phase and its rule, and each pool's targeted and
+// preview requests apart from the weighted ones.
+func TestDashboardShowsWhoSeesTheCanary(t *testing.T) {
+	chromium := tool(t, "chromium", "CANARYD_REQUIRE_CHROMIUM")
+	blue, green := backendProc(t, "blue"), backendProc(t, "green")
+	c := runCanaryd(t, t.TempDir(), "127.0.0.1:0", fmt.Sprintf(`  - name: web
+    force: { header: X-Canary-Pool }
+    rules:
+      - { name: beta, match: { header: { X-Beta: { exact: "1" } } } }
+    pools:
+      - { name: blue, weight: 100, instances: [%q] }
+      - { name: green, weight: 0, instances: [%q] }
+    rollout: { stable: blue, canary: green, segment: beta, steps: [10, 100], interval: 1h }
+`, blue, green))
+	c.waitPhase(t, "web", rollout.SegmentPhase, 10*time.Second)
+	for _, r := range []struct {
+		hdr  map[string]string
+		n    int
+		pool string
+	}{{map[string]string{"X-Beta": "1"}, 7, "green"}, {map[string]string{"X-Canary-Pool": "green"}, 3, "green"}, {nil, 4, "blue"}} {
+		for range r.n {
+			if _, pool := get(t, c.proxy+"/", r.hdr); pool != r.pool {
+				t.Fatalf("%v went to %q, want %s", r.hdr, pool, r.pool)
+			}
+		}
+	}
+	out, err := exec.Command(binary, "status", "web", "--admin", c.admin).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "  7 targeted (0 failed)  3 preview (0 failed)") || !strings.Contains(string(out), "segment phase: rule beta's requests only") {
+		t.Errorf("canaryd status (%v):\n%s", err, out)
+	}
+	ctx := browser(t, chromium, 60*time.Second)
+	if err := chromedp.Do(ctx, chromedp.Navigate("http://"+c.admin+"/"), chromedp.WaitVisible(`[data-phase="web"].segment`)); err != nil {
+		t.Fatal(err)
+	}
+	greenText, err := chromedp.Run(ctx, chromedp.Text(`td[data-traffic="green"]`))
+	if err != nil || greenText != "7 targeted · 3 preview" {
+		t.Errorf("green's traffic on the dashboard: %q (%v); want 7 targeted · 3 preview", greenText, err)
+	}
+	blueText, err := chromedp.Run(ctx, chromedp.Text(`td[data-traffic="blue"]`))
+	if err != nil || blueText != "4 weighted" {
+		t.Errorf("blue's traffic on the dashboard: %q (%v); want 4 weighted", blueText, err)
+	}
+	page, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body.innerText`))
+	if err != nil || !strings.Contains(page, "segment phase, rule beta's requests only, no weighted user") {
+		t.Errorf("the dashboard does not say the rollout is in its segment phase (%v)", err)
 	}
 }
