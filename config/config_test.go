@@ -558,3 +558,25 @@ func TestDiscoveryDefaults(t *testing.T) {
 		t.Error("a discovered pool is not dynamic")
 	}
 }
+
+// Members whose affinity keys differ would not accept each other's
+// cookies: the route's hash (config drift in a cluster) tells them apart,
+// without carrying the key.
+func TestStickyKeyIsInTheRouteHash(t *testing.T) {
+	dir := t.TempDir()
+	hash := func(key string) string {
+		p := filepath.Join(dir, "k")
+		if err := os.WriteFile(p, []byte(key), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := Parse("t.yaml", []byte(route("    sticky: { cookie: cd, set: true, secret_file: "+p+" }\n"+twoPools)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg.Routes[0].Hash()
+	}
+	a, b, a2 := hash("0123456789abcdef-one"), hash("0123456789abcdef-two"), hash("0123456789abcdef-one\n")
+	if a == b || a != a2 {
+		t.Fatalf("hashes %s %s %s: want keys told apart, and the same key (trimmed) the same", a, b, a2)
+	}
+}

@@ -314,6 +314,10 @@ type Sticky struct {
 	// the same file. Default "": unsigned (see docs/rollouts.md for why
 	// that is harmless).
 	SecretFile string `yaml:"secret_file"`
+	// SecretDigest identifies the key's content (not the key), so that
+	// the route's hash differs between cluster members whose files do:
+	// their cookies would not verify on each other. Set by Validate.
+	SecretDigest string `yaml:"-" json:"secret_digest,omitempty"`
 
 	secret string // SecretFile's content, read by Validate
 }

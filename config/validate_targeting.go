@@ -1,6 +1,8 @@
 package config
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"os"
 	"regexp"
 	"regexp/syntax"
@@ -18,7 +20,7 @@ func (v *validator) sticky(rp path, r *Route) {
 	}
 	v.token(at("header"), st.Header)
 	v.token(at("cookie"), st.Cookie)
-	st.secret = ""
+	st.secret, st.SecretDigest = "", ""
 	if !st.Set {
 		for _, k := range []struct {
 			key string
@@ -68,6 +70,8 @@ func (v *validator) sticky(rp path, r *Route) {
 			v.add(at("secret_file"), "%s holds %d characters; a signing key needs at least 16 (e.g. `openssl rand -hex 32 > FILE`)", st.SecretFile, len(strings.TrimSpace(string(b))))
 		default:
 			st.secret = strings.TrimSpace(string(b))
+			sum := sha256.Sum256([]byte("canaryd sticky key digest\x00" + st.secret))
+			st.SecretDigest = hex.EncodeToString(sum[:8])
 		}
 	}
 }
