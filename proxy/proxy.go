@@ -18,12 +18,12 @@ import (
 	"net/url"
 	"os"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
 	"canaryd/balancer"
 	"canaryd/grpccode"
+	"canaryd/overload"
 
 	"go.uber.org/zap"
 )
@@ -575,48 +575,11 @@ func setTarget(out *http.Request, in, target *url.URL) {
 	}
 }
 
-// clientAddr is the client's address for source rules: the peer's, or
-// behind trusted proxies the nearest address of X-Forwarded-For that is
-// not one of them (the one a client cannot forge).
+// clientAddr is the client's address for source rules: the one the
+// overload limits count (overload.ClientOf), so that a rule and a limit
+// never disagree on who the client is.
 func (h *Handler) clientAddr(r *http.Request) netip.Addr {
-	ap, err := netip.ParseAddrPort(r.RemoteAddr)
-	if err != nil {
-		return netip.Addr{}
-	}
-	a := ap.Addr().Unmap()
-	if !h.trustedAddr(a) {
-		return a
-	}
-	xff := r.Header["X-Forwarded-For"]
-	for i := len(xff) - 1; i >= 0; i-- {
-		line := xff[i]
-		for line != "" {
-			var part string
-			if k := strings.LastIndexByte(line, ','); k >= 0 {
-				part, line = line[k+1:], line[:k]
-			} else {
-				part, line = line, ""
-			}
-			next, err := netip.ParseAddr(strings.TrimSpace(part))
-			if err != nil {
-				return a // a malformed hop: the last address known good
-			}
-			a = next.Unmap()
-			if !h.trustedAddr(a) {
-				return a
-			}
-		}
-	}
-	return a
-}
-
-func (h *Handler) trustedAddr(a netip.Addr) bool {
-	for _, p := range h.trusted {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
+	return overload.ClientOf(r.RemoteAddr, r.Header, h.trusted)
 }
 
 func (h *Handler) isTrusted(remoteAddr string) bool {

@@ -90,7 +90,7 @@ func TestClientAddr(t *testing.T) {
 		{"10.0.0.1:5", []string{"198.51.100.7"}, "198.51.100.7"},                        // behind a trusted proxy
 		{"10.0.0.1:5", []string{"203.0.113.9, 198.51.100.7, 10.0.0.2"}, "198.51.100.7"}, // the nearest untrusted hop
 		{"10.0.0.1:5", []string{"203.0.113.9", "198.51.100.7"}, "198.51.100.7"},         // several lines
-		{"10.0.0.1:5", []string{"bogus, 10.0.0.3"}, "10.0.0.3"},                         // a malformed hop ends the walk
+		{"10.0.0.1:5", []string{"bogus, 10.0.0.3"}, "10.0.0.1"},                         // a broken list: the proxy itself
 		{"10.0.0.1:5", nil, "10.0.0.1"},
 		{"[::ffff:192.0.2.1]:5", nil, "192.0.2.1"},
 	} {
