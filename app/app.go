@@ -44,6 +44,10 @@ type Options struct {
 	// ConfigData is the content cfg was parsed from; its hash is the one
 	// reloads compare against. Default nil.
 	ConfigData []byte
+	// ConfigSet is the main file and its included files as cfg was
+	// assembled from (config.LoadSet). Default nil: cfg is ConfigData's
+	// alone, and included files are read at the first reload.
+	ConfigSet *config.Set
 	// Logger; default: no logging.
 	Logger *zap.Logger
 	// Registry for metrics; default: a new one with Go and process metrics.
@@ -84,6 +88,8 @@ type Server struct {
 	overload *overloadGuard
 
 	reloadMetrics *metrics.Reloads
+	// set is the config files, as last applied; the reload goroutine's.
+	set *config.Set
 	healthMetrics *metrics.Health
 	requests      *metrics.Requests
 	shadows       *metrics.Shadows
@@ -145,6 +151,12 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 	hash := ""
 	if o.ConfigData != nil {
 		hash = hashOf(o.ConfigData)
+	}
+	switch {
+	case o.ConfigSet != nil:
+		s.set, hash = o.ConfigSet, o.ConfigSet.Hash()
+	case o.ConfigPath != "":
+		s.set = config.NewSet(o.ConfigPath)
 	}
 	if err := s.pipe.first(cfg, hash); err != nil {
 		return nil, err

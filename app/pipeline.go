@@ -129,7 +129,10 @@ func routeIndex(cfg *config.Config) map[string]int {
 type change struct {
 	cfg  *config.Config // a new config; nil: routes only
 	hash string         // cfg's file hash
-	// routes, with cfg nil, are the routes to rebuild.
+	// routes are the routes to rebuild: with cfg nil, under the same
+	// config; with cfg, the only routes in which cfg differs from the
+	// applied one (the same names, matches and order: an edit of
+	// included files).
 	routes []string
 	// instances: the routes' dynamic pools changed (their health checks
 	// and their rollouts' releases follow).
@@ -149,7 +152,7 @@ func (p *pipeline) applyLocked(ch change) (removedCount int, err error) {
 		p.rollouts.SetWebhooks(cfg.Routes)
 	}
 	var removed []*balancer.Instance
-	if ch.cfg != nil {
+	if ch.cfg != nil && ch.routes == nil {
 		specs, err := p.specsLocked(cfg)
 		if err != nil {
 			return 0, err
@@ -160,7 +163,7 @@ func (p *pipeline) applyLocked(ch change) (removedCount int, err error) {
 		p.cfg, p.appliedHash, p.byName = cfg, ch.hash, routeIndex(cfg)
 		p.retainLocked(cfg)
 		p.retireMirrorsLocked(cfg)
-		p.retireConnsLocked(specs)
+		p.retireConnsLocked()
 		p.publish(p.router.Load().Routes())
 		p.syncHealthLocked(nil)
 		p.applied = true
@@ -191,14 +194,21 @@ func (p *pipeline) applyLocked(ch change) (removedCount int, err error) {
 		if removed, err = p.router.Update(specs); err != nil {
 			return 0, err
 		}
-		p.retireMirrorsLocked(nil)
+		if ch.cfg != nil {
+			p.cfg, p.appliedHash = cfg, ch.hash // byName holds: same routes, same order
+			p.retainLocked(cfg)
+			p.retireMirrorsLocked(cfg)
+			p.retireConnsLocked()
+		} else {
+			p.retireMirrorsLocked(nil)
+		}
 		t := p.router.Load()
 		for _, name := range ch.routes {
 			if r := t.Route(name); r != nil {
 				p.publish([]*balancer.Route{r})
 			}
 		}
-		if ch.instances {
+		if ch.instances || ch.cfg != nil {
 			p.syncHealthLocked(ch.routes)
 		}
 	}
@@ -247,6 +257,31 @@ func (p *pipeline) reload(cfg *config.Config, hash string) (removed int, err err
 	p.warnManagedWeightsLocked(cfg)
 	p.reconcileManualLocked(cfg)
 	return p.applyLocked(change{cfg: cfg, hash: hash})
+}
+
+// reloadRoutes applies a config that differs from the applied one in
+// the routes named only, each keeping its name, match and place (an
+// edit of included files): the work is those routes', and a pass over
+// the others that only reads, whatever their number. It refuses what
+// reload refuses.
+func (p *pipeline) reloadRoutes(cfg *config.Config, hash string, routes []string) (removed int, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if hash == p.appliedHash && len(routes) == 0 {
+		return 0, errUnchanged
+	}
+	changed := &config.Config{Routes: make([]config.Route, 0, len(routes))}
+	for _, name := range routes {
+		if i, ok := p.byName[name]; ok && i < len(cfg.Routes) && cfg.Routes[i].Name == name {
+			changed.Routes = append(changed.Routes, cfg.Routes[i])
+		}
+	}
+	if err := p.checkRolloutRemovalLocked(changed); err != nil {
+		return 0, err
+	}
+	p.warnManagedWeightsLocked(changed)
+	p.reconcileManualLocked(cfg)
+	return p.applyLocked(change{cfg: cfg, hash: hash, routes: routes})
 }
 
 // SetOverride takes a rollout's new weights (rollout.Sink), from this

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
 	"slices"
 	"time"
 
@@ -95,7 +94,7 @@ func (s *Server) reloadLoop(ctx context.Context) {
 		if s.reloadTLS(req.source) {
 			recheck = time.After(tlsGrace)
 		}
-		files := s.tlsFiles()
+		files := s.watchPaths()
 		select {
 		case <-s.watchFiles: // drop a set not yet taken: this one is newer
 		default:
@@ -114,7 +113,7 @@ func (s *Server) reloadLoop(ctx context.Context) {
 // file and of the TLS files it names. When a reload changes that set of
 // files, the watch restarts on the new one.
 func (s *Server) watchLoop(ctx context.Context) {
-	files := s.tlsFiles()
+	files := s.watchPaths()
 	for {
 		wctx, cancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
@@ -162,7 +161,14 @@ func (s *Server) watchLoop(ctx context.Context) {
 	}
 }
 
-// reloadOnce reads, validates and applies the file, whole or not at all.
+// watchPaths are the files to watch besides the config file: its include
+// globs (as of the applied config) and the TLS files.
+func (s *Server) watchPaths() []string {
+	return append(config.IncludePatterns(s.opts.ConfigPath, s.pipe.config()), s.tlsFiles()...)
+}
+
+// reloadOnce reads, validates and applies the config: the main file
+// whole or not at all, each included file whole or not at all.
 func (s *Server) reloadOnce(source string) ReloadResult {
 	res := ReloadResult{Source: source, At: time.Now()}
 	fail := func(err error) ReloadResult {
@@ -182,16 +188,35 @@ func (s *Server) reloadOnce(source string) ReloadResult {
 				zap.String("config", s.opts.ConfigPath), zap.String("hash", res.Hash), zap.String("result", string(res.Result)))
 		}
 	}
-	data, err := os.ReadFile(s.opts.ConfigPath)
+	// SIGHUP and the admin API re-read every file, and the secret files
+	// they name; a file event or the poll parses the files that changed.
+	all := source == "SIGHUP" || source == "admin API"
+	u, err := s.set.Reload(all)
 	if err != nil {
-		return fail(fmt.Errorf("read %s: %w", s.opts.ConfigPath, err))
-	}
-	res.Hash = hashOf(data)
-	cfg, err := config.Parse(s.opts.ConfigPath, data)
-	if err != nil {
+		s.reloadMetrics.Files(map[string]bool{s.opts.ConfigPath: false})
 		return fail(err)
 	}
-	removed, err := s.pipe.reload(cfg, res.Hash)
+	res.Hash = u.Hash
+	cfg := u.Config
+	var removed int
+	if u.Full {
+		removed, err = s.pipe.reload(cfg, res.Hash)
+	} else {
+		removed, err = s.pipe.reloadRoutes(cfg, res.Hash, u.Changed)
+	}
+	if err == nil || errors.Is(err, errUnchanged) {
+		s.set.Commit(u)
+		s.recordFiles(u)
+	}
+	if err == nil && u.Err != nil {
+		// The other files applied; these keep their last good version.
+		s.logApplied(source, res.Hash, removed, u.Changed)
+		s.afterApply(cfg)
+		return fail(fmt.Errorf("included files not applied (each keeps its last good version; the rest was applied): %w", u.Err))
+	}
+	if errors.Is(err, errUnchanged) && u.Err != nil {
+		return fail(fmt.Errorf("included files not applied (each keeps its last good version): %w", u.Err))
+	}
 	if errors.Is(err, errUnchanged) {
 		res.Result = metrics.ReloadUnchanged
 		s.reloadMetrics.Record(res.Result, res.Hash, res.At)
@@ -202,8 +227,19 @@ func (s *Server) reloadOnce(source string) ReloadResult {
 		return res
 	}
 	if err != nil {
+		s.reloadMetrics.Files(map[string]bool{s.opts.ConfigPath: false})
 		return fail(err)
 	}
+	s.afterApply(cfg)
+	res.Result = metrics.ReloadApplied
+	s.reloadMetrics.Record(res.Result, res.Hash, res.At)
+	s.logApplied(source, res.Hash, removed, u.Changed)
+	recovered()
+	return res
+}
+
+// afterApply tells the parts that follow the config what was applied.
+func (s *Server) afterApply(cfg *config.Config) {
 	s.discovery.Sync(cfg) // discovered pools added, changed or gone
 	if s.cluster != nil {
 		// The leader compares members' route settings (config drift).
@@ -214,12 +250,25 @@ func (s *Server) reloadOnce(source string) ReloadResult {
 			panics.Guard(s.panicked, "cluster info", func() { s.cluster.SetInfo(info) })
 		}()
 	}
-	res.Result = metrics.ReloadApplied
-	s.reloadMetrics.Record(res.Result, res.Hash, res.At)
-	s.log.Info("config applied", zap.String("source", source), zap.String("hash", res.Hash),
-		zap.Strings("weights_served", servedWeights(s.router.Load())), zap.Int("instances_removed", removed))
-	recovered()
-	return res
+}
+
+func (s *Server) logApplied(source, hash string, removed int, changed []string) {
+	fields := []zap.Field{zap.String("source", source), zap.String("hash", hash), zap.Int("instances_removed", removed)}
+	if t := s.router.Load(); len(t.Routes()) <= 100 {
+		fields = append(fields, zap.Strings("weights_served", servedWeights(t)))
+	} else if len(changed) > 0 && len(changed) <= 100 {
+		fields = append(fields, zap.Strings("routes_changed", changed))
+	}
+	s.log.Info("config applied", fields...)
+}
+
+// recordFiles exports each config file's outcome.
+func (s *Server) recordFiles(u *config.Update) {
+	ok := map[string]bool{s.opts.ConfigPath: true}
+	for _, f := range u.Files {
+		ok[f.Path] = f.Err == nil
+	}
+	s.reloadMetrics.Files(ok)
 }
 
 func hashOf(data []byte) string {

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/http"
 
-	"canaryd/balancer"
 	"canaryd/config"
 	"canaryd/proxy"
 	"canaryd/tlsfiles"
@@ -92,12 +91,15 @@ func (pl *pipeline) connForLocked(p config.Pool) (*poolConn, error) {
 }
 
 // retireConnsLocked closes the idle connections of the pool transports
-// the table just applied no longer uses (requests in flight on them
-// finish). p.mu held.
-func (pl *pipeline) retireConnsLocked(specs []balancer.RouteSpec) {
+// the live table no longer uses (requests in flight on them finish).
+// p.mu held.
+func (pl *pipeline) retireConnsLocked() {
+	if len(pl.conns) == 0 {
+		return
+	}
 	used := map[http.RoundTripper]bool{}
-	for _, sp := range specs {
-		for _, p := range sp.Pools {
+	for _, r := range pl.router.Load().Routes() {
+		for _, p := range r.Pools {
 			used[p.Transport] = true
 		}
 	}

@@ -302,17 +302,17 @@ func TestLoadFile(t *testing.T) {
 	if err := os.WriteFile(p, []byte(validYAML), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cfg, data, err := Load(p)
-	if err != nil || cfg == nil || string(data) != validYAML {
-		t.Fatalf("Load: %v", err)
+	_, u, err := LoadSet(p)
+	if err != nil || u.Config == nil || string(u.MainData) != validYAML {
+		t.Fatalf("LoadSet: %v", err)
 	}
-	if _, _, err := Load(filepath.Join(dir, "missing.yaml")); err == nil || !strings.Contains(err.Error(), "--config") {
+	if _, _, err := LoadSet(filepath.Join(dir, "missing.yaml")); err == nil || !strings.Contains(err.Error(), "--config") {
 		t.Errorf("missing file error should point at --config: %v", err)
 	}
 }
 
 func TestShippedConfigIsValid(t *testing.T) {
-	if _, _, err := Load("../config.yaml"); err != nil {
+	if _, _, err := LoadSet("../config.yaml"); err != nil {
 		t.Fatal(err)
 	}
 }

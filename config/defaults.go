@@ -146,7 +146,14 @@ func (c *Config) applyDefaults() {
 		c.Cluster.applyDefaults()
 	}
 	for i := range c.Routes {
-		r := &c.Routes[i]
+		c.Routes[i].applyDefaults()
+	}
+}
+
+// applyDefaults fills a route's defaults (the main file's routes and an
+// included file's alike).
+func (r *Route) applyDefaults() {
+	{
 		setStr(&r.Match.PathPrefix, "/")
 		setStr(&r.Balance, BalanceRoundRobin)
 		setStr(&r.Force.SecretHeader, DefaultForceSecretHeader)

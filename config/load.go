@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"regexp"
 	"sort"
 	"strconv"
@@ -57,24 +56,6 @@ func (e *Error) Error() string {
 // maxFileSize bounds what Load reads: a config is kilobytes; anything near
 // this is a wrong path (a log, a binary) and should fail fast.
 const maxFileSize = 4 << 20
-
-// Load reads, decodes, defaults and validates the file at path.
-func Load(path string) (*Config, []byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, nil, fmt.Errorf("config %s: %w (check --config)", path, err)
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
-	if err != nil {
-		return nil, nil, fmt.Errorf("config %s: read: %w", path, err)
-	}
-	if len(data) > maxFileSize {
-		return nil, nil, fmt.Errorf("config %s: larger than %d bytes; is this the right file?", path, maxFileSize)
-	}
-	cfg, err := Parse(path, data)
-	return cfg, data, err
-}
 
 // Parse decodes data strictly (unknown keys are errors), fills defaults and
 // validates. name is used in messages only. The error, if any, is an *Error
@@ -226,6 +207,8 @@ func sectionName(goType string) string {
 	switch goType {
 	case "Config":
 		return "the top level"
+	case "routesFile":
+		return "an included file (it holds routes: only)"
 	default:
 		return strings.ToLower(goType)
 	}

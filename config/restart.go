@@ -10,7 +10,7 @@ import (
 // by a reload. Every other section needs a restart: RestartNeeded derives
 // the list from the struct, so a new section is flagged until it is named
 // here (and made to reload).
-func liveSection(field string) bool { return field == "Routes" }
+func liveSection(field string) bool { return field == "Routes" || field == "Include" }
 
 // RestartNeeded lists the settings that differ between a running config and
 // a new one and that only take effect on restart: every section but the

@@ -26,6 +26,7 @@ func TestEverySectionReloadsOrNeedsARestart(t *testing.T) {
 		"access_log":      `access_log: { enabled: true }`,
 		"cluster":         "cluster: { name: edge }",
 		"routes":          "", // the routes below, with other weights
+		"include":         `include: ["routes.d/*.yaml"]`,
 	}
 	routes := `routes:
   - name: web

@@ -49,10 +49,16 @@ type Config struct {
 	// Cluster makes replicas act as one router on etcd (docs/cluster.md).
 	// Default none: a single process that needs no etcd.
 	Cluster *Cluster `yaml:"cluster"`
-	// Routes are matched by host and longest path prefix. At least one.
+	// Routes are matched by host and longest path prefix. At least one,
+	// here or in the included files.
 	// Routes are what a live reload changes; every other section needs a
 	// restart (see docs/config.md).
 	Routes []Route `yaml:"routes"`
+	// Include names files that hold more routes (each a `routes:` list),
+	// by globs relative to this file's directory ("routes.d/*.yaml"): a
+	// wildcard in the file name only. Watched like this file; an edit of
+	// one re-reads that file only. Default none.
+	Include []string `yaml:"include"`
 }
 
 // AccessLog is the per-request log.

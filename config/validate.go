@@ -153,13 +153,20 @@ func (v *validator) config(c *Config) {
 		}
 		c.GRPC.errors |= grpccode.Of(code)
 	}
-	if len(c.Routes) == 0 {
+	v.includes(c)
+	if len(c.Routes) == 0 && len(c.Include) == 0 {
 		v.add(path{"routes"}, "no routes; add at least one route with pools")
 	}
+	v.routes(c.Routes)
+}
+
+// routes checks a list of routes (the main file's, or an included
+// file's) and that names and matches are unique in it.
+func (v *validator) routes(routes []Route) {
 	routeNames := map[string]int{}
 	matches := map[string]string{}
-	for i := range c.Routes {
-		r := &c.Routes[i]
+	for i := range routes {
+		r := &routes[i]
 		rp := path{"routes", named{i, r.Name}}
 		v.route(rp, r)
 		if r.Name != "" {

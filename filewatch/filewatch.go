@@ -36,14 +36,20 @@ func Watch(ctx context.Context, path string, debounce time.Duration, notify func
 }
 
 // watched is one file of Files: where it is and what it resolves to.
+// A base with a wildcard (*, ?, [) is a glob: any file of the directory
+// it matches is watched, come and gone ones included.
 type watched struct {
 	abs, dir, base string
 	target         string // the resolved path; "" when missing
+	glob           bool
 }
 
-// Files is Watch for several files (the config and the certificate
-// files it names) on one inotify instance: notify runs when any of them
-// may have changed.
+// Files is Watch for several files (the config, the files it includes and
+// the certificate files it names) on one inotify instance: notify runs
+// when any of them may have changed. A path whose file name has a
+// wildcard is a glob (routes.d/*.yaml): a file that matches it and is
+// written, created, removed or renamed notifies, and so does a
+// Kubernetes mount's swap of its "..data" link in that directory.
 //
 // It is one function, a little over 80 lines, on purpose: the watcher, the
 // watched files and the debounce timer are the state of one select loop.
@@ -71,6 +77,7 @@ func Files(ctx context.Context, paths []string, debounce time.Duration, notify f
 			return fmt.Errorf("watch %s: %w", p, err)
 		}
 		f := &watched{abs: abs, dir: filepath.Dir(abs), base: filepath.Base(abs)}
+		f.glob = strings.ContainsAny(f.base, "*?[")
 		if err := add(f.dir); err != nil {
 			return fmt.Errorf("watch directory %s: %w", f.dir, err)
 		}
@@ -81,6 +88,9 @@ func Files(ctx context.Context, paths []string, debounce time.Duration, notify f
 	// stops being a target stays watched: its events are filtered out, and
 	// Kubernetes removes the old ones, which ends their watch.)
 	follow := func(f *watched) bool {
+		if f.glob {
+			return false // its files are matched by name in the directory
+		}
 		now := resolve(f.abs)
 		if now == f.target {
 			return false
@@ -110,7 +120,7 @@ func Files(ctx context.Context, paths []string, debounce time.Duration, notify f
 				return nil
 			}
 			for _, f := range files {
-				if r, ok := relevant(ev, f.dir, f.base, f.target); ok {
+				if r, ok := relevant(ev, f); ok {
 					reason = r
 					if len(files) > 1 {
 						reason = f.base + ": " + r
@@ -136,15 +146,27 @@ func Files(ctx context.Context, paths []string, debounce time.Duration, notify f
 	}
 }
 
-// relevant says whether an event concerns the config file itself: its name
-// in the watched directory, or the file it resolves to. Attribute changes
-// alone (touch, chmod) are not: the content is the same.
-func relevant(ev fsnotify.Event, dir, base, target string) (string, bool) {
+// relevant says whether an event concerns a watched file: its name in
+// the watched directory (or, for a glob, a name it matches, or a
+// Kubernetes mount's "..data" swap there), or the file it resolves to.
+// Attribute changes alone (touch, chmod) are not: the content is the
+// same.
+func relevant(ev fsnotify.Event, f *watched) (string, bool) {
 	if ev.Op == fsnotify.Chmod {
 		return "", false
 	}
 	name := filepath.Clean(ev.Name)
-	if (filepath.Dir(name) == dir && filepath.Base(name) == base) || (target != "" && name == target) {
+	inDir := filepath.Dir(name) == f.dir
+	switch {
+	case f.glob && inDir:
+		b := filepath.Base(name)
+		if ok, _ := filepath.Match(f.base, b); ok {
+			return b + " " + opName(ev.Op), true
+		}
+		if strings.HasPrefix(b, "..") {
+			return "mount swapped (" + b + ")", true
+		}
+	case inDir && filepath.Base(name) == f.base, f.target != "" && name == f.target:
 		return "file " + opName(ev.Op), true
 	}
 	return "", false

@@ -92,3 +92,64 @@ func TestEveryWayAFileChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A glob watches the files it matches in its directory, new ones
+// included: a file written, created, renamed into place or removed
+// notifies; a file the glob does not match does not.
+func TestGlobWatchesItsFiles(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("a.yaml", "a")
+	notes := make(chan string, 64)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Files(ctx, []string{filepath.Join(dir, "*.yaml")}, 20*time.Millisecond, func(r string) { notes <- r })
+	}()
+	expect := func(what string, want bool) {
+		t.Helper()
+		wait := 5 * time.Second
+		if !want {
+			wait = 300 * time.Millisecond
+		}
+		select {
+		case r := <-notes:
+			if !want {
+				t.Fatalf("%s: notified (%s), want none", what, r)
+			}
+		case <-time.After(wait):
+			if want {
+				t.Fatalf("%s: no notification within %v", what, wait)
+			}
+		}
+		time.Sleep(60 * time.Millisecond)
+		for len(notes) > 0 {
+			<-notes
+		}
+	}
+	expect("armed", true)
+	write("a.yaml", "a2")
+	expect("a matching file written", true)
+	write("b.yaml", "b")
+	expect("a new matching file", true)
+	write("notes.txt", "x")
+	expect("a file the glob does not match", false)
+	write(".c.tmp", "c")
+	if err := os.Rename(filepath.Join(dir, ".c.tmp"), filepath.Join(dir, "c.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	expect("a file renamed into place", true)
+	if err := os.Remove(filepath.Join(dir, "b.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	expect("a matching file removed", true)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

@@ -33,6 +33,8 @@ type Reloads struct {
 	successTS  prometheus.Gauge
 	total      *prometheus.CounterVec
 	info       *prometheus.GaugeVec
+	files      *prometheus.GaugeVec
+	shown      map[string]bool // the file labels exported
 }
 
 // NewReloads registers the reload metrics on reg.
@@ -55,7 +57,12 @@ func NewReloads(reg prometheus.Registerer) *Reloads {
 			Help: "Always 1; the hash label is the SHA-256 (first 16 hex digits) of the config being served.",
 		}, []string{"hash"}),
 	}
-	reg.MustRegister(r.successful, r.successTS, r.total, r.info)
+	r.files = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "canaryd_config_file_last_reload_successful",
+		Help: "Per config file (the main file and each included one): 1 if the file as it stands is the one being served, 0 if its last read failed (an included file's last good version then serves).",
+	}, []string{"file"})
+	r.shown = map[string]bool{}
+	reg.MustRegister(r.successful, r.successTS, r.total, r.info, r.files)
 	for _, res := range []ReloadOutcome{ReloadApplied, ReloadUnchanged, ReloadFailed} {
 		r.total.WithLabelValues(string(res)) // export zeros, so rate() works from the start
 	}
@@ -81,6 +88,26 @@ func (r *Reloads) Record(result ReloadOutcome, hash string, at time.Time) {
 		r.successful.Set(1)
 	case ReloadFailed:
 		r.successful.Set(0)
+	}
+}
+
+// Files records each config file's outcome in the last read (ok by
+// path); the series of files no longer read go. Called by the reload
+// goroutine only.
+func (r *Reloads) Files(ok map[string]bool) {
+	for f := range r.shown {
+		if _, still := ok[f]; !still {
+			r.files.DeleteLabelValues(f)
+			delete(r.shown, f)
+		}
+	}
+	for f, good := range ok {
+		v := 0.0
+		if good {
+			v = 1
+		}
+		r.files.WithLabelValues(f).Set(v)
+		r.shown[f] = true
 	}
 }
 

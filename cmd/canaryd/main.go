@@ -111,7 +111,7 @@ func cmdRun(fs *flag.FlagSet, _, stderr io.Writer) func([]string) int {
 			return code
 		}
 		defer log.Sync()
-		cfg, data, err := config.Load(*path)
+		set, u, err := config.LoadSet(*path)
 		if err != nil {
 			log.Error("cannot start: bad config", zap.String("config", *path), zap.Error(err))
 			return 1
@@ -119,7 +119,7 @@ func cmdRun(fs *flag.FlagSet, _, stderr io.Writer) func([]string) int {
 		logMemoryLimit(log)
 		ctx, stop := signalContext()
 		defer stop()
-		srv, err := app.New(cfg, app.Options{ConfigPath: *path, ConfigData: data, Logger: log, Version: buildVersion()})
+		srv, err := app.New(u.Config, app.Options{ConfigPath: *path, ConfigData: u.MainData, ConfigSet: set, Logger: log, Version: buildVersion()})
 		if err == nil {
 			err = srv.Listen()
 		}
@@ -162,11 +162,12 @@ func cmdValidate(fs *flag.FlagSet, stdout, stderr io.Writer) func([]string) int 
 		if len(args) == 1 {
 			*path = args[0]
 		}
-		cfg, _, err := config.Load(*path)
+		_, u, err := config.LoadSet(*path)
 		if err != nil {
 			fmt.Fprintln(stderr, err)
 			return 1
 		}
+		cfg := u.Config
 		pools, instances, dynamic := 0, 0, 0
 		for _, r := range cfg.Routes {
 			pools += len(r.Pools)
