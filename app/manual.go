@@ -139,13 +139,12 @@ func samePools(w map[string]int, r config.Route) bool {
 // that a running rollout owns: those edits are not applied
 // (docs/rollouts.md). p.mu held.
 func (p *pipeline) warnManagedWeightsLocked(next *config.Config) {
-	running := map[string]config.Route{}
-	for _, r := range p.cfg.Routes {
-		running[r.Name] = r
-	}
 	for _, r := range next.Routes {
-		old, ok := running[r.Name]
-		if !ok || r.Rollout == nil || old.Rollout == nil {
+		if r.Rollout == nil {
+			continue
+		}
+		old, ok := p.routeLocked(r.Name)
+		if !ok || old.Rollout == nil {
 			continue
 		}
 		was := map[string]config.Percent{}

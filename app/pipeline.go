@@ -196,7 +196,7 @@ func (p *pipeline) applyLocked(ch change) (removedCount int, err error) {
 		}
 		if ch.cfg != nil {
 			p.cfg, p.appliedHash = cfg, ch.hash // byName holds: same routes, same order
-			p.retainLocked(cfg)
+			p.retainRoutesLocked(cfg, ch.routes)
 			p.retireMirrorsLocked(cfg)
 			p.retireConnsLocked()
 		} else {

@@ -210,7 +210,7 @@ func (s *Server) reloadOnce(source string) ReloadResult {
 	}
 	if err == nil && u.Err != nil {
 		// The other files applied; these keep their last good version.
-		s.logApplied(source, res.Hash, removed, u.Changed)
+		s.logApplied(source, res.Hash, removed, u.Changed, time.Since(res.At))
 		s.afterApply(cfg)
 		return fail(fmt.Errorf("included files not applied (each keeps its last good version; the rest was applied): %w", u.Err))
 	}
@@ -233,7 +233,7 @@ func (s *Server) reloadOnce(source string) ReloadResult {
 	s.afterApply(cfg)
 	res.Result = metrics.ReloadApplied
 	s.reloadMetrics.Record(res.Result, res.Hash, res.At)
-	s.logApplied(source, res.Hash, removed, u.Changed)
+	s.logApplied(source, res.Hash, removed, u.Changed, time.Since(res.At))
 	recovered()
 	return res
 }
@@ -252,8 +252,11 @@ func (s *Server) afterApply(cfg *config.Config) {
 	}
 }
 
-func (s *Server) logApplied(source, hash string, removed int, changed []string) {
-	fields := []zap.Field{zap.String("source", source), zap.String("hash", hash), zap.Int("instances_removed", removed)}
+// logApplied says what a reload applied, and how long it took from the
+// read to the table served (took_ms).
+func (s *Server) logApplied(source, hash string, removed int, changed []string, took time.Duration) {
+	fields := []zap.Field{zap.String("source", source), zap.String("hash", hash), zap.Int("instances_removed", removed),
+		zap.Float64("took_ms", float64(took.Microseconds())/1000)}
 	if t := s.router.Load(); len(t.Routes()) <= 100 {
 		fields = append(fields, zap.Strings("weights_served", servedWeights(t)))
 	} else if len(changed) > 0 && len(changed) <= 100 {

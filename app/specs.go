@@ -80,6 +80,22 @@ func (p *pipeline) retainLocked(cfg *config.Config) {
 	p.shadows.Retain(keep)
 }
 
+// retainRoutesLocked is retainLocked for the routes named only (the
+// others are as they were). p.mu held.
+func (p *pipeline) retainRoutesLocked(cfg *config.Config, routes []string) {
+	keep := make(map[string][]string, len(routes))
+	for _, name := range routes {
+		keep[name] = []string{} // a route gone keeps nothing
+		if i, ok := p.byName[name]; ok && i < len(cfg.Routes) {
+			for _, pl := range cfg.Routes[i].Pools {
+				keep[name] = append(keep[name], pl.Name)
+			}
+		}
+	}
+	p.requests.RetainIn(keep)
+	p.shadows.RetainIn(keep)
+}
+
 // specLocked builds one route: the file's spec, the weights the inputs
 // impose, its mirror, its pools' transports, and its records of requests.
 // p.mu held.

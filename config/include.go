@@ -310,8 +310,14 @@ func (s *Set) Reload(all bool) (*Update, error) {
 		files = append(files, f)
 	}
 	// Names and matches must be unique across the files: a clash is the
-	// fault of a file that changed (kept at its last good version).
-	files, clashErrs := dedupe(main, files, old, u)
+	// fault of a file that changed (kept at its last good version). The
+	// same names and matches in the same files as the set last applied
+	// cannot clash: that set did not.
+	layout := !full && sameLayout(s.files, files)
+	var clashErrs []error
+	if !layout {
+		files, clashErrs = dedupe(main, files, old, u)
+	}
 	for _, f := range s.files {
 		if !slices.ContainsFunc(files, func(g *IncludedFile) bool { return g.Path == f.Path }) {
 			for _, r := range f.Routes { // a file gone, or left out
@@ -328,7 +334,7 @@ func (s *Set) Reload(all bool) (*Update, error) {
 		return nil, &Error{File: s.mainPath, Problems: []Problem{{Path: "routes", Msg: "no routes in this file or the files it includes; add at least one route with pools"}}}
 	}
 	// The structure changed (routes came, went or moved): apply whole.
-	if !u.Full && !sameRouteOrder(s.assembled(), cfg) {
+	if !layout {
 		u.Full = true
 	}
 	u.mainHash, u.main, u.files = mainHash, main, files
@@ -344,22 +350,17 @@ func (s *Set) Commit(u *Update) {
 	s.mainHash, s.main, s.files = u.mainHash, u.main, u.files
 }
 
-// assembled is the set's config as last applied (nil before the first
-// read).
-func (s *Set) assembled() *Config {
-	if s.main == nil {
-		return nil
-	}
-	return assemble(s.main, s.files)
-}
-
+// readConfig reads a config file, refusing one over maxFileSize (a
+// wrong path: a log, a binary) before reading it.
 func readConfig(path string) ([]byte, error) {
-	f, err := os.Open(path)
+	st, err := os.Stat(path)
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w (check --config)", path, err)
 	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
+	if st.Size() > maxFileSize {
+		return nil, fmt.Errorf("config %s: larger than %d bytes; is this the right file?", path, maxFileSize)
+	}
+	data, err := os.ReadFile(path) // one allocation, sized by its own stat
 	if err != nil {
 		return nil, fmt.Errorf("config %s: read: %w", path, err)
 	}
@@ -462,15 +463,25 @@ func assemble(main *Config, files []*IncludedFile) *Config {
 	return &c
 }
 
-// sameRouteOrder reports whether two configs have the same routes, by
-// name, in the same order (what the routing table's index rests on).
-func sameRouteOrder(a, b *Config) bool {
-	if a == nil || len(a.Routes) != len(b.Routes) {
+// sameLayout reports whether two versions of the included files hold the
+// same routes, by name and match, in the same files and order (what the
+// routing table's index rests on): only the files that changed are
+// compared route by route.
+func sameLayout(a, b []*IncludedFile) bool {
+	if len(a) != len(b) {
 		return false
 	}
-	for i := range a.Routes {
-		if a.Routes[i].Name != b.Routes[i].Name || matchKey(a.Routes[i]) != matchKey(b.Routes[i]) {
+	for i := range a {
+		if a[i] == b[i] {
+			continue
+		}
+		if a[i].Path != b[i].Path || len(a[i].Routes) != len(b[i].Routes) {
 			return false
+		}
+		for k := range a[i].Routes {
+			if a[i].Routes[k].Name != b[i].Routes[k].Name || matchKey(a[i].Routes[k]) != matchKey(b[i].Routes[k]) {
+				return false
+			}
 		}
 	}
 	return true

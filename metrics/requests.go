@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"context"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -97,18 +98,19 @@ func (m *Requests) Pool(route, pool string) *evidence.Pool {
 
 // Retain drops the stats and series of every pool not in keep (route →
 // pools): what a reload removed.
-func (m *Requests) Retain(keep map[string][]string) {
+func (m *Requests) Retain(keep map[string][]string) { m.retain(keep, false) }
+
+// RetainIn is Retain for the routes of keep only: the pools of those
+// routes that keep does not list go, other routes' stay (an edit of some
+// routes, at any number of routes).
+func (m *Requests) RetainIn(keep map[string][]string) { m.retain(keep, true) }
+
+func (m *Requests) retain(keep map[string][]string, only bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	kept := map[poolKey]bool{}
-	for r, ps := range keep {
-		kept[poolKey{r, NoPool}] = true
-		for _, p := range ps {
-			kept[poolKey{r, p}] = true
-		}
-	}
 	for k := range m.pools {
-		if kept[k] {
+		ps, named := keep[k.route]
+		if (only && !named) || (named && (k.pool == NoPool || slices.Contains(ps, k.pool))) {
 			continue
 		}
 		delete(m.pools, k)

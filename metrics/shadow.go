@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -66,17 +67,17 @@ func (s *Shadows) Pool(route, pool string) *ShadowStats {
 
 // Retain drops the stats and series of every route's pool not in keep
 // (route → pools): what a reload removed.
-func (s *Shadows) Retain(keep map[string][]string) {
+func (s *Shadows) Retain(keep map[string][]string) { s.retain(keep, false) }
+
+// RetainIn is Retain for the routes of keep only (Requests.RetainIn).
+func (s *Shadows) RetainIn(keep map[string][]string) { s.retain(keep, true) }
+
+func (s *Shadows) retain(keep map[string][]string, only bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	kept := map[poolKey]bool{}
-	for r, ps := range keep {
-		for _, p := range ps {
-			kept[poolKey{r, p}] = true
-		}
-	}
 	for k := range s.pools {
-		if !kept[k] {
+		ps, named := keep[k.route]
+		if !(only && !named) && !(named && slices.Contains(ps, k.pool)) {
 			delete(s.pools, k)
 			s.total.DeletePartialMatch(prometheus.Labels{"route": k.route, "pool": k.pool})
 		}

@@ -8,6 +8,7 @@
 //	go run ./bench/scale                       # 10,000 routes, 2 minutes
 //	go run ./bench/scale -routes 1000 -for 30s # a quick look
 //	go run ./bench/scale -for 11m              # the issue's steady state
+//	go run ./bench/scale -files 100 -debounce 10ms  # routes in 100 included files
 //
 // Not part of CI: it needs a couple of minutes and ~1 GiB.
 package main
@@ -39,7 +40,10 @@ func main() {
 	rate := flag.Int("rate", 200, "requests a second, over the busy routes")
 	reloads := flag.Int("reloads", 20, "full reloads of the unchanged file, for the leak check")
 	dur := flag.Duration("for", 2*time.Minute, "how long canaryd runs under the steady load")
+	files := flag.Int("files", 0, "split the routes over this many included files (routes.d/*.yaml); 0: one file")
+	debounce := flag.Duration("debounce", 100*time.Millisecond, "reload.debounce (canaryd's default 100ms): part of every save-to-served figure")
 	flag.Parse()
+	gen = generator{files: *files, debounce: *debounce}
 	if err := run(*routes, *probed, *busy, *rate, *reloads, *dur); err != nil {
 		fmt.Fprintln(os.Stderr, "scale:", err)
 		os.Exit(1)
@@ -75,8 +79,14 @@ func run(routes int, probed, busy float64, rate, reloads int, dur time.Duration)
 	cfgPath := filepath.Join(work, "config.yaml")
 	adminAddr := freeAddr()
 	cfg := config(routes, probed, port, adminAddr, filepath.Join(work, "state"), -1)
-	if err := os.WriteFile(cfgPath, cfg, 0o644); err != nil {
+	if err := gen.write(work, routes, cfg); err != nil {
 		return err
+	}
+	if gen.files > 0 {
+		cfg = gen.main(adminAddr, filepath.Join(work, "state"))
+		if err := os.WriteFile(cfgPath, cfg, 0o644); err != nil {
+			return err
+		}
 	}
 
 	// Start: exec to "canaryd serving".
@@ -110,8 +120,8 @@ func run(routes int, probed, busy float64, rate, reloads int, dur time.Duration)
 	proxyAddr := serving["listen"].(string)
 
 	var report strings.Builder
-	fmt.Fprintf(&report, "Generated config: %d routes × 2 pools × (4 + 1) instances = %d instances; active checks every 5 s on %.0f%% of routes (%d instances); traffic at %d req/s over %.0f%% of routes. `go run ./bench/scale -routes %d -probed %g -busy %g -rate %d -reloads %d -for %v`.\n\n",
-		routes, routes*5, probed*100, int(float64(routes)*probed)*5, rate, busy*100, routes, probed, busy, rate, reloads, dur)
+	fmt.Fprintf(&report, "Generated config: %d routes × 2 pools × (4 + 1) instances = %d instances; active checks every 5 s on %.0f%% of routes (%d instances); traffic at %d req/s over %.0f%% of routes; %s; reload.debounce %v. `go run ./bench/scale -routes %d -probed %g -busy %g -rate %d -reloads %d -for %v -files %d -debounce %v`.\n\n",
+		routes, routes*5, probed*100, int(float64(routes)*probed)*5, rate, busy*100, gen.layout(), gen.debounce, routes, probed, busy, rate, reloads, dur, gen.files, gen.debounce)
 	fmt.Fprintf(&report, "| measure | value |\n| --- | ---: |\n")
 	fmt.Fprintf(&report, "| start (exec to serving) | %v |\n", startTook.Round(time.Millisecond))
 
@@ -169,17 +179,32 @@ func run(routes int, probed, busy float64, rate, reloads int, dur time.Duration)
 	fmt.Fprintf(&report, "| full reload of the file (median of %d, save to applied) | %v |\n", reloads, median(reloadTook).Round(time.Millisecond))
 	fmt.Fprintf(&report, "| heap in use before and after %d reloads | %.0f → %.0f MiB |\n", reloads, heapBefore/(1<<20), heapAfter/(1<<20))
 
-	// A weight edit of one route: save to served.
-	// (After the reloads: in the first seconds the first round of probes
-	// and connections competes for the CPU, which is start-up, not edits.)
-	edit := time.Now()
-	if err := os.WriteFile(cfgPath, edited, 0o644); err != nil {
-		return err
+	// A weight edit of one route: save to served, ten times (to 50/50
+	// and back). (After the reloads: in the first seconds the first round
+	// of probes and connections competes for the CPU, which is start-up,
+	// not edits.)
+	var editTook, applyTook []time.Duration
+	for i := 0; i < 10; i++ {
+		green, content := 50.0, edited
+		if i%2 == 1 {
+			green, content = 10, config(routes, probed, port, adminAddr, filepath.Join(work, "state"), -1)
+		}
+		edit := time.Now()
+		if err := gen.edit(work, cfgPath, routes, routes/2, content); err != nil {
+			return err
+		}
+		if err := waitWeight(adminAddr, fmt.Sprintf("r%d", routes/2), green, time.Minute); err != nil {
+			return err
+		}
+		editTook = append(editTook, time.Since(edit))
+		if m, err := waitLog(lines, "config applied", time.Minute); err == nil {
+			if ms, ok := m["took_ms"].(float64); ok {
+				applyTook = append(applyTook, time.Duration(ms*float64(time.Millisecond)))
+			}
+		}
 	}
-	if err := waitWeight(adminAddr, fmt.Sprintf("r%d", routes/2), 50, time.Minute); err != nil {
-		return err
-	}
-	fmt.Fprintf(&report, "| a weight edit to one route, save to served | %v |\n", time.Since(edit).Round(time.Millisecond))
+	fmt.Fprintf(&report, "| a weight edit to one route, save to served (median of 10, debounce included) | %v |\n", median(editTook).Round(time.Millisecond))
+	fmt.Fprintf(&report, "| the same edits, read to applied (the reload's own time, median) | %v |\n", median(applyTook).Round(100*time.Microsecond))
 
 	// Steady state: memory over time.
 	fmt.Fprintf(&report, "\n| after | RSS | heap in use | requests (failed) |\n| ---: | ---: | ---: | ---: |\n")
@@ -202,11 +227,87 @@ func run(routes int, probed, busy float64, rate, reloads int, dur time.Duration)
 	return nil
 }
 
+// gen is how the config is laid out on disk (flags -files, -debounce).
+var gen generator
+
+// generator lays the generated routes out: one file, or a main file that
+// includes routes.d/*.yaml and the routes spread over files.
+type generator struct {
+	files    int
+	debounce time.Duration
+}
+
+func (g generator) layout() string {
+	if g.files == 0 {
+		return "one file"
+	}
+	return fmt.Sprintf("a main file and %d included files", g.files)
+}
+
+// main is the main file when the routes are included.
+func (g generator) main(adminAddr, state string) []byte {
+	return fmt.Appendf(nil, "listen: \"127.0.0.1:0\"\nadmin: { listen: %q }\nstate_dir: %q\nreload: { debounce: %v }\ninclude: [\"routes.d/*.yaml\"]\n", adminAddr, state, g.debounce)
+}
+
+// write puts a generated config (one file's content) on disk in the
+// layout: the routes cut at their "  - name:" lines into the files.
+func (g generator) write(work string, routes int, cfg []byte) error {
+	if g.files == 0 {
+		return os.WriteFile(filepath.Join(work, "config.yaml"), cfg, 0o644)
+	}
+	if err := os.MkdirAll(filepath.Join(work, "routes.d"), 0o755); err != nil {
+		return err
+	}
+	_, body, _ := bytes.Cut(cfg, []byte("routes:\n"))
+	rs := bytes.SplitAfter(body, []byte("\n  - name: "))
+	per := (routes + g.files - 1) / g.files
+	for f := 0; f < g.files; f++ {
+		if err := os.WriteFile(g.path(work, f), g.file(rs, f, per), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (g generator) path(work string, f int) string {
+	return filepath.Join(work, "routes.d", fmt.Sprintf("f%05d.yaml", f))
+}
+
+// file is included file f's content: routes f*per to (f+1)*per of rs
+// (each piece of rs ends with the next route's "  - name: ").
+func (g generator) file(rs [][]byte, f, per int) []byte {
+	var b bytes.Buffer
+	b.WriteString("routes:\n")
+	for i := f * per; i < min((f+1)*per, len(rs)); i++ {
+		piece := rs[i]
+		if i == 0 {
+			piece = append([]byte("  - name: "), bytes.TrimPrefix(piece, []byte("  - name: "))...)
+		} else {
+			piece = append([]byte("  - name: "), piece...)
+		}
+		b.Write(bytes.TrimSuffix(piece, []byte("\n  - name: ")))
+		b.WriteString("\n")
+	}
+	return bytes.ReplaceAll(b.Bytes(), []byte("\n\n"), []byte("\n"))
+}
+
+// edit saves cfg (one file's content) in the layout: the whole file, or
+// the included file that holds route r only.
+func (g generator) edit(work, cfgPath string, routes, r int, cfg []byte) error {
+	if g.files == 0 {
+		return os.WriteFile(cfgPath, cfg, 0o644)
+	}
+	_, body, _ := bytes.Cut(cfg, []byte("routes:\n"))
+	rs := bytes.SplitAfter(body, []byte("\n  - name: "))
+	per := (routes + g.files - 1) / g.files
+	return os.WriteFile(g.path(work, r/per), g.file(rs, r/per, per), 0o644)
+}
+
 // config is the generated file; route edit (if >= 0) gets 50/50 instead
 // of 90/10.
 func config(routes int, probed float64, port int, adminAddr, state string, edit int) []byte {
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "listen: \"127.0.0.1:0\"\nadmin: { listen: %q }\nstate_dir: %q\nroutes:\n", adminAddr, state)
+	fmt.Fprintf(&b, "listen: \"127.0.0.1:0\"\nadmin: { listen: %q }\nstate_dir: %q\nreload: { debounce: %v }\nroutes:\n", adminAddr, state, gen.debounce)
 	probedN := int(float64(routes) * probed)
 	for i := 0; i < routes; i++ {
 		fmt.Fprintf(&b, "  - name: r%d\n    match: { host: svc-%d.example }\n", i, i)
