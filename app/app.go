@@ -162,6 +162,13 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 		return nil, err
 	}
 	s.reloadMetrics.Loaded(hash, time.Now())
+	if s.set != nil {
+		ok := map[string]bool{o.ConfigPath: true}
+		for _, f := range s.set.Files() {
+			ok[f] = true
+		}
+		s.reloadMetrics.Files(ok)
+	}
 	if err := s.setupProxy(cfg); err != nil {
 		return nil, err
 	}

@@ -193,7 +193,7 @@ func (s *Server) reloadOnce(source string) ReloadResult {
 	all := source == "SIGHUP" || source == "admin API"
 	u, err := s.set.Reload(all)
 	if err != nil {
-		s.reloadMetrics.Files(map[string]bool{s.opts.ConfigPath: false})
+		s.reloadMetrics.File(s.opts.ConfigPath, false)
 		return fail(err)
 	}
 	res.Hash = u.Hash
@@ -227,7 +227,7 @@ func (s *Server) reloadOnce(source string) ReloadResult {
 		return res
 	}
 	if err != nil {
-		s.reloadMetrics.Files(map[string]bool{s.opts.ConfigPath: false})
+		s.reloadMetrics.File(s.opts.ConfigPath, false)
 		return fail(err)
 	}
 	s.afterApply(cfg)

@@ -244,12 +244,13 @@ func hashSet(mainHash string, main *Config, files []*IncludedFile) string {
 	return hex.EncodeToString(h.Sum(nil)[:8])
 }
 
-// Patterns are the globs to watch, as paths.
-func (s *Set) Patterns() []string {
-	if s.main == nil {
-		return nil
+// Files are the included files' paths, as last committed.
+func (s *Set) Files() []string {
+	out := make([]string, len(s.files))
+	for i, f := range s.files {
+		out[i] = f.Path
 	}
-	return IncludePatterns(s.mainPath, s.main)
+	return out
 }
 
 // Reload reads the set again, parsing only the files whose content

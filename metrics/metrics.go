@@ -111,6 +111,18 @@ func (r *Reloads) Files(ok map[string]bool) {
 	}
 }
 
+// File records one file's outcome, leaving the others' as they are (the
+// main file's, when it could not be applied and the included files were
+// not looked at).
+func (r *Reloads) File(path string, ok bool) {
+	v := 0.0
+	if ok {
+		v = 1
+	}
+	r.files.WithLabelValues(path).Set(v)
+	r.shown[path] = true
+}
+
 // Health exports instance availability and ejections.
 type Health struct {
 	healthy   *prometheus.GaugeVec

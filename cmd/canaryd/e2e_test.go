@@ -604,3 +604,33 @@ routes:
 	}
 	t.Errorf("Prometheus sees %v; want blue 400 and green 100", got)
 }
+
+// validate checks a config directory whole: the main file and every file
+// its include globs name; a bad included file is named with its line.
+func TestValidateIncludedFiles(t *testing.T) {
+	main := writeConfig(t, "include: [\"routes.d/*.yaml\"]\n")
+	rd := filepath.Join(filepath.Dir(main), "routes.d")
+	if err := os.MkdirAll(rd, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	route := func(name string) string {
+		return "routes:\n  - name: " + name + "\n    match: { path_prefix: /" + name + " }\n    pools:\n      - { name: a, weight: 100, instances: [\"127.0.0.1:1\"] }\n"
+	}
+	for _, n := range []string{"billing", "search"} {
+		if err := os.WriteFile(filepath.Join(rd, n+".yaml"), []byte(route(n)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, err := exec.Command(binary, "validate", main).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "ok (2 routes, 2 pools, 2 instances") {
+		t.Errorf("valid set: %v %s", err, out)
+	}
+	bad := filepath.Join(rd, "search.yaml")
+	if err := os.WriteFile(bad, []byte(strings.Replace(route("search"), "127.0.0.1:1", "127.0.0.1", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err = exec.Command(binary, "validate", main).CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(string(out), bad) || !strings.Contains(string(out), "line 5") || !strings.Contains(string(out), "needs host:port") {
+		t.Errorf("a bad included file: %v %s", err, out)
+	}
+}
