@@ -80,7 +80,11 @@ declare -A addr pid taddr tpid
 addr[direct]=127.0.0.1:18001; pid[direct]=$backend_pid
 $P "$work/canaryd" run --config "$work/canaryd.yaml" --log-level warn & pids+=($!); addr[canaryd]=127.0.0.1:18200; pid[canaryd]=$!
 $P "$work/baseline" --listen 127.0.0.1:18100 2>"$work/baseline.log" & pids+=($!); addr[httputil]=127.0.0.1:18100; pid[httputil]=$!
-targets="direct canaryd httputil"
+# The net/http ceiling: a bare net/http server answering the same 128
+# bytes itself, on the proxies' core. No Go proxy can beat it: what
+# canaryd does per request is on top of this server's own cost.
+$P "$work/backend" --listen 127.0.0.1:18500 & pids+=($!); addr[nethttp]=127.0.0.1:18500; pid[nethttp]=$!
+targets="direct nethttp canaryd httputil"
 if command -v nginx >/dev/null; then
   sed "s|@DIR@|$work|g" bench/peers/nginx-proxy.conf > "$work/nginx-proxy.conf"
   $P nginx -c "$work/nginx-proxy.conf" & pids+=($!); addr[nginx]=127.0.0.1:18300; pid[nginx]=$!

@@ -96,18 +96,25 @@ to refresh this file (it is rewritten whole).
 			c, ratio(rpsOf("canaryd", c), rpsOf("httputil", c)), ratio(rpsOf("canaryd", c), rpsOf("nginx", c)), p99Of("canaryd", c), p99Of("httputil", c))
 		fmt.Printf("Those are ratios of medians. Taken round by round instead (each round runs the targets back to back, so a ratio within a round cancels the machine's drift between rounds): canaryd %s the baseline and %s nginx.\n\n",
 			pairedRatio(runs["canaryd"][c], runs["httputil"][c]), pairedRatio(runs["canaryd"][c], runs["nginx"][c]))
+		if len(runs["nethttp"][c]) > 0 {
+			cpu := func(t string) float64 { return median(runs[t][c], func(r run) float64 { return r.cpuUsPerReq }) }
+			fmt.Printf("**Against the net/http ceiling (a bare net/http server answering the same bytes itself, on the proxies' core): canaryd %s its throughput, round by round %s; nginx %s, HAProxy %s. Per request, canaryd spends %.1f µs of CPU against the bare server's %.1f µs, nginx's %.1f µs and HAProxy's %.1f µs.**\n\n",
+				ratio(rpsOf("canaryd", c), rpsOf("nethttp", c)), pairedRatio(runs["canaryd"][c], runs["nethttp"][c]),
+				ratio(rpsOf("nginx", c), rpsOf("nethttp", c)), ratio(rpsOf("haproxy", c), rpsOf("nethttp", c)),
+				cpu("canaryd"), cpu("nethttp"), cpu("nginx"), cpu("haproxy"))
+		}
 	}
 	for _, c := range conns {
-		direct, nginx, base := rpsOf("direct", c), rpsOf("nginx", c), rpsOf("httputil", c)
+		direct, nginx, base, ceiling := rpsOf("direct", c), rpsOf("nginx", c), rpsOf("httputil", c), rpsOf("nethttp", c)
 		fmt.Printf("## %d connections\n\n", c)
-		fmt.Println("| target | req/s | p50 ms | p99 ms | vs direct | vs httputil | vs nginx | CPU µs/req |")
-		fmt.Println("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+		fmt.Println("| target | req/s | p50 ms | p99 ms | vs direct | vs net/http ceiling | vs httputil | vs nginx | CPU µs/req |")
+		fmt.Println("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 		for _, t := range targets {
 			rs := runs[t][c]
 			rps := rpsOf(t, c)
-			fmt.Printf("| %s | %.0f | %.2f | %.2f | %s | %s | %s | %.1f |\n", t, rps,
+			fmt.Printf("| %s | %.0f | %.2f | %.2f | %s | %s | %s | %s | %.1f |\n", t, rps,
 				median(rs, func(r run) float64 { return r.p50 }), p99Of(t, c),
-				ratio(rps, direct), ratio(rps, base), ratio(rps, nginx), median(rs, func(r run) float64 { return r.cpuUsPerReq }))
+				ratio(rps, direct), ratio(rps, ceiling), ratio(rps, base), ratio(rps, nginx), median(rs, func(r run) float64 { return r.cpuUsPerReq }))
 		}
 		fmt.Println()
 	}
