@@ -158,7 +158,9 @@ func (m *cache) setState(route string, data []byte, rev int64, at time.Time) {
 		Phase string `json:"phase"`
 	}
 	json.Unmarshal(data, &phase)
-	busy := phase.Phase == "progressing" || phase.Phase == "paused" || phase.Phase == "shadowing"
+	// The phases of rollout.Phase.UnderWay (cluster does not import
+	// rollout: the state is the leader's JSON).
+	busy := phase.Phase == "progressing" || phase.Phase == "paused" || phase.Phase == "shadowing" || phase.Phase == "segment"
 	m.states[route] = stateEntry{data: data, rev: rev, at: at, busy: busy}
 }
 

@@ -9,6 +9,7 @@ import (
 	"unsafe"
 
 	"canaryd/evidence"
+	"canaryd/rollout"
 )
 
 // referenceSeries is the history as it was: the cumulative counts of each
@@ -162,5 +163,18 @@ func TestStatsKeepTrafficClassesApart(t *testing.T) {
 	var old statsDoc
 	if err := json.Unmarshal([]byte(`{"boot":"b0","pools":[{"route":"web","pool":"green","w":{"r":3},"p":{},"sc":{},"sp":{}}]}`), &old); err != nil || len(old.Pools) != 1 || old.Pools[0].Weighted.R != 3 {
 		t.Fatalf("an older member's document: %+v (%v)", old, err)
+	}
+}
+
+// A state under way by the rollout's own rule is busy for the cluster (a
+// partitioned member sends those routes to stable): the phase names are
+// read from the leader's JSON here, so a new phase must be added to both.
+func TestBusyPhasesAreTheRolloutsUnderWay(t *testing.T) {
+	for _, ph := range []rollout.Phase{rollout.Idle, rollout.Shadowing, rollout.SegmentPhase, rollout.Progressing, rollout.Paused, rollout.Promoted, rollout.RolledBack} {
+		m := newCache("m1")
+		m.setState("web", []byte(`{"phase":"`+string(ph)+`"}`), 1, time.Now())
+		if got := m.busy(); got != ph.UnderWay() {
+			t.Errorf("phase %s: busy %v, under way %v", ph, got, ph.UnderWay())
+		}
 	}
 }
