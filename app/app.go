@@ -234,6 +234,16 @@ func (s *Server) setupPipeline(cfg *config.Config) {
 		}
 	}
 	s.checker = health.New(s.router, healthEvents{log: s.log.Named("health"), metrics: s.healthMetrics, router: s.router, weights: publishRoute})
+	// canaryd_instance_healthy is read from the live table at each scrape.
+	s.healthMetrics.Source(func(yield func(route, pool, instance string, up bool)) {
+		for _, r := range s.router.Load().Routes() {
+			for _, p := range r.Pools {
+				for _, in := range p.Instances {
+					yield(r.Name, p.Name, in.Addr, in.Available())
+				}
+			}
+		}
+	})
 	s.checker.SetPanicHandler(s.panicked)
 	pipe = newPipeline(pipelineDeps{
 		log: s.log, static: cfg, router: s.router, requests: s.requests, shadows: s.shadows,

@@ -70,60 +70,23 @@ func (p *pipeline) syncHealthLocked(routes []string) {
 			}
 		}
 	}
-	var recs []*health.Instance
 	if routes == nil {
 		for i := range cfg.Routes {
 			add(&cfg.Routes[i])
 		}
-		recs = p.checker.Sync(targets)
-	} else {
-		pools := make(map[string][]string, len(routes))
-		for _, name := range routes {
-			if r, ok := p.routeLocked(name); ok {
-				add(r)
-				for _, cp := range r.Pools {
-					pools[name] = append(pools[name], cp.Name)
-				}
-			}
-		}
-		recs = p.checker.SyncPools(pools, targets)
-	}
-	// The exported keys, by route: a scoped sync touches its routes'.
-	keys := map[string]map[upstream.Key]bool{}
-	for i, t := range targets {
-		k := t.Instance.Key()
-		if keys[k.Route] == nil {
-			keys[k.Route] = map[upstream.Key]bool{}
-		}
-		keys[k.Route][k] = true
-		if !p.healthKeys[k.Route][k] {
-			p.health.Set(k.Route, k.Pool, k.Addr, recs[i].Available())
-		}
-	}
-	forget := func(route string) {
-		for k := range p.healthKeys[route] {
-			if !keys[route][k] {
-				p.health.Forget(k.Route, k.Pool, k.Addr)
-			}
-		}
-		if keys[route] == nil {
-			delete(p.healthKeys, route)
-		} else {
-			p.healthKeys[route] = keys[route]
-		}
-	}
-	if routes == nil {
-		for route := range p.healthKeys {
-			forget(route)
-		}
-		for route, ks := range keys {
-			p.healthKeys[route] = ks
-		}
+		p.checker.Sync(targets)
 		return
 	}
-	for _, route := range routes {
-		forget(route)
+	pools := make(map[string][]string, len(routes))
+	for _, name := range routes {
+		if r, ok := p.routeLocked(name); ok {
+			add(r)
+			for _, cp := range r.Pools {
+				pools[name] = append(pools[name], cp.Name)
+			}
+		}
 	}
+	p.checker.SyncPools(pools, targets)
 }
 
 // outcomes is the proxy's Observer: it feeds the request metrics, passive
@@ -229,7 +192,6 @@ type healthEvents struct {
 }
 
 func (e healthEvents) Transition(t health.Transition) {
-	e.metrics.Set(t.Route, t.Pool, t.Addr, t.Up)
 	e.weights(t.Route) // the transition moved shares between the route's pools
 	fields := []zap.Field{
 		zap.String("route", t.Route), zap.String("pool", t.Pool), zap.String("instance", t.Addr),

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"canaryd/config"
+	"canaryd/metrics"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -278,5 +280,44 @@ routes:
 	reqs = append(reqs, "/err", "/err", "/err")
 	if lines := run("access_log: { enabled: true, sample: 10 }", reqs); len(lines) != 13 {
 		t.Errorf("sample 10: %d lines for 100 ok and 3 errors, want 10 + 3", len(lines))
+	}
+}
+
+// canaryd_instance_healthy is read from the live table at each scrape: an
+// instance a probe takes out reads 0, one that is back reads 1, and one a
+// reload removes has no series any more.
+func TestInstanceHealthySeries(t *testing.T) {
+	blue, green := newNamed(t, "blue", 0), newNamed(t, "green", 0)
+	deadLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "http://" + deadLn.Addr().String()
+	deadLn.Close() // nothing listens: probes fail
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	cfg := func(extra string) string {
+		return fmt.Sprintf(`listen: "127.0.0.1:0"
+admin: { listen: "127.0.0.1:0" }
+routes:
+  - name: web
+    health: { active: { path: /, interval: 100ms, timeout: 50ms, fall: 1, rise: 1 } }
+    pools:
+      - { name: blue, weight: 50, instances: [%q%s] }
+      - { name: green, weight: 50, instances: [%q] }
+`, blue.URL, extra, green.URL)
+	}
+	writeFile(t, path, cfg(fmt.Sprintf(", %q", dead)))
+	r := startRig(t, path)
+	healthy := func() map[string]float64 {
+		return series(scrape(t, r.admin)["canaryd_instance_healthy"], "pool", "instance")
+	}
+	waitFor(t, 5*time.Second, func() bool { return healthy()["blue/"+dead] == 0 && len(healthy()) == 3 })
+	if h := healthy(); h["blue/"+blue.URL] != 1 || h["green/"+green.URL] != 1 {
+		t.Fatalf("healthy: %v", h)
+	}
+	writeFile(t, path, cfg(""))
+	r.next(metrics.ReloadApplied, 5*time.Second)
+	if h := healthy(); len(h) != 2 || h["blue/"+blue.URL] != 1 {
+		t.Fatalf("after the dead instance's removal: %v", h)
 	}
 }

@@ -15,7 +15,6 @@ import (
 	"canaryd/panics"
 	"canaryd/proxy"
 	"canaryd/rollout"
-	"canaryd/upstream"
 )
 
 // pipeline is the one owner of every change to the routing table. Each
@@ -72,9 +71,6 @@ type pipeline struct {
 	retired []*proxy.Mirror
 	// conns are the pools' transports by settings (connForLocked).
 	conns map[connKey]*poolConn
-	// healthKeys are the instances whose health metric is exported, by
-	// route.
-	healthKeys map[string]map[upstream.Key]bool
 	// dynamic are the dynamic pools' latest sets, by source (dynamic.go);
 	// applied: the first config is live (sets that come before it wait
 	// for it).
@@ -105,7 +101,7 @@ func newPipeline(d pipelineDeps) *pipeline {
 		onPanic: d.onPanic, background: d.background, stopping: d.stopping,
 		cfg: d.static, byName: routeIndex(d.static),
 		overrides: map[string]rollout.Override{}, manual: map[string]manualWeights{}, versions: map[string]int{},
-		mirrors: map[string]*mirrorEntry{}, conns: map[connKey]*poolConn{}, healthKeys: map[string]map[upstream.Key]bool{},
+		mirrors: map[string]*mirrorEntry{}, conns: map[connKey]*poolConn{},
 		dynamic: map[source]map[poolRef]*dynamicSet{fromDNS: {}, fromRegistrations: {}},
 	}
 }
@@ -211,6 +207,9 @@ func (p *pipeline) applyLocked(ch change) (removedCount int, err error) {
 		if ch.instances || ch.cfg != nil {
 			p.syncHealthLocked(ch.routes)
 		}
+	}
+	for _, in := range removed {
+		p.health.Forget(in.Route, in.Pool, in.Addr) // gone from every route
 	}
 	p.drainLocked(removed)
 	return len(removed), nil
