@@ -221,6 +221,18 @@ func run(routes int, probed, busy float64, rate, reloads int, dur time.Duration)
 			break
 		}
 	}
+	// Where the memory is: the live heap (a heap profile forces a GC
+	// first), the goroutines, and the profile kept for pprof.
+	prof := filepath.Join(os.TempDir(), "canaryd-scale-heap.pb.gz")
+	if resp, err := http.Get("http://" + adminAddr + "/debug/pprof/heap?gc=1"); err == nil {
+		if f, err := os.Create(prof); err == nil {
+			io.Copy(f, resp.Body)
+			f.Close()
+		}
+		resp.Body.Close()
+	}
+	fmt.Fprintf(&report, "\nAfter a forced GC: heap in use %.0f MiB, RSS %.0f MiB, %0.f goroutines; heap profile in %s (`go tool pprof -top %s`).\n",
+		scrape(adminAddr, "go_memstats_heap_inuse_bytes")/(1<<20), rss(cmd.Process.Pid)/(1<<20), scrape(adminAddr, "go_goroutines"), prof, prof)
 	stop()
 	wg.Wait()
 	fmt.Print(report.String())
@@ -246,7 +258,7 @@ func (g generator) layout() string {
 
 // main is the main file when the routes are included.
 func (g generator) main(adminAddr, state string) []byte {
-	return fmt.Appendf(nil, "listen: \"127.0.0.1:0\"\nadmin: { listen: %q }\nstate_dir: %q\nreload: { debounce: %v }\ninclude: [\"routes.d/*.yaml\"]\n", adminAddr, state, g.debounce)
+	return fmt.Appendf(nil, "listen: \"127.0.0.1:0\"\nadmin: { listen: %q, pprof: true }\nstate_dir: %q\nreload: { debounce: %v }\ninclude: [\"routes.d/*.yaml\"]\n", adminAddr, state, g.debounce)
 }
 
 // write puts a generated config (one file's content) on disk in the
@@ -307,7 +319,7 @@ func (g generator) edit(work, cfgPath string, routes, r int, cfg []byte) error {
 // of 90/10.
 func config(routes int, probed float64, port int, adminAddr, state string, edit int) []byte {
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "listen: \"127.0.0.1:0\"\nadmin: { listen: %q }\nstate_dir: %q\nreload: { debounce: %v }\nroutes:\n", adminAddr, state, gen.debounce)
+	fmt.Fprintf(&b, "listen: \"127.0.0.1:0\"\nadmin: { listen: %q, pprof: true }\nstate_dir: %q\nreload: { debounce: %v }\nroutes:\n", adminAddr, state, gen.debounce)
 	probedN := int(float64(routes) * probed)
 	for i := 0; i < routes; i++ {
 		fmt.Fprintf(&b, "  - name: r%d\n    match: { host: svc-%d.example }\n", i, i)
