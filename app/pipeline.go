@@ -95,8 +95,9 @@ type pipelineDeps struct {
 }
 
 func newPipeline(d pipelineDeps) *pipeline {
+	static := settingsOf(d.static)
 	return &pipeline{
-		log: d.log, static: d.static, router: d.router, requests: d.requests, shadows: d.shadows,
+		log: d.log, static: &static, router: d.router, requests: d.requests, shadows: d.shadows,
 		checker: d.checker, health: d.health, transport: d.transport, clustered: d.clustered,
 		onPanic: d.onPanic, background: d.background, stopping: d.stopping,
 		cfg: d.static, byName: routeIndex(d.static),
