@@ -89,7 +89,7 @@ type Server struct {
 
 	reloadMetrics *metrics.Reloads
 	// set is the config files, as last applied; the reload goroutine's.
-	set *config.Set
+	set           *config.Set
 	healthMetrics *metrics.Health
 	requests      *metrics.Requests
 	shadows       *metrics.Shadows

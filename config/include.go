@@ -319,8 +319,12 @@ func (s *Set) Reload(all bool) (*Update, error) {
 	if !layout {
 		files, clashErrs = dedupe(main, files, old, u)
 	}
+	kept := make(map[string]bool, len(files))
+	for _, f := range files {
+		kept[f.Path] = true
+	}
 	for _, f := range s.files {
-		if !slices.ContainsFunc(files, func(g *IncludedFile) bool { return g.Path == f.Path }) {
+		if !kept[f.Path] {
 			for _, r := range f.Routes { // a file gone, or left out
 				u.Changed = append(u.Changed, r.Name)
 			}

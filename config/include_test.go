@@ -38,7 +38,6 @@ func routeYAML(name, prefix string, green int) string {
 		"      - { name: green, weight: " + strconv.Itoa(green) + ", instances: [\"127.0.0.1:9002\"] }\n"
 }
 
-
 const includeMain = "listen: \"127.0.0.1:0\"\ninclude: [\"routes.d/*.yaml\"]\nroutes:\n" + "  - name: main\n    match: { path_prefix: /main }\n    pools: [{ name: blue, weight: 100, instances: [\"127.0.0.1:9001\"] }]\n"
 
 func TestIncludedFilesAreAssembledInOrder(t *testing.T) {
