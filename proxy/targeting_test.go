@@ -104,3 +104,32 @@ func TestClientAddr(t *testing.T) {
 		}
 	}
 }
+
+// A request retried on another pool (its instance refused the
+// connection) carries that pool's version: the next hop sees the version
+// that served.
+func TestPropagatedVersionFollowsARetry(t *testing.T) {
+	seen := make(chan string, 2)
+	green := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen <- r.Header.Get("X-Canary-Version")
+	}))
+	dead := serve(t, http.NotFoundHandler())
+	deadURL := dead.URL
+	dead.Close() // refuses connections
+	spec := routeSpec(t, pool{"blue", 10000, []string{deadURL}}, pool{"green", 0, []string{green.URL}})
+	spec.Pools[1].Weight, spec.Pools[0].Weight = 1, 9999 // green weighted, so the retry may go there
+	spec.Pools[0].Version, spec.Pools[1].Version = "v1", "v2"
+	spec.PropagateHeader = "X-Canary-Version"
+	r := newRig(t, Options{}, spec)
+	resp, err := r.client.Get(r.srv.URL + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	if got := <-seen; got != "v2" {
+		t.Fatalf("the retried request carried version %q, want the serving pool's v2", got)
+	}
+}

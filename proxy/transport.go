@@ -295,6 +295,9 @@ func (st *state) RoundTrip(req *http.Request) (*http.Response, error) {
 	st.pool, st.inst = pool, alt
 	again := req.Clone(req.Context())
 	setTarget(again, st.in.URL, alt.URL)
+	if k := st.route.PropagateHeader; k != "" {
+		again.Header[k] = pool.VersionValue() // the pool that serves now
+	}
 	return st.send(again)
 }
 
