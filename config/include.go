@@ -1,12 +1,10 @@
 package config
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -74,23 +72,9 @@ func ParseRoutes(name string, data []byte, top *Config) (*IncludedFile, error) {
 		return f, nil // an empty file: no routes (yet)
 	}
 	var rf routesFile
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	err := dec.Decode(&rf)
-	var typeProblems []Problem
-	var te *yaml.TypeError
-	switch {
-	case errors.As(err, &te):
-		for _, m := range te.Errors {
-			typeProblems = append(typeProblems, typeProblem(m))
-		}
-	case err != nil:
-		return nil, &Error{File: name, Problems: []Problem{syntaxProblem(err, data)}}
-	default:
-		var extra yaml.Node
-		if dec.Decode(&extra) != io.EOF {
-			return nil, &Error{File: name, Problems: []Problem{{Line: extra.Line, Msg: "more than one YAML document; keep one document per file"}}}
-		}
+	typeProblems, err := decodeStrict(name, data, &rf)
+	if err != nil {
+		return nil, err
 	}
 	for i := range rf.Routes {
 		rf.Routes[i].applyDefaults()

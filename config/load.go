@@ -70,25 +70,9 @@ func Parse(name string, data []byte) (*Config, error) {
 	}
 
 	var cfg Config
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	err := dec.Decode(&cfg)
-	// A TypeError leaves the rest of the document decoded: report it, and
-	// then whatever validation finds too, so one run shows every problem.
-	var typeProblems []Problem
-	var te *yaml.TypeError
-	switch {
-	case errors.As(err, &te):
-		for _, m := range te.Errors {
-			typeProblems = append(typeProblems, typeProblem(m))
-		}
-	case err != nil:
-		return nil, &Error{File: name, Problems: []Problem{syntaxProblem(err, data)}}
-	default:
-		var extra yaml.Node
-		if dec.Decode(&extra) != io.EOF {
-			return nil, &Error{File: name, Problems: []Problem{{Line: extra.Line, Msg: "more than one YAML document; keep one document per file"}}}
-		}
+	typeProblems, err := decodeStrict(name, data, &cfg)
+	if err != nil {
+		return nil, err
 	}
 
 	cfg.applyDefaults()
@@ -100,6 +84,32 @@ func Parse(name string, data []byte) (*Config, error) {
 		return nil, &Error{File: name, Problems: ps}
 	}
 	return &cfg, nil
+}
+
+// decodeStrict decodes one YAML document into v, unknown keys refused.
+// A TypeError leaves the rest of the document decoded: its problems are
+// returned, so that validation can add its own and one run shows every
+// problem. A syntax error, or a second document, is the error.
+func decodeStrict(name string, data []byte, v any) ([]Problem, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	err := dec.Decode(v)
+	var te *yaml.TypeError
+	switch {
+	case errors.As(err, &te):
+		var ps []Problem
+		for _, m := range te.Errors {
+			ps = append(ps, typeProblem(m))
+		}
+		return ps, nil
+	case err != nil:
+		return nil, &Error{File: name, Problems: []Problem{syntaxProblem(err, data)}}
+	}
+	var extra yaml.Node
+	if dec.Decode(&extra) != io.EOF {
+		return nil, &Error{File: name, Problems: []Problem{{Line: extra.Line, Msg: "more than one YAML document; keep one document per file"}}}
+	}
+	return nil, nil
 }
 
 func sortProblems(ps []Problem) {
