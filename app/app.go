@@ -407,6 +407,7 @@ func (s *Server) Serve(ctx context.Context) error {
 			return err
 		}
 	}
+	firstTickets := s.firstTicketKeys()
 	errs := make(chan error, 3)
 	go serveOn(s.proxy, s.frontListener(s.proxyLn), "proxy", errs)
 	if s.admin != nil {
@@ -418,7 +419,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		go serveOn(s.redirect, overload.NewListener(s.redirectLn, s.overload.listenerOptions(s.trustedPeer)), "redirect", errs)
 	}
 	rctx, stopReloads := context.WithCancel(context.Background())
-	s.startBackground(rctx)
+	s.startBackground(rctx, firstTickets)
 	s.ready.Store(true)
 	s.logServing()
 
@@ -435,7 +436,7 @@ func (s *Server) Serve(ctx context.Context) error {
 
 // startBackground starts the goroutines that run beside the listeners,
 // each under the panic policy, until rctx ends.
-func (s *Server) startBackground(rctx context.Context) {
+func (s *Server) startBackground(rctx context.Context, firstTickets [][32]byte) {
 	// Availability changes are published by one goroutine from here on,
 	// off the goroutines (probes, requests) that decide them.
 	s.background.Add(1)
@@ -444,7 +445,7 @@ func (s *Server) startBackground(rctx context.Context) {
 		panics.Guard(s.panicked, "availability publisher", func() { s.router.Run(rctx, s.pipe.publish) })
 	}()
 	s.checker.Start()
-	s.startTLSBackground(rctx)
+	s.startTLSBackground(rctx, firstTickets)
 	s.rollouts.Start()
 	s.registry.Start()
 	s.discovery.Start(s.pipe.config())

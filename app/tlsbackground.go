@@ -16,16 +16,32 @@ import (
 // three rotation periods.
 const ticketKeysKept = 3
 
-// startTLSBackground starts, with TLS on, the session ticket rotation and
-// the OCSP stapler. Until rctx ends.
-func (s *Server) startTLSBackground(rctx context.Context) {
+// firstTicketKeys sets the first session ticket key, with TLS on, before
+// anything is served (nil without TLS). Set by the rotation goroutine
+// instead, a handshake that came first would get a ticket under the
+// runtime's own key, which the first key set then drops: that ticket
+// would never resume.
+func (s *Server) firstTicketKeys() [][32]byte {
+	if s.certs == nil {
+		return nil
+	}
+	var k [32]byte
+	rand.Read(k[:])
+	keys := [][32]byte{k}
+	s.certs.SetTicketKeys(keys)
+	return keys
+}
+
+// startTLSBackground starts, with TLS on, the session ticket rotation
+// (from the keys set first) and the OCSP stapler. Until rctx ends.
+func (s *Server) startTLSBackground(rctx context.Context, first [][32]byte) {
 	if s.certs == nil {
 		return
 	}
 	s.background.Add(2)
 	go func() {
 		defer s.background.Done()
-		panics.Guard(s.panicked, "session ticket keys", func() { s.rotateTickets(rctx) })
+		panics.Guard(s.panicked, "session ticket keys", func() { s.rotateTickets(rctx, first) })
 	}()
 	go func() {
 		defer s.background.Done()
@@ -51,10 +67,9 @@ func (s *Server) startTLSBackground(rctx context.Context) {
 // period (at most every 10s) so that every member holds a new key soon
 // after the first one makes it; while etcd cannot be reached the last
 // keys stay.
-func (s *Server) rotateTickets(ctx context.Context) {
+func (s *Server) rotateTickets(ctx context.Context, keys [][32]byte) {
 	period := s.static.TLS.SessionTicketRotation.D()
-	var keys [][32]byte
-	var made time.Time
+	made := time.Now() // keys[0], set before serving
 	look := period
 	if s.cluster != nil {
 		look = min(max(period/4, 250*time.Millisecond), 10*time.Second)
