@@ -138,13 +138,15 @@ func (e clusterEvents) Partitioned(p bool) {
 	s.pipe.setPartitioned(p)
 }
 
-func (e clusterEvents) Stats() []cluster.PoolStats {
-	var out []cluster.PoolStats
-	for _, r := range e.s.router.Load().Routes() {
-		for _, p := range r.Pools {
-			out = append(out, cluster.PoolStats{Route: r.Name, Pool: p.Name,
-				Traffic: e.s.PoolTraffic(r.Name, p.Name), Shadow: e.s.ShadowTraffic(r.Name, p.Name)})
-		}
+func (e clusterEvents) Stats(route string) []cluster.PoolStats {
+	r := e.s.router.Load().Route(route)
+	if r == nil {
+		return nil
+	}
+	out := make([]cluster.PoolStats, 0, len(r.Pools))
+	for _, p := range r.Pools {
+		out = append(out, cluster.PoolStats{Route: r.Name, Pool: p.Name,
+			Traffic: e.s.PoolTraffic(r.Name, p.Name), Shadow: e.s.ShadowTraffic(r.Name, p.Name)})
 	}
 	return out
 }

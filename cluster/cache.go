@@ -9,19 +9,26 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 )
 
-// cache is this member's copy of the cluster's keys, kept by one watch.
+// cache is this member's copy of the cluster's keys, kept by its watches.
 // Guarded by Cluster.mu.
 type cache struct {
 	self     string // this member: its own series are counted live, not here
 	members  map[string]memberDoc
 	election map[string]electionEntry // key → candidate
 	states   map[string]stateEntry    // by route
+	// acks, counts and commands are the reports, watched by the leader
+	// only (a follower's are empty): acks by route then member, stats by
+	// route then member (each member's latest flush of the route's
+	// series, from counts/), commands by key.
 	acks     map[string]map[string]int64
-	stats    map[string]statsDoc // by member: its latest flush
+	stats    map[string]map[string]statsDoc
+	commands map[string]commandEntry
 	// retired are the counts of series that ended (a member gone, or
-	// booted again): kept, so the sums never go back.
-	retired  sums
-	commands map[string]commandEntry // by key
+	// a new series of its): kept, so the sums never go back.
+	retired sums
+	// sums are the leader's sums of the routes under way, by route (read
+	// by followers for their charts).
+	sums map[string]sumsDoc
 	// instances are the registrations, by key (instances.go).
 	instances map[string][]byte
 }
@@ -36,6 +43,14 @@ type stateEntry struct {
 	rev  int64
 	at   time.Time // the leader's write
 	busy bool      // the rollout is under way
+	// pools are the rollout's canary and stable: the only pools whose
+	// counts the leader judges, so the only ones reported and charted.
+	pools [2]string
+}
+
+// inRollout: pool is the canary or the stable of the state's rollout.
+func (s stateEntry) inRollout(pool string) bool {
+	return pool != "" && (pool == s.pools[0] || pool == s.pools[1])
 }
 
 type commandEntry struct {
@@ -46,17 +61,17 @@ type commandEntry struct {
 
 func newCache(self string) *cache {
 	m := &cache{self: self, retired: sums{}}
-	m.reset()
+	m.resetShared()
+	m.resetReports()
 	return m
 }
 
-// load replaces the cache by a fresh read of every key (at start, and
-// after a watch that fell behind a compaction). It returns the routes
-// whose state changed. A flush series missing from the read, or of
-// another boot, is retired: the sums never go back.
-func (m *cache) load(prefix string, kvs []*mvccpb.KeyValue) []string {
-	oldStats, oldStates := m.stats, m.states
-	m.reset()
+// loadShared replaces the shared keys (all but the reports) by a fresh
+// read of them (at start, and after a watch that fell behind a
+// compaction). It returns the routes whose state changed.
+func (m *cache) loadShared(prefix string, kvs []*mvccpb.KeyValue) []string {
+	oldStates := m.states
+	m.resetShared()
 	m.states = oldStates
 	seen := map[string]bool{}
 	var changed []string
@@ -73,22 +88,47 @@ func (m *cache) load(prefix string, kvs []*mvccpb.KeyValue) []string {
 			delete(m.states, r)
 		}
 	}
-	for id, d := range oldStats {
-		if n, ok := m.stats[id]; !ok || n.Boot != d.Boot {
-			m.retire(id, d)
-		}
-	}
 	return changed
 }
 
-func (m *cache) reset() {
+// loadReports replaces the acknowledgements, counts and commands by a
+// fresh read of them (when this member starts leading, and after its
+// watch of them fell behind a compaction). A series missing from the
+// read, or replaced by another, is retired: the sums never go back.
+func (m *cache) loadReports(prefix string, kvs []*mvccpb.KeyValue) {
+	old := m.stats
+	m.resetReports()
+	for _, kv := range kvs {
+		m.put(prefix, kv)
+	}
+	for route, docs := range old {
+		for id, d := range docs {
+			if n, ok := m.stats[route][id]; !ok || n.Series != d.Series {
+				m.retire(route, id, d)
+			}
+		}
+	}
+}
+
+// dropReports forgets the reports (this member no longer leads: the next
+// leadership reads them afresh and restarts the evidence).
+func (m *cache) dropReports() {
+	m.resetReports()
+	m.retired = sums{}
+}
+
+func (m *cache) resetShared() {
 	m.members = map[string]memberDoc{}
 	m.election = map[string]electionEntry{}
 	m.states = map[string]stateEntry{}
-	m.acks = map[string]map[string]int64{}
-	m.stats = map[string]statsDoc{}
-	m.commands = map[string]commandEntry{}
+	m.sums = map[string]sumsDoc{}
 	m.instances = map[string][]byte{}
+}
+
+func (m *cache) resetReports() {
+	m.acks = map[string]map[string]int64{}
+	m.stats = map[string]map[string]statsDoc{}
+	m.commands = map[string]commandEntry{}
 }
 
 // put applies a key's new value; it returns the route of a state that
@@ -115,13 +155,22 @@ func (m *cache) put(prefix string, kv *mvccpb.KeyValue) (route string) {
 			}
 			m.acks[r][id] = n
 		}
-	case "stats":
+	case "counts":
+		r, id, ok := strings.Cut(rest, "/")
 		var d statsDoc
-		if json.Unmarshal(kv.Value, &d) == nil {
-			if old, ok := m.stats[rest]; ok && old.Boot != d.Boot {
-				m.retire(rest, old) // a new boot: a new series
+		if ok && json.Unmarshal(kv.Value, &d) == nil {
+			if old, ok := m.stats[r][id]; ok && old.Series != d.Series {
+				m.retire(r, id, old) // a new series
 			}
-			m.stats[rest] = d
+			if m.stats[r] == nil {
+				m.stats[r] = map[string]statsDoc{}
+			}
+			m.stats[r][id] = d
+		}
+	case "sums":
+		var d sumsDoc
+		if json.Unmarshal(kv.Value, &d) == nil {
+			m.sums[rest] = d
 		}
 	case "instances":
 		m.instances[string(kv.Key)] = kv.Value
@@ -155,13 +204,15 @@ func (m *cache) setState(route string, data []byte, rev int64, at time.Time) {
 		return
 	}
 	var phase struct {
-		Phase string `json:"phase"`
+		Phase  string `json:"phase"`
+		Canary string `json:"canary"`
+		Stable string `json:"stable"`
 	}
 	json.Unmarshal(data, &phase)
 	// The phases of rollout.Phase.UnderWay (cluster does not import
 	// rollout: the state is the leader's JSON).
 	busy := phase.Phase == "progressing" || phase.Phase == "paused" || phase.Phase == "shadowing" || phase.Phase == "segment"
-	m.states[route] = stateEntry{data: data, rev: rev, at: at, busy: busy}
+	m.states[route] = stateEntry{data: data, rev: rev, at: at, busy: busy, pools: [2]string{phase.Canary, phase.Stable}}
 }
 
 func (m *cache) del(prefix string, key string) {
@@ -176,11 +227,14 @@ func (m *cache) del(prefix string, key string) {
 	case "acks":
 		r, id, _ := strings.Cut(rest, "/")
 		delete(m.acks[r], id)
-	case "stats":
-		if old, ok := m.stats[rest]; ok {
-			m.retire(rest, old)
-			delete(m.stats, rest)
+	case "counts":
+		r, id, _ := strings.Cut(rest, "/")
+		if old, ok := m.stats[r][id]; ok {
+			m.retire(r, id, old)
+			delete(m.stats[r], id)
 		}
+	case "sums":
+		delete(m.sums, rest)
 	case "commands":
 		delete(m.commands, key)
 	case "instances":
@@ -189,9 +243,9 @@ func (m *cache) del(prefix string, key string) {
 }
 
 // retire keeps the last counts of another member's series that ended.
-func (m *cache) retire(id string, d statsDoc) {
+func (m *cache) retire(route, id string, d statsDoc) {
 	if id != m.self {
-		m.retired.add(d)
+		m.retired.add(route, d)
 	}
 }
 
@@ -207,23 +261,21 @@ func (m *cache) leader() string {
 }
 
 // sum is the counts of a pool on every member but self: their latest
-// flushes and the retired series.
+// flushes and the retired series. It reads the route's documents only.
 func (m *cache) sum(self, route, pool string) PoolStats {
-	s := sums{}
-	k := poolKey{route, pool}
-	var out PoolStats
-	if r := m.retired[k]; r != nil {
+	out := PoolStats{Route: route, Pool: pool}
+	if r := m.retired[poolKey{route, pool}]; r != nil {
 		out = *r
 	}
-	for id, d := range m.stats {
+	for id, d := range m.stats[route] {
 		if id == self {
 			continue
 		}
-		s.add(d)
-	}
-	if e := s[k]; e != nil {
-		out.Traffic.Add(e.Traffic)
-		out.Shadow.Add(e.Shadow)
+		for i := range d.Pools {
+			if d.Pools[i].Pool == pool {
+				addPool(&out, &d.Pools[i])
+			}
+		}
 	}
 	return out
 }

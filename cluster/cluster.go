@@ -54,8 +54,9 @@ type Handler interface {
 	// Partitioned: this member was cut off from etcd for
 	// partition_timeout (true), or it reaches etcd again (false).
 	Partitioned(bool)
-	// Stats are this member's cumulative counters since it started.
-	Stats() []PoolStats
+	// Stats are this member's cumulative counters of a route's pools since
+	// it started.
+	Stats(route string) []PoolStats
 }
 
 // Info describes this member to the others.
@@ -122,13 +123,12 @@ type Options struct {
 
 // Timing. Members confirm weights within ackTimeout or the step's
 // evidence starts without them; the leader checks its duties every
-// dutyEvery; counters are flushed every flushBusy while a rollout is under
-// way and every flushIdle otherwise.
+// dutyEvery; the counts of routes under way are flushed every flushBusy
+// (those of the others are never needed).
 const (
 	ackTimeout  = 2 * time.Second
 	dutyEvery   = 100 * time.Millisecond
 	flushBusy   = time.Second
-	flushIdle   = 10 * time.Second
 	probeEvery  = 500 * time.Millisecond
 	opTimeout   = 2 * time.Second
 	retryPause  = 300 * time.Millisecond
@@ -150,6 +150,7 @@ type Cluster struct {
 	stopCampaign   context.CancelFunc
 	wg, campaignWG sync.WaitGroup
 	deposed        chan struct{} // a fenced write failed (cap 1)
+	ackNow         chan struct{} // states to acknowledge (cap 1)
 	// onInstances gets the registrations (set before Start).
 	onInstances func([]registry.Registration)
 
@@ -171,6 +172,16 @@ type Cluster struct {
 	drift    map[string]string // route → members, as last reported
 	info     Info
 	history  history
+	// applied is the state (revision) this member serves, by route;
+	// toAck the routes whose acknowledgement ackLoop has to write.
+	applied map[string]int64
+	toAck   map[string]bool
+	// endReports stops the leader's watch of the reports (nil while
+	// following); reportsWG waits for it.
+	endReports context.CancelFunc
+	reportsWG  sync.WaitGroup
+
+	rep reporter
 }
 
 type pendingAck struct {
@@ -220,6 +231,7 @@ func New(o Options) (*Cluster, error) {
 		ctx: ctx, cancel: cancel, campaignCtx: cctx, stopCampaign: ccancel,
 		deposed: make(chan struct{}, 1), cache: newCache(o.Member), pending: map[string]pendingAck{},
 		executed: map[string]bool{}, drift: map[string]string{}, info: o.Info, history: history{},
+		applied: map[string]int64{}, toAck: map[string]bool{}, ackNow: make(chan struct{}, 1),
 	}
 	return c, nil
 }
@@ -253,8 +265,9 @@ func (c *Cluster) Member() string { return c.o.Member }
 // Start runs the member: the watch of the cluster's keys, the session
 // and the campaign, the flushes and probes.
 func (c *Cluster) Start() {
-	c.wg.Add(4)
+	c.wg.Add(5)
 	h := c.o.OnPanic
+	go func() { defer c.wg.Done(); panics.Guard(h, "cluster acknowledgements", c.ackLoop) }()
 	go func() { defer c.wg.Done(); panics.Guard(h, "cluster history", c.historyLoop) }()
 	go func() { defer c.wg.Done(); panics.Guard(h, "cluster watch", c.watchLoop) }()
 	go func() { defer c.wg.Done(); panics.Guard(h, "cluster probe", c.probeLoop) }()
@@ -335,7 +348,11 @@ func (c *Cluster) sessionLoop() {
 				c.dropSession(sess, true)
 				continue
 			}
-			c.lead(el)
+			if !c.lead(el, sess) {
+				cancel()
+				c.dropSession(sess, true)
+				continue
+			}
 			select {
 			case <-sess.Done():
 				c.log.Warn("cluster session lost; no longer the leader", zap.String("member", c.o.Member))
@@ -399,7 +416,9 @@ func (c *Cluster) SetInfo(info Info) {
 	}
 }
 
-func (c *Cluster) lead(el *concurrency.Election) {
+// lead starts this member's leadership; false when the session ended
+// before it could read the reports (then it does not lead).
+func (c *Cluster) lead(el *concurrency.Election, sess *concurrency.Session) bool {
 	// Read the states as they are now: the old leader's last writes may
 	// not have reached this member's watch yet.
 	octx, cancel := context.WithTimeout(c.ctx, opTimeout)
@@ -411,10 +430,28 @@ func (c *Cluster) lead(el *concurrency.Election) {
 			c.cache.putState(c.prefix, kv)
 		}
 	}
+	c.mu.Unlock()
+	// The reports must be read before the controllers start: a member's
+	// counts that reached the sums after a step's evidence began would
+	// count its whole series as that step's.
+	rev, ok := c.loadReports(sess)
+	if !ok {
+		return false
+	}
+	c.rep.forget()
+	rctx, rcancel := context.WithCancel(c.ctx)
+	c.mu.Lock()
 	c.election, c.leading = el, true
 	c.pending = map[string]pendingAck{}
 	c.drift = map[string]string{}
+	c.endReports = rcancel
+	clear(c.history) // its samples are now the sums of another reader
 	c.mu.Unlock()
+	c.reportsWG.Add(1)
+	go func() {
+		defer c.reportsWG.Done()
+		panics.Guard(c.o.OnPanic, "cluster reports", func() { c.reportsLoop(rctx, rev) })
+	}()
 	select {
 	case <-c.deposed:
 	default:
@@ -422,11 +459,46 @@ func (c *Cluster) lead(el *concurrency.Election) {
 	c.o.Metrics.Leader(true)
 	c.log.Info("cluster leader: this member runs the rollouts", zap.String("member", c.o.Member), zap.Int64("election_revision", el.Rev()))
 	c.o.Handler.Lead()
+	return true
+}
+
+// loadReports reads the reports into the cache, retrying until it
+// works or the session ends; it returns the read's revision.
+func (c *Cluster) loadReports(sess *concurrency.Session) (int64, bool) {
+	r := c.reportsRange()
+	for {
+		gctx, cancel := context.WithTimeout(c.ctx, opTimeout)
+		resp, err := c.cli.Get(gctx, r.from, clientv3.WithRange(r.to))
+		cancel()
+		if err == nil {
+			c.mu.Lock()
+			c.cache.loadReports(c.prefix, resp.Kvs)
+			c.mu.Unlock()
+			return resp.Header.Revision + 1, true
+		}
+		select {
+		case <-sess.Done():
+			return 0, false
+		case <-c.campaignCtx.Done():
+			return 0, false
+		case <-time.After(retryPause):
+		}
+	}
 }
 
 func (c *Cluster) unlead() {
 	c.mu.Lock()
 	c.leading, c.election = false, nil
+	end := c.endReports
+	c.endReports = nil
+	c.mu.Unlock()
+	if end != nil {
+		end()
+		c.reportsWG.Wait()
+	}
+	c.mu.Lock()
+	c.cache.dropReports()
+	clear(c.history)
 	c.mu.Unlock()
 	c.o.Metrics.Leader(false)
 	c.o.Handler.Follow()
@@ -556,17 +628,18 @@ func (c *Cluster) Command(ctx context.Context, route string, action rollout.Acti
 		c.cli.Delete(dctx, key)
 		dcancel()
 	}()
-	tick := time.NewTicker(20 * time.Millisecond)
+	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
+	// Only the leader watches the commands: the sender reads its own.
 	for {
-		c.mu.Lock()
-		d, ok := c.cache.commands[key]
-		c.mu.Unlock()
-		if ok && d.doc.Done {
-			if d.doc.Error != "" {
-				return errors.New(d.doc.Error)
+		if resp, err := c.cli.Get(ctx, key); err == nil && len(resp.Kvs) == 1 {
+			var d commandDoc
+			if json.Unmarshal(resp.Kvs[0].Value, &d) == nil && d.Done {
+				if d.Error != "" {
+					return errors.New(d.Error)
+				}
+				return nil
 			}
-			return nil
 		}
 		select {
 		case <-ctx.Done():

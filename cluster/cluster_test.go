@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strings"
 	"sync"
@@ -16,6 +17,7 @@ import (
 	"canaryd/rollout"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
@@ -63,10 +65,16 @@ func (r *recorder) Settled(route string, late []string) {
 	r.mu.Unlock()
 }
 func (r *recorder) Partitioned(bool) {}
-func (r *recorder) Stats() []PoolStats {
+func (r *recorder) Stats(route string) []PoolStats {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return append([]PoolStats(nil), r.stats...)
+	var out []PoolStats
+	for _, p := range r.stats {
+		if p.Route == route {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 func (r *recorder) read(f func(*recorder) bool) bool {
@@ -129,6 +137,9 @@ func TestTwoMembers(t *testing.T) {
 	a := member(t, etcd.Endpoints(), "a", ha, map[string]string{"web": "h1"})
 	eventually(t, 10*time.Second, "a leads", func() bool { return a.Leading() })
 	hb.stats = []PoolStats{{Route: "web", Pool: "green", Traffic: counts(40, 3)}}
+	ha.mu.Lock()
+	ha.stats = []PoolStats{{Route: "web", Pool: "green", Traffic: counts(10, 1)}}
+	ha.mu.Unlock()
 	b := member(t, etcd.Endpoints(), "b", hb, map[string]string{"web": "h2"})
 	defer b.Close()
 	defer a.Close()
@@ -147,13 +158,54 @@ func TestTwoMembers(t *testing.T) {
 	eventually(t, 3*time.Second, "a hears b's acknowledgement", func() bool {
 		return ha.read(func(r *recorder) bool { return len(r.settled["web"]) == 1 })
 	})
-	// With it came b's counts: the leader's sum is b's plus its own.
+	// With it came b's counts, as a series from zero: the 40 requests b
+	// served before the rollout reached it are no step's evidence. The 25
+	// it serves next reach the leader's sum with b's next flush.
+	if got := a.Traffic("web", "green", counts(10, 1)); got.Weighted.Requests != 10 {
+		t.Fatalf("summed traffic at b's first report = %d requests; want a's own 10", got.Weighted.Requests)
+	}
+	hb.mu.Lock()
+	hb.stats = []PoolStats{{Route: "web", Pool: "green", Traffic: counts(65, 4)}}
+	hb.mu.Unlock()
+	eventually(t, 3*time.Second, "b's next flush reaches the leader", func() bool {
+		return a.Traffic("web", "green", evidence.Traffic{}).Weighted.Requests == 25
+	})
 	got := a.Traffic("web", "green", counts(10, 1))
-	if got.Weighted.Requests != 50 || got.Weighted.Errors != 4 || got.Weighted.Latency[10] != 50 {
-		t.Fatalf("summed traffic = %d requests, %d errors, bucket %d; want 50, 4, 50", got.Weighted.Requests, got.Weighted.Errors, got.Weighted.Latency[10])
+	if got.Weighted.Requests != 35 || got.Weighted.Errors != 2 || got.Weighted.Latency[10] != 35 {
+		t.Fatalf("summed traffic = %d requests, %d errors, bucket %d; want 35, 2, 35", got.Weighted.Requests, got.Weighted.Errors, got.Weighted.Latency[10])
 	}
 	if v := b.View(); v.Leader != "a" || v.Members[1].Acked["web"] == 0 {
 		t.Fatalf("b's view: %+v", v)
+	}
+	// Only the leader reads the reports; a follower charts the sums the
+	// leader publishes.
+	b.mu.Lock()
+	nStats, nAcks := len(b.cache.stats), len(b.cache.acks)
+	b.mu.Unlock()
+	if nStats != 0 || nAcks != 0 {
+		t.Fatalf("the follower holds %d routes' counts and %d routes' acknowledgements; want none", nStats, nAcks)
+	}
+	charted := func() uint64 {
+		pts, _ := b.Series("web", "green", time.Minute, 2*time.Second)
+		total := uint64(0)
+		for _, p := range pts {
+			total += p.Requests
+		}
+		return total
+	}
+	eventually(t, 8*time.Second, "b charts the leader's sums of 35 requests", func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		d, h := b.cache.sums["web"], b.history[poolKey{"web", "green"}]
+		return d.Pools["green"].R == 35 && h != nil && len(h.ring) > 0 && !h.at(0).at.Before(time.UnixMilli(d.At).Round(sumsEvery))
+	})
+	before := charted()
+	ha.mu.Lock()
+	ha.stats = []PoolStats{{Route: "web", Pool: "green", Traffic: counts(30, 1)}}
+	ha.mu.Unlock()
+	eventually(t, 8*time.Second, "b charts the leader's new requests", func() bool { return charted()-before >= 20 })
+	if got := charted() - before; got != 20 {
+		t.Fatalf("b charts %d more requests; the leader served 20 more", got)
 	}
 
 	// A command sent to b runs on a, and its error comes back.
@@ -231,25 +283,41 @@ func TestResignHandsOverAtOnce(t *testing.T) {
 }
 
 // The sums never go back: a member that leaves (its flush expires with
-// its lease) or boots again keeps its old counts in the sum.
+// its lease) or starts a new series keeps its old counts in the sum.
 func TestSumsAreMonotonic(t *testing.T) {
 	m := newCache("self")
-	doc := func(boot string, req uint64) statsDoc {
-		return encodeStats(boot, []PoolStats{{Route: "web", Pool: "green", Traffic: counts(req, 0)}})
+	doc := func(series string, req uint64) statsDoc {
+		return encodeStats(series, []PoolStats{{Route: "web", Pool: "green", Traffic: counts(req, 0)}}, nil)
 	}
-	m.stats["b"] = doc("1", 100)
-	m.stats["self"] = doc("x", 1000) // counted live by the caller, never here
+	m.stats["web"] = map[string]statsDoc{"b": doc("1.1", 100), "self": doc("x.1", 1000)} // self's are counted live, never here
 	if got := m.sum("self", "web", "green").Traffic.Weighted.Requests; got != 100 {
 		t.Fatalf("sum = %d, want 100", got)
 	}
-	m.del("/p/", "/p/stats/b") // b's lease expired
-	m.del("/p/", "/p/stats/self")
+	m.del("/p/", "/p/counts/web/b") // b's lease expired
+	m.del("/p/", "/p/counts/web/self")
 	if got := m.sum("self", "web", "green").Traffic.Weighted.Requests; got != 100 {
 		t.Fatalf("after b left, sum = %d, want 100", got)
 	}
-	m.stats["b"] = doc("2", 7) // b again, a new boot: a new series
+	put := func(key string, d statsDoc) {
+		b, _ := json.Marshal(d)
+		m.put("/p/", &mvccpb.KeyValue{Key: []byte(key), Value: b})
+	}
+	put("/p/counts/web/b", doc("2.1", 7)) // b again, a new boot: a new series
 	if got := m.sum("self", "web", "green").Traffic.Weighted.Requests; got != 107 {
 		t.Fatalf("after b's reboot, sum = %d, want 107", got)
+	}
+	put("/p/counts/web/b", doc("2.1", 9)) // the same series, further on
+	put("/p/counts/web/b", doc("2.2", 3)) // a later rollout: another series
+	if got := m.sum("self", "web", "green").Traffic.Weighted.Requests; got != 112 {
+		t.Fatalf("after b's next series, sum = %d, want 112", got)
+	}
+	// A read of the reports that lacks b's series retires it too.
+	m.loadReports("/p/", nil)
+	if got := m.sum("self", "web", "green").Traffic.Weighted.Requests; got != 112 {
+		t.Fatalf("after a read without b, sum = %d, want 112", got)
+	}
+	if got := m.sum("self", "api", "green").Traffic.Weighted.Requests; got != 0 {
+		t.Fatalf("another route's sum = %d, want 0", got)
 	}
 }
 

@@ -32,6 +32,7 @@ type history map[poolKey]*poolHistory
 // whole 370-bucket Counts a second, 1.8 MB a pool for ten minutes, and
 // re-sliced its ring, so the arrays it dropped were garbage.)
 type poolHistory struct {
+	every time.Duration   // between samples: the shortest span it charts
 	last  evidence.Counts // cumulative, at the newest sample
 	ring  []second        // oldest at head once full
 	head  int             // the oldest slot once the ring is full
@@ -63,6 +64,11 @@ func (h *poolHistory) add(now time.Time, c *evidence.Counts) {
 		h.head = (h.head + 1) % historySlots
 	}
 	s.at, s.requests, s.errors, s.buckets = now, 0, 0, s.buckets[:0]
+	// Counts that went back (a new leader's sums, without the series of
+	// members gone before it led) start the differences again.
+	if h.valid && !notBelow(c, &h.last) {
+		h.valid = false
+	}
 	if h.valid {
 		s.requests = c.Requests - h.last.Requests
 		s.errors = c.Errors - h.last.Errors
@@ -73,6 +79,19 @@ func (h *poolHistory) add(now time.Time, c *evidence.Counts) {
 		}
 	}
 	h.last, h.valid = *c, true
+}
+
+// notBelow: every count of c is at least old's.
+func notBelow(c, old *evidence.Counts) bool {
+	if c.Requests < old.Requests || c.Errors < old.Errors {
+		return false
+	}
+	for i := range c.Latency {
+		if c.Latency[i] < old.Latency[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // at is the i-th sample from the newest (0) back.
@@ -88,7 +107,7 @@ func (h *poolHistory) series(last, step time.Duration) []evidence.Point {
 	if n == 0 {
 		return nil
 	}
-	step = max(step, historyEvery)
+	step = max(step, historyEvery, h.every)
 	oldest, end := h.at(n-1).at, h.at(0).at
 	var out []evidence.Point
 	i := 0 // the next sample to take, from the newest back
@@ -134,45 +153,73 @@ func (c *Cluster) historyLoop() {
 	}
 }
 
+// sampleHistory takes a second's sample of the routes under way. The
+// leader sums its own live counts and every member's last flush; a
+// follower, which does not watch the members' counts, takes the sums the
+// leader publishes every sumsEvery (its samples are that far apart, and
+// its charts' spans at least that long).
 func (c *Cluster) sampleHistory(now time.Time) {
 	c.mu.Lock()
 	busy := map[string]bool{}
+	var routes []stateEntry
+	var names []string
 	for r, s := range c.cache.states {
 		if s.busy {
 			busy[r] = true
+			routes, names = append(routes, s), append(names, r)
 		}
 	}
+	leading := c.leading
 	c.mu.Unlock()
-	if len(busy) == 0 {
-		c.mu.Lock()
-		clear(c.history)
-		c.mu.Unlock()
-		return
+	var local []PoolStats
+	if leading {
+		for i, st := range routes {
+			local = append(local, c.rolloutPools(st, names[i])...)
+		}
 	}
-	local := c.o.Handler.Stats()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for _, p := range local {
-		if !busy[p.Route] {
-			continue
-		}
-		k := poolKey{p.Route, p.Pool}
-		all := p.Traffic.All()
-		s := c.cache.sum(c.o.Member, p.Route, p.Pool)
-		others := s.Traffic.All()
-		all.Add(&others)
-		h := c.history[k]
-		if h == nil {
-			h = &poolHistory{}
-			c.history[k] = h
-		}
-		h.add(now, &all)
-	}
 	for k := range c.history {
 		if !busy[k.route] {
 			delete(c.history, k)
 		}
 	}
+	if !leading {
+		for r := range busy {
+			d, ok := c.cache.sums[r]
+			if !ok {
+				continue
+			}
+			at := time.UnixMilli(d.At).Round(sumsEvery)
+			for pool, w := range d.Pools {
+				h := c.historyOf(poolKey{r, pool}, sumsEvery)
+				if n := len(h.ring); n > 0 && !at.After(h.at(0).at) {
+					continue // no newer sums
+				}
+				var all evidence.Counts
+				addWire(&all, w)
+				h.add(at, &all)
+			}
+		}
+		return
+	}
+	for _, p := range local {
+		all := p.Traffic.All()
+		s := c.cache.sum(c.o.Member, p.Route, p.Pool)
+		others := s.Traffic.All()
+		all.Add(&others)
+		c.historyOf(poolKey{p.Route, p.Pool}, historyEvery).add(now, &all)
+	}
+}
+
+// historyOf is a pool's history, new when it has none. c.mu held.
+func (c *Cluster) historyOf(k poolKey, every time.Duration) *poolHistory {
+	h := c.history[k]
+	if h == nil || h.every != every {
+		h = &poolHistory{every: every}
+		c.history[k] = h
+	}
+	return h
 }
 
 // Series is a pool's cluster-wide traffic over the last `last` in spans of

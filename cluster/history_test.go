@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"encoding/json"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -141,7 +142,7 @@ func TestStatsKeepTrafficClassesApart(t *testing.T) {
 		c.Requests, c.Errors = uint64(10*(i+1)), uint64(i)
 		c.Latency[5+i] = c.Requests
 	}
-	data, err := json.Marshal(encodeStats("b1", []PoolStats{{Route: "web", Pool: "green", Traffic: tr}}))
+	data, err := json.Marshal(encodeStats("b1.1", []PoolStats{{Route: "web", Pool: "green", Traffic: tr}}, nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,8 +151,8 @@ func TestStatsKeepTrafficClassesApart(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := sums{}
-	s.add(doc)
-	s.add(doc)
+	s.add("web", doc)
+	s.add("web", doc)
 	got := s[poolKey{"web", "green"}].Traffic
 	for i, pair := range [][2]*evidence.Counts{{&got.Weighted, &tr.Weighted}, {&got.Preview, &tr.Preview}, {&got.Targeted, &tr.Targeted}, {&got.Propagated, &tr.Propagated}} {
 		g, w := pair[0], pair[1]
@@ -159,9 +160,9 @@ func TestStatsKeepTrafficClassesApart(t *testing.T) {
 			t.Errorf("class %d: summed %d/%d, want twice %d/%d", i, g.Requests, g.Errors, w.Requests, w.Errors)
 		}
 	}
-	// A document without the new classes (an older member's) still reads.
+	// A document without the newer classes still reads.
 	var old statsDoc
-	if err := json.Unmarshal([]byte(`{"boot":"b0","pools":[{"route":"web","pool":"green","w":{"r":3},"p":{},"sc":{},"sp":{}}]}`), &old); err != nil || len(old.Pools) != 1 || old.Pools[0].Weighted.R != 3 {
+	if err := json.Unmarshal([]byte(`{"series":"b0.1","pools":[{"pool":"green","w":{"r":3},"p":{},"sc":{},"sp":{}}]}`), &old); err != nil || len(old.Pools) != 1 || old.Pools[0].Weighted.R != 3 {
 		t.Fatalf("an older member's document: %+v (%v)", old, err)
 	}
 }
@@ -177,4 +178,29 @@ func TestBusyPhasesAreTheRolloutsUnderWay(t *testing.T) {
 			t.Errorf("phase %s: busy %v, under way %v", ph, got, ph.UnderWay())
 		}
 	}
+}
+
+// A route's document stays far under etcd's request limit (1.5 MiB by
+// default) whatever the traffic and however many rollouts run at once:
+// one document a route, its two rollout pools, every bucket of every class
+// at its largest value.
+func TestStatsDocBound(t *testing.T) {
+	var tr evidence.Traffic
+	var sh evidence.Shadow
+	for _, c := range []*evidence.Counts{&tr.Weighted, &tr.Preview, &tr.Targeted, &tr.Propagated, &sh.Copies, &sh.Primaries} {
+		c.Requests, c.Errors, c.Cancelled = math.MaxUint64, math.MaxUint64, math.MaxUint64
+		for i := range c.Latency {
+			c.Latency[i] = math.MaxUint64
+		}
+	}
+	sh.Compared, sh.Mismatches = math.MaxUint64, math.MaxUint64
+	ps := []PoolStats{{Route: "web", Pool: "stable", Traffic: tr, Shadow: sh}, {Route: "web", Pool: "canary", Traffic: tr, Shadow: sh}}
+	b, err := json.Marshal(encodeStats(seriesName("0123456789ab", math.MaxUint64), ps, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) > 128<<10 {
+		t.Fatalf("a route's largest document is %d bytes; want at most 128 KiB", len(b))
+	}
+	t.Logf("a route's largest document: %d bytes (etcd's default limit: %d)", len(b), 3<<19)
 }

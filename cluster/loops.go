@@ -11,71 +11,126 @@ import (
 
 	"canaryd/rollout"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 )
 
-// watchLoop keeps the cache: one read of every key, then a watch from
-// that read's revision. A watch that ends (compacted, etcd without a
-// leader, connection lost) starts over with a new read.
-func (c *Cluster) watchLoop() {
-	for c.ctx.Err() == nil {
-		gctx, cancel := context.WithTimeout(c.ctx, opTimeout)
-		resp, err := c.cli.Get(gctx, c.prefix, clientv3.WithPrefix())
+// The keys fall in two ranges. The reports (acks/, commands/, counts/:
+// every member writes them, only the leader needs them) sort first, and
+// only the leader watches them; every member watches the rest (members,
+// the election, states, sums, instances, tickets). A follower that
+// watched the reports too would receive every other member's counts
+// every second: the cluster's etcd traffic would grow with the square of
+// its members. Each range is one watch, so the events of one transaction
+// (an acknowledgement and its counts) arrive together, in order.
+func (c *Cluster) reportsRange() keyRange {
+	return keyRange{c.prefix + "acks/", clientv3.GetPrefixRangeEnd(c.prefix + "counts/")}
+}
+
+func (c *Cluster) sharedRange() keyRange {
+	return keyRange{clientv3.GetPrefixRangeEnd(c.prefix + "counts/"), clientv3.GetPrefixRangeEnd(c.prefix)}
+}
+
+// keyRange is etcd's keys from from (included) to to (excluded).
+type keyRange struct{ from, to string }
+
+// keep follows a range: one read, then a watch from that read's revision.
+// A watch that ends (compacted, etcd without a leader, connection lost)
+// starts over with a new read. It returns when ctx ends.
+func (c *Cluster) keep(ctx context.Context, r keyRange, load func(kvs []*mvccpb.KeyValue), apply func(evs []*clientv3.Event)) {
+	for ctx.Err() == nil {
+		gctx, cancel := context.WithTimeout(ctx, opTimeout)
+		resp, err := c.cli.Get(gctx, r.from, clientv3.WithRange(r.to))
 		cancel()
 		if err != nil {
-			pause(c.ctx, retryPause)
+			pause(ctx, retryPause)
 			continue
 		}
-		c.mu.Lock()
-		changed := c.cache.load(c.prefix, resp.Kvs)
-		c.mu.Unlock()
-		c.publishInstances()
-		c.applyStates(changed)
-		// WithRequireLeader: an etcd member cut off from its quorum ends
-		// the watch instead of going quiet.
-		wctx, wcancel := context.WithCancel(clientv3.WithRequireLeader(c.ctx))
-		wch := c.cli.Watch(wctx, c.prefix, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
-		for wr := range wch {
-			if err := wr.Err(); err != nil {
-				if errors.Is(err, rpctypes.ErrCompacted) {
-					c.log.Info("cluster watch compacted; reading the keys again", zap.Int64("compact_revision", wr.CompactRevision))
-				}
-				break
-			}
-			changed = changed[:0]
-			instances := false
-			c.mu.Lock()
-			for _, ev := range wr.Events {
-				instances = instances || strings.HasPrefix(string(ev.Kv.Key), c.prefix+"instances/")
-				if ev.Type == clientv3.EventTypeDelete {
-					c.cache.del(c.prefix, string(ev.Kv.Key))
-				} else if r := c.cache.put(c.prefix, ev.Kv); r != "" {
-					changed = append(changed, r)
-				}
-			}
-			c.mu.Unlock()
-			// Instances first: a state of the leader's that releases them
-			// finds them already in this member's pools.
-			if instances {
-				c.publishInstances()
-			}
-			c.applyStates(changed)
-		}
-		wcancel()
+		load(resp.Kvs)
+		c.watch(ctx, r, resp.Header.Revision+1, apply)
 	}
 }
 
-// applyStates serves the routes' new states, then acknowledges them (with
-// a flush of the counters in the same transaction, so that the leader's
-// sums hold every request served at the old weights once it sees the
-// acknowledgement).
+// watch applies a range's events from rev until the watch ends.
+func (c *Cluster) watch(ctx context.Context, r keyRange, rev int64, apply func(evs []*clientv3.Event)) {
+	// WithRequireLeader: an etcd member cut off from its quorum ends the
+	// watch instead of going quiet.
+	wctx, wcancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer wcancel()
+	for wr := range c.cli.Watch(wctx, r.from, clientv3.WithRange(r.to), clientv3.WithRev(rev)) {
+		if err := wr.Err(); err != nil {
+			if errors.Is(err, rpctypes.ErrCompacted) {
+				c.log.Info("cluster watch compacted; reading the keys again", zap.Int64("compact_revision", wr.CompactRevision))
+			}
+			return
+		}
+		apply(wr.Events)
+	}
+}
+
+// watchLoop keeps the shared part of the cache.
+func (c *Cluster) watchLoop() {
+	c.keep(c.ctx, c.sharedRange(), func(kvs []*mvccpb.KeyValue) {
+		c.mu.Lock()
+		changed := c.cache.loadShared(c.prefix, kvs)
+		c.mu.Unlock()
+		c.publishInstances()
+		c.applyStates(changed)
+	}, func(evs []*clientv3.Event) {
+		var changed []string
+		instances := false
+		c.mu.Lock()
+		for _, ev := range evs {
+			instances = instances || strings.HasPrefix(string(ev.Kv.Key), c.prefix+"instances/")
+			if ev.Type == clientv3.EventTypeDelete {
+				c.cache.del(c.prefix, string(ev.Kv.Key))
+			} else if r := c.cache.put(c.prefix, ev.Kv); r != "" {
+				changed = append(changed, r)
+			}
+		}
+		c.mu.Unlock()
+		// Instances first: a state of the leader's that releases them
+		// finds them already in this member's pools.
+		if instances {
+			c.publishInstances()
+		}
+		c.applyStates(changed)
+	})
+}
+
+// reportsLoop keeps the reports in the cache while this member leads,
+// from the revision lead read them at.
+func (c *Cluster) reportsLoop(ctx context.Context, rev int64) {
+	apply := func(evs []*clientv3.Event) {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for _, ev := range evs {
+			if ev.Type == clientv3.EventTypeDelete {
+				c.cache.del(c.prefix, string(ev.Kv.Key))
+			} else {
+				c.cache.put(c.prefix, ev.Kv)
+			}
+		}
+	}
+	c.watch(ctx, c.reportsRange(), rev, apply)
+	c.keep(ctx, c.reportsRange(), func(kvs []*mvccpb.KeyValue) {
+		c.mu.Lock()
+		c.cache.loadReports(c.prefix, kvs)
+		c.mu.Unlock()
+	}, apply)
+}
+
+// applyStates serves the routes' new states, and has ackLoop acknowledge
+// them: the watch goes on serving the next states meanwhile, never
+// waiting on a write to etcd.
 func (c *Cluster) applyStates(routes []string) {
 	if len(routes) == 0 {
 		return
 	}
 	sort.Strings(routes)
+	var served []string
 	for _, r := range routes {
 		c.mu.Lock()
 		st, ok := c.cache.states[r]
@@ -85,7 +140,8 @@ func (c *Cluster) applyStates(routes []string) {
 		}
 		c.o.Handler.State(r, st.data)
 		c.mu.Lock()
-		leading, sess := c.leading, c.sess
+		c.applied[r] = st.rev
+		leading := c.leading
 		c.mu.Unlock()
 		if leading {
 			continue // the leader serves its own decisions as it makes them
@@ -93,18 +149,47 @@ func (c *Cluster) applyStates(routes []string) {
 		if !st.at.IsZero() {
 			c.o.Metrics.Lag(r, max(0, c.o.Now().Sub(st.at).Seconds()))
 		}
-		if sess == nil {
+		served = append(served, r)
+	}
+	if len(served) == 0 {
+		return
+	}
+	c.mu.Lock()
+	for _, r := range served {
+		c.toAck[r] = true
+	}
+	c.mu.Unlock()
+	select {
+	case c.ackNow <- struct{}{}:
+	default:
+	}
+}
+
+// ackLoop acknowledges the states served, all those pending in one write,
+// with this member's counts of each route in the same transaction (so
+// that the leader's sums hold every request served at the old weights
+// once it sees the acknowledgement).
+func (c *Cluster) ackLoop() {
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-c.ackNow:
+		}
+		c.mu.Lock()
+		sess := c.sess
+		var routes []string
+		for r := range c.toAck {
+			routes = append(routes, r)
+		}
+		clear(c.toAck)
+		c.mu.Unlock()
+		if sess == nil || len(routes) == 0 {
 			continue
 		}
-		stats, _ := json.Marshal(encodeStats(c.boot, c.o.Handler.Stats()))
-		ctx, cancel := context.WithTimeout(c.ctx, opTimeout)
-		_, err := c.cli.Txn(ctx).Then(
-			clientv3.OpPut(c.key("stats", c.o.Member), string(stats), clientv3.WithLease(sess.Lease())),
-			clientv3.OpPut(c.key("acks", r, c.o.Member), strconv.FormatInt(st.rev, 10), clientv3.WithLease(sess.Lease())),
-		).Commit()
-		cancel()
-		if err != nil {
-			c.log.Warn("cannot confirm the leader's weights; it starts the step's evidence without this member", zap.String("route", r), zap.Error(err))
+		sort.Strings(routes)
+		if err := c.report(sess, routes...); err != nil {
+			c.log.Warn("cannot confirm the leader's weights; it starts the step's evidence without this member", zap.Strings("routes", routes), zap.Error(err))
 		}
 	}
 }
@@ -153,24 +238,12 @@ func (c *Cluster) probeLoop() {
 		if part != wasPart {
 			c.o.Handler.Partitioned(part)
 		}
-		every := flushIdle
-		if busy {
-			every = flushBusy
-		}
-		if err == nil && sess != nil && now.Sub(lastFlush) >= every {
-			if c.flush(sess) == nil {
+		if err == nil && sess != nil && busy && now.Sub(lastFlush) >= flushBusy {
+			if c.report(sess) == nil {
 				lastFlush = now
 			}
 		}
 	}
-}
-
-func (c *Cluster) flush(sess interface{ Lease() clientv3.LeaseID }) error {
-	b, _ := json.Marshal(encodeStats(c.boot, c.o.Handler.Stats()))
-	ctx, cancel := context.WithTimeout(c.ctx, opTimeout)
-	defer cancel()
-	_, err := c.cli.Put(ctx, c.key("stats", c.o.Member), string(b), clientv3.WithLease(sess.Lease()))
-	return err
 }
 
 // dutyLoop does the leader's part: it tells when members have confirmed
@@ -179,7 +252,7 @@ func (c *Cluster) flush(sess interface{ Lease() clientv3.LeaseID }) error {
 func (c *Cluster) dutyLoop() {
 	tick := time.NewTicker(dutyEvery)
 	defer tick.Stop()
-	var lastDrift time.Time
+	var lastDrift, lastSums time.Time
 	for {
 		select {
 		case <-c.ctx.Done():
@@ -195,9 +268,14 @@ func (c *Cluster) dutyLoop() {
 		}
 		c.settle()
 		c.runCommands()
-		if now := c.o.Now(); now.Sub(lastDrift) >= time.Second {
+		now := c.o.Now()
+		if now.Sub(lastDrift) >= time.Second {
 			lastDrift = now
 			c.checkDrift()
+		}
+		if now.Sub(lastSums) >= sumsEvery {
+			lastSums = now
+			c.publishSums(now)
 		}
 	}
 }

@@ -114,6 +114,16 @@ func Start(t *testing.T, n int) *Cluster {
 	return c
 }
 
+// Pid is a running member's process id; 0 while stopped.
+func (m *Member) Pid() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.proc == nil {
+		return 0
+	}
+	return m.proc.Pid()
+}
+
 // Endpoints are the members' client addresses.
 func (c *Cluster) Endpoints() []string {
 	var out []string

@@ -45,5 +45,8 @@ func (p *Proc) Kill() {
 	<-p.done
 }
 
+// Pid is the process's id (to read its CPU time in /proc).
+func (p *Proc) Pid() int { return p.cmd.Process.Pid }
+
 // Done is closed when the process has ended.
 func (p *Proc) Done() <-chan struct{} { return p.done }
