@@ -77,3 +77,73 @@ func TestQuantileAccuracy(t *testing.T) {
 		})
 	}
 }
+
+// The window's reads match whole cumulative counts taken every second,
+// while it keeps only each second's change.
+func TestWindowMatchesWholeSnapshots(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	t0 := time.Date(2026, 12, 5, 0, 0, 0, 0, time.UTC)
+	w := newWindow(t0)
+	cum := map[int64]Counts{} // by second: the counts then
+	for s := int64(1); s <= 900; s++ {
+		for range rng.IntN(4) * rng.IntN(2) { // quiet seconds too
+			status := 200
+			if rng.IntN(10) == 0 {
+				status = 503
+			}
+			w.record(status, time.Duration(rng.IntN(2000))*time.Millisecond, Class(rng.IntN(4)))
+		}
+		at := t0.Add(time.Duration(s) * time.Second)
+		w.snapshot(at)
+		cum[s] = w.now(at)
+	}
+	end := t0.Add(900 * time.Second)
+	live := w.now(end)
+	for _, back := range []int64{0, 1, 2, 7, 60, 299, 540} {
+		got := w.since(end.Add(-time.Duration(back)*time.Second), end)
+		want := live
+		base := cum[900-back]
+		want.sub(&base)
+		if got.Requests != want.Requests || got.Errors != want.Errors || got.Latency != want.Latency {
+			t.Fatalf("since %d s ago: %d requests, %d errors; want %d, %d", back, got.Requests, got.Errors, want.Requests, want.Errors)
+		}
+	}
+	pts := w.series(5*time.Minute, 2*time.Second)
+	if len(pts) != 150 {
+		t.Fatalf("%d points; want 150", len(pts))
+	}
+	for i, p := range pts {
+		endS := int64(900 - 2*(149-i))
+		d := cum[endS]
+		a := cum[endS-2]
+		d.sub(&a)
+		if p.Requests != d.Requests || p.Errors != d.Errors || p.P99 != d.Quantile(0.99) {
+			t.Fatalf("point %d (to second %d): %d requests, %d errors, p99 %v; want %d, %d, %v", i, endS, p.Requests, p.Errors, p.P99, d.Requests, d.Errors, d.Quantile(0.99))
+		}
+	}
+}
+
+// A pool with a request a second over a wide spread of latencies keeps a
+// few bytes a second, not every bucket it ever used in every snapshot.
+func TestWindowCostsWhatItHolds(t *testing.T) {
+	t0 := time.Date(2026, 12, 5, 0, 0, 0, 0, time.UTC)
+	w := newWindow(t0)
+	for s := 1; s <= 1200; s++ {
+		w.record(200, time.Duration(1+s%300)*time.Millisecond, Weighted) // ~100 buckets used over time
+		w.snapshot(t0.Add(time.Duration(s) * time.Second))
+	}
+	buckets := 0
+	for _, sn := range w.snaps {
+		buckets += len(sn.lat)
+	}
+	if len(w.snaps) > WindowSlots || buckets > len(w.snaps) {
+		t.Fatalf("%d snapshots holding %d buckets; want at most %d snapshots of one bucket each", len(w.snaps), buckets, WindowSlots)
+	}
+	used := 0
+	for _, n := range w.head.Latency {
+		if n != 0 {
+			used++
+		}
+	}
+	t.Logf("%d snapshots, %d buckets held; a whole snapshot would hold %d each (%d in all)", len(w.snaps), buckets, used, used*len(w.snaps))
+}
