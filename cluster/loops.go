@@ -225,7 +225,8 @@ func (c *Cluster) probeLoop() {
 		} else if now.Sub(c.lastOK) >= c.o.Config.PartitionTimeout.D() {
 			c.partitioned = true
 		}
-		part, sess, busy := c.partitioned, c.sess, c.cache.busy()
+		// The leader's own counts are live in its sums: it reports none.
+		part, sess, busy := c.partitioned, c.sess, c.cache.busy() && !c.leading
 		c.mu.Unlock()
 		c.o.Metrics.Connected(err == nil)
 		switch {

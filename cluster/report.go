@@ -146,7 +146,9 @@ func (c *Cluster) report(sess interface{ Lease() clientv3.LeaseID }, ack ...stri
 	if err := c.commit(ops, 2); err != nil {
 		return err
 	}
-	rep.lease = lease
+	if len(ack) == 0 {
+		rep.lease = lease // every route under way is written under it now
+	}
 	for _, w := range writes {
 		if e := rep.routes[w.route]; e != nil {
 			e.sent, e.seq = w.counts, w.seq
