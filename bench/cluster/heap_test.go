@@ -54,7 +54,7 @@ func TestMemberHeap(t *testing.T) {
 			p.name, cl = "single", ""
 		}
 		var b strings.Builder
-		fmt.Fprintf(&b, "listen: %q\nadmin: { listen: %q }\nstate_dir: %q\n%sroutes:\n", p.listen, p.adm, filepath.Join(dir, p.name), cl)
+		fmt.Fprintf(&b, "listen: %q\nadmin: { listen: %q, pprof: true }\nstate_dir: %q\n%sroutes:\n", p.listen, p.adm, filepath.Join(dir, p.name), cl)
 		for k := 0; k < r; k++ {
 			fmt.Fprintf(&b, `  - name: svc-%03d
     match: { path_prefix: "/svc-%03d/" }
@@ -101,6 +101,7 @@ func TestMemberHeap(t *testing.T) {
 	}
 	start := time.Now()
 	marks := []time.Duration{time.Minute, 5 * time.Minute, 10 * time.Minute, 15 * time.Minute}
+	fmt.Println("\nlive heap after a GC (in brackets: the heap as it stood before it, garbage included)")
 	fmt.Println("\n| after | " + strings.Join(names(procs, func(p *proc) string { return p.name }), " | ") + " |")
 	for _, m := range append(marks, dur) {
 		if m > dur {
@@ -109,12 +110,23 @@ func TestMemberHeap(t *testing.T) {
 		time.Sleep(time.Until(start.Add(m)))
 		var cells []string
 		for _, p := range procs {
+			// The heap as it stands holds garbage not yet collected (up
+			// to GOGC's 100% more); the figure is the live heap, read
+			// right after a collection (pprof's heap profile with gc=1).
+			peak, err := scrape(p.adm, "go_memstats_heap_alloc_bytes")
+			if err != nil {
+				t.Fatalf("%s: %v", p.name, err)
+			}
+			if resp, err := http.Get("http://" + p.adm + "/debug/pprof/heap?gc=1"); err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
 			h, err := scrape(p.adm, "go_memstats_heap_alloc_bytes")
 			if err != nil {
 				t.Fatalf("%s: %v", p.name, err)
 			}
 			p.heap = append(p.heap, h)
-			cells = append(cells, fmt.Sprintf("%.1f MiB", h/(1<<20)))
+			cells = append(cells, fmt.Sprintf("%.1f MiB (%.0f)", h/(1<<20), peak/(1<<20)))
 		}
 		fmt.Printf("| %v | %s |\n", m, strings.Join(cells, " | "))
 		if m == dur {
