@@ -136,6 +136,9 @@ func TestWindowCostsWhatItHolds(t *testing.T) {
 	for _, sn := range w.snaps {
 		buckets += len(sn.lat)
 	}
+	if len(w.buf) > WindowSlots+2 {
+		t.Fatalf("the snapshots' array holds %d; want at most %d", len(w.buf), WindowSlots+2)
+	}
 	if len(w.snaps) > WindowSlots || buckets > len(w.snaps) {
 		t.Fatalf("%d snapshots holding %d buckets; want at most %d snapshots of one bucket each", len(w.snaps), buckets, WindowSlots)
 	}

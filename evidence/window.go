@@ -209,6 +209,11 @@ type window struct {
 	// the newest of them, which stands for the counts from then until the
 	// next one (nothing changed in between).
 	snaps []snapshot
+	// buf is the array snaps lies in, from off: trimming moves off on,
+	// and a full array has what it keeps moved to its front, so a busy
+	// pool holds one array of at most WindowSlots+2 and makes no garbage.
+	buf []snapshot
+	off int
 	// head is the cumulative counts at the newest snapshot: the counts at
 	// snapshot k are head less the changes of the snapshots after k.
 	head     Counts
@@ -274,14 +279,33 @@ func (w *window) snapshot(at time.Time) {
 		}
 	}
 	w.head = c
-	w.snaps = append(w.snaps, sn)
+	w.pushLocked(sn)
 	w.trimLocked(at)
 }
 
+// pushLocked appends a snapshot. w.mu held.
+func (w *window) pushLocked(sn snapshot) {
+	n := len(w.snaps)
+	if w.off+n == len(w.buf) {
+		if w.off > 0 {
+			copy(w.buf, w.snaps)
+			clear(w.buf[n:])
+		} else {
+			nb := make([]snapshot, min(max(8, 2*len(w.buf)), WindowSlots+2))
+			if len(nb) <= n {
+				nb = make([]snapshot, n+1) // trimming keeps at most WindowSlots+1
+			}
+			copy(nb, w.snaps)
+			w.buf = nb
+		}
+		w.off = 0
+	}
+	w.buf[w.off+n] = sn
+	w.snaps = w.buf[w.off : w.off+n+1]
+}
+
 // trim drops the snapshots older than WindowLength but the newest of
-// them. The slice is cut from the front; append moves what is left to a
-// new array when the old one is full, so a steady state copies each
-// snapshot about once. w.mu held.
+// them. w.mu held.
 func (w *window) trimLocked(at time.Time) {
 	cut := at.Add(-WindowLength)
 	k := 0
@@ -289,7 +313,8 @@ func (w *window) trimLocked(at time.Time) {
 		k++
 	}
 	if k > 0 {
-		clear(w.snaps[:k]) // their buckets go now, not with the array
+		clear(w.snaps[:k]) // their buckets go now
+		w.off += k
 		w.snaps = w.snaps[k:]
 		w.trimmed = true
 	}
