@@ -26,9 +26,6 @@ type cache struct {
 	// retired are the counts of series that ended (a member gone, or
 	// a new series of its): kept, so the sums never go back.
 	retired sums
-	// sums are the leader's sums of the routes under way, by route (read
-	// by followers for their charts).
-	sums map[string]sumsDoc
 	// instances are the registrations, by key (instances.go).
 	instances map[string][]byte
 }
@@ -48,9 +45,10 @@ type stateEntry struct {
 	pools [2]string
 }
 
-// inRollout: pool is the canary or the stable of the state's rollout.
+// inRollout: pool is the canary or the stable of the state's rollout
+// (any pool when the state names none).
 func (s stateEntry) inRollout(pool string) bool {
-	return pool != "" && (pool == s.pools[0] || pool == s.pools[1])
+	return s.pools == [2]string{} || pool != "" && (pool == s.pools[0] || pool == s.pools[1])
 }
 
 type commandEntry struct {
@@ -121,7 +119,6 @@ func (m *cache) resetShared() {
 	m.members = map[string]memberDoc{}
 	m.election = map[string]electionEntry{}
 	m.states = map[string]stateEntry{}
-	m.sums = map[string]sumsDoc{}
 	m.instances = map[string][]byte{}
 }
 
@@ -166,11 +163,6 @@ func (m *cache) put(prefix string, kv *mvccpb.KeyValue) (route string) {
 				m.stats[r] = map[string]statsDoc{}
 			}
 			m.stats[r][id] = d
-		}
-	case "sums":
-		var d sumsDoc
-		if json.Unmarshal(kv.Value, &d) == nil {
-			m.sums[rest] = d
 		}
 	case "instances":
 		m.instances[string(kv.Key)] = kv.Value
@@ -233,8 +225,6 @@ func (m *cache) del(prefix string, key string) {
 			m.retire(r, id, old)
 			delete(m.stats[r], id)
 		}
-	case "sums":
-		delete(m.sums, rest)
 	case "commands":
 		delete(m.commands, key)
 	case "instances":

@@ -1,6 +1,9 @@
 package cluster
 
 import (
+	"context"
+	"encoding/json"
+	"slices"
 	"time"
 
 	"canaryd/evidence"
@@ -153,11 +156,10 @@ func (c *Cluster) historyLoop() {
 	}
 }
 
-// sampleHistory takes a second's sample of the routes under way. The
-// leader sums its own live counts and every member's last flush; a
-// follower, which does not watch the members' counts, takes the sums the
-// leader publishes every sumsEvery (its samples are that far apart, and
-// its charts' spans at least that long).
+// sampleHistory takes, on the leader, a second's sample of the routes
+// under way: its own live counts and every member's last flush. A
+// follower keeps no history: it reads the leader's chart when asked
+// (Series).
 func (c *Cluster) sampleHistory(now time.Time) {
 	c.mu.Lock()
 	busy := map[string]bool{}
@@ -180,28 +182,9 @@ func (c *Cluster) sampleHistory(now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for k := range c.history {
-		if !busy[k.route] {
+		if !busy[k.route] || !leading {
 			delete(c.history, k)
 		}
-	}
-	if !leading {
-		for r := range busy {
-			d, ok := c.cache.sums[r]
-			if !ok {
-				continue
-			}
-			at := time.UnixMilli(d.At).Round(sumsEvery)
-			for pool, w := range d.Pools {
-				h := c.historyOf(poolKey{r, pool}, sumsEvery)
-				if n := len(h.ring); n > 0 && !at.After(h.at(0).at) {
-					continue // no newer sums
-				}
-				var all evidence.Counts
-				addWire(&all, w)
-				h.add(at, &all)
-			}
-		}
-		return
 	}
 	for _, p := range local {
 		all := p.Traffic.All()
@@ -224,13 +207,63 @@ func (c *Cluster) historyOf(k poolKey, every time.Duration) *poolHistory {
 
 // Series is a pool's cluster-wide traffic over the last `last` in spans of
 // step, oldest first; false when the cluster keeps none for the route (no
-// rollout under way: the member's own windows tell the same).
+// rollout under way, or a pool outside it: the member's own windows tell
+// the same). On the leader it is its history; on a follower the leader's
+// chart, read now: spans of chartStep at least (longer ones add up
+// requests and errors and take the largest p99 of the spans they join),
+// up to chartEvery behind.
 func (c *Cluster) Series(route, pool string, last, step time.Duration) ([]evidence.Point, bool) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	h, ok := c.history[poolKey{route, pool}]
+	leading, connected := c.leading, c.connected
+	st, busy := c.cache.states[route]
+	if leading {
+		defer c.mu.Unlock()
+		h, ok := c.history[poolKey{route, pool}]
+		if !ok {
+			return nil, false
+		}
+		return h.series(last, step), true
+	}
+	c.mu.Unlock()
+	if !busy || !st.busy || !st.inRollout(pool) || !connected {
+		return nil, false
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, viewRead)
+	resp, err := c.cli.Get(ctx, c.key("charts", route))
+	cancel()
+	var d chartDoc
+	if err != nil || len(resp.Kvs) != 1 || json.Unmarshal(resp.Kvs[0].Value, &d) != nil {
+		return nil, false
+	}
+	pts, ok := d.Pools[pool]
 	if !ok {
 		return nil, false
 	}
-	return h.series(last, step), true
+	return joinSpans(pts, time.Duration(d.Step)*time.Millisecond, last, step), true
+}
+
+// joinSpans is a chart's last `last` in spans of step (at least the
+// chart's own span): requests and errors added up, the largest p99.
+func joinSpans(pts []chartPoint, own, last, step time.Duration) []evidence.Point {
+	if len(pts) == 0 || own <= 0 {
+		return nil
+	}
+	k := max(1, int(step/own))
+	end := time.UnixMilli(pts[len(pts)-1].At)
+	var out []evidence.Point
+	// From the newest back, k spans at a time.
+	for i := len(pts); i-k >= 0; i -= k {
+		p := evidence.Point{At: time.UnixMilli(pts[i-1].At), Span: time.Duration(k) * own}
+		if end.Sub(p.At)+p.Span > last {
+			break
+		}
+		for _, q := range pts[i-k : i] {
+			p.Requests += q.R
+			p.Errors += q.E
+			p.P99 = max(p.P99, time.Duration(q.P99)*time.Microsecond)
+		}
+		out = append(out, p)
+	}
+	slices.Reverse(out)
+	return out
 }

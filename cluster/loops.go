@@ -17,10 +17,12 @@ import (
 	"go.uber.org/zap"
 )
 
-// The keys fall in two ranges. The reports (acks/, commands/, counts/:
+// The keys fall in two ranges. The reports (acks/, charts/, commands/, counts/:
 // every member writes them, only the leader needs them) sort first, and
 // only the leader watches them; every member watches the rest (members,
-// the election, states, sums, instances, tickets). A follower that
+// the election, states, instances, tickets). The leader's charts/ for the
+// followers' dashboards sort among the reports too: a follower reads one
+// when asked. A follower that
 // watched the reports too would receive every other member's counts
 // every second: the cluster's etcd traffic would grow with the square of
 // its members. Each range is one watch, so the events of one transaction
@@ -253,7 +255,7 @@ func (c *Cluster) probeLoop() {
 func (c *Cluster) dutyLoop() {
 	tick := time.NewTicker(dutyEvery)
 	defer tick.Stop()
-	var lastDrift, lastSums time.Time
+	var lastDrift, lastCharts time.Time
 	for {
 		select {
 		case <-c.ctx.Done():
@@ -274,9 +276,9 @@ func (c *Cluster) dutyLoop() {
 			lastDrift = now
 			c.checkDrift()
 		}
-		if now.Sub(lastSums) >= sumsEvery {
-			lastSums = now
-			c.publishSums(now)
+		if now.Sub(lastCharts) >= chartEvery {
+			lastCharts = now
+			c.publishCharts(now)
 		}
 	}
 }

@@ -28,11 +28,12 @@ import (
 // writes 3 small documents a second, not 10,000.
 
 const (
-	// sumsEvery: how often the leader writes the sums of the routes under
-	// way for the followers' charts. Every follower receives each, so it
-	// is a large part of the cluster's etcd traffic (a third of it at
-	// every 2 s, bench/cluster); a follower's charts have spans of 5 s.
-	sumsEvery = 5 * time.Second
+	// The leader writes the chart of each route under way every
+	// chartEvery: its last chartSpan in spans of chartStep (a follower's
+	// dashboard shows those spans, and is up to chartEvery behind).
+	chartEvery = 5 * time.Second
+	chartSpan  = 5 * time.Minute
+	chartStep  = 5 * time.Second
 	// A transaction holds at most txnOps operations (etcd's --max-txn-ops
 	// default is 128) and about txnBytes of values (its request limit,
 	// --max-request-bytes, is 1.5 MiB by default).
@@ -185,44 +186,37 @@ func (c *Cluster) commit(ops []clientv3.Op, group int) error {
 	return nil
 }
 
-// publishSums writes, on the leader, the cluster's sums of each route
-// under way (the leader's own counts and every member's), for the
-// followers' charts. Bound to the leader's session: they go with it.
-func (c *Cluster) publishSums(now time.Time) {
+// publishCharts writes, on the leader, the chart of each route under way
+// (its history's last chartSpan in spans of chartStep) for the
+// followers' dashboards. Bound to the leader's session: they go with it.
+func (c *Cluster) publishCharts(now time.Time) {
 	c.mu.Lock()
 	sess := c.sess
-	type busyRoute struct {
-		route string
-		stateEntry
-	}
-	var routes []busyRoute
-	for r, s := range c.cache.states {
-		if s.busy {
-			routes = append(routes, busyRoute{r, s})
+	// The history holds the routes under way, their rollout pools.
+	docs := map[string]*chartDoc{}
+	for k, h := range c.history {
+		d := docs[k.route]
+		if d == nil {
+			d = &chartDoc{At: now.UnixMilli(), Step: chartStep.Milliseconds(), Pools: map[string][]chartPoint{}}
+			docs[k.route] = d
 		}
+		pts := []chartPoint{}
+		for _, p := range h.series(chartSpan, chartStep) {
+			pts = append(pts, chartPoint{At: p.At.UnixMilli(), R: p.Requests, E: p.Errors, P99: p.P99.Microseconds()})
+		}
+		d.Pools[k.pool] = pts
 	}
 	c.mu.Unlock()
-	if sess == nil || len(routes) == 0 {
+	if sess == nil || len(docs) == 0 {
 		return
 	}
 	var ops []clientv3.Op
-	for _, st := range routes {
-		r := st.route
-		d := sumsDoc{At: now.UnixMilli(), Pools: map[string]wireCounts{}}
-		for _, p := range c.rolloutPools(st.stateEntry, r) {
-			c.mu.Lock()
-			s := c.cache.sum(c.o.Member, r, p.Pool)
-			c.mu.Unlock()
-			all := p.Traffic.All()
-			others := s.Traffic.All()
-			all.Add(&others)
-			d.Pools[p.Pool] = toWire(&all)
-		}
+	for r, d := range docs {
 		b, _ := json.Marshal(d)
-		ops = append(ops, clientv3.OpPut(c.key("sums", r), string(b), clientv3.WithLease(sess.Lease())))
+		ops = append(ops, clientv3.OpPut(c.key("charts", r), string(b), clientv3.WithLease(sess.Lease())))
 	}
 	if err := c.commit(ops, 1); err != nil {
-		c.log.Debug("cannot write the cluster's sums for the followers' charts", zap.Error(err))
+		c.log.Debug("cannot write the cluster's charts for the followers", zap.Error(err))
 	}
 }
 

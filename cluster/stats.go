@@ -48,14 +48,26 @@ type statsDoc struct {
 	Pools  []wirePool `json:"pools"`
 }
 
-// sumsDoc is the value of sums/<route>: the cluster's traffic of a route
-// under way, every class together, as the leader summed it at At. The
-// leader writes it every sumsEvery for the followers' charts: they do not
-// watch the members' statistics (only the leader needs those), so the
-// cluster's etcd traffic grows with the members, not with their square.
-type sumsDoc struct {
-	At    int64                 `json:"at"` // Unix milliseconds
-	Pools map[string]wireCounts `json:"pools"`
+// chartDoc is the value of charts/<route>: the leader's chart of a route
+// under way (the cluster's traffic of its rollout pools, every class
+// together), written every chartEvery. A follower does not watch the
+// members' counts (only the leader needs those), so it charts the
+// cluster's traffic from this document, read when its dashboard asks:
+// followers receive nothing while nobody looks, and the cluster's etcd
+// traffic grows with its members, not with their square. charts/ sorts
+// among the reports, which only the leader watches.
+type chartDoc struct {
+	At    int64                   `json:"at"`   // Unix milliseconds
+	Step  int64                   `json:"step"` // milliseconds
+	Pools map[string][]chartPoint `json:"pools"`
+}
+
+// chartPoint is one span of a chart: its end, requests, errors and p99.
+type chartPoint struct {
+	At  int64  `json:"t"` // Unix milliseconds
+	R   uint64 `json:"r,omitempty"`
+	E   uint64 `json:"e,omitempty"`
+	P99 int64  `json:"p,omitempty"` // microseconds
 }
 
 func toWire(c *evidence.Counts) wireCounts {
