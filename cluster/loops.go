@@ -17,16 +17,16 @@ import (
 	"go.uber.org/zap"
 )
 
-// The keys fall in two ranges. The reports (acks/, charts/, commands/, counts/:
-// every member writes them, only the leader needs them) sort first, and
-// only the leader watches them; every member watches the rest (members,
-// the election, states, instances, tickets). The leader's charts/ for the
-// followers' dashboards sort among the reports too: a follower reads one
-// when asked. A follower that
-// watched the reports too would receive every other member's counts
-// every second: the cluster's etcd traffic would grow with the square of
-// its members. Each range is one watch, so the events of one transaction
-// (an acknowledgement and its counts) arrive together, in order.
+// The keys fall in two ranges. The reports (acks/, charts/, commands/,
+// counts/) sort first, and only the leader watches them: every member
+// writes them (the leader the charts), and a follower reads what it needs
+// of them when asked (its View's acknowledgements, the leader's chart for
+// its dashboard, its own command's outcome). Every member watches the rest
+// (members, the election, states, instances, tickets). A follower that
+// watched the reports too would receive every other member's counts every
+// second: the cluster's etcd traffic would grow with the square of its
+// members. Each range is one watch, so the events of one transaction (an
+// acknowledgement and its counts) arrive together, in order.
 func (c *Cluster) reportsRange() keyRange {
 	return keyRange{c.prefix + "acks/", clientv3.GetPrefixRangeEnd(c.prefix + "counts/")}
 }

@@ -34,12 +34,7 @@ func TestMemberHeap(t *testing.T) {
 	}
 	r, dur := *flagRollouts, *flagHeap
 	etcd := etcdtest.Start(t, 1)
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "canaryd")
-	if out, err := exec.Command("go", "build", "-o", bin, "canaryd/cmd/canaryd").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	backend := serve(t)
+	dir, bin, backend := setUp(t)
 	type proc struct {
 		name        string
 		listen, adm string
@@ -55,26 +50,8 @@ func TestMemberHeap(t *testing.T) {
 		}
 		var b strings.Builder
 		fmt.Fprintf(&b, "listen: %q\nadmin: { listen: %q, pprof: true }\nstate_dir: %q\n%sroutes:\n", p.listen, p.adm, filepath.Join(dir, p.name), cl)
-		for k := 0; k < r; k++ {
-			fmt.Fprintf(&b, `  - name: svc-%03d
-    match: { path_prefix: "/svc-%03d/" }
-    rollout: { stable: blue, canary: green, steps: [1, 2, 3, 4, 100], interval: 5m, min_requests: 5,
-      analysis: { max_error_rate: 0.5 } }
-    pools:
-      - { name: blue, weight: 100, instances: [%q] }
-      - { name: green, weight: 0, instances: [%q] }
-`, k, k, backend, backend)
-		}
-		cfg := filepath.Join(dir, p.name+".yaml")
-		if err := os.WriteFile(cfg, []byte(b.String()), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		p.cmd = exec.Command(bin, "run", "--config", cfg)
-		p.cmd.Stdout, p.cmd.Stderr = io.Discard, io.Discard
-		if err := p.cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { p.cmd.Process.Kill(); p.cmd.Wait() })
+		b.WriteString(routes(r, backend, "steps: [1, 2, 3, 4, 100], interval: 5m, min_requests: 5"))
+		p.cmd = start(t, bin, filepath.Join(dir, p.name+".yaml"), b.String())
 		procs = append(procs, p)
 	}
 	for _, p := range procs {
@@ -212,4 +189,46 @@ func count(t *testing.T, admin, prefix, suffix string) int {
 		}
 	}
 	return n
+}
+
+// setUp builds canaryd and starts one backend for every instance: the
+// work directory, the binary, the backend's address.
+func setUp(t *testing.T) (dir, bin, backend string) {
+	dir = t.TempDir()
+	bin = filepath.Join(dir, "canaryd")
+	if out, err := exec.Command("go", "build", "-o", bin, "canaryd/cmd/canaryd").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	return dir, bin, serve(t)
+}
+
+// routes are r routes svc-NNN (path /svc-NNN/), each with a rollout of
+// green over blue (both on backend) with the given settings.
+func routes(r int, backend, rollout string) string {
+	var b strings.Builder
+	for k := 0; k < r; k++ {
+		fmt.Fprintf(&b, `  - name: svc-%03d
+    match: { path_prefix: "/svc-%03d/" }
+    rollout: { stable: blue, canary: green, %s,
+      analysis: { max_error_rate: 0.5 } }
+    pools:
+      - { name: blue, weight: 100, instances: [%q] }
+      - { name: green, weight: 0, instances: [%q] }
+`, k, k, rollout, backend, backend)
+	}
+	return b.String()
+}
+
+// start writes a config and runs canaryd on it until the test's end.
+func start(t *testing.T, bin, cfg, yaml string) *exec.Cmd {
+	if err := os.WriteFile(cfg, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "run", "--config", cfg, "--log-level", "warn")
+	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	return cmd
 }

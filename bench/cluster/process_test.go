@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
@@ -39,12 +38,7 @@ func TestClusterProcesses(t *testing.T) {
 	}
 	n, r := *flagMembers, *flagRollouts
 	etcd := etcdtest.Start(t, 1)
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "canaryd")
-	if out, err := exec.Command("go", "build", "-o", bin, "canaryd/cmd/canaryd").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	backend := serve(t)
+	dir, bin, backend := setUp(t)
 	type member struct {
 		id, listen, adm string
 		cmd             *exec.Cmd
@@ -55,26 +49,8 @@ func TestClusterProcesses(t *testing.T) {
 		var b strings.Builder
 		fmt.Fprintf(&b, "listen: %q\nadmin: { listen: %q }\nstate_dir: %q\n", m.listen, m.adm, filepath.Join(dir, m.id))
 		fmt.Fprintf(&b, "cluster: { name: procs, member: %s, etcd: { endpoints: [%q] }, session_ttl: 2s }\nroutes:\n", m.id, etcd.Endpoints()[0])
-		for k := 0; k < r; k++ {
-			fmt.Fprintf(&b, `  - name: svc-%03d
-    match: { path_prefix: "/svc-%03d/" }
-    rollout: { stable: blue, canary: green, steps: [10, 20, 30, 40, 50, 60, 70, 80, 90, 100], interval: 2s, min_requests: 1,
-      analysis: { max_error_rate: 0.5 } }
-    pools:
-      - { name: blue, weight: 100, instances: [%q] }
-      - { name: green, weight: 0, instances: [%q] }
-`, k, k, backend, backend)
-		}
-		cfg := filepath.Join(dir, m.id+".yaml")
-		if err := os.WriteFile(cfg, []byte(b.String()), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		m.cmd = exec.Command(bin, "run", "--config", cfg, "--log-level", "warn")
-		m.cmd.Stdout, m.cmd.Stderr = io.Discard, io.Discard
-		if err := m.cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { m.cmd.Process.Kill(); m.cmd.Wait() })
+		b.WriteString(routes(r, backend, "steps: [10, 20, 30, 40, 50, 60, 70, 80, 90, 100], interval: 2s, min_requests: 1"))
+		m.cmd = start(t, bin, filepath.Join(dir, m.id+".yaml"), b.String())
 		ms = append(ms, m)
 	}
 	leaderOf := func(m *member) string {
