@@ -8,6 +8,7 @@
 # of another run (perf record -g), left in the work directory with the
 # report of the functions docs/benchmarks.md's table reads.
 #   ./bench/floor.sh            # needs wrk, nginx and perf (root)
+#   BASE=1db02a0 ./bench/floor.sh   # canaryd built at BASE too, measured the same way
 # Not part of CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +21,11 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; pkill -f "$work/" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap cleanup EXIT
 go build -o "$work/canaryd" ./cmd/canaryd
+if [ -n "${BASE:-}" ]; then
+  git worktree add --detach -q "$work/src-base" "$BASE"
+  (cd "$work/src-base" && go build -o "$work/canaryd-base" ./cmd/canaryd)
+  git worktree remove --force "$work/src-base"
+fi
 go build -o "$work/backend" ./bench/backend
 body=$(printf 'x%.0s' $(seq 127))
 sed "s|@DIR@|$work|g; s|@BODY@|$body|" bench/peers/nginx-backend.conf > "$work/nginx-backend.conf"
@@ -64,6 +70,11 @@ taskset -c 1 "$work/backend" --listen 127.0.0.1:18500 & B=$!; pids+=($B)
 run nethttp 18500 "$B"; kill "$B"
 taskset -c 1 "$work/canaryd" run --config "$work/canaryd.yaml" --log-level warn & C=$!; pids+=($C)
 run canaryd 18210 "$C"; kill "$C"
+if [ -n "${BASE:-}" ]; then
+  sleep 0.5
+  taskset -c 1 "$work/canaryd-base" run --config "$work/canaryd.yaml" --log-level warn & C=$!; pids+=($C)
+  run "canaryd-$BASE" 18210 "$C"; kill "$C"
+fi
 sed "s|@DIR@|$work|g" bench/peers/nginx-proxy.conf > "$work/nginx-proxy.conf"
 taskset -c 1 "$NGINX" -c "$work/nginx-proxy.conf" & NP=$!; pids+=($NP)
 sleep 1

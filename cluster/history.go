@@ -9,11 +9,12 @@ import (
 	"canaryd/evidence"
 )
 
-// The cluster's recent traffic, for the dashboard's charts: every member
+// The cluster's recent traffic, for the dashboard's charts: the leader
 // samples, once a second, the sums of every member's counts (its own live
 // ones and the others' last flushes) of the routes whose rollout is under
-// way, and keeps historyLength of them. A chart drawn from any member then
-// shows the whole cluster's traffic, as the leader's analysis judges it.
+// way, and keeps historyLength of them; followers read the chart it writes
+// from them (Series). A chart drawn from any member then shows the whole
+// cluster's traffic, as the leader's analysis judges it.
 const (
 	historyEvery  = time.Second
 	historyLength = 10 * time.Minute
@@ -35,7 +36,6 @@ type history map[poolKey]*poolHistory
 // whole 370-bucket Counts a second, 1.8 MB a pool for ten minutes, and
 // re-sliced its ring, so the arrays it dropped were garbage.)
 type poolHistory struct {
-	every time.Duration   // between samples: the shortest span it charts
 	last  evidence.Counts // cumulative, at the newest sample
 	ring  []second        // oldest at head once full
 	head  int             // the oldest slot once the ring is full
@@ -67,8 +67,8 @@ func (h *poolHistory) add(now time.Time, c *evidence.Counts) {
 		h.head = (h.head + 1) % historySlots
 	}
 	s.at, s.requests, s.errors, s.buckets = now, 0, 0, s.buckets[:0]
-	// Counts that went back (a new leader's sums, without the series of
-	// members gone before it led) start the differences again.
+	// Counts that went back (a pool's counters begun again) start the
+	// differences again, rather than wrapping around.
 	if h.valid && !notBelow(c, &h.last) {
 		h.valid = false
 	}
@@ -110,7 +110,7 @@ func (h *poolHistory) series(last, step time.Duration) []evidence.Point {
 	if n == 0 {
 		return nil
 	}
-	step = max(step, historyEvery, h.every)
+	step = max(step, historyEvery)
 	oldest, end := h.at(n-1).at, h.at(0).at
 	var out []evidence.Point
 	i := 0 // the next sample to take, from the newest back
@@ -191,15 +191,15 @@ func (c *Cluster) sampleHistory(now time.Time) {
 		s := c.cache.sum(c.o.Member, p.Route, p.Pool)
 		others := s.Traffic.All()
 		all.Add(&others)
-		c.historyOf(poolKey{p.Route, p.Pool}, historyEvery).add(now, &all)
+		c.historyOf(poolKey{p.Route, p.Pool}).add(now, &all)
 	}
 }
 
 // historyOf is a pool's history, new when it has none. c.mu held.
-func (c *Cluster) historyOf(k poolKey, every time.Duration) *poolHistory {
+func (c *Cluster) historyOf(k poolKey) *poolHistory {
 	h := c.history[k]
-	if h == nil || h.every != every {
-		h = &poolHistory{every: every}
+	if h == nil {
+		h = &poolHistory{}
 		c.history[k] = h
 	}
 	return h

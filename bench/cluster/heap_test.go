@@ -61,20 +61,7 @@ func TestMemberHeap(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	for _, p := range procs {
-		go func() {
-			tick := time.NewTicker(time.Second / time.Duration(r))
-			defer tick.Stop()
-			for k := 0; ctx.Err() == nil; k++ {
-				if resp, err := http.Get(fmt.Sprintf("http://%s/svc-%03d/", p.listen, k%r)); err == nil {
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-				}
-				select {
-				case <-ctx.Done():
-				case <-tick.C:
-				}
-			}
-		}()
+		go trickle(ctx, p.listen, r, r)
 	}
 	start := time.Now()
 	marks := []time.Duration{time.Minute, 5 * time.Minute, 10 * time.Minute, 15 * time.Minute}
@@ -189,6 +176,23 @@ func count(t *testing.T, admin, prefix, suffix string) int {
 		}
 	}
 	return n
+}
+
+// trickle sends perSecond requests a second to a process until ctx ends,
+// over its r routes in turn.
+func trickle(ctx context.Context, listen string, r, perSecond int) {
+	tick := time.NewTicker(time.Second / time.Duration(perSecond))
+	defer tick.Stop()
+	for k := 0; ctx.Err() == nil; k++ {
+		if resp, err := http.Get(fmt.Sprintf("http://%s/svc-%03d/", listen, k%r)); err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		select {
+		case <-ctx.Done():
+		case <-tick.C:
+		}
+	}
 }
 
 // setUp builds canaryd and starts one backend for every instance: the

@@ -79,20 +79,7 @@ func TestClusterProcesses(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	for _, m := range ms {
-		go func() {
-			tick := time.NewTicker(time.Second / time.Duration(2*r))
-			defer tick.Stop()
-			for k := 0; ctx.Err() == nil; k++ {
-				if resp, err := http.Get(fmt.Sprintf("http://%s/svc-%03d/", m.listen, k%r)); err == nil {
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-				}
-				select {
-				case <-ctx.Done():
-				case <-tick.C:
-				}
-			}
-		}()
+		go trickle(ctx, m.listen, r, 2*r)
 	}
 	time.Sleep(5 * time.Second)
 	cpu := func() (total time.Duration) {
