@@ -44,7 +44,7 @@ func startAdminRig(t *testing.T) *adminRig {
 	writeFile(t, path, fmt.Sprintf(`listen: "127.0.0.1:0"
 admin: { listen: "127.0.0.1:0", token_file: %q, allowed_hosts: [canaryd.internal] }
 state_dir: %q
-reload: { debounce: 5s }
+reload: { debounce: 5s, poll_interval: 1h } # reloads come from the tests alone: a poll between a write and the test's reload would make it "unchanged"
 routes:
   - name: web
     rollout: { stable: blue, canary: green, steps: [10, 100], interval: 1h }
