@@ -1,7 +1,9 @@
 // Package memlimit gives the Go runtime a soft memory limit from the
 // memory limit of the cgroup the process runs in (a container's, or a
 // systemd unit's MemoryMax), so that the garbage collector works harder
-// before the kernel's OOM killer acts. GOMEMLIMIT, when set, wins.
+// before the kernel's OOM killer acts. GOMEMLIMIT, when set, wins. It also
+// keeps the heap goal from falling under a floor (Floor), so that a small
+// heap is not collected many times a second.
 package memlimit
 
 import (

@@ -116,7 +116,7 @@ func cmdRun(fs *flag.FlagSet, _, stderr io.Writer) func([]string) int {
 			log.Error("cannot start: bad config", zap.String("config", *path), zap.Error(err))
 			return 1
 		}
-		logMemoryLimit(log)
+		defer tuneMemory(log).Stop()
 		ctx, stop := signalContext()
 		defer stop()
 		srv, err := app.New(u.Config, app.Options{ConfigPath: *path, ConfigData: u.MainData, ConfigSet: set, Logger: log, Version: buildVersion()})
@@ -268,9 +268,14 @@ func cmdDemo(fs *flag.FlagSet, stdout, stderr io.Writer) func([]string) int {
 	}
 }
 
-// logMemoryLimit gives the runtime a soft memory limit from the cgroup's
-// (memlimit), and says which.
-func logMemoryLimit(log *zap.Logger) {
+// tuneMemory gives the runtime a soft memory limit from the cgroup's
+// (memlimit), says which, and starts the heap goal's floor unless GOGC is
+// set.
+func tuneMemory(log *zap.Logger) *memlimit.Floor {
+	f := memlimit.StartFloor(memlimit.DefaultFloor)
+	if f == nil {
+		log.Info("no heap goal floor: GOGC is set", zap.String("GOGC", os.Getenv("GOGC")))
+	}
 	a, err := memlimit.Apply()
 	switch {
 	case err != nil:
@@ -280,4 +285,5 @@ func logMemoryLimit(log *zap.Logger) {
 	case a.Limit > 0:
 		log.Info("soft memory limit from the cgroup's", zap.Int64("bytes", a.Limit), zap.Int64("cgroup_limit", a.CgroupLimit), zap.String("file", a.Source))
 	}
+	return f
 }
