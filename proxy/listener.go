@@ -51,18 +51,34 @@ type yieldConn struct {
 	wrote   atomic.Bool // an answer went out since the last read
 	timeout time.Duration
 	// deadline is the write deadline set last, by anyone (Unix ns; 0:
-	// none).
+	// none); own says beforeWrite set it (the slow-reader bound), not
+	// another layer.
 	deadline atomic.Int64
+	own      atomic.Bool
+	arms     atomic.Int64 // times beforeWrite set the bound (tests)
 }
 
-// SetWriteDeadline and SetDeadline note the deadline that others (the
-// HTTP/2 server's write_byte_timeout) set, so that beforeWrite keeps it.
+// SetWriteDeadline and SetDeadline note the deadline that others set (the
+// HTTP/2 server's write_byte_timeout, the TLS handshake's), so that
+// beforeWrite keeps it while it is the stricter. Clearing the write
+// deadline leaves the slow-reader bound in place when that is what is set:
+// "no deadline" from another layer means none of its own, and http.Server
+// clears it after every answer, which would otherwise cost two timer
+// updates a request to set the bound again at the next write.
 func (c *yieldConn) SetWriteDeadline(t time.Time) error {
+	if t.IsZero() && c.timeout > 0 && c.own.Load() {
+		return nil
+	}
+	c.own.Store(false)
 	c.deadline.Store(unixNano(t))
 	return c.TCPConn.SetWriteDeadline(t)
 }
 
 func (c *yieldConn) SetDeadline(t time.Time) error {
+	if t.IsZero() && c.timeout > 0 && c.own.Load() {
+		return c.TCPConn.SetReadDeadline(t)
+	}
+	c.own.Store(false)
 	c.deadline.Store(unixNano(t))
 	return c.TCPConn.SetDeadline(t)
 }
@@ -94,16 +110,25 @@ func (c *yieldConn) ReadFrom(r io.Reader) (int64, error) {
 
 // beforeWrite yields before every write, with the flag set first. The
 // variant that yielded only before an answer's first write and set the flag
-// after had the same syscall counts but a higher p99 (12 against 9 ms), so
-// the simpler form stays; see docs/benchmarks.md.
+// after had the same syscalls but a higher p99 (12 against 9 ms), so the
+// simpler form stays; see docs/benchmarks.md.
+//
+// With a timeout it keeps the slow-reader bound: a write may wait at most
+// timeout. The bound is set when there is no deadline, when its own has
+// less than half of timeout left (so that it is set at most once per half
+// timeout, not per write), and when another layer's deadline is further
+// away than the bound; another layer's stricter deadline stays.
 func (c *yieldConn) beforeWrite() {
 	c.wrote.Store(true)
 	if c.timeout > 0 {
-		now := time.Now()
-		if d := c.deadline.Load(); d == 0 || d-now.UnixNano() < int64(c.timeout/2) {
-			t := now.Add(c.timeout)
-			c.deadline.Store(t.UnixNano())
-			c.TCPConn.SetWriteDeadline(t)
+		now := time.Now().UnixNano()
+		d := c.deadline.Load()
+		if d == 0 || (c.own.Load() && d-now < int64(c.timeout/2)) || (!c.own.Load() && d-now > int64(c.timeout)) {
+			t := now + int64(c.timeout)
+			c.own.Store(true)
+			c.deadline.Store(t)
+			c.arms.Add(1)
+			c.TCPConn.SetWriteDeadline(time.Unix(0, t))
 		}
 	}
 	runtime.Gosched()

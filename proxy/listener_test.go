@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -197,6 +198,121 @@ func TestProxyBehindListener(t *testing.T) {
 	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), "want websocket") {
 		t.Errorf("plain request: %d %q (the echo backend refuses non-WebSocket requests)", resp.StatusCode, b)
 	}
+}
+
+// The slow-reader bound is set once, not per answer, although http.Server
+// clears the write deadline after each one; it still cuts a client that
+// stops reading after such a clear, and another layer's stricter deadline
+// is kept until that layer clears it.
+func TestListenerWriteBound(t *testing.T) {
+	accept := func(t *testing.T, timeout time.Duration) (*yieldConn, net.Conn) {
+		t.Helper()
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		peer := dialT(t, ln.Addr().String())
+		c, err := Listener{Listener: ln, WriteTimeout: timeout}.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c.(*yieldConn), peer
+	}
+	// fill writes until the write fails (the peer reads nothing) and
+	// returns the error and how long it took.
+	fill := func(c net.Conn) (time.Duration, error) {
+		start := time.Now()
+		buf := make([]byte, 64<<10)
+		for range 4096 { // 256 MiB: far past any socket buffer
+			if _, err := c.Write(buf); err != nil {
+				return time.Since(start), err
+			}
+		}
+		return time.Since(start), nil
+	}
+
+	t.Run("once for many answers", func(t *testing.T) {
+		var conns = make(chan *yieldConn, 1)
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := &http.Server{
+			Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }),
+			ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+				conns <- c.(*yieldConn)
+				return ctx
+			},
+			ReadHeaderTimeout: 5 * time.Second,
+		}
+		done := make(chan struct{})
+		go func() { defer close(done); srv.Serve(Listener{Listener: ln, WriteTimeout: time.Minute}) }()
+		defer func() { srv.Close(); <-done }()
+		c := dialT(t, ln.Addr().String())
+		br := bufio.NewReader(c)
+		for i := range 50 {
+			io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("answer %d: %v", i, err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		if n := (<-conns).arms.Load(); n != 1 {
+			t.Errorf("the bound was set %d times for 50 answers, want once", n)
+		}
+	})
+
+	t.Run("kept through a clear", func(t *testing.T) {
+		c, _ := accept(t, 300*time.Millisecond)
+		c.Write([]byte("x")) // sets the bound
+		c.SetWriteDeadline(time.Time{})
+		c.SetDeadline(time.Time{})
+		took, err := fill(c)
+		if !errors.Is(err, os.ErrDeadlineExceeded) || took > 5*time.Second {
+			t.Fatalf("a client that stopped reading: %v after %v, want the 300ms bound to cut it", err, took)
+		}
+		if n := c.arms.Load(); n != 1 {
+			t.Errorf("the bound was set %d times, want once", n)
+		}
+	})
+
+	t.Run("a stricter deadline stays", func(t *testing.T) {
+		c, _ := accept(t, time.Minute)
+		c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+		took, err := fill(c)
+		if !errors.Is(err, os.ErrDeadlineExceeded) || took > 10*time.Second {
+			t.Fatalf("%v after %v, want the 100ms deadline, not the minute's bound", err, took)
+		}
+		if n := c.arms.Load(); n != 0 {
+			t.Errorf("the bound replaced a stricter deadline %d times", n)
+		}
+	})
+
+	t.Run("a laxer deadline is bounded", func(t *testing.T) {
+		c, _ := accept(t, 300*time.Millisecond)
+		c.SetWriteDeadline(time.Now().Add(time.Hour))
+		took, err := fill(c)
+		if !errors.Is(err, os.ErrDeadlineExceeded) || took > 5*time.Second {
+			t.Fatalf("%v after %v, want the 300ms bound over the hour's deadline", err, took)
+		}
+	})
+
+	t.Run("their clear brings the bound back", func(t *testing.T) {
+		c, _ := accept(t, 300*time.Millisecond)
+		c.SetWriteDeadline(time.Now().Add(time.Millisecond))
+		c.SetWriteDeadline(time.Time{}) // theirs: cleared for real
+		time.Sleep(5 * time.Millisecond)
+		if _, err := c.Write([]byte("x")); err != nil {
+			t.Fatalf("a write after their deadline was cleared: %v", err)
+		}
+		if n := c.arms.Load(); n != 1 {
+			t.Errorf("the bound was set %d times after their clear, want once", n)
+		}
+	})
 }
 
 // BenchmarkListenerWrite is a 128-byte write on a loopback connection the
