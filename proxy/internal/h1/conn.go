@@ -11,7 +11,6 @@ import (
 	"net/http/httptrace"
 	"net/textproto"
 	"os"
-	"syscall"
 	"time"
 )
 
@@ -34,8 +33,6 @@ type conn struct {
 	nc net.Conn
 	br *bufio.Reader
 	bw *bufio.Writer
-	// raw reaches the socket for the idle check; nil when nc is not one.
-	raw syscall.RawConn
 	// nread counts bytes read; sentAt is its value when the request went
 	// out, which tells "answered nothing" from "broke mid-answer".
 	nread, sentAt int64
@@ -58,13 +55,10 @@ func (t *Transport) dial(ctx context.Context, p *pool) (*conn, error) {
 		return nil, err
 	}
 	c := &conn{t: t, p: p, nc: nc}
-	if sc, ok := nc.(syscall.Conn); ok {
-		c.raw, _ = sc.SyscallConn()
-	}
 	c.br = bufio.NewReaderSize(c, 4<<10)
 	c.bw = bufio.NewWriterSize(nc, 4<<10)
 	c.poison = func() { c.nc.SetDeadline(aLongTimeAgo) }
-	c.peek.fn = c.peekSocket
+	c.bind()
 	return c, nil
 }
 
