@@ -133,7 +133,7 @@ func leanFields(text string) (h leanHead, ok bool) {
 		case "Transfer-Encoding", "Trailer":
 			return h, false
 		case "Connection":
-			for _, tok := range strings.Split(value, ",") {
+			for tok := range strings.SplitSeq(value, ",") { // no slice: nginx sends "keep-alive" on every answer
 				if strings.EqualFold(strings.TrimSpace(tok), "close") {
 					closing = true
 				}
