@@ -10,14 +10,14 @@ import (
 
 // DefaultFloor is the heap goal canaryd keeps at least (32 MiB). A proxy
 // with a small config keeps about 3 MiB live and allocates about 5 KB a
-// request, so GOGC=100 alone (a goal of twice the live heap) collects 20
-// times a second at 15,000 requests a second, and the collector's fixed
-// work per cycle (stacks, roots, assists) was 4% of the CPU. At a 32 MiB
-// goal it collects about twice a second (docs/benchmarks.md). A live heap
-// over half the floor (a large config) gets plain GOGC=100.
+// request, so GOGC=100 alone (a goal of twice the live heap) collected 20
+// times a second at 14,000 requests a second, and the collector's marking
+// and assists were 3.8% of its CPU. At a 32 MiB goal it collects about
+// twice a second, for 0.4% (docs/benchmarks.md). A live heap over half the
+// floor (a large config) gets plain GOGC=100.
 const DefaultFloor = 32 << 20
 
-// Floor keeps the collector's heap goal at Bytes or more while the live
+// Floor keeps the collector's heap goal at its size or more while the live
 // heap is small, by raising GOGC after each collection to what gives that
 // goal, and back to 100 as the live heap grows. Memory use is bounded as
 // before: a soft memory limit (GOMEMLIMIT, or the cgroup's through Apply)
