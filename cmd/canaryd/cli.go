@@ -104,7 +104,7 @@ default 127.0.0.1:9901) and --token-file (env CANARYD_TOKEN_FILE).`
 			Args:    args(cobra.NoArgs, "canaryd load --url URL [--rate N]")}, cmdLoad, stdout, stderr),
 		command(&cobra.Command{Use: "status [ROUTE]", Short: "Routes, weights, health and rollouts (admin API)",
 			Long:    "Show every route, or one: pools with their weights, health and traffic, and the rollout." + admin,
-			Example: "  canaryd status\n  canaryd status web --watch\n  canaryd status --output json",
+			Example: "  canaryd status\n  canaryd status web --watch\n  canaryd status web --wait --timeout 30m   # in CI: exit 0 promoted, 1 rolled back\n  canaryd status --output json",
 			Args:    args(cobra.MaximumNArgs(1), "canaryd status [ROUTE]")}, cmdStatus, stdout, stderr),
 		command(&cobra.Command{Use: "weight ROUTE POOL=PERCENT...", Short: "Set a route's weights by hand (admin API)",
 			Long:    "Set a route's weights by hand; they sum to 100 (see docs/admin-api.md for how long they hold)." + admin,

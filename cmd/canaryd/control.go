@@ -66,7 +66,9 @@ func printJSON(w io.Writer, v any) {
 func cmdStatus(fs *flag.FlagSet, stdout, stderr io.Writer) func([]string) int {
 	client := adminFlags(fs)
 	watch := fs.Bool("watch", false, "redraw every --every until Ctrl-C")
-	every := fs.Duration("every", 2*time.Second, "refresh interval of --watch")
+	every := fs.Duration("every", 2*time.Second, "refresh interval of --watch and --wait")
+	wait := fs.Bool("wait", false, "wait for ROUTE's rollout to decide: exit 0 promoted, 1 rolled back, 3 undecided at --timeout, 4 canaryd unreachable")
+	timeout := fs.Duration("timeout", 30*time.Minute, "how long --wait waits")
 	return func(args []string) int {
 		route := ""
 		if len(args) == 1 {
@@ -76,6 +78,22 @@ func cmdStatus(fs *flag.FlagSet, stdout, stderr io.Writer) func([]string) int {
 		if err != nil {
 			fmt.Fprintln(stderr, "canaryd status:", err)
 			return 2
+		}
+		if *wait {
+			switch {
+			case route == "":
+				fmt.Fprintln(stderr, "canaryd status: --wait needs a route; usage: canaryd status ROUTE --wait [--timeout 30m]")
+				return waitUsage
+			case *watch:
+				fmt.Fprintln(stderr, "canaryd status: --wait and --watch do not go together; pick one")
+				return waitUsage
+			case *timeout <= 0 || *every <= 0:
+				fmt.Fprintln(stderr, "canaryd status: --timeout and --every must be above 0")
+				return waitUsage
+			}
+			ctx, stop := signalContext()
+			defer stop()
+			return waitFor(ctx, c, route, *timeout, *every, stdout, stderr)
 		}
 		if !*watch {
 			return showStatus(c, route, stdout, stderr)
