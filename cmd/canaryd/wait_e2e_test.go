@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -72,6 +74,59 @@ func TestStatusWait(t *testing.T) {
 		}
 		if err := json.Unmarshal([]byte(out), &line); err != nil || code != 0 || line.Route != "web" || line.Phase != "promoted" || line.Step != 2 || line.Steps != 2 {
 			t.Errorf("a promoted rollout in JSON: exit %d, %q (%v); want 0 and one promoted line", code, out, err)
+		}
+	})
+
+	// canaryd killed and started again while --wait waits: within the
+	// grace, --wait asks again and follows the resumed rollout to its end.
+	t.Run("canaryd restarts", func(t *testing.T) {
+		blue, green := backendProc(t, "blue"), backendProc(t, "green")
+		c := runCanaryd(t, t.TempDir(), freeAddr(t), webRoute(blue, green, `{ steps: [50, 100], interval: 300ms, min_requests: 20, pause_before: [100] }`))
+		g := startLoad(c.proxy+"/", 2, nil)
+		c.waitPhase(t, "web", rollout.Paused, 30*time.Second)
+		g.halt()
+		cmd := exec.Command(binary, "status", "web", "--wait", "--timeout", "50s", "--every", "100ms", "--admin", c.admin)
+		var errOut strings.Builder
+		cmd.Stderr = &errOut
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer cmd.Process.Kill()
+		lines := make(chan string, 16)
+		go func() {
+			defer close(lines)
+			sc := bufio.NewScanner(stdout)
+			for sc.Scan() {
+				lines <- sc.Text()
+			}
+		}()
+		var out []string
+		select { // it has seen the pause before canaryd goes
+		case l := <-lines:
+			out = append(out, l)
+		case <-time.After(20 * time.Second):
+			t.Fatal("status --wait printed nothing in 20s")
+		}
+		c.p.cmd.Process.Signal(syscall.SIGKILL)
+		c.p.wait(t, 10*time.Second)
+		time.Sleep(time.Second) // it asks a canaryd that is not there
+		c2 := startCanaryd(t, c.cfgPath)
+		if out, err := exec.Command(binary, "resume", "web", "--admin", c2.admin).CombinedOutput(); err != nil {
+			t.Fatalf("canaryd resume: %v: %s", err, out)
+		}
+		g2 := startLoad(c2.proxy+"/", 2, nil)
+		defer g2.halt()
+		for l := range lines {
+			out = append(out, l)
+		}
+		err = cmd.Wait()
+		t.Logf("stdout:\n%s", strings.Join(out, "\n"))
+		if err != nil || !strings.Contains(out[0], "web: paused") || !strings.Contains(out[len(out)-1], "web: promoted") {
+			t.Errorf("%v, stdout %q, stderr %q; want exit 0, the pause, then the promotion", err, out, errOut.String())
 		}
 	})
 
