@@ -275,6 +275,8 @@ func tuneMemory(log *zap.Logger) *memlimit.Floor {
 	f := memlimit.StartFloor(memlimit.DefaultFloor)
 	if f == nil {
 		log.Info("no heap goal floor: GOGC is set", zap.String("GOGC", os.Getenv("GOGC")))
+	} else {
+		log.Info("heap goal floor (set GOGC to turn it off)", zap.Int("bytes", memlimit.DefaultFloor))
 	}
 	a, err := memlimit.Apply()
 	switch {
