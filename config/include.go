@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -272,7 +273,7 @@ func (s *Set) Reload(all bool) (*Update, error) {
 		if all {
 			prev = nil
 		}
-		f, err := readIncluded(p, prev, main)
+		f, err := readIncluded(p, prev, old[p], main)
 		if err != nil {
 			errs = append(errs, err)
 			u.Files = append(u.Files, FileResult{Path: p, Err: err})
@@ -361,14 +362,22 @@ func readConfig(path string) ([]byte, error) {
 
 // readIncluded reads an included file; prev (its last good version) is
 // returned as is when the content did not change, and the file is parsed
-// only when it did.
-func readIncluded(path string, prev *IncludedFile, top *Config) (*IncludedFile, error) {
+// only when it did. last is the version last applied, even when a full
+// reload passes no prev: a file that had routes and is now empty is
+// refused (its routes stay), because that is what a file caught between
+// an editor's truncation and its write looks like (os.WriteFile, `>`
+// in a shell); removing them takes `routes: []` or removing the file.
+func readIncluded(path string, prev, last *IncludedFile, top *Config) (*IncludedFile, error) {
 	data, err := readConfig(path)
 	if err != nil {
 		return nil, err
 	}
 	if prev != nil && prev.Hash == hashOf(data) {
 		return prev, nil
+	}
+	if last != nil && len(last.Routes) > 0 && len(bytes.TrimSpace(data)) == 0 {
+		return nil, &Error{File: path, Problems: []Problem{{Msg: fmt.Sprintf(
+			"the file is empty and held %d routes, which stay as they were (a file read while being written?); to remove them, write \"routes: []\" or remove the file", len(last.Routes))}}}
 	}
 	return ParseRoutes(path, data, top)
 }

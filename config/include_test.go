@@ -209,3 +209,81 @@ func FuzzParseRoutes(f *testing.F) {
 		}
 	})
 }
+
+// An included file that had routes and reads empty (caught between an
+// editor's truncation and its write) is refused and its routes stay; an
+// explicit `routes: []` removes them. A new empty file has no routes yet.
+func TestAnEmptiedIncludedFileKeepsItsRoutes(t *testing.T) {
+	p := includeTree(t, includeMain, map[string]string{
+		"a.yaml": "routes:\n" + routeYAML("a", "/a", 10),
+		"b.yaml": "routes:\n" + routeYAML("b", "/b", 10),
+	})
+	set, _, err := LoadSet(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(filepath.Dir(p), "routes.d")
+	names := func(u *Update) string {
+		var n []string
+		for _, r := range u.Config.Routes {
+			n = append(n, r.Name)
+		}
+		return strings.Join(n, " ")
+	}
+	for _, all := range []bool{false, true} {
+		writeTestFile(t, filepath.Join(dir, "a.yaml"), "")
+		writeTestFile(t, filepath.Join(dir, "new.yaml"), "\n")
+		u, err := set.Reload(all)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := names(u); got != "main a b" || u.Err == nil || !strings.Contains(u.Err.Error(), "a.yaml") || !strings.Contains(u.Err.Error(), "is empty and held 1 routes") {
+			t.Fatalf("reload (all %v) of an emptied a.yaml: routes %q, error %v; want a kept and the file named", all, got, u.Err)
+		}
+		set.Commit(u)
+		writeTestFile(t, filepath.Join(dir, "a.yaml"), "routes:\n"+routeYAML("a", "/a", 10))
+	}
+	writeTestFile(t, filepath.Join(dir, "a.yaml"), "routes: []\n")
+	u, err := set.Reload(false)
+	if err != nil || u.Err != nil || names(u) != "main b" {
+		t.Fatalf("routes: [] in a.yaml: %v/%v, routes %q; want a removed", err, u.Err, names(u))
+	}
+}
+
+// The race itself: a file rewritten in place (truncate, then write) while
+// reloads read it. No reload may lose its route.
+func TestRewrittenIncludedFileNeverLosesItsRoutes(t *testing.T) {
+	p := includeTree(t, includeMain, map[string]string{"a.yaml": "routes:\n" + routeYAML("a", "/a", 10)})
+	set, _, err := LoadSet(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := filepath.Join(filepath.Dir(p), "routes.d", "a.yaml")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 2000 {
+			os.WriteFile(a, []byte("routes:\n"+routeYAML("a", "/a", 10+i%2)), 0o644)
+		}
+	}()
+	empty := 0
+	for i := 0; ; i++ {
+		select {
+		case <-done:
+			t.Logf("%d reloads, %d read the file empty", i, empty)
+			return
+		default:
+		}
+		u, err := set.Reload(false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if u.Err != nil {
+			empty++
+		}
+		if len(u.Config.Routes) != 2 {
+			t.Fatalf("reload %d: %d routes (%v); route a was lost while its file was rewritten", i, len(u.Config.Routes), u.Err)
+		}
+		set.Commit(u)
+	}
+}
