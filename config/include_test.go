@@ -67,10 +67,10 @@ func TestIncludedFilesAreAssembledInOrder(t *testing.T) {
 	}
 }
 
-// The unit of all-or-nothing is the file: a bad included file keeps its
-// last good version while the others apply; the update names it, with
-// its line.
-func TestABadIncludedFileKeepsItsLastGoodVersion(t *testing.T) {
+// twoFiles loads the main file with routes.d/a.yaml and b.yaml, one
+// route each; it returns the set and routes.d.
+func twoFiles(t *testing.T) (*Set, string) {
+	t.Helper()
 	p := includeTree(t, includeMain, map[string]string{
 		"a.yaml": "routes:\n" + routeYAML("a", "/a", 10),
 		"b.yaml": "routes:\n" + routeYAML("b", "/b", 10),
@@ -80,6 +80,14 @@ func TestABadIncludedFileKeepsItsLastGoodVersion(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := filepath.Join(filepath.Dir(p), "routes.d")
+	return set, dir
+}
+
+// The unit of all-or-nothing is the file: a bad included file keeps its
+// last good version while the others apply; the update names it, with
+// its line.
+func TestABadIncludedFileKeepsItsLastGoodVersion(t *testing.T) {
+	set, dir := twoFiles(t)
 	writeTestFile(t, filepath.Join(dir, "a.yaml"), "routes:\n"+routeYAML("a", "/a", 50))
 	writeTestFile(t, filepath.Join(dir, "b.yaml"), "routes:\n"+strings.Replace(routeYAML("b", "/b", 30), "weight: 70", "weight: 60", 1))
 	u, err := set.Reload(false)
@@ -214,15 +222,7 @@ func FuzzParseRoutes(f *testing.F) {
 // editor's truncation and its write) is refused and its routes stay; an
 // explicit `routes: []` removes them. A new empty file has no routes yet.
 func TestAnEmptiedIncludedFileKeepsItsRoutes(t *testing.T) {
-	p := includeTree(t, includeMain, map[string]string{
-		"a.yaml": "routes:\n" + routeYAML("a", "/a", 10),
-		"b.yaml": "routes:\n" + routeYAML("b", "/b", 10),
-	})
-	set, _, err := LoadSet(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := filepath.Join(filepath.Dir(p), "routes.d")
+	set, dir := twoFiles(t)
 	names := func(u *Update) string {
 		var n []string
 		for _, r := range u.Config.Routes {
