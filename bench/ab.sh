@@ -55,16 +55,7 @@ $P "$NGINX" -c "$work/nginx-backend.conf" & pids+=($!)
 declare -A port pid
 port[a]=18200; port[b]=18201
 for side in a b; do
-  cat > "$work/$side.yaml" <<YAML
-listen: "127.0.0.1:${port[$side]}"
-admin: { listen: "off" }
-state_dir: "$work/state-$side"
-routes:
-  - name: web
-    pools:
-      - { name: a, weight: 90, instances: ["127.0.0.1:18001"] }
-      - { name: b, weight: 10, instances: ["127.0.0.1:18002"] }
-YAML
+  sed "s|@LISTEN@|127.0.0.1:${port[$side]}|; s|@STATE@|$work/state-$side|" bench/peers/canaryd.yaml > "$work/$side.yaml"
   $P "$work/$side-bin" run --config "$work/$side.yaml" --log-level warn & pids+=($!); pid[$side]=$!
 done
 for p in 18001 18200 18201; do

@@ -30,16 +30,7 @@ go build -o "$work/backend" ./bench/backend
 body=$(printf 'x%.0s' $(seq 127))
 sed "s|@DIR@|$work|g; s|@BODY@|$body|" bench/peers/nginx-backend.conf > "$work/nginx-backend.conf"
 taskset -c 1 "$NGINX" -c "$work/nginx-backend.conf" & pids+=($!)
-cat > "$work/canaryd.yaml" <<YAML
-listen: "127.0.0.1:18210"
-admin: { listen: "off" }
-state_dir: "$work/state"
-routes:
-  - name: web
-    pools:
-      - { name: a, weight: 90, instances: ["127.0.0.1:18001"] }
-      - { name: b, weight: 10, instances: ["127.0.0.1:18002"] }
-YAML
+sed "s|@LISTEN@|127.0.0.1:18210|; s|@STATE@|$work/state|" bench/peers/canaryd.yaml > "$work/canaryd.yaml"
 ticks() { local t=0; for p in ${1//,/ }; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t; }
 run() { # name port pids (comma-separated)
   local name=$1 port=$2 P=$3

@@ -65,16 +65,8 @@ else
 fi
 backend_pid=${pids[0]}
 
-cat > "$work/canaryd.yaml" <<YAML
-listen: "127.0.0.1:18200"
-admin: { listen: "off" }
-routes:
-  - name: web
-    pools:
-      - { name: a, weight: 90, instances: ["127.0.0.1:18001"] }
-      - { name: b, weight: 10, instances: ["127.0.0.1:18002"] }
-YAML
-sed 's|listen: "127.0.0.1:18200"|listen: "127.0.0.1:18210"|' "$work/canaryd.yaml" > "$work/canaryd-tls.yaml"
+sed "s|@LISTEN@|127.0.0.1:18200|; s|@STATE@|$work/state|" bench/peers/canaryd.yaml > "$work/canaryd.yaml"
+sed "s|@LISTEN@|127.0.0.1:18210|; s|@STATE@|$work/state-tls|" bench/peers/canaryd.yaml > "$work/canaryd-tls.yaml"
 echo "tls: { cert_file: $work/bench.crt, key_file: $work/bench.key }" >> "$work/canaryd-tls.yaml"
 declare -A addr pid taddr tpid
 addr[direct]=127.0.0.1:18001; pid[direct]=$backend_pid
