@@ -91,19 +91,13 @@ func (f *Floor) adjust() bool {
 			roots += s.Value.Uint64()
 		}
 	}
-	// A change under a tenth is not worth the runtime's recomputation.
-	if p := Percent(f.bytes, roots); abs(p-f.set) >= max(f.set/10, 1) {
+	// Any change applies: at most once a collection, and a threshold would
+	// keep GOGC just above 100 once the live heap passed half the floor.
+	if p := Percent(f.bytes, roots); p != f.set {
 		f.set = p
 		debug.SetGCPercent(p)
 	}
 	return true
-}
-
-func abs(n int) int {
-	if n < 0 {
-		return -n
-	}
-	return n
 }
 
 // Percent is the GOGC that makes the heap goal floor bytes when the

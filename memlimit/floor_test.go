@@ -61,12 +61,16 @@ func churn(n int) uint64 {
 	return read("/gc/cycles/total:gc-cycles") - before
 }
 
-// With a small live heap, the floor raises GOGC and the same garbage is
-// collected in several times fewer cycles; a live heap over half the floor
-// gets GOGC=100 back, and Stop restores it.
+// With a small live heap, the floor raises GOGC so that the heap goal is
+// the floor, where it was a few MiB; a live heap over half the floor gets
+// GOGC=100 back, and Stop restores it. (The goal is what is asserted: the
+// number of collections for the same garbage, logged, also depends on how
+// much CPU the collector gets, and on a loaded machine a starved cycle
+// lets the heap run past its goal.)
 func TestFloor(t *testing.T) {
 	t.Setenv("GOGC", "") // the floor starts only when GOGC is not set
 	runtime.GC()
+	goalWithout := read("/gc/heap/goal:bytes")
 	without := churn(256 << 20)
 
 	f := StartFloor(32 << 20)
@@ -75,10 +79,12 @@ func TestFloor(t *testing.T) {
 	}
 	defer f.Stop()
 	waitPercent(t, func(p uint64) bool { return p > 300 }, "over 300 with a small heap")
+	goalWith := read("/gc/heap/goal:bytes")
 	with := churn(256 << 20)
-	t.Logf("collections for 256 MiB of 4 KB garbage: %d at GOGC=100, %d with a 32 MiB floor (GOGC %d)", without, with, read("/gc/gogc:percent"))
-	if with*3 > without {
-		t.Errorf("%d collections with the floor, %d without: want under a third", with, without)
+	t.Logf("heap goal %.1f MiB at GOGC=100, %.1f MiB with a 32 MiB floor (GOGC %d); collections for 256 MiB of 4 KB garbage: %d and %d",
+		float64(goalWithout)/(1<<20), float64(goalWith)/(1<<20), read("/gc/gogc:percent"), without, with)
+	if goalWithout > 16<<20 || goalWith < 30<<20 || goalWith > 40<<20 {
+		t.Errorf("heap goal %d bytes at GOGC=100 and %d with the floor; want a few MiB, then about 32 MiB", goalWithout, goalWith)
 	}
 
 	live := make([][]byte, 24) // 24 MiB live: over half the floor
