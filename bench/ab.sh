@@ -4,6 +4,7 @@
 # A, B, ...) so that the machine's drift falls on both alike.
 #   ./bench/ab.sh BASE [NEW]            # NEW defaults to the work tree
 #   BENCH_DURATION=8s BENCH_ROUNDS=5 BENCH_CONNS=64 ./bench/ab.sh e6496cc
+#   BENCH_TLS=1 ./bench/ab.sh d0c53ad   # over TLS keep-alive (a fresh ECDSA P-256 certificate)
 # Layout as bench/run.sh: wrk on core 0, the proxy and nginx on core 1.
 # Prints the median req/s, p99 and CPU per request of each side, and the
 # ratio B/A. Not part of CI. Needs wrk and nginx (installs them as root).
@@ -15,6 +16,7 @@ NEW=${2:-}
 DURATION=${BENCH_DURATION:-8s}
 ROUNDS=${BENCH_ROUNDS:-5}
 CONNS=${BENCH_CONNS:-64}
+TLS=${BENCH_TLS:-}
 missing=()
 command -v wrk >/dev/null || missing+=(wrk)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
@@ -52,10 +54,16 @@ build "$NEW" "$work/b-bin"
 body=$(printf 'x%.0s' $(seq 127))
 sed "s|@DIR@|$work|g; s|@BODY@|$body|" bench/peers/nginx-backend.conf > "$work/nginx-backend.conf"
 $P "$NGINX" -c "$work/nginx-backend.conf" & pids+=($!)
+if [ -n "$TLS" ]; then
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=localhost \
+    -keyout "$work/bench.key" -out "$work/bench.crt" 2>/dev/null
+fi
+scheme=http; [ -z "$TLS" ] || scheme=https
 declare -A port pid
 port[a]=18200; port[b]=18201
 for side in a b; do
   sed "s|@LISTEN@|127.0.0.1:${port[$side]}|; s|@STATE@|$work/state-$side|" bench/peers/canaryd.yaml > "$work/$side.yaml"
+  [ -z "$TLS" ] || echo "tls: { cert_file: $work/bench.crt, key_file: $work/bench.key }" >> "$work/$side.yaml"
   $P "$work/$side-bin" run --config "$work/$side.yaml" --log-level warn & pids+=($!); pid[$side]=$!
 done
 for p in 18001 18200 18201; do
@@ -66,7 +74,7 @@ echo -e "side\tround\trps\tp99\trequests\tcpu_ticks" > "$work/ab.tsv"
 for r in $(seq "$ROUNDS"); do
   for side in a b; do
     before=$(ticks "${pid[$side]}")
-    out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"$DURATION" --latency "http://127.0.0.1:${port[$side]}/")
+    out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"$DURATION" --latency "$scheme://127.0.0.1:${port[$side]}/")
     after=$(ticks "${pid[$side]}")
     rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
     p99=$(awk '$1=="99%" {print $2}' <<<"$out")
