@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"canaryd/admin"
+	"canaryd/rollout"
 )
 
 // WriteCluster shows the leader, the members and what each serves: the
@@ -97,13 +98,11 @@ func WriteRoute(w io.Writer, r admin.RouteView) {
 		if ro.Reason != "" {
 			fmt.Fprintf(w, "    %s\n", ro.Reason)
 		}
-		for _, v := range ro.LastVerdicts {
-			result := string(v.Result)
-			if v.Advisory {
-				result += " (advisory)"
-			}
-			fmt.Fprintf(w, "    %-13s %-20s %s\n", result, v.Check, v.Reason)
+		if g := ro.Gate; g != nil {
+			fmt.Fprintf(w, "    waiting on %s gates %s for %v\n", g.At, strings.Join(g.Gates, ", "), time.Since(g.Since).Round(time.Second))
+			writeVerdicts(w, g.Verdicts)
 		}
+		writeVerdicts(w, ro.LastVerdicts)
 	}
 }
 
@@ -149,4 +148,18 @@ func versioned(pool, version string) string {
 		return pool
 	}
 	return pool + " (" + version + ")"
+}
+
+// writeVerdicts prints one line a verdict.
+func writeVerdicts(w io.Writer, vs []rollout.Verdict) {
+	for _, v := range vs {
+		result := string(v.Result)
+		switch {
+		case v.DryRun:
+			result += " (dry run)"
+		case v.Advisory:
+			result += " (advisory)"
+		}
+		fmt.Fprintf(w, "    %-13s %-20s %s\n", result, v.Check, v.Reason)
+	}
 }

@@ -292,6 +292,9 @@ func (ro *Rollout) applyDefaults() {
 	if p := ro.Analysis.Prometheus; p != nil {
 		setDur(&p.Timeout, DefaultPromTimeout)
 	}
+	for i := range ro.Gates {
+		ro.Gates[i].applyDefaults()
+	}
 	setDur(&ro.Webhook.Timeout, DefaultWebhookTimeout)
 	setIntPtr(&ro.Webhook.Retries, DefaultWebhookRetries)
 	if sh := ro.Shadow; sh != nil {

@@ -80,6 +80,20 @@ type Rollout struct {
 	// copies of live requests only, judged, before the first live step.
 	// Default: none.
 	Shadow *Shadow `yaml:"shadow"`
+	// Gates are outside checks the release waits on (gates.go). Default:
+	// none.
+	Gates []Gate `yaml:"gates"`
+}
+
+// GatesAt lists the rollout's gates at one point, in config order.
+func (ro *Rollout) GatesAt(at string) []Gate {
+	var out []Gate
+	for _, g := range ro.Gates {
+		if g.At == at {
+			out = append(out, g)
+		}
+	}
+	return out
 }
 
 // Tripwire is the fast path to rollback.
@@ -113,6 +127,17 @@ type Analysis struct {
 	CompareToStable *Compare `yaml:"compare_to_stable"`
 	// Prometheus runs PromQL checks. Default: none.
 	Prometheus *PrometheusAnalysis `yaml:"prometheus"`
+	// DryRun names built-in checks whose verdicts are recorded and shown
+	// but decide nothing: error_rate, latency_p99, compare_errors,
+	// compare_latency, compare_tail, canary_available, shadow_mismatch.
+	// Default none.
+	DryRun []string `yaml:"dry_run"`
+}
+
+// DryRunChecks are the built-in checks analysis.dry_run may name (a new
+// slice at every call).
+func DryRunChecks() []string {
+	return []string{"error_rate", "latency_p99", "compare_errors", "compare_latency", "compare_tail", "canary_available", "shadow_mismatch"}
 }
 
 // Compare tests canary against stable statistically.
@@ -150,6 +175,9 @@ type PromCheck struct {
 	Query string   `yaml:"query"`
 	Min   *float64 `yaml:"min"`
 	Max   *float64 `yaml:"max"`
+	// DryRun: the verdict is recorded and shown but decides nothing.
+	// Default false.
+	DryRun bool `yaml:"dry_run"`
 }
 
 // Webhook is told of every rollout transition (POST, JSON).

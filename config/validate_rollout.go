@@ -3,6 +3,8 @@ package config
 import (
 	"fmt"
 	"net/url"
+	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -64,6 +66,7 @@ func (v *validator) rollout(p path, r *Route) {
 		v.shadowOptions(at("shadow"), &sh.Options)
 	}
 	v.analysis(at("analysis"), &ro.Analysis)
+	v.gates(at, ro)
 	if ro.Webhook.URL != "" {
 		if u, err := url.Parse(ro.Webhook.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			v.add(at("webhook", "url"), "%q is not an http(s) URL", ro.Webhook.URL)
@@ -175,6 +178,11 @@ func (v *validator) analysis(p path, a *Analysis) {
 			v.add(at("compare_to_stable", "min_difference"), "%v is not a rate from 0 to 1", *c.MinDifference)
 		}
 	}
+	for i, name := range a.DryRun {
+		if !slices.Contains(DryRunChecks(), name) {
+			v.add(at("dry_run", i), "%q is not a built-in check; use %s (Prometheus checks take dry_run: true)", name, strings.Join(DryRunChecks(), ", "))
+		}
+	}
 	if pa := a.Prometheus; pa != nil {
 		if u, err := url.Parse(pa.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			v.add(at("prometheus", "url"), "%q is not an http(s) URL", pa.URL)
@@ -212,4 +220,83 @@ func ParseStatusRange(s string) (lo, hi int, err error) {
 		return 0, 0, fmt.Errorf("%q is not a status or range such as 200 or 200-399", s)
 	}
 	return lo, hi, nil
+}
+
+// gates checks a rollout's gates, and reads their secret and header
+// files (a reload picks up rotated ones).
+func (v *validator) gates(at func(k ...any) path, ro *Rollout) {
+	names := map[string]bool{}
+	for i := range ro.Gates {
+		g := &ro.Gates[i]
+		gp := func(k ...any) path { return at(append([]any{"gates", i}, k...)...) }
+		if g.Name == "" || names[g.Name] {
+			v.add(gp("name"), "each gate needs a unique name")
+		}
+		names[g.Name] = true
+		switch g.At {
+		case GatePreTraffic, GateStep, GatePrePromotion, GateRollback:
+		case GatePostPromotion:
+			v.add(gp("at"), "post_promotion gates run during a bake after 100%%, which this version of canaryd does not have yet; use pre_promotion")
+		case "":
+			v.add(gp("at"), "missing; use %s", strings.Join(GatePoints(), ", "))
+		default:
+			v.add(gp("at"), "%q is not a gate point; use %s", g.At, strings.Join(GatePoints(), ", "))
+		}
+		switch g.Kind {
+		case GateHTTP:
+		case GateApproval:
+			v.add(gp("kind"), "approval gates are not in this version of canaryd yet; use kind: http, or pause_before for a person's go-ahead (`canaryd resume`)")
+		default:
+			v.add(gp("kind"), "%q is not a kind of gate; use http", g.Kind)
+		}
+		if u, err := url.Parse(g.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			v.add(gp("url"), "%q is not an http(s) URL", g.URL)
+		}
+		v.token(gp("method"), g.Method)
+		if g.Timeout.D() < 10*time.Millisecond {
+			v.add(gp("timeout"), "%v is too short; use at least 10ms (default %v)", g.Timeout, DefaultGateTimeout)
+		}
+		if *g.Retries < 0 || *g.Retries > 10 {
+			v.add(gp("retries"), "%d is not from 0 to 10", *g.Retries)
+		}
+		v.headers(func(k ...any) path { return gp(append([]any{"headers"}, k...)...) }, g.Headers)
+		g.secret = ""
+		if g.SecretFile != "" {
+			b, err := os.ReadFile(g.SecretFile)
+			switch {
+			case err != nil:
+				v.add(gp("secret_file"), "%v; create the file with a key (e.g. `openssl rand -hex 32 > FILE`), or remove secret_file", err)
+			case strings.TrimSpace(string(b)) == "":
+				v.add(gp("secret_file"), "%s is empty; put a key in it (e.g. `openssl rand -hex 32 > FILE`), or remove secret_file", g.SecretFile)
+			default:
+				g.secret = strings.TrimSpace(string(b))
+			}
+		}
+	}
+}
+
+// headers checks the headers of an outside request, and reads those kept
+// in files.
+func (v *validator) headers(at func(k ...any) path, hs map[string]Header) {
+	for name, h := range hs {
+		v.token(at(name), name)
+		if h.File == "" {
+			if strings.ContainsAny(h.Value, "\r\n") {
+				v.add(at(name), "the value holds a line break")
+			}
+			continue
+		}
+		b, err := os.ReadFile(h.File)
+		if err != nil {
+			v.add(at(name, "file"), "%v; create the file with the header's value, or use value:", err)
+			continue
+		}
+		s := strings.TrimSpace(string(b))
+		if s == "" || strings.ContainsAny(s, "\r\n") {
+			v.add(at(name, "file"), "%s must hold the header's value on one line", h.File)
+			continue
+		}
+		h.fromFile = s
+		hs[name] = h
+	}
 }

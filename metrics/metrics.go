@@ -197,6 +197,7 @@ type Rollouts struct {
 	step     *prometheus.GaugeVec
 	state    *prometheus.GaugeVec
 	verdicts *prometheus.CounterVec
+	gates    *prometheus.CounterVec
 }
 
 // NewRollouts registers the rollout metrics on reg.
@@ -218,8 +219,12 @@ func NewRollouts(reg prometheus.Registerer) *Rollouts {
 			Name: "canaryd_rollout_verdicts_total",
 			Help: "Rollout check verdicts by check and result (pass, fail, inconclusive).",
 		}, []string{"route", "check", "result"}),
+		gates: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "canaryd_rollout_gate_total",
+			Help: "Rollout gate answers by gate and verdict (pass, fail, inconclusive), after retries.",
+		}, []string{"route", "gate", "verdict"}),
 	}
-	reg.MustRegister(r.pools, r.step, r.state, r.verdicts)
+	reg.MustRegister(r.pools, r.step, r.state, r.verdicts, r.gates)
 	return r
 }
 
@@ -247,10 +252,16 @@ func (r *Rollouts) Verdict(route, check, result string) {
 	r.verdicts.WithLabelValues(route, check, result).Inc()
 }
 
+// Gate counts one gate's verdict.
+func (r *Rollouts) Gate(route, gate, verdict string) {
+	r.gates.WithLabelValues(route, gate, verdict).Inc()
+}
+
 // ForgetRollout drops the series of a route whose rollout was removed.
 func (r *Rollouts) ForgetRollout(route string, all []string) {
 	r.step.DeleteLabelValues(route)
 	r.pools.DeletePartialMatch(prometheus.Labels{"route": route})
 	r.state.DeletePartialMatch(prometheus.Labels{"route": route})
 	r.verdicts.DeletePartialMatch(prometheus.Labels{"route": route})
+	r.gates.DeletePartialMatch(prometheus.Labels{"route": route})
 }

@@ -45,6 +45,10 @@ type Verdict struct {
 	// canary's preview traffic (forced by header or cookie) in a weighted
 	// rollout.
 	Advisory bool `json:"advisory,omitempty"`
+	// DryRun: the check or gate is configured dry_run (Advisory is set
+	// too): its verdict is shown, recorded and counted, and decides
+	// nothing.
+	DryRun bool `json:"dry_run,omitempty"`
 }
 
 // sample is what an analysis judges: counts since the evidence began (the
@@ -303,4 +307,26 @@ func tripwire(t config.Tripwire, canaryReq, canaryErr, stableReq, stableErr uint
 				canaryErr, canaryReq, span.Round(100*time.Millisecond), 100*cr, 100*sr, 100*t.MaxErrorRate)}, true
 	}
 	return Verdict{}, false
+}
+
+// markDryRun makes the verdicts of dry-run checks advisory: shown,
+// recorded and counted, deciding nothing.
+func markDryRun(a *config.Analysis, vs []Verdict) {
+	dry := map[string]bool{}
+	for _, n := range a.DryRun {
+		dry[n] = true
+	}
+	if p := a.Prometheus; p != nil {
+		for _, c := range p.Checks {
+			if c.DryRun {
+				dry["prometheus:"+c.Name] = true
+			}
+		}
+	}
+	for i := range vs {
+		if dry[vs[i].Check] {
+			vs[i].Advisory, vs[i].DryRun = true, true
+			vs[i].Reason = "dry run, decides nothing: " + vs[i].Reason
+		}
+	}
 }

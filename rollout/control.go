@@ -39,6 +39,7 @@ func (c *controller) control(action Action) error {
 		switch from {
 		case Paused:
 			next := c.st.StepIndex + 1
+			c.gateNotBefore = time.Time{} // a gate waited on is asked again at once
 			c.st.Phase = Progressing
 			c.st.Drift = false
 			switch {
@@ -75,5 +76,9 @@ func (c *controller) control(action Action) error {
 		return err
 	}
 	c.commit()
+	select { // the loop starts the gates the new state waits on
+	case c.wake <- struct{}{}:
+	default:
+	}
 	return nil
 }

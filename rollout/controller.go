@@ -38,6 +38,19 @@ type controller struct {
 	baseS  evidence.Traffic
 	baseSh evidence.Shadow // and the copies to the canary
 	trip   []tripReading
+	// gateRun is the run of gates in flight (nil: none); gateSeq numbers
+	// runs, so a late answer of one the rollout moved past is dropped.
+	gateRun *gateRun
+	gateSeq uint64
+	// gateNotBefore: a gate that failed or could not decide is asked
+	// again after an interval, not at once.
+	gateNotBefore time.Time
+	// rollbackGates: a rollback happened and its gates are to be told.
+	rollbackGates bool
+
+	// gateDone carries finished runs to the loop; gateWG waits for them.
+	gateDone chan gateResult
+	gateWG   sync.WaitGroup
 
 	// persistM serializes the saves of the state (outside mu: a save
 	// may wait on etcd).
@@ -76,7 +89,10 @@ type Override struct {
 func (c *controller) publishWeightLocked() {
 	shadowing := c.st.Shadow && (c.st.Phase == Shadowing || c.st.Phase == Paused)
 	underWay := c.st.Phase.UnderWay()
-	live := !c.st.Shadow && (underWay || c.st.Phase == Promoted)
+	// Before the pre_traffic gates pass, the canary gets no live request:
+	// not even the segment's.
+	preTraffic := c.st.Gate != nil && c.st.Gate.At == config.GatePreTraffic
+	live := !c.st.Shadow && !preTraffic && (underWay || c.st.Phase == Promoted)
 	c.weight.Store(&Override{Stable: c.st.Stable, Canary: c.st.Canary, CanaryBP: c.st.Weight, Shadowing: shadowing, UnderWay: underWay,
 		CanaryLive: live, Seq: c.m.seq.Add(1)})
 }
@@ -103,6 +119,22 @@ func (c *controller) startReleaseLocked(now time.Time, stable, canary, reason st
 		StableRelease: orEmpty(sr.ID), StableVersion: sr.Version, CanaryVersion: cr.Version,
 	}
 	c.st.Phase = Progressing
+	if c.waitForGatesLocked(now, config.GatePreTraffic) {
+		// No request of any kind reaches the canary before its smoke
+		// tests pass: weight 0, no copies, no segment.
+		c.st.StepStarted = now
+		c.publishWeightLocked()
+		c.resetBase(now)
+		c.transitionLocked(now, from, reason+fmt.Sprintf("; the canary gets no traffic until the pre_traffic gates pass (%s)", strings.Join(c.st.Gate.Gates, ", ")), nil)
+		return
+	}
+	c.beginTrafficLocked(now, from, reason, nil)
+}
+
+// beginTraffic gives a starting release its first traffic: the first
+// step, or the shadow or segment phase. c.mu held.
+func (c *controller) beginTrafficLocked(now time.Time, from Phase, reason string, vs []Verdict) {
+	c.st.Phase = Progressing
 	c.enterStepLocked(now, 0)
 	switch {
 	case c.spec.Shadow != nil:
@@ -115,7 +147,7 @@ func (c *controller) startReleaseLocked(now time.Time, stable, canary, reason st
 		c.publishWeightLocked()
 	}
 	c.resetBase(now)
-	c.transitionLocked(now, from, reason, nil)
+	c.transitionLocked(now, from, reason, vs)
 }
 
 // enterSegment begins the segment phase after the shadow phase. c.mu
@@ -171,6 +203,8 @@ func (c *controller) enterStepLocked(now time.Time, i int) {
 	c.st.StepStarted = now
 	c.st.Inconclusive, c.st.Gathering = 0, 0
 	c.st.AtGate = false
+	c.st.Gate = nil
+	c.dropGateRunLocked()
 	// A passed step clears the failures: failure_limit counts the failed
 	// analyses of one step, so one false alarm at an early step and one
 	// burst at a later one do not add up to a rollback.
@@ -182,6 +216,15 @@ func (c *controller) enterStepLocked(now time.Time, i int) {
 		c.st.Phase = Promoted
 	}
 	c.publishWeightLocked()
+}
+
+// dropGateRun cancels the run of gates in flight, whose answer no longer
+// matters (the rollout moved past its point). c.mu held.
+func (c *controller) dropGateRunLocked() {
+	if r := c.gateRun; r != nil {
+		r.cancel()
+		c.gateRun = nil
+	}
 }
 
 // resetBase starts the step's evidence, and the tripwire's, from now. c.mu
@@ -339,13 +382,19 @@ func (c *controller) run(ctx context.Context) {
 	c.mu.Unlock()
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
+	// A run of gates in flight ends with ctx; the loop waits for it, so
+	// a stopped controller leaves nothing behind.
+	defer c.gateWG.Wait()
 	c.nextAt.Store(time.Now().Add(interval).UnixNano())
 	trip := time.NewTicker(config.TripwireResolution)
 	defer trip.Stop()
 	for {
+		c.kickGates(ctx)
 		select {
 		case <-ctx.Done():
 			return
+		case res := <-c.gateDone:
+			c.gateFinished(res)
 		case <-c.wake:
 			c.mu.Lock()
 			if d := c.spec.Interval.D(); d != interval {
@@ -396,17 +445,18 @@ func (c *controller) judge(ctx context.Context) judgement {
 	if gate && prom != nil {
 		vs = append(vs, prom.run(ctx, spec.Analysis.Prometheus.Checks, c.route, st.Stable, st.Canary, time.Since(since))...)
 	}
+	markDryRun(&spec.Analysis, vs)
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	// Moved meanwhile by an operator or a reload, or the process began to
 	// drain (Manager.Stop): what was judged is no longer what is served.
 	if c.st.Phase != st.Phase || c.st.Release != st.Release || c.st.StepIndex != st.StepIndex || c.st.Shadow != st.Shadow || c.st.Segment != st.Segment ||
-		!c.st.EvidenceSince.Equal(since) || c.m.halted.Load() {
+		!c.st.EvidenceSince.Equal(since) || c.st.Gate != nil || c.m.halted.Load() {
 		return unchanged
 	}
 	for _, v := range vs {
-		if !v.Advisory { // canaryd_preview_requests_total counts those
+		if !v.Advisory || v.DryRun { // canaryd_preview_requests_total counts the others
 			c.m.deps.Metrics.Verdict(c.route, v.Check, string(v.Result))
 		}
 	}
@@ -423,7 +473,9 @@ func (c *controller) judge(ctx context.Context) judgement {
 func (c *controller) evidence() (spec *config.Rollout, st State, prom *promChecker, s sample, minRequests int, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !c.st.Phase.judging() || c.m.halted.Load() {
+	if !c.st.Phase.judging() || c.st.Gate != nil || c.m.halted.Load() {
+		// Waiting on gates: they decide the step now (the tripwire
+		// still watches it).
 		return nil, State{}, nil, sample{}, 0, false
 	}
 	spec, st, prom = c.spec, c.st, c.prom
@@ -498,18 +550,35 @@ func (c *controller) decideLocked(now time.Time, vs []Verdict) bool {
 			"still undecided after %d analyses at this step (the most rollout.max_gathering allows): %s; resume to keep gathering, or promote or abort",
 			"holding the step to gather more requests (analysis %d of at most %d before pausing): %s")
 	}
-	next := c.st.StepIndex + 1
-	if c.st.Shadow || c.st.Segment {
-		next = 0 // the first live (or weighted) step
-	}
+	next := c.nextStepLocked()
 	if next >= len(spec.Steps) {
 		return false // already at 100: promoted when it got there
+	}
+	at := config.GateStep
+	if len(spec.GatesAt(at)) == 0 && next == len(spec.Steps)-1 {
+		at = config.GatePrePromotion
+	}
+	if c.waitForGatesLocked(now, at) {
+		c.analysisEventLocked(now, fmt.Sprintf("analysis passed; asking the %s gates (%s) before %s%%", at, strings.Join(c.st.Gate.Gates, ", "), spec.Steps[next]), vs)
+		return false
+	}
+	return c.advanceLocked(now, from, "analysis passed", vs)
+}
+
+// advance moves past a passed step: to a manual gate (pause_before), out
+// of the shadow or segment phase, or to the next weight. why says what
+// passed. c.mu held.
+func (c *controller) advanceLocked(now time.Time, from Phase, why string, vs []Verdict) bool {
+	spec := c.spec
+	next := c.nextStepLocked()
+	if next >= len(spec.Steps) {
+		return false
 	}
 	for _, g := range spec.PauseBefore {
 		if g == spec.Steps[next] {
 			c.st.Phase = Paused
 			c.st.AtGate = true
-			c.transitionLocked(now, from, fmt.Sprintf("manual gate before %s%%: analysis passed; run `canaryd resume %s` to go on", g, c.route), vs)
+			c.transitionLocked(now, from, fmt.Sprintf("manual gate before %s%%: %s; run `canaryd resume %s` to go on", g, why, c.route), vs)
 			return true
 		}
 	}
@@ -522,7 +591,7 @@ func (c *controller) decideLocked(now time.Time, vs []Verdict) bool {
 		return true
 	}
 	c.enterStepLocked(now, next)
-	c.transitionLocked(now, from, fmt.Sprintf("analysis passed; canary to %s%%", spec.Steps[next]), vs)
+	c.transitionLocked(now, from, fmt.Sprintf("%s; canary to %s%%", why, spec.Steps[next]), vs)
 	return true
 }
 
@@ -549,7 +618,10 @@ func (c *controller) rollbackLocked(now time.Time, reason string, vs []Verdict) 
 	c.st.Phase = RolledBack
 	c.st.Weight = 0
 	c.st.Shadow, c.st.Segment = false, false
+	c.st.Gate = nil
 	c.st.LastVerdicts = vs
+	c.dropGateRunLocked()
+	c.rollbackGates = len(c.spec.GatesAt(config.GateRollback)) > 0
 	c.publishWeightLocked()
 	c.transitionLocked(now, from, reason, vs)
 }

@@ -34,6 +34,8 @@ type Metrics interface {
 	SetRoles(route, stable, canary string)
 	SetRollout(route string, step int, state string, all []string)
 	Verdict(route, check, result string)
+	// Gate counts one gate's verdict (pass, fail, inconclusive).
+	Gate(route, gate, verdict string)
 	ForgetRollout(route string, all []string)
 }
 
@@ -67,6 +69,7 @@ var ErrNoRollout = errors.New("this route has no rollout")
 type Manager struct {
 	deps     Deps
 	notifier *notifier
+	gates    *gateClient
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -103,6 +106,7 @@ func NewManager(d Deps) *Manager {
 	return &Manager{
 		deps: d, ctx: ctx, cancel: cancel,
 		notifier: newNotifier(d.Log.Named("webhook")),
+		gates:    newGateClient(),
 		ctrls:    map[string]*controller{},
 		stops:    map[string]context.CancelFunc{},
 		leading:  !d.Clustered,
@@ -204,7 +208,8 @@ func (m *Manager) SyncReleases(routes []config.Route, rel Releases) map[string]O
 // leader (or a single process), from the cluster's on a follower; and
 // runs it if the manager runs. m.mu held.
 func (m *Manager) newControllerLocked(now time.Time, r *config.Route, spec *config.Rollout, rel Releases) *controller {
-	c := &controller{m: m, route: r.Name, log: m.deps.Log, wake: make(chan struct{}, 1), spec: spec}
+	c := &controller{m: m, route: r.Name, log: m.deps.Log, wake: make(chan struct{}, 1), spec: spec,
+		gateDone: make(chan gateResult, 1)}
 	c.setProm()
 	c.mu.Lock()
 	c.setPoolsLocked(r, rel)

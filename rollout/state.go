@@ -118,8 +118,10 @@ type State struct {
 	Shadow bool `json:"shadow,omitempty"`
 	// Segment: in the segment phase (segment, or paused in it); the
 	// weighted steps have not begun.
-	Segment      bool `json:"segment,omitempty"`
-	Inconclusive int  `json:"inconclusive_in_a_row"`
+	Segment bool `json:"segment,omitempty"`
+	// Gate: the rollout waits on its gates at a point of the release.
+	Gate         *GateWait `json:"gate,omitempty"`
+	Inconclusive int       `json:"inconclusive_in_a_row"`
 	// Gathering analyses in a row held the step for more evidence.
 	Gathering int `json:"gathering_in_a_row,omitempty"`
 	// EvidenceSince: the next analysis judges the counts from here (the
@@ -140,6 +142,9 @@ const (
 	// KindAnalysis: an analysis held the step (failed, gathering or
 	// inconclusive); From and To are the same phase.
 	KindAnalysis = "analysis"
+	// KindGate: gates answered without moving the rollout (a failure
+	// under failure_limit, no decision, a rollback's advisory gates).
+	KindGate = "gate"
 )
 
 // Event is one transition of a rollout, or one analysis that held it.
@@ -165,9 +170,9 @@ type Event struct {
 // tells its story in one line. Over maxHistory, the oldest analyses go
 // first: transitions are the story's spine.
 func (s *State) record(e Event) {
-	if n := len(s.History); n > 0 && e.Kind == KindAnalysis {
+	if n := len(s.History); n > 0 && (e.Kind == KindAnalysis || e.Kind == KindGate) {
 		last := &s.History[n-1]
-		if last.Kind == KindAnalysis && last.Step == e.Step && last.To == e.To && sameOutcome(last.Verdicts, e.Verdicts) {
+		if last.Kind == e.Kind && last.Step == e.Step && last.To == e.To && sameOutcome(last.Verdicts, e.Verdicts) {
 			e.Repeats = last.Repeats + 1
 			*last = e
 			return
@@ -177,7 +182,7 @@ func (s *State) record(e Event) {
 	for len(s.History) > maxHistory {
 		drop := 0
 		for i, old := range s.History {
-			if old.Kind == KindAnalysis {
+			if old.Kind == KindAnalysis || old.Kind == KindGate {
 				drop = i
 				break
 			}

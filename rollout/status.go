@@ -28,8 +28,10 @@ type Status struct {
 	ShadowPercent float64 `json:"shadow_percent,omitempty"`
 	// Segment names the rule whose requests the canary serves first
 	// (rollout.segment); InSegment: the rollout is in its segment phase.
-	Segment         string    `json:"segment,omitempty"`
-	InSegment       bool      `json:"in_segment,omitempty"`
+	Segment   string `json:"segment,omitempty"`
+	InSegment bool   `json:"in_segment,omitempty"`
+	// Gate: the rollout waits on its gates (which, where, since when).
+	Gate            *GateWait `json:"gate,omitempty"`
 	Failures        int       `json:"failures"`
 	FailureLimit    int       `json:"failure_limit"`
 	Inconclusive    int       `json:"inconclusive_in_a_row"`
@@ -70,7 +72,12 @@ func (c *controller) status() Status {
 		s.ShadowPercent = float64(c.spec.Shadow.Percent) / 100
 	}
 	s.Segment, s.InSegment = c.spec.Segment, c.st.Segment
-	if n := c.nextAt.Load(); n != 0 && c.st.Phase.judging() {
+	if g := c.st.Gate; g != nil {
+		cp := *g
+		cp.Verdicts = append([]Verdict(nil), g.Verdicts...)
+		s.Gate = &cp
+	}
+	if n := c.nextAt.Load(); n != 0 && c.st.Phase.judging() && c.st.Gate == nil {
 		s.NextAnalysis = time.Unix(0, n)
 	}
 	return s

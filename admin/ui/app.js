@@ -286,10 +286,20 @@ function routeCard(r, series) {
       }, a));
     }
     card.append(actions);
+    if (ro.gate) {
+      // Waiting on outside gates: which, where, since when, and their last
+      // answers when one failed or could not decide.
+      card.append(el("h3", {}, `waiting on ${ro.gate.at.replace("_", " ")} gates`));
+      card.append(el("p", { class: "gate-wait" }, `${ro.gate.gates.join(", ")} — since ${new Date(ro.gate.since).toLocaleTimeString()}`));
+      if (ro.gate.verdicts && ro.gate.verdicts.length) {
+        card.append(el("table", {}, ro.gate.verdicts.map((v) =>
+          el("tr", {}, el("td", { class: "verdict " + v.result }, v.dry_run ? v.result + " (dry run)" : v.result), el("td", {}, v.check), el("td", { class: "muted" }, v.reason)))));
+      }
+    }
     if (ro.last_verdicts && ro.last_verdicts.length) {
       card.append(el("h3", {}, ro.phase === "rolled_back" ? "why it rolled back" : "last analysis"));
       card.append(el("table", {}, ro.last_verdicts.map((v) =>
-        el("tr", {}, el("td", { class: "verdict " + v.result }, v.advisory ? v.result + " (advisory)" : v.result), el("td", {}, v.check), el("td", { class: "muted" }, v.reason)))));
+        el("tr", {}, el("td", { class: "verdict " + v.result }, v.dry_run ? v.result + " (dry run)" : v.advisory ? v.result + " (advisory)" : v.result), el("td", {}, v.check), el("td", { class: "muted" }, v.reason)))));
     }
     card.append(el("h3", {}, "timeline"));
     card.append(el("ol", { class: "timeline", reversed: true }, ro.history.slice().reverse().map((e) =>

@@ -1,0 +1,265 @@
+package rollout
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"canaryd/config"
+
+	"go.uber.org/zap"
+)
+
+// GateWait is a rollout waiting on its gates at one point of the release
+// (State.Gate). No analysis runs meanwhile; the tripwire does, and the
+// weights are those before the point (none for pre_traffic).
+type GateWait struct {
+	At    string    `json:"at"`
+	Gates []string  `json:"gates"`
+	Since time.Time `json:"since"`
+	// Verdicts of the last run of the gates, when one failed or could not
+	// decide (the wait goes on).
+	Verdicts []Verdict `json:"verdicts,omitempty"`
+}
+
+// gateRun is a run of one point's gates in flight, on its own goroutine
+// (a gate that takes its whole timeout holds no analysis, tripwire or
+// other route).
+type gateRun struct {
+	seq    uint64
+	at     string
+	cancel context.CancelFunc
+}
+
+// gateResult is what a run sends back to the controller's loop.
+type gateResult struct {
+	seq      uint64
+	at       string
+	release  string
+	step     int
+	verdicts []Verdict
+}
+
+// waitForGates makes the rollout wait at point at when it has gates there;
+// false when it has none. c.mu held.
+func (c *controller) waitForGatesLocked(now time.Time, at string) bool {
+	gs := c.spec.GatesAt(at)
+	if len(gs) == 0 {
+		return false
+	}
+	names := make([]string, len(gs))
+	for i, g := range gs {
+		names[i] = g.Name
+	}
+	c.st.Gate = &GateWait{At: at, Gates: names, Since: now}
+	c.gateNotBefore = time.Time{}
+	return true
+}
+
+// kickGates starts the run the state waits on, or a rollback's advisory
+// run, when none is in flight. Called from the controller's loop only.
+func (c *controller) kickGates(ctx context.Context) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.gateRun != nil || c.m.halted.Load() {
+		return
+	}
+	at := ""
+	switch {
+	case c.rollbackGates:
+		c.rollbackGates = false
+		at = config.GateRollback
+	case c.st.Gate != nil && c.st.Phase.judging() && !time.Now().Before(c.gateNotBefore):
+		at = c.st.Gate.At
+	default:
+		return
+	}
+	gs := c.spec.GatesAt(at)
+	if len(gs) == 0 {
+		return
+	}
+	c.gateSeq++
+	rctx, cancel := context.WithCancel(ctx)
+	run := &gateRun{seq: c.gateSeq, at: at, cancel: cancel}
+	c.gateRun = run
+	req := c.gateRequestLocked(at)
+	res := gateResult{seq: run.seq, at: at, release: c.st.Release, step: c.st.StepIndex}
+	c.gateWG.Add(1)
+	go func() {
+		defer c.gateWG.Done()
+		defer cancel()
+		for i := range gs {
+			g := &gs[i]
+			req.Gate, req.DryRun = g.Name, g.DryRun
+			v := c.m.gates.call(rctx, g, gateBody(g, req))
+			res.verdicts = append(res.verdicts, v)
+			if !v.Advisory && v.Result != Pass {
+				break // the point does not pass; later gates need not run
+			}
+		}
+		select {
+		case c.gateDone <- res:
+		case <-ctx.Done():
+		}
+	}()
+}
+
+// gateRequestLocked describes what is about to happen at point at. c.mu
+// held.
+func (c *controller) gateRequestLocked(at string) gateRequest {
+	steps := c.steps()
+	next := c.st.Weight
+	switch at {
+	case config.GatePreTraffic:
+		if c.spec.Shadow == nil && c.spec.Segment == "" {
+			next = steps[0]
+		}
+	case config.GateStep, config.GatePrePromotion:
+		if i := c.nextStepLocked(); i < len(steps) {
+			next = steps[i]
+		}
+	}
+	return gateRequest{
+		Route: c.route, Release: c.st.Release, At: at, Phase: c.st.Phase,
+		Step: c.st.StepIndex + 1, Steps: len(steps), Stable: c.st.Stable, Canary: c.st.Canary,
+		StableVersion: c.st.StableVersion, CanaryVersion: c.st.CanaryVersion,
+		CanaryWeight: float64(c.st.Weight) / 100, NextWeight: float64(next) / 100,
+	}
+}
+
+// nextStepLocked is the step a passed analysis moves to: the first live
+// (or weighted) one from the shadow or segment phase. c.mu held.
+func (c *controller) nextStepLocked() int {
+	if c.st.Shadow || c.st.Segment {
+		return 0
+	}
+	return c.st.StepIndex + 1
+}
+
+// gateFinished acts on a run's verdicts, and saves what changed.
+func (c *controller) gateFinished(res gateResult) {
+	switch c.gateDecide(res) {
+	case changedWeights:
+		c.commit()
+	case changedState:
+		c.persist()
+	}
+}
+
+func (c *controller) gateDecide(res gateResult) judgement {
+	now := time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.gateRun == nil || c.gateRun.seq != res.seq {
+		return unchanged
+	}
+	c.gateRun = nil
+	for _, v := range res.verdicts {
+		c.m.deps.Metrics.Gate(c.route, strings.TrimPrefix(v.Check, "gate:"), string(v.Result))
+	}
+	if res.at == config.GateRollback {
+		if c.st.Release != res.release {
+			return unchanged
+		}
+		// Recorded without replacing the reason: why it rolled back stays
+		// what status shows.
+		c.st.UpdatedAt = now
+		c.st.record(Event{At: now, Kind: KindGate, From: c.st.Phase, To: c.st.Phase, Step: c.st.StepIndex + 1, WeightBP: c.st.Weight,
+			Reason: "rollback gates answered (advisory: they decide nothing): " + listVerdicts(res.verdicts), Verdicts: res.verdicts})
+		return changedState
+	}
+	w := c.st.Gate
+	// Moved meanwhile (an operator, a reload, a pause, a drain): what the
+	// gates were asked about is not what is about to happen now.
+	if w == nil || w.At != res.at || c.st.Release != res.release || c.st.StepIndex != res.step || !c.st.Phase.judging() || c.m.halted.Load() {
+		return unchanged
+	}
+	var fails, incs []string
+	for _, v := range res.verdicts {
+		switch {
+		case v.Advisory:
+		case v.Result == Fail:
+			fails = append(fails, v.Check+": "+v.Reason)
+		case v.Result == Inconclusive:
+			incs = append(incs, v.Check+": "+v.Reason)
+		}
+	}
+	from := c.st.Phase
+	spec := c.spec
+	switch {
+	case len(fails) > 0:
+		c.st.Failures++
+		c.st.Inconclusive = 0
+		if c.st.Failures >= spec.FailureLimit {
+			c.rollbackLocked(now, fmt.Sprintf("%d failed analyses or gates (failure_limit %d): %s", c.st.Failures, spec.FailureLimit, strings.Join(fails, "; ")), res.verdicts)
+			return changedWeights
+		}
+		if res.at == config.GatePreTraffic {
+			// Still no traffic to judge: ask again after an interval.
+			w.Verdicts = res.verdicts
+			c.gateNotBefore = now.Add(spec.Interval.D())
+			c.gateEventLocked(now, fmt.Sprintf("%s gate failed (%d of failure_limit %d); the canary still gets no traffic; asking again in %v: %s",
+				res.at, c.st.Failures, spec.FailureLimit, spec.Interval, strings.Join(fails, "; ")), res.verdicts)
+			return changedState
+		}
+		// Like a failed analysis: the step holds, and its evidence starts
+		// afresh; the gates run again once an analysis of it passes.
+		c.st.Gate = nil
+		c.resetEvidenceLocked(now)
+		c.gateEventLocked(now, fmt.Sprintf("%s gate failed (%d of failure_limit %d); holding the step, and its evidence starts afresh: %s",
+			res.at, c.st.Failures, spec.FailureLimit, strings.Join(fails, "; ")), res.verdicts)
+		c.log.Warn("rollout gate failed; holding the step", zap.String("route", c.route), zap.Strings("failed", fails))
+		return changedState
+	case len(incs) > 0:
+		c.st.Inconclusive++
+		w.Verdicts = res.verdicts
+		c.gateNotBefore = now.Add(spec.Interval.D())
+		if c.st.Inconclusive >= spec.MaxInconclusive {
+			c.st.Phase = Paused
+			c.publishWeightLocked()
+			c.transitionLocked(now, from, fmt.Sprintf("no decision from the %s gates in %d tries in a row (the most rollout.max_inconclusive allows): %s; `canaryd resume %s` asks them again",
+				res.at, c.st.Inconclusive, strings.Join(incs, "; "), c.route), res.verdicts)
+			return changedWeights
+		}
+		c.gateEventLocked(now, fmt.Sprintf("no decision from the %s gates (%d of at most %d in a row before pausing); asking again in %v: %s",
+			res.at, c.st.Inconclusive, spec.MaxInconclusive, spec.Interval, strings.Join(incs, "; ")), res.verdicts)
+		return changedState
+	}
+	c.st.Gate = nil
+	c.st.Inconclusive = 0
+	why := fmt.Sprintf("%s gates passed (%s)", res.at, listVerdicts(res.verdicts))
+	switch res.at {
+	case config.GatePreTraffic:
+		c.beginTrafficLocked(now, from, why, res.verdicts)
+		return changedWeights
+	case config.GateStep:
+		if c.nextStepLocked() == len(spec.Steps)-1 && c.waitForGatesLocked(now, config.GatePrePromotion) {
+			c.gateEventLocked(now, why+"; asking the pre_promotion gates before 100%", res.verdicts)
+			return changedState
+		}
+	}
+	if c.advanceLocked(now, from, why, res.verdicts) {
+		return changedWeights
+	}
+	return changedState
+}
+
+// gateEvent records a run of gates in the history. c.mu held.
+func (c *controller) gateEventLocked(now time.Time, reason string, vs []Verdict) {
+	c.st.Reason = reason
+	c.st.UpdatedAt = now
+	c.st.record(Event{At: now, Kind: KindGate, From: c.st.Phase, To: c.st.Phase, Step: c.st.StepIndex + 1, WeightBP: c.st.Weight, Reason: reason, Verdicts: vs})
+}
+
+// listVerdicts is "gate:a pass, gate:b fail (dry run)".
+func listVerdicts(vs []Verdict) string {
+	parts := make([]string, len(vs))
+	for i, v := range vs {
+		parts[i] = v.Check + " " + string(v.Result)
+		if v.DryRun {
+			parts[i] += " (dry run)"
+		}
+	}
+	return strings.Join(parts, ", ")
+}
