@@ -46,7 +46,9 @@ func TestGateAnswers(t *testing.T) {
 		maxTook  time.Duration
 	}{
 		{name: "204", h: func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(204) }, want: Pass},
-		{name: "200 verdict pass", h: func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, `{"verdict":"pass","reason":"smoke ok"}`) }, want: Pass, inReason: "smoke ok"},
+		{name: "200 verdict pass", h: func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, `{"verdict":"pass","reason":"smoke ok"}`)
+		}, want: Pass, inReason: "smoke ok"},
 		{name: "200 verdict fail", h: func(w http.ResponseWriter, r *http.Request) {
 			io.WriteString(w, `{"verdict":"fail","reason":"checkout broken"}`)
 		}, want: Fail, inReason: "checkout broken"},
