@@ -99,10 +99,25 @@ type Routes interface {
 	Route(name string) (RouteView, bool)
 	// Control runs promote, abort, pause or resume on a route's rollout.
 	Control(route string, action rollout.Action) (*rollout.Status, error)
+	// Approve gives a person's go-ahead to a route's pending approval
+	// gate.
+	Approve(route string, a rollout.Approval) (*rollout.Status, error)
 	// SetWeights sets a route's weights by hand (percent by pool).
 	SetWeights(route string, weights map[string]float64) (WeightsResult, error)
 	// Series is a route's recent traffic per pool, for the dashboard.
 	Series(route string, last, step time.Duration) (map[string][]Point, error)
+}
+
+// ApproveRequest is the body of POST .../approve.
+type ApproveRequest struct {
+	// Gate names the approval gate; optional when one alone is pending.
+	Gate string `json:"gate,omitempty"`
+	// By: who approves (recorded as given).
+	By     string `json:"by,omitempty"`
+	Reason string `json:"reason,omitempty"`
+	// Source: api (the default), or cli and dashboard, which canaryd's own
+	// clients send.
+	Source string `json:"source,omitempty"`
 }
 
 // WeightsResult is the answer to PUT .../weights.
@@ -427,6 +442,32 @@ func (o Options) routesAPI(api *http.ServeMux) {
 			return
 		}
 		writeJSON(w, http.StatusOK, res)
+	}))
+	api.Handle("POST /api/v1/routes/{route}/approve", o.mutation(func(w http.ResponseWriter, r *http.Request) {
+		var req ApproveRequest
+		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil && !errors.Is(err, io.EOF) {
+			writeError(w, http.StatusBadRequest, `body must be a JSON object such as {"gate": "sign-off", "by": "alice", "reason": "dashboards fine"} (every field optional): `+err.Error())
+			return
+		}
+		switch req.Source {
+		case "":
+			req.Source = rollout.SourceAPI
+		case rollout.SourceAPI, rollout.SourceCLI, rollout.SourceDashboard:
+		default:
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("source %q is not api, cli or dashboard (leave it out: api)", req.Source))
+			return
+		}
+		st, err := o.Routes.Approve(r.PathValue("route"), rollout.Approval{Gate: req.Gate, By: req.By, Reason: req.Reason, Source: req.Source})
+		switch {
+		case errors.Is(err, ErrUnknownRoute), errors.Is(err, rollout.ErrNoRollout):
+			writeError(w, http.StatusNotFound, fmt.Sprintf("route %q: %v", r.PathValue("route"), err))
+		case err != nil:
+			writeError(w, http.StatusConflict, err.Error())
+		default:
+			writeJSON(w, http.StatusOK, st)
+		}
 	}))
 	api.Handle("POST /api/v1/routes/{route}/{action}", o.mutation(func(w http.ResponseWriter, r *http.Request) {
 		action, err := rollout.ParseAction(r.PathValue("action"))

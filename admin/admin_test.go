@@ -21,6 +21,9 @@ func (weightsOnly) Route(string) (RouteView, bool) { return RouteView{}, false }
 func (weightsOnly) Control(string, rollout.Action) (*rollout.Status, error) {
 	return nil, rollout.ErrNoRollout
 }
+func (weightsOnly) Approve(string, rollout.Approval) (*rollout.Status, error) {
+	return nil, rollout.ErrNoRollout
+}
 func (weightsOnly) Series(string, time.Duration, time.Duration) (map[string][]Point, error) {
 	return nil, ErrUnknownRoute
 }

@@ -65,6 +65,16 @@ func (c *Client) Control(route string, a rollout.Action) (rollout.Status, error)
 	return out, c.do(http.MethodPost, "/api/v1/routes/"+route+"/"+a.String(), nil, &out)
 }
 
+// Approve is POST /api/v1/routes/{route}/approve.
+func (c *Client) Approve(route string, req admin.ApproveRequest) (rollout.Status, error) {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return rollout.Status{}, err
+	}
+	var out rollout.Status
+	return out, c.do(http.MethodPost, "/api/v1/routes/"+route+"/approve", body, &out)
+}
+
 // SetWeights is PUT /api/v1/routes/{route}/weights.
 func (c *Client) SetWeights(route string, weights map[string]float64) (admin.WeightsResult, error) {
 	body, err := json.Marshal(weights)

@@ -99,7 +99,12 @@ func WriteRoute(w io.Writer, r admin.RouteView) {
 			fmt.Fprintf(w, "    %s\n", ro.Reason)
 		}
 		if g := ro.Gate; g != nil {
-			fmt.Fprintf(w, "    waiting on %s gates %s for %v\n", g.At, strings.Join(g.Gates, ", "), time.Since(g.Since).Round(time.Second))
+			if len(g.Pending) > 0 {
+				fmt.Fprintf(w, "    waiting for the approval of %s (%s) for %v: canaryd approve %s --gate NAME --by YOU --reason WHY\n",
+					strings.Join(g.Pending, ", "), g.At, time.Since(g.PendingSince).Round(time.Second), r.Name)
+			} else {
+				fmt.Fprintf(w, "    waiting on %s gates %s for %v\n", g.At, strings.Join(g.Gates, ", "), time.Since(g.Since).Round(time.Second))
+			}
 			writeVerdicts(w, g.Verdicts)
 		}
 		writeVerdicts(w, ro.LastVerdicts)

@@ -101,6 +101,25 @@ func (s *Server) Control(route string, action rollout.Action) (*rollout.Status, 
 	return &st, err
 }
 
+// Approve gives a person's go-ahead to a route's pending approval gate,
+// for the admin API.
+func (s *Server) Approve(route string, a rollout.Approval) (*rollout.Status, error) {
+	if s.router.Load().Route(route) == nil {
+		return nil, admin.ErrUnknownRoute
+	}
+	var st rollout.Status
+	var err error
+	if s.cluster != nil {
+		st, err = s.clusterApprove(route, a)
+	} else {
+		st, err = s.rollouts.Approve(route, a)
+	}
+	if errors.Is(err, rollout.ErrNoRollout) {
+		return nil, err
+	}
+	return &st, err
+}
+
 // SetWeights sets a route's weights by hand (percent by pool, every pool,
 // summing to 100). A route with a rollout refuses: the rollout sets them.
 func (s *Server) SetWeights(route string, weights map[string]float64) (admin.WeightsResult, error) {

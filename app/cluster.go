@@ -118,6 +118,11 @@ func (e clusterEvents) Command(route string, action rollout.Action) error {
 	return err
 }
 
+func (e clusterEvents) Approve(route string, a rollout.Approval) error {
+	_, err := e.s.rollouts.Approve(route, a)
+	return err
+}
+
 func (e clusterEvents) Drift(route string, members []string) { e.s.rollouts.Drift(route, members) }
 
 func (e clusterEvents) Settled(route string, late []string) {
@@ -213,6 +218,20 @@ func (cc clusterCounts) PoolTraffic(route, pool string) evidence.Traffic {
 
 func (cc clusterCounts) ShadowTraffic(route, pool string) evidence.Shadow {
 	return cc.s.cluster.Shadow(route, pool, cc.s.ShadowTraffic(route, pool))
+}
+
+// clusterApprove takes an approval: here on the leader, else through
+// etcd on the leader.
+func (s *Server) clusterApprove(route string, a rollout.Approval) (rollout.Status, error) {
+	if s.rollouts.Leading() {
+		return s.rollouts.Approve(route, a)
+	}
+	err := s.cluster.Approve(context.Background(), route, a)
+	st, serr := s.rollouts.Status(route)
+	if serr != nil {
+		return st, serr
+	}
+	return st, err
 }
 
 // clusterControl runs an operator's command: here on the leader, else

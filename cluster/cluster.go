@@ -45,6 +45,9 @@ type Handler interface {
 	// Command runs an operator's command sent to any member (on the
 	// leader only).
 	Command(route string, action rollout.Action) error
+	// Approve gives a person's go-ahead, sent to any member, to a
+	// route's pending approval gate (on the leader only).
+	Approve(route string, a rollout.Approval) error
 	// Drift names the live members whose settings of a route differ
 	// from the leader's; nil when they all agree (on the leader only).
 	Drift(route string, members []string)
@@ -89,7 +92,9 @@ type stateDoc struct {
 // commandDoc is the value of commands/<route>/<id>.
 type commandDoc struct {
 	Action rollout.Action `json:"action"`
-	From   string         `json:"from"`
+	// Approval is the go-ahead of an "approve" command.
+	Approval *rollout.Approval `json:"approval,omitempty"`
+	From     string            `json:"from"`
 	Done   bool           `json:"done,omitempty"`
 	Error  string         `json:"error,omitempty"`
 }
@@ -607,6 +612,20 @@ func (c *Cluster) Shadow(route, pool string, local evidence.Shadow) evidence.Sha
 // run (up to ctx's end, at most commandWait). It returns the leader's
 // error, if any.
 func (c *Cluster) Command(ctx context.Context, route string, action rollout.Action) error {
+	return c.send(ctx, route, commandDoc{Action: action, From: c.o.Member})
+}
+
+// approveAction is the command an approval travels as.
+const approveAction rollout.Action = "approve"
+
+// Approve sends a person's go-ahead to the leader and waits for it to be
+// taken, as Command does.
+func (c *Cluster) Approve(ctx context.Context, route string, a rollout.Approval) error {
+	return c.send(ctx, route, commandDoc{Action: approveAction, Approval: &a, From: c.o.Member})
+}
+
+// send puts a command for the leader and waits for its answer.
+func (c *Cluster) send(ctx context.Context, route string, doc commandDoc) error {
 	c.mu.Lock()
 	sess := c.sess
 	c.cmdSeq++
@@ -617,7 +636,7 @@ func (c *Cluster) Command(ctx context.Context, route string, action rollout.Acti
 	}
 	ctx, cancel := context.WithTimeout(ctx, commandWait)
 	defer cancel()
-	b, _ := json.Marshal(commandDoc{Action: action, From: c.o.Member})
+	b, _ := json.Marshal(doc)
 	// Bound to this member's session: a command whose sender died goes
 	// with it.
 	if _, err := c.cli.Put(ctx, key, string(b), clientv3.WithLease(sess.Lease())); err != nil {

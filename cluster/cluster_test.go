@@ -48,6 +48,8 @@ func (r *recorder) State(route string, data []byte) {
 	r.states[route] = string(data)
 	r.mu.Unlock()
 }
+func (r *recorder) Approve(string, rollout.Approval) error { return nil }
+
 func (r *recorder) Command(route string, action rollout.Action) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -383,6 +385,8 @@ func (b boomHandler) State(route string, data []byte) {
 	}
 	b.recorder.State(route, data)
 }
+
+func (b boomHandler) Approve(string, rollout.Approval) error { return nil }
 
 func (b boomHandler) Command(route string, action rollout.Action) error {
 	if b.command {

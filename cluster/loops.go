@@ -333,9 +333,15 @@ func (c *Cluster) runCommands() {
 	for _, t := range todo {
 		// An action this version does not know (a member of another sent
 		// it) is refused with the list of those it knows.
-		a, err := rollout.ParseAction(string(t.doc.Action))
-		if err == nil {
-			err = c.o.Handler.Command(t.route, a)
+		var err error
+		switch {
+		case t.doc.Action == approveAction && t.doc.Approval != nil:
+			err = c.o.Handler.Approve(t.route, *t.doc.Approval)
+		default:
+			var a rollout.Action
+			if a, err = rollout.ParseAction(string(t.doc.Action)); err == nil {
+				err = c.o.Handler.Command(t.route, a)
+			}
 		}
 		t.doc.Done = true
 		if err != nil {

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -39,6 +40,14 @@ const (
 	DefaultGateTimeout = DefaultWebhookTimeout * 2 // 10s: a smoke test takes longer than a notification
 	DefaultGateRetries = 2
 	DefaultGateMethod  = "POST"
+	// DefaultApprovalExpires: a day for someone to answer.
+	DefaultApprovalExpires = 24 * time.Hour
+)
+
+// What an approval gate does when nobody answers within expires.
+const (
+	OnExpiryPause = "pause"
+	OnExpiryAbort = "abort"
 )
 
 // Gate is an outside check a rollout waits on at one point of its release:
@@ -50,9 +59,15 @@ type Gate struct {
 	// At is where the gate runs: pre_traffic, step, pre_promotion,
 	// post_promotion or rollback. Required.
 	At string `yaml:"at"`
-	// Kind: http (the default): canaryd asks URL.
+	// Kind: http (the default): canaryd asks URL; approval: a person
+	// answers (canaryd approve, the API, the dashboard).
 	Kind string `yaml:"kind"`
-	// URL to call. Required.
+	// Expires (approval): how long to wait for the answer. Default 24h.
+	Expires Duration `yaml:"expires"`
+	// OnExpiry (approval): pause or abort when nobody answered within
+	// expires. Default pause.
+	OnExpiry string `yaml:"on_expiry"`
+	// URL to call (http). Required for http gates.
 	URL string `yaml:"url"`
 	// Method of the request. Default POST.
 	Method string `yaml:"method"`
@@ -134,6 +149,10 @@ func (h *Header) UnmarshalYAML(n *yaml.Node) error {
 
 func (g *Gate) applyDefaults() {
 	setStr(&g.Kind, GateHTTP)
+	if g.Kind == GateApproval {
+		setDur(&g.Expires, DefaultApprovalExpires)
+		setStr(&g.OnExpiry, OnExpiryPause)
+	}
 	setStr(&g.Method, DefaultGateMethod)
 	g.Method = strings.ToUpper(g.Method)
 	setDur(&g.Timeout, DefaultGateTimeout)

@@ -244,13 +244,30 @@ func (v *validator) gates(at func(k ...any) path, ro *Rollout) {
 		}
 		switch g.Kind {
 		case GateHTTP:
+			if u, err := url.Parse(g.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				v.add(gp("url"), "%q is not an http(s) URL", g.URL)
+			}
+			if g.Expires != 0 || g.OnExpiry != "" {
+				v.add(gp("expires"), "expires and on_expiry are for approval gates; remove them, or set kind: approval")
+			}
 		case GateApproval:
-			v.add(gp("kind"), "approval gates are not in this version of canaryd yet; use kind: http, or pause_before for a person's go-ahead (`canaryd resume`)")
+			if g.At != GateStep && g.At != GatePrePromotion {
+				v.add(gp("at"), "an approval gate waits at step or pre_promotion, not %s", g.At)
+			}
+			if g.URL != "" || g.Body != "" || len(g.Headers) > 0 || g.SecretFile != "" {
+				v.add(gp("url"), "an approval gate calls nothing (a person answers with `canaryd approve`); remove url, body, headers and secret_file")
+			}
+			if g.DryRun {
+				v.add(gp("dry_run"), "an approval cannot be a dry run; remove dry_run, or the gate")
+			}
+			if g.Expires.D() < time.Second {
+				v.add(gp("expires"), "%v is shorter than 1s (default %v)", g.Expires, DefaultApprovalExpires)
+			}
+			if g.OnExpiry != OnExpiryPause && g.OnExpiry != OnExpiryAbort {
+				v.add(gp("on_expiry"), "%q is not pause or abort", g.OnExpiry)
+			}
 		default:
-			v.add(gp("kind"), "%q is not a kind of gate; use http", g.Kind)
-		}
-		if u, err := url.Parse(g.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			v.add(gp("url"), "%q is not an http(s) URL", g.URL)
+			v.add(gp("kind"), "%q is not a kind of gate; use http or approval", g.Kind)
 		}
 		v.token(gp("method"), g.Method)
 		if g.Timeout.D() < 10*time.Millisecond {

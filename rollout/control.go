@@ -40,6 +40,9 @@ func (c *controller) control(action Action) error {
 		case Paused:
 			next := c.st.StepIndex + 1
 			c.gateNotBefore = time.Time{} // a gate waited on is asked again at once
+			if g := c.st.Gate; g != nil && len(g.Pending) > 0 {
+				g.PendingSince = now // the approvals' expiry counts afresh
+			}
 			c.st.Phase = Progressing
 			c.st.Drift = false
 			switch {

@@ -408,6 +408,7 @@ func (c *controller) run(ctx context.Context) {
 			c.analyse(ctx)
 		case now := <-trip.C:
 			c.checkTripwire(now)
+			c.expireApprovals(now)
 		}
 	}
 }
@@ -559,7 +560,11 @@ func (c *controller) decideLocked(now time.Time, vs []Verdict) bool {
 		at = config.GatePrePromotion
 	}
 	if c.waitForGatesLocked(now, at) {
-		c.analysisEventLocked(now, fmt.Sprintf("analysis passed; asking the %s gates (%s) before %s%%", at, strings.Join(c.st.Gate.Gates, ", "), spec.Steps[next]), vs)
+		why := fmt.Sprintf("asking the %s gates (%s)", at, strings.Join(c.st.Gate.Gates, ", "))
+		if p := c.st.Gate.Pending; len(p) > 0 {
+			why = fmt.Sprintf("waiting for the approval of %s: `canaryd approve %s`", strings.Join(p, ", "), c.route)
+		}
+		c.analysisEventLocked(now, fmt.Sprintf("analysis passed; %s before %s%%", why, spec.Steps[next]), vs)
 		return false
 	}
 	return c.advanceLocked(now, from, "analysis passed", vs)

@@ -2,7 +2,9 @@ package rollout
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -21,6 +23,56 @@ type GateWait struct {
 	// Verdicts of the last run of the gates, when one failed or could not
 	// decide (the wait goes on).
 	Verdicts []Verdict `json:"verdicts,omitempty"`
+	// Pending names the approval gates still waiting for a person, once
+	// the point's http gates passed; PendingSince is when they began to
+	// wait (and since a resume, their expiry counts from it).
+	Pending      []string  `json:"pending,omitempty"`
+	PendingSince time.Time `json:"pending_since,omitzero"`
+}
+
+// Approval is a person's go-ahead at an approval gate.
+type Approval struct {
+	// Gate names the approval gate; "" when one alone is pending.
+	Gate string `json:"gate,omitempty"`
+	// By: who approved, as they said (the admin token is shared, so
+	// canaryd cannot tell).
+	By string `json:"by"`
+	// Source: cli, api or dashboard.
+	Source string    `json:"source"`
+	Reason string    `json:"reason,omitempty"`
+	At     time.Time `json:"at"`
+}
+
+// Approval sources.
+const (
+	SourceCLI       = "cli"
+	SourceAPI       = "api"
+	SourceDashboard = "dashboard"
+)
+
+// ErrNotWaiting: an approval for a rollout that waits for none.
+var ErrNotWaiting = errors.New("not waiting for an approval")
+
+// httpGates are the gates canaryd calls, of a point's.
+func httpGates(gs []config.Gate) []config.Gate {
+	var out []config.Gate
+	for _, g := range gs {
+		if g.Kind != config.GateApproval {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+// approvalNames are the approval gates of a point's.
+func approvalNames(gs []config.Gate) []string {
+	var out []string
+	for _, g := range gs {
+		if g.Kind == config.GateApproval {
+			out = append(out, g.Name)
+		}
+	}
+	return out
 }
 
 // gateRun is a run of one point's gates in flight, on its own goroutine
@@ -54,6 +106,9 @@ func (c *controller) waitForGatesLocked(now time.Time, at string) bool {
 	}
 	c.st.Gate = &GateWait{At: at, Gates: names, Since: now}
 	c.gateNotBefore = time.Time{}
+	if len(httpGates(gs)) == 0 {
+		c.st.Gate.Pending, c.st.Gate.PendingSince = approvalNames(gs), now
+	}
 	return true
 }
 
@@ -70,12 +125,12 @@ func (c *controller) kickGates(ctx context.Context) {
 	case c.rollbackGates:
 		c.rollbackGates = false
 		at = config.GateRollback
-	case c.st.Gate != nil && c.st.Phase.judging() && !time.Now().Before(c.gateNotBefore):
+	case c.st.Gate != nil && len(c.st.Gate.Pending) == 0 && c.st.Phase.judging() && !time.Now().Before(c.gateNotBefore):
 		at = c.st.Gate.At
 	default:
 		return
 	}
-	gs := c.spec.GatesAt(at)
+	gs := httpGates(c.spec.GatesAt(at))
 	if len(gs) == 0 {
 		return
 	}
@@ -226,23 +281,149 @@ func (c *controller) gateDecide(res gateResult) judgement {
 			res.at, c.st.Inconclusive, spec.MaxInconclusive, spec.Interval, strings.Join(incs, "; ")), res.verdicts)
 		return changedState
 	}
-	c.st.Gate = nil
 	c.st.Inconclusive = 0
 	why := fmt.Sprintf("%s gates passed (%s)", res.at, listVerdicts(res.verdicts))
-	switch res.at {
+	if names := approvalNames(spec.GatesAt(res.at)); len(names) > 0 {
+		w.Verdicts, w.Pending, w.PendingSince = nil, names, now
+		c.gateEventLocked(now, fmt.Sprintf("%s; waiting for the approval of %s: `canaryd approve %s`", why, strings.Join(names, ", "), c.route), res.verdicts)
+		return changedState
+	}
+	return c.gatesPassedLocked(now, from, res.at, why, res.verdicts)
+}
+
+// gatesPassed goes on past a point whose gates all passed. c.mu held.
+func (c *controller) gatesPassedLocked(now time.Time, from Phase, at, why string, vs []Verdict) judgement {
+	c.st.Gate = nil
+	switch at {
 	case config.GatePreTraffic:
-		c.beginTrafficLocked(now, from, why, res.verdicts)
+		c.beginTrafficLocked(now, from, why, vs)
 		return changedWeights
 	case config.GateStep:
-		if c.nextStepLocked() == len(spec.Steps)-1 && c.waitForGatesLocked(now, config.GatePrePromotion) {
-			c.gateEventLocked(now, why+"; asking the pre_promotion gates before 100%", res.verdicts)
+		if c.nextStepLocked() == len(c.spec.Steps)-1 && c.waitForGatesLocked(now, config.GatePrePromotion) {
+			next := "; the pre_promotion gates next, before 100%"
+			if p := c.st.Gate.Pending; len(p) > 0 {
+				next = fmt.Sprintf("; before 100%%, waiting for the approval of %s: `canaryd approve %s`", strings.Join(p, ", "), c.route)
+			}
+			c.gateEventLocked(now, why+next, vs)
 			return changedState
 		}
 	}
-	if c.advanceLocked(now, from, why, res.verdicts) {
+	if c.advanceLocked(now, from, why, vs) {
 		return changedWeights
 	}
 	return changedState
+}
+
+// approve takes a person's go-ahead at a pending approval gate; the last
+// one pending moves the rollout on (out of a pause its expiry caused,
+// too).
+func (c *controller) approve(a Approval) error {
+	c.mu.Lock()
+	j, err := c.approveLocked(a)
+	c.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	switch j {
+	case changedWeights:
+		c.commit()
+	case changedState:
+		c.persist()
+	}
+	return nil
+}
+
+func (c *controller) approveLocked(a Approval) (judgement, error) {
+	w := c.st.Gate
+	if w == nil || len(w.Pending) == 0 || !(c.st.Phase.judging() || c.st.Phase == Paused) {
+		return unchanged, fmt.Errorf("route %s is %s, %w", c.route, c.st.Phase, ErrNotWaiting)
+	}
+	switch {
+	case a.Gate == "" && len(w.Pending) > 1:
+		return unchanged, fmt.Errorf("route %s waits for %d approvals (%s); name one with --gate (\"gate\" in the API)", c.route, len(w.Pending), strings.Join(w.Pending, ", "))
+	case a.Gate == "":
+		a.Gate = w.Pending[0]
+	case !slices.Contains(w.Pending, a.Gate):
+		return unchanged, fmt.Errorf("route %s has no pending approval %q; it waits for %s", c.route, a.Gate, strings.Join(w.Pending, ", "))
+	}
+	if a.By == "" {
+		a.By = "(not given)"
+	}
+	now := time.Now()
+	a.At = now
+	w.Pending = slices.DeleteFunc(w.Pending, func(n string) bool { return n == a.Gate })
+	v := Verdict{Check: "approval:" + a.Gate, Result: Pass, Reason: fmt.Sprintf("approved by %s (%s)", a.By, a.Source)}
+	if a.Reason != "" {
+		v.Reason += ": " + a.Reason
+	}
+	c.m.deps.Metrics.Gate(c.route, a.Gate, string(Pass))
+	if len(w.Pending) > 0 {
+		c.st.UpdatedAt = now
+		c.st.record(Event{At: now, Kind: KindGate, From: c.st.Phase, To: c.st.Phase, Step: c.st.StepIndex + 1, WeightBP: c.st.Weight,
+			Reason: v.Reason + "; still waiting for " + strings.Join(w.Pending, ", "), Verdicts: []Verdict{v}, Approval: &a})
+		return changedState, nil
+	}
+	from := c.st.Phase
+	if from == Paused {
+		c.st.Phase = c.livePhaseLocked()
+	}
+	j := c.gatesPassedLocked(now, from, w.At, fmt.Sprintf("%s gates passed (%s)", w.At, v.Reason), []Verdict{v})
+	// The approval goes on the event that records it (the transition, or
+	// the wait for the pre_promotion gates).
+	if n := len(c.st.History); n > 0 && c.st.History[n-1].At.Equal(now) {
+		c.st.History[n-1].Approval = &a
+	}
+	if from == Paused && j != changedWeights {
+		c.publishWeightLocked()
+		j = changedWeights
+	}
+	return j, nil
+}
+
+// livePhase is the phase a paused rollout resumes in. c.mu held.
+func (c *controller) livePhaseLocked() Phase {
+	switch {
+	case c.st.Shadow:
+		return Shadowing
+	case c.st.Segment:
+		return SegmentPhase
+	}
+	return Progressing
+}
+
+// expireApprovals acts when the pending approvals waited past their
+// expires: on_expiry pause or abort (the strictest of the pending
+// gates' wins). Called from the loop.
+func (c *controller) expireApprovals(now time.Time) {
+	c.mu.Lock()
+	w := c.st.Gate
+	if w == nil || len(w.Pending) == 0 || !c.st.Phase.judging() || c.m.halted.Load() {
+		c.mu.Unlock()
+		return
+	}
+	var expired []string
+	abort := false
+	for _, g := range c.spec.GatesAt(w.At) {
+		if slices.Contains(w.Pending, g.Name) && now.Sub(w.PendingSince) >= g.Expires.D() {
+			expired = append(expired, fmt.Sprintf("%s (expires %v)", g.Name, g.Expires))
+			abort = abort || g.OnExpiry == config.OnExpiryAbort
+		}
+	}
+	if len(expired) == 0 {
+		c.mu.Unlock()
+		return
+	}
+	why := fmt.Sprintf("nobody approved %s in time", strings.Join(expired, ", "))
+	if abort {
+		c.rollbackLocked(now, why+" (on_expiry: abort)", nil)
+	} else {
+		from := c.st.Phase
+		c.st.Phase = Paused
+		c.publishWeightLocked()
+		c.transitionLocked(now, from, fmt.Sprintf("%s (on_expiry: pause); `canaryd approve %s` goes on, `canaryd resume %s` waits again", why, c.route, c.route), nil)
+	}
+	c.mu.Unlock()
+	c.commit()
 }
 
 // gateEvent records a run of gates in the history. c.mu held.

@@ -395,6 +395,22 @@ func (m *Manager) Control(route string, action Action) (Status, error) {
 	return c.status(), nil
 }
 
+// Approve gives a person's go-ahead to a route's pending approval gate.
+// In a cluster only the leader takes it (ErrNotLeader elsewhere).
+func (m *Manager) Approve(route string, a Approval) (Status, error) {
+	c := m.get(route)
+	if c == nil {
+		return Status{}, ErrNoRollout
+	}
+	if !m.Leading() {
+		return c.status(), ErrNotLeader
+	}
+	if err := c.approve(a); err != nil {
+		return c.status(), err
+	}
+	return c.status(), nil
+}
+
 // SetWebhooks tells the notifier where each route's events go.
 func (m *Manager) SetWebhooks(routes []config.Route) {
 	hooks := map[string]config.Webhook{}

@@ -162,6 +162,8 @@ type Event struct {
 	WeightBP int       `json:"weight_bp"`
 	Reason   string    `json:"reason"`
 	Verdicts []Verdict `json:"verdicts,omitempty"`
+	// Approval: who approved an approval gate, from where, when and why.
+	Approval *Approval `json:"approval,omitempty"`
 }
 
 // record appends an event. An analysis with the same outcome as the one

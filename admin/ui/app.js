@@ -49,10 +49,11 @@ function toast(msg) {
   toast.timer = setTimeout(() => (t.hidden = true), 5000);
 }
 
-async function api(method, path) {
+async function api(method, path, payload) {
   const headers = {};
   if (tokenInput.value) headers["Authorization"] = "Bearer " + tokenInput.value;
-  const r = await fetch(path, { method, headers });
+  if (payload !== undefined) headers["Content-Type"] = "application/json";
+  const r = await fetch(path, { method, headers, body: payload === undefined ? undefined : JSON.stringify(payload) });
   const body = await r.json().catch(() => ({}));
   if (!r.ok) throw new Error(body.error || r.statusText);
   return body;
@@ -295,6 +296,7 @@ function routeCard(r, series) {
         card.append(el("table", {}, ro.gate.verdicts.map((v) =>
           el("tr", {}, el("td", { class: "verdict " + v.result }, v.dry_run ? v.result + " (dry run)" : v.result), el("td", {}, v.check), el("td", { class: "muted" }, v.reason)))));
       }
+      for (const gate of ro.gate.pending || []) card.append(approveForm(r.name, gate));
     }
     if (ro.last_verdicts && ro.last_verdicts.length) {
       card.append(el("h3", {}, ro.phase === "rolled_back" ? "why it rolled back" : "last analysis"));
@@ -307,6 +309,36 @@ function routeCard(r, series) {
         ` ${e.weight_bp / 100}% — ${e.reason}` + (e.repeats ? ` (×${e.repeats + 1})` : "")))));
   }
   return card;
+}
+
+// drafts keeps what was typed in an approval form across refreshes (the
+// cards are rebuilt every poll), by route and gate.
+const drafts = new Map();
+
+// approveForm is the go-ahead for one pending approval gate: who, why,
+// and the button; the history records them with source "dashboard".
+function approveForm(route, gate) {
+  const key = route + "\u0000" + gate;
+  const d = drafts.get(key) || { by: "", reason: "" };
+  drafts.set(key, d);
+  const by = el("input", { class: "approve-by", placeholder: "your name", value: d.by, ariaLabel: "approved by" });
+  const reason = el("input", { class: "approve-reason", placeholder: "why (for the history)", value: d.reason, ariaLabel: "reason" });
+  by.oninput = () => (d.by = by.value);
+  reason.oninput = () => (d.reason = reason.value);
+  const button = el("button", {
+    "data-action": "approve", "data-route": route, "data-gate": gate,
+    onclick: async () => {
+      try {
+        const st = await api("POST", `/api/v1/routes/${encodeURIComponent(route)}/approve`, { gate, by: d.by, reason: d.reason, source: "dashboard" });
+        drafts.delete(key);
+        toast(`${route}: ${gate} approved → ${st.phase}, canary ${st.canary_weight}%`);
+      } catch (e) {
+        toast(`${route}: approval refused: ${e.message}`);
+      }
+      refresh();
+    },
+  }, `approve ${gate}`);
+  return el("p", { class: "approve" }, `waiting for approval: ${gate} `, by, " ", reason, " ", button);
 }
 
 // clusterPanel shows a cluster member's view: who leads, whether this
@@ -332,7 +364,9 @@ function clusterPanel(v) {
 
 let busy = false;
 async function refresh() {
-  if (busy) return;
+  // Not while someone types in an approval form: the rebuilt card would
+  // take the focus away.
+  if (busy || (document.activeElement && document.activeElement.matches(".approve input"))) return;
   busy = true;
   try {
     const resp = await fetch("/api/v1/routes");

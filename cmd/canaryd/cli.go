@@ -116,6 +116,11 @@ default 127.0.0.1:9901) and --token-file (env CANARYD_TOKEN_FILE).`
 			Example: "  canaryd instances web green\n  canaryd instances web green --set 10.0.0.5:8080 10.0.0.6:8080 --version v2.4.0 --ttl 30s\n" +
 				"  canaryd instances web green --add 10.0.0.7:8080 --ttl 30s     # also the heartbeat\n  canaryd instances web green --remove 10.0.0.5:8080",
 			Args: args(cobra.MinimumNArgs(2), "canaryd instances ROUTE POOL [--set|--add|--remove ADDR...] [--version V] [--ttl D]")}, cmdInstances, stdout, stderr),
+		command(&cobra.Command{Use: "approve ROUTE [--gate NAME] [--by NAME] [--reason TEXT]", Short: "Approve a rollout's pending approval gate (admin API)",
+			Long: "Give the go-ahead a rollout's approval gate (rollout.gates[].kind: approval) waits for; who, from where, when and why go into its history. " +
+				"--gate is needed when several approvals are pending; --by defaults to $USER." + admin,
+			Example: "  canaryd approve web\n  canaryd approve web --gate sign-off --by alice --reason \"dashboards fine for 30 min\"",
+			Args:    args(cobra.ExactArgs(1), "canaryd approve ROUTE [--gate NAME] [--by NAME] [--reason TEXT]")}, cmdApprove, stdout, stderr),
 		command(&cobra.Command{Use: "healthcheck", Short: "Exit 0 when canaryd's /readyz says ready",
 			Long:    "Exit 0 when the admin listener's /readyz says ready, 1 otherwise: a container HEALTHCHECK." + admin,
 			Example: "  canaryd healthcheck --admin 127.0.0.1:9901",

@@ -572,3 +572,51 @@ func TestClusterRefusesManualWeights(t *testing.T) {
 		t.Errorf("canaryd weight on a cluster member: %v\n%s", err, out)
 	}
 }
+
+// In a cluster only the leader calls gates, once per point (not once per
+// member); an approval given on a follower reaches the leader.
+func TestClusterGatesAndApprovals(t *testing.T) {
+	var mu sync.Mutex
+	var calls []string
+	gate := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req struct{ At string }
+		json.NewDecoder(r.Body).Decode(&req)
+		mu.Lock()
+		calls = append(calls, req.At)
+		mu.Unlock()
+	}))
+	defer gate.Close()
+	tc := startCluster(t, nil, "", `{ steps: [10, 100], interval: 500ms, min_requests: 30,
+       gates: [ { name: smoke, at: pre_traffic, url: "`+gate.URL+`" }, { name: sign-off, kind: approval, at: pre_promotion } ] }`)
+	lead := tc.leader(t, 15*time.Second)
+	f := tc.others(lead)[0]
+	lb := balancerOver(t, tc.members)
+	g := startLoad("http://"+lb.Addr()+"/", 3, nil)
+	defer g.halt()
+	for end := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		st := f.run.status(t, "web")
+		if st.Gate != nil && strings.Join(st.Gate.Pending, ",") == "sign-off" {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("the follower never showed the pending approval: %s at %v%%: %s", st.Phase, st.CanaryWeight, st.Reason)
+		}
+	}
+	out, err := runCLI(t, "approve", "web", "--by", "dana", "--reason", "on call agrees", "--admin", f.run.admin)
+	if err != nil {
+		t.Fatalf("approve on a follower: %v\n%s", err, out)
+	}
+	for _, m := range tc.members {
+		waitWeight(t, m, 100, 5*time.Second)
+	}
+	st := lead.run.status(t, "web")
+	last := st.History[len(st.History)-1]
+	if st.Phase != rollout.Promoted || last.Approval == nil || last.Approval.By != "dana" || last.Approval.Source != rollout.SourceCLI {
+		t.Errorf("leader: %s, last event %+v (approval %+v)", st.Phase, last, last.Approval)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if strings.Join(calls, ",") != "pre_traffic" {
+		t.Errorf("gate calls %v; want the pre_traffic gate called once, by the leader", calls)
+	}
+}

@@ -188,6 +188,33 @@ func cmdControl(action rollout.Action) func(fs *flag.FlagSet, stdout, stderr io.
 	}
 }
 
+// cmdApprove gives the go-ahead to a rollout's pending approval gate.
+func cmdApprove(fs *flag.FlagSet, stdout, stderr io.Writer) func([]string) int {
+	client := adminFlags(fs)
+	gate := fs.String("gate", "", "the approval gate (needed when several are pending)")
+	by := fs.String("by", os.Getenv("USER"), "who approves (default $USER)")
+	reason := fs.String("reason", "", "why, for the history")
+	return func(args []string) int {
+		route := args[0]
+		c, err := client()
+		if err != nil {
+			fmt.Fprintln(stderr, "canaryd approve:", err)
+			return 2
+		}
+		st, err := c.Approve(route, admin.ApproveRequest{Gate: *gate, By: *by, Reason: *reason, Source: rollout.SourceCLI})
+		if err != nil {
+			fmt.Fprintf(stderr, "canaryd approve %s: %v\n", route, err)
+			return 1
+		}
+		if c.json {
+			json.NewEncoder(stdout).Encode(st)
+			return 0
+		}
+		fmt.Fprintf(stdout, "%s: approved; %s, step %d, canary %.2f%% (%s)\n", route, st.Phase, st.Step, st.CanaryWeight, st.Reason)
+		return 0
+	}
+}
+
 // cmdWeight sets a route's weights by hand: canaryd weight web blue=90 green=10.
 func cmdWeight(fs *flag.FlagSet, stdout, stderr io.Writer) func([]string) int {
 	client := adminFlags(fs)
