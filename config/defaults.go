@@ -295,6 +295,9 @@ func (ro *Rollout) applyDefaults() {
 	for i := range ro.Gates {
 		ro.Gates[i].applyDefaults()
 	}
+	for i := range ro.Notify {
+		ro.Notify[i].applyDefaults()
+	}
 	setDur(&ro.Webhook.Timeout, DefaultWebhookTimeout)
 	setIntPtr(&ro.Webhook.Retries, DefaultWebhookRetries)
 	if sh := ro.Shadow; sh != nil {

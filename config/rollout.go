@@ -74,8 +74,12 @@ type Rollout struct {
 	Tripwire Tripwire `yaml:"tripwire"`
 	// Analysis is what each interval judges.
 	Analysis Analysis `yaml:"analysis"`
-	// Webhook receives every transition. Default none.
+	// Webhook receives every event as JSON (one notify entry of format
+	// json). Default none.
 	Webhook Webhook `yaml:"webhook"`
+	// Notify lists receivers of the rollout's events (notify.go). Default
+	// none.
+	Notify []Notify `yaml:"notify"`
 	// Shadow starts the rollout in a shadow phase (phase "shadowing"):
 	// copies of live requests only, judged, before the first live step.
 	// Default: none.

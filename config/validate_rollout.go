@@ -67,6 +67,7 @@ func (v *validator) rollout(p path, r *Route) {
 	}
 	v.analysis(at("analysis"), &ro.Analysis)
 	v.gates(at, ro)
+	v.notify(at, ro)
 	if ro.Webhook.URL != "" {
 		if u, err := url.Parse(ro.Webhook.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			v.add(at("webhook", "url"), "%q is not an http(s) URL", ro.Webhook.URL)
@@ -277,19 +278,54 @@ func (v *validator) gates(at func(k ...any) path, ro *Rollout) {
 			v.add(gp("retries"), "%d is not from 0 to 10", *g.Retries)
 		}
 		v.headers(func(k ...any) path { return gp(append([]any{"headers"}, k...)...) }, g.Headers)
-		g.secret = ""
-		if g.SecretFile != "" {
-			b, err := os.ReadFile(g.SecretFile)
-			switch {
-			case err != nil:
-				v.add(gp("secret_file"), "%v; create the file with a key (e.g. `openssl rand -hex 32 > FILE`), or remove secret_file", err)
-			case strings.TrimSpace(string(b)) == "":
-				v.add(gp("secret_file"), "%s is empty; put a key in it (e.g. `openssl rand -hex 32 > FILE`), or remove secret_file", g.SecretFile)
-			default:
-				g.secret = strings.TrimSpace(string(b))
+		g.secret = v.signingKey(gp("secret_file"), g.SecretFile)
+	}
+}
+
+// notify checks a rollout's notification receivers, and reads their keys.
+func (v *validator) notify(at func(k ...any) path, ro *Rollout) {
+	for i := range ro.Notify {
+		n := &ro.Notify[i]
+		np := func(k ...any) path { return at(append([]any{"notify", i}, k...)...) }
+		if u, err := url.Parse(n.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			v.add(np("url"), "%q is not an http(s) URL", n.URL)
+		}
+		switch n.Format {
+		case NotifyJSON, NotifySlack, NotifyTeams:
+		default:
+			v.add(np("format"), "%q is not a format; use json, slack or teams", n.Format)
+		}
+		for j, e := range n.Events {
+			if !slices.Contains(NotifyEvents(), e) {
+				v.add(np("events", j), "%q is not an event; use %s", e, strings.Join(NotifyEvents(), ", "))
 			}
 		}
+		for k := range n.Labels {
+			if strings.TrimSpace(k) == "" {
+				v.add(np("labels"), "a label needs a name")
+			}
+		}
+		if *n.Retries < 0 || *n.Retries > 10 {
+			v.add(np("retries"), "%d is not from 0 to 10", *n.Retries)
+		}
+		n.secret = v.signingKey(np("secret_file"), n.SecretFile)
 	}
+}
+
+// signingKey reads the key of an outside request's X-Canary-Signature
+// from file ("": unsigned).
+func (v *validator) signingKey(p path, file string) string {
+	if file == "" {
+		return ""
+	}
+	b, err := os.ReadFile(file)
+	switch {
+	case err != nil:
+		v.add(p, "%v; create the file with a key (e.g. `openssl rand -hex 32 > FILE`), or remove secret_file", err)
+	case strings.TrimSpace(string(b)) == "":
+		v.add(p, "%s is empty; put a key in it (e.g. `openssl rand -hex 32 > FILE`), or remove secret_file", file)
+	}
+	return strings.TrimSpace(string(b))
 }
 
 // headers checks the headers of an outside request, and reads those kept

@@ -47,6 +47,9 @@ type controller struct {
 	gateNotBefore time.Time
 	// rollbackGates: a rollback happened and its gates are to be told.
 	rollbackGates bool
+	// approving is the approval being taken: the event it causes carries
+	// it.
+	approving *Approval
 
 	// gateDone carries finished runs to the loop; gateWG waits for them.
 	gateDone chan gateResult
@@ -295,12 +298,21 @@ func (c *controller) transitionLocked(now time.Time, from Phase, reason string, 
 	c.st.Reason = reason
 	c.st.UpdatedAt = now
 	e := Event{At: now, Kind: KindTransition, From: from, To: c.st.Phase, Step: c.st.StepIndex + 1, WeightBP: c.st.Weight, Reason: reason, Verdicts: vs}
-	c.st.record(e)
+	c.recordLocked(e)
 	c.m.deps.Metrics.SetRollout(c.route, c.st.StepIndex+1, c.st.Phase.String(), phaseNames)
 	c.m.deps.Metrics.SetRoles(c.route, c.st.Stable, c.st.Canary)
 	c.log.Info("rollout "+c.st.Phase.String(), zap.String("route", c.route), zap.Stringer("from", from),
 		zap.Int("step", c.st.StepIndex+1), zap.Float64("canary_weight", float64(c.st.Weight)/100),
 		zap.String("reason", reason), zap.Any("verdicts", vs))
+}
+
+// recordLocked keeps an event in the history and sends it to the
+// route's receivers (those whose events name it). c.mu held.
+func (c *controller) recordLocked(e Event) {
+	if e.Approval == nil {
+		e.Approval = c.approving
+	}
+	c.st.record(e)
 	c.m.notifier.send(c.route, e)
 }
 
@@ -309,7 +321,7 @@ func (c *controller) transitionLocked(now time.Time, from Phase, reason string, 
 func (c *controller) analysisEventLocked(now time.Time, reason string, vs []Verdict) {
 	c.st.Reason = reason
 	c.st.UpdatedAt = now
-	c.st.record(Event{At: now, Kind: KindAnalysis, From: c.st.Phase, To: c.st.Phase, Step: c.st.StepIndex + 1, WeightBP: c.st.Weight, Reason: reason, Verdicts: vs})
+	c.recordLocked(Event{At: now, Kind: KindAnalysis, From: c.st.Phase, To: c.st.Phase, Step: c.st.StepIndex + 1, WeightBP: c.st.Weight, Reason: reason, Verdicts: vs})
 }
 
 // commit applies what a transition changed: weights to the table, state to

@@ -211,7 +211,11 @@ func because(reason string, data []byte, isVerdict bool) string {
 
 // clip shortens s to n bytes at most, on a rune boundary, as one line.
 func clip(s string, n int) string {
-	s = strings.Join(strings.Fields(strings.ToValidUTF8(s, "?")), " ")
+	return truncate(strings.Join(strings.Fields(strings.ToValidUTF8(s, "?")), " "), n)
+}
+
+// truncate shortens s to n bytes at most, on a rune boundary.
+func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}

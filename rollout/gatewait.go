@@ -220,7 +220,7 @@ func (c *controller) gateDecide(res gateResult) judgement {
 		// Recorded without replacing the reason: why it rolled back stays
 		// what status shows.
 		c.st.UpdatedAt = now
-		c.st.record(Event{At: now, Kind: KindGate, From: c.st.Phase, To: c.st.Phase, Step: c.st.StepIndex + 1, WeightBP: c.st.Weight,
+		c.recordLocked(Event{At: now, Kind: KindGate, From: c.st.Phase, To: c.st.Phase, Step: c.st.StepIndex + 1, WeightBP: c.st.Weight,
 			Reason: "rollback gates answered (advisory: they decide nothing): " + listVerdicts(res.verdicts), Verdicts: res.verdicts})
 		return changedState
 	}
@@ -359,7 +359,7 @@ func (c *controller) approveLocked(a Approval) (judgement, error) {
 	c.m.deps.Metrics.Gate(c.route, a.Gate, string(Pass))
 	if len(w.Pending) > 0 {
 		c.st.UpdatedAt = now
-		c.st.record(Event{At: now, Kind: KindGate, From: c.st.Phase, To: c.st.Phase, Step: c.st.StepIndex + 1, WeightBP: c.st.Weight,
+		c.recordLocked(Event{At: now, Kind: KindGate, From: c.st.Phase, To: c.st.Phase, Step: c.st.StepIndex + 1, WeightBP: c.st.Weight,
 			Reason: v.Reason + "; still waiting for " + strings.Join(w.Pending, ", "), Verdicts: []Verdict{v}, Approval: &a})
 		return changedState, nil
 	}
@@ -367,12 +367,11 @@ func (c *controller) approveLocked(a Approval) (judgement, error) {
 	if from == Paused {
 		c.st.Phase = c.livePhaseLocked()
 	}
+	// The approval goes on the event it causes (the transition, or the
+	// wait for the pre_promotion gates).
+	c.approving = &a
 	j := c.gatesPassedLocked(now, from, w.At, fmt.Sprintf("%s gates passed (%s)", w.At, v.Reason), []Verdict{v})
-	// The approval goes on the event that records it (the transition, or
-	// the wait for the pre_promotion gates).
-	if n := len(c.st.History); n > 0 && c.st.History[n-1].At.Equal(now) {
-		c.st.History[n-1].Approval = &a
-	}
+	c.approving = nil
 	if from == Paused && j != changedWeights {
 		c.publishWeightLocked()
 		j = changedWeights
@@ -430,7 +429,7 @@ func (c *controller) expireApprovals(now time.Time) {
 func (c *controller) gateEventLocked(now time.Time, reason string, vs []Verdict) {
 	c.st.Reason = reason
 	c.st.UpdatedAt = now
-	c.st.record(Event{At: now, Kind: KindGate, From: c.st.Phase, To: c.st.Phase, Step: c.st.StepIndex + 1, WeightBP: c.st.Weight, Reason: reason, Verdicts: vs})
+	c.recordLocked(Event{At: now, Kind: KindGate, From: c.st.Phase, To: c.st.Phase, Step: c.st.StepIndex + 1, WeightBP: c.st.Weight, Reason: reason, Verdicts: vs})
 }
 
 // listVerdicts is "gate:a pass, gate:b fail (dry run)".

@@ -411,13 +411,20 @@ func (m *Manager) Approve(route string, a Approval) (Status, error) {
 	return c.status(), nil
 }
 
-// SetWebhooks tells the notifier where each route's events go.
+// SetWebhooks tells the notifier where each route's events go:
+// rollout.notify, and rollout.webhook as one json entry of every event
+// but analysis.
 func (m *Manager) SetWebhooks(routes []config.Route) {
-	hooks := map[string]config.Webhook{}
+	hooks := map[string][]config.Notify{}
 	for _, r := range routes {
-		if r.Rollout != nil && r.Rollout.Webhook.URL != "" {
-			hooks[r.Name] = r.Rollout.Webhook
+		if r.Rollout == nil {
+			continue
 		}
+		if w := r.Rollout.Webhook; w.URL != "" {
+			hooks[r.Name] = append(hooks[r.Name], config.Notify{URL: w.URL, Format: config.NotifyJSON, Events: config.DefaultNotifyEvents(),
+				Timeout: w.Timeout, Retries: w.Retries})
+		}
+		hooks[r.Name] = append(hooks[r.Name], r.Rollout.Notify...)
 	}
 	m.notifier.set(hooks)
 }

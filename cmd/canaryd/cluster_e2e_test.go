@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -479,7 +480,16 @@ func TestClusterCommandsOnAnyMember(t *testing.T) {
 		mu.Unlock()
 	}))
 	defer hook.Close()
-	tc := startCluster(t, nil, "", `{ steps: [10, 50, 100], interval: 1m, min_requests: 30, webhook: { url: "`+hook.URL+`" } }`)
+	var slackN atomic.Int32
+	slack := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var p struct{ Text string }
+		if json.NewDecoder(r.Body).Decode(&p) == nil && p.Text != "" {
+			slackN.Add(1)
+		}
+	}))
+	defer slack.Close()
+	tc := startCluster(t, nil, "", `{ steps: [10, 50, 100], interval: 1m, min_requests: 30, webhook: { url: "`+hook.URL+`" },
+       notify: [ { url: "`+slack.URL+`", format: slack, labels: { env: e2e } } ] }`)
 	lead := tc.leader(t, 15*time.Second)
 	f := tc.others(lead)[0]
 	waitWeight(t, f, 10, 5*time.Second)
@@ -503,6 +513,9 @@ func TestClusterCommandsOnAnyMember(t *testing.T) {
 	mu.Unlock()
 	if strings.Count(got, "progressing: new release") != 1 || strings.Count(got, "promoted: promoted by operator") != 1 || len(events) != 2 {
 		t.Errorf("webhooks received (want each event once):\n%s", got)
+	}
+	if n := slackN.Load(); n != 2 {
+		t.Errorf("slack messages received: %d; want each event once (2)", n)
 	}
 	out, err = runCLI(t, "status", "--admin", f.run.admin)
 	if err != nil || !strings.Contains(out, "cluster "+tc.name) || !strings.Contains(out, "leader "+lead.id) {
