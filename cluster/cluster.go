@@ -95,8 +95,8 @@ type commandDoc struct {
 	// Approval is the go-ahead of an "approve" command.
 	Approval *rollout.Approval `json:"approval,omitempty"`
 	From     string            `json:"from"`
-	Done   bool           `json:"done,omitempty"`
-	Error  string         `json:"error,omitempty"`
+	Done     bool              `json:"done,omitempty"`
+	Error    string            `json:"error,omitempty"`
 }
 
 // Metrics receives what the member exports (package metrics' Cluster:

@@ -475,11 +475,11 @@ func (p *plane) State(route string, data []byte) {
 	}
 	p.mu.Unlock()
 }
-func (p *plane) Command(string, rollout.Action) error { return nil }
+func (p *plane) Command(string, rollout.Action) error   { return nil }
 func (p *plane) Approve(string, rollout.Approval) error { return nil }
-func (p *plane) Drift(string, []string)               {}
-func (p *plane) Settled(string, []string)             {}
-func (p *plane) Partitioned(bool)                     {}
+func (p *plane) Drift(string, []string)                 {}
+func (p *plane) Settled(string, []string)               {}
+func (p *plane) Partitioned(bool)                       {}
 func (p *plane) Stats(route string) []cluster.PoolStats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
