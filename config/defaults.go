@@ -292,6 +292,9 @@ func (ro *Rollout) applyDefaults() {
 	if p := ro.Analysis.Prometheus; p != nil {
 		setDur(&p.Timeout, DefaultPromTimeout)
 	}
+	for i := range ro.Analysis.HTTP {
+		ro.Analysis.HTTP[i].applyDefaults()
+	}
 	for i := range ro.Gates {
 		ro.Gates[i].applyDefaults()
 	}

@@ -131,6 +131,9 @@ type Analysis struct {
 	CompareToStable *Compare `yaml:"compare_to_stable"`
 	// Prometheus runs PromQL checks. Default: none.
 	Prometheus *PrometheusAnalysis `yaml:"prometheus"`
+	// HTTP checks read a number from any metric source's JSON API
+	// (httpcheck.go). Default: none.
+	HTTP []HTTPCheck `yaml:"http"`
 	// DryRun names built-in checks whose verdicts are recorded and shown
 	// but decide nothing: error_rate, latency_p99, compare_errors,
 	// compare_latency, compare_tail, canary_available, shadow_mismatch.

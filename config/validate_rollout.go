@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"canaryd/jsonpath"
 )
 
 func (v *validator) rollout(p path, r *Route) {
@@ -182,6 +184,38 @@ func (v *validator) analysis(p path, a *Analysis) {
 	for i, name := range a.DryRun {
 		if !slices.Contains(DryRunChecks(), name) {
 			v.add(at("dry_run", i), "%q is not a built-in check; use %s (Prometheus checks take dry_run: true)", name, strings.Join(DryRunChecks(), ", "))
+		}
+	}
+	names := map[string]bool{}
+	for i := range a.HTTP {
+		c := &a.HTTP[i]
+		cp := func(k ...any) path { return at(append([]any{"http", i}, k...)...) }
+		if c.Name == "" || names[c.Name] {
+			v.add(cp("name"), "each check needs a unique name")
+		}
+		names[c.Name] = true
+		if u, err := url.Parse(strings.NewReplacer("{{", "", "}}", "").Replace(c.URL)); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			v.add(cp("url"), "%q is not an http(s) URL", c.URL)
+		}
+		v.token(cp("method"), c.Method)
+		v.headers(func(k ...any) path { return cp(append([]any{"headers"}, k...)...) }, c.Headers)
+		p, err := jsonpath.Parse(c.JSONPath)
+		switch {
+		case c.JSONPath == "":
+			v.add(cp("json_path"), "missing; the path of the number in the answer, e.g. $.results[0].series[0].values[0][1]")
+		case err != nil:
+			v.add(cp("json_path"), "%v", err)
+		default:
+			c.path = p
+		}
+		if c.Min == nil && c.Max == nil {
+			v.add(cp(), "set min, max or both")
+		}
+		if c.Missing != MissingHold && c.Missing != MissingFail {
+			v.add(cp("missing"), "%q is not hold or fail", c.Missing)
+		}
+		if c.Timeout.D() < 10*time.Millisecond {
+			v.add(cp("timeout"), "%v is too short; use at least 10ms (default %v)", c.Timeout, DefaultPromTimeout)
 		}
 	}
 	if pa := a.Prometheus; pa != nil {

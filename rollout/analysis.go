@@ -323,6 +323,11 @@ func markDryRun(a *config.Analysis, vs []Verdict) {
 			}
 		}
 	}
+	for _, c := range a.HTTP {
+		if c.DryRun {
+			dry["http:"+c.Name] = true
+		}
+	}
 	for i := range vs {
 		if dry[vs[i].Check] {
 			vs[i].Advisory, vs[i].DryRun = true, true

@@ -458,6 +458,11 @@ func (c *controller) judge(ctx context.Context) judgement {
 	if gate && prom != nil {
 		vs = append(vs, prom.run(ctx, spec.Analysis.Prometheus.Checks, c.route, st.Stable, st.Canary, time.Since(since))...)
 	}
+	if gate && !st.Shadow && len(spec.Analysis.HTTP) > 0 {
+		// Like PromQL checks, they read live traffic's numbers: none in
+		// the shadow phase.
+		vs = append(vs, c.m.httpChecks.run(ctx, spec.Analysis.HTTP, checkVars{route: c.route, stable: st.Stable, canary: st.Canary, start: since, end: time.Now()})...)
+	}
 	markDryRun(&spec.Analysis, vs)
 
 	c.mu.Lock()

@@ -70,6 +70,8 @@ type Manager struct {
 	deps     Deps
 	notifier *notifier
 	gates    *gateClient
+	// httpChecks runs analysis.http (shared: one connection pool).
+	httpChecks *httpChecker
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -105,11 +107,12 @@ func NewManager(d Deps) *Manager {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Manager{
 		deps: d, ctx: ctx, cancel: cancel,
-		notifier: newNotifier(d.Log.Named("webhook")),
-		gates:    newGateClient(),
-		ctrls:    map[string]*controller{},
-		stops:    map[string]context.CancelFunc{},
-		leading:  !d.Clustered,
+		notifier:   newNotifier(d.Log.Named("webhook")),
+		gates:      newGateClient(),
+		httpChecks: newHTTPChecker(),
+		ctrls:      map[string]*controller{},
+		stops:      map[string]context.CancelFunc{},
+		leading:    !d.Clustered,
 	}
 }
 

@@ -3,7 +3,7 @@
 # (1.26 or later) and a C compiler for -race; it fetches Go modules itself, and
 # installs what the end-to-end tests run against (Debian's prometheus,
 # chromium, curl, etcd-server, haproxy, python3, nginx, dnsmasq-base,
-# openssl and util-linux packages) with
+# openssl, influxdb and util-linux packages) with
 # apt-get when they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +23,7 @@ command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
 command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || need_apt+=(dnsmasq-base)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+command -v influxd >/dev/null 2>&1 || need_apt+=(influxdb)
 command -v prlimit >/dev/null 2>&1 || need_apt+=(util-linux)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then sudo=""; elif command -v sudo >/dev/null 2>&1; then sudo="sudo -n"; else
@@ -33,7 +34,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 # With the packages in place, tests that need them fail instead of skipping.
-export CANARYD_REQUIRE_PROMETHEUS=1 CANARYD_REQUIRE_CHROMIUM=1 CANARYD_REQUIRE_CURL=1 CANARYD_REQUIRE_ETCD=1 CANARYD_REQUIRE_HAPROXY=1 CANARYD_REQUIRE_PYTHON=1 CANARYD_REQUIRE_NGINX=1 CANARYD_REQUIRE_DNSMASQ=1 CANARYD_REQUIRE_OPENSSL=1 CANARYD_REQUIRE_PRLIMIT=1
+export CANARYD_REQUIRE_PROMETHEUS=1 CANARYD_REQUIRE_CHROMIUM=1 CANARYD_REQUIRE_CURL=1 CANARYD_REQUIRE_ETCD=1 CANARYD_REQUIRE_HAPROXY=1 CANARYD_REQUIRE_PYTHON=1 CANARYD_REQUIRE_NGINX=1 CANARYD_REQUIRE_DNSMASQ=1 CANARYD_REQUIRE_OPENSSL=1 CANARYD_REQUIRE_PRLIMIT=1 CANARYD_REQUIRE_INFLUXDB=1
 
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 if [ -n "$unformatted" ]; then
