@@ -98,6 +98,10 @@ func WriteRoute(w io.Writer, r admin.RouteView) {
 		if ro.Reason != "" {
 			fmt.Fprintf(w, "    %s\n", ro.Reason)
 		}
+		if !ro.BakeUntil.IsZero() {
+			fmt.Fprintf(w, "    baking at 100%% until %s (in %v); %s stays configured to revert to\n", ro.BakeUntil.Local().Format(time.TimeOnly),
+				time.Until(ro.BakeUntil).Round(time.Second), ro.Stable)
+		}
 		if g := ro.Gate; g != nil {
 			if len(g.Pending) > 0 {
 				fmt.Fprintf(w, "    waiting for the approval of %s (%s) for %v: canaryd approve %s --gate NAME --by YOU --reason WHY\n",

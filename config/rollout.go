@@ -87,6 +87,15 @@ type Rollout struct {
 	// Gates are outside checks the release waits on (gates.go). Default:
 	// none.
 	Gates []Gate `yaml:"gates"`
+	// Bake keeps judging the canary after it reaches 100%, the stable
+	// pool kept to revert to (phase "baking"). Default: none.
+	Bake *Bake `yaml:"bake"`
+}
+
+// Bake is the watch after 100%.
+type Bake struct {
+	// Duration of the bake. Required.
+	Duration Duration `yaml:"duration"`
 }
 
 // GatesAt lists the rollout's gates at one point, in config order.

@@ -69,6 +69,9 @@ func (v *validator) rollout(p path, r *Route) {
 	}
 	v.analysis(at("analysis"), &ro.Analysis)
 	v.gates(at, ro)
+	if b := ro.Bake; b != nil && b.Duration.D() < 100*time.Millisecond {
+		v.add(at("bake", "duration"), "%v is too short; a bake lasts at least 100ms (e.g. 10m), or remove bake", b.Duration)
+	}
 	v.notify(at, ro)
 	if ro.Webhook.URL != "" {
 		if u, err := url.Parse(ro.Webhook.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -271,7 +274,9 @@ func (v *validator) gates(at func(k ...any) path, ro *Rollout) {
 		switch g.At {
 		case GatePreTraffic, GateStep, GatePrePromotion, GateRollback:
 		case GatePostPromotion:
-			v.add(gp("at"), "post_promotion gates run during a bake after 100%%, which this version of canaryd does not have yet; use pre_promotion")
+			if ro.Bake == nil {
+				v.add(gp("at"), "post_promotion gates run during the bake after 100%%; add rollout.bake: { duration: 10m }, or use pre_promotion")
+			}
 		case "":
 			v.add(gp("at"), "missing; use %s", strings.Join(GatePoints(), ", "))
 		default:

@@ -213,7 +213,7 @@ func NewRollouts(reg prometheus.Registerer) *Rollouts {
 		}, []string{"route"}),
 		state: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "canaryd_rollout_state",
-			Help: "1 for the rollout's current state (idle, progressing, paused, promoted, rolled_back), 0 for the others.",
+			Help: "1 for the rollout's current state (idle, shadowing, segment, progressing, paused, baking, promoted, rolled_back), 0 for the others.",
 		}, []string{"route", "state"}),
 		verdicts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "canaryd_rollout_verdicts_total",

@@ -228,13 +228,7 @@ func (m *Manager) Drift(route string, members []string) {
 			route, strings.Join(members, ", ")), nil)
 	case len(members) == 0 && from == Paused && c.st.Drift:
 		c.st.Drift = false
-		c.st.Phase = Progressing
-		if c.st.Shadow {
-			c.st.Phase = Shadowing
-		}
-		if c.st.Segment {
-			c.st.Phase = SegmentPhase
-		}
+		c.st.Phase = c.livePhaseLocked()
 		c.st.Inconclusive, c.st.Gathering = 0, 0
 		c.resetEvidenceLocked(now)
 		c.publishWeightLocked()

@@ -17,9 +17,13 @@ func (c *controller) control(action Action) error {
 			err = fmt.Errorf("cannot promote a rollout that is %s", from)
 			break
 		}
+		if !c.st.BakeUntil.IsZero() {
+			c.finishBakeLocked(now, "promoted by operator: the bake ended early", nil)
+			break
+		}
 		c.st.Shadow, c.st.Segment = false, false
 		c.enterStepLocked(now, len(c.spec.Steps)-1)
-		c.transitionLocked(now, from, "promoted by operator", nil)
+		c.transitionLocked(now, from, "promoted by operator"+c.startBakeLocked(now), nil)
 	case Abort:
 		// Honoured during a drain too: sending everyone back to stable is
 		// the operator's call, and the state saved is the rolled back one.
@@ -43,7 +47,11 @@ func (c *controller) control(action Action) error {
 			if g := c.st.Gate; g != nil && len(g.Pending) > 0 {
 				g.PendingSince = now // the approvals' expiry counts afresh
 			}
-			c.st.Phase = Progressing
+			c.st.Phase = c.livePhaseLocked()
+			if c.st.Phase == Baking {
+				// Nothing was judged while paused: the bake starts over.
+				c.st.BakeUntil = now.Add(c.spec.Bake.Duration.D())
+			}
 			c.st.Drift = false
 			switch {
 			case c.st.AtGate && c.st.Shadow:

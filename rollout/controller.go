@@ -207,6 +207,7 @@ func (c *controller) enterStepLocked(now time.Time, i int) {
 	c.st.Inconclusive, c.st.Gathering = 0, 0
 	c.st.AtGate = false
 	c.st.Gate = nil
+	c.st.BakeUntil = time.Time{}
 	c.dropGateRunLocked()
 	// A passed step clears the failures: failure_limit counts the failed
 	// analyses of one step, so one false alarm at an early step and one
@@ -497,6 +498,13 @@ func (c *controller) evidence() (spec *config.Rollout, st State, prom *promCheck
 		return nil, State{}, nil, sample{}, 0, false
 	}
 	spec, st, prom = c.spec, c.st, c.prom
+	if st.Phase == Baking && spec.Analysis.CompareToStable != nil {
+		// The stable pool has no traffic left to compare with: the bake
+		// judges the canary against its own bounds.
+		cp := *spec
+		cp.Analysis.CompareToStable = nil
+		spec = &cp
+	}
 	minRequests = spec.MinRequests
 	if st.Shadow && spec.Shadow != nil {
 		// The shadow phase judges the copies against the real answers to
@@ -541,6 +549,10 @@ func (c *controller) decideLocked(now time.Time, vs []Verdict) bool {
 	}
 	spec := c.spec
 	switch {
+	case len(fails) > 0 && c.st.Phase == Baking:
+		// After 100% there is no step to hold: a failure reverts at once.
+		c.rollbackLocked(now, "the bake failed, back to "+c.st.Stable+": "+strings.Join(fails, "; "), vs)
+		return true
 	case len(fails) > 0:
 		c.st.Failures++
 		c.st.Inconclusive, c.st.Gathering = 0, 0
@@ -567,6 +579,9 @@ func (c *controller) decideLocked(now time.Time, vs []Verdict) bool {
 		return c.holdLocked(now, c.st.Gathering, spec.MaxGathering, gathering, vs,
 			"still undecided after %d analyses at this step (the most rollout.max_gathering allows): %s; resume to keep gathering, or promote or abort",
 			"holding the step to gather more requests (analysis %d of at most %d before pausing): %s")
+	}
+	if c.st.Phase == Baking {
+		return c.bakePassedLocked(now, vs)
 	}
 	next := c.nextStepLocked()
 	if next >= len(spec.Steps) {
@@ -613,8 +628,52 @@ func (c *controller) advanceLocked(now time.Time, from Phase, why string, vs []V
 		return true
 	}
 	c.enterStepLocked(now, next)
-	c.transitionLocked(now, from, fmt.Sprintf("%s; canary to %s%%", why, spec.Steps[next]), vs)
+	why = fmt.Sprintf("%s; canary to %s%%", why, spec.Steps[next])
+	if c.st.Phase == Promoted {
+		why += c.startBakeLocked(now)
+	}
+	c.transitionLocked(now, from, why, vs)
 	return true
+}
+
+// startBake begins the bake after 100%, when the rollout has one, and
+// says so for the reason ("" without a bake). c.mu held.
+func (c *controller) startBakeLocked(now time.Time) string {
+	b := c.spec.Bake
+	if b == nil {
+		return ""
+	}
+	c.st.Phase = Baking
+	c.st.BakeUntil = now.Add(b.Duration.D())
+	c.st.Failures, c.st.Inconclusive, c.st.Gathering = 0, 0, 0
+	c.resetEvidenceLocked(now)
+	c.publishWeightLocked()
+	why := fmt.Sprintf("; baking for %v: the canary is judged against its own bounds, and %s stays configured to revert to", b.Duration, c.st.Stable)
+	if c.waitForGatesLocked(now, config.GatePostPromotion) {
+		why += fmt.Sprintf("; the post_promotion gates (%s) run first", strings.Join(c.st.Gate.Gates, ", "))
+	}
+	return why
+}
+
+// bakePassed is a passed analysis in the bake: it ends the bake once its
+// time is up (its gates passed: no analysis runs before). c.mu held.
+func (c *controller) bakePassedLocked(now time.Time, vs []Verdict) bool {
+	if now.Before(c.st.BakeUntil) {
+		return false
+	}
+	c.finishBakeLocked(now, fmt.Sprintf("bake passed: %v at 100%% with every analysis passing; %s is no longer needed", c.spec.Bake.Duration, c.st.Stable), vs)
+	return true
+}
+
+// finishBake ends the bake: promoted. c.mu held.
+func (c *controller) finishBakeLocked(now time.Time, reason string, vs []Verdict) {
+	from := c.st.Phase
+	c.st.Phase = Promoted
+	c.st.BakeUntil = time.Time{}
+	c.st.Gate = nil
+	c.dropGateRunLocked()
+	c.publishWeightLocked()
+	c.transitionLocked(now, from, reason, vs)
 }
 
 // hold keeps the step after an analysis that did not decide, the n-th in a
@@ -641,6 +700,7 @@ func (c *controller) rollbackLocked(now time.Time, reason string, vs []Verdict) 
 	c.st.Weight = 0
 	c.st.Shadow, c.st.Segment = false, false
 	c.st.Gate = nil
+	c.st.BakeUntil = time.Time{}
 	c.st.LastVerdicts = vs
 	c.dropGateRunLocked()
 	c.rollbackGates = len(c.spec.GatesAt(config.GateRollback)) > 0

@@ -243,6 +243,9 @@ func (c *controller) gateDecide(res gateResult) judgement {
 	from := c.st.Phase
 	spec := c.spec
 	switch {
+	case len(fails) > 0 && res.at == config.GatePostPromotion:
+		c.rollbackLocked(now, "a post_promotion gate failed during the bake, back to "+c.st.Stable+": "+strings.Join(fails, "; "), res.verdicts)
+		return changedWeights
 	case len(fails) > 0:
 		c.st.Failures++
 		c.st.Inconclusive = 0
@@ -295,6 +298,9 @@ func (c *controller) gateDecide(res gateResult) judgement {
 func (c *controller) gatesPassedLocked(now time.Time, from Phase, at, why string, vs []Verdict) judgement {
 	c.st.Gate = nil
 	switch at {
+	case config.GatePostPromotion:
+		c.gateEventLocked(now, fmt.Sprintf("%s; baking until %s", why, c.st.BakeUntil.Format(time.TimeOnly)), vs)
+		return changedState
 	case config.GatePreTraffic:
 		c.beginTrafficLocked(now, from, why, vs)
 		return changedWeights
@@ -382,6 +388,8 @@ func (c *controller) approveLocked(a Approval) (judgement, error) {
 // livePhase is the phase a paused rollout resumes in. c.mu held.
 func (c *controller) livePhaseLocked() Phase {
 	switch {
+	case !c.st.BakeUntil.IsZero():
+		return Baking
 	case c.st.Shadow:
 		return Shadowing
 	case c.st.Segment:

@@ -138,8 +138,10 @@ func (c *controller) syncReleaseLocked(now time.Time) bool {
 	switch {
 	case release == c.st.Release && c.st.Phase != "":
 		changed := false
-		if c.st.Phase != Promoted && c.st.StableRelease != orEmpty(sr.ID) {
+		if c.st.Phase != Promoted && c.st.Phase != Baking && c.st.StableRelease != orEmpty(sr.ID) {
 			// The stable pool's churn before a promotion is no release.
+			// (During the bake it is the next release: it swaps the roles
+			// once the bake ends.)
 			c.st.StableRelease, changed = orEmpty(sr.ID), true
 		}
 		if c.st.StableVersion != sr.Version || c.st.CanaryVersion != cr.Version {

@@ -25,6 +25,10 @@ const (
 	SegmentPhase Phase = "segment"
 	Progressing  Phase = "progressing"
 	Paused       Phase = "paused"
+	// Baking: the canary has 100% and is still judged, against its own
+	// bounds, for rollout.bake.duration; a failure reverts to the stable
+	// pool, kept configured until the bake ends.
+	Baking Phase = "baking"
 	Promoted     Phase = "promoted"
 	RolledBack   Phase = "rolled_back"
 )
@@ -34,14 +38,16 @@ func (p Phase) String() string { return string(p) }
 // UnderWay reports whether a rollout in this phase may still move traffic
 // by itself or by a resume: progressing, paused or shadowing.
 func (p Phase) UnderWay() bool {
-	return p == Progressing || p == Paused || p == Shadowing || p == SegmentPhase
+	return p == Progressing || p == Paused || p == Shadowing || p == SegmentPhase || p == Baking
 }
 
 // judging: an analysis runs in this phase.
-func (p Phase) judging() bool { return p == Progressing || p == Shadowing || p == SegmentPhase }
+func (p Phase) judging() bool {
+	return p == Progressing || p == Shadowing || p == SegmentPhase || p == Baking
+}
 
 // phaseNames lists every phase's name (for the state metric).
-var phaseNames = []string{string(Idle), string(Shadowing), string(SegmentPhase), string(Progressing), string(Paused), string(Promoted), string(RolledBack)}
+var phaseNames = []string{string(Idle), string(Shadowing), string(SegmentPhase), string(Progressing), string(Paused), string(Baking), string(Promoted), string(RolledBack)}
 
 // Action is an operator's command to a rollout.
 type Action string
@@ -119,6 +125,9 @@ type State struct {
 	// Segment: in the segment phase (segment, or paused in it); the
 	// weighted steps have not begun.
 	Segment bool `json:"segment,omitempty"`
+	// BakeUntil: the bake after 100% ends then (when its gates and
+	// analysis have passed); set while baking, or paused in the bake.
+	BakeUntil time.Time `json:"bake_until,omitzero"`
 	// Gate: the rollout waits on its gates at a point of the release.
 	Gate         *GateWait `json:"gate,omitempty"`
 	Inconclusive int       `json:"inconclusive_in_a_row"`

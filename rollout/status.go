@@ -31,7 +31,10 @@ type Status struct {
 	Segment   string `json:"segment,omitempty"`
 	InSegment bool   `json:"in_segment,omitempty"`
 	// Gate: the rollout waits on its gates (which, where, since when).
-	Gate            *GateWait `json:"gate,omitempty"`
+	Gate *GateWait `json:"gate,omitempty"`
+	// BakeUntil: while baking, when the bake ends (once its analyses and
+	// gates pass).
+	BakeUntil       time.Time `json:"bake_until,omitzero"`
 	Failures        int       `json:"failures"`
 	FailureLimit    int       `json:"failure_limit"`
 	Inconclusive    int       `json:"inconclusive_in_a_row"`
@@ -72,6 +75,7 @@ func (c *controller) status() Status {
 		s.ShadowPercent = float64(c.spec.Shadow.Percent) / 100
 	}
 	s.Segment, s.InSegment = c.spec.Segment, c.st.Segment
+	s.BakeUntil = c.st.BakeUntil
 	if g := c.st.Gate; g != nil {
 		cp := *g
 		cp.Verdicts = append([]Verdict(nil), g.Verdicts...)

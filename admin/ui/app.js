@@ -176,9 +176,9 @@ function stepStrip(ro) {
 
 // enabled says which actions mean something in a phase.
 const enabledIn = {
-  promote: ["progressing", "paused", "shadowing", "segment"],
-  abort: ["progressing", "paused", "shadowing", "segment"],
-  pause: ["progressing", "shadowing", "segment"],
+  promote: ["progressing", "paused", "shadowing", "segment", "baking"],
+  abort: ["progressing", "paused", "shadowing", "segment", "baking"],
+  pause: ["progressing", "shadowing", "segment", "baking"],
   resume: ["paused"],
 };
 
