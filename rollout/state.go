@@ -28,9 +28,9 @@ const (
 	// Baking: the canary has 100% and is still judged, against its own
 	// bounds, for rollout.bake.duration; a failure reverts to the stable
 	// pool, kept configured until the bake ends.
-	Baking Phase = "baking"
-	Promoted     Phase = "promoted"
-	RolledBack   Phase = "rolled_back"
+	Baking     Phase = "baking"
+	Promoted   Phase = "promoted"
+	RolledBack Phase = "rolled_back"
 )
 
 func (p Phase) String() string { return string(p) }
