@@ -98,6 +98,9 @@ func WriteRoute(w io.Writer, r admin.RouteView) {
 		if ro.Reason != "" {
 			fmt.Fprintf(w, "    %s\n", ro.Reason)
 		}
+		if e := ro.Estimate; e != nil {
+			fmt.Fprintf(w, "    until a decision: %s\n", e.Text)
+		}
 		if !ro.BakeUntil.IsZero() {
 			fmt.Fprintf(w, "    baking at 100%% until %s (in %v); %s stays configured to revert to\n", ro.BakeUntil.Local().Format(time.TimeOnly),
 				time.Until(ro.BakeUntil).Round(time.Second), ro.Stable)

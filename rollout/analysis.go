@@ -49,6 +49,11 @@ type Verdict struct {
 	// too): its verdict is shown, recorded and counted, and decides
 	// nothing.
 	DryRun bool `json:"dry_run,omitempty"`
+	// More is, for a gathering verdict, about how many more canary
+	// requests it needs to decide if what it has seen so far holds (the
+	// interval narrows as 1/√n); 0 when there is no telling (the point
+	// estimate sits on the bound).
+	More float64 `json:"more_requests,omitempty"`
 }
 
 // sample is what an analysis judges: counts since the evidence began (the
@@ -92,7 +97,7 @@ func embeddedChecks(ro *config.Rollout, minRequests int, s sample) (vs []Verdict
 		// No canary request at all is missing data (max_inconclusive); a
 		// trickle is evidence on its way (max_gathering).
 		v := Verdict{Check: "min_requests", Result: Inconclusive, Value: float64(n), Threshold: float64(minRequests),
-			Reason: fmt.Sprintf("%d of %d %s since the evidence began; holding", n, minRequests, what), Gathering: n > 0}
+			Reason: fmt.Sprintf("%d of %d %s since the evidence began; holding", n, minRequests, what), Gathering: n > 0, More: float64(uint64(minRequests) - n)}
 		if s.preview != nil && s.preview.Requests > 0 {
 			vs = append(vs, previewVerdict(s.preview))
 		}
@@ -194,8 +199,37 @@ func compareErrors(ec, nc, es, ns uint64, confidence, ratio, diff float64) Verdi
 		Reason: fmt.Sprintf("P(canary error rate > %.2g × stable + %.2g) = %.4f; canary %d of %d (%.2f%%), stable %d of %d (%.2f%%)",
 			ratio, diff, pWorse, ec, nc, pct(ec, nc), es, ns, pct(es, ns))}
 	v.decide(pWorse > confidence, pWorse < passBelow)
+	if v.Gathering {
+		v.More = morePWorse(float64(ec), float64(nc), float64(es), float64(ns), ratio, diff, confidence)
+	}
 	return v
 }
+
+// morePWorse estimates the canary requests a comparison judged by
+// pWorse needs to leave its holding band, both samples growing alike at
+// the rates seen: P(worse) is Φ(μ/σ) with σ shrinking as 1/√n, and μ (the
+// prior's pull aside, as n grows) the difference of the raw rates; n·(z
+// needed / z now)² reaches the confidence to fail when μ leans worse, or
+// passBelow to pass when it leans better. 0 when μ is 0.
+func morePWorse(kc, nc, ks, ns, ratio, floor, confidence float64) float64 {
+	if nc <= 0 || ns <= 0 {
+		return 0
+	}
+	_, vc := betaMoments(kc, nc)
+	_, vs := betaMoments(ks, ns)
+	z := (kc/nc - (ratio*ks/ns + floor)) / math.Sqrt(vc+ratio*ratio*vs)
+	target := quantile(confidence)
+	if z < 0 {
+		target = quantile(passBelow)
+	}
+	if z == 0 || math.IsNaN(z) {
+		return 0
+	}
+	return math.Max(0, nc*(target/z)*(target/z)-nc)
+}
+
+// quantile is the standard normal's inverse CDF.
+func quantile(p float64) float64 { return math.Sqrt2 * math.Erfinv(2*p-1) }
 
 func pct(e, n uint64) float64 {
 	if n == 0 {

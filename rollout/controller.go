@@ -534,6 +534,7 @@ func (c *controller) evidence() (spec *config.Rollout, st State, prom *promCheck
 // c.mu held.
 func (c *controller) decideLocked(now time.Time, vs []Verdict) bool {
 	c.st.LastVerdicts = vs
+	c.st.Estimate = nil
 	from := c.st.Phase
 	var fails, inconclusive, gathering []string
 	for _, v := range vs {
@@ -576,6 +577,7 @@ func (c *controller) decideLocked(now time.Time, vs []Verdict) bool {
 		// grow (that is what gives the interval checks their power).
 		c.st.Inconclusive = 0
 		c.st.Gathering++
+		c.st.Estimate = estimate(vs, now.Sub(c.st.EvidenceSince), c.spec.Interval.D())
 		return c.holdLocked(now, c.st.Gathering, spec.MaxGathering, gathering, vs,
 			"still undecided after %d analyses at this step (the most rollout.max_gathering allows): %s; resume to keep gathering, or promote or abort",
 			"holding the step to gather more requests (analysis %d of at most %d before pausing): %s")

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"canaryd/config"
+	"canaryd/panics"
 
 	"go.uber.org/zap"
 )
@@ -144,6 +145,17 @@ func (c *controller) kickGates(ctx context.Context) {
 	go func() {
 		defer c.gateWG.Done()
 		defer cancel()
+		finished := false
+		defer func() {
+			if !finished { // a panic (recovered below, and reported): never a pass
+				res.verdicts = append(res.verdicts, Verdict{Check: "gates", Result: Inconclusive, Reason: "the run of gates broke off (an internal error, reported); asked again later"})
+			}
+			select {
+			case c.gateDone <- res:
+			case <-ctx.Done():
+			}
+		}()
+		defer panics.Recover(c.m.deps.OnPanic, "rollout gates")
 		for i := range gs {
 			g := &gs[i]
 			req.Gate, req.DryRun = g.Name, g.DryRun
@@ -153,10 +165,7 @@ func (c *controller) kickGates(ctx context.Context) {
 				break // the point does not pass; later gates need not run
 			}
 		}
-		select {
-		case c.gateDone <- res:
-		case <-ctx.Done():
-		}
+		finished = true
 	}()
 }
 

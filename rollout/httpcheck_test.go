@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,11 +21,15 @@ func httpChecks(t *testing.T, block string) []config.HTTPCheck {
 // Each kind of answer from a real HTTP server gives its documented verdict;
 // an answer without the number is never a pass.
 func TestHTTPCheckAnswers(t *testing.T) {
+	var mu sync.Mutex
 	var lastQuery, lastBody string
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		lastQuery = r.URL.Query().Get("q")
 		b, _ := io.ReadAll(r.Body)
-		lastBody = string(b)
+		if r.URL.Path == "/num" {
+			mu.Lock()
+			lastQuery, lastBody = r.URL.Query().Get("q"), string(b)
+			mu.Unlock()
+		}
 		switch r.URL.Path {
 		case "/num":
 			io.WriteString(w, `{"results":[{"series":[{"values":[["2026-12-05T10:00:00Z",0.031]]}]}]}`)
@@ -76,6 +81,8 @@ func TestHTTPCheckAnswers(t *testing.T) {
 	// as written in the body.
 	newHTTPChecker().run(context.Background(), httpChecks(t, `{ name: n, method: POST, url: "`+srv.URL+`/num?db=shop&q=SELECT sum(failed) FROM checkout WHERE pool='{{canary}}' AND time >= '{{start}}' AND time < '{{end}}'",
       body: '{"route": "{{route}}", "window": "{{window}}", "from": {{start_unix}}}', json_path: "$.results[0].series[0].values[0][1]", max: 1 }`), vars)
+	mu.Lock()
+	defer mu.Unlock()
 	if want := "SELECT sum(failed) FROM checkout WHERE pool='green' AND time >= '2026-12-05T10:00:00Z' AND time < '2026-12-05T10:00:45Z'"; lastQuery != want {
 		t.Errorf("query %q\nwant  %q", lastQuery, want)
 	}

@@ -128,6 +128,9 @@ type State struct {
 	// BakeUntil: the bake after 100% ends then (when its gates and
 	// analysis have passed); set while baking, or paused in the bake.
 	BakeUntil time.Time `json:"bake_until,omitzero"`
+	// Estimate: while a step holds to gather evidence, about how long
+	// until its analysis can decide.
+	Estimate *Estimate `json:"estimate,omitempty"`
 	// Gate: the rollout waits on its gates at a point of the release.
 	Gate         *GateWait `json:"gate,omitempty"`
 	Inconclusive int       `json:"inconclusive_in_a_row"`

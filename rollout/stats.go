@@ -53,6 +53,18 @@ func boundVerdict(check string, k, n, max, confidence float64, what string) Verd
 		v.Result = Inconclusive
 		v.Gathering = true
 		v.Reason = fmt.Sprintf("%s: %s: inconclusive; holding the step to gather more requests", what, interval)
+		// The interval shrinks about the rate as 1/√n: it clears the bound
+		// once its side toward the bound is shorter than the rate's
+		// distance from it (the Wilson interval is not symmetric: each
+		// side is scaled on its own).
+		p := k / n
+		side := hi - p // a rate below the bound passes when hi reaches it
+		if p > max {
+			side = p - lo
+		}
+		if d := math.Abs(p - max); d > 0 {
+			v.More = math.Max(0, n*(side/d)*(side/d)-n)
+		}
 	}
 	return v
 }
@@ -190,6 +202,9 @@ func compareTail(c, s *evidence.Counts, confidence, ratio float64, minDiff time.
 	// a small sample, where the p99 is one or two requests.)
 	_, hi := wilson(slowerThan(c, effect), nc, zFor(confidence))
 	v.decide(pWorse > confidence && c99lo > effect, pWorse < passBelow || hi <= 0.01)
+	if v.Gathering {
+		v.More = morePWorse(kc, nc, ks, ns, ratio, 0, confidence)
+	}
 	return v
 }
 

@@ -32,6 +32,9 @@ type Status struct {
 	InSegment bool   `json:"in_segment,omitempty"`
 	// Gate: the rollout waits on its gates (which, where, since when).
 	Gate *GateWait `json:"gate,omitempty"`
+	// Estimate: while the step holds to gather evidence, about how many
+	// more canary requests and how long until its analysis can decide.
+	Estimate *Estimate `json:"estimate,omitempty"`
 	// BakeUntil: while baking, when the bake ends (once its analyses and
 	// gates pass).
 	BakeUntil       time.Time `json:"bake_until,omitzero"`
@@ -76,6 +79,10 @@ func (c *controller) status() Status {
 	}
 	s.Segment, s.InSegment = c.spec.Segment, c.st.Segment
 	s.BakeUntil = c.st.BakeUntil
+	if e := c.st.Estimate; e != nil && c.st.Phase.judging() {
+		cp := *e
+		s.Estimate = &cp
+	}
 	if g := c.st.Gate; g != nil {
 		cp := *g
 		cp.Verdicts = append([]Verdict(nil), g.Verdicts...)

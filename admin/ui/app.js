@@ -298,6 +298,7 @@ function routeCard(r, series) {
       }
       for (const gate of ro.gate.pending || []) card.append(approveForm(r.name, gate));
     }
+    if (ro.estimate) card.append(el("p", { class: "estimate" }, `until a decision: ${ro.estimate.text}`));
     if (ro.last_verdicts && ro.last_verdicts.length) {
       card.append(el("h3", {}, ro.phase === "rolled_back" ? "why it rolled back" : "last analysis"));
       card.append(el("table", {}, ro.last_verdicts.map((v) =>
