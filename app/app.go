@@ -71,6 +71,7 @@ type Server struct {
 	router    *balancer.Router
 	pipe      *pipeline
 	rollouts  *rollout.Manager
+	streams   *proxy.Streams   // the proxy's long-lived requests, for rollbacks to end
 	cluster   *cluster.Cluster // nil for a single process
 	transport *proxy.Transport
 	checker   *health.Checker
@@ -265,8 +266,10 @@ func (s *Server) setupPipeline(cfg *config.Config) {
 // setupRollouts creates the rollout manager: on its own, or in a cluster
 // a follower until elected.
 func (s *Server) setupRollouts(cfg *config.Config, reg prometheus.Registerer) {
+	// The proxy keeps the streams in flight; a rollback ends the canary's.
+	s.streams = proxy.NewStreams()
 	deps := rollout.Deps{
-		Sink: s.pipe, Counters: s, Pools: s.checker,
+		Sink: s.pipe, Counters: s, Pools: s.checker, Streams: s.streams,
 		Metrics:  metrics.NewRollouts(reg),
 		Log:      s.log.Named("rollout"),
 		StateDir: cfg.StateDir,
@@ -298,6 +301,7 @@ func (s *Server) setupProxy(cfg *config.Config) error {
 		MinBodyRate:         cfg.Server.MinRequestBodyRate.BytesPerSecond,
 		BodyRateGrace:       cfg.Server.MinRequestBodyRate.Grace.D(),
 		BufferBodyBytes:     cfg.Upstream.RequestBuffering.Max(),
+		Streams:             s.streams,
 	})
 	// The server's own complaints (TLS handshakes, bad requests it
 	// rejects) are worth a warning, not an error: clients cause them, and

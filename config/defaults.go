@@ -24,6 +24,7 @@ const (
 	DefaultPromTimeout                         = 5 * time.Second
 	DefaultWebhookTimeout                      = 5 * time.Second
 	DefaultWebhookRetries                      = 3
+	DefaultRollbackInterval                    = 10 * time.Second
 	DefaultShadowPercent               Percent = 1000
 	DefaultShadowMaxMismatchRate               = 0.05
 	DefaultMirrorQueue                         = 256
@@ -301,6 +302,11 @@ func (ro *Rollout) applyDefaults() {
 	for i := range ro.Notify {
 		ro.Notify[i].applyDefaults()
 	}
+	setStr(&ro.Rollback.Mode, RollbackInstant)
+	if len(ro.Rollback.Steps) == 0 {
+		ro.Rollback.Steps = []Percent{5000, 2000, 0}
+	}
+	setDur(&ro.Rollback.Interval, DefaultRollbackInterval)
 	setDur(&ro.Webhook.Timeout, DefaultWebhookTimeout)
 	setIntPtr(&ro.Webhook.Retries, DefaultWebhookRetries)
 	if sh := ro.Shadow; sh != nil {

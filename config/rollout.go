@@ -90,6 +90,36 @@ type Rollout struct {
 	// Bake keeps judging the canary after it reaches 100%, the stable
 	// pool kept to revert to (phase "baking"). Default: none.
 	Bake *Bake `yaml:"bake"`
+	// Rollback is how traffic goes back to stable. Default: instant.
+	Rollback Rollback `yaml:"rollback"`
+	// FastRevert: a release that was the stable one within this window,
+	// deployed again, goes straight to 100% (baking, the tripwire on)
+	// instead of starting at step 1. Default 0 (off).
+	FastRevert Duration `yaml:"fast_revert"`
+}
+
+// Rollback modes.
+const (
+	RollbackInstant = "instant"
+	RollbackGradual = "gradual"
+)
+
+// Rollback is how a rollback moves traffic back to stable.
+type Rollback struct {
+	// Mode: instant (everything to stable at once) or gradual (Steps,
+	// every Interval, for a stable pool that needs to warm up; the
+	// tripwire forces instant). Default instant.
+	Mode string `yaml:"mode"`
+	// Steps are the canary's weights on the way down, falling, ending at
+	// 0; those at or above the weight the rollback starts from are
+	// skipped. Default [50, 20, 0].
+	Steps []Percent `yaml:"steps"`
+	// Interval between the steps down. Default 10s.
+	Interval Duration `yaml:"interval"`
+	// CloseStreamsAfter: this long after a rollback, canaryd ends the
+	// long-lived requests the canary still serves (WebSockets, server-sent
+	// events, gRPC streams). Default 0 (off: they end on their own).
+	CloseStreamsAfter Duration `yaml:"close_streams_after"`
 }
 
 // Bake is the watch after 100%.

@@ -69,6 +69,7 @@ func (v *validator) rollout(p path, r *Route) {
 	}
 	v.analysis(at("analysis"), &ro.Analysis)
 	v.gates(at, ro)
+	v.rollback(at, ro)
 	if b := ro.Bake; b != nil && b.Duration.D() < 100*time.Millisecond {
 		v.add(at("bake", "duration"), "%v is too short; a bake lasts at least 100ms (e.g. 10m), or remove bake", b.Duration)
 	}
@@ -318,6 +319,32 @@ func (v *validator) gates(at func(k ...any) path, ro *Rollout) {
 		}
 		v.headers(func(k ...any) path { return gp(append([]any{"headers"}, k...)...) }, g.Headers)
 		g.secret = v.signingKey(gp("secret_file"), g.SecretFile)
+	}
+}
+
+// rollback checks how a rollout rolls back.
+func (v *validator) rollback(at func(k ...any) path, ro *Rollout) {
+	rb := &ro.Rollback
+	switch rb.Mode {
+	case RollbackInstant, RollbackGradual:
+	default:
+		v.add(at("rollback", "mode"), "%q is not instant or gradual", rb.Mode)
+	}
+	prev := Full + 1
+	for i, w := range rb.Steps {
+		if w >= prev {
+			v.add(at("rollback", "steps", i), "%s%% does not fall below the step before it", w)
+		}
+		prev = w
+	}
+	if n := len(rb.Steps); n > 0 && rb.Steps[n-1] != 0 {
+		v.add(at("rollback", "steps"), "the last step is %s%%; it must be 0", rb.Steps[n-1])
+	}
+	if rb.Interval.D() < TripwireResolution {
+		v.add(at("rollback", "interval"), "%v is shorter than %v (the rollback steps down on the tripwire's clock)", rb.Interval, TripwireResolution)
+	}
+	if ro.FastRevert != 0 && ro.FastRevert.D() < time.Minute {
+		v.add(at("fast_revert"), "%v is shorter than 1m; a window such as 24h, or 0 (off)", ro.FastRevert)
 	}
 }
 

@@ -7,6 +7,7 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -139,6 +140,9 @@ type Options struct {
 	// whole before an instance is chosen (not gRPC, not an upgrade), so
 	// that a slow upload holds no upstream connection. Default 0: off.
 	BufferBodyBytes int64
+	// Streams keeps the long-lived requests in flight, for a rollback to
+	// end (streams.go). Default: none kept.
+	Streams *Streams
 }
 
 // Handler is the proxy. Create it with New.
@@ -156,12 +160,14 @@ type Handler struct {
 	bufPool    *bufferPool
 	errorLog   *log.Logger
 	states     sync.Pool
+	streams    *Streams
 }
 
 // New returns a proxy reading routes from tables.
 func New(tables Tables, o Options) *Handler {
 	h := &Handler{tables: tables, log: o.Logger, obs: o.Observer, trusted: o.TrustedProxies, countBytes: o.CountBytes, maxBody: o.MaxRequestBodyBytes, grpcErrors: o.GRPCErrors,
-		bodyLimits: bodyLimits{timeout: o.BodyTimeout, rate: o.MinBodyRate, grace: o.BodyRateGrace}, bufferMax: o.BufferBodyBytes}
+		bodyLimits: bodyLimits{timeout: o.BodyTimeout, rate: o.MinBodyRate, grace: o.BodyRateGrace}, bufferMax: o.BufferBodyBytes,
+		streams: o.Streams}
 	if h.log == nil {
 		h.log = zap.NewNop()
 	}
@@ -437,9 +443,33 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.states.Put(st)
 		return
 	}
+	in := r
+	if h.streams != nil && isStream(r) {
+		// A stream gets a context of its own, which a rollback cancels
+		// (a plain request costs nothing here). st.in stays the client's
+		// request, whose context says whether the client went away.
+		ctx, cancel := context.WithCancel(r.Context())
+		r = r.WithContext(ctx)
+		end := cancel
+		if body := r.Body; r.ProtoMajor == 2 && body != nil && body != http.NoBody {
+			// An HTTP/2 upstream request blocked reading the client's
+			// body (a gRPC stream between messages) does not see its
+			// context end; closing the body (an HTTP/2 body closes without
+			// waiting) ends that read, and the upstream stream with it.
+			end = func() {
+				cancel()
+				body.Close()
+			}
+		}
+		s := h.streams.add(route.Name, pool.Name, end)
+		defer func() {
+			h.streams.remove(s)
+			cancel()
+		}()
+	}
 	// call is zero here (finish zeroes it before pooling) but for the
 	// body, which r.Body may point into.
-	st.route, st.pool, st.inst, st.via, st.rule, st.in, st.closeAfter = route, pool, inst, c.Via, c.Rule, r, closeAfter
+	st.route, st.pool, st.inst, st.via, st.rule, st.in, st.closeAfter = route, pool, inst, c.Via, c.Rule, in, closeAfter
 	st.setBucket, st.bucket = c.NewBucket >= 0, c.NewBucket
 	st.id, st.idValue = id, [1]string{id}
 	inst.Acquire()

@@ -50,7 +50,7 @@ func (c *controller) control(action Action) error {
 			c.st.Phase = c.livePhaseLocked()
 			if c.st.Phase == Baking {
 				// Nothing was judged while paused: the bake starts over.
-				c.st.BakeUntil = now.Add(c.spec.Bake.Duration.D())
+				c.st.BakeUntil = now.Add(c.bakeDuration())
 			}
 			c.st.Drift = false
 			switch {

@@ -98,6 +98,7 @@ func (c *controller) publishWeightLocked() {
 	live := !c.st.Shadow && !preTraffic && (underWay || c.st.Phase == Promoted)
 	c.weight.Store(&Override{Stable: c.st.Stable, Canary: c.st.Canary, CanaryBP: c.st.Weight, Shadowing: shadowing, UnderWay: underWay,
 		CanaryLive: live, Seq: c.m.seq.Add(1)})
+	c.noteCloseLocked()
 }
 
 func (c *controller) steps() []int {
@@ -118,10 +119,20 @@ func (c *controller) startReleaseLocked(now time.Time, stable, canary, reason st
 	sr, cr := c.pools[stable], c.pools[canary]
 	c.st = State{
 		Route: c.route, Release: c.releaseForLocked(stable, canary), Strategy: c.spec.Strategy,
-		Stable: stable, Canary: canary, History: c.st.History,
+		Stable: stable, Canary: canary, History: c.st.History, PastStables: c.st.PastStables,
 		StableRelease: orEmpty(sr.ID), StableVersion: sr.Version, CanaryVersion: cr.Version,
 	}
 	c.st.Phase = Progressing
+	if ps, ok := c.wasStableLocked(now, cr); ok {
+		// A release that served everyone until recently, deployed again:
+		// no steps, straight to 100%, baking with the tripwire on.
+		c.enterStepLocked(now, len(c.spec.Steps)-1)
+		why := reason + fmt.Sprintf("; fast revert: %s was the stable release until %s (within fast_revert %v), so it goes straight to 100%%",
+			describe(canary, cr), ps.Until.Format(time.RFC3339), c.spec.FastRevert) + c.bakeForLocked(now, c.bakeDuration())
+		c.resetBase(now)
+		c.transitionLocked(now, from, why, nil)
+		return
+	}
 	if c.waitForGatesLocked(now, config.GatePreTraffic) {
 		// No request of any kind reaches the canary before its smoke
 		// tests pass: weight 0, no copies, no segment.
@@ -300,6 +311,9 @@ func (c *controller) transitionLocked(now time.Time, from Phase, reason string, 
 	c.st.UpdatedAt = now
 	e := Event{At: now, Kind: KindTransition, From: from, To: c.st.Phase, Step: c.st.StepIndex + 1, WeightBP: c.st.Weight, Reason: reason, Verdicts: vs}
 	c.recordLocked(e)
+	if c.st.Phase == Promoted && from != Promoted {
+		c.retireStableLocked(now)
+	}
 	c.m.deps.Metrics.SetRollout(c.route, c.st.StepIndex+1, c.st.Phase.String(), phaseNames)
 	c.m.deps.Metrics.SetRoles(c.route, c.st.Stable, c.st.Canary)
 	c.log.Info("rollout "+c.st.Phase.String(), zap.String("route", c.route), zap.Stringer("from", from),
@@ -422,6 +436,7 @@ func (c *controller) run(ctx context.Context) {
 		case now := <-trip.C:
 			c.checkTripwire(now)
 			c.expireApprovals(now)
+			c.unwind(now)
 		}
 	}
 }
@@ -641,16 +656,29 @@ func (c *controller) advanceLocked(now time.Time, from Phase, why string, vs []V
 // startBake begins the bake after 100%, when the rollout has one, and
 // says so for the reason ("" without a bake). c.mu held.
 func (c *controller) startBakeLocked(now time.Time) string {
-	b := c.spec.Bake
-	if b == nil {
+	if c.spec.Bake == nil {
 		return ""
 	}
+	return c.bakeForLocked(now, c.bakeDuration())
+}
+
+// bakeDuration is how long a bake lasts: rollout.bake.duration, or one
+// interval for a fast revert's without a bake. c.mu held.
+func (c *controller) bakeDuration() time.Duration {
+	if b := c.spec.Bake; b != nil {
+		return b.Duration.D()
+	}
+	return c.spec.Interval.D()
+}
+
+// bakeFor bakes for d. c.mu held.
+func (c *controller) bakeForLocked(now time.Time, d time.Duration) string {
 	c.st.Phase = Baking
-	c.st.BakeUntil = now.Add(b.Duration.D())
+	c.st.BakeUntil = now.Add(d)
 	c.st.Failures, c.st.Inconclusive, c.st.Gathering = 0, 0, 0
 	c.resetEvidenceLocked(now)
 	c.publishWeightLocked()
-	why := fmt.Sprintf("; baking for %v: the canary is judged against its own bounds, and %s stays configured to revert to", b.Duration, c.st.Stable)
+	why := fmt.Sprintf("; baking for %v: the canary is judged against its own bounds, and %s stays configured to revert to", d, c.st.Stable)
 	if c.waitForGatesLocked(now, config.GatePostPromotion) {
 		why += fmt.Sprintf("; the post_promotion gates (%s) run first", strings.Join(c.st.Gate.Gates, ", "))
 	}
@@ -663,7 +691,7 @@ func (c *controller) bakePassedLocked(now time.Time, vs []Verdict) bool {
 	if now.Before(c.st.BakeUntil) {
 		return false
 	}
-	c.finishBakeLocked(now, fmt.Sprintf("bake passed: %v at 100%% with every analysis passing; %s is no longer needed", c.spec.Bake.Duration, c.st.Stable), vs)
+	c.finishBakeLocked(now, fmt.Sprintf("bake passed: at 100%% until its end with every analysis passing; %s is no longer needed", c.st.Stable), vs)
 	return true
 }
 
@@ -697,9 +725,33 @@ func (c *controller) holdLocked(now time.Time, n, max int, why []string, vs []Ve
 // caused it; they stay the last verdicts, so that status shows why (none
 // for an operator's abort, whose reason says it). c.mu held.
 func (c *controller) rollbackLocked(now time.Time, reason string, vs []Verdict) {
+	c.rollbackModeLocked(now, reason, vs, false)
+}
+
+// rollbackMode rolls back by rollout.rollback: at once, or gradually from
+// the canary's weight down its steps (instant forces at once: the
+// tripwire). c.mu held.
+func (c *controller) rollbackModeLocked(now time.Time, reason string, vs []Verdict, instant bool) {
 	from := c.st.Phase
 	c.st.Phase = RolledBack
+	c.st.Unwind = nil
+	rb := &c.spec.Rollback
+	if rb.Mode == config.RollbackGradual && !instant && !c.st.Shadow && !c.st.Segment {
+		for _, w := range rb.Steps {
+			if bp := w.BasisPoints(); bp < c.st.Weight {
+				c.st.Unwind = append(c.st.Unwind, bp)
+			}
+		}
+	}
 	c.st.Weight = 0
+	if len(c.st.Unwind) > 1 {
+		c.st.Weight, c.st.Unwind = c.st.Unwind[0], c.st.Unwind[1:]
+		c.st.UnwindAt = now.Add(rb.Interval.D())
+		reason += fmt.Sprintf("; gradual rollback (rollback.mode): canary to %s%%, then down every %v", config.Percent(c.st.Weight), rb.Interval)
+	} else {
+		c.st.Unwind = nil
+		c.scheduleCloseLocked(now)
+	}
 	c.st.Shadow, c.st.Segment = false, false
 	c.st.Gate = nil
 	c.st.BakeUntil = time.Time{}
@@ -725,7 +777,10 @@ func (c *controller) tripwireFired(now time.Time) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	t := c.spec.Tripwire
-	active := c.st.Phase.UnderWay() && !t.Disabled && !c.m.halted.Load()
+	// It watches a gradual rollback too: a canary still serving on the way
+	// down that bursts goes to 0 at once.
+	unwinding := c.st.Phase == RolledBack && c.st.Weight > 0
+	active := (c.st.Phase.UnderWay() || unwinding) && !t.Disabled && !c.m.halted.Load()
 	cn, sn := c.tripCountsLocked(c.m.deps.Counters.PoolTraffic(c.route, c.st.Canary), c.m.deps.Counters.PoolTraffic(c.route, c.st.Stable),
 		c.m.deps.Counters.ShadowTraffic(c.route, c.st.Canary))
 	if !active {
@@ -749,6 +804,9 @@ func (c *controller) tripwireFired(now time.Time) bool {
 		return false
 	}
 	c.trip = c.trip[len(c.trip)-1:]
-	c.rollbackLocked(now, v.Reason, []Verdict{v})
+	if unwinding {
+		v.Reason += "; during the gradual rollback: canary to 0% at once"
+	}
+	c.rollbackModeLocked(now, v.Reason, []Verdict{v}, true)
 	return true
 }

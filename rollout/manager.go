@@ -56,6 +56,10 @@ type Deps struct {
 	// (default: printed to stderr). A controller that panicked is gone:
 	// its rollout is frozen at its current weights.
 	OnPanic panics.Handler
+	// Streams ends the streams a rolled back canary still serves
+	// (rollback.close_streams_after). Default: none (the setting does
+	// nothing).
+	Streams Streams
 	// Clustered: the manager starts as a follower. Its controllers decide
 	// only between Lead and Follow; meanwhile it serves the states the
 	// leader writes (Adopt).
@@ -94,6 +98,12 @@ type Manager struct {
 	leading bool
 	// leader is the member id given to Lead, for the history.
 	leader string
+
+	// closeMu guards the streams to close (rollback.go): when, by route,
+	// and the last close done, by route.
+	closeMu sync.Mutex
+	closing map[string]StreamClose
+	closed  map[string]time.Time
 }
 
 // NewManager returns a manager; Sync tells it the routes, Start runs them.
@@ -111,6 +121,8 @@ func NewManager(d Deps) *Manager {
 		gates:      newGateClient(),
 		httpChecks: newHTTPChecker(),
 		ctrls:      map[string]*controller{},
+		closing:    map[string]StreamClose{},
+		closed:     map[string]time.Time{},
 		stops:      map[string]context.CancelFunc{},
 		leading:    !d.Clustered,
 	}
@@ -302,6 +314,14 @@ func (m *Manager) Start() {
 		defer panics.Recover(m.deps.OnPanic, "webhook notifier")
 		m.notifier.run(m.ctx)
 	}()
+	if m.deps.Streams != nil {
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			defer panics.Recover(m.deps.OnPanic, "rollout stream closer")
+			m.runCloser(m.ctx)
+		}()
+	}
 	if m.stopped || !m.leading {
 		return
 	}

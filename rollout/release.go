@@ -158,7 +158,7 @@ func (c *controller) syncReleaseLocked(now time.Time) bool {
 			from = Idle
 		}
 		c.st = State{Route: c.route, Release: release, Strategy: c.spec.Strategy, Stable: stable, Canary: canary,
-			Phase: Idle, StableRelease: orEmpty(sr.ID), StableVersion: sr.Version, History: c.st.History}
+			Phase: Idle, StableRelease: orEmpty(sr.ID), StableVersion: sr.Version, History: c.st.History, PastStables: c.st.PastStables}
 		c.publishWeightLocked()
 		c.transitionLocked(now, from, fmt.Sprintf("waiting for a release: the canary pool %s has no instances yet; %s serves everything", canary, stable), nil)
 		return true

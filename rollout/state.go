@@ -128,6 +128,16 @@ type State struct {
 	// BakeUntil: the bake after 100% ends then (when its gates and
 	// analysis have passed); set while baking, or paused in the bake.
 	BakeUntil time.Time `json:"bake_until,omitzero"`
+	// Unwind: the canary's weights (basis points) still to come in a
+	// gradual rollback, the next at UnwindAt.
+	Unwind   []int     `json:"unwind,omitempty"`
+	UnwindAt time.Time `json:"unwind_at,omitzero"`
+	// CloseStreams: the long-lived requests the rolled back canary still
+	// serves end then (rollback.close_streams_after), on every member.
+	CloseStreams *StreamClose `json:"close_streams,omitempty"`
+	// PastStables are the releases that were stable until a promotion
+	// replaced them, newest last (for rollout.fast_revert).
+	PastStables []PastStable `json:"past_stables,omitempty"`
 	// Estimate: while a step holds to gather evidence, about how long
 	// until its analysis can decide.
 	Estimate *Estimate `json:"estimate,omitempty"`
