@@ -495,6 +495,13 @@ func BenchmarkProxyPath(b *testing.B) {
 		pool{"blue", 9000, []string{blue.URL}}, pool{"green", 1000, []string{green.URL}}))
 	h := New(r.router, Options{Observer: nopObserver{}})
 	b.Run("handler", func(b *testing.B) { handlerbench.Run(b, h) })
+	// With the stream registry canaryd runs with (a plain request is only
+	// looked at: three header lookups), and a stream that is kept.
+	hs := New(r.router, Options{Observer: nopObserver{}, Streams: NewStreams()})
+	b.Run("handler-streams-kept", func(b *testing.B) { handlerbench.Run(b, hs) })
+	b.Run("handler-streams-kept-sse", func(b *testing.B) {
+		handlerbench.Run(b, hs, func(r *http.Request) { r.Header.Set("Accept", "text/event-stream") })
+	})
 	// The same route with canaryd's signed affinity cookie, for a client
 	// that has one, and with ten rules that the request matches none of.
 	aff := routeSpec(b, pool{"blue", 9000, []string{blue.URL}}, pool{"green", 1000, []string{green.URL}})
