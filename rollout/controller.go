@@ -416,7 +416,12 @@ func (c *controller) run(ctx context.Context) {
 	trip := time.NewTicker(config.TripwireResolution)
 	defer trip.Stop()
 	for {
-		c.kickGates(ctx)
+		switch c.kickGates(ctx) {
+		case changedWeights:
+			c.commit()
+		case changedState:
+			c.persist()
+		}
 		select {
 		case <-ctx.Done():
 			return

@@ -317,3 +317,20 @@ func writeFile(t *testing.T, dir, name, content string) string {
 	}
 	return p
 }
+
+// A reload that removes the gates a rollout waits on moves it on: the
+// approvals still configured are waited for; with none, the point passes.
+func TestRemovedGatesReleaseTheWait(t *testing.T) {
+	g := newGateServer(t, 503)
+	m := NewManager(Deps{Counters: newSim(), Pools: allUp{}, Metrics: metrics.NewRollouts(prometheus.NewRegistry()), StateDir: t.TempDir()})
+	m.Start()
+	defer m.Close()
+	m.Sync(webRoutes(t, `{ stable: blue, canary: green, steps: [10, 100], interval: 100ms, max_inconclusive: 1000,
+      gates: [ { name: smoke, at: pre_traffic, url: "`+g.URL+`", retries: 0 } ] }`))
+	waitStatus(t, m, "web", "waiting on the smoke gate", func(s Status) bool { return s.Gate != nil && len(g.points()) > 0 })
+	m.Sync(webRoutes(t, `{ stable: blue, canary: green, steps: [10, 100], interval: 100ms }`))
+	st := waitStatus(t, m, "web", "the wait released", func(s Status) bool { return s.Gate == nil && s.CanaryWeight == 10 })
+	if !strings.Contains(st.Reason, "the pre_traffic gates the rollout waited on are gone from the config") {
+		t.Errorf("%s", st.Reason)
+	}
+}

@@ -114,12 +114,17 @@ func (c *controller) waitForGatesLocked(now time.Time, at string) bool {
 }
 
 // kickGates starts the run the state waits on, or a rollback's advisory
-// run, when none is in flight. Called from the controller's loop only.
-func (c *controller) kickGates(ctx context.Context) {
+// run, when none is in flight; and moves on from a wait whose gates a
+// reload removed. Called from the controller's loop only, which saves what
+// it returns.
+func (c *controller) kickGates(ctx context.Context) judgement {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.gateRun != nil || c.m.halted.Load() {
-		return
+		return unchanged
+	}
+	if j := c.reconcileGateLocked(time.Now()); j != unchanged {
+		return j
 	}
 	at := ""
 	switch {
@@ -129,11 +134,11 @@ func (c *controller) kickGates(ctx context.Context) {
 	case c.st.Gate != nil && len(c.st.Gate.Pending) == 0 && c.st.Phase.judging() && !time.Now().Before(c.gateNotBefore):
 		at = c.st.Gate.At
 	default:
-		return
+		return unchanged
 	}
 	gs := httpGates(c.spec.GatesAt(at))
 	if len(gs) == 0 {
-		return
+		return unchanged
 	}
 	c.gateSeq++
 	rctx, cancel := context.WithCancel(ctx)
@@ -167,6 +172,32 @@ func (c *controller) kickGates(ctx context.Context) {
 		}
 		finished = true
 	}()
+	return unchanged
+}
+
+// reconcileGate moves on from a wait whose gates are no longer in the
+// config (a reload removed them): the approvals still configured are what
+// it waits for; with none left at its stage, the point passes. c.mu held.
+func (c *controller) reconcileGateLocked(now time.Time) judgement {
+	w := c.st.Gate
+	if w == nil || !c.st.Phase.judging() {
+		return unchanged
+	}
+	gs := c.spec.GatesAt(w.At)
+	approvals := approvalNames(gs)
+	if len(w.Pending) > 0 {
+		w.Pending = slices.DeleteFunc(w.Pending, func(n string) bool { return !slices.Contains(approvals, n) })
+		if len(w.Pending) > 0 {
+			return unchanged
+		}
+	} else if len(httpGates(gs)) > 0 {
+		return unchanged
+	} else if len(approvals) > 0 {
+		w.Pending, w.PendingSince = approvals, now
+		c.gateEventLocked(now, fmt.Sprintf("the %s gates the rollout waited on are gone from the config; waiting for the approval of %s", w.At, strings.Join(approvals, ", ")), nil)
+		return changedState
+	}
+	return c.gatesPassedLocked(now, c.st.Phase, w.At, fmt.Sprintf("the %s gates the rollout waited on are gone from the config", w.At), nil)
 }
 
 // gateRequestLocked describes what is about to happen at point at. c.mu
