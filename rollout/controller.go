@@ -219,6 +219,7 @@ func (c *controller) enterStepLocked(now time.Time, i int) {
 	c.st.AtGate = false
 	c.st.Gate = nil
 	c.st.BakeUntil = time.Time{}
+	c.st.Estimate = nil // the last step's; the next analysis makes this one's
 	c.dropGateRunLocked()
 	// A passed step clears the failures: failure_limit counts the failed
 	// analyses of one step, so one false alarm at an early step and one
