@@ -460,14 +460,7 @@ func (o Options) routesAPI(api *http.ServeMux) {
 			return
 		}
 		st, err := o.Routes.Approve(r.PathValue("route"), rollout.Approval{Gate: req.Gate, By: req.By, Reason: req.Reason, Source: req.Source})
-		switch {
-		case errors.Is(err, ErrUnknownRoute), errors.Is(err, rollout.ErrNoRollout):
-			writeError(w, http.StatusNotFound, fmt.Sprintf("route %q: %v", r.PathValue("route"), err))
-		case err != nil:
-			writeError(w, http.StatusConflict, err.Error())
-		default:
-			writeJSON(w, http.StatusOK, st)
-		}
+		writeRollout(w, r.PathValue("route"), st, err)
 	}))
 	api.Handle("POST /api/v1/routes/{route}/{action}", o.mutation(func(w http.ResponseWriter, r *http.Request) {
 		action, err := rollout.ParseAction(r.PathValue("action"))
@@ -476,15 +469,21 @@ func (o Options) routesAPI(api *http.ServeMux) {
 			return
 		}
 		st, err := o.Routes.Control(r.PathValue("route"), action)
-		switch {
-		case errors.Is(err, ErrUnknownRoute), errors.Is(err, rollout.ErrNoRollout):
-			writeError(w, http.StatusNotFound, fmt.Sprintf("route %q: %v", r.PathValue("route"), err))
-		case err != nil:
-			writeError(w, http.StatusConflict, err.Error())
-		default:
-			writeJSON(w, http.StatusOK, st)
-		}
+		writeRollout(w, r.PathValue("route"), st, err)
 	}))
+}
+
+// writeRollout answers a command to a route's rollout: 404 without the
+// route or a rollout, 409 when its state refuses, else the status.
+func writeRollout(w http.ResponseWriter, route string, st *rollout.Status, err error) {
+	switch {
+	case errors.Is(err, ErrUnknownRoute), errors.Is(err, rollout.ErrNoRollout):
+		writeError(w, http.StatusNotFound, fmt.Sprintf("route %q: %v", route, err))
+	case err != nil:
+		writeError(w, http.StatusConflict, err.Error())
+	default:
+		writeJSON(w, http.StatusOK, st)
+	}
 }
 
 // instancesAPI serves .../pools/{pool}/instances: list, replace, add,

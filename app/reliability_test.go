@@ -2,8 +2,6 @@ package app
 
 import (
 	"bufio"
-	"crypto/sha1"
-	"encoding/base64"
 	"fmt"
 	"io"
 	"net"
@@ -18,45 +16,12 @@ import (
 	"time"
 
 	"canaryd/config"
+	"canaryd/internal/streamtest"
 )
 
 // streamBackend serves /events (an event every 50 ms until the client goes)
-// and /ws (a WebSocket echo of single bytes).
-func streamBackend(t *testing.T) *httptest.Server {
-	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch r.URL.Path {
-		case "/events":
-			w.Header().Set("Content-Type", "text/event-stream")
-			rc := http.NewResponseController(w)
-			for i := 0; ; i++ {
-				if _, err := fmt.Fprintf(w, "data: %d\n\n", i); err != nil {
-					return
-				}
-				rc.Flush()
-				select {
-				case <-r.Context().Done():
-					return
-				case <-time.After(50 * time.Millisecond):
-				}
-			}
-		case "/ws":
-			conn, brw, err := http.NewResponseController(w).Hijack()
-			if err != nil {
-				return
-			}
-			defer conn.Close()
-			sum := sha1.Sum([]byte(r.Header.Get("Sec-WebSocket-Key") + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
-			fmt.Fprintf(brw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n", base64.StdEncoding.EncodeToString(sum[:]))
-			brw.Flush()
-			io.Copy(conn, brw) // raw echo: enough to prove the tunnel stays up
-		}
-	}))
-	t.Cleanup(func() {
-		s.CloseClientConnections()
-		s.Close()
-	})
-	return s
-}
+// and /ws (a WebSocket echo).
+func streamBackend(t *testing.T) *httptest.Server { return streamtest.Start(t, "") }
 
 // 100 event streams and 100 WebSockets stay open across 10 reloads.
 func TestStreamsSurviveReloads(t *testing.T) {

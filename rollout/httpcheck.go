@@ -86,23 +86,7 @@ func (h *httpChecker) run(ctx context.Context, checks []config.HTTPCheck, vars c
 		case why != "":
 			v.Reason = why
 		default:
-			v.Value, v.Result = val, Pass
-			var bounds []string
-			if c.Min != nil {
-				bounds = append(bounds, fmt.Sprintf("min %g", *c.Min))
-				v.Threshold = *c.Min
-				if val < *c.Min {
-					v.Result = Fail
-				}
-			}
-			if c.Max != nil {
-				bounds = append(bounds, fmt.Sprintf("max %g", *c.Max))
-				v.Threshold = *c.Max
-				if val > *c.Max {
-					v.Result = Fail
-				}
-			}
-			v.Reason = fmt.Sprintf("%s = %g (%s)", c.Name, val, strings.Join(bounds, ", "))
+			v.bounded(c.Name, val, c.Min, c.Max)
 		}
 		out = append(out, v)
 	}

@@ -58,27 +58,32 @@ func (p *promChecker) run(ctx context.Context, checks []config.PromCheck, route,
 			out = append(out, v)
 			continue
 		}
-		v.Value = val
-		v.Result = Pass
-		var bounds []string
-		if c.Min != nil {
-			bounds = append(bounds, fmt.Sprintf("min %g", *c.Min))
-			v.Threshold = *c.Min
-			if val < *c.Min {
-				v.Result = Fail
-			}
-		}
-		if c.Max != nil {
-			bounds = append(bounds, fmt.Sprintf("max %g", *c.Max))
-			v.Threshold = *c.Max
-			if val > *c.Max {
-				v.Result = Fail
-			}
-		}
-		v.Reason = fmt.Sprintf("%s = %g (%s)", c.Name, val, strings.Join(bounds, ", "))
+		v.bounded(c.Name, val, c.Min, c.Max)
 		out = append(out, v)
 	}
 	return out
+}
+
+// bounded judges a number against its bounds (at least one is set): pass
+// within them, fail outside.
+func (v *Verdict) bounded(name string, val float64, lo, hi *float64) {
+	v.Value, v.Result = val, Pass
+	var bounds []string
+	if lo != nil {
+		bounds = append(bounds, fmt.Sprintf("min %g", *lo))
+		v.Threshold = *lo
+		if val < *lo {
+			v.Result = Fail
+		}
+	}
+	if hi != nil {
+		bounds = append(bounds, fmt.Sprintf("max %g", *hi))
+		v.Threshold = *hi
+		if val > *hi {
+			v.Result = Fail
+		}
+	}
+	v.Reason = fmt.Sprintf("%s = %g (%s)", name, val, strings.Join(bounds, ", "))
 }
 
 func (p *promChecker) query(ctx context.Context, q string) (float64, string) {

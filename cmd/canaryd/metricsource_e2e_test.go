@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -47,38 +46,8 @@ bind-address = %q
 `, rpcAddr, filepath.Join(dir, "meta"), filepath.Join(dir, "data"), filepath.Join(dir, "wal"), httpAddr)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "-config", cfg)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("influxd output:\n%s", out.String())
-		}
-	})
 	base := "http://" + httpAddr
-	for end := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		if resp, err := http.Get(base + "/ping"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusNoContent {
-				break
-			}
-		}
-		if time.Now().After(end) {
-			t.Fatalf("influxd did not answer /ping in 30s")
-		}
-	}
+	daemon(t, "influxd", exec.Command(bin, "-config", cfg), syscall.SIGTERM, 10*time.Second, base+"/ping", http.StatusNoContent)
 	resp, err := http.PostForm(base+"/query", url.Values{"q": {"CREATE DATABASE shop"}})
 	if err != nil {
 		t.Fatal(err)

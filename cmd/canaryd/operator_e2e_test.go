@@ -34,37 +34,9 @@ func demoProc(t *testing.T, args ...string) string {
 func demoProcs(t *testing.T, args ...string) (adminAddr, proxyAddr string) {
 	t.Helper()
 	adminAddr, proxyAddr = freeAddr(t), freeAddr(t)
-	cmd := exec.Command(binary, append([]string{"demo", "--listen", proxyAddr, "--admin", adminAddr, "--duration", "3m", "--log-format", "json"}, args...)...)
-	out := &strings.Builder{}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGINT)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("demo output:\n%s", out.String())
-		}
-	})
-	for end := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if resp, err := http.Get("http://" + adminAddr + "/readyz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return adminAddr, proxyAddr
-			}
-		}
-		if time.Now().After(end) {
-			t.Fatalf("demo not ready:\n%s", out.String())
-		}
-	}
+	daemon(t, "demo", exec.Command(binary, append([]string{"demo", "--listen", proxyAddr, "--admin", adminAddr, "--duration", "3m", "--log-format", "json"}, args...)...),
+		syscall.SIGINT, 15*time.Second, "http://"+adminAddr+"/readyz", http.StatusOK)
+	return adminAddr, proxyAddr
 }
 
 func demoPhase(t *testing.T, adminAddr string) string {

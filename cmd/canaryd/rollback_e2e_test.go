@@ -3,19 +3,16 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/sha1"
-	"encoding/base64"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"canaryd/internal/grpctest"
+	"canaryd/internal/streamtest"
 	"canaryd/rollout"
 
 	"google.golang.org/grpc"
@@ -24,45 +21,10 @@ import (
 	"google.golang.org/grpc/metadata"
 )
 
-// streamServer answers /events with an event every 50ms until the client
-// goes, /ws with a raw WebSocket echo, anything else with its pool's name.
+// streamServer is an instance of pool serving event streams and
+// WebSockets; it returns its address.
 func streamServer(t *testing.T, pool string) string {
-	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("X-Demo-Pool", pool)
-		switch r.URL.Path {
-		case "/events":
-			w.Header().Set("Content-Type", "text/event-stream")
-			rc := http.NewResponseController(w)
-			for i := 0; ; i++ {
-				if _, err := fmt.Fprintf(w, "data: %d\n\n", i); err != nil {
-					return
-				}
-				rc.Flush()
-				select {
-				case <-r.Context().Done():
-					return
-				case <-time.After(50 * time.Millisecond):
-				}
-			}
-		case "/ws":
-			conn, brw, err := http.NewResponseController(w).Hijack()
-			if err != nil {
-				return
-			}
-			defer conn.Close()
-			sum := sha1.Sum([]byte(r.Header.Get("Sec-WebSocket-Key") + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
-			fmt.Fprintf(brw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n", base64.StdEncoding.EncodeToString(sum[:]))
-			brw.Flush()
-			io.Copy(conn, brw)
-		default:
-			io.WriteString(w, pool+"\n")
-		}
-	}))
-	t.Cleanup(func() {
-		s.CloseClientConnections()
-		s.Close()
-	})
-	return strings.TrimPrefix(s.URL, "http://")
+	return strings.TrimPrefix(streamtest.Start(t, pool).URL, "http://")
 }
 
 // rawStream opens an event stream (ws false) or a WebSocket through addr
