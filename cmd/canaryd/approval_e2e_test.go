@@ -51,10 +51,6 @@ func TestApprovalsEndToEnd(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "web: approved; progressing, step 2, canary 50.00%") {
 		t.Fatalf("canaryd approve: %v: %s", err, out)
 	}
-	if out, err := exec.Command(binary, "approve", "web", "--admin", c.admin).CombinedOutput(); err == nil || !strings.Contains(string(out), "not waiting for an approval") {
-		t.Errorf("an approval nobody waits for: %v: %s", err, out)
-	}
-
 	waitPending("qa", 50)
 	body, _ := json.Marshal(map[string]string{"gate": "qa", "by": "bob", "reason": "load test fine"})
 	resp, err := http.Post("http://"+c.admin+"/api/v1/routes/web/approve", "application/json", bytes.NewReader(body))
@@ -100,5 +96,9 @@ func TestApprovalsEndToEnd(t *testing.T) {
 	want := []string{"qa by alice (cli): QA passed", "qa by bob (api): load test fine", "sign-off by carol (dashboard): release notes out"}
 	if st.Phase != rollout.Promoted || strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("%s; approvals in the history:\n%s\nwant:\n%s", st.Phase, strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	// Promoted, it waits for nothing: an approval is refused, exit 1.
+	if out, err := exec.Command(binary, "approve", "web", "--admin", c.admin).CombinedOutput(); err == nil || !strings.Contains(string(out), "route web is promoted, not waiting for an approval") {
+		t.Errorf("an approval nobody waits for: %v: %s", err, out)
 	}
 }
