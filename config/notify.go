@@ -11,7 +11,7 @@ const (
 // rollout moves to, and gate, approval and analysis (a new slice at every
 // call).
 func NotifyEvents() []string {
-	return []string{"shadowing", "segment", "progressing", "paused", "baking", "promoted", "rolled_back", "gate", "approval", "analysis"}
+	return []string{"idle", "shadowing", "segment", "progressing", "paused", "baking", "promoted", "rolled_back", "gate", "approval", "analysis"}
 }
 
 // DefaultNotifyEvents is every event but analysis (a step that holds
