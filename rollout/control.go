@@ -27,6 +27,11 @@ func (c *controller) control(action Action) error {
 	case Abort:
 		// Honoured during a drain too: sending everyone back to stable is
 		// the operator's call, and the state saved is the rolled back one.
+		if from == RolledBack && c.st.Weight > 0 {
+			// On the way down of a gradual rollback: the rest at once.
+			c.rollbackModeLocked(now, "aborted by operator during the gradual rollback: canary to 0% at once", c.st.LastVerdicts, true)
+			break
+		}
 		if !from.judging() && from != Paused && from != Promoted {
 			err = fmt.Errorf("cannot abort a rollout that is %s", from)
 			break

@@ -75,6 +75,16 @@ func TestGradualRollback(t *testing.T) {
 			t.Errorf("history: %s", last.Reason)
 		}
 	})
+	t.Run("abort cuts it short", func(t *testing.T) {
+		m, _, _, _ := setup(t)
+		st, err := m.Control("web", Abort)
+		if err != nil || st.CanaryWeight != 0 || !strings.Contains(st.Reason, "aborted by operator during the gradual rollback: canary to 0% at once") {
+			t.Errorf("%v: %v%%: %s", err, st.CanaryWeight, st.Reason)
+		}
+		if _, err := m.Control("web", Abort); err == nil {
+			t.Error("abort of a rollout rolled back to 0% worked")
+		}
+	})
 	t.Run("the tripwire cuts it short", func(t *testing.T) {
 		m, c, traffic, _ := setup(t)
 		now := time.Now()
