@@ -271,10 +271,12 @@ function routeCard(r, series) {
         : ` ${ro.strategy} ${versioned(ro.stable, ro.stable_version)} → ${versioned(ro.canary, ro.canary_version)}: step ${ro.step} of ${ro.steps.length} (canary ${ro.canary_weight}%), failures ${ro.failures}/${ro.failure_limit}${next}`));
     if (ro.reason) card.append(el("p", { class: "muted" }, ro.reason));
     const actions = el("div", { class: "actions" });
+    // Abort also ends a gradual rollback still on its way down.
+    const enabled = (a) => enabledIn[a].includes(ro.phase) || (a === "abort" && ro.phase === "rolled_back" && ro.canary_weight > 0);
     for (const a of ["promote", "abort", "pause", "resume"]) {
       actions.append(el("button", {
-        "data-action": a, "data-route": r.name, disabled: !enabledIn[a].includes(ro.phase),
-        title: enabledIn[a].includes(ro.phase) ? "" : `nothing to ${a} while ${ro.phase.replace("_", " ")}`,
+        "data-action": a, "data-route": r.name, disabled: !enabled(a),
+        title: enabled(a) ? "" : `nothing to ${a} while ${ro.phase.replace("_", " ")}`,
         onclick: async () => {
           try {
             const st = await api("POST", `/api/v1/routes/${encodeURIComponent(r.name)}/${a}`);
@@ -299,6 +301,7 @@ function routeCard(r, series) {
       for (const gate of ro.gate.pending || []) card.append(approveForm(r.name, gate));
     }
     if (ro.estimate) card.append(el("p", { class: "estimate" }, `until a decision: ${ro.estimate.text}`));
+    if (ro.bake_until) card.append(el("p", { class: "bake" }, `baking at 100% until ${new Date(ro.bake_until).toLocaleTimeString()}; ${ro.stable} stays configured to revert to`));
     if (ro.last_verdicts && ro.last_verdicts.length) {
       card.append(el("h3", {}, ro.phase === "rolled_back" ? "why it rolled back" : "last analysis"));
       card.append(el("table", {}, ro.last_verdicts.map((v) =>

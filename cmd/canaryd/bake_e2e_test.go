@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"canaryd/rollout"
+
+	"github.com/chromedp/chromedp"
 )
 
 // The built binary bakes a promoted canary and reverts it when it starts
@@ -22,6 +24,15 @@ func TestBakeRevertsACanaryThatFailsAfterPromotion(t *testing.T) {
 	st := c.status(t, "web")
 	if st.CanaryWeight != 100 || st.BakeUntil.IsZero() {
 		t.Fatalf("baking: %v%%, until %v", st.CanaryWeight, st.BakeUntil)
+	}
+	// The dashboard says it bakes, and until when.
+	ctx := browser(t, tool(t, "chromium", "CANARYD_REQUIRE_CHROMIUM"), 60*time.Second)
+	if err := chromedp.Do(ctx, chromedp.Navigate("http://"+c.admin+"/")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`/^baking at 100% until .+; blue stays configured/.test((document.querySelector("p.bake") || {}).textContent || "")`,
+		chromedp.WithPollingTimeout(20*time.Second))); err != nil {
+		t.Errorf("the dashboard does not show the bake: %v", err)
 	}
 	// Baking is not promoted yet: --wait waits on.
 	if _, _, code := waitCLI(t, 30*time.Second, "web", "--wait", "--timeout", "1s", "--admin", c.admin); code != 3 {
