@@ -633,3 +633,33 @@ func TestClusterGatesAndApprovals(t *testing.T) {
 		t.Errorf("gate calls %v; want the pre_traffic gate called once, by the leader", calls)
 	}
 }
+
+// A rollback's close_streams_after ends the canary's streams on every
+// member, not only on the leader: each member serves its own clients.
+func TestClusterRollbackClosesStreamsOnEveryMember(t *testing.T) {
+	long(t)
+	tc := &testCluster{etcd: etcdtest.Start(t, 3), name: fmt.Sprintf("e2e%d", rand.IntN(1e9))}
+	tc.blue, tc.green = streamServer(t, "blue"), streamServer(t, "green")
+	for i := 0; i < 3; i++ {
+		m := &clusterMember{id: fmt.Sprintf("m%d", i), link: tcpproxy.Start(t, tc.etcd.Endpoints()...)}
+		m.cfg = writeConfig(t, tc.clusterConfig(t, m.id, m.link.Addr(), "", `{ steps: [50, 100], interval: 1h, rollback: { close_streams_after: 1s } }`))
+		m.run = startCanaryd(t, m.cfg)
+		tc.members = append(tc.members, m)
+	}
+	lead := tc.leader(t, 15*time.Second)
+	var ends []<-chan struct{}
+	for _, m := range tc.members {
+		waitWeight(t, m, 50, 10*time.Second)
+		ends = append(ends, rawStream(t, strings.TrimPrefix(m.run.proxy, "http://"), "green", false))
+	}
+	if out, err := runCLI(t, "abort", "web", "--admin", tc.others(lead)[0].run.admin); err != nil {
+		t.Fatalf("abort on a follower: %v\n%s", err, out)
+	}
+	for i, end := range ends {
+		select {
+		case <-end:
+		case <-time.After(15 * time.Second):
+			t.Errorf("member %s: the canary's event stream is still open 15s after the rollback", tc.members[i].id)
+		}
+	}
+}
