@@ -17,7 +17,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
-	"google.golang.org/grpc/metadata"
 )
 
 // openSSE opens an event stream through the proxy, forced to pool, and
@@ -124,20 +123,7 @@ routes:
 	client := testpb.NewTestServiceClient(cc)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	duplex := func(pool string) testpb.TestService_FullDuplexCallClient {
-		s, err := client.FullDuplexCall(metadata.AppendToOutgoingContext(ctx, "x-canary-pool", pool))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := s.Send(&testpb.StreamingOutputCallRequest{Payload: &testpb.Payload{Body: []byte("0")}}); err != nil {
-			t.Fatal(err)
-		}
-		if got, err := s.Recv(); err != nil || !strings.HasPrefix(string(got.GetPayload().GetBody()), pool+":") {
-			t.Fatalf("duplex to %s: %v %v", pool, got, err)
-		}
-		return s
-	}
-	dG, dB := duplex("green"), duplex("blue")
+	dG, dB := grpctest.Duplex(ctx, t, client, "green"), grpctest.Duplex(ctx, t, client, "blue")
 	if n := r.srv.streams.Open("web", "green"); n != 2 {
 		t.Fatalf("%d streams of web's green kept; want 2 (the event stream and the WebSocket)", n)
 	}

@@ -18,7 +18,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
-	"google.golang.org/grpc/metadata"
 )
 
 // streamServer is an instance of pool serving event streams and
@@ -104,14 +103,7 @@ routes:
 	client := testpb.NewTestServiceClient(cc)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	dG, err := client.FullDuplexCall(metadata.AppendToOutgoingContext(ctx, "x-canary-pool", "green"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	dG.Send(&testpb.StreamingOutputCallRequest{Payload: &testpb.Payload{Body: []byte("0")}})
-	if got, err := dG.Recv(); err != nil || string(got.GetPayload().GetBody()) != "green:0" {
-		t.Fatalf("grpc stream to green: %v %v", got, err)
-	}
+	dG := grpctest.Duplex(ctx, t, client, "green")
 	gEnded := make(chan error, 1)
 	go func() {
 		for {

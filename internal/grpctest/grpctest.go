@@ -118,3 +118,21 @@ func (s *Server) FullDuplexCall(stream testpb.TestService_FullDuplexCallServer) 
 		}
 	}
 }
+
+// Duplex opens a full-duplex call through a client, forced to pool by the
+// x-canary-pool metadata (a route's force header), and checks that pool
+// echoes its first message.
+func Duplex(ctx context.Context, t testing.TB, client testpb.TestServiceClient, pool string) testpb.TestService_FullDuplexCallClient {
+	t.Helper()
+	s, err := client.FullDuplexCall(metadata.AppendToOutgoingContext(ctx, "x-canary-pool", pool))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Send(&testpb.StreamingOutputCallRequest{Payload: &testpb.Payload{Body: []byte("0")}}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Recv(); err != nil || string(got.GetPayload().GetBody()) != pool+":0" {
+		t.Fatalf("duplex call to %s: %v %v", pool, got, err)
+	}
+	return s
+}
