@@ -42,6 +42,9 @@ func configSpec(r *config.Route) balancer.RouteSpec {
 	if r.Propagate != nil {
 		s.PropagateHeader = r.Propagate.Header
 	}
+	// Decided here, at reload, so that a route that never closes streams
+	// costs its requests nothing.
+	s.TrackStreams = r.Rollout != nil && r.Rollout.Rollback.CloseStreamsAfter > 0
 	for _, p := range r.Pools {
 		h := r.PoolHealth(p)
 		ps := balancer.PoolSpec{

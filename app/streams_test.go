@@ -14,8 +14,6 @@ import (
 	"canaryd/internal/grpctest"
 	"canaryd/rollout"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 )
 
@@ -115,12 +113,7 @@ routes:
 	sseB, sseBr := openSSE(t, addr, "blue")
 	wsG, wsB := openWS(t, addr, "green"), openWS(t, addr, "blue")
 
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority("grpc"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
-	client := testpb.NewTestServiceClient(cc)
+	client := grpctest.Client(t, addr, "grpc")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	dG, dB := grpctest.Duplex(ctx, t, client, "green"), grpctest.Duplex(ctx, t, client, "blue")
@@ -175,5 +168,27 @@ routes:
 	st, _ := r.srv.rollouts.Status("web")
 	if last := st.History[len(st.History)-1]; !strings.Contains(last.Reason, "closed 2 streams") {
 		t.Errorf("history: %s", last.Reason)
+	}
+}
+
+// A route whose rollout does not close streams keeps none: its requests
+// are not looked at.
+func TestStreamsKeptOnlyWhereClosed(t *testing.T) {
+	blue, green := streamBackend(t), streamBackend(t)
+	r := startFileRig(t, t.TempDir(), fmt.Sprintf(`
+listen: "127.0.0.1:0"
+admin: { listen: "127.0.0.1:0" }
+state_dir: %q
+routes:
+  - name: web
+    force: { header: X-Canary-Pool }
+    rollout: { stable: blue, canary: green, steps: [50, 100], interval: 1h }
+    pools:
+      - { name: blue, weight: 100, instances: [%q] }
+      - { name: green, weight: 0, instances: [%q] }
+`, t.TempDir(), blue.URL, green.URL))
+	openSSE(t, r.srv.ProxyAddr().String(), "green")
+	if n := r.srv.streams.Open("web", "green"); n != 0 {
+		t.Errorf("%d streams kept on a route without rollback.close_streams_after", n)
 	}
 }

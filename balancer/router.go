@@ -295,7 +295,7 @@ func sameSpec(a, b RouteSpec) bool {
 		a.StickyHeader != b.StickyHeader || a.StickyCookie != b.StickyCookie || a.ForceHeader != b.ForceHeader || a.ForceCookie != b.ForceCookie ||
 		a.ForceSecret != b.ForceSecret || a.ForceSecretHeader != b.ForceSecretHeader || a.StickyLow != b.StickyLow ||
 		a.MirrorPool != b.MirrorPool || a.MirrorShare != b.MirrorShare || a.Mirror != b.Mirror || a.Stats != b.Stats ||
-		!slices.Equal(a.ForceFrom, b.ForceFrom) || len(a.Pools) != len(b.Pools) || a.PropagateHeader != b.PropagateHeader ||
+		!slices.Equal(a.ForceFrom, b.ForceFrom) || len(a.Pools) != len(b.Pools) || a.PropagateHeader != b.PropagateHeader || a.TrackStreams != b.TrackStreams ||
 		(a.Affinity == nil) != (b.Affinity == nil) || (a.Affinity != nil && *a.Affinity != *b.Affinity) ||
 		!slices.EqualFunc(a.Rules, b.Rules, func(x, y RuleSpec) bool { return x.equal(&y) }) {
 		return false

@@ -77,6 +77,10 @@ type RouteSpec struct {
 	// instance, and from a trusted peer routes to the pool of that
 	// version. "": none.
 	PropagateHeader string
+	// TrackStreams: the proxy keeps the route's long-lived requests, for a
+	// rollback to end (rollout.rollback.close_streams_after); carried
+	// into the Route. false: no request of the route is looked at.
+	TrackStreams bool
 }
 
 // Mirror sends a route's shadow copies: package proxy's *Mirror, made by
@@ -203,8 +207,10 @@ type Route struct {
 	// chosen pool's version ("" when none).
 	PropagateHeader string
 	propagate       string // = PropagateHeader, read by picks
-	rules           rules
-	affinity        *affinity
+	// TrackStreams: the proxy keeps this route's streams (RouteSpec).
+	TrackStreams bool
+	rules        rules
+	affinity     *affinity
 
 	// The cursor is written by every request on every core; keep it off the
 	// cache lines of the read-only fields above.
@@ -402,6 +408,7 @@ func compileRoute(s RouteSpec, get func(route, pool string, u *url.URL, awaitPro
 	if s.Affinity != nil {
 		r.affinity = compileAffinity(s.Affinity, s.Name)
 	}
+	r.TrackStreams = s.TrackStreams
 	if s.PropagateHeader != "" {
 		r.PropagateHeader = http.CanonicalHeaderKey(s.PropagateHeader)
 		r.propagate = r.PropagateHeader

@@ -444,7 +444,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	in := r
-	if h.streams != nil && isStream(r) {
+	if h.streams != nil && route.TrackStreams && isStream(r) {
 		// A stream gets a context of its own, which a rollback cancels
 		// (a plain request costs nothing here). st.in stays the client's
 		// request, whose context says whether the client went away.

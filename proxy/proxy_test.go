@@ -495,9 +495,13 @@ func BenchmarkProxyPath(b *testing.B) {
 		pool{"blue", 9000, []string{blue.URL}}, pool{"green", 1000, []string{green.URL}}))
 	h := New(r.router, Options{Observer: nopObserver{}})
 	b.Run("handler", func(b *testing.B) { handlerbench.Run(b, h) })
-	// With the stream registry canaryd runs with (a plain request is only
-	// looked at: three header lookups), and a stream that is kept.
-	hs := New(r.router, Options{Observer: nopObserver{}, Streams: NewStreams()})
+	// A route whose rollout closes streams (rollback.close_streams_after):
+	// a plain request is only looked at (three header lookups), a stream
+	// is kept. Other routes look at nothing.
+	tracked := routeSpec(b, pool{"blue", 9000, []string{blue.URL}}, pool{"green", 1000, []string{green.URL}})
+	tracked.TrackStreams = true
+	rs := newRig(b, Options{Observer: nopObserver{}}, tracked)
+	hs := New(rs.router, Options{Observer: nopObserver{}, Streams: NewStreams()})
 	b.Run("handler-streams-kept", func(b *testing.B) { handlerbench.Run(b, hs) })
 	b.Run("handler-streams-kept-sse", func(b *testing.B) {
 		handlerbench.Run(b, hs, func(r *http.Request) { r.Header.Set("Accept", "text/event-stream") })

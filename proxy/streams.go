@@ -9,9 +9,11 @@ import (
 
 // Streams keeps the long-lived requests in flight (WebSockets, server-sent
 // events, gRPC calls), by route and pool, so that a rollback can end those
-// a canary still serves (rollout.rollback.close_streams_after). Plain
-// requests are not kept: they end by themselves, and keeping them would
-// put a lock on every request. A request is a stream by its headers: an
+// a canary still serves (rollout.rollback.close_streams_after). Only the
+// routes whose rollout closes streams are looked at (balancer.Route's
+// TrackStreams, set at reload), and there plain requests are not kept:
+// they end by themselves, and keeping them would put a lock on every
+// request. A request is a stream by its headers: an
 // Upgrade, a gRPC content type, or Accept: text/event-stream (what
 // EventSource sends).
 type Streams struct {

@@ -15,8 +15,6 @@ import (
 	"canaryd/internal/streamtest"
 	"canaryd/rollout"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 )
 
@@ -95,12 +93,7 @@ routes:
 	addr := strings.TrimPrefix(c.proxy, "http://")
 	sseG, wsG := rawStream(t, addr, "green", false), rawStream(t, addr, "green", true)
 	sseB, wsB := rawStream(t, addr, "blue", false), rawStream(t, addr, "blue", true)
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority("grpc"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
-	client := testpb.NewTestServiceClient(cc)
+	client := grpctest.Client(t, addr, "grpc")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	dG := grpctest.Duplex(ctx, t, client, "green")

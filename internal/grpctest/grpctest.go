@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
@@ -135,4 +136,16 @@ func Duplex(ctx context.Context, t testing.TB, client testpb.TestServiceClient, 
 		t.Fatalf("duplex call to %s: %v %v", pool, got, err)
 	}
 	return s
+}
+
+// Client dials addr over h2c, sending authority as :authority (the host a
+// proxy routes by); the connection closes at the test's end.
+func Client(t testing.TB, addr, authority string) testpb.TestServiceClient {
+	t.Helper()
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority(authority))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return testpb.NewTestServiceClient(cc)
 }
